@@ -1,0 +1,94 @@
+# luagent — build, test, demo, sanitizers, benchmarks.
+#
+#   make            build luagent/core.so
+#   make test       install missing Debian packages (as root), build, run every spec
+#   make demo       run the example (scripted model unless OPENAI_API_KEY/OPENAI_BASE_URL is set)
+#   make sanitize   the whole suite under ASan+UBSan
+#   make tsan       the whole suite under ThreadSanitizer
+#   make bench      benchmarks (bench/README.md)
+#   make fuzz       fuzz the SSE parser with libFuzzer (clang)
+
+LUA       ?= lua5.4
+BUSTED    ?= $(LUA) /usr/bin/busted
+CC        ?= cc
+PKG       := pkg-config
+LUA_INCDIR  ?= $(shell $(PKG) --variable=includedir lua5.4 2>/dev/null)/lua5.4
+CURL_CFLAGS ?= $(shell $(PKG) --cflags libcurl 2>/dev/null)
+CURL_LIBS   ?= $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
+SQLITE_LIBS ?= $(shell $(PKG) --libs sqlite3 2>/dev/null || echo -lsqlite3)
+
+OPT      ?= -O2
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   ?= $(OPT) -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
+             -I$(LUA_INCDIR) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
+LIBFLAG  ?= -shared
+LDLIBS   = $(CURL_LIBS) $(SQLITE_LIBS) -lpthread -ldl -lm
+
+SRC := $(wildcard core/*.c)
+HDR := $(wildcard core/*.h)
+
+OUT ?= luagent
+MODULE := $(OUT)/core.so
+
+# Packages `make test` and `make demo` need on Debian 12.
+DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
+            lua-socket pkg-config gcc make
+
+.PHONY: all test demo deps sanitize tsan bench fuzz clean check-deps
+
+all: $(MODULE)
+
+$(MODULE): $(SRC) $(HDR) Makefile
+	@mkdir -p $(OUT)
+	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LDFLAGS) $(LDLIBS)
+
+# Install what is missing when we can (root), else print the exact command.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing || exit 1; \
+	  else \
+	    echo "missing packages:$$missing"; \
+	    echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(BUSTED) $(BUSTED_ARGS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@$(LUA) examples/demo.lua
+
+# Sanitizer runs: the stock lua5.4 is not instrumented, so the runtime is preloaded.
+ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)
+TSAN_RT := $(shell $(CC) -print-file-name=libtsan.so)
+
+sanitize: deps
+	@$(MAKE) --no-print-directory OUT=build/asan/luagent OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DLUAGENT_DEBUG" \
+	  LDFLAGS="-fsanitize=address,undefined" all
+	LUAGENT_CPATH=./build/asan/?.so LD_PRELOAD=$(ASAN_RT) \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(BUSTED) --cpath=./build/asan/?.so $(BUSTED_ARGS)
+
+tsan: deps
+	@$(MAKE) --no-print-directory OUT=build/tsan/luagent OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -DLUAGENT_DEBUG" \
+	  LDFLAGS="-fsanitize=thread" all
+	LUAGENT_CPATH=./build/tsan/?.so LD_PRELOAD=$(TSAN_RT) \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/support/tsan.supp" \
+	  $(BUSTED) --cpath=./build/tsan/?.so $(BUSTED_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@$(LUA) bench/run.lua
+
+clean:
+	rm -rf luagent build

@@ -1,0 +1,71 @@
+/* Declarations shared by the C files of the core. Nothing here is exported:
+ * the module is built with -fvisibility=hidden, so only luaopen_luagent_core
+ * and the luagent_* API of luagent.h are visible to hosts. */
+#ifndef LUAGENT_INTERNAL_H
+#define LUAGENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <lua.h>
+
+#define LG_UNUSED(x) ((void)(x))
+
+/* ---- growable byte buffer (util.c) ---------------------------------------
+ * Plain malloc memory, never Lua memory, so it can be filled under a core
+ * mutex. On allocation failure the buffer sets `oom` and stops growing;
+ * callers check `oom` once at the end. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  int oom;
+} buf_t;
+
+void buf_init(buf_t *b);
+void buf_free(buf_t *b);
+void buf_reset(buf_t *b);
+void buf_reserve(buf_t *b, size_t extra);
+void buf_add(buf_t *b, const void *s, size_t n);
+void buf_adds(buf_t *b, const char *s);
+void buf_addc(buf_t *b, char c);
+void buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append a JSON string literal (quotes included) for the n bytes of s. */
+void buf_add_jstr(buf_t *b, const char *s, size_t n);
+/* Append `"key":` (key must not need escaping). */
+void buf_add_jkey(buf_t *b, const char *key);
+/* Returns a malloc'd NUL-terminated copy and resets the buffer (NULL on oom). */
+char *buf_detach(buf_t *b);
+
+char *lg_strdup(const char *s);           /* NULL-safe strdup */
+char *lg_strndup(const char *s, size_t n);
+
+/* ---- time and ids (util.c) ----------------------------------------------- */
+int64_t lg_mono_ms(void);                  /* monotonic clock, milliseconds */
+double lg_mono_s(void);                    /* monotonic clock, seconds (fractional) */
+int64_t lg_wall_ms(void);                  /* wall clock, ms since the epoch */
+/* ISO-8601 UTC with milliseconds, e.g. 2026-06-08T12:00:00.000Z (24 chars). */
+void lg_iso8601(int64_t wall_ms, char out[32]);
+/* Ids of [A-Za-z0-9_-]: prefix, 10 chars of ms time, 6 chars of a process-wide
+ * counter (base 32, so ids sort by creation time), 4 random chars. */
+void lg_make_id(const char *prefix, char out[40]);
+/* Make later ids sort after an id made at wall time `ms` (store recovery). */
+void lg_id_floor(int64_t ms);
+
+/* ---- JSON codec (json.c) -------------------------------------------------
+ * R-3: integers stay integers, floats round-trip, arrays are explicit,
+ * NaN/inf/cycles/sparse arrays are errors, '/' is not escaped, object keys
+ * are written sorted so the same value always gives the same bytes.
+ * Neither function raises for bad input: they return -1 and write a message
+ * into err (a Lua memory error may still be raised by the Lua API). */
+int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen);
+/* Pushes the decoded value and returns 0, or pushes nothing and returns -1. */
+int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+/* Decode, raising a Lua error on bad input. */
+void lg_json_push(lua_State *L, const char *s, size_t len);
+/* Pushes the `luagent.json` C table: encode, decode, array, is_array,
+ * empty_array, null. Idempotent per state (metatables live in the registry). */
+void lg_json_open(lua_State *L);
+/* Light userdata used for JSON null (equal in every state). */
+#define LG_JSON_NULL ((void *)0)
+
+#endif

@@ -1,0 +1,199 @@
+/* Byte buffers, clocks, timestamps and ids. Pure C: safe under any mutex. */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <pthread.h>
+
+void buf_init(buf_t *b) { memset(b, 0, sizeof *b); }
+
+void buf_free(buf_t *b) {
+  free(b->p);
+  memset(b, 0, sizeof *b);
+}
+
+void buf_reset(buf_t *b) { b->len = 0; }
+
+void buf_reserve(buf_t *b, size_t extra) {
+  if (b->oom) return;
+  if (b->len + extra + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < b->len + extra + 1) cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (!p) {
+    b->oom = 1;
+    return;
+  }
+  b->p = p;
+  b->cap = cap;
+}
+
+void buf_add(buf_t *b, const void *s, size_t n) {
+  buf_reserve(b, n);
+  if (b->oom) return;
+  if (n) memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+void buf_adds(buf_t *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+void buf_addc(buf_t *b, char c) { buf_add(b, &c, 1); }
+
+void buf_addf(buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char tmp[256];
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n < sizeof tmp) {
+    buf_add(b, tmp, (size_t)n);
+    return;
+  }
+  buf_reserve(b, (size_t)n);
+  if (b->oom) return;
+  va_start(ap, fmt);
+  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+void buf_add_jstr(buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  buf_reserve(b, n + 2);
+  buf_addc(b, '"');
+  size_t run = 0; /* bytes copied verbatim in one go */
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    const char *esc = NULL;
+    char u[6];
+    switch (c) {
+      case '"': esc = "\\\""; break;
+      case '\\': esc = "\\\\"; break;
+      case '\n': esc = "\\n"; break;
+      case '\r': esc = "\\r"; break;
+      case '\t': esc = "\\t"; break;
+      case '\b': esc = "\\b"; break;
+      case '\f': esc = "\\f"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+          u[4] = hex[c >> 4]; u[5] = hex[c & 15];
+          buf_add(b, s + i - run, run);
+          run = 0;
+          buf_add(b, u, 6);
+          continue;
+        }
+        run++;
+        continue;
+    }
+    buf_add(b, s + i - run, run);
+    run = 0;
+    buf_adds(b, esc);
+  }
+  buf_add(b, s + n - run, run);
+  buf_addc(b, '"');
+}
+
+void buf_add_jkey(buf_t *b, const char *key) {
+  buf_addc(b, '"');
+  buf_adds(b, key);
+  buf_add(b, "\":", 2);
+}
+
+char *buf_detach(buf_t *b) {
+  if (b->oom) {
+    buf_free(b);
+    return NULL;
+  }
+  if (!b->p) buf_reserve(b, 0);
+  char *p = b->p;
+  if (p) p[b->len] = '\0';
+  memset(b, 0, sizeof *b);
+  return p;
+}
+
+char *lg_strdup(const char *s) { return s ? strdup(s) : NULL; }
+
+char *lg_strndup(const char *s, size_t n) {
+  char *p = malloc(n + 1);
+  if (!p) return NULL;
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+int64_t lg_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double lg_mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int64_t lg_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void lg_iso8601(int64_t wall_ms, char out[32]) {
+  time_t secs = (time_t)(wall_ms / 1000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+}
+
+/* Crockford base 32 keeps ids sortable as plain strings. */
+static const char b32[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+static atomic_llong id_last_ms;
+static atomic_ullong id_counter;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+static unsigned id_salt;
+
+static void id_init(void) {
+  unsigned seed = (unsigned)lg_wall_ms() ^ (unsigned)getpid();
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    unsigned r;
+    if (read(fd, &r, sizeof r) == (ssize_t)sizeof r) seed ^= r;
+    close(fd);
+  }
+  id_salt = seed;
+}
+
+void lg_id_floor(int64_t ms) {
+  long long cur = atomic_load(&id_last_ms);
+  while (ms > cur && !atomic_compare_exchange_weak(&id_last_ms, &cur, ms)) {
+  }
+}
+
+void lg_make_id(const char *prefix, char out[40]) {
+  pthread_once(&id_once, id_init);
+  /* The time part never goes backwards, even if the wall clock does. */
+  long long now = lg_wall_ms();
+  long long last = atomic_load(&id_last_ms);
+  while (now > last && !atomic_compare_exchange_weak(&id_last_ms, &last, now)) {
+  }
+  if (now < last) now = last;
+  unsigned long long n = atomic_fetch_add(&id_counter, 1);
+  char t[10], c[6], r[4];
+  unsigned long long v = (unsigned long long)now;
+  for (int i = 9; i >= 0; i--, v >>= 5) t[i] = b32[v & 31];
+  v = n;
+  for (int i = 5; i >= 0; i--, v >>= 5) c[i] = b32[v & 31];
+  unsigned x = id_salt ^ (unsigned)(n * 2654435761u);
+  for (int i = 0; i < 4; i++, x >>= 5) r[i] = (char)(b32[x & 31] | 0x20); /* lower case */
+  snprintf(out, 40, "%s%.10s%.6s%.4s", prefix, t, c, r);
+}
