@@ -1,0 +1,750 @@
+/* JSON codec (R-3). Integers stay integers, floats round-trip, arrays are
+ * explicit (array_mt), NaN/inf/cycles/sparse arrays are errors, object keys
+ * are written sorted so a value always gives the same bytes.
+ *
+ * Memory: the encoder writes into the caller's buf_t and only walks tables
+ * with lua_next/lua_rawget; the decoder builds Lua values directly and never
+ * holds malloc'd memory across a Lua call, so a Lua memory error leaks
+ * nothing. Numbers are formatted and parsed under a process-wide "C" locale
+ * installed with uselocale() around each call, so os.setlocale in the host
+ * cannot turn "0.5" into "0,5".
+ *
+ * Error positions: encode errors name a path ($ is the root, $.key, $[i] with
+ * 1-based Lua indices); decode errors name a 1-based byte offset. */
+#include "internal.h"
+
+#include <lauxlib.h>
+
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXDEPTH 1000
+#define IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+#define TWO53 9007199254740992.0
+
+/* Registry keys: only their addresses matter. */
+static const char array_mt_key = 'a';
+static const char empty_mt_key = 'm';
+static const char empty_key = 'e';
+static const char buf_mt_key = 'b';
+
+/* ---- locale ---------------------------------------------------------------- */
+
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+static locale_t c_locale; /* written once under pthread_once, then read-only */
+
+static void c_locale_init(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+/* Switch this thread to the C locale; returns what to give back to
+ * locale_end (0 if newlocale failed: then we live with the host's locale). */
+static locale_t locale_begin(void) {
+  pthread_once(&c_locale_once, c_locale_init);
+  return c_locale ? uselocale(c_locale) : (locale_t)0;
+}
+
+static void locale_end(locale_t old) {
+  if (old) uselocale(old);
+}
+
+/* ---- metatables ------------------------------------------------------------ */
+
+/* Pushes array_mt, creating it on first use in this state. */
+static void push_array_mt(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "luagent.json.array");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "__jsontype");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &array_mt_key);
+}
+
+/* Address of a registry table, or NULL if it was never created. */
+static const void *registry_ptr(lua_State *L, const char *key) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  const void *p = lua_istable(L, -1) ? lua_topointer(L, -1) : NULL;
+  lua_pop(L, 1);
+  return p;
+}
+
+/* True if the table at idx has array_mt or empty_array's metatable. */
+static int marked_array(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == registry_ptr(L, &array_mt_key) || mt == registry_ptr(L, &empty_mt_key);
+}
+
+/* ---- encoder --------------------------------------------------------------- */
+
+typedef struct {
+  const char *key; /* NULL: array index */
+  union { size_t klen; lua_Integer idx; } u;
+} seg_t;
+
+typedef struct {
+  lua_State *L;
+  buf_t *out;
+  char *err;
+  size_t errlen;
+  const void *arr_mt, *empty_mt;
+  int depth;                   /* tables currently open */
+  const void *open[MAXDEPTH];  /* those tables, for cycle detection */
+  seg_t seg[MAXDEPTH];         /* key taken inside each, for error paths */
+} enc_t;
+
+typedef struct {
+  const char *s;
+  size_t len;
+  lua_Integer slot; /* index in the key anchor table */
+} okey_t;
+
+static int is_ident(const char *s, size_t n) {
+  if (n == 0 || IS_DIGIT(s[0])) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(c == '_' || IS_DIGIT(c) || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'))) return 0;
+  }
+  return 1;
+}
+
+/* Writes "<msg> at <path>" into err. Plain C only: no Lua call in here, so
+ * the temporary path buffer cannot leak. */
+static int enc_error(enc_t *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int enc_error(enc_t *e, const char *fmt, ...) {
+  if (!e->err || !e->errlen) return -1;
+  char msg[128];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  buf_t p;
+  buf_init(&p);
+  buf_addc(&p, '$');
+  for (int i = 0; i < e->depth && p.len < e->errlen; i++) {
+    const seg_t *s = &e->seg[i];
+    if (!s->key) {
+      buf_addf(&p, "[%lld]", (long long)s->u.idx);
+    } else if (is_ident(s->key, s->u.klen)) {
+      buf_addc(&p, '.');
+      buf_add(&p, s->key, s->u.klen);
+    } else {
+      buf_addc(&p, '[');
+      buf_add_jstr(&p, s->key, s->u.klen < 64 ? s->u.klen : 64);
+      buf_addc(&p, ']');
+    }
+  }
+  snprintf(e->err, e->errlen, "%s at %s", msg, p.oom ? "$" : p.p);
+  buf_free(&p);
+  return -1;
+}
+
+static int enc_value(enc_t *e, int idx);
+
+static int enc_float(enc_t *e, double x) {
+  if (isnan(x)) return enc_error(e, "cannot encode NaN");
+  if (isinf(x)) return enc_error(e, x > 0 ? "cannot encode inf" : "cannot encode -inf");
+  /* Shortest of %.15g/%.16g/%.17g that reads back as the same double. */
+  char tmp[40];
+  locale_t old = locale_begin();
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(tmp, sizeof tmp, "%.*g", prec, x);
+    if (strtod(tmp, NULL) == x) break;
+  }
+  locale_end(old);
+  /* An integral float prints like the equal integer ("2"): equal values give
+   * equal bytes, and decode turns it into that integer. */
+  buf_adds(e->out, tmp);
+  return 0;
+}
+
+static int okey_cmp(const void *a, const void *b) {
+  const okey_t *x = a, *y = b;
+  int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Object with n string keys (checked by the caller). The keys are copied into
+ * an anchor table first: that keeps the strings alive while siblings are
+ * encoded (even if the table is weak and the GC clears entries), and
+ * lua_rawgeti on it pushes a key without allocating. */
+static int enc_object(enc_t *e, int idx, size_t n, int d) {
+  lua_State *L = e->L;
+  if (n > (size_t)INT32_MAX) return enc_error(e, "table too large");
+  lua_createtable(L, (int)n, 0);
+  int anchor = lua_gettop(L);
+  okey_t *keys = lua_newuserdatauv(L, n * sizeof *keys, 0);
+  size_t k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { /* no allocation in this loop */
+    lua_pop(L, 1);
+    if (k == n) { /* a weak table lost entries meanwhile */
+      lua_pop(L, 1);
+      break;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, anchor, (lua_Integer)k + 1);
+    keys[k].s = lua_tolstring(L, -1, &keys[k].len); /* already a string */
+    keys[k].slot = (lua_Integer)k + 1;
+    k++;
+  }
+  qsort(keys, k, sizeof *keys, okey_cmp);
+  buf_addc(e->out, '{');
+  for (size_t i = 0; i < k; i++) {
+    if (i) buf_addc(e->out, ',');
+    buf_add_jstr(e->out, keys[i].s, keys[i].len);
+    buf_addc(e->out, ':');
+    e->seg[d].key = keys[i].s;
+    e->seg[d].u.klen = keys[i].len;
+    lua_rawgeti(L, anchor, keys[i].slot);
+    lua_rawget(L, idx);
+    if (enc_value(e, lua_gettop(L))) return -1;
+    lua_pop(L, 1);
+  }
+  buf_addc(e->out, '}');
+  lua_pop(L, 2);
+  return 0;
+}
+
+static int enc_table(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  const void *t = lua_topointer(L, idx);
+  int d = e->depth;
+  for (int i = 0; i < d; i++)
+    if (e->open[i] == t) return enc_error(e, "cycle in table");
+  if (d >= MAXDEPTH) return enc_error(e, "nesting too deep");
+  if (!lua_checkstack(L, 8)) return enc_error(e, "Lua stack overflow");
+
+  int marked = 0;
+  if (lua_getmetatable(L, idx)) {
+    const void *mt = lua_topointer(L, -1);
+    marked = mt == e->arr_mt || mt == e->empty_mt;
+    lua_pop(L, 1);
+  }
+
+  /* Classify the keys in one pass. */
+  lua_Integer nint = 0, kmin = 0, kmax = 0;
+  size_t nstr = 0;
+  const char *bad = NULL;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int kt = lua_type(L, -2);
+    lua_pop(L, 1);
+    if (kt == LUA_TNUMBER && lua_isinteger(L, -1)) {
+      lua_Integer k = lua_tointeger(L, -1);
+      if (nint == 0 || k < kmin) kmin = k;
+      if (nint == 0 || k > kmax) kmax = k;
+      nint++;
+    } else if (kt == LUA_TSTRING) {
+      nstr++;
+    } else {
+      bad = kt == LUA_TNUMBER ? "float" : lua_typename(L, kt);
+    }
+  }
+  if (marked && (bad || nstr)) return enc_error(e, "array with non-integer key");
+  if (bad) return enc_error(e, "cannot encode table with %s key", bad);
+  if (nint && nstr) return enc_error(e, "table mixes array and object keys");
+  /* Distinct integer keys, all >= 1, as many as the largest: exactly 1..n. */
+  if (nint && (kmin < 1 || kmax != nint))
+    return enc_error(e, "sparse array (key %lld)", (long long)(kmin < 1 ? kmin : kmax));
+
+  e->open[d] = t;
+  e->depth = d + 1;
+  if (nstr) {
+    if (enc_object(e, idx, nstr, d)) return -1;
+  } else if (nint || marked) {
+    buf_addc(e->out, '[');
+    for (lua_Integer i = 1; i <= nint; i++) {
+      if (i > 1) buf_addc(e->out, ',');
+      e->seg[d].key = NULL;
+      e->seg[d].u.idx = i;
+      lua_rawgeti(L, idx, i);
+      if (enc_value(e, lua_gettop(L))) return -1;
+      lua_pop(L, 1);
+    }
+    buf_addc(e->out, ']');
+  } else {
+    buf_add(e->out, "{}", 2);
+  }
+  e->depth = d;
+  return 0;
+}
+
+static int enc_value(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      buf_add(e->out, "null", 4);
+      return 0;
+    case LUA_TBOOLEAN:
+      buf_adds(e->out, lua_toboolean(L, idx) ? "true" : "false");
+      return 0;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        buf_addf(e->out, "%lld", (long long)lua_tointeger(L, idx));
+        return 0;
+      }
+      return enc_float(e, (double)lua_tonumber(L, idx));
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      buf_add_jstr(e->out, s, n);
+      return 0;
+    }
+    case LUA_TTABLE:
+      return enc_table(e, idx);
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == LG_JSON_NULL) {
+        buf_add(e->out, "null", 4);
+        return 0;
+      }
+      return enc_error(e, "cannot encode light userdata");
+    default:
+      return enc_error(e, "cannot encode %s", luaL_typename(L, idx));
+  }
+}
+
+int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen) {
+  idx = lua_absindex(L, idx);
+  int top = lua_gettop(L);
+  size_t start = out->len;
+  enc_t e; /* the arrays are filled as the walk goes deeper */
+  e.L = L;
+  e.out = out;
+  e.err = err;
+  e.errlen = errlen;
+  e.depth = 0;
+  if (err && errlen) err[0] = '\0';
+  int rc;
+  if (!lua_checkstack(L, 8)) {
+    rc = enc_error(&e, "Lua stack overflow");
+  } else {
+    e.arr_mt = registry_ptr(L, &array_mt_key);
+    e.empty_mt = registry_ptr(L, &empty_mt_key);
+    rc = enc_value(&e, idx);
+  }
+  lua_settop(L, top);
+  if (rc == 0 && out->oom) {
+    e.depth = 0;
+    rc = enc_error(&e, "out of memory");
+  }
+  if (rc != 0) { /* drop the partial output */
+    out->len = start;
+    if (out->p) out->p[start] = '\0';
+  }
+  return rc;
+}
+
+/* ---- decoder --------------------------------------------------------------- */
+
+typedef struct {
+  lua_State *L;
+  const char *s, *p, *e; /* input, cursor, end */
+  char *err;
+  size_t errlen;
+  int depth;
+  int mt; /* stack index of array_mt */
+} dec_t;
+
+static int dec_error(dec_t *d, const char *at, const char *msg) {
+  if (d->err && d->errlen)
+    snprintf(d->err, d->errlen, "%s at byte %zu", msg, (size_t)(at - d->s) + 1);
+  return -1;
+}
+
+static void skip_ws(dec_t *d) {
+  while (d->p < d->e && (*d->p == ' ' || *d->p == '\t' || *d->p == '\n' || *d->p == '\r'))
+    d->p++;
+}
+
+static int peek(dec_t *d) { return d->p < d->e ? (unsigned char)*d->p : -1; }
+
+static int hex4(const char *p) {
+  int v = 0;
+  for (int i = 0; i < 4; i++) {
+    int c = (unsigned char)p[i], x;
+    if (IS_DIGIT(c)) x = c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') x = (c | 0x20) - 'a' + 10;
+    else return -1;
+    v = v * 16 + x;
+  }
+  return v;
+}
+
+static char *put_utf8(char *o, unsigned cp) {
+  if (cp < 0x80) {
+    *o++ = (char)cp;
+  } else if (cp < 0x800) {
+    *o++ = (char)(0xC0 | (cp >> 6));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    *o++ = (char)(0xE0 | (cp >> 12));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  } else {
+    *o++ = (char)(0xF0 | (cp >> 18));
+    *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+    *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+    *o++ = (char)(0x80 | (cp & 0x3F));
+  }
+  return o;
+}
+
+/* Pushes the string at d->p (a '"'). Strings without escapes are pushed
+ * straight from the input; otherwise the unescaped bytes go into a
+ * luaL_Buffer, which is never longer than the literal. */
+static int dec_string(dec_t *d) {
+  const char *open = d->p, *q = open + 1;
+  int esc = 0;
+  for (;; q++) {
+    if (q >= d->e) return dec_error(d, open, "unterminated string");
+    unsigned char c = (unsigned char)*q;
+    if (c == '"') break;
+    if (c < 0x20) return dec_error(d, q, "control character in string");
+    if (c == '\\') {
+      esc = 1;
+      if (++q >= d->e) return dec_error(d, open, "unterminated string");
+    }
+  }
+  const char *r = open + 1;
+  d->p = q + 1;
+  if (!esc) {
+    lua_pushlstring(d->L, r, (size_t)(q - r));
+    return 0;
+  }
+  luaL_Buffer b;
+  char *o0 = luaL_buffinitsize(d->L, &b, (size_t)(q - r)), *o = o0;
+  while (r < q) {
+    if (*r != '\\') {
+      *o++ = *r++;
+      continue;
+    }
+    const char *at = r;
+    r += 2;
+    switch (at[1]) {
+      case '"': *o++ = '"'; break;
+      case '\\': *o++ = '\\'; break;
+      case '/': *o++ = '/'; break;
+      case 'b': *o++ = '\b'; break;
+      case 'f': *o++ = '\f'; break;
+      case 'n': *o++ = '\n'; break;
+      case 'r': *o++ = '\r'; break;
+      case 't': *o++ = '\t'; break;
+      case 'u': {
+        int cp = q - r >= 4 ? hex4(r) : -1;
+        if (cp < 0) return dec_error(d, at, "invalid escape");
+        r += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          int lo = q - r >= 6 && r[0] == '\\' && r[1] == 'u' ? hex4(r + 2) : -1;
+          if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            r += 6;
+          } else {
+            cp = 0xFFFD; /* lone high surrogate; the next escape stands alone */
+          }
+        } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          cp = 0xFFFD; /* lone low surrogate */
+        }
+        o = put_utf8(o, (unsigned)cp);
+        break;
+      }
+      default:
+        return dec_error(d, at, "invalid escape");
+    }
+  }
+  luaL_pushresultsize(&b, (size_t)(o - o0));
+  return 0;
+}
+
+static int dec_number(dec_t *d) {
+  const char *start = d->p, *p = start, *e = d->e;
+  int neg = 0, isfloat = 0;
+  if (*p == '-') {
+    neg = 1;
+    p++;
+  }
+  if (p >= e || !IS_DIGIT(*p)) return dec_error(d, start, "invalid number");
+  if (*p == '0' && p + 1 < e && IS_DIGIT(p[1]))
+    return dec_error(d, start, "invalid number (leading zero)");
+  while (p < e && IS_DIGIT(*p)) p++;
+  if (p < e && *p == '.') {
+    isfloat = 1;
+    if (++p >= e || !IS_DIGIT(*p)) return dec_error(d, start, "invalid number");
+    while (p < e && IS_DIGIT(*p)) p++;
+  }
+  if (p < e && (*p == 'e' || *p == 'E')) {
+    isfloat = 1;
+    if (++p < e && (*p == '+' || *p == '-')) p++;
+    if (p >= e || !IS_DIGIT(*p)) return dec_error(d, start, "invalid number");
+    while (p < e && IS_DIGIT(*p)) p++;
+  }
+  d->p = p;
+
+  if (!isfloat) { /* exact int64, or fall through to a float on overflow */
+    uint64_t limit = neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1, v = 0;
+    const char *q = start + neg;
+    for (; q < p; q++) {
+      unsigned dig = (unsigned)(*q - '0');
+      if (v > (limit - dig) / 10) break;
+      v = v * 10 + dig;
+    }
+    if (q == p) {
+      lua_Integer i;
+      if (!neg) i = (lua_Integer)v;
+      else if (v == (uint64_t)1 << 63) i = LUA_MININTEGER;
+      else i = -(lua_Integer)v;
+      lua_pushinteger(d->L, i);
+      return 0;
+    }
+  }
+
+  /* The input is not NUL-terminated, so strtod gets a copy. */
+  size_t n = (size_t)(p - start);
+  char tmp[64], *buf = n < sizeof tmp ? tmp : malloc(n + 1);
+  if (!buf) return dec_error(d, start, "out of memory");
+  memcpy(buf, start, n);
+  buf[n] = '\0';
+  locale_t old = locale_begin();
+  double x = strtod(buf, NULL);
+  locale_end(old);
+  if (buf != tmp) free(buf);
+  if (isinf(x)) return dec_error(d, start, "invalid number (out of range)");
+  if (x == floor(x) && fabs(x) < TWO53) lua_pushinteger(d->L, (lua_Integer)x);
+  else lua_pushnumber(d->L, (lua_Number)x);
+  return 0;
+}
+
+static int dec_literal(dec_t *d, const char *word, size_t n) {
+  if ((size_t)(d->e - d->p) < n || memcmp(d->p, word, n) != 0)
+    return dec_error(d, d->p, "invalid literal");
+  d->p += n;
+  return 0;
+}
+
+static int dec_value(dec_t *d);
+
+static int dec_enter(dec_t *d) {
+  if (++d->depth > MAXDEPTH) return dec_error(d, d->p, "nesting too deep");
+  if (!lua_checkstack(d->L, 8)) return dec_error(d, d->p, "Lua stack overflow");
+  d->p++;
+  skip_ws(d);
+  return 0;
+}
+
+static int dec_array(dec_t *d) {
+  lua_State *L = d->L;
+  if (dec_enter(d)) return -1;
+  lua_newtable(L);
+  lua_pushvalue(L, d->mt);
+  lua_setmetatable(L, -2);
+  if (peek(d) == ']') {
+    d->p++;
+  } else {
+    for (lua_Integer i = 1;; i++) {
+      if (dec_value(d)) return -1;
+      lua_rawseti(L, -2, i);
+      skip_ws(d);
+      int c = peek(d);
+      if (c != ',' && c != ']') return dec_error(d, d->p, "expected ',' or ']'");
+      d->p++;
+      if (c == ']') break;
+    }
+  }
+  d->depth--;
+  return 0;
+}
+
+static int dec_object(dec_t *d) {
+  lua_State *L = d->L;
+  if (dec_enter(d)) return -1;
+  lua_newtable(L);
+  if (peek(d) == '}') {
+    d->p++;
+  } else {
+    for (;;) {
+      skip_ws(d);
+      if (peek(d) != '"') return dec_error(d, d->p, "expected string key");
+      if (dec_string(d)) return -1;
+      skip_ws(d);
+      if (peek(d) != ':') return dec_error(d, d->p, "expected ':'");
+      d->p++;
+      if (dec_value(d)) return -1;
+      /* A null member leaves the key absent (and drops an earlier duplicate). */
+      if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+      }
+      lua_rawset(L, -3);
+      skip_ws(d);
+      int c = peek(d);
+      if (c != ',' && c != '}') return dec_error(d, d->p, "expected ',' or '}'");
+      d->p++;
+      if (c == '}') break;
+    }
+  }
+  d->depth--;
+  return 0;
+}
+
+static int dec_value(dec_t *d) {
+  skip_ws(d);
+  switch (peek(d)) {
+    case '{': return dec_object(d);
+    case '[': return dec_array(d);
+    case '"': return dec_string(d);
+    case 't':
+      if (dec_literal(d, "true", 4)) return -1;
+      lua_pushboolean(d->L, 1);
+      return 0;
+    case 'f':
+      if (dec_literal(d, "false", 5)) return -1;
+      lua_pushboolean(d->L, 0);
+      return 0;
+    case 'n':
+      if (dec_literal(d, "null", 4)) return -1;
+      lua_pushlightuserdata(d->L, LG_JSON_NULL);
+      return 0;
+    default:
+      if (peek(d) == '-' || IS_DIGIT(peek(d))) return dec_number(d);
+      return dec_error(d, d->p, "expected value");
+  }
+}
+
+int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen) {
+  int top = lua_gettop(L);
+  if (!s) {
+    s = "";
+    len = 0;
+  }
+  dec_t d = {L, s, s, s + len, err, errlen, 0, 0};
+  if (err && errlen) err[0] = '\0';
+  if (!lua_checkstack(L, 8)) return dec_error(&d, s, "Lua stack overflow");
+  push_array_mt(L);
+  d.mt = lua_gettop(L);
+  if (dec_value(&d) == 0) {
+    skip_ws(&d);
+    if (d.p == d.e) {
+      lua_remove(L, d.mt);
+      return 0;
+    }
+    dec_error(&d, d.p, "trailing garbage");
+  }
+  lua_settop(L, top);
+  return -1;
+}
+
+void lg_json_push(lua_State *L, const char *s, size_t len) {
+  char err[256];
+  if (lg_json_decode(L, s, len, err, sizeof err) != 0)
+    luaL_error(L, "luagent.json.decode: %s", err);
+}
+
+/* ---- Lua functions --------------------------------------------------------- */
+
+static int buf_gc(lua_State *L) {
+  buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* The output buffer lives in a userdata whose __gc frees it, so a Lua memory
+ * error in the middle of encoding does not leak it. */
+static int l_encode(lua_State *L) {
+  char err[256];
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  buf_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  buf_init(b);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &buf_mt_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, buf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &buf_mt_key);
+  }
+  lua_setmetatable(L, -2);
+  if (lg_json_encode(L, 1, b, err, sizeof err) != 0) {
+    buf_free(b);
+    return luaL_error(L, "luagent.json.encode: %s", err);
+  }
+  lua_pushlstring(L, b->p ? b->p : "", b->len);
+  buf_free(b);
+  return 1;
+}
+
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lg_json_push(L, s, len);
+  return 1;
+}
+
+static int l_array(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+  }
+  if (marked_array(L, 1)) return 1;
+  if (lua_getmetatable(L, 1))
+    return luaL_error(L, "luagent.json.array: table already has a metatable");
+  push_array_mt(L);
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static int l_is_array(lua_State *L) {
+  lua_pushboolean(L, lua_istable(L, 1) && marked_array(L, 1));
+  return 1;
+}
+
+static int l_readonly(lua_State *L) {
+  return luaL_error(L, "luagent.json.empty_array is read-only");
+}
+
+/* The shared empty array: its own metatable adds __newindex, and its
+ * __metatable makes getmetatable(empty_array) == array_mt in Lua. */
+static void push_empty_array(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &empty_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 4);
+  lua_pushliteral(L, "luagent.json.array");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "array");
+  lua_setfield(L, -2, "__jsontype");
+  lua_pushcfunction(L, l_readonly);
+  lua_setfield(L, -2, "__newindex");
+  push_array_mt(L);
+  lua_setfield(L, -2, "__metatable");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &empty_mt_key);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &empty_key);
+}
+
+void lg_json_open(lua_State *L) {
+  static const luaL_Reg fns[] = {
+    {"encode", l_encode},
+    {"decode", l_decode},
+    {"array", l_array},
+    {"is_array", l_is_array},
+    {NULL, NULL},
+  };
+  luaL_newlib(L, fns);
+  push_empty_array(L);
+  lua_setfield(L, -2, "empty_array");
+  lua_pushlightuserdata(L, LG_JSON_NULL);
+  lua_setfield(L, -2, "null");
+  push_array_mt(L);
+  lua_setfield(L, -2, "array_mt");
+}
