@@ -1,13 +1,603 @@
-/* Lua bindings of the C core: the only file that builds Lua values for the
- * host and worker states. */
+/* Lua bindings of the C core (`luagent.core`). Values cross between states
+ * only as JSON text and C scalars (R-3): the dispatcher writes JSON under its
+ * mutex, and this file decodes it into Lua values after the mutex is
+ * released (R-4). Arguments are checked before any core call. */
+#include "dispatcher.h"
+#include "http.h"
 #include "luagent.h"
-#include "internal.h"
+#include "worker.h"
 
 #include <lauxlib.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define APP_MT "luagent.app"
+#define ERR_MT "luagent.error"
+
+typedef struct {
+  lg_app *app;
+  int worker_handle; /* a worker state's view of its app: never closes it */
+  int close_mode;    /* what __gc signals */
+} app_ud;
+
+static app_ud *check_app(lua_State *L) {
+  app_ud *u = luaL_checkudata(L, 1, APP_MT);
+  if (!u->app) luaL_error(L, "luagent: the app is closed");
+  return u;
+}
+
+/* Decode JSON written by the core; the buffer is freed first so a Lua error
+ * in decoding cannot leak it. */
+static void push_json_buf(lua_State *L, buf_t *b) {
+  if (b->oom) {
+    buf_free(b);
+    luaL_error(L, "luagent: out of memory");
+  }
+  lua_pushlstring(L, b->p ? b->p : "null", b->p ? b->len : 4);
+  buf_free(b);
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  lg_json_push(L, s, n);
+  lua_remove(L, -2);
+}
+
+/* Raise {kind=, message=} (an error table with __tostring). */
+static int raise_err(lua_State *L, const lg_err *e) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, e->kind[0] ? e->kind : "runtime");
+  lua_setfield(L, -2, "kind");
+  lua_pushstring(L, e->message);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, ERR_MT);
+  return lua_error(L);
+}
+
+static int err_tostring(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  if (!lua_isstring(L, -1)) lua_pushliteral(L, "luagent error");
+  return 1;
+}
+
+static const char *opt_field_str(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *s = lua_tostring(L, -1); /* stays anchored in the table */
+  lua_pop(L, 1);
+  return s;
+}
+
+static double opt_field_num(lua_State *L, int t, const char *k, double d) {
+  lua_getfield(L, t, k);
+  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : d;
+  lua_pop(L, 1);
+  return v;
+}
+
+static lua_Integer opt_field_int(lua_State *L, int t, const char *k, lua_Integer d) {
+  lua_getfield(L, t, k);
+  lua_Integer v = lua_isnumber(L, -1) ? lua_tointeger(L, -1) : d;
+  lua_pop(L, 1);
+  return v;
+}
+
+static lg_task *calling_task(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  return w ? w->current : NULL;
+}
+
+/* ------------------------------------------------------------- app */
+
+static int l_app_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lg_settings s = {0};
+  s.global_concurrency = (int)opt_field_int(L, 1, "global_concurrency", 10);
+  s.per_agent_concurrency = (int)opt_field_int(L, 1, "per_agent_concurrency", 5);
+  s.default_timeout_s = opt_field_num(L, 1, "default_timeout_s", 300);
+  s.default_wait_timeout_s = opt_field_num(L, 1, "default_wait_timeout_s", 300);
+  s.default_retries = (int)opt_field_int(L, 1, "default_retries", 0);
+  s.retry_backoff_s = opt_field_num(L, 1, "retry_backoff_s", 1);
+  s.retry_backoff_max_s = opt_field_num(L, 1, "retry_backoff_max_s", 30);
+  const char *bp = opt_field_str(L, 1, "backpressure");
+  s.reject = bp && strcmp(bp, "reject") == 0;
+  s.max_queue = (int)opt_field_int(L, 1, "max_queue", 10000);
+  s.max_depth = (int)opt_field_int(L, 1, "max_depth", 2);
+  s.max_descendants = (int)opt_field_int(L, 1, "max_descendants", 50);
+  s.max_workers = (int)opt_field_int(L, 1, "max_workers", s.global_concurrency * (s.max_depth + 1) + 2);
+  s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
+  s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
+  s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
+  s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
+  s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");
+  const char *cm = opt_field_str(L, 1, "close_mode");
+  app_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  memset(u, 0, sizeof *u);
+  luaL_setmetatable(L, APP_MT);
+  lg_err err = {{0}, {0}};
+  u->app = lg_app_new(&s, &err);
+  if (!u->app) return luaL_error(L, "luagent: %s", err.message);
+  u->close_mode = cm && strcmp(cm, "suspend") == 0 ? CLOSE_SUSPEND : CLOSE_CANCEL;
+  lg_http_global_init();
+  return 1;
+}
+
+static int l_worker_app(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  if (!w) return 0;
+  app_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  memset(u, 0, sizeof *u);
+  luaL_setmetatable(L, APP_MT);
+  lg_app_retain(w->app);
+  u->app = w->app;
+  u->worker_handle = 1;
+  return 1;
+}
+
+static int l_app_gc(lua_State *L) {
+  app_ud *u = luaL_checkudata(L, 1, APP_MT);
+  if (!u->app) return 0;
+  /* __gc only signals (R-25a): never blocks, never joins */
+  if (!u->worker_handle) lg_close(u->app, u->close_mode, 0, 0);
+  lg_app_release(u->app);
+  u->app = NULL;
+  return 0;
+}
+
+static int l_app_enqueue(lua_State *L) {
+  app_ud *u = check_app(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lg_enqueue_req r;
+  memset(&r, 0, sizeof r);
+  const char *kind = opt_field_str(L, 2, "kind");
+  r.kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
+  r.tool = opt_field_str(L, 2, "tool");
+  r.agent_id = opt_field_str(L, 2, "agent_id");
+  r.thread_id = opt_field_str(L, 2, "thread_id");
+  r.prompt = opt_field_str(L, 2, "prompt");
+  r.args_json = opt_field_str(L, 2, "args");
+  r.metadata_json = opt_field_str(L, 2, "metadata");
+  r.tool_call_id = opt_field_str(L, 2, "tool_call_id");
+  r.parent_run_id = opt_field_str(L, 2, "parent_run_id");
+  r.parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
+  r.root_key = opt_field_str(L, 2, "root_key");
+  r.depth = (int)opt_field_int(L, 2, "depth", 0);
+  r.timeout_s = opt_field_num(L, 2, "timeout_s", -1);
+  r.retries = (int)opt_field_int(L, 2, "retries", -1);
+  r.priority = opt_field_int(L, 2, "priority", LLONG_MIN);
+  lg_err err = {{0}, {0}};
+  buf_t out;
+  buf_init(&out);
+  if (lg_enqueue(u->app, calling_task(L), &r, &out, &err) != 0) {
+    buf_free(&out);
+    return raise_err(L, &err);
+  }
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_get(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *id = luaL_checkstring(L, 2);
+  buf_t out;
+  buf_init(&out);
+  if (lg_get(u->app, id, &out) != 0) {
+    buf_free(&out);
+    lua_pushnil(L);
+    return 1;
+  }
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_status(lua_State *L) {
+  app_ud *u = check_app(L);
+  char st[16];
+  if (lg_status(u->app, luaL_checkstring(L, 2), st) != 0) return 0;
+  lua_pushstring(L, st);
+  return 1;
+}
+
+static int l_app_list(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_filter f;
+  memset(&f, 0, sizeof f);
+  if (lua_istable(L, 2)) {
+    f.status = opt_field_str(L, 2, "status");
+    f.agent_id = opt_field_str(L, 2, "agent_id");
+    f.parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
+    f.thread_id = opt_field_str(L, 2, "thread_id");
+    f.parent_run_id = opt_field_str(L, 2, "parent_run_id");
+    f.parent_task_id = opt_field_str(L, 2, "parent_task_id");
+    f.limit = (int)opt_field_int(L, 2, "limit", 0);
+    lua_getfield(L, 2, "include_finished");
+    f.include_finished = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  buf_t out;
+  buf_init(&out);
+  lg_list(u->app, &f, &out);
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_cancel(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *id = luaL_checkstring(L, 2);
+  buf_t out;
+  buf_init(&out);
+  if (lg_cancel(u->app, id, &out) != 0) {
+    buf_free(&out);
+    return 0;
+  }
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_set_delivered(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_pushboolean(L, lg_set_delivered(u->app, luaL_checkstring(L, 2)) == 0);
+  return 1;
+}
+
+/* ids: a Lua array of strings -> C array (pointers anchored in the table) */
+static char **check_ids(lua_State *L, int idx, int *n) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  int len = (int)luaL_len(L, idx);
+  char **ids = lua_newuserdatauv(L, (size_t)(len ? len : 1) * sizeof *ids, 0);
+  for (int i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "task ids must be strings (item %d)", i + 1);
+    ids[i] = (char *)lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  *n = len;
+  return ids; /* the userdata stays on the stack, the strings in the table */
+}
+
+static int l_app_wait_check(lua_State *L) {
+  app_ud *u = check_app(L);
+  int n;
+  char **ids = check_ids(L, 2, &n);
+  int any = lua_toboolean(L, 3), timed_out = lua_toboolean(L, 4);
+  lg_err err = {{0}, {0}};
+  buf_t out;
+  buf_init(&out);
+  int rc = lg_wait_check(u->app, calling_task(L), ids, n, any, timed_out, &out, &err);
+  if (rc < 0) {
+    buf_free(&out);
+    return raise_err(L, &err);
+  }
+  lua_pushboolean(L, rc);
+  push_json_buf(L, &out);
+  return 2;
+}
+
+static int l_app_gen(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_pushinteger(L, (lua_Integer)lg_gen(u->app));
+  return 1;
+}
+
+static int l_app_block(lua_State *L) {
+  app_ud *u = check_app(L);
+  if (u->worker_handle) return luaL_error(L, "luagent: block is for the host thread");
+  uint64_t gen = (uint64_t)luaL_checkinteger(L, 2);
+  double timeout = luaL_optnumber(L, 3, -1);
+  lg_block(u->app, gen, timeout);
+  return 0;
+}
+
+static const char *const item_types[] = {"call", "callback", "log"};
+
+static int l_app_take(lua_State *L) {
+  app_ud *u = check_app(L);
+  int max = (int)luaL_optinteger(L, 2, 64);
+  if (max < 1) max = 1;
+  if (max > 256) max = 256;
+  lg_host_item *items[256];
+  int n = lg_take_host_work(u->app, max, items);
+  /* Move everything into C locals first; then build Lua values, freeing
+   * each item as we go. A Lua memory error here may leak the rest, which is
+   * accepted (and only under memory exhaustion). */
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lg_host_item *it = items[i];
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, item_types[it->type]);
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)it->id);
+    lua_setfield(L, -2, "id");
+    lua_pushstring(L, it->kind);
+    lua_setfield(L, -2, "kind");
+    if (it->name) {
+      lua_pushstring(L, it->name);
+      lua_setfield(L, -2, "name");
+    }
+    if (it->json) {
+      lua_pushstring(L, it->json);
+      lua_setfield(L, -2, "json");
+    }
+    if (it->ctx_json) {
+      lua_pushstring(L, it->ctx_json);
+      lua_setfield(L, -2, "ctx");
+    }
+    if (it->task_id[0]) {
+      lua_pushstring(L, it->task_id);
+      lua_setfield(L, -2, "task_id");
+    }
+    lua_rawseti(L, -2, i + 1);
+    lg_host_item_free(it);
+    items[i] = NULL;
+  }
+  return 1;
+}
+
+static int l_app_reply(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_Integer id = luaL_checkinteger(L, 2);
+  const char *json = luaL_checkstring(L, 3);
+  lg_host_reply(u->app, (uint64_t)id, json);
+  return 0;
+}
+
+static int l_app_set_wants(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_set_wants(u->app, (unsigned)luaL_checkinteger(L, 2));
+  return 0;
+}
+
+/* emit(kind, payload_json, run_id, task_id, agent_id, depth, summary) */
+static int l_app_emit(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_event_in e;
+  e.kind = luaL_checkstring(L, 2);
+  e.payload_json = luaL_optstring(L, 3, "{}");
+  e.run_id = luaL_optstring(L, 4, NULL);
+  e.task_id = luaL_optstring(L, 5, NULL);
+  e.agent_id = luaL_optstring(L, 6, NULL);
+  e.depth = (int)luaL_optinteger(L, 7, 0);
+  const char *summary = luaL_optstring(L, 8, NULL);
+  lg_emit(u->app, &e, summary);
+  return 0;
+}
+
+static int l_app_events(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_Integer since = luaL_optinteger(L, 2, 0);
+  lua_Integer limit = luaL_optinteger(L, 3, 1000);
+  if (limit < 1) limit = 1;
+  buf_t out;
+  buf_init(&out);
+  lg_events(u->app, since, limit > INT_MAX ? INT_MAX : (int)limit, &out);
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_stats(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_stats s;
+  lg_get_stats(u->app, &s);
+  lua_createtable(L, 0, 8);
+#define SETI(name)              \
+  lua_pushinteger(L, s.name);   \
+  lua_setfield(L, -2, #name)
+  SETI(queued);
+  SETI(running);
+  SETI(waiting);
+  SETI(workers);
+  SETI(lent_slots);
+  SETI(host_calls_pending);
+#undef SETI
+  lua_pushboolean(L, s.idle);
+  lua_setfield(L, -2, "idle");
+  lua_createtable(L, 0, 4);
+  for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
+    lua_pushinteger(L, s.finished[i]);
+    lua_setfield(L, -2, lg_status_name(i));
+  }
+  lua_setfield(L, -2, "finished");
+  return 1;
+}
+
+static int l_app_close(lua_State *L) {
+  app_ud *u = check_app(L);
+  if (u->worker_handle) return luaL_error(L, "luagent: close is for the host thread");
+  const char *mode = luaL_optstring(L, 2, u->close_mode == CLOSE_SUSPEND ? "suspend" : "cancel");
+  double grace = luaL_optnumber(L, 3, 5);
+  int m = strcmp(mode, "suspend") == 0 ? CLOSE_SUSPEND : CLOSE_CANCEL;
+  lua_pushboolean(L, lg_close(u->app, m, grace, 1));
+  return 1;
+}
+
+static int l_app_log(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_log(u->app, luaL_checkstring(L, 2), "%s", luaL_checkstring(L, 3));
+  return 0;
+}
+
+static int l_app_id(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_pushstring(L, u->app->id);
+  return 1;
+}
+
+/* ---------------------------------------------------- calling task */
+
+static lg_worker *check_worker(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  if (!w || !w->current) luaL_error(L, "luagent: not inside a background task");
+  return w;
+}
+
+static int l_task_sleep(lua_State *L) {
+  lg_worker *w = check_worker(L);
+  double s = luaL_checknumber(L, 1);
+  if (lg_task_sleep(w, s > 0 ? s : 0)) return lg_raise_cancel(L);
+  return 0;
+}
+
+/* task_wait(ids, any, timeout_s) -> value */
+static int l_task_wait(lua_State *L) {
+  lg_worker *w = check_worker(L);
+  int n;
+  char **ids = check_ids(L, 1, &n);
+  int any = lua_toboolean(L, 2);
+  double timeout = luaL_optnumber(L, 3, -1);
+  lg_err err = {{0}, {0}};
+  buf_t out;
+  buf_init(&out);
+  int rc = lg_task_wait(w, NULL, ids, n, any, timeout, &out, &err);
+  if (rc < 0) {
+    buf_free(&out);
+    return raise_err(L, &err);
+  }
+  if (rc > 0) {
+    buf_free(&out);
+    return lg_raise_cancel(L);
+  }
+  push_json_buf(L, &out);
+  return 1;
+}
+
+/* task_call_host(name, args_json, ctx_json) -> reply json string */
+static int l_task_call_host(lua_State *L) {
+  lg_worker *w = check_worker(L);
+  const char *name = luaL_checkstring(L, 1);
+  const char *args = luaL_checkstring(L, 2);
+  const char *ctx = luaL_optstring(L, 3, "{}");
+  buf_t out;
+  buf_init(&out);
+  int rc = lg_task_call_host(w, name, args, ctx, &out);
+  if (rc != 0) {
+    buf_free(&out);
+    if (rc < 0) return luaL_error(L, "luagent: out of memory");
+    return lg_raise_cancel(L);
+  }
+  lua_pushlstring(L, out.p ? out.p : "null", out.p ? out.len : 4);
+  buf_free(&out);
+  return 1;
+}
+
+static int l_task_should_stop(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  lua_pushboolean(L, w && w->current && lg_task_should_stop(w->current));
+  return 1;
+}
+
+static int l_task_check(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  if (w && w->current && lg_task_should_stop(w->current)) return lg_raise_cancel(L);
+  return 0;
+}
+
+/* --------------------------------------------------------- helpers */
+
+static int l_in_worker(lua_State *L) {
+  lua_pushboolean(L, lg_current_worker(L) != NULL);
+  return 1;
+}
+
+static int l_is_cancel(lua_State *L) {
+  lua_pushboolean(L, lg_is_cancel(L, 1));
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, lg_mono_s());
+  return 1;
+}
+
+static int l_wall_ms(lua_State *L) {
+  lua_pushinteger(L, lg_wall_ms());
+  return 1;
+}
+
+static int l_iso8601(lua_State *L) {
+  char out[32];
+  lg_iso8601((int64_t)luaL_optinteger(L, 1, lg_wall_ms()), out);
+  lua_pushstring(L, out);
+  return 1;
+}
+
+static int l_new_id(lua_State *L) {
+  char out[40];
+  lg_make_id(luaL_optstring(L, 1, "id_"), out);
+  lua_pushstring(L, out);
+  return 1;
+}
+
+static int l_realpath(lua_State *L) {
+  const char *p = luaL_checkstring(L, 1);
+  char *r = realpath(p, NULL);
+  if (!r) {
+    luaL_pushfail(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  lua_pushstring(L, r);
+  free(r);
+  return 1;
+}
+
+static const luaL_Reg app_methods[] = {
+    {"enqueue", l_app_enqueue},       {"get", l_app_get},
+    {"status", l_app_status},         {"list", l_app_list},
+    {"cancel", l_app_cancel},         {"set_delivered", l_app_set_delivered},
+    {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
+    {"block", l_app_block},           {"take", l_app_take},
+    {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
+    {"emit", l_app_emit},             {"events", l_app_events},
+    {"stats", l_app_stats},           {"close", l_app_close},
+    {"log", l_app_log},               {"id", l_app_id},
+    {NULL, NULL}};
+
+static const luaL_Reg core_funcs[] = {
+    {"app_new", l_app_new},
+    {"worker_app", l_worker_app},
+    {"in_worker", l_in_worker},
+    {"is_cancel", l_is_cancel},
+    {"now", l_now},
+    {"wall_ms", l_wall_ms},
+    {"iso8601", l_iso8601},
+    {"new_id", l_new_id},
+    {"realpath", l_realpath},
+    {"task_sleep", l_task_sleep},
+    {"task_wait", l_task_wait},
+    {"task_call_host", l_task_call_host},
+    {"task_should_stop", l_task_should_stop},
+    {"task_check", l_task_check},
+    {NULL, NULL}};
 
 LUAGENT_API int luaopen_luagent_core(lua_State *L) {
-  lua_newtable(L);
+  /* metatables live in the registry: reused when busted reloads us */
+  if (luaL_newmetatable(L, APP_MT)) {
+    luaL_newlib(L, app_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_app_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, ERR_MT)) {
+    lua_pushcfunction(L, err_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, core_funcs);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
+  lg_push_cancel(L);
+  lua_setfield(L, -2, "cancel_error");
+  luaL_getmetatable(L, ERR_MT);
+  lua_setfield(L, -2, "error_mt");
+  lua_pushinteger(L, W_ENQUEUED);
+  lua_setfield(L, -2, "W_ENQUEUED");
+  lua_pushinteger(L, W_STARTED);
+  lua_setfield(L, -2, "W_STARTED");
+  lua_pushinteger(L, W_RETRY);
+  lua_setfield(L, -2, "W_RETRY");
+  lua_pushinteger(L, W_FINISHED);
+  lua_setfield(L, -2, "W_FINISHED");
+  lua_pushinteger(L, W_ERROR);
+  lua_setfield(L, -2, "W_ERROR");
   return 1;
 }

@@ -151,8 +151,8 @@ void lg_iso8601(int64_t wall_ms, char out[32]) {
   time_t secs = (time_t)(wall_ms / 1000);
   struct tm tm;
   gmtime_r(&secs, &tm);
-  snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+  size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, 32 - n, ".%03dZ", (int)(wall_ms % 1000));
 }
 
 /* Crockford base 32 keeps ids sortable as plain strings. */

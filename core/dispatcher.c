@@ -1,0 +1,1606 @@
+/* The dispatcher of one app: task table, per-agent queues, admission with
+ * global and per-agent caps (R-21), slot lending while tasks wait (R-27),
+ * retries (R-24), cancellation and its cascade (R-25), close (R-25a), the
+ * event ring (§6) and the queue of work for the host thread (R-5).
+ *
+ * Everything is guarded by app->mu and nothing here calls into Lua (R-4):
+ * records and events leave as JSON text that module.c decodes after
+ * unlocking. */
+#include "dispatcher.h"
+#include "store.h"
+#include "http.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const status_names[] = {"queued",    "running",   "completed",
+                                           "failed",    "cancelled", "timed_out"};
+
+const char *lg_status_name(int s) { return status_names[s]; }
+
+static int status_from_name(const char *s) {
+  for (int i = 0; i < 6; i++)
+    if (strcmp(s, status_names[i]) == 0) return i;
+  return -1;
+}
+
+/* ------------------------------------------------------------------ time */
+
+static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
+  /* condition variables use CLOCK_MONOTONIC (see cond_init) */
+  ts->tv_sec = (time_t)(mono_ms / 1000);
+  ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
+}
+
+static void cond_init(pthread_cond_t *cv) {
+  pthread_condattr_t at;
+  pthread_condattr_init(&at);
+  pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &at);
+  pthread_condattr_destroy(&at);
+}
+
+/* Wait on cv until signalled or mono deadline (0 = none). */
+static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
+  if (deadline <= 0) {
+    pthread_cond_wait(cv, mu);
+    return;
+  }
+  struct timespec ts;
+  deadline_ts(&ts, deadline);
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static int64_t min_deadline(int64_t a, int64_t b) {
+  if (a <= 0) return b;
+  if (b <= 0) return a;
+  return a < b ? a : b;
+}
+
+/* ------------------------------------------------------------ task table */
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+  return h;
+}
+
+static lg_task *task_find(lg_app *a, const char *id) {
+  if (!a->tab_cap) return NULL;
+  for (lg_task *t = a->tab[hash_str(id) & (a->tab_cap - 1)]; t; t = t->hnext)
+    if (strcmp(t->id, id) == 0) return t;
+  return NULL;
+}
+
+static int task_insert(lg_app *a, lg_task *t) {
+  if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
+    size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
+    lg_task **tab = calloc(cap, sizeof *tab);
+    if (!tab) return -1;
+    for (size_t i = 0; i < a->tab_cap; i++) {
+      for (lg_task *x = a->tab[i], *nx; x; x = nx) {
+        nx = x->hnext;
+        size_t k = hash_str(x->id) & (cap - 1);
+        x->hnext = tab[k];
+        tab[k] = x;
+      }
+    }
+    free(a->tab);
+    a->tab = tab;
+    a->tab_cap = cap;
+  }
+  size_t k = hash_str(t->id) & (a->tab_cap - 1);
+  t->hnext = a->tab[k];
+  a->tab[k] = t;
+  a->ntasks++;
+  return 0;
+}
+
+static void task_free(lg_task *t) {
+  char **strs[] = {&t->agent_id,      &t->parent_agent_id, &t->thread_id,      &t->tool,
+                   &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
+                   &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
+                   &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
+                   &t->error_kind,    &t->error_message};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
+  for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
+  free(t->wait_ids);
+  free(t);
+}
+
+/* ---------------------------------------------------------- agent queues */
+
+/* Best first: boosted (R-27 lending), then higher priority, then FIFO. */
+static int task_before(const lg_task *x, const lg_task *y) {
+  if (x->boost != y->boost) return x->boost > y->boost;
+  if (x->priority != y->priority) return x->priority > y->priority;
+  return x->seq < y->seq;
+}
+
+static lg_agentq *aq_get(lg_app *a, const char *name) {
+  if (!a->aq_cap) {
+    a->aqtab = calloc(64, sizeof *a->aqtab);
+    if (!a->aqtab) return NULL;
+    a->aq_cap = 64;
+  }
+  size_t k = hash_str(name) & (a->aq_cap - 1);
+  for (lg_agentq *q = a->aqtab[k]; q; q = q->hnext)
+    if (strcmp(q->name, name) == 0) return q;
+  lg_agentq *q = calloc(1, sizeof *q);
+  if (!q || !(q->name = strdup(name))) {
+    free(q);
+    return NULL;
+  }
+  q->hnext = a->aqtab[k];
+  a->aqtab[k] = q;
+  q->next = a->agents;
+  a->agents = q;
+  return q;
+}
+
+static void heap_swap(lg_agentq *q, int i, int j) {
+  lg_task *t = q->heap[i];
+  q->heap[i] = q->heap[j];
+  q->heap[j] = t;
+  q->heap[i]->heap_idx = i;
+  q->heap[j]->heap_idx = j;
+}
+
+static void heap_up(lg_agentq *q, int i) {
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!task_before(q->heap[i], q->heap[p])) break;
+    heap_swap(q, i, p);
+    i = p;
+  }
+}
+
+static void heap_down(lg_agentq *q, int i) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, m = i;
+    if (l < q->n && task_before(q->heap[l], q->heap[m])) m = l;
+    if (r < q->n && task_before(q->heap[r], q->heap[m])) m = r;
+    if (m == i) break;
+    heap_swap(q, i, m);
+    i = m;
+  }
+}
+
+static int aq_push(lg_agentq *q, lg_task *t) {
+  if (q->n == q->cap) {
+    int cap = q->cap ? q->cap * 2 : 16;
+    lg_task **h = realloc(q->heap, (size_t)cap * sizeof *h);
+    if (!h) return -1;
+    q->heap = h;
+    q->cap = cap;
+  }
+  q->heap[q->n] = t;
+  t->heap_idx = q->n++;
+  heap_up(q, t->heap_idx);
+  return 0;
+}
+
+static void aq_remove(lg_agentq *q, lg_task *t) {
+  int i = t->heap_idx;
+  if (i < 0 || i >= q->n || q->heap[i] != t) return;
+  q->n--;
+  if (i != q->n) {
+    q->heap[i] = q->heap[q->n];
+    q->heap[i]->heap_idx = i;
+    heap_down(q, i);
+    heap_up(q, i);
+  }
+  t->heap_idx = -1;
+}
+
+/* --------------------------------------------------------------- records */
+
+static void add_str_field(buf_t *b, const char *k, const char *v) {
+  if (!v) return;
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_add_jstr(b, v, strlen(v));
+}
+
+static void add_raw_field(buf_t *b, const char *k, const char *json) {
+  if (!json) return;
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_adds(b, json);
+}
+
+static void add_time_field(buf_t *b, const char *k, int64_t ms) {
+  if (!ms) return;
+  char iso[32];
+  lg_iso8601(ms, iso);
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_addf(b, "\"%s\"", iso);
+}
+
+static void add_error(buf_t *b, const lg_task *t) {
+  if (!t->error_kind) return;
+  buf_adds(b, ",\"error\":{\"kind\":");
+  buf_add_jstr(b, t->error_kind, strlen(t->error_kind));
+  buf_adds(b, ",\"message\":");
+  const char *m = t->error_message ? t->error_message : "";
+  buf_add_jstr(b, m, strlen(m));
+  buf_addc(b, '}');
+}
+
+static void record_json(const lg_task *t, buf_t *b) {
+  buf_adds(b, "{\"task_id\":");
+  buf_add_jstr(b, t->id, strlen(t->id));
+  add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
+  add_str_field(b, "agent_id", t->agent_id);
+  add_str_field(b, "parent_agent_id", t->parent_agent_id);
+  add_str_field(b, "thread_id", t->thread_id);
+  add_str_field(b, "tool", t->tool);
+  add_str_field(b, "tool_call_id", t->tool_call_id);
+  add_str_field(b, "run_id", t->run_id);
+  add_str_field(b, "parent_run_id", t->parent_run_id);
+  add_str_field(b, "parent_task_id", t->parent_task_id);
+  add_str_field(b, "root_task_id", t->root_task_id);
+  buf_addf(b, ",\"depth\":%d", t->depth);
+  add_str_field(b, "prompt", t->prompt);
+  add_raw_field(b, "args", t->args_json);
+  add_str_field(b, "status", status_names[t->status]);
+  add_time_field(b, "enqueued_at", t->enqueued_at);
+  add_time_field(b, "started_at", t->started_at);
+  add_time_field(b, "finished_at", t->finished_at);
+  add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
+  buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
+           t->max_retries, t->timeout_s);
+  add_raw_field(b, "result", t->result_json);
+  add_error(b, t);
+  add_raw_field(b, "usage", t->usage_json);
+  buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
+  if (t->wait_n > 0) {
+    buf_adds(b, ",\"waiting_on\":[");
+    for (int i = 0; i < t->wait_n; i++) {
+      if (i) buf_addc(b, ',');
+      buf_add_jstr(b, t->wait_ids[i], strlen(t->wait_ids[i]));
+    }
+    buf_addc(b, ']');
+  }
+  buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
+  add_raw_field(b, "metadata", t->metadata_json);
+  buf_addc(b, '}');
+}
+
+/* -------------------------------------------------------- host and wakeups */
+
+/* Something the host may be waiting for changed. */
+static void bump(lg_app *a) {
+  a->gen++;
+  if (a->host_blocked) pthread_cond_broadcast(&a->host_cv);
+  if (a->host_multi) lg_http_wakeup(a->host_multi);
+}
+
+static void hq_push(lg_app *a, lg_host_item *it) {
+  it->id = ++a->next_item_id;
+  it->next = NULL;
+  if (a->hq_tail)
+    a->hq_tail->next = it;
+  else
+    a->hq_head = it;
+  a->hq_tail = it;
+  a->hq_n++;
+  bump(a);
+}
+
+static void hq_unlink(lg_app *a, lg_host_item *it) {
+  lg_host_item **pp = &a->hq_head, *prev = NULL;
+  for (; *pp; prev = *pp, pp = &(*pp)->next) {
+    if (*pp == it) {
+      *pp = it->next;
+      if (a->hq_tail == it) a->hq_tail = prev;
+      a->hq_n--;
+      return;
+    }
+  }
+}
+
+void lg_host_item_free(lg_host_item *it) {
+  if (!it) return;
+  free(it->name);
+  free(it->json);
+  free(it->ctx_json);
+  free(it->reply_json);
+  free(it);
+}
+
+static void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
+  if (!(a->wants & want)) return;
+  lg_host_item *it = calloc(1, sizeof *it);
+  if (!it) return;
+  buf_t b;
+  buf_init(&b);
+  record_json(t, &b);
+  it->type = HI_CALLBACK;
+  snprintf(it->kind, sizeof it->kind, "%s", kind);
+  snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
+  it->json = buf_detach(&b);
+  if (!it->json) {
+    free(it);
+    return;
+  }
+  hq_push(a, it);
+}
+
+#define LOG_QUEUE_MAX 1000
+
+static void log_locked(lg_app *a, const char *level, const char *msg) {
+  int queued = 0;
+  for (lg_host_item *it = a->hq_head; it; it = it->next) queued += it->type == HI_LOG;
+  if (queued >= LOG_QUEUE_MAX) return; /* a host that never pumps must not grow us forever */
+  lg_host_item *it = calloc(1, sizeof *it);
+  if (!it) return;
+  it->type = HI_LOG;
+  snprintf(it->kind, sizeof it->kind, "%s", level);
+  it->json = strdup(msg);
+  if (!it->json) {
+    free(it);
+    return;
+  }
+  hq_push(a, it);
+}
+
+void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&a->mu);
+  log_locked(a, level, msg);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ---------------------------------------------------------------- events */
+
+static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, const char *summary) {
+  lg_digest *d = &t->ring[(t->ring_head + t->ring_n) % LG_TASK_RING];
+  if (t->ring_n == LG_TASK_RING)
+    t->ring_head = (t->ring_head + 1) % LG_TASK_RING;
+  else
+    t->ring_n++;
+  d->seq = seq;
+  d->ts = ts;
+  snprintf(d->kind, sizeof d->kind, "%s", kind);
+  snprintf(d->summary, sizeof d->summary, "%s", summary ? summary : "");
+}
+
+/* Append one event. fields: task may be NULL (then ids come from e). */
+static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char *summary) {
+  int64_t seq = a->next_event_seq++;
+  int64_t ts = lg_wall_ms();
+  char iso[32];
+  lg_iso8601(ts, iso);
+  buf_t b;
+  buf_init(&b);
+  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
+  buf_add_jstr(&b, e->kind, strlen(e->kind));
+  add_str_field(&b, "run_id", e->run_id);
+  add_str_field(&b, "task_id", e->task_id);
+  add_str_field(&b, "agent_id", e->agent_id);
+  buf_addf(&b, ",\"depth\":%d", e->depth);
+  add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
+  buf_addc(&b, '}');
+  char *json = buf_detach(&b);
+  if (!json) return;
+  if (t) ring_digest(t, seq, ts, e->kind, summary);
+  lg_store_event(a->store, seq, json);
+  if (a->ring_n == a->ring_cap) {
+    free(a->ring[a->ring_head].json);
+    a->ring[a->ring_head].seq = seq;
+    a->ring[a->ring_head].json = json;
+    a->ring_head = (a->ring_head + 1) % a->ring_cap;
+  } else {
+    lg_event *ev = &a->ring[(a->ring_head + a->ring_n) % a->ring_cap];
+    ev->seq = seq;
+    ev->json = json;
+    a->ring_n++;
+  }
+  bump(a);
+}
+
+static void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
+                       const char *summary) {
+  lg_event_in e = {kind, t->run_id, t->id, t->agent_id, payload, t->depth};
+  emit_locked(a, &e, t, summary);
+}
+
+void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
+  emit_locked(a, e, t, summary);
+  if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
+    lg_host_item *it = calloc(1, sizeof *it);
+    if (it) {
+      it->type = HI_CALLBACK;
+      snprintf(it->kind, sizeof it->kind, "error");
+      it->json = strdup(e->payload_json ? e->payload_json : "{}");
+      if (e->task_id) snprintf(it->task_id, sizeof it->task_id, "%s", e->task_id);
+      if (it->json)
+        hq_push(a, it);
+      else
+        free(it);
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+}
+
+int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  int n = 0;
+  buf_addc(out, '[');
+  if (a->ring_n > 0) {
+    int64_t oldest = a->ring[a->ring_head].seq;
+    int64_t from = since + 1;
+    if (from < oldest && since >= 0) {
+      buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
+               (long long)from, (long long)(oldest - from), (long long)oldest);
+      n++;
+    }
+    if (from < oldest) from = oldest;
+    for (int64_t s = from; s < a->next_event_seq && n < limit; s++) {
+      const lg_event *ev = &a->ring[(a->ring_head + (s - oldest)) % a->ring_cap];
+      if (n) buf_addc(out, ',');
+      buf_adds(out, ev->json);
+      n++;
+    }
+  }
+  buf_addc(out, ']');
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}
+
+/* --------------------------------------------------------- store writes */
+
+static void persist(lg_app *a, lg_task *t) {
+  if (!a->store) return;
+  buf_t b;
+  buf_init(&b);
+  record_json(t, &b);
+  lg_store_task(a->store, t->id, t->status, b.p, b.len);
+  buf_free(&b);
+}
+
+/* ------------------------------------------------------------- admission */
+
+static int free_threads(const lg_app *a) {
+  int spawnable = a->cfg.max_workers - a->nworkers;
+  return a->nidle + (spawnable > 0 ? spawnable : 0);
+}
+
+/* Deadlock freedom (R-27): a task at depth d starts only if max_depth - d
+ * threads stay free for the chain of waits it may open below itself. The
+ * last task to start is then always one that cannot wait on children. */
+static int thread_ok(const lg_app *a, const lg_task *t) {
+  int need = a->cfg.max_depth - t->depth;
+  if (need < 0) need = 0;
+  return free_threads(a) - 1 >= need;
+}
+
+static int slot_free(const lg_app *a, const lg_agentq *q) {
+  return a->holders < a->cfg.global_concurrency && q->holders < a->cfg.per_agent_concurrency;
+}
+
+static void take_slot(lg_app *a, lg_task *t) {
+  t->holds_slot = 1;
+  a->holders++;
+  t->aq->holders++;
+}
+
+static void give_slot(lg_app *a, lg_task *t) {
+  if (!t->holds_slot) return;
+  t->holds_slot = 0;
+  a->holders--;
+  t->aq->holders--;
+}
+
+static void finish_task(lg_app *a, lg_task *t, int status);
+
+static void admit(lg_app *a, lg_task *t) {
+  int64_t now = lg_wall_ms();
+  a->queued--;
+  take_slot(a, t);
+  t->status = TS_RUNNING;
+  t->phase = PH_ASSIGNED;
+  t->attempts++;
+  t->started_at = now; /* after the slot is acquired */
+  t->started_mono = lg_mono_ms();
+  t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
+  a->running_n++;
+  char payload[96];
+  snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
+  char summary[64];
+  snprintf(summary, sizeof summary, "attempt %d started", t->attempts);
+  task_event(a, t, "task_started", payload, summary);
+  queue_callback(a, W_STARTED, "task_started", t);
+  persist(a, t);
+  /* hand it to an idle worker, or start one */
+  for (lg_worker *w = a->workers; w; w = w->next) {
+    if (w->idle && !w->task && !w->exiting) {
+      w->task = t;
+      t->worker = w;
+      w->idle = 0;
+      a->nidle--;
+      pthread_cond_signal(&w->cv);
+      return;
+    }
+  }
+  if (lg_worker_spawn(a, t) != 0) {
+    /* No thread: fail this attempt rather than hang. */
+    give_slot(a, t);
+    a->running_n--;
+    free(t->error_kind);
+    free(t->error_message);
+    t->error_kind = strdup("worker");
+    t->error_message = strdup("could not start a worker thread");
+    finish_task(a, t, TS_FAILED);
+  }
+}
+
+static void schedule(lg_app *a);
+
+static void retry_due(lg_app *a, int64_t now) {
+  lg_task **pp = &a->retry_head;
+  while (*pp) {
+    lg_task *t = *pp;
+    if (t->retry_at <= now) {
+      *pp = t->lnext;
+      t->lnext = NULL;
+      t->phase = PH_QUEUED;
+      aq_push(t->aq, t);
+    } else {
+      pp = &t->lnext;
+    }
+  }
+}
+
+static void schedule(lg_app *a) {
+  if (a->closing) return;
+  retry_due(a, lg_wall_ms());
+  /* Tasks coming back from a wait take a slot ahead of queued tasks. */
+  for (lg_task **pp = &a->resume_head, *prev = NULL; *pp;) {
+    lg_task *t = *pp;
+    if (a->holders >= a->cfg.global_concurrency) break;
+    if (t->aq->holders < a->cfg.per_agent_concurrency) {
+      *pp = t->lnext;
+      if (a->resume_tail == t) a->resume_tail = prev;
+      t->lnext = NULL;
+      a->resuming_n--;
+      take_slot(a, t);
+      t->phase = PH_ASSIGNED;
+      if (t->worker) pthread_cond_signal(&t->worker->cv);
+    } else {
+      prev = t;
+      pp = &t->lnext;
+    }
+  }
+  /* New work: the best head among agents below their cap. */
+  while (a->holders < a->cfg.global_concurrency) {
+    lg_task *best = NULL;
+    for (lg_agentq *q = a->agents; q; q = q->next) {
+      if (q->n == 0 || !slot_free(a, q)) continue;
+      lg_task *h = q->heap[0];
+      if (!thread_ok(a, h)) continue;
+      if (!best || task_before(h, best)) best = h;
+    }
+    if (!best) break;
+    aq_remove(best->aq, best);
+    admit(a, best);
+  }
+}
+
+/* Earliest retry time, for the workers' timed waits (0 = none). */
+static int64_t next_retry_mono(lg_app *a) {
+  int64_t best = 0;
+  for (lg_task *t = a->retry_head; t; t = t->lnext)
+    if (!best || t->retry_at < best) best = t->retry_at;
+  if (!best) return 0;
+  int64_t delta = best - lg_wall_ms();
+  return lg_mono_ms() + (delta > 0 ? delta : 0) + 1;
+}
+
+/* ------------------------------------------------------------ lending */
+
+static int in_wait_set(const lg_task *w, const char *id) {
+  for (int i = 0; i < w->wait_n; i++)
+    if (strcmp(w->wait_ids[i], id) == 0) return 1;
+  return 0;
+}
+
+static void boost_tree(lg_app *a, lg_task *t, int boost) {
+  for (lg_task *c = t; c; c = c->next_sibling) {
+    if (c->phase == PH_QUEUED && c->boost < boost) {
+      c->boost = boost;
+      heap_up(c->aq, c->heap_idx);
+    } else if (c->boost < boost) {
+      c->boost = boost;
+    }
+    boost_tree(a, c->first_child, boost);
+  }
+}
+
+/* A waiting task's slot goes first to what it waits on and their
+ * descendants (boost 2), then to its other descendants (boost 1). */
+static void lend(lg_app *a, lg_task *w) {
+  for (lg_task *c = w->first_child; c; c = c->next_sibling) {
+    int b = in_wait_set(w, c->id) ? 2 : 1;
+    if (c->phase == PH_QUEUED && c->boost < b) {
+      c->boost = b;
+      heap_up(c->aq, c->heap_idx);
+    } else if (c->boost < b) {
+      c->boost = b;
+    }
+    boost_tree(a, c->first_child, b);
+  }
+  /* waited-on tasks that are not children (same scope, other parent) */
+  for (int i = 0; i < w->wait_n; i++) {
+    lg_task *x = task_find(a, w->wait_ids[i]);
+    if (x && x->phase == PH_QUEUED && x->boost < 2) {
+      x->boost = 2;
+      heap_up(x->aq, x->heap_idx);
+    }
+  }
+}
+
+static int inherited_boost(const lg_task *parent) {
+  int b = parent ? parent->boost : 0;
+  for (const lg_task *p = parent; p; p = p->parent)
+    if (p->phase == PH_WAITING) return b > 1 ? b : 1;
+  return b;
+}
+
+/* -------------------------------------------------------------- waiters */
+
+static int wait_satisfied(lg_app *a, lg_task *w) {
+  int done = 0;
+  for (int i = 0; i < w->wait_n; i++) {
+    lg_task *x = task_find(a, w->wait_ids[i]);
+    if (!x || TS_TERMINAL(x->status)) done++;
+  }
+  return w->wait_any ? done > 0 : done == w->wait_n;
+}
+
+static void notify_waiters(lg_app *a) {
+  for (lg_worker *w = a->workers; w; w = w->next) {
+    lg_task *t = w->task;
+    if (t && t->phase == PH_WAITING && t->wait_n > 0 && wait_satisfied(a, t))
+      pthread_cond_signal(&w->cv);
+  }
+}
+
+/* ------------------------------------------------------- finish, cancel */
+
+static void cascade(lg_app *a, lg_task *t);
+
+static void finish_task(lg_app *a, lg_task *t, int status) {
+  t->status = status;
+  t->phase = PH_DONE;
+  t->finished_at = lg_wall_ms(); /* before the slot is released */
+  a->finished[status]++;
+  buf_t p;
+  buf_init(&p);
+  buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", status_names[status], t->attempts);
+  add_error(&p, t);
+  add_raw_field(&p, "late_result", t->late_result_json);
+  buf_addc(&p, '}');
+  char summary[128];
+  snprintf(summary, sizeof summary, "%s%s%s", status_names[status], t->error_message ? ": " : "",
+           t->error_message ? t->error_message : "");
+  task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
+  buf_free(&p);
+  queue_callback(a, W_FINISHED, "task_finished", t);
+  persist(a, t);
+  if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
+  notify_waiters(a);
+  bump(a);
+}
+
+static void set_error(lg_task *t, const char *kind, const char *msg) {
+  free(t->error_kind);
+  free(t->error_message);
+  t->error_kind = lg_strdup(kind);
+  t->error_message = lg_strdup(msg);
+}
+
+/* Stop one task: queued ones end at once, running ones are told. */
+static int stop_task(lg_app *a, lg_task *t, int reason) {
+  if (TS_TERMINAL(t->status)) return 0;
+  if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
+    if (t->phase == PH_QUEUED) {
+      aq_remove(t->aq, t);
+    } else {
+      for (lg_task **pp = &a->retry_head; *pp; pp = &(*pp)->lnext)
+        if (*pp == t) {
+          *pp = t->lnext;
+          break;
+        }
+      t->lnext = NULL;
+    }
+    a->queued--;
+    t->cancel_requested = 1;
+    set_error(t, "cancelled", reason == STOP_CLOSE_CANCEL ? "cancelled: the app was closed"
+                                                          : "cancelled before it started");
+    finish_task(a, t, TS_CANCELLED);
+    return 1;
+  }
+  int expected = STOP_NONE;
+  atomic_compare_exchange_strong(&t->stop, &expected, reason);
+  if (expected != STOP_NONE) return 1; /* already stopping */
+  if (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL) {
+    t->cancel_requested = 1;
+    task_event(a, t, "cancel_requested", "{}", "cancel requested");
+    persist(a, t);
+  }
+  if (t->phase == PH_RESUMING) {
+    /* it no longer needs the slot it was queued for */
+    lg_task **pp = &a->resume_head, *prev = NULL;
+    for (; *pp; prev = *pp, pp = &(*pp)->lnext)
+      if (*pp == t) {
+        *pp = t->lnext;
+        if (a->resume_tail == t) a->resume_tail = prev;
+        a->resuming_n--;
+        break;
+      }
+    t->lnext = NULL;
+    t->phase = PH_UNWINDING;
+  }
+  if (t->worker) lg_worker_wake(t->worker);
+  bump(a);
+  return 1;
+}
+
+static void cascade(lg_app *a, lg_task *t) {
+  for (lg_task *c = t->first_child; c; c = c->next_sibling) {
+    if (!TS_TERMINAL(c->status)) stop_task(a, c, STOP_CANCEL);
+    cascade(a, c);
+  }
+}
+
+int lg_cancel(lg_app *a, const char *id, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (!t) {
+    pthread_mutex_unlock(&a->mu);
+    return -1;
+  }
+  int ok = 0;
+  if (!TS_TERMINAL(t->status)) {
+    ok = stop_task(a, t, STOP_CANCEL);
+    cascade(a, t);
+  }
+  buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
+           status_names[t->status]);
+  buf_add_jstr(out, t->id, strlen(t->id));
+  buf_addc(out, '}');
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+/* ----------------------------------------------------------------- app */
+
+lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
+  lg_app *a = calloc(1, sizeof *a);
+  if (!a) {
+    snprintf(err->message, sizeof err->message, "out of memory");
+    return NULL;
+  }
+  a->cfg = *s;
+  a->cfg.boot_json = lg_strdup(s->boot_json);
+  a->cfg.lua_path = lg_strdup(s->lua_path);
+  a->cfg.lua_cpath = lg_strdup(s->lua_cpath);
+  a->ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
+  a->ring = calloc((size_t)a->ring_cap, sizeof *a->ring);
+  if (!a->ring || (s->boot_json && !a->cfg.boot_json)) {
+    free(a->ring);
+    free(a->cfg.boot_json);
+    free(a);
+    snprintf(err->message, sizeof err->message, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&a->mu, NULL);
+  cond_init(&a->host_cv);
+  cond_init(&a->workers_cv);
+  atomic_init(&a->refs, 1);
+  a->next_event_seq = 1;
+  lg_make_id("app_", a->id);
+  return a;
+}
+
+void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
+
+static void app_free(lg_app *a) {
+  lg_store_close(a->store);
+  for (size_t i = 0; i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i], *nx; t; t = nx) {
+      nx = t->hnext;
+      task_free(t);
+    }
+  }
+  free(a->tab);
+  for (lg_agentq *q = a->agents, *nx; q; q = nx) {
+    nx = q->next;
+    free(q->heap);
+    free(q->name);
+    free(q);
+  }
+  free(a->aqtab);
+  for (lg_host_item *it = a->hq_head, *nx; it; it = nx) {
+    nx = it->next;
+    lg_host_item_free(it);
+  }
+  for (lg_counter *c = a->descendants, *nx; c; c = nx) {
+    nx = c->next;
+    free(c->key);
+    free(c);
+  }
+  for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
+  free(a->ring);
+  free(a->cfg.boot_json);
+  free(a->cfg.lua_path);
+  free(a->cfg.lua_cpath);
+  pthread_mutex_destroy(&a->mu);
+  pthread_cond_destroy(&a->host_cv);
+  pthread_cond_destroy(&a->workers_cv);
+  free(a);
+}
+
+void lg_app_release(lg_app *a) {
+  if (a && atomic_fetch_sub(&a->refs, 1) == 1) app_free(a);
+}
+
+void lg_app_attach_store(lg_app *a, lg_store *st) {
+  pthread_mutex_lock(&a->mu);
+  a->store = st;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ------------------------------------------------------------- enqueue */
+
+static int *descendant_counter(lg_app *a, const char *key) {
+  for (lg_counter *c = a->descendants; c; c = c->next)
+    if (strcmp(c->key, key) == 0) return &c->n;
+  lg_counter *c = calloc(1, sizeof *c);
+  if (!c || !(c->key = strdup(key))) {
+    free(c);
+    return NULL;
+  }
+  c->next = a->descendants;
+  a->descendants = c;
+  return &c->n;
+}
+
+static void err_set(lg_err *e, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err_set(lg_err *e, const char *kind, const char *fmt, ...) {
+  snprintf(e->kind, sizeof e->kind, "%s", kind);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->message, sizeof e->message, fmt, ap);
+  va_end(ap);
+}
+
+int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
+  lg_task *t = calloc(1, sizeof *t);
+  if (!t) {
+    err_set(err, "runtime", "out of memory");
+    return -1;
+  }
+  lg_make_id("tsk_", t->id);
+  char run_id[40];
+  lg_make_id("run_", run_id);
+  t->kind = r->kind;
+  t->agent_id = lg_strdup(r->agent_id ? r->agent_id : "host");
+  t->parent_agent_id = lg_strdup(r->parent_agent_id);
+  t->thread_id = lg_strdup(r->thread_id);
+  t->tool = lg_strdup(r->tool);
+  t->tool_call_id = lg_strdup(r->tool_call_id);
+  t->run_id = lg_strdup(run_id);
+  t->parent_run_id = lg_strdup(r->parent_run_id);
+  t->prompt = lg_strdup(r->prompt);
+  t->args_json = lg_strdup(r->args_json);
+  t->metadata_json = lg_strdup(r->metadata_json);
+  t->depth = r->depth;
+  t->heap_idx = -1;
+  atomic_init(&t->stop, STOP_NONE);
+
+  pthread_mutex_lock(&a->mu);
+  int rc = -1;
+  if (a->closing) {
+    err_set(err, "rejected", "the app is closed");
+    goto fail;
+  }
+  if (parent && TS_TERMINAL(parent->status)) parent = NULL;
+  t->parent = parent;
+  t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
+  t->root_task_id = lg_strdup(parent ? parent->root_task_id : t->id);
+  t->root_key = lg_strdup(r->root_key ? r->root_key : parent ? parent->root_key : t->id);
+  t->timeout_s = r->timeout_s >= 0 ? r->timeout_s : a->cfg.default_timeout_s;
+  t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
+  t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
+  if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
+    err_set(err, "runtime", "out of memory");
+    goto fail;
+  }
+  /* depth and fan-out limits */
+  if (t->depth > a->cfg.max_depth) {
+    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
+    goto fail;
+  }
+  int *count = NULL;
+  if (r->root_key || parent) {
+    count = descendant_counter(a, t->root_key);
+    if (count && *count >= a->cfg.max_descendants) {
+      err_set(err, "limit", "max_descendants (%d) reached for this run tree",
+              a->cfg.max_descendants);
+      goto fail;
+    }
+  }
+  lg_agentq *q = aq_get(a, t->agent_id);
+  if (!q) {
+    err_set(err, "runtime", "out of memory");
+    goto fail;
+  }
+  /* backpressure */
+  if (a->cfg.reject) {
+    if (a->holders + a->queued >= a->cfg.global_concurrency) {
+      err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
+      goto fail;
+    }
+    if (q->holders + q->n >= a->cfg.per_agent_concurrency) {
+      err_set(err, "rejected", "per_agent_concurrency (%d) reached for agent '%s'",
+              a->cfg.per_agent_concurrency, t->agent_id);
+      goto fail;
+    }
+  } else if (a->queued >= a->cfg.max_queue) {
+    err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
+    goto fail;
+  }
+  if (task_insert(a, t) != 0 || aq_push(q, t) != 0) {
+    err_set(err, "runtime", "out of memory");
+    goto fail;
+  }
+  if (count) (*count)++;
+  t->aq = q;
+  t->seq = a->next_seq++;
+  t->status = TS_QUEUED;
+  t->phase = PH_QUEUED;
+  t->enqueued_at = lg_wall_ms();
+  t->boost = inherited_boost(parent);
+  if (t->boost) heap_up(q, t->heap_idx);
+  if (parent) {
+    t->next_sibling = parent->first_child;
+    parent->first_child = t;
+  }
+  a->queued++;
+  record_json(t, out);
+  {
+    char summary[96];
+    snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
+             t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
+    task_event(a, t, "task_enqueued", "{}", summary);
+  }
+  queue_callback(a, W_ENQUEUED, "task_enqueued", t);
+  persist(a, t);
+  uint64_t ticket = lg_store_ticket(a->store);
+  schedule(a);
+  pthread_mutex_unlock(&a->mu);
+  /* durable before enqueue returns; the commit is not under our lock */
+  lg_store_sync(a->store, ticket);
+  return 0;
+fail:
+  pthread_mutex_unlock(&a->mu);
+  task_free(t);
+  return rc;
+}
+
+/* ----------------------------------------------------------- queries */
+
+int lg_get(lg_app *a, const char *id, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) record_json(t, out);
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
+int lg_status(lg_app *a, const char *id, char out[16]) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) snprintf(out, 16, "%s", status_names[t->status]);
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
+int lg_set_delivered(lg_app *a, const char *id) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t && !t->delivered) {
+    t->delivered = 1;
+    persist(a, t);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
+static int eq_opt(const char *want, const char *have) {
+  return !want || (have && strcmp(want, have) == 0);
+}
+
+static int cmp_seq(const void *x, const void *y) {
+  const lg_task *a = *(lg_task *const *)x, *b = *(lg_task *const *)y;
+  return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  int want = f->status ? status_from_name(f->status) : -1;
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+      if (want >= 0 && t->status != want) continue;
+      if (want < 0 && !f->include_finished && TS_TERMINAL(t->status)) continue;
+      if (!eq_opt(f->agent_id, t->agent_id) || !eq_opt(f->parent_agent_id, t->parent_agent_id) ||
+          !eq_opt(f->thread_id, t->thread_id) || !eq_opt(f->parent_run_id, t->parent_run_id) ||
+          !eq_opt(f->parent_task_id, t->parent_task_id))
+        continue;
+      v[n++] = t;
+    }
+  }
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  buf_addc(out, '[');
+  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
+  for (size_t i = 0; i < lim; i++) {
+    if (i) buf_addc(out, ',');
+    record_json(v[i], out);
+  }
+  buf_addc(out, ']');
+  free(v);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* --------------------------------------------------------------- waits */
+
+static int is_self_or_ancestor(const lg_task *caller, const lg_task *x) {
+  for (const lg_task *p = caller; p; p = p->parent)
+    if (p == x) return 1;
+  return 0;
+}
+
+static void digest_json(buf_t *b, const lg_digest *d) {
+  char iso[32];
+  lg_iso8601(d->ts, iso);
+  buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
+  buf_add_jstr(b, d->kind, strlen(d->kind));
+  buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
+  buf_add_jstr(b, d->summary, strlen(d->summary));
+  buf_addc(b, '}');
+}
+
+static void wait_entry(const lg_task *t, buf_t *b) {
+  buf_adds(b, "{\"task_id\":");
+  buf_add_jstr(b, t->id, strlen(t->id));
+  add_str_field(b, "status", status_names[t->status]);
+  add_str_field(b, "agent_id", t->agent_id);
+  add_str_field(b, "tool", t->tool);
+  buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
+           t->attempts);
+  if (TS_TERMINAL(t->status)) {
+    add_raw_field(b, "result", t->result_json);
+    add_error(b, t);
+    add_raw_field(b, "usage", t->usage_json);
+  } else {
+    double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
+    buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
+    if (t->ring_n > 0) {
+      buf_adds(b, ",\"last_event\":");
+      digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
+    }
+    add_raw_field(b, "usage", t->usage_json);
+    buf_addc(b, '}');
+  }
+  buf_addc(b, '}');
+}
+
+static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
+                      buf_t *out, lg_err *err) {
+  int done = 0;
+  for (int i = 0; i < n; i++) {
+    lg_task *t = task_find(a, ids[i]);
+    if (!t) {
+      err_set(err, "not_found", "unknown task id '%s'", ids[i]);
+      return -1;
+    }
+    if (caller && is_self_or_ancestor(caller, t)) {
+      err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
+              ids[i]);
+      return -1;
+    }
+    done += TS_TERMINAL(t->status);
+  }
+  int over = n == 0 || (any ? done > 0 : done == n);
+  if (!out) return over;
+  buf_addf(out, "{\"done\":%s,\"timed_out\":%s,\"tasks\":[", over ? "true" : "false",
+           !over && timed_out ? "true" : "false");
+  for (int i = 0; i < n; i++) {
+    if (i) buf_addc(out, ',');
+    wait_entry(task_find(a, ids[i]), out);
+  }
+  buf_adds(out, "],\"pending\":[");
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    lg_task *t = task_find(a, ids[i]);
+    if (TS_TERMINAL(t->status)) continue;
+    if (k++) buf_addc(out, ',');
+    buf_add_jstr(out, t->id, strlen(t->id));
+  }
+  buf_adds(out, "]}");
+  return over;
+}
+
+int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
+                  buf_t *out, lg_err *err) {
+  pthread_mutex_lock(&a->mu);
+  int rc = wait_value(a, caller, ids, n, any, timed_out, out, err);
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+/* --------------------------------------------------------------- host */
+
+uint64_t lg_gen(lg_app *a) {
+  pthread_mutex_lock(&a->mu);
+  uint64_t g = a->gen;
+  pthread_mutex_unlock(&a->mu);
+  return g;
+}
+
+void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
+  pthread_mutex_lock(&a->mu);
+  int64_t deadline = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
+  if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
+  /* idle workers keep retry timers; a host waiting alone must run them too */
+  while (a->gen == gen) {
+    int64_t d = min_deadline(deadline, next_retry_mono(a));
+    a->host_blocked++;
+    cond_wait_until(&a->host_cv, &a->mu, d);
+    a->host_blocked--;
+    if (a->retry_head) schedule(a);
+    if (deadline && lg_mono_ms() >= deadline) break;
+  }
+  pthread_mutex_unlock(&a->mu);
+}
+
+int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
+  pthread_mutex_lock(&a->mu);
+  int n = 0;
+  while (a->hq_head && n < max) {
+    lg_host_item *it = a->hq_head;
+    hq_unlink(a, it);
+    if (it->type == HI_HOST_CALL) {
+      /* the waiting worker keeps the original; the host gets a copy */
+      lg_host_item *c = calloc(1, sizeof *c);
+      if (!c) {
+        it->next = a->hq_head;
+        a->hq_head = it;
+        if (!a->hq_tail) a->hq_tail = it;
+        a->hq_n++;
+        break;
+      }
+      *c = *it;
+      c->name = lg_strdup(it->name);
+      c->json = lg_strdup(it->json);
+      c->ctx_json = lg_strdup(it->ctx_json);
+      c->reply_json = NULL;
+      c->next = NULL;
+      it->replied = 0;
+      out[n++] = c;
+    } else {
+      out[n++] = it;
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}
+
+void lg_host_reply(lg_app *a, uint64_t id, const char *json) {
+  pthread_mutex_lock(&a->mu);
+  for (lg_worker *w = a->workers; w; w = w->next) {
+    lg_task *t = w->task;
+    lg_host_item *c = t ? t->host_call : NULL;
+    if (c && c->id == id && !c->replied) {
+      c->reply_json = lg_strdup(json);
+      c->replied = 1;
+      pthread_cond_signal(&w->cv);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_set_wants(lg_app *a, unsigned wants) {
+  pthread_mutex_lock(&a->mu);
+  a->wants = wants;
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_set_host_multi(lg_app *a, void *multi) {
+  pthread_mutex_lock(&a->mu);
+  a->host_multi = multi;
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_get_stats(lg_app *a, lg_stats *s) {
+  pthread_mutex_lock(&a->mu);
+  int retry = 0;
+  for (lg_task *t = a->retry_head; t; t = t->lnext) retry++;
+  (void)retry;
+  s->queued = a->queued;
+  s->running = a->running_n - a->waiting;
+  s->waiting = a->waiting;
+  s->workers = a->nworkers;
+  s->lent_slots = a->waiting;
+  s->host_calls_pending = a->host_calls_pending;
+  int pending_host = 0;
+  for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
+  s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
+  memcpy(s->finished, a->finished, sizeof s->finished);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* --------------------------------------------------------------- close */
+
+int lg_close(lg_app *a, int mode, double grace_s, int wait) {
+  pthread_mutex_lock(&a->mu);
+  if (!a->closing) {
+    a->closing = 1;
+    int reason = mode == CLOSE_SUSPEND ? STOP_CLOSE_SUSPEND : STOP_CLOSE_CANCEL;
+    for (size_t i = 0; i < a->tab_cap; i++) {
+      for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+        if (TS_TERMINAL(t->status)) continue;
+        if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
+          if (mode == CLOSE_CANCEL) stop_task(a, t, reason);
+        } else {
+          stop_task(a, t, reason);
+        }
+      }
+    }
+    for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
+    bump(a);
+  }
+  int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
+  while (wait && a->live_threads > 0 && lg_mono_ms() < deadline)
+    cond_wait_until(&a->workers_cv, &a->mu, deadline);
+  int all = a->live_threads == 0;
+  a->closed = 1;
+  pthread_mutex_unlock(&a->mu);
+  return all;
+}
+
+/* -------------------------------------------------------- worker side */
+
+lg_task *lg_worker_next(lg_worker *w) {
+  lg_app *a = w->app;
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    if (w->task) {
+      lg_task *t = w->task;
+      pthread_mutex_unlock(&a->mu);
+      return t;
+    }
+    if (a->closing || w->exiting) break;
+    if (!w->idle) {
+      w->idle = 1;
+      a->nidle++;
+      w->idle_since = lg_mono_ms();
+      schedule(a); /* a free thread may admit a task held back by thread_ok */
+      if (w->task) continue;
+    }
+    int64_t idle_deadline = w->idle_since + (int64_t)(a->cfg.worker_idle_s * 1000.0);
+    int64_t now = lg_mono_ms();
+    if (now >= idle_deadline && !(a->retry_head && a->nidle == 1)) break;
+    cond_wait_until(&w->cv, &a->mu, min_deadline(idle_deadline, next_retry_mono(a)));
+    if (a->retry_head) schedule(a);
+  }
+  /* leaving: stop being counted as an idle thread */
+  if (w->idle) {
+    w->idle = 0;
+    a->nidle--;
+  }
+  w->exiting = 1;
+  pthread_mutex_unlock(&a->mu);
+  return NULL;
+}
+
+int lg_task_should_stop(lg_task *t) {
+  if (atomic_load(&t->stop) != STOP_NONE) return 1;
+  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
+    int expected = STOP_NONE;
+    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
+    return 1;
+  }
+  return 0;
+}
+
+static int64_t backoff_ms(const lg_app *a, int attempt) {
+  double base = a->cfg.retry_backoff_s * 1000.0;
+  double d = base * pow(2.0, attempt > 1 ? attempt - 1 : 0);
+  double cap = a->cfg.retry_backoff_max_s * 1000.0;
+  if (d > cap) d = cap;
+  /* jitter: 80%..120% */
+  d *= 0.8 + 0.4 * ((double)(rand() % 1000) / 1000.0);
+  return (int64_t)d;
+}
+
+void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
+  lg_app *a = w->app;
+  pthread_mutex_lock(&a->mu);
+  w->task = NULL;
+  t->worker = NULL;
+  give_slot(a, t);
+  a->running_n--;
+  int stop = atomic_load(&t->stop);
+  if (o->usage_json) {
+    free(t->usage_json);
+    t->usage_json = lg_strdup(o->usage_json);
+  }
+  if (stop == STOP_CLOSE_SUSPEND) {
+    /* R-25a: back to the queue without spending an attempt */
+    t->status = TS_QUEUED;
+    t->phase = PH_QUEUED;
+    t->attempts--;
+    t->started_at = 0;
+    atomic_store(&t->stop, STOP_NONE);
+    a->queued++;
+    aq_push(t->aq, t);
+    task_event(a, t, "task_suspended", "{}", "suspended by close");
+    persist(a, t);
+  } else if (stop != STOP_NONE) {
+    if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
+    if (stop == STOP_TIMEOUT) {
+      char m[96];
+      snprintf(m, sizeof m, "timed out after %gs", t->timeout_s);
+      set_error(t, "timeout", m);
+      finish_task(a, t, TS_TIMED_OUT);
+    } else {
+      set_error(t, "cancelled",
+                stop == STOP_CLOSE_CANCEL ? "cancelled: the app was closed" : "cancelled");
+      finish_task(a, t, TS_CANCELLED);
+    }
+  } else if (o->ok && o->agent_status != TS_FAILED) {
+    free(t->result_json);
+    t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
+    if (o->error_kind) set_error(t, o->error_kind, o->error_message);
+    else {
+      free(t->error_kind);
+      free(t->error_message);
+      t->error_kind = t->error_message = NULL;
+    }
+    finish_task(a, t, TS_COMPLETED);
+  } else {
+    if (o->ok) {
+      free(t->result_json);
+      t->result_json = lg_strdup(o->result_json);
+    }
+    set_error(t, o->error_kind ? o->error_kind : "runtime",
+              o->error_message ? o->error_message : "task failed");
+    if (t->attempts <= t->max_retries && !a->closing) {
+      /* back to the queue after a backoff; never `failed` in between */
+      t->status = TS_QUEUED;
+      t->phase = PH_RETRY;
+      t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
+      t->lnext = a->retry_head;
+      a->retry_head = t;
+      a->queued++;
+      char payload[640];
+      buf_t p;
+      buf_init(&p);
+      buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+               (long long)(t->retry_at - lg_wall_ms()));
+      add_error(&p, t);
+      buf_addc(&p, '}');
+      snprintf(payload, sizeof payload, "%s", p.p ? p.p : "{}");
+      buf_free(&p);
+      char summary[128];
+      snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
+      task_event(a, t, "task_retry", payload, summary);
+      queue_callback(a, W_RETRY, "task_retry", t);
+      persist(a, t);
+      bump(a);
+    } else {
+      finish_task(a, t, TS_FAILED);
+    }
+  }
+  schedule(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_worker_exit(lg_worker *w) {
+  lg_app *a = w->app;
+  pthread_mutex_lock(&a->mu);
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    a->workers = w->next;
+  if (w->next) w->next->prev = w->prev;
+  if (w->idle) a->nidle--;
+  a->nworkers--;
+  a->live_threads--;
+  pthread_cond_broadcast(&a->workers_cv);
+  /* a thread left: work held back for want of threads may now start */
+  schedule(a);
+  bump(a);
+  pthread_mutex_unlock(&a->mu);
+  pthread_cond_destroy(&w->cv);
+  free(w);
+  lg_app_release(a);
+}
+
+int lg_task_sleep(lg_worker *w, double seconds) {
+  lg_app *a = w->app;
+  lg_task *t = w->task;
+  int64_t end = lg_mono_ms() + (int64_t)(seconds * 1000.0);
+  pthread_mutex_lock(&a->mu);
+  int stop = 0;
+  while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
+    cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+  pthread_mutex_unlock(&a->mu);
+  return stop;
+}
+
+/* Give the slot back while waiting and take one back after. */
+static void begin_wait(lg_app *a, lg_task *t, const char *what) {
+  give_slot(a, t);
+  t->phase = PH_WAITING;
+  a->waiting++;
+  lend(a, t);
+  char summary[96];
+  snprintf(summary, sizeof summary, "waiting on %s", what);
+  task_event(a, t, "task_waiting", "{}", summary);
+  persist(a, t);
+  schedule(a);
+}
+
+/* Returns 1 if the task must stop instead of resuming. */
+static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
+  a->waiting--;
+  if (lg_task_should_stop(t)) {
+    t->phase = PH_UNWINDING;
+    return 1;
+  }
+  t->phase = PH_RESUMING;
+  t->lnext = NULL;
+  if (a->resume_tail)
+    a->resume_tail->lnext = t;
+  else
+    a->resume_head = t;
+  a->resume_tail = t;
+  a->resuming_n++;
+  schedule(a);
+  while (t->phase == PH_RESUMING) {
+    if (lg_task_should_stop(t)) {
+      stop_task(a, t, atomic_load(&t->stop)); /* drops it from the resume list */
+      t->phase = PH_UNWINDING;
+      return 1;
+    }
+    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+  }
+  task_event(a, t, "task_resumed", "{}", "resumed");
+  return 0;
+}
+
+int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, double timeout_s,
+                 buf_t *out, lg_err *err) {
+  LG_UNUSED(run_id);
+  lg_app *a = w->app;
+  lg_task *t = w->task;
+  pthread_mutex_lock(&a->mu);
+  int over = wait_value(a, t, ids, n, any, 0, NULL, err);
+  if (over < 0) {
+    pthread_mutex_unlock(&a->mu);
+    return -1;
+  }
+  int stop = lg_task_should_stop(t);
+  if (!over && !stop) {
+    t->wait_ids = calloc((size_t)n, sizeof *t->wait_ids);
+    for (int i = 0; t->wait_ids && i < n; i++) t->wait_ids[i] = lg_strdup(ids[i]);
+    t->wait_n = t->wait_ids ? n : 0;
+    t->wait_any = any;
+    char what[64];
+    snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
+    begin_wait(a, t, what);
+    int64_t end = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
+    while (!(stop = lg_task_should_stop(t)) && !wait_satisfied(a, t)) {
+      if (end && lg_mono_ms() >= end) break;
+      cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+    }
+    for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
+    free(t->wait_ids);
+    t->wait_ids = NULL;
+    t->wait_n = 0;
+    stop = end_wait(a, w, t);
+  }
+  if (!stop) {
+    int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
+    wait_value(a, t, ids, n, any, timed_out, out, err);
+  }
+  pthread_mutex_unlock(&a->mu);
+  return stop;
+}
+
+int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, const char *ctx_json,
+                      buf_t *out) {
+  lg_app *a = w->app;
+  lg_task *t = w->task;
+  lg_host_item *it = calloc(1, sizeof *it);
+  if (!it) return -1;
+  it->type = HI_HOST_CALL;
+  it->name = lg_strdup(name);
+  it->json = lg_strdup(args_json);
+  it->ctx_json = lg_strdup(ctx_json);
+  snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
+  pthread_mutex_lock(&a->mu);
+  int stop = lg_task_should_stop(t);
+  if (stop) goto out;
+  it->waiter = w;
+  t->host_call = it;
+  a->host_calls_pending++;
+  hq_push(a, it);
+  {
+    char payload[160], summary[96];
+    buf_t p;
+    buf_init(&p);
+    buf_adds(&p, "{\"tool\":");
+    buf_add_jstr(&p, name, strlen(name));
+    buf_addc(&p, '}');
+    snprintf(payload, sizeof payload, "%s", p.p ? p.p : "{}");
+    buf_free(&p);
+    snprintf(summary, sizeof summary, "host call %s", name);
+    task_event(a, t, "host_call", payload, summary);
+  }
+  begin_wait(a, t, "the host");
+  while (!it->replied && !(stop = lg_task_should_stop(t)))
+    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+  a->host_calls_pending--;
+  t->host_call = NULL;
+  hq_unlink(a, it); /* still queued if the host never took it: drop it */
+  if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
+  stop = end_wait(a, w, t) || stop;
+  bump(a);
+out:
+  pthread_mutex_unlock(&a->mu);
+  lg_host_item_free(it);
+  return stop;
+}
+
+void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  buf_adds(out, "{\"task_id\":");
+  buf_add_jstr(out, t->id, strlen(t->id));
+  add_str_field(out, "kind", t->kind == TK_AGENT ? "agent" : "tool");
+  add_str_field(out, "tool", t->tool);
+  add_str_field(out, "agent_id", t->agent_id);
+  add_str_field(out, "parent_agent_id", t->parent_agent_id);
+  add_str_field(out, "thread_id", t->thread_id);
+  add_str_field(out, "run_id", t->run_id);
+  add_str_field(out, "parent_run_id", t->parent_run_id);
+  add_str_field(out, "tool_call_id", t->tool_call_id);
+  add_str_field(out, "root_key", t->root_key);
+  add_str_field(out, "prompt", t->prompt);
+  add_raw_field(out, "args", t->args_json);
+  add_raw_field(out, "metadata", t->metadata_json);
+  buf_addf(out, ",\"depth\":%d,\"attempt\":%d,\"timeout_s\":%.17g}", t->depth, t->attempts,
+           t->timeout_s);
+  pthread_mutex_unlock(&a->mu);
+}

@@ -1,0 +1,17 @@
+/* What the worker threads share with the Lua bindings. */
+#ifndef LUAGENT_WORKER_H
+#define LUAGENT_WORKER_H
+
+#include "dispatcher.h"
+#include <lua.h>
+
+/* The cancel sentinel: a light userdata, the same in every state. */
+void lg_push_cancel(lua_State *L);
+int lg_is_cancel(lua_State *L, int idx);
+int lg_raise_cancel(lua_State *L);
+/* The worker owning L, or NULL in a host state. */
+lg_worker *lg_current_worker(lua_State *L);
+/* http.c: free the worker's multi handle (worker thread, at exit). */
+void lg_http_worker_cleanup(lg_worker *w);
+
+#endif

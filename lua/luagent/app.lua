@@ -1,0 +1,508 @@
+-- The host side of an app: enqueue, query, wait, cancel, close, and the pump
+-- that runs host tools and lifecycle callbacks on the host thread (R-5).
+-- Every blocking call here keeps pumping while it waits.
+local core = require("luagent.core")
+local json = require("luagent.json")
+local options = require("luagent.options")
+local context = require("luagent.context")
+local tools = require("luagent.tools")
+local log = require("luagent.log")
+
+local app = {}
+
+local App = {}
+App.__index = App
+app.App = App
+
+local LIFECYCLE = {
+  task_enqueued = core.W_ENQUEUED,
+  task_started = core.W_STARTED,
+  task_retry = core.W_RETRY,
+  task_finished = core.W_FINISHED,
+  error = core.W_ERROR,
+}
+
+local function update_wants(self)
+  local mask = 0
+  for name, bit in pairs(LIFECYCLE) do
+    local wanted = self._reg.hooks["on_" .. name] ~= nil or next(self._listeners[name]) ~= nil
+    if wanted then mask = mask | bit end
+  end
+  self._core:set_wants(mask)
+end
+
+local function check_not_in_callback(self, where)
+  if self._in_cb > 0 then
+    error(where .. ": blocking call inside a host callback", 3)
+  end
+end
+
+-- Report a failure of a host callback as an `error` event (it never
+-- escapes the pump).
+local function callback_error(self, where, err)
+  local msg = type(err) == "table" and err.message or tostring(err)
+  local payload = { where = where, message = msg, traceback = type(err) == "table" and err.traceback or nil }
+  self._core:emit("error", json.encode(payload), nil, nil, nil, 0, where .. ": " .. msg)
+end
+
+local function run_call(self, it)
+  local fn = self._host_tools[it.name]
+  local result
+  if not fn then
+    result = tools.fail("runtime", string.format("no host handler bound for %q", it.name))
+  else
+    local args = json.decode(it.json)
+    local info = it.ctx and json.decode(it.ctx) or {}
+    local ok, v = xpcall(fn, tools.on_error, args, info)
+    if ok then
+      result = tools.ok(v)
+    else
+      result = tools.fail("runtime", string.format("host tool %s failed: %s", it.name, v.message))
+      callback_error(self, "host tool " .. it.name, v)
+    end
+  end
+  local ok, text = pcall(json.encode, result)
+  if not ok then
+    text = json.encode(tools.fail("runtime", "host tool result is not JSON: " .. tostring(text)))
+  end
+  self._core:reply(it.id, text)
+end
+
+local function run_callback(self, it)
+  local payload = json.decode(it.json)
+  local fns = {}
+  local hook = self._reg.hooks["on_" .. it.kind]
+  if hook then fns[#fns + 1] = hook end
+  for _, fn in ipairs(self._listener_list[it.kind] or {}) do fns[#fns + 1] = fn end
+  for _, fn in ipairs(fns) do
+    local ok, err = xpcall(fn, tools.on_error, payload)
+    if not ok then
+      if it.kind == "error" then
+        log.emit("error", "error callback failed: " .. tostring(err.message))
+      else
+        callback_error(self, it.kind .. " callback", err)
+      end
+    end
+  end
+end
+
+local function run_log(self, it)
+  log.emit(it.kind, it.json)
+  if it.kind == "error" or it.kind == "warn" then
+    for _, fn in ipairs(self._listener_list.error or {}) do
+      pcall(fn, { level = it.kind, message = it.json })
+    end
+  end
+end
+
+local runners = { call = run_call, callback = run_callback, log = run_log }
+
+-- Run host work queued by workers. Returns how many items ran.
+function App:_pump(max_items, budget_s)
+  if self._in_cb > 0 then return 0 end
+  max_items = max_items or math.huge
+  local n, t0 = 0, core.now()
+  while n < max_items do
+    -- one item at a time under a budget, so nothing taken is left unrun
+    local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n))
+    if #batch == 0 then break end
+    for _, it in ipairs(batch) do
+      self._in_cb = self._in_cb + 1
+      local ok, err = pcall(runners[it.type], self, it)
+      self._in_cb = self._in_cb - 1
+      if not ok then log.emit("error", "luagent: host work failed: " .. tostring(err)) end
+      n = n + 1
+    end
+    if budget_s and core.now() - t0 >= budget_s then break end
+  end
+  if self._close_pending and self._in_cb == 0 then
+    local opts = self._close_pending
+    self._close_pending = nil
+    self:close(opts)
+  end
+  return n
+end
+
+-- Pump and block until check() returns a value or the deadline passes.
+-- stop(): raise-or-not hook for foreground runs (cancel/timeout).
+function App:_wait_until(check, deadline, stop)
+  while true do
+    local gen = self._core:gen()
+    self:_pump()
+    local v = check()
+    if v ~= nil then return v end
+    if stop then stop() end
+    local now = core.now()
+    if deadline and now >= deadline then return nil end
+    self._core:block(gen, deadline and deadline - now or -1)
+  end
+end
+
+local poll_spec = { budget_ms = function(v) return options.non_negative(v) end, max_callbacks = "integer" }
+
+-- Non-blocking pump for game loops (R-5).
+function App:poll(opts)
+  options.check("app:poll", opts, poll_spec)
+  if self._in_cb > 0 then return 0 end
+  opts = opts or {}
+  return self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+end
+
+function App:_check_open(where)
+  if self._closed then error(where .. ": the app is closed", 3) end
+end
+
+function App:enqueue_tool(name, args, opts)
+  self:_check_open("app:enqueue_tool")
+  if not self._reg.settings.enabled then
+    error("app:enqueue_tool: background tasks are disabled (set background_tasks.enabled = true)", 2)
+  end
+  options.check("app:enqueue_tool", opts, context.enqueue_spec)
+  opts = opts or {}
+  local agent_id = opts.agent_id or "host"
+  local req = context.tool_request(self._reg, "app:enqueue_tool", agent_id, name, args, 2)
+  req.agent_id = agent_id
+  req.depth = 0
+  context.request_options(req, opts)
+  local ok, rec = pcall(self._core.enqueue, self._core, req)
+  if not ok then error(rec, 2) end
+  return rec
+end
+
+function App:enqueue_background(agent_id, prompt, opts)
+  self:_check_open("app:enqueue_background")
+  if not self._reg.settings.enabled then
+    error("app:enqueue_background: background tasks are disabled (set background_tasks.enabled = true)", 2)
+  end
+  options.arg("app:enqueue_background", "agent_id", agent_id, "string", 3)
+  options.arg("app:enqueue_background", "prompt", prompt, "string", 3)
+  options.check("app:enqueue_background", opts, context.enqueue_spec)
+  opts = opts or {}
+  if opts.agent_id then
+    error("app:enqueue_background: the agent is the first argument, not an option", 2)
+  end
+  if not self._reg.agents[agent_id] then
+    local near = options.suggest(agent_id, self._reg.agents)
+    error(string.format("app:enqueue_background: unknown agent %q%s", agent_id,
+      near and string.format(" (did you mean %q?)", near) or ""), 2)
+  end
+  local req = { kind = "agent", agent_id = agent_id, prompt = prompt, depth = 0 }
+  context.request_options(req, opts)
+  local ok, rec = pcall(self._core.enqueue, self._core, req)
+  if not ok then error(rec, 2) end
+  return rec
+end
+
+function App:get(id)
+  options.arg("app:get", "task_id", id, "string", 3)
+  return self._core:get(id)
+end
+
+local list_spec = {
+  status = function(v)
+    for _, s in ipairs({ "queued", "running", "completed", "failed", "cancelled", "timed_out" }) do
+      if v == s then return true end
+    end
+    return nil, "must be a task status (queued, running, completed, failed, cancelled, timed_out)"
+  end,
+  limit = "integer",
+  agent_id = "string",
+  thread_id = "string",
+  parent_task_id = "string",
+}
+
+function App:list(filter)
+  options.check("app:list", filter, list_spec)
+  local f = {}
+  for k, v in pairs(filter or {}) do f[k] = v end
+  f.include_finished = true
+  return self._core:list(f)
+end
+
+function App:cancel(id)
+  options.arg("app:cancel", "task_id", id, "string", 3)
+  check_not_in_callback(self, "app:cancel")
+  local r = self._core:cancel(id)
+  if not r then error(string.format("app:cancel: unknown task id %q", id), 2) end
+  if r.ok and (r.status == "queued" or r.status == "running") then
+    -- report what actually happened, waiting up to a second (R-25)
+    local deadline = core.now() + 1
+    r.status = self:_wait_until(function()
+      local st = self._core:status(id)
+      if st ~= "queued" and st ~= "running" then return st end
+    end, deadline) or self._core:status(id)
+  end
+  return r
+end
+
+function App:wait(ids, opts)
+  check_not_in_callback(self, "app:wait")
+  local list, any, timeout = context.wait_args("app:wait", ids, opts,
+    self._reg.settings.default_wait_timeout_s, 2)
+  local ok, done = pcall(self._core.wait_check, self._core, list, any, false)
+  if not ok then error(done, 2) end
+  local value = self:_wait_until(function()
+    local d, v = self._core:wait_check(list, any, false)
+    if d then return v end
+  end, core.now() + timeout)
+  if value then return value end
+  local _, v = self._core:wait_check(list, any, true)
+  return v
+end
+
+local idle_spec = {
+  timeout_s = function(v) return options.non_negative(v) end,
+  timeout_ms = function(v) return options.non_negative(v) end,
+}
+
+local function finished_delta(after, before)
+  return {
+    completed = after.completed - before.completed,
+    failed = after.failed - before.failed,
+    cancelled = after.cancelled - before.cancelled,
+    timed_out = after.timed_out - before.timed_out,
+  }
+end
+
+-- Drain until nothing is queued, running or pending on the host (R-29).
+function App:run_until_idle(opts)
+  check_not_in_callback(self, "app:run_until_idle")
+  options.check("app:run_until_idle", opts, idle_spec)
+  opts = opts or {}
+  local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
+  local before = self._core:stats().finished
+  local idle = self:_wait_until(function()
+    if self._core:stats().idle then return true end
+  end, timeout and core.now() + timeout) or false
+  self:_pump()
+  local r = finished_delta(self._core:stats().finished, before)
+  r.idle = idle
+  return r
+end
+
+local stream_spec = {
+  since = "integer",
+  timeout_s = function(v) return options.non_negative(v) end,
+}
+
+-- Merged events from the app's stream cursor until idle (R-29). `break`
+-- ends the subscription through the closing value.
+function App:run_stream_until_idle(opts)
+  check_not_in_callback(self, "app:run_stream_until_idle")
+  options.check("app:run_stream_until_idle", opts, stream_spec)
+  opts = opts or {}
+  local cursor = opts.since or self._cursor
+  local deadline = opts.timeout_s and core.now() + opts.timeout_s
+  local buffer, i, done = {}, 0, false
+  local function advance(ev)
+    local seq = ev.kind == "gap" and ev.payload.next_seq - 1 or ev.seq
+    if seq > cursor then cursor = seq end
+    if cursor > self._cursor then self._cursor = cursor end
+  end
+  local function next_event()
+    while not done do
+      if i < #buffer then
+        i = i + 1
+        local ev = buffer[i]
+        advance(ev)
+        return ev
+      end
+      check_not_in_callback(self, "app:run_stream_until_idle")
+      local gen = self._core:gen()
+      self:_pump()
+      buffer, i = self._core:events(cursor, 256), 0
+      if #buffer == 0 then
+        -- only stop once idle *and* nothing was appended in between
+        if self._core:stats().idle then
+          buffer = self._core:events(cursor, 256)
+          if #buffer == 0 then done = true end
+        elseif deadline and core.now() >= deadline then
+          done = true
+        else
+          self._core:block(gen, deadline and deadline - core.now() or -1)
+        end
+      end
+    end
+    return nil
+  end
+  local closer = setmetatable({}, { __close = function() done = true end })
+  return next_event, nil, nil, closer
+end
+
+local events_spec = { since = "integer", limit = "integer" }
+
+function App:events(opts)
+  options.check("app:events", opts, events_spec)
+  opts = opts or {}
+  return self._core:events(opts.since or 0, opts.limit or 1000)
+end
+
+function App:on(name, fn)
+  options.arg("app:on", "name", name, "string", 3)
+  if not LIFECYCLE[name] then
+    local near = options.suggest(name, LIFECYCLE)
+    error(string.format("app:on: unknown event %q%s (one of task_enqueued, task_started, " ..
+      "task_retry, task_finished, error)", name, near and string.format(" (did you mean %q?)", near) or ""), 2)
+  end
+  options.arg("app:on", "fn", fn, "callable", 3)
+  local token = {}
+  self._listeners[name][token] = fn
+  self:_rebuild_listeners()
+  return function()
+    self._listeners[name][token] = nil
+    self:_rebuild_listeners()
+  end
+end
+
+function App:_rebuild_listeners()
+  for name in pairs(LIFECYCLE) do
+    local l = {}
+    for _, fn in pairs(self._listeners[name]) do l[#l + 1] = fn end
+    self._listener_list[name] = l
+  end
+  update_wants(self)
+end
+
+function App:host_tool(name, fn)
+  options.arg("app:host_tool", "name", name, "string", 3)
+  local t = self._reg.tools[name]
+  if not t or not t.host then
+    local hosts = {}
+    for n, x in pairs(self._reg.tools) do if x.host then hosts[n] = true end end
+    local near = options.suggest(name, hosts)
+    error(string.format("app:host_tool: %q is not a host tool of this app%s", name,
+      near and string.format(" (did you mean %q?)", near) or
+      " (declare it with luagent.host_tool in the config)"), 2)
+  end
+  if fn ~= nil then options.arg("app:host_tool", "fn", fn, "callable", 3) end
+  self._host_tools[name] = fn
+  return self
+end
+
+function App:stats()
+  local s = self._core:stats()
+  s.finished = nil
+  s.idle = nil
+  return s
+end
+
+local close_spec = {
+  mode = function(v)
+    if v == "cancel" or v == "suspend" then return true end
+    return nil, 'must be "cancel" or "suspend"'
+  end,
+  grace_s = function(v) return options.non_negative(v) end,
+}
+
+-- R-25a. Inside a host callback it takes effect when the outermost pump
+-- returns. Returns true when every worker stopped within the grace period.
+function App:close(opts)
+  options.check("app:close", opts, close_spec)
+  if self._closed then return true end
+  if self._in_cb > 0 then
+    self._close_pending = opts or {}
+    return nil
+  end
+  opts = opts or {}
+  self._closed = true
+  local all = self._core:close(opts.mode, opts.grace_s or self._reg.close_grace_s)
+  self:_pump()
+  return all
+end
+
+App.__close = function(self) self:close() end
+
+function App:id()
+  return self._core:id()
+end
+
+-- The env of runs in the host state (foreground runs and their tools).
+local function host_env(self)
+  local env = { core = self._core, reg = self._reg, app = self, is_worker = false }
+  function env.should_stop(ctx)
+    local fg = ctx._fg
+    if not fg then return false end
+    if fg.cancelled then return true end
+    if fg.deadline and core.now() >= fg.deadline then
+      fg.cancelled, fg.timed_out = true, true
+      return true
+    end
+    return false
+  end
+  local function stopper(ctx)
+    return function()
+      if env.should_stop(ctx) then error(core.cancel_error, 0) end
+    end
+  end
+  function env.sleep(ctx, seconds)
+    local deadline = core.now() + seconds
+    ctx:check_cancel()
+    self:_wait_until(function() if core.now() >= deadline then return true end end,
+      deadline, stopper(ctx))
+    ctx:check_cancel()
+  end
+  function env.wait(ctx, ids, any, timeout)
+    if self._in_cb > 0 then error("ctx:wait: blocking call inside a host callback", 0) end
+    ctx:check_cancel()
+    local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
+    if not ok then error(err, 0) end
+    local value = self:_wait_until(function()
+      local d, v = self._core:wait_check(ids, any, false)
+      if d then return v end
+    end, core.now() + timeout, stopper(ctx))
+    if value then return value end
+    local _, v = self._core:wait_check(ids, any, true)
+    return v
+  end
+  function env.call_host(ctx, name, args)
+    local fn = self._host_tools[name]
+    if not fn then
+      return tools.fail("runtime", string.format("no host handler bound for %q", name))
+    end
+    local ok, v = xpcall(fn, tools.on_error, args, ctx:info())
+    if ok then return tools.ok(v) end
+    if core.is_cancel(v) then error(v, 0) end
+    return tools.fail("runtime", string.format("host tool %s failed: %s", name, v.message)), v.traceback
+  end
+  return env
+end
+
+function app.new(reg, boot)
+  local s = reg.settings
+  local core_app = core.app_new({
+    global_concurrency = s.global_concurrency,
+    per_agent_concurrency = s.per_agent_concurrency,
+    default_timeout_s = s.default_timeout_s,
+    default_wait_timeout_s = s.default_wait_timeout_s,
+    default_retries = s.default_retries,
+    retry_backoff_s = s.retry_backoff_s,
+    retry_backoff_max_s = s.retry_backoff_max_s,
+    backpressure = s.backpressure,
+    max_queue = s.max_queue,
+    max_depth = s.max_depth,
+    max_descendants = s.max_descendants,
+    max_workers = s.max_workers,
+    worker_idle_s = s.worker_idle_s,
+    event_buffer = reg.event_buffer,
+    boot_json = json.encode(boot),
+    lua_path = package.path,
+    lua_cpath = package.cpath,
+    close_mode = reg.store and "suspend" or "cancel",
+  })
+  local self = setmetatable({
+    _core = core_app,
+    _reg = reg,
+    _host_tools = {},
+    _listeners = {},
+    _listener_list = {},
+    _in_cb = 0,
+    _cursor = 0,
+    _closed = false,
+  }, App)
+  for name in pairs(LIFECYCLE) do self._listeners[name] = {} end
+  self._env = host_env(self)
+  self:_rebuild_listeners()
+  return self
+end
+
+return app

@@ -1,0 +1,222 @@
+-- The run context `ctx` handed to tool handlers and hooks (DESIGN §3.1).
+-- The same object works in the host state (foreground runs) and in worker
+-- states (tasks); what differs (how to sleep, wait, reach the host) comes
+-- from its env, built by app.lua or worker.lua.
+local core = require("luagent.core")
+local json = require("luagent.json")
+local options = require("luagent.options")
+local spec = require("luagent.spec")
+local tools = require("luagent.tools")
+
+local context = {}
+
+local Ctx = {}
+Ctx.__index = Ctx
+context.Ctx = Ctx
+
+-- fields: run_id, task_id, agent_id, thread_id, depth, root_key, parent ctx...
+function context.new(env, fields)
+  fields._env = env
+  return setmetatable(fields, Ctx)
+end
+
+local function positive(v) return options.positive(v) end
+local function non_negative(v) return options.non_negative(v) end
+
+local enqueue_spec = {
+  agent_id = "string",
+  thread_id = "string",
+  timeout_s = positive,
+  timeout_ms = positive,
+  retries = "integer",
+  priority = "integer",
+  metadata = "table",
+}
+context.enqueue_spec = enqueue_spec
+
+-- Common part of an enqueue request from options (checked by the caller).
+function context.request_options(req, opts)
+  req.thread_id = opts.thread_id or req.thread_id
+  if opts.timeout_s then
+    req.timeout_s = opts.timeout_s
+  elseif opts.timeout_ms then
+    req.timeout_s = opts.timeout_ms / 1000
+  end
+  req.retries = opts.retries
+  req.priority = opts.priority
+  if opts.metadata ~= nil then req.metadata = json.encode(opts.metadata) end
+  return req
+end
+
+-- The tool-task request for `name` with `args`, or raise (API misuse).
+function context.tool_request(reg, where, agent_id, name, args, level)
+  options.arg(where, "name", name, "string", level + 1)
+  local tool = spec.resolve_tool(reg, agent_id, name, true)
+  if not tool then
+    local near = options.suggest(name, reg.tools)
+    error(string.format("%s: unknown tool %q%s", where, name,
+      near and string.format(" (did you mean %q?)", near) or ""), level + 1)
+  end
+  local checked, err = tools.check_args(tool, args)
+  if not checked then
+    error(string.format("%s: %s", where, err), level + 1)
+  end
+  local ok, encoded = pcall(json.encode, checked)
+  if not ok then
+    error(string.format("%s: arguments for %s are not JSON: %s", where, name, encoded), level + 1)
+  end
+  return { kind = "tool", tool = name, args = encoded }
+end
+
+local function raise_api(err, level)
+  -- core errors arrive as {kind, message} tables; keep them as they are
+  error(err, level + 1)
+end
+
+function Ctx:cancelled()
+  return self._env.should_stop(self)
+end
+
+function Ctx:check_cancel()
+  if self._env.should_stop(self) then error(core.cancel_error, 0) end
+end
+
+function Ctx:sleep(seconds)
+  options.arg("ctx:sleep", "seconds", seconds, "number", 3)
+  self._env.sleep(self, seconds)
+end
+
+-- Summaries feed bg_check digests; keep them short and readable.
+local function summarize(kind, payload)
+  if type(payload) ~= "table" then return kind end
+  local s = payload.summary or payload.text or payload.message or payload.tool or payload.status
+  if s == nil then return kind end
+  s = tostring(s)
+  if #s > 100 then s = s:sub(1, 100) .. "..." end
+  return s
+end
+context.summarize = summarize
+
+function Ctx:emit(kind, payload)
+  options.arg("ctx:emit", "kind", kind, "string", 3)
+  local ok, text = pcall(json.encode, payload == nil and {} or payload)
+  if not ok then error("ctx:emit: payload is not JSON: " .. tostring(text), 2) end
+  self._env.core:emit(kind, text, self.run_id, self.task_id, self.agent_id, self.depth,
+    summarize(kind, payload))
+end
+
+-- What identifies this run to a child it spawns.
+function Ctx:_parent_fields(req)
+  req.parent_run_id = self.run_id
+  req.parent_agent_id = self.agent_id
+  req.thread_id = req.thread_id or self.thread_id
+  req.depth = self.depth + 1
+  req.root_key = self.root_key
+  return req
+end
+
+local ctx_enqueue_spec = {
+  thread_id = "string",
+  timeout_s = positive,
+  timeout_ms = positive,
+  retries = "integer",
+  priority = "integer",
+  metadata = "table",
+}
+
+function Ctx:enqueue_tool(name, args, opts)
+  options.check("ctx:enqueue_tool", opts, ctx_enqueue_spec)
+  local req = context.tool_request(self._env.reg, "ctx:enqueue_tool", self.agent_id, name, args, 2)
+  req.agent_id = self.agent_id
+  context.request_options(req, opts or {})
+  self:_parent_fields(req)
+  local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
+  if not ok then raise_api(rec, 2) end
+  return rec
+end
+
+function Ctx:enqueue_background(agent_id, prompt, opts)
+  options.arg("ctx:enqueue_background", "agent_id", agent_id, "string", 3)
+  options.arg("ctx:enqueue_background", "prompt", prompt, "string", 3)
+  options.check("ctx:enqueue_background", opts, ctx_enqueue_spec)
+  local reg = self._env.reg
+  if not reg.agents[agent_id] then
+    local near = options.suggest(agent_id, reg.agents)
+    error(string.format("ctx:enqueue_background: unknown agent %q%s", agent_id,
+      near and string.format(" (did you mean %q?)", near) or ""), 2)
+  end
+  local req = { kind = "agent", agent_id = agent_id, prompt = prompt }
+  context.request_options(req, opts or {})
+  self:_parent_fields(req)
+  local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
+  if not ok then raise_api(rec, 2) end
+  return rec
+end
+
+local wait_spec = {
+  mode = function(v)
+    if v == "all" or v == "any" then return true end
+    return nil, 'must be "all" or "any"'
+  end,
+  timeout_s = non_negative,
+  timeout_ms = non_negative,
+}
+context.wait_spec = wait_spec
+
+-- ids: one id or a list; returns the list and the wait timeout.
+function context.wait_args(where, ids, opts, default_timeout, level)
+  if type(ids) == "string" then ids = { ids } end
+  if type(ids) ~= "table" then
+    error(string.format("%s: argument \"task_ids\" must be a task id or a list of them, got %s",
+      where, type(ids)), level + 1)
+  end
+  for i, id in ipairs(ids) do
+    if type(id) ~= "string" then
+      error(string.format("%s: task_ids[%d] must be a string, got %s", where, i, type(id)), level + 1)
+    end
+  end
+  opts = options.check(where, opts, wait_spec, level + 1)
+  local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000) or default_timeout
+  return ids, opts.mode == "any", timeout
+end
+
+function Ctx:wait(ids, opts)
+  local list, any, timeout = context.wait_args("ctx:wait", ids, opts,
+    self._env.reg.settings.default_wait_timeout_s, 2)
+  return self._env.wait(self, list, any, timeout)
+end
+
+-- ctx:call_tool(name, args) -> ToolResult; never raises except the cancel
+-- error. Script tools run here, host tools go to the host (R-5).
+function Ctx:call_tool(name, args)
+  self:check_cancel()
+  local reg = self._env.reg
+  local tool = type(name) == "string" and spec.resolve_tool(reg, self.agent_id, name, true)
+  if not tool then
+    return tools.fail("validation", string.format("unknown tool %q", tostring(name)))
+  end
+  local checked, err = tools.check_args(tool, args)
+  if not checked then return tools.fail("validation", err) end
+  return context.invoke(self, tool, checked)
+end
+
+-- Run a tool whose arguments are valid. Returns a ToolResult and maybe a
+-- traceback for events.
+function context.invoke(ctx, tool, args)
+  if tool.host then
+    return ctx._env.call_host(ctx, tool.name, args)
+  elseif tool.delegate then
+    return ctx._env.run_delegate(ctx, tool, args)
+  end
+  return tools.run_handler(tool, args, ctx)
+end
+
+-- What a host callback learns about the run that called it.
+function Ctx:info()
+  return {
+    run_id = self.run_id, task_id = self.task_id, agent_id = self.agent_id,
+    thread_id = self.thread_id, depth = self.depth,
+  }
+end
+
+return context

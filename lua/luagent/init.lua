@@ -1,0 +1,82 @@
+-- luagent: LLM agents for Lua 5.4 with background agent runs on worker
+-- threads (a C core: dispatcher, workers, store, HTTP).
+local core = require("luagent.core")
+local json = require("luagent.json")
+local options = require("luagent.options")
+local defs = require("luagent.defs")
+local spec = require("luagent.spec")
+local app = require("luagent.app")
+local log = require("luagent.log")
+
+local luagent = {
+  version = "0.1.0",
+  json = json,
+  tool = defs.tool,
+  host_tool = defs.host_tool,
+  agent = defs.agent,
+  delegate = defs.delegate,
+  config = defs.config,
+  cancel_error = core.cancel_error,
+}
+
+-- Is this the cancel error (R-23)? Handlers that pcall must re-raise it.
+function luagent.is_cancel(err)
+  return core.is_cancel(err)
+end
+
+-- True inside a worker state: lets a startup script skip host-only work.
+function luagent.in_worker()
+  return core.in_worker()
+end
+
+function luagent.set_log(fn)
+  if fn ~= nil then options.arg("luagent.set_log", "fn", fn, "callable", 3) end
+  log.set(fn)
+end
+
+local function start(chunk, boot, overrides, where)
+  local ok, cfg = xpcall(chunk, debug.traceback)
+  if not ok then
+    error(string.format("%s: the startup script failed: %s", where, tostring(cfg)), 3)
+  end
+  if defs.kind_of(cfg) ~= "config" then
+    error(string.format("%s: the startup script must return luagent.config{...}, got %s", where,
+      type(cfg)), 3)
+  end
+  local ok2, reg = pcall(function()
+    spec.apply_overrides(cfg, overrides)
+    return spec.compile(cfg)
+  end)
+  if not ok2 then
+    local msg = tostring(reg):gsub("^luagent%.load: ", "")
+    error(string.format("%s: %s", where, msg), 3)
+  end
+  boot.fingerprint = reg.fingerprint
+  boot.snapshot = spec.snapshot(reg)
+  return app.new(reg, boot)
+end
+
+-- luagent.load(path, overrides): run a startup script that returns
+-- luagent.config{...} and start its app (R-1).
+function luagent.load(path, overrides)
+  options.arg("luagent.load", "path", path, "string", 3)
+  if overrides ~= nil then options.arg("luagent.load", "overrides", overrides, "table", 3) end
+  local abs, err = core.realpath(path)
+  if not abs then error(string.format("luagent.load: cannot open %s: %s", path, err), 2) end
+  local chunk, lerr = loadfile(abs)
+  if not chunk then error("luagent.load: " .. lerr, 2) end
+  return start(chunk, { path = abs }, overrides, "luagent.load")
+end
+
+-- luagent.load_string(source, chunkname, overrides): the same from text.
+function luagent.load_string(source, chunkname, overrides)
+  options.arg("luagent.load_string", "source", source, "string", 3)
+  if chunkname ~= nil then options.arg("luagent.load_string", "chunkname", chunkname, "string", 3) end
+  if overrides ~= nil then options.arg("luagent.load_string", "overrides", overrides, "table", 3) end
+  chunkname = chunkname or "=(luagent config)"
+  local chunk, lerr = load(source, chunkname, "t")
+  if not chunk then error("luagent.load_string: " .. lerr, 2) end
+  return start(chunk, { source = source, chunkname = chunkname }, overrides, "luagent.load_string")
+end
+
+return luagent

@@ -1,0 +1,340 @@
+-- From a config to the registry an app runs: agents by id, tools by name,
+-- effective settings with defaults, and (R-1) the snapshot of every
+-- non-function setting that workers apply over their own copy, plus the
+-- fingerprint of names that workers must reproduce.
+local defs = require("luagent.defs")
+local json = require("luagent.json")
+local options = require("luagent.options")
+
+local spec = {}
+
+local function non_negative(v) return options.non_negative(v) end
+local function positive(v) return options.positive(v) end
+
+local function one_of(...)
+  local allowed = { ... }
+  return function(v)
+    for _, a in ipairs(allowed) do
+      if v == a then return true end
+    end
+    return nil, "must be one of " .. table.concat(allowed, ", ")
+  end
+end
+
+local bg_spec = {
+  enabled = "boolean",
+  global_concurrency = "integer",
+  per_agent_concurrency = "integer",
+  default_timeout_s = positive,
+  default_retries = "integer",
+  default_wait_timeout_s = non_negative,
+  backpressure = one_of("queue", "reject"),
+  max_queue = "integer",
+  max_depth = "integer",
+  max_descendants = "integer",
+  max_workers = "integer",
+  worker_idle_s = non_negative,
+  on_parent_end = one_of("leave", "cancel"),
+  retry_backoff_s = non_negative,
+  retry_backoff_max_s = non_negative,
+}
+
+-- background_tasks with the defaults of DESIGN §4 filled in.
+function spec.background_settings(bt)
+  options.check("luagent.config background_tasks", bt, bg_spec, 4)
+  local s = {
+    enabled = bt.enabled == true,
+    global_concurrency = bt.global_concurrency or 10,
+    per_agent_concurrency = bt.per_agent_concurrency or 5,
+    default_timeout_s = bt.default_timeout_s or 300,
+    default_retries = bt.default_retries or 0,
+    default_wait_timeout_s = bt.default_wait_timeout_s or 300,
+    backpressure = bt.backpressure or "queue",
+    max_queue = bt.max_queue or 10000,
+    max_depth = bt.max_depth or 2,
+    max_descendants = bt.max_descendants or 50,
+    worker_idle_s = bt.worker_idle_s or 30,
+    on_parent_end = bt.on_parent_end or "leave",
+    retry_backoff_s = bt.retry_backoff_s or 1,
+    retry_backoff_max_s = bt.retry_backoff_max_s or 30,
+  }
+  s.max_workers = bt.max_workers or s.global_concurrency * (s.max_depth + 1) + 2
+  local function at_least(name, min)
+    if s[name] < min then
+      error(string.format("luagent.config background_tasks: %s must be >= %d, got %s", name, min,
+        tostring(s[name])), 0)
+    end
+  end
+  at_least("global_concurrency", 1)
+  at_least("per_agent_concurrency", 1)
+  at_least("default_retries", 0)
+  at_least("max_queue", 1)
+  at_least("max_depth", 0)
+  at_least("max_descendants", 0)
+  -- a chain of waits max_depth deep needs that many threads (R-27)
+  if s.max_workers < s.max_depth + 1 then
+    error(string.format("luagent.config background_tasks: max_workers (%d) must be at least " ..
+      "max_depth + 1 (%d) so that nested waits can always be served", s.max_workers,
+      s.max_depth + 1), 0)
+  end
+  return s
+end
+
+local store_spec = {
+  path = "string",
+  durability = one_of("normal", "full"),
+  retention = "table",
+}
+
+local function store_settings(st)
+  if st == nil then return nil end
+  if type(st) == "string" then st = { path = st } end
+  options.check("luagent.config store", st, store_spec, 4)
+  if not st.path then
+    error("luagent.config store: path is required (omit store for memory only)", 0)
+  end
+  return { path = st.path, durability = st.durability or "normal", retention = st.retention }
+end
+
+local function add_tool(reg, t, where)
+  local have = reg.tools[t.name]
+  if have and have ~= t then
+    error(string.format("luagent.load: two different tools are named %q (%s)", t.name, where), 0)
+  end
+  if not have then
+    reg.tools[t.name] = t
+    reg.tool_order[#reg.tool_order + 1] = t.name
+  end
+end
+
+-- Build the registry of a config. Raises with the definition's name.
+function spec.compile(cfg)
+  local reg = {
+    config = cfg,
+    agents = {}, agent_order = {},
+    tools = {}, tool_order = {},
+    app_tools = {},       -- name -> true for config.tools
+    agent_tools = {},     -- agent id -> { name -> true }
+    hooks = cfg.hooks or {},
+    model = cfg.model,
+  }
+  reg.settings = spec.background_settings(cfg.background_tasks or {})
+  reg.store = store_settings(cfg.store)
+  reg.max_tool_output_bytes = cfg.max_tool_output_bytes or 16384
+  reg.event_buffer = cfg.event_buffer or 10000
+  reg.close_grace_s = cfg.close_grace_s or 5
+  for _, t in ipairs(cfg.tools or {}) do
+    add_tool(reg, t, "config.tools")
+    reg.app_tools[t.name] = true
+  end
+  for _, a in ipairs(cfg.agents or {}) do
+    if reg.agents[a.id] then
+      error(string.format("luagent.load: two agents have the id %q", a.id), 0)
+    end
+    reg.agents[a.id] = a
+    reg.agent_order[#reg.agent_order + 1] = a.id
+  end
+  for _, id in ipairs(reg.agent_order) do
+    local a = reg.agents[id]
+    local visible = {}
+    for i, t in ipairs(a.tools) do
+      if type(t) == "string" then
+        if not reg.app_tools[t] then
+          local near = options.suggest(t, reg.app_tools)
+          error(string.format("luagent.load: agent %q lists tool %q, which is not an app-level tool%s",
+            id, t, near and string.format(" (did you mean %q?)", near) or ""), 0)
+        end
+        visible[t] = true
+      else
+        add_tool(reg, t, string.format("agent %q tools[%d]", id, i))
+        visible[t.name] = true
+      end
+    end
+    reg.agent_tools[id] = visible
+  end
+  for _, name in ipairs(reg.tool_order) do
+    local t = reg.tools[name]
+    if t.delegate and not reg.agents[t.delegate] then
+      local near = options.suggest(t.delegate, reg.agents)
+      error(string.format("luagent.load: delegate %q names unknown agent %q%s", name, t.delegate,
+        near and string.format(" (did you mean %q?)", near) or ""), 0)
+    end
+  end
+  reg.fingerprint = spec.fingerprint(reg)
+  return reg
+end
+
+-- Tool lookup for a run of agent_id (R-31): its own tools, then app-level.
+-- `lenient` (host enqueues) also accepts any registered tool by name.
+function spec.resolve_tool(reg, agent_id, name, lenient)
+  local t = reg.tools[name]
+  if not t then return nil end
+  local visible = reg.agent_tools[agent_id]
+  if (visible and visible[name]) or reg.app_tools[name] or lenient then
+    return t
+  end
+  return nil
+end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = tostring(k) end
+  table.sort(ks)
+  return ks
+end
+
+-- The names a worker must define the same way (R-1).
+function spec.fingerprint(reg)
+  local agent_hooks = {}
+  for _, id in ipairs(reg.agent_order) do
+    local hs = sorted_keys(reg.agents[id].hooks)
+    if #hs > 0 then agent_hooks[#agent_hooks + 1] = id .. ":" .. table.concat(hs, ",") end
+  end
+  table.sort(agent_hooks)
+  local agents = sorted_keys(reg.agents)
+  local tools = sorted_keys(reg.tools)
+  local hooks = sorted_keys(reg.hooks)
+  return table.concat({
+    "agents=" .. table.concat(agents, ","),
+    "tools=" .. table.concat(tools, ","),
+    "hooks=" .. table.concat(hooks, ","),
+    "agent_hooks=" .. table.concat(agent_hooks, ";"),
+  }, "\n")
+end
+
+-- Explain a fingerprint mismatch by listing what differs.
+function spec.fingerprint_diff(host, worker)
+  local function parse(fp)
+    local t = {}
+    for line in fp:gmatch("[^\n]+") do
+      local k, v = line:match("^([%w_]+)=(.*)$")
+      t[k] = v
+    end
+    return t
+  end
+  local h, w = parse(host), parse(worker)
+  local out = {}
+  for _, k in ipairs({ "agents", "tools", "hooks", "agent_hooks" }) do
+    if h[k] ~= w[k] then
+      out[#out + 1] = string.format("%s: host {%s}, worker {%s}", k, h[k] or "", w[k] or "")
+    end
+  end
+  return table.concat(out, "; ")
+end
+
+local FN = "\0function"
+
+-- Data of a value: functions become a marker (so arrays keep their shape),
+-- cycles are an error, shared tables are copied.
+local function data(v, path, seen)
+  local tv = type(v)
+  if tv == "function" then return FN end
+  if tv == "userdata" or tv == "thread" then
+    if v == json.null then return v end
+    return nil
+  end
+  if tv ~= "table" then return v end
+  if seen[v] then
+    error(string.format("luagent.load: the config has a cycle at %s", path), 0)
+  end
+  seen[v] = true
+  local out = {}
+  local n = #v
+  local is_arr = n > 0 or json.is_array(v)
+  for k, x in next, v do
+    if type(k) == "string" or (type(k) == "number" and math.type(k) == "integer") then
+      out[k] = data(x, path .. "." .. tostring(k), seen)
+    end
+  end
+  seen[v] = nil
+  if is_arr then json.array(out) end
+  return out
+end
+
+-- JSON of every non-function setting the workers must share (R-1).
+function spec.snapshot(reg)
+  local agents, tools = {}, {}
+  for id, a in pairs(reg.agents) do agents[id] = data(a, "agents." .. id, {}) end
+  for name, t in pairs(reg.tools) do tools[name] = data(t, "tools." .. name, {}) end
+  return json.encode({
+    settings = reg.settings,
+    store = reg.store,
+    model = reg.model and data(reg.model, "model", {}) or nil,
+    agents = agents,
+    tools = tools,
+    max_tool_output_bytes = reg.max_tool_output_bytes,
+    event_buffer = reg.event_buffer,
+    close_grace_s = reg.close_grace_s,
+  })
+end
+
+-- Put the host's data over a worker's object; keep the worker's functions.
+local function overlay(dst, src)
+  for k, v in pairs(src) do
+    local d = dst[k]
+    if v == FN then
+      -- the host had a function here: keep the worker's own
+    elseif type(v) == "table" and type(d) == "table" and not json.is_array(v) == not json.is_array(d) then
+      overlay(d, v)
+    else
+      dst[k] = v
+    end
+  end
+  for k, d in pairs(dst) do
+    if src[k] == nil and type(d) ~= "function" then dst[k] = nil end
+  end
+end
+
+function spec.apply_snapshot(reg, snap_json)
+  local snap = json.decode(snap_json)
+  reg.settings = snap.settings
+  reg.store = snap.store
+  reg.max_tool_output_bytes = snap.max_tool_output_bytes
+  reg.event_buffer = snap.event_buffer
+  reg.close_grace_s = snap.close_grace_s
+  if reg.model and snap.model then overlay(reg.model, snap.model) end
+  for id, a in pairs(reg.agents) do
+    if snap.agents[id] then overlay(a, snap.agents[id]) end
+  end
+  for name, t in pairs(reg.tools) do
+    if snap.tools[name] then overlay(t, snap.tools[name]) end
+  end
+end
+
+-- Overrides are plain data merged key by key into the config (R-1).
+local function check_plain(v, path)
+  local tv = type(v)
+  if tv == "function" or tv == "thread" or (tv == "userdata" and v ~= json.null) then
+    error(string.format("luagent.load: overrides must be plain data (%s is a %s)", path, tv), 0)
+  end
+  if tv == "table" then
+    for k, x in pairs(v) do check_plain(x, path .. "." .. tostring(k)) end
+  end
+end
+
+local function merge(dst, src)
+  for k, v in pairs(src) do
+    if type(v) == "table" and type(dst[k]) == "table" and not json.is_array(v) and #v == 0 then
+      merge(dst[k], v)
+    else
+      dst[k] = v
+    end
+  end
+end
+
+function spec.apply_overrides(cfg, overrides)
+  if overrides == nil then return cfg end
+  check_plain(overrides, "overrides")
+  -- validate keys as if they were written in the config
+  local probe = {}
+  for k, v in pairs(overrides) do probe[k] = v end
+  probe.agents, probe.tools, probe.model, probe.hooks = nil, nil, nil, nil
+  local ok, err = pcall(defs.config, probe)
+  if not ok then
+    error((tostring(err):gsub("^[^:]*:%d+: ", "")):gsub("^luagent%.config", "luagent.load overrides"), 0)
+  end
+  merge(cfg, overrides)
+  return cfg
+end
+
+return spec

@@ -1,0 +1,90 @@
+-- Calling tools: argument parsing and validation, running a handler, and the
+-- ToolResult shape every tool returns (DESIGN §3.2, R-12).
+local core = require("luagent.core")
+local json = require("luagent.json")
+local schema = require("luagent.schema")
+
+local tools = {}
+
+function tools.ok(value)
+  return { ok = true, value = value }
+end
+
+function tools.fail(kind, message)
+  return { ok = false, error = message, cause = { kind = kind, message = message } }
+end
+
+-- Arguments arrive as a table or as JSON text from the model.
+function tools.parse_args(raw)
+  if raw == nil then return {} end
+  if type(raw) == "table" then return raw end
+  if type(raw) ~= "string" then
+    return nil, "arguments must be a JSON object, got " .. type(raw)
+  end
+  if raw:match("^%s*$") then return {} end
+  local v, err = json.decode_safe(raw)
+  if v == nil then
+    return nil, "arguments are not valid JSON: " .. tostring(err):gsub("^luagent%.json%.decode: ", "")
+  end
+  if type(v) ~= "table" or json.is_array(v) then
+    return nil, "arguments must be a JSON object"
+  end
+  return v
+end
+
+-- Parse and check arguments against the tool's input_schema.
+function tools.check_args(tool, raw)
+  local args, err = tools.parse_args(raw)
+  if not args then return nil, err end
+  local ok, msg = schema.validate(tool.input_schema, args)
+  if not ok then
+    return nil, string.format("invalid arguments for %s: %s", tool.name, msg)
+  end
+  return args
+end
+
+-- Error values from handlers: keep the cancel sentinel as is (R-23), give
+-- everything else a message and a traceback.
+local function on_error(e)
+  if core.is_cancel(e) then return e end
+  local msg
+  if type(e) == "table" and e.message ~= nil then
+    msg = tostring(e.message)
+  else
+    msg = tostring(e)
+  end
+  return { message = msg, traceback = debug.traceback(msg, 2), kind = type(e) == "table" and e.kind or nil }
+end
+tools.on_error = on_error
+
+-- Run a script tool's handler. Returns a ToolResult and, on a handler error,
+-- the traceback (which belongs in events, not in front of the model).
+function tools.run_handler(tool, args, ctx)
+  local ok, v = xpcall(tool.handler, on_error, args, ctx)
+  if ok then return tools.ok(v) end
+  if core.is_cancel(v) then error(v, 0) end
+  local res = tools.fail("runtime", string.format("tool %s failed: %s", tool.name, v.message))
+  return res, v.traceback
+end
+
+-- What the model is shown of a tool.
+function tools.model_spec(tool)
+  return { name = tool.name, description = tool.description, input_schema = tool.input_schema }
+end
+
+-- The JSON of a ToolResult, cut to max bytes with a marker saying so (§3.0).
+function tools.content(result, max)
+  local ok, text = pcall(json.encode, result)
+  if not ok then
+    text = json.encode(tools.fail("runtime", "tool result is not JSON-encodable: " .. tostring(text)))
+  end
+  if max and #text > max then
+    local cut = text:sub(1, max)
+    -- do not split a UTF-8 sequence
+    cut = cut:gsub("[\192-\255][\128-\191]*$", "")
+    text = cut .. string.format("...[luagent: cut to %d of %d bytes]", #cut, #text)
+  end
+  return text
+end
+
+return tools

@@ -1,0 +1,101 @@
+-- The entry of a worker state (R-1, R-2, R-11): run the app's startup
+-- script again, check that it defines the same names as in the host, apply
+-- the host's snapshot of every non-function setting, and return the
+-- function that runs one task.
+local core = require("luagent.core")
+local json = require("luagent.json")
+local defs = require("luagent.defs")
+local spec = require("luagent.spec")
+local context = require("luagent.context")
+local tools = require("luagent.tools")
+
+local worker = {}
+
+local function worker_env(reg, handle)
+  local env = { core = handle, reg = reg, is_worker = true }
+  function env.should_stop() return core.task_should_stop() end
+  function env.sleep(_, seconds) core.task_sleep(seconds) end
+  function env.wait(_, ids, any, timeout) return core.task_wait(ids, any, timeout) end
+  function env.call_host(ctx, name, args)
+    local text = core.task_call_host(name, json.encode(args), json.encode(ctx:info()))
+    return json.decode(text)
+  end
+  return env
+end
+
+-- A failure the task's record keeps as error = {kind, message}.
+local function fail(kind, message)
+  error({ kind = kind, message = message }, 0)
+end
+
+local function run_tool_task(env, ctx, info)
+  local tool = spec.resolve_tool(env.reg, info.agent_id, info.tool, true)
+  if not tool then fail("validation", string.format("unknown tool %q", tostring(info.tool))) end
+  local args = info.args or {}
+  if tool.handler == nil then
+    local r = context.invoke(ctx, tool, args)
+    if not r.ok then fail(r.cause and r.cause.kind or "runtime", r.error) end
+    return r.value
+  end
+  local ok, v = xpcall(tool.handler, tools.on_error, args, ctx)
+  if ok then return v end
+  if core.is_cancel(v) then error(v, 0) end
+  ctx:emit("error", { message = v.message, traceback = v.traceback, tool = tool.name })
+  fail(v.kind or "runtime", v.message)
+end
+
+local kinds = { tool = run_tool_task }
+
+function worker.register_kind(name, fn)
+  kinds[name] = fn
+end
+
+local function run_task(env, info_json)
+  local info = json.decode(info_json)
+  local ctx = context.new(env, {
+    run_id = info.run_id,
+    task_id = info.task_id,
+    agent_id = info.agent_id,
+    thread_id = info.thread_id or info.run_id,
+    depth = info.depth or 0,
+    root_key = info.root_key,
+    attempt = info.attempt,
+    metadata = info.metadata,
+  })
+  local run = kinds[info.kind]
+  if not run then fail("runtime", "unknown task kind " .. tostring(info.kind)) end
+  local value, usage, status, err = run(env, ctx, info)
+  local ok, text = pcall(json.encode, value)
+  if not ok then fail("runtime", "the task's result is not JSON: " .. tostring(text)) end
+  return text, usage and json.encode(usage) or nil, status, err
+end
+
+function worker.boot(boot_json)
+  local boot = json.decode(boot_json)
+  local chunk, err
+  if boot.path then
+    chunk, err = loadfile(boot.path)
+  else
+    chunk, err = load(boot.source, boot.chunkname or "=(luagent config)")
+  end
+  if not chunk then error(err, 0) end
+  local cfg = chunk()
+  if defs.kind_of(cfg) ~= "config" then
+    error("the startup script must return luagent.config{...}, got " .. type(cfg), 0)
+  end
+  local reg = spec.compile(cfg)
+  if reg.fingerprint ~= boot.fingerprint then
+    error("the startup script defined different names in a worker than in the host (" ..
+      spec.fingerprint_diff(boot.fingerprint, reg.fingerprint) .. ")", 0)
+  end
+  spec.apply_snapshot(reg, boot.snapshot)
+  local env = worker_env(reg, core.worker_app())
+  -- agent runs (runner.lua) plug in their task kind when present
+  local ok_runner, runner = pcall(require, "luagent.runner")
+  if ok_runner and runner.worker_kind then
+    kinds.agent = runner.worker_kind
+  end
+  return function(info_json) return run_task(env, info_json) end
+end
+
+return worker
