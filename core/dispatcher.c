@@ -966,18 +966,23 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
     goto fail;
   }
-  if (task_insert(a, t) != 0 || aq_push(q, t) != 0) {
-    err_set(err, "runtime", "out of memory");
-    goto fail;
-  }
-  if (count) (*count)++;
+  /* everything the heap orders by is set before the push */
   t->aq = q;
   t->seq = a->next_seq++;
   t->status = TS_QUEUED;
   t->phase = PH_QUEUED;
   t->enqueued_at = lg_wall_ms();
   t->boost = inherited_boost(parent);
-  if (t->boost) heap_up(q, t->heap_idx);
+  if (aq_push(q, t) != 0) {
+    err_set(err, "runtime", "out of memory");
+    goto fail;
+  }
+  if (task_insert(a, t) != 0) {
+    aq_remove(q, t);
+    err_set(err, "runtime", "out of memory");
+    goto fail;
+  }
+  if (count) (*count)++;
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
