@@ -7,6 +7,7 @@ local options = require("luagent.options")
 local context = require("luagent.context")
 local tools = require("luagent.tools")
 local log = require("luagent.log")
+local runner = require("luagent.runner")
 
 local app = {}
 
@@ -219,13 +220,20 @@ function App:list(filter)
   return self._core:list(f)
 end
 
+-- Cancel a task (R-25) or a foreground run (R-6). Outside host callbacks it
+-- waits up to a second for a running task to stop, pumping; inside one it
+-- only requests the cancel and reports the status as it is now.
 function App:cancel(id)
-  options.arg("app:cancel", "task_id", id, "string", 3)
-  check_not_in_callback(self, "app:cancel")
+  options.arg("app:cancel", "id", id, "string", 3)
+  local fg = self._fg_runs[id]
+  if fg then
+    local was = not fg.cancelled
+    fg.cancelled = true
+    return { ok = was, status = "running", run_id = id }
+  end
   local r = self._core:cancel(id)
   if not r then error(string.format("app:cancel: unknown task id %q", id), 2) end
-  if r.ok and (r.status == "queued" or r.status == "running") then
-    -- report what actually happened, waiting up to a second (R-25)
+  if r.ok and self._in_cb == 0 and (r.status == "queued" or r.status == "running") then
     local deadline = core.now() + 1
     r.status = self:_wait_until(function()
       local st = self._core:status(id)
@@ -412,6 +420,128 @@ end
 
 App.__close = function(self) self:close() end
 
+local run_spec = {
+  timeout_s = function(v) return options.positive(v) end,
+  timeout_ms = function(v) return options.positive(v) end,
+  thread_id = "string",
+}
+
+local function check_agent(self, where, agent_id)
+  options.arg(where, "agent_id", agent_id, "string", 4)
+  if not self._reg.agents[agent_id] then
+    local near = options.suggest(agent_id, self._reg.agents)
+    error(string.format("%s: unknown agent %q%s", where, agent_id,
+      near and string.format(" (did you mean %q?)", near) or ""), 3)
+  end
+end
+
+function App:_run(agent_id, prompt, opts, history)
+  local run_id = core.new_id("run_")
+  local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
+  local fg = { deadline = timeout and core.now() + timeout }
+  self._fg_runs[run_id] = fg
+  local ok, res = pcall(runner.run, self._env, agent_id, prompt, {
+    run_id = run_id, thread_id = opts.thread_id, depth = 0, fg = fg, history = history,
+    catch_cancel = true,
+  })
+  self._fg_runs[run_id] = nil
+  if not ok then error(res, 0) end
+  return res
+end
+
+-- R-6: run an agent in the host state; returns an AgentResult and never
+-- raises for run-time failures.
+function App:run(agent_id, prompt, opts)
+  check_not_in_callback(self, "app:run")
+  self:_check_open("app:run")
+  check_agent(self, "app:run", agent_id)
+  options.arg("app:run", "prompt", prompt, "string", 3)
+  options.check("app:run", opts, run_spec)
+  local res = self:_run(agent_id, prompt, opts or {}, nil)
+  res.history_end = nil
+  return res
+end
+
+-- A turn must leave a well-formed history: every tool call answered.
+local function close_turn(turn, status)
+  local out, pending = {}, nil
+  local function flush()
+    if not pending then return end
+    for _, call in ipairs(pending.calls) do
+      if not pending.answered[call.id] then
+        out[#out + 1] = {
+          role = "tool", tool_call_id = call.id,
+          content = json.encode(tools.fail("runtime",
+            string.format("not run: the turn ended (%s) before this call", status))),
+        }
+      end
+    end
+    pending = nil
+  end
+  for _, m in ipairs(turn) do
+    if m.role == "assistant" then
+      flush()
+      if m.tool_calls then pending = { calls = m.tool_calls, answered = {} } end
+    elseif m.role == "tool" and pending then
+      pending.answered[m.tool_call_id] = true
+    elseif pending then
+      flush()
+    end
+    out[#out + 1] = m
+  end
+  flush()
+  return out
+end
+
+function App:_thread_key(agent_id, thread_id)
+  return agent_id .. "\0" .. thread_id
+end
+
+function App:_thread_load(agent_id, thread_id)
+  local text = self._threads[self:_thread_key(agent_id, thread_id)]
+  return text and json.decode(text) or {}
+end
+
+function App:_thread_save(agent_id, thread_id, messages)
+  self._threads[self:_thread_key(agent_id, thread_id)] = json.encode(json.array(messages))
+end
+
+local chat_spec = {
+  thread_id = "string",
+  timeout_s = function(v) return options.positive(v) end,
+  timeout_ms = function(v) return options.positive(v) end,
+}
+
+-- app:chat(agent_id, prompt, { thread_id }): a run that continues the
+-- thread's conversation and saves the new turn.
+function App:chat(agent_id, prompt, opts)
+  check_not_in_callback(self, "app:chat")
+  self:_check_open("app:chat")
+  check_agent(self, "app:chat", agent_id)
+  options.arg("app:chat", "prompt", prompt, "string", 3)
+  options.check("app:chat", opts, chat_spec)
+  if not (opts and opts.thread_id) then
+    error("app:chat: option thread_id is required (use app:run for a one-off run)", 2)
+  end
+  local history = self:_thread_load(agent_id, opts.thread_id)
+  local res = self:_run(agent_id, prompt, opts, history)
+  local turn = {}
+  local from = (res.history_end or (#history + 1)) + 1
+  if not res.history_end then turn[1] = { role = "user", content = prompt } end
+  for i = from, #res.messages do turn[#turn + 1] = res.messages[i] end
+  for _, m in ipairs(close_turn(turn, res.status)) do history[#history + 1] = m end
+  self:_thread_save(agent_id, opts.thread_id, history)
+  res.history_end = nil
+  return res
+end
+
+-- The saved conversation of a thread (a copy).
+function App:thread(agent_id, thread_id)
+  options.arg("app:thread", "agent_id", agent_id, "string", 3)
+  options.arg("app:thread", "thread_id", thread_id, "string", 3)
+  return self:_thread_load(agent_id, thread_id)
+end
+
 function App:id()
   return self._core:id()
 end
@@ -498,6 +628,8 @@ function app.new(reg, boot)
     _in_cb = 0,
     _cursor = 0,
     _closed = false,
+    _fg_runs = {},
+    _threads = {},
   }, App)
   for name in pairs(LIFECYCLE) do self._listeners[name] = {} end
   self._env = host_env(self)

@@ -206,7 +206,7 @@ function context.invoke(ctx, tool, args)
   if tool.host then
     return ctx._env.call_host(ctx, tool.name, args)
   elseif tool.delegate then
-    return ctx._env.run_delegate(ctx, tool, args)
+    return context.run_delegate(ctx, tool, args) -- set by runner.lua
   end
   return tools.run_handler(tool, args, ctx)
 end

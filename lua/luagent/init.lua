@@ -7,6 +7,8 @@ local defs = require("luagent.defs")
 local spec = require("luagent.spec")
 local app = require("luagent.app")
 local log = require("luagent.log")
+local static_model = require("luagent.models.static")
+local function_model = require("luagent.models.function")
 
 local luagent = {
   version = "0.1.0",
@@ -17,6 +19,8 @@ local luagent = {
   delegate = defs.delegate,
   config = defs.config,
   cancel_error = core.cancel_error,
+  static_model = static_model.new,
+  function_model = function_model.new,
 }
 
 -- Is this the cancel error (R-23)? Handlers that pcall must re-raise it.

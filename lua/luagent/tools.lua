@@ -53,7 +53,13 @@ local function on_error(e)
   else
     msg = tostring(e)
   end
-  return { message = msg, traceback = debug.traceback(msg, 2), kind = type(e) == "table" and e.kind or nil }
+  local kind = type(e) == "table" and e.kind or nil
+  return {
+    message = msg,
+    traceback = debug.traceback(msg, 2),
+    kind = kind,
+    luagent_kind = type(e) == "table" and getmetatable(e) == core.error_mt and kind or nil,
+  }
 end
 tools.on_error = on_error
 
@@ -63,7 +69,9 @@ function tools.run_handler(tool, args, ctx)
   local ok, v = xpcall(tool.handler, on_error, args, ctx)
   if ok then return tools.ok(v) end
   if core.is_cancel(v) then error(v, 0) end
-  local res = tools.fail("runtime", string.format("tool %s failed: %s", tool.name, v.message))
+  -- luagent's own errors (e.g. {kind = "limit"}) keep their kind for the model
+  local kind = v.luagent_kind or "runtime"
+  local res = tools.fail(kind, string.format("tool %s failed: %s", tool.name, v.message))
   return res, v.traceback
 end
 

@@ -90,11 +90,7 @@ function worker.boot(boot_json)
   end
   spec.apply_snapshot(reg, boot.snapshot)
   local env = worker_env(reg, core.worker_app())
-  -- agent runs (runner.lua) plug in their task kind when present
-  local ok_runner, runner = pcall(require, "luagent.runner")
-  if ok_runner and runner.worker_kind then
-    kinds.agent = runner.worker_kind
-  end
+  kinds.agent = require("luagent.runner").worker_kind
   return function(info_json) return run_task(env, info_json) end
 end
 

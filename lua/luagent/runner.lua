@@ -1,0 +1,480 @@
+-- The agent loop: build the request, call the model, run the tool calls it
+-- returns in order, append tool messages, repeat until the model answers
+-- with text, a budget fires, or a hook stops the run. The same code runs in
+-- the host state (foreground runs) and in worker states (agent-run tasks).
+local core = require("luagent.core")
+local json = require("luagent.json")
+local options = require("luagent.options")
+local context = require("luagent.context")
+local tools = require("luagent.tools")
+local spec = require("luagent.spec")
+local bg = require("luagent.bg_tools")
+
+local runner = {}
+
+local MAX_ERROR_BYTES = 1024
+
+local function cut(s, n)
+  s = tostring(s)
+  if #s <= n then return s end
+  return s:sub(1, n) .. "..."
+end
+
+local function new_id(prefix)
+  return core.new_id(prefix)
+end
+
+local function limit_error(message)
+  return setmetatable({ kind = "limit", message = message }, core.error_mt)
+end
+runner.limit_error = limit_error
+
+-- The tools a run of `agent` may call, by name, in the agent's order.
+local function agent_tools(reg, agent)
+  local list, by_name = {}, {}
+  for _, t in ipairs(agent.tools) do
+    local tool = type(t) == "string" and reg.tools[t] or reg.tools[t.name]
+    if tool and not by_name[tool.name] then
+      list[#list + 1] = tool
+      by_name[tool.name] = tool
+    end
+  end
+  return list, by_name
+end
+
+local function emit(run, kind, payload)
+  run.ctx:emit(kind, payload)
+end
+
+local function normalize_usage(u)
+  if type(u) ~= "table" then return nil end
+  local p = math.tointeger(u.prompt_tokens) or 0
+  local c = math.tointeger(u.completion_tokens) or 0
+  local t = math.tointeger(u.total_tokens) or (p + c)
+  return { prompt_tokens = p, completion_tokens = c, total_tokens = t }
+end
+
+local function add_usage(run, u)
+  u = normalize_usage(u)
+  if not u then return end
+  run.usage.prompt_tokens = run.usage.prompt_tokens + u.prompt_tokens
+  run.usage.completion_tokens = run.usage.completion_tokens + u.completion_tokens
+  run.usage.total_tokens = run.usage.total_tokens + u.total_tokens
+end
+
+-- Keep ids the model gave verbatim; make one only when none is given.
+local function normalize_calls(calls)
+  if type(calls) ~= "table" then return nil end
+  local out = {}
+  for _, c in ipairs(calls) do
+    if type(c) == "table" then
+      out[#out + 1] = {
+        id = (type(c.id) == "string" and c.id ~= "") and c.id or new_id("call_"),
+        name = c.name,
+        arguments = c.arguments == nil and "{}" or c.arguments,
+      }
+    end
+  end
+  return #out > 0 and out or nil
+end
+
+local function step_view(run)
+  return {
+    iteration = run.iteration,
+    messages = run.messages,
+    usage = run.usage,
+    last_reply = run.last_reply,
+    agent_id = run.agent.id,
+    run_id = run.run_id,
+    ctx = run.ctx,
+  }
+end
+
+-- Hooks run in order; a raising hook ends the run (kind "hook").
+local function hook_error(name, err)
+  error({ luagent_hook = true, kind = "hook", message = string.format("%s hook failed: %s", name,
+    type(err) == "table" and tostring(err.message) or tostring(err)) }, 0)
+end
+
+local function call_hook(name, fn, ...)
+  local ok, v = xpcall(fn, tools.on_error, ...)
+  if ok then return v end
+  if core.is_cancel(v) then error(v, 0) end
+  hook_error(name, v)
+end
+
+local function hooks_of(run, name)
+  return run.agent.hooks[name] or {}
+end
+
+local function model_error(e)
+  if type(e) == "table" then
+    return {
+      kind = e.kind or "model",
+      status = e.status,
+      message = cut(e.message or "model error", MAX_ERROR_BYTES),
+    }
+  end
+  return { kind = "model", message = cut(e, MAX_ERROR_BYTES) }
+end
+
+-- Model errors keep their fields (kind, status, message); others get one.
+local function keep_error(e)
+  if core.is_cancel(e) or type(e) == "table" then return e end
+  return { message = tostring(e) }
+end
+
+local function call_model(run)
+  local request = {
+    messages = run.messages,
+    tools = run.tool_specs,
+    options = {},
+  }
+  emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
+  local ok, reply = xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
+  if not ok then
+    if core.is_cancel(reply) then error(reply, 0) end
+    return nil, model_error(reply)
+  end
+  if type(reply) ~= "table" then
+    return nil, model_error("the model returned " .. type(reply) .. ", not a reply table")
+  end
+  return {
+    text = type(reply.text) == "string" and reply.text or nil,
+    tool_calls = normalize_calls(reply.tool_calls),
+    usage = normalize_usage(reply.usage),
+  }
+end
+
+local function tool_message(run, call, result)
+  return {
+    role = "tool",
+    tool_call_id = call.id,
+    content = tools.content(result, run.reg.max_tool_output_bytes),
+  }
+end
+
+local function run_tool_call(run, call)
+  emit(run, "tool_start", { tool = call.name, tool_call_id = call.id,
+    arguments = type(call.arguments) == "string" and cut(call.arguments, 512) or call.arguments })
+  local step = step_view(run)
+  local result, traceback
+  for _, h in ipairs(hooks_of(run, "before_tool")) do
+    local d = call_hook("before_tool", h, call, step)
+    if type(d) == "table" then
+      if d.block then
+        local why = type(d.block) == "string" and d.block or d.reason or "blocked by a hook"
+        result = tools.fail("blocked", why)
+        break
+      end
+      if d.name ~= nil or d.arguments ~= nil then
+        call = { id = call.id, name = d.name or call.name,
+          arguments = d.arguments == nil and call.arguments or d.arguments }
+      end
+    end
+  end
+  if not result then
+    local tool = run.tool_by_name[call.name]
+    if not tool then
+      local names = {}
+      for _, t in ipairs(run.tool_list) do names[#names + 1] = t.name end
+      result = tools.fail("validation", string.format("unknown tool %q; available tools: %s",
+        tostring(call.name), #names > 0 and table.concat(names, ", ") or "none"))
+    else
+      local args, err = tools.check_args(tool, call.arguments)
+      if not args then
+        result = tools.fail("validation", err)
+      else
+        result, traceback = bg.call(run, tool, call, args)
+        if result == nil then
+          result, traceback = context.invoke(run.ctx, tool, args)
+        end
+      end
+    end
+  end
+  for _, h in ipairs(hooks_of(run, "after_tool")) do
+    local r = call_hook("after_tool", h, call, result, step)
+    if type(r) == "table" then result = r end
+  end
+  run.messages[#run.messages + 1] = tool_message(run, call, result)
+  emit(run, "tool_end", {
+    tool = call.name, tool_call_id = call.id, ok = result.ok == true,
+    error = result.ok ~= true and result.error or nil,
+    kind = result.cause and result.cause.kind or nil,
+    traceback = traceback,
+  })
+end
+
+local function budget_hit(run)
+  local b = run.agent.budget
+  if run.iteration >= b.max_iterations then return "max_iterations" end
+  if b.max_tokens and run.usage.total_tokens >= b.max_tokens then return "max_tokens" end
+  if b.max_wall_seconds and core.now() - run.started >= b.max_wall_seconds then
+    return "max_wall_seconds"
+  end
+end
+
+local function finish(run, status, err)
+  run.status = status
+  run.error = err
+  if status == "completed" then
+    emit(run, "final", { text = cut(run.final or "", 2000) })
+  elseif err then
+    emit(run, "error", { message = err.message, kind = err.kind, status = status })
+  end
+end
+
+-- before_finalize may veto the end: a string or {continue = true, message}
+local function vetoed(run)
+  for _, h in ipairs(hooks_of(run, "before_finalize")) do
+    local d = call_hook("before_finalize", h, step_view(run))
+    local msg
+    if type(d) == "string" then
+      msg = d
+    elseif type(d) == "table" and (d.continue or d.message) then
+      msg = d.message or "Continue."
+    end
+    if msg then
+      run.messages[#run.messages + 1] = { role = "user", content = msg }
+      return true
+    end
+  end
+  return false
+end
+
+local function should_stop(run)
+  for _, h in ipairs(hooks_of(run, "should_stop")) do
+    local d = call_hook("should_stop", h, step_view(run))
+    if d then
+      return type(d) == "string" and d or (type(d) == "table" and d.reason) or "stopped by should_stop"
+    end
+  end
+end
+
+local function loop(run)
+  while true do
+    run.ctx:check_cancel()
+    local hit = budget_hit(run)
+    if hit then
+      return finish(run, "budget_exceeded", { kind = "budget", budget = hit,
+        message = string.format("budget %s exceeded", hit) })
+    end
+    for _, h in ipairs(hooks_of(run, "before_step")) do
+      local d = call_hook("before_step", h, step_view(run))
+      if type(d) == "table" then
+        if d.messages then run.messages = d.messages end
+        if d.stop then
+          return finish(run, "stopped", { kind = "stopped",
+            message = d.reason or "stopped by before_step" })
+        end
+      end
+    end
+    local notice = bg.notice(run)
+    local reply, err = call_model(run)
+    if notice then bg.delivered(run, notice) end
+    if not reply then return finish(run, "failed", err) end
+    run.iteration = run.iteration + 1
+    run.last_reply = reply
+    add_usage(run, reply.usage)
+    emit(run, "lm_call", { iteration = run.iteration, usage = reply.usage or json.null,
+      tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+    run.messages[#run.messages + 1] = {
+      role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
+    }
+    if reply.tool_calls then
+      for _, call in ipairs(reply.tool_calls) do
+        run_tool_call(run, call)
+      end
+    end
+    emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+    for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
+    local stop = should_stop(run)
+    if stop then
+      run.final = reply.text
+      return finish(run, "stopped", { kind = "stopped", message = stop })
+    end
+    if not reply.tool_calls and not vetoed(run) then
+      run.final = reply.text or ""
+      return finish(run, "completed")
+    end
+  end
+end
+
+local function instructions(run)
+  local ins = run.agent.instructions
+  if type(ins) ~= "string" then
+    ins = call_hook("instructions", ins, run.ctx)
+    if type(ins) ~= "string" then
+      hook_error("instructions", "instructions(ctx) must return a string, got " .. type(ins))
+    end
+  end
+  return ins
+end
+
+-- Run `agent_id` on `prompt`. o: run_id, task_id, thread_id, depth,
+-- root_key, fg (foreground cancel state), history (earlier messages),
+-- catch_cancel (top-level foreground runs turn the cancel error into a
+-- status; everywhere else it propagates, R-23).
+function runner.run(env, agent_id, prompt, o)
+  local reg = env.reg
+  local agent = reg.agents[agent_id]
+  local run_id = o.run_id or new_id("run_")
+  local ctx = context.new(env, {
+    run_id = run_id,
+    task_id = o.task_id,
+    agent_id = agent_id,
+    thread_id = o.thread_id or run_id,
+    depth = o.depth or 0,
+    root_key = o.root_key or run_id,
+    max_depth = o.max_depth,
+    _fg = o.fg,
+  })
+  local run = {
+    env = env, reg = reg, agent = agent, run_id = run_id, ctx = ctx,
+    model = agent.model or reg.model,
+    messages = {},
+    usage = { prompt_tokens = 0, completion_tokens = 0, total_tokens = 0 },
+    iteration = 0,
+    started = core.now(),
+    task_id = o.task_id,
+  }
+  ctx._run = run
+  run.tool_list, run.tool_by_name = agent_tools(reg, agent)
+  local function body()
+    if not run.model then
+      error({ luagent_hook = true, kind = "config",
+        message = string.format("agent %q has no model (set model in luagent.agent or luagent.config)",
+          agent_id) }, 0)
+    end
+    bg.prepare(run)
+    run.tool_specs = {}
+    for _, t in ipairs(run.tool_list) do run.tool_specs[#run.tool_specs + 1] = tools.model_spec(t) end
+    run.messages[1] = { role = "system", content = instructions(run) }
+    for _, m in ipairs(o.history or {}) do run.messages[#run.messages + 1] = m end
+    run.history_end = #run.messages
+    run.messages[#run.messages + 1] = { role = "user", content = prompt }
+    return loop(run)
+  end
+  local ok, err = xpcall(body, tools.on_error)
+  if not ok then
+    if core.is_cancel(err) then
+      if not o.catch_cancel then
+        bg.finish(run)
+        error(err, 0)
+      end
+      local fg = o.fg or {}
+      if fg.timed_out then
+        finish(run, "timed_out", { kind = "timeout", message = "the run timed out" })
+      else
+        finish(run, "cancelled", { kind = "cancelled", message = "the run was cancelled" })
+      end
+    elseif type(err) == "table" and err.kind and err.kind ~= "runtime" then
+      finish(run, "failed", { kind = err.kind, message = err.message })
+    else
+      local msg = type(err) == "table" and err.message or tostring(err)
+      finish(run, "failed", { kind = "runtime", message = cut(msg, MAX_ERROR_BYTES),
+        traceback = type(err) == "table" and err.traceback or nil })
+    end
+  end
+  bg.finish(run)
+  return {
+    status = run.status,
+    final = run.final,
+    messages = run.messages,
+    usage = run.usage,
+    error = run.error,
+    run_id = run_id,
+    task_id = o.task_id,
+    history_end = run.history_end,
+  }
+end
+
+-- The depth limit for a child of ctx's run (R-28): the app's, tightened by
+-- the agent's own max_depth.
+function runner.max_depth_for(ctx)
+  local m = ctx._env.reg.settings.max_depth
+  local run = ctx._run
+  local own = run and run.agent.max_depth
+  if own and own < m then m = own end
+  if ctx.max_depth and ctx.max_depth < m then m = ctx.max_depth end
+  return m
+end
+
+local run_agent_spec = { thread_id = "string" }
+
+-- ctx:run_agent(id, prompt, opts): a nested run in this state, depth + 1.
+-- Returns an AgentResult; raises only the cancel error and {kind="limit"}.
+function context.Ctx:run_agent(agent_id, prompt, opts)
+  options.arg("ctx:run_agent", "agent_id", agent_id, "string", 3)
+  options.arg("ctx:run_agent", "prompt", prompt, "string", 3)
+  options.check("ctx:run_agent", opts, run_agent_spec)
+  local reg = self._env.reg
+  if not reg.agents[agent_id] then
+    local near = options.suggest(agent_id, reg.agents)
+    error(string.format("ctx:run_agent: unknown agent %q%s", agent_id,
+      near and string.format(" (did you mean %q?)", near) or ""), 2)
+  end
+  local depth = self.depth + 1
+  local max = runner.max_depth_for(self)
+  if depth > max then
+    error(limit_error(string.format("cannot run agent %q: depth %d would exceed max_depth (%d)",
+      agent_id, depth, max)), 2)
+  end
+  self:check_cancel()
+  return runner.run(self._env, agent_id, prompt, {
+    task_id = self.task_id,
+    thread_id = opts and opts.thread_id or self.thread_id,
+    depth = depth,
+    root_key = self.root_key,
+    fg = self._fg,
+    parent_run_id = self.run_id,
+  })
+end
+
+-- What the model is shown of an agent run's outcome.
+function runner.tool_result(res)
+  if res.status == "completed" then return tools.ok(res.final) end
+  local msg = string.format("agent run ended %s", res.status)
+  if res.error and res.error.message then msg = msg .. ": " .. res.error.message end
+  local r = tools.fail(res.error and res.error.kind == "limit" and "limit" or "runtime", msg)
+  if res.final then r.value = res.final end
+  return r
+end
+
+-- An inline delegate: a nested run of the delegated agent.
+function context.run_delegate(ctx, tool, args)
+  local ok, res = pcall(ctx.run_agent, ctx, tool.delegate, args.prompt)
+  if not ok then
+    if core.is_cancel(res) then error(res, 0) end
+    if type(res) == "table" and res.kind == "limit" then return tools.fail("limit", res.message) end
+    return tools.fail("runtime", tostring(type(res) == "table" and res.message or res))
+  end
+  return runner.tool_result(res)
+end
+
+-- The task kind "agent" in worker states: an agent-run task. Returns the
+-- AgentResult (as the record's result), usage and the status it maps to.
+function runner.worker_kind(env, ctx, info)
+  local res = runner.run(env, info.agent_id, info.prompt or "", {
+    run_id = info.run_id,
+    task_id = info.task_id,
+    thread_id = ctx.thread_id,
+    depth = info.depth or 0,
+    root_key = info.root_key,
+  })
+  res.history_end = nil
+  local err = res.error and { kind = res.error.kind, message = res.error.message } or nil
+  return res, res.usage, res.status, err
+end
+
+-- Used by tests and tools that want the names a run can call.
+function runner.tool_names(env, agent_id)
+  local _, by_name = agent_tools(env.reg, env.reg.agents[agent_id])
+  local names = {}
+  for n in pairs(by_name) do names[#names + 1] = n end
+  table.sort(names)
+  return names
+end
+
+runner.spec = spec
+return runner
