@@ -35,7 +35,7 @@ MODULE := $(OUT)/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket pkg-config gcc make
 
-.PHONY: all test demo deps sanitize tsan bench fuzz clean check-deps
+.PHONY: all test demo deps sanitize tsan bench fuzz clean c-tests
 
 all: $(MODULE)
 
@@ -74,7 +74,7 @@ sanitize: deps
 	@$(MAKE) --no-print-directory OUT=build/asan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=address,undefined" all
-	LUAGENT_CPATH=./build/asan/?.so LD_PRELOAD=$(ASAN_RT) \
+	LD_PRELOAD=$(ASAN_RT) \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) --cpath=./build/asan/?.so $(BUSTED_ARGS)
 
@@ -82,13 +82,33 @@ tsan: deps
 	@$(MAKE) --no-print-directory OUT=build/tsan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=thread" all
-	LUAGENT_CPATH=./build/tsan/?.so LD_PRELOAD=$(TSAN_RT) \
+	LD_PRELOAD=$(TSAN_RT) \
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/support/tsan.supp" \
 	  $(BUSTED) --cpath=./build/tsan/?.so $(BUSTED_ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@$(LUA) bench/run.lua
+
+# C-level tests (run by tests/c_spec.lua, so they count in the summary line)
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+SAN_FLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+build/test_sse: tests/c/test_sse.c core/sse.c core/sse.h
+	@mkdir -p build
+	$(CC) -std=c11 $(WARN) -g -O1 $(SAN_FLAGS) -Icore -o $@ tests/c/test_sse.c core/sse.c
+
+c-tests: build/test_sse
+	./build/test_sse
+
+build/fuzz_sse: tests/fuzz/fuzz_sse.c core/sse.c core/sse.h
+	@mkdir -p build
+	$(FUZZ_CC) -std=c11 $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore -o $@ tests/fuzz/fuzz_sse.c core/sse.c
+
+fuzz: build/fuzz_sse
+	@mkdir -p build/fuzz_corpus
+	./build/fuzz_sse -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/ build/fuzz_corpus
 
 clean:
 	rm -rf luagent build

@@ -1,0 +1,11 @@
+-- The C-level tests, run through busted so they count in the summary.
+describe("C tests", function()
+  it("the SSE parser passes its unit tests (built with ASan+UBSan)", function()
+    local ok = os.execute("make -s build/test_sse >/dev/null")
+    assert.is_true(ok == true, "building build/test_sse failed")
+    local p = io.popen("env -u LD_PRELOAD ./build/test_sse 2>&1; echo \"exit=$?\"")
+    local out = p:read("a")
+    p:close()
+    assert.matches("exit=0", out, 1, true)
+  end)
+end)
