@@ -8,8 +8,10 @@
 #include "worker.h"
 
 #include <lauxlib.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,7 +139,12 @@ static int l_app_gc(lua_State *L) {
   app_ud *u = luaL_checkudata(L, 1, APP_MT);
   if (!u->app) return 0;
   /* __gc only signals (R-25a): never blocks, never joins */
-  if (!u->worker_handle) lg_close(u->app, u->close_mode, 0, 0);
+  if (!u->worker_handle) {
+    lg_close(u->app, u->close_mode, 0, 0);
+    void *m = u->app->host_multi;
+    lg_set_host_multi(u->app, NULL);
+    lg_http_multi_free(m);
+  }
   lg_app_release(u->app);
   u->app = NULL;
   return 0;
@@ -539,6 +546,174 @@ static int l_realpath(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------- http */
+
+#define HTTP_MT "luagent.http"
+
+typedef struct {
+  lg_http *h;
+} http_ud;
+
+static lg_http *check_http(lua_State *L) {
+  http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+  if (!u->h) luaL_error(L, "luagent: the HTTP transfer is closed");
+  return u->h;
+}
+
+/* The multi handle of the calling thread: the worker's own, or the host's
+ * (registered with the app so that news for the host wakes its poll). */
+static void *calling_multi(lua_State *L, int app_idx) {
+  lg_worker *w = lg_current_worker(L);
+  if (w) return lg_http_worker_multi(w);
+  app_ud *u = luaL_checkudata(L, app_idx, APP_MT);
+  if (!u->app) luaL_error(L, "luagent: the app is closed");
+  if (!u->app->host_multi) lg_set_host_multi(u->app, lg_http_multi_new());
+  return u->app->host_multi;
+}
+
+/* http_start(app, { method, url, headers = {"Name: value"...}, body,
+ * timeout_s, connect_timeout_s, max_bytes, stream }) -> transfer */
+static int l_http_start(lua_State *L) {
+  luaL_checktype(L, 2, LUA_TTABLE);
+  void *multi = calling_multi(L, 1);
+  lg_http_req r;
+  memset(&r, 0, sizeof r);
+  r.method = opt_field_str(L, 2, "method");
+  r.url = opt_field_str(L, 2, "url");
+  if (!r.url) return luaL_error(L, "luagent: http request needs a url");
+  lua_getfield(L, 2, "body");
+  r.body = lua_tolstring(L, -1, &r.body_len);
+  lua_pop(L, 1); /* anchored in the table */
+  r.timeout_s = opt_field_num(L, 2, "timeout_s", 0);
+  r.connect_timeout_s = opt_field_num(L, 2, "connect_timeout_s", 0);
+  r.max_bytes = (size_t)opt_field_int(L, 2, "max_bytes", 0);
+  lua_getfield(L, 2, "stream");
+  r.stream = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 2, "headers");
+  int hidx = lua_gettop(L);
+  const char **hv = NULL;
+  if (lua_istable(L, hidx)) {
+    int n = (int)luaL_len(L, hidx);
+    hv = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *hv, 0);
+    for (int i = 0; i < n; i++) {
+      lua_rawgeti(L, hidx, i + 1);
+      hv[i] = lua_tostring(L, -1);
+      lua_pop(L, 1);
+      if (!hv[i]) return luaL_error(L, "luagent: http headers must be strings");
+    }
+    r.headers = hv;
+    r.nheaders = n;
+  }
+  http_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  u->h = NULL;
+  luaL_setmetatable(L, HTTP_MT);
+  lua_pushvalue(L, 1); /* keep the app (and its multi) alive while we live */
+  lua_setiuservalue(L, -2, 1);
+  char err[256];
+  u->h = lg_http_start(multi, &r, err, sizeof err);
+  if (!u->h) return luaL_error(L, "luagent: %s", err);
+  return 1;
+}
+
+/* poll(timeout_s) -> done, events, stop. In a worker, `stop` means the task
+ * must stop (cancel or deadline): the caller raises the cancel error. */
+static int l_http_poll(lua_State *L) {
+  lg_http *h = check_http(L);
+  double t = luaL_optnumber(L, 2, 0.1);
+  int ms = t > 0 ? (int)(t * 1000.0) : 0;
+  lg_worker *w = lg_current_worker(L);
+  lg_task *task = w ? w->current : NULL;
+  int done, stop = 0;
+  if (task) {
+    /* publish "in HTTP" before checking the flag, so a canceller either
+     * sees it and wakes us or we see its flag */
+    atomic_store(&w->in_http, 1);
+    if (lg_task_should_stop(task)) {
+      stop = 1;
+    } else if (task->deadline_mono > 0) {
+      int64_t left = task->deadline_mono - lg_mono_ms();
+      if (left < ms) ms = left > 0 ? (int)left : 0;
+    }
+  }
+  done = stop ? 0 : lg_http_poll(h, ms);
+  if (task) {
+    atomic_store(&w->in_http, 0);
+    if (!done && lg_task_should_stop(task)) stop = 1;
+  }
+  lua_pushboolean(L, done);
+  lg_http_event *ev = lg_http_take_events(h);
+  lua_newtable(L);
+  int i = 0;
+  while (ev) {
+    lg_http_event *nx = ev->next;
+    if (ev->is_error) {
+      lua_createtable(L, 0, 1);
+      lua_pushlstring(L, ev->data, ev->len);
+      lua_setfield(L, -2, "error");
+    } else {
+      lua_pushlstring(L, ev->data, ev->len);
+    }
+    free(ev);
+    lua_rawseti(L, -2, ++i);
+    ev = nx;
+  }
+  lua_pushboolean(L, stop);
+  return 3;
+}
+
+static int l_http_result(lua_State *L) {
+  lg_http *h = check_http(L);
+  lg_http_result r;
+  lg_http_info(h, &r);
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, r.status);
+  lua_setfield(L, -2, "status");
+  if (r.content_type) {
+    lua_pushstring(L, r.content_type);
+    lua_setfield(L, -2, "content_type");
+  }
+  lua_pushlstring(L, r.headers, r.headers_len);
+  lua_setfield(L, -2, "headers_raw");
+  lua_pushlstring(L, r.body, r.body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushboolean(L, r.done);
+  lua_setfield(L, -2, "done");
+  lua_pushboolean(L, r.sse);
+  lua_setfield(L, -2, "sse");
+  lua_pushboolean(L, r.sse_pending);
+  lua_setfield(L, -2, "sse_pending");
+  if (r.error) {
+    lua_pushstring(L, r.error);
+    lua_setfield(L, -2, "error");
+    lua_pushstring(L, r.error_kind);
+    lua_setfield(L, -2, "error_kind");
+  }
+  return 1;
+}
+
+static int l_http_close(lua_State *L) {
+  http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+  lg_http_free(u->h);
+  u->h = NULL;
+  return 0;
+}
+
+static const luaL_Reg http_methods[] = {
+    {"poll", l_http_poll}, {"result", l_http_result}, {"close", l_http_close}, {NULL, NULL}};
+
+static void open_http(lua_State *L) {
+  if (luaL_newmetatable(L, HTTP_MT)) {
+    luaL_newlib(L, http_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_http_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_http_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+}
+
 static const luaL_Reg app_methods[] = {
     {"enqueue", l_app_enqueue},       {"get", l_app_get},
     {"status", l_app_status},         {"list", l_app_list},
@@ -561,6 +736,7 @@ static const luaL_Reg core_funcs[] = {
     {"iso8601", l_iso8601},
     {"new_id", l_new_id},
     {"realpath", l_realpath},
+    {"http_start", l_http_start},
     {"task_sleep", l_task_sleep},
     {"task_wait", l_task_wait},
     {"task_call_host", l_task_call_host},
@@ -568,7 +744,24 @@ static const luaL_Reg core_funcs[] = {
     {"task_check", l_task_check},
     {NULL, NULL}};
 
+/* R-25a: detached or idle worker threads may still run our code after the
+ * host state closes and dlcloses us (an app that was only garbage
+ * collected, a worker stuck in a C call at close). Pin the module so its
+ * code and statics stay mapped for the life of the process. */
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+
+static void pin_module(void) {
+  Dl_info info;
+  if (dladdr((void *)&luaopen_luagent_core, &info) && info.dli_fname) {
+    /* the handle is never closed; RTLD_NODELETE keeps us past the loader's
+     * own dlclose as well */
+    void *h = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    (void)h;
+  }
+}
+
 LUAGENT_API int luaopen_luagent_core(lua_State *L) {
+  pthread_once(&pin_once, pin_module);
   /* metatables live in the registry: reused when busted reloads us */
   if (luaL_newmetatable(L, APP_MT)) {
     luaL_newlib(L, app_methods);
@@ -582,6 +775,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
+  open_http(L);
   luaL_newlib(L, core_funcs);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
