@@ -1,0 +1,124 @@
+-- Dispatcher acceptance: slot lending (R-27) and depth limits (R-28).
+local H = require "support.dispatch_helpers"
+
+local TREE = [[
+-- level < 2 enqueues two children one level down and waits for both.
+local tree = luagent.tool{ name = "tree", handler = function(args, ctx)
+  if args.level >= 2 then return { leaves = 1, depth = ctx.depth } end
+  local ids = {}
+  for i = 1, 2 do ids[i] = ctx:enqueue_tool("tree", { level = args.level + 1 }).task_id end
+  local w = ctx:wait(ids, { timeout_s = 20 })
+  if not w.done then error("children did not finish") end
+  local n = 0
+  for _, t in ipairs(w.tasks) do
+    if t.status ~= "completed" then error("child " .. t.task_id .. " " .. t.status) end
+    n = n + t.result.leaves
+  end
+  return { leaves = n, depth = ctx.depth }
+end }
+]]
+
+local function run_tree(gc)
+  local app <close> = H.app(TREE .. string.format([[
+    return luagent.config{ background_tasks = { enabled = true, global_concurrency = %d, max_depth = 2 },
+                           tools = { tree } } ]], gc))
+  local root = app:enqueue_tool("tree", { level = 0 })
+  local peak = 0
+  app:on("task_started", function()
+    local s = app:stats()
+    if s.running > peak then peak = s.running end
+  end)
+  local w = app:wait(root.task_id, { timeout_s = 20 })
+  assert.is_true(w.done, "the tree did not finish (deadlock?)")
+  assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
+  assert.same({ leaves = 4, depth = 0 }, w.tasks[1].result)
+  local all = app:list{}
+  assert.equal(7, #all)
+  local depths = {}
+  for _, r in ipairs(all) do
+    assert.equal("completed", r.status)
+    depths[r.depth] = (depths[r.depth] or 0) + 1
+    assert.equal(root.task_id, r.root_task_id)
+  end
+  assert.same({ [0] = 1, [1] = 2, [2] = 4 }, depths)
+  local events = H.all_events(app)
+  local waiting = H.of_kind(events, "task_waiting")
+  local resumed = H.of_kind(events, "task_resumed")
+  assert.equal(3, #waiting) -- the root and its two children
+  assert.equal(3, #resumed)
+  for _, ev in ipairs(waiting) do
+    local res = H.of_kind(events, "task_resumed", ev.task_id)[1]
+    assert.is_truthy(res)
+    assert.is_true(ev.seq < res.seq)
+  end
+  -- slot holders never passed the cap (waiting tasks lent theirs)
+  local holding, max_holding = 0, 0
+  for _, ev in ipairs(events) do
+    if ev.kind == "task_started" or ev.kind == "task_resumed" then holding = holding + 1
+    elseif ev.kind == "task_finished" or ev.kind == "task_waiting" then holding = holding - 1 end
+    if holding > max_holding then max_holding = holding end
+  end
+  assert.equal(gc, max_holding)
+  assert.is_true(peak <= gc)
+  assert.equal(0, app:stats().lent_slots)
+end
+
+describe("dispatcher: slot lending (R-27)", function()
+  it("a three-level tree of waits finishes with global_concurrency = 2", function() run_tree(2) end)
+  it("a three-level tree of waits finishes with global_concurrency = 1", function() run_tree(1) end)
+
+  it("a waiting task shows as waiting and lends its slot", function()
+    local app <close> = H.app([[
+      local waiter = luagent.tool{ name = "waiter", handler = function(args, ctx)
+        local c = ctx:enqueue_tool("block", { tag = "child" })
+        return ctx:wait(c.task_id, { timeout_s = 20 }).tasks[1].status
+      end }
+      return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
+                             tools = { waiter, T.block } } ]])
+    local p = app:enqueue_tool("waiter", {})
+    local ev = H.await_kind(app, "blocking")
+    assert.is_truthy(ev, "the child never ran: the parent kept its slot")
+    local s = app:stats()
+    assert.equal(1, s.waiting)
+    assert.equal(1, s.lent_slots)
+    assert.equal(1, s.running)
+    local rec = app:get(p.task_id)
+    assert.equal("running", rec.status)
+    assert.same({ ev.task_id }, rec.waiting_on)
+    app:cancel(ev.task_id)
+    local w = app:wait(p.task_id, { timeout_s = 5 })
+    assert.equal("completed", w.tasks[1].status)
+    assert.equal("cancelled", w.tasks[1].result)
+    assert.is_nil(app:get(p.task_id).waiting_on)
+  end)
+
+  it("waiting on itself or an ancestor is refused", function()
+    local app <close> = H.app([[
+      local selfish = luagent.tool{ name = "selfish", handler = function(args, ctx)
+        local ok, err = pcall(ctx.wait, ctx, ctx.task_id, { timeout_s = 1 })
+        return { ok = ok, err = type(err) == "table" and err.message or tostring(err) }
+      end }
+      return luagent.config{ background_tasks = { enabled = true }, tools = { selfish } } ]])
+    local r = app:enqueue_tool("selfish", {})
+    local w = app:wait(r.task_id, { timeout_s = 5 })
+    assert.equal("completed", w.tasks[1].status)
+    assert.is_false(w.tasks[1].result.ok)
+    assert.matches("would wait on itself", w.tasks[1].result.err, 1, true)
+  end)
+
+  it("a spawn past max_depth raises {kind = \"limit\"}", function()
+    local app <close> = H.app([[
+      local deep = luagent.tool{ name = "deep", handler = function(args, ctx)
+        local ok, err = pcall(ctx.enqueue_tool, ctx, "deep", {})
+        if ok then return ctx:wait(err.task_id, { timeout_s = 10 }).tasks[1].result end
+        return { depth = ctx.depth, kind = err.kind, message = err.message }
+      end }
+      return luagent.config{ background_tasks = { enabled = true, max_depth = 1 }, tools = { deep } } ]])
+    local r = app:enqueue_tool("deep", {})
+    local w = app:wait(r.task_id, { timeout_s = 10 })
+    assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
+    assert.equal(1, w.tasks[1].result.depth)
+    assert.equal("limit", w.tasks[1].result.kind)
+    assert.matches("max_depth", w.tasks[1].result.message, 1, true)
+  end)
+end)
