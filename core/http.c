@@ -1,10 +1,18 @@
-/* HTTP over libcurl (R-6, R-23, §8). */
+/* HTTP over libcurl (R-6, R-23, §8). One transfer at a time per thread,
+ * driven through that thread's multi handle so that a canceller (or, for the
+ * host, any news for the host) wakes it at once with curl_multi_wakeup.
+ * Pure C: the write callback only appends bytes or parsed SSE events to C
+ * buffers; Lua sees them after lg_http_poll returns (no Lua inside curl). */
 #include "http.h"
-#include "internal.h"
+#include "dispatcher.h"
+#include "sse.h"
 #include "worker.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
@@ -18,7 +26,244 @@ void lg_http_wakeup(void *multi) {
   if (multi) curl_multi_wakeup((CURLM *)multi);
 }
 
+void *lg_http_multi_new(void) {
+  lg_http_global_init();
+  return curl_multi_init();
+}
+
+void lg_http_multi_free(void *multi) {
+  if (multi) curl_multi_cleanup((CURLM *)multi);
+}
+
+/* The worker's multi handle, made on first use. Published under the app
+ * mutex because cancellers read it there (lg_worker_wake). */
+void *lg_http_worker_multi(lg_worker *w) {
+  if (!w->multi) {
+    void *m = lg_http_multi_new();
+    pthread_mutex_lock(&w->app->mu);
+    w->multi = m;
+    pthread_mutex_unlock(&w->app->mu);
+  }
+  return w->multi;
+}
+
 void lg_http_worker_cleanup(lg_worker *w) {
-  if (w->multi) curl_multi_cleanup((CURLM *)w->multi);
+  pthread_mutex_lock(&w->app->mu);
+  void *m = w->multi;
   w->multi = NULL;
+  pthread_mutex_unlock(&w->app->mu);
+  lg_http_multi_free(m);
+}
+
+struct lg_http {
+  CURLM *multi;
+  CURL *easy;
+  struct curl_slist *headers;
+  char *body;              /* request body (owned) */
+  buf_t resp;              /* response body (or error body of a stream) */
+  buf_t hdrs;              /* raw response header lines */
+  size_t max_bytes;
+  int stream, sse_mode;    /* asked for SSE; response is 2xx event-stream */
+  int decided;             /* sse_mode decided (first body byte) */
+  sse_parser sse;
+  lg_http_event *ev_head, *ev_tail;
+  int done, too_big, added;
+  CURLcode result;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+static int on_sse(void *ud, const char *event, size_t event_len, const char *data, size_t len) {
+  lg_http *h = ud;
+  LG_UNUSED(event_len);
+  lg_http_event *e = malloc(sizeof *e + len + 1);
+  if (!e) return 1;
+  e->next = NULL;
+  e->len = len;
+  e->is_error = strcmp(event, "error") == 0;
+  memcpy(e->data, data, len + 1);
+  if (h->ev_tail)
+    h->ev_tail->next = e;
+  else
+    h->ev_head = e;
+  h->ev_tail = e;
+  return 0;
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *ud) {
+  lg_http *h = ud;
+  size_t len = size * n;
+  if (!h->decided) {
+    long code = 0;
+    char *ct = NULL;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(h->easy, CURLINFO_CONTENT_TYPE, &ct);
+    h->sse_mode = h->stream && code >= 200 && code < 300 && ct && strstr(ct, "text/event-stream");
+    h->decided = 1;
+  }
+  if (h->sse_mode) {
+    if (sse_feed(&h->sse, p, len, on_sse, h) < 0) {
+      h->too_big = 1;
+      return 0;
+    }
+    return len;
+  }
+  if (h->max_bytes && h->resp.len + len > h->max_bytes) {
+    h->too_big = 1;
+    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  buf_add(&h->resp, p, len);
+  return h->resp.oom ? 0 : len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  lg_http *h = ud;
+  size_t len = size * n;
+  /* a new status line (redirect or 100-continue) starts a new header block */
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) buf_reset(&h->hdrs);
+  if (h->hdrs.len + len < 256 * 1024) buf_add(&h->hdrs, p, len);
+  return len;
+}
+
+lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errlen) {
+  lg_http *h = calloc(1, sizeof *h);
+  if (!h) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  h->multi = multi;
+  h->max_bytes = r->max_bytes;
+  h->stream = r->stream;
+  sse_init(&h->sse);
+  if (r->max_bytes) h->sse.max = r->max_bytes;
+  buf_init(&h->resp);
+  buf_init(&h->hdrs);
+  h->easy = curl_easy_init();
+  if (!h->easy || !multi) {
+    snprintf(err, errlen, "cannot start an HTTP transfer");
+    lg_http_free(h);
+    return NULL;
+  }
+  CURL *e = h->easy;
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, h->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, h);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, h);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  if (r->timeout_s > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(r->timeout_s * 1000.0));
+  if (r->connect_timeout_s > 0)
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(r->connect_timeout_s * 1000.0));
+  for (int i = 0; i < r->nheaders; i++) {
+    struct curl_slist *s = curl_slist_append(h->headers, r->headers[i]);
+    if (!s) break;
+    h->headers = s;
+  }
+  /* no "Expect: 100-continue" round trip for large bodies */
+  struct curl_slist *s = curl_slist_append(h->headers, "Expect:");
+  if (s) h->headers = s;
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, h->headers);
+  const char *method = r->method ? r->method : "GET";
+  if (r->body) {
+    h->body = lg_strndup(r->body, r->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, h->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+  }
+  if (strcmp(method, "GET") == 0 && !r->body)
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  else if (strcmp(method, "POST") != 0 || !r->body)
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+  if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+  if (curl_multi_add_handle(multi, e) != CURLM_OK) {
+    snprintf(err, errlen, "cannot start an HTTP transfer");
+    lg_http_free(h);
+    return NULL;
+  }
+  h->added = 1;
+  return h;
+}
+
+static void check_done(lg_http *h) {
+  int left;
+  CURLMsg *m;
+  while ((m = curl_multi_info_read(h->multi, &left))) {
+    if (m->msg == CURLMSG_DONE && m->easy_handle == h->easy) {
+      h->done = 1;
+      h->result = m->data.result;
+    }
+  }
+  if (h->done && h->sse_mode) sse_finish(&h->sse, on_sse, h);
+}
+
+int lg_http_poll(lg_http *h, int timeout_ms) {
+  if (h->done) return 1;
+  int running = 0;
+  curl_multi_perform(h->multi, &running);
+  check_done(h);
+  if (h->done) return 1;
+  if (timeout_ms > 0) {
+    curl_multi_poll(h->multi, NULL, 0, timeout_ms, NULL);
+    curl_multi_perform(h->multi, &running);
+    check_done(h);
+  }
+  return h->done;
+}
+
+lg_http_event *lg_http_take_events(lg_http *h) {
+  lg_http_event *e = h->ev_head;
+  h->ev_head = h->ev_tail = NULL;
+  return e;
+}
+
+void lg_http_info(lg_http *h, lg_http_result *out) {
+  memset(out, 0, sizeof *out);
+  long code = 0;
+  char *ct = NULL;
+  curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_getinfo(h->easy, CURLINFO_CONTENT_TYPE, &ct);
+  out->status = code;
+  out->content_type = ct;
+  out->headers = h->hdrs.p ? h->hdrs.p : "";
+  out->headers_len = h->hdrs.len;
+  out->body = h->resp.p ? h->resp.p : "";
+  out->body_len = h->resp.len;
+  out->done = h->done;
+  out->sse = h->sse_mode;
+  out->sse_pending = h->sse_mode && sse_pending(&h->sse);
+  out->too_big = h->too_big;
+  if (h->done && h->result != CURLE_OK && !(h->too_big)) {
+    out->error = h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->result);
+    switch (h->result) {
+      case CURLE_OPERATION_TIMEDOUT: out->error_kind = "timeout"; break;
+      case CURLE_COULDNT_CONNECT:
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_COULDNT_RESOLVE_PROXY: out->error_kind = "connect"; break;
+      case CURLE_SSL_CONNECT_ERROR:
+      case CURLE_PEER_FAILED_VERIFICATION: out->error_kind = "tls"; break;
+      default: out->error_kind = "transport"; break;
+    }
+  } else if (h->too_big) {
+    out->error = "the response is larger than the limit";
+    out->error_kind = "too_big";
+  }
+}
+
+void lg_http_free(lg_http *h) {
+  if (!h) return;
+  if (h->added) curl_multi_remove_handle(h->multi, h->easy);
+  if (h->easy) curl_easy_cleanup(h->easy);
+  curl_slist_free_all(h->headers);
+  free(h->body);
+  buf_free(&h->resp);
+  buf_free(&h->hdrs);
+  sse_free(&h->sse);
+  for (lg_http_event *e = h->ev_head, *nx; e; e = nx) {
+    nx = e->next;
+    free(e);
+  }
+  free(h);
 }

@@ -9,6 +9,7 @@ local app = require("luagent.app")
 local log = require("luagent.log")
 local static_model = require("luagent.models.static")
 local function_model = require("luagent.models.function")
+local openai = require("luagent.models.openai")
 
 local luagent = {
   version = "0.1.0",
@@ -21,6 +22,7 @@ local luagent = {
   cancel_error = core.cancel_error,
   static_model = static_model.new,
   function_model = function_model.new,
+  openai = openai.new,
 }
 
 -- Is this the cancel error (R-23)? Handlers that pcall must re-raise it.

@@ -1,0 +1,96 @@
+-- HTTP for runs: drives a libcurl transfer from Lua (core/http.c), checking
+-- for cancellation between polls and, in the host, pumping host work while
+-- it waits (R-5, R-6). Also ctx:http(req) for tools and plugins.
+local core = require("luagent.core")
+local options = require("luagent.options")
+local context = require("luagent.context")
+
+local http = {}
+
+local function header_lines(headers)
+  local lines = {}
+  if headers == nil then return lines end
+  for k, v in pairs(headers) do
+    if type(k) == "number" then
+      lines[#lines + 1] = tostring(v)
+    else
+      lines[#lines + 1] = tostring(k) .. ": " .. tostring(v)
+    end
+  end
+  table.sort(lines)
+  return lines
+end
+http.header_lines = header_lines
+
+-- "Name: value" lines of the last response -> { lowercased name = value }
+function http.parse_headers(raw)
+  local out = {}
+  for line in (raw or ""):gmatch("[^\r\n]+") do
+    local k, v = line:match("^([^:]+):%s*(.-)%s*$")
+    if k then out[k:lower()] = v end
+  end
+  return out
+end
+
+-- Run one request. req: method, url, headers, body, timeout_s,
+-- connect_timeout_s, max_bytes, stream. on_event(data) gets each SSE event
+-- (a string, or {error = data} for an `event: error`) as it arrives; it may
+-- raise to abort. Returns the result table of core/http.c plus `headers`.
+-- Raises the cancel error when the run must stop (R-23).
+function http.request(ctx, req, on_event)
+  local env = ctx._env
+  local creq = {
+    method = req.method or "GET",
+    url = req.url,
+    headers = header_lines(req.headers),
+    body = req.body,
+    timeout_s = req.timeout_s,
+    connect_timeout_s = req.connect_timeout_s,
+    max_bytes = req.max_bytes,
+    stream = req.stream and true or false,
+  }
+  ctx:check_cancel()
+  local h <close> = core.http_start(env.core, creq)
+  local host = not env.is_worker and env.app
+  while true do
+    local done, events, stop = h:poll(host and 0.25 or 1)
+    if on_event then
+      for _, ev in ipairs(events) do on_event(ev) end
+    end
+    if done then break end
+    if stop then error(core.cancel_error, 0) end
+    -- the host's poll is woken by news for the host: serve it (R-6)
+    if host then host:_pump() end
+    ctx:check_cancel()
+  end
+  local res = h:result()
+  res.headers = http.parse_headers(res.headers_raw)
+  return res
+end
+
+local http_spec = {
+  method = "string",
+  url = "string",
+  headers = "table",
+  body = "string",
+  timeout_s = function(v) return options.positive(v) end,
+  connect_timeout_s = function(v) return options.positive(v) end,
+  max_bytes = "integer",
+}
+
+-- ctx:http{ method?, url, headers?, body?, timeout_s?, max_bytes? } ->
+-- { status, headers, body } or nil, message. Raises only the cancel error.
+function context.Ctx:http(req)
+  options.arg("ctx:http", "request", req, "table", 3)
+  options.check("ctx:http", req, http_spec)
+  if not req.url then error("ctx:http: url is required", 2) end
+  local res = http.request(self, {
+    method = req.method, url = req.url, headers = req.headers, body = req.body,
+    timeout_s = req.timeout_s or 60, connect_timeout_s = req.connect_timeout_s or 10,
+    max_bytes = req.max_bytes or 64 * 1024 * 1024,
+  })
+  if res.error then return nil, res.error end
+  return { status = res.status, headers = res.headers, body = res.body }
+end
+
+return http
