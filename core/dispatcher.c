@@ -1093,6 +1093,24 @@ static void digest_json(buf_t *b, const lg_digest *d) {
   buf_addc(b, '}');
 }
 
+/* The last n event digests of a task, oldest first (bg_check). */
+int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) {
+    if (n > t->ring_n) n = t->ring_n;
+    if (n < 0) n = 0;
+    buf_addc(out, '[');
+    for (int i = t->ring_n - n; i < t->ring_n; i++) {
+      if (i > t->ring_n - n) buf_addc(out, ',');
+      digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
+    }
+    buf_addc(out, ']');
+  }
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
 static void wait_entry(const lg_task *t, buf_t *b) {
   buf_adds(b, "{\"task_id\":");
   buf_add_jstr(b, t->id, strlen(t->id));

@@ -217,6 +217,7 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out);
 /* Status string of a task; -1 unknown. */
 int lg_status(lg_app *a, const char *id, char out[16]);
 int lg_set_delivered(lg_app *a, const char *id);
+int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
 
 /* Wait helpers. caller: the waiting task (for the self/ancestor check) or NULL.
  * lg_wait_check writes the bg_wait value; returns 1 when the wait is over,

@@ -240,6 +240,20 @@ static int l_app_cancel(lua_State *L) {
   return 1;
 }
 
+static int l_app_digests(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *id = luaL_checkstring(L, 2);
+  int n = (int)luaL_optinteger(L, 3, 16);
+  buf_t out;
+  buf_init(&out);
+  if (lg_task_digests(u->app, id, n, &out) != 0) {
+    buf_free(&out);
+    return 0;
+  }
+  push_json_buf(L, &out);
+  return 1;
+}
+
 static int l_app_set_delivered(lua_State *L) {
   app_ud *u = check_app(L);
   lua_pushboolean(L, lg_set_delivered(u->app, luaL_checkstring(L, 2)) == 0);
@@ -718,6 +732,7 @@ static const luaL_Reg app_methods[] = {
     {"enqueue", l_app_enqueue},       {"get", l_app_get},
     {"status", l_app_status},         {"list", l_app_list},
     {"cancel", l_app_cancel},         {"set_delivered", l_app_set_delivered},
+    {"digests", l_app_digests},
     {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
     {"block", l_app_block},           {"take", l_app_take},
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},

@@ -1,10 +1,305 @@
--- The LM-facing control tools and the background half of a run (R-30..R-33).
+-- The background half of a run (DESIGN §5): the LM-facing control tools
+-- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32), background tool
+-- calls answered with a synthetic ack (R-31), and the delivery of finished
+-- children's results before model calls (R-33).
+local core = require("luagent.core")
+local json = require("luagent.json")
+local tools = require("luagent.tools")
+local defs = require("luagent.defs")
+
 local bg = {}
 
-function bg.prepare(run) end
-function bg.notice(run) return nil end
-function bg.delivered(run, notice) end
-function bg.call(run, tool, call, args) return nil end
-function bg.finish(run) end
+local TERMINAL = { completed = true, failed = true, cancelled = true, timed_out = true }
+local NOTICE_PREFIX = "[luagent] background results:"
+bg.NOTICE_PREFIX = NOTICE_PREFIX
+
+local function settings(run) return run.reg.settings end
+
+-- Background-eligible (R-30): a background table with enabled ~= false.
+local function eligible(tool)
+  return type(tool.background) == "table" and tool.background.enabled ~= false
+end
+bg.eligible = eligible
+
+local function thread_of(run) return run.ctx.thread_id end
+
+-- R-32: only tasks spawned in this (agent, thread) scope are visible.
+local function in_scope(run, rec)
+  return rec and rec.parent_agent_id == run.agent.id and rec.thread_id == thread_of(run)
+end
+
+local function not_found(id)
+  return tools.fail("not_found", string.format("no background task %q in this conversation", tostring(id)))
+end
+
+local function cut(s, n)
+  if #s <= n then return s end
+  return s:sub(1, n) .. string.format("...[cut to %d of %d bytes]", n, #s)
+end
+
+-- What the model is shown of a finished task: for agent runs their final
+-- text (not the message list), for tools the handler's value.
+local function shown_result(run, rec)
+  local r = rec.result
+  if rec.kind == "agent" and type(r) == "table" then
+    local final = r.final
+    if type(final) == "string" then final = cut(final, run.reg.max_tool_output_bytes) end
+    return final, r.status
+  end
+  return r
+end
+
+local function entry(run, rec)
+  local e = {
+    task_id = rec.task_id, status = rec.status, tool = rec.tool, agent_id = rec.agent_id,
+    enqueued_at = rec.enqueued_at, started_at = rec.started_at, finished_at = rec.finished_at,
+    attempts = rec.attempts, usage = rec.usage,
+  }
+  if TERMINAL[rec.status] then
+    if rec.status == "completed" then
+      local value, run_status = shown_result(run, rec)
+      e.result = value
+      if run_status and run_status ~= "completed" then e.run_status = run_status end
+    else
+      e.error = rec.error
+    end
+  end
+  return e
+end
+
+local control = {}
+
+control.bg_list = {
+  description = "List the background tasks you started in this conversation (by default only those still queued or running).",
+  input_schema = {
+    type = "object",
+    properties = {
+      include_finished = { type = "boolean", description = "Also list finished tasks." },
+    },
+  },
+  run = function(run, args)
+    local recs = run.env.core:list({
+      parent_agent_id = run.agent.id, thread_id = thread_of(run), include_finished = true,
+    })
+    local out = {}
+    for _, rec in ipairs(recs) do
+      if args.include_finished or not TERMINAL[rec.status] then
+        out[#out + 1] = {
+          task_id = rec.task_id, status = rec.status, tool = rec.tool, agent_id = rec.agent_id,
+          enqueued_at = rec.enqueued_at, started_at = rec.started_at,
+        }
+      end
+    end
+    return tools.ok({ tasks = json.array(out) })
+  end,
+}
+
+control.bg_check = {
+  description = "Check one background task: its status, its result or error, and optionally its latest events.",
+  input_schema = {
+    type = "object",
+    properties = {
+      task_id = { type = "string", description = "The task_id from a background tool's reply or bg_list." },
+      last_n_events = { type = "integer", minimum = 0, maximum = 16,
+        description = "How many recent events to include." },
+    },
+    required = { "task_id" },
+  },
+  run = function(run, args)
+    local core_app = run.env.core
+    local rec = core_app:get(args.task_id)
+    if not in_scope(run, rec) then return not_found(args.task_id) end
+    local value = entry(run, rec)
+    if args.last_n_events and args.last_n_events > 0 then
+      value.events = json.array(core_app:digests(rec.task_id, args.last_n_events) or {})
+    end
+    if TERMINAL[rec.status] then core_app:set_delivered(rec.task_id) end
+    return tools.ok(value)
+  end,
+}
+
+control.bg_cancel = {
+  description = "Cancel a background task (and the tasks it started). Reports whether the cancel was delivered and the status after it.",
+  input_schema = {
+    type = "object",
+    properties = { task_id = { type = "string", description = "The task to cancel." } },
+    required = { "task_id" },
+  },
+  run = function(run, args)
+    local core_app = run.env.core
+    local rec = core_app:get(args.task_id)
+    if not in_scope(run, rec) then return not_found(args.task_id) end
+    local r = core_app:cancel(rec.task_id)
+    if r.ok and not TERMINAL[r.status] then
+      -- report the status after up to a second, not a guess (R-25)
+      run.ctx:wait({ rec.task_id }, { timeout_s = 1 })
+      r.status = core_app:status(rec.task_id)
+    end
+    return tools.ok({ ok = r.ok, status = r.status, task_id = rec.task_id })
+  end,
+}
+
+control.bg_wait = {
+  description = "Wait until background tasks finish. mode \"all\" waits for every task, \"any\" for the first. " ..
+    "On timeout you get the tasks still pending with their progress; you can wait again.",
+  input_schema = {
+    type = "object",
+    properties = {
+      task_ids = { type = "array", items = { type = "string" }, description = "The tasks to wait for." },
+      mode = { type = "string", enum = { "all", "any" }, description = "all (default) or any." },
+      timeout_s = { type = "number", minimum = 0, description = "Give up after this many seconds." },
+    },
+  },
+  run = function(run, args)
+    local ids = args.task_ids
+    if ids == nil and type(args.task_id) == "string" then ids = { args.task_id } end -- legacy form
+    if type(ids) ~= "table" or #ids == 0 then
+      return tools.fail("validation", "bg_wait needs task_ids, a non-empty list of task ids")
+    end
+    local core_app = run.env.core
+    for _, id in ipairs(ids) do
+      if type(id) ~= "string" or not in_scope(run, core_app:get(id)) then return not_found(id) end
+    end
+    local w = run.ctx:wait(ids, {
+      mode = args.mode or "all",
+      timeout_s = args.timeout_s or settings(run).default_wait_timeout_s,
+    })
+    local out = {}
+    for i, t in ipairs(w.tasks) do
+      if TERMINAL[t.status] then
+        local rec = core_app:get(t.task_id)
+        out[i] = entry(run, rec)
+        core_app:set_delivered(t.task_id)
+      else
+        out[i] = { task_id = t.task_id, status = t.status, tool = t.tool, agent_id = t.agent_id,
+          progress = t.progress }
+      end
+    end
+    return tools.ok({ done = w.done, timed_out = w.timed_out, tasks = json.array(out),
+      pending = json.array(w.pending) })
+  end,
+}
+
+local CONTROL_ORDER = { "bg_list", "bg_check", "bg_cancel", "bg_wait" }
+for _, name in ipairs(CONTROL_ORDER) do
+  local c = control[name]
+  c.name = name
+  c.control = true
+  defs.mark(c, "tool")
+end
+bg.control = control
+
+-- R-30: inject the control tools when the run has a dispatcher and at
+-- least one background-eligible tool.
+function bg.prepare(run)
+  run.bg_enabled = settings(run).enabled
+  if not run.bg_enabled then return end
+  local any = false
+  for _, t in ipairs(run.tool_list) do
+    if eligible(t) then
+      any = true
+      break
+    end
+  end
+  if not any then return end
+  for _, name in ipairs(CONTROL_ORDER) do
+    if not run.tool_by_name[name] then
+      run.tool_list[#run.tool_list + 1] = control[name]
+      run.tool_by_name[name] = control[name]
+    end
+  end
+end
+
+local function refusal(err)
+  if type(err) == "table" and err.kind then
+    return tools.fail(err.kind, tostring(err.message))
+  end
+  return tools.fail("runtime", tostring(err))
+end
+
+-- A tool call the background half answers: control tools, and background
+-- tools (enqueued; the model gets the synthetic ack, R-31). nil otherwise.
+function bg.call(run, tool, call, args)
+  if tool.control then
+    local ok, res = pcall(tool.run, run, args)
+    if ok then return res end
+    if core.is_cancel(res) then error(res, 0) end
+    return refusal(res)
+  end
+  if not (run.bg_enabled and eligible(tool)) then return nil end
+  local ctx = run.ctx
+  local req = {
+    tool = tool.name,
+    tool_call_id = call.id,
+    parent_run_id = run.run_id,
+    parent_agent_id = run.agent.id,
+    thread_id = thread_of(run),
+    depth = ctx.depth + 1,
+    root_key = ctx.root_key,
+    timeout_s = tool.background.timeout_s,
+    retries = tool.background.retries,
+  }
+  if tool.delegate then
+    req.kind, req.agent_id, req.prompt = "agent", tool.delegate, args.prompt
+  else
+    req.kind, req.agent_id = "tool", run.agent.id
+    local ok, text = pcall(json.encode, args)
+    if not ok then return tools.fail("validation", "arguments are not JSON: " .. tostring(text)) end
+    req.args = text
+  end
+  local max = require("luagent.runner").max_depth_for(ctx)
+  if req.depth > max then
+    return tools.fail("limit", string.format(
+      "cannot start %s in the background: depth %d would exceed max_depth (%d)", tool.name, req.depth, max))
+  end
+  local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
+  if not ok then return refusal(rec) end
+  return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name })
+end
+
+local function describe(run, rec)
+  local who = rec.tool or rec.agent_id
+  local head = string.format("- task %s (%s) %s", rec.task_id, who, rec.status)
+  if rec.status == "completed" then
+    local value, run_status = shown_result(run, rec)
+    local text = type(value) == "string" and value or json.encode(value == nil and json.null or value)
+    if run_status and run_status ~= "completed" then head = head .. " (run " .. run_status .. ")" end
+    return head .. ": " .. cut(text, 2000)
+  end
+  local msg = rec.error and rec.error.message or rec.status
+  return head .. ": " .. cut(tostring(msg), 500)
+end
+
+-- R-33: before a model call, one message listing this scope's finished
+-- children not yet delivered. Returns their ids (marked delivered when the
+-- model call returns) or nil.
+function bg.notice(run)
+  if not run.bg_enabled then return nil end
+  local recs = run.env.core:list({
+    parent_agent_id = run.agent.id, thread_id = thread_of(run), include_finished = true,
+  })
+  local lines, ids = { NOTICE_PREFIX }, {}
+  for _, rec in ipairs(recs) do
+    if TERMINAL[rec.status] and not rec.delivered then
+      lines[#lines + 1] = describe(run, rec)
+      ids[#ids + 1] = rec.task_id
+    end
+  end
+  if #ids == 0 then return nil end
+  run.messages[#run.messages + 1] = { role = "user", content = table.concat(lines, "\n") }
+  return ids
+end
+
+function bg.delivered(run, ids)
+  for _, id in ipairs(ids) do run.env.core:set_delivered(id) end
+end
+
+-- on_parent_end = "cancel": a foreground run's live children stop with it.
+function bg.finish(run)
+  if not run.bg_enabled or run.task_id or run.ctx.depth ~= 0 then return end
+  if settings(run).on_parent_end ~= "cancel" then return end
+  local recs = run.env.core:list({ parent_run_id = run.run_id, include_finished = false })
+  for _, rec in ipairs(recs) do run.env.core:cancel(rec.task_id) end
+end
 
 return bg
