@@ -1269,11 +1269,13 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   int retry = 0;
   for (lg_task *t = a->retry_head; t; t = t->lnext) retry++;
   (void)retry;
+  /* running: slot holders; waiting: running tasks that lent their slot
+   * (waiting, queued to take a slot back, or unwinding after a cancel) */
   s->queued = a->queued;
-  s->running = a->running_n - a->waiting;
-  s->waiting = a->waiting;
+  s->running = a->holders;
+  s->waiting = a->running_n - a->holders;
   s->workers = a->nworkers;
-  s->lent_slots = a->waiting;
+  s->lent_slots = s->waiting;
   s->host_calls_pending = a->host_calls_pending;
   int pending_host = 0;
   for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
