@@ -35,13 +35,27 @@ MODULE := $(OUT)/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket pkg-config gcc make
 
-.PHONY: all test demo deps sanitize tsan bench fuzz clean c-tests
+.PHONY: all test demo deps sanitize tsan bench fuzz clean c-tests install
 
 all: $(MODULE)
 
 $(MODULE): $(SRC) $(HDR) Makefile
 	@mkdir -p $(OUT)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LDFLAGS) $(LDLIBS)
+
+# `luarocks make` passes LUADIR, LIBDIR and BINDIR.
+LUADIR ?= /usr/local/share/lua/5.4
+LIBDIR ?= /usr/local/lib/lua/5.4
+BINDIR ?= /usr/local/bin
+LUA_SRC := $(shell find lua/luagent -name '*.lua')
+
+install: $(MODULE)
+	install -d $(DESTDIR)$(LIBDIR)/luagent $(DESTDIR)$(BINDIR)
+	install -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/luagent/core.so
+	for f in $(LUA_SRC); do \
+	  d=$(DESTDIR)$(LUADIR)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
+	done
+	install -m 0755 bin/luagent $(DESTDIR)$(BINDIR)/luagent
 
 # Install what is missing when we can (root), else print the exact command.
 deps:
