@@ -713,6 +713,19 @@ static void set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_message = lg_strdup(msg);
 }
 
+/* Drop a task from the list of tasks queued to take a slot back. */
+static void resume_unlink(lg_app *a, lg_task *t) {
+  lg_task **pp = &a->resume_head, *prev = NULL;
+  for (; *pp; prev = *pp, pp = &(*pp)->lnext)
+    if (*pp == t) {
+      *pp = t->lnext;
+      if (a->resume_tail == t) a->resume_tail = prev;
+      a->resuming_n--;
+      break;
+    }
+  t->lnext = NULL;
+}
+
 /* Stop one task: queued ones end at once, running ones are told. */
 static int stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
@@ -735,26 +748,19 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
     return 1;
   }
   int expected = STOP_NONE;
-  atomic_compare_exchange_strong(&t->stop, &expected, reason);
-  if (expected != STOP_NONE) return 1; /* already stopping */
-  if (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL) {
+  int first = atomic_compare_exchange_strong(&t->stop, &expected, reason);
+  if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
     task_event(a, t, "cancel_requested", "{}", "cancel requested");
     persist(a, t);
   }
   if (t->phase == PH_RESUMING) {
-    /* it no longer needs the slot it was queued for */
-    lg_task **pp = &a->resume_head, *prev = NULL;
-    for (; *pp; prev = *pp, pp = &(*pp)->lnext)
-      if (*pp == t) {
-        *pp = t->lnext;
-        if (a->resume_tail == t) a->resume_tail = prev;
-        a->resuming_n--;
-        break;
-      }
-    t->lnext = NULL;
+    /* it no longer needs the slot it was queued for (even when it was
+     * already stopping: a stale entry would later be handed a slot) */
+    resume_unlink(a, t);
     t->phase = PH_UNWINDING;
   }
+  if (!first) return 1; /* already stopping */
   if (t->worker) lg_worker_wake(t->worker);
   bump(a);
   return 1;
@@ -1515,12 +1521,15 @@ static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
   schedule(a);
   while (t->phase == PH_RESUMING) {
     if (lg_task_should_stop(t)) {
-      stop_task(a, t, atomic_load(&t->stop)); /* drops it from the resume list */
+      resume_unlink(a, t);
       t->phase = PH_UNWINDING;
       return 1;
     }
     cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
   }
+  /* stop_task took it off the resume list: it holds no slot, so it must
+   * unwind instead of running on */
+  if (t->phase != PH_ASSIGNED) return 1;
   task_event(a, t, "task_resumed", "{}", "resumed");
   return 0;
 }

@@ -79,10 +79,25 @@ end
 
 function Ctx:check_cancel()
   if self._env.should_stop(self) then error(core.cancel_error, 0) end
+  -- past the run's wall budget the run must stop too (see Ctx:sleep)
+  local d = self._deadline
+  if d and core.now() >= d.at then error(tools.budget_error(d), 0) end
+end
+
+-- The run's wall deadline (max_wall_seconds, its own or an enclosing
+-- run's) cuts waits short and then raises the budget error.
+local function budget_left(ctx, seconds)
+  local d = ctx._deadline
+  if d and core.now() + seconds >= d.at then return d, math.max(0, d.at - core.now()) end
 end
 
 function Ctx:sleep(seconds)
   options.arg("ctx:sleep", "seconds", seconds, "number", 3)
+  local d, left = budget_left(self, seconds)
+  if d then
+    self._env.sleep(self, left)
+    error(tools.budget_error(d), 0)
+  end
   self._env.sleep(self, seconds)
 end
 
@@ -183,6 +198,12 @@ end
 function Ctx:wait(ids, opts)
   local list, any, timeout = context.wait_args("ctx:wait", ids, opts,
     self._env.reg.settings.default_wait_timeout_s, 2)
+  local d, left = budget_left(self, timeout)
+  if d then
+    local v = self._env.wait(self, list, any, left)
+    if type(v) == "table" and v.done then return v end
+    error(tools.budget_error(d), 0)
+  end
   return self._env.wait(self, list, any, timeout)
 end
 

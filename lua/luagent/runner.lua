@@ -68,10 +68,19 @@ local function normalize_calls(calls)
   local out = {}
   for _, c in ipairs(calls) do
     if type(c) == "table" then
+      local args = c.arguments
+      if args == nil then
+        args = "{}"
+      elseif type(args) == "table" then
+        -- a copy, so nothing the run does changes the model's own table
+        -- (a static model replays it); non-JSON data is left for the
+        -- tool call to report
+        args = tools.copy_json(args) or args
+      end
       out[#out + 1] = {
         id = (type(c.id) == "string" and c.id ~= "") and c.id or new_id("call_"),
         name = c.name,
-        arguments = c.arguments == nil and "{}" or c.arguments,
+        arguments = args,
       }
     end
   end
@@ -99,7 +108,7 @@ end
 local function call_hook(name, fn, ...)
   local ok, v = xpcall(fn, tools.on_error, ...)
   if ok then return v end
-  if core.is_cancel(v) then error(v, 0) end
+  if tools.is_abort(v) then error(v, 0) end
   hook_error(name, v)
 end
 
@@ -120,22 +129,27 @@ end
 
 -- Model errors keep their fields (kind, status, message); others get one.
 local function keep_error(e)
-  if core.is_cancel(e) or type(e) == "table" then return e end
+  if tools.is_abort(e) or type(e) == "table" then return e end
   return { message = tostring(e) }
 end
 
 local function call_model(run)
+  -- the request's own list: what a model keeps of it does not change as
+  -- the run goes on, and a model cannot change the transcript
+  local messages = {}
+  for i, m in ipairs(run.messages) do messages[i] = m end
   local request = {
-    messages = run.messages,
+    messages = json.array(messages),
     tools = run.tool_specs,
     options = {},
   }
   emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
   local ok, reply = xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
   if not ok then
-    if core.is_cancel(reply) then error(reply, 0) end
+    if tools.is_abort(reply) then error(reply, 0) end
     return nil, model_error(reply)
   end
+  if type(reply) == "string" then reply = { text = reply } end -- as static_model replies
   if type(reply) ~= "table" then
     return nil, model_error("the model returned " .. type(reply) .. ", not a reply table")
   end
@@ -154,9 +168,18 @@ local function tool_message(run, call, result)
   }
 end
 
+-- Arguments as events show them: JSON text cut short.
+local function args_summary(a)
+  if type(a) ~= "string" then
+    local ok, text = pcall(json.encode, a)
+    a = ok and text or "(not JSON data)"
+  end
+  return cut(a, 512)
+end
+
 local function run_tool_call(run, call)
   emit(run, "tool_start", { tool = call.name, tool_call_id = call.id,
-    arguments = type(call.arguments) == "string" and cut(call.arguments, 512) or call.arguments })
+    arguments = args_summary(call.arguments) })
   local step = step_view(run)
   local result, traceback
   for _, h in ipairs(hooks_of(run, "before_tool")) do
@@ -165,6 +188,11 @@ local function run_tool_call(run, call)
       if d.block then
         local why = type(d.block) == "string" and d.block or d.reason or "blocked by a hook"
         result = tools.fail("blocked", why)
+        break
+      end
+      if d.result ~= nil then
+        -- the hook answers the call itself (a cache, a dry run)
+        result = tools.is_result(d.result) and d.result or tools.ok(d.result)
         break
       end
       if d.name ~= nil or d.arguments ~= nil then
@@ -194,7 +222,13 @@ local function run_tool_call(run, call)
   end
   for _, h in ipairs(hooks_of(run, "after_tool")) do
     local r = call_hook("after_tool", h, call, result, step)
-    if type(r) == "table" then result = r end
+    if r ~= nil then
+      if not tools.is_result(r) then
+        hook_error("after_tool", "it must return a ToolResult ({ok = true, value} or " ..
+          "{ok = false, error}) or nil, got " .. (type(r) == "table" and "a table without ok" or type(r)))
+      end
+      result = r
+    end
   end
   run.messages[#run.messages + 1] = tool_message(run, call, result)
   emit(run, "tool_end", {
@@ -214,9 +248,34 @@ local function budget_hit(run)
   end
 end
 
+-- A run that ends while tool calls of its last reply are unanswered (a
+-- budget, a cancel, a hook or an error in the middle of the calls) answers
+-- them, so the transcript stays well-formed for the next model call.
+local function answer_open_calls(run, status, err)
+  local msgs = run.messages
+  local last
+  for i = #msgs, 1, -1 do
+    local m = msgs[i]
+    if m.role == "assistant" then last = i; break end
+    if m.role ~= "tool" then return end
+  end
+  if not last or not msgs[last].tool_calls then return end
+  local answered = {}
+  for i = last + 1, #msgs do answered[msgs[i].tool_call_id] = true end
+  local why = string.format("not completed: the run ended %s%s", status,
+    err and err.message and (" (" .. tostring(err.message) .. ")") or "")
+  for _, call in ipairs(msgs[last].tool_calls) do
+    if not answered[call.id] then
+      msgs[#msgs + 1] = tool_message(run, call, tools.fail(status == "budget_exceeded" and "budget"
+        or status == "stopped" and "stopped" or status == "failed" and "runtime" or status, why))
+    end
+  end
+end
+
 local function finish(run, status, err)
   run.status = status
   run.error = err
+  if status ~= "completed" then answer_open_calls(run, status, err) end
   if status == "completed" then
     emit(run, "final", { text = cut(run.final or "", 2000) })
   elseif err then
@@ -271,7 +330,7 @@ local function loop(run)
     end
     local notice = bg.notice(run)
     local reply, err = call_model(run)
-    if notice then bg.delivered(run, notice) end
+    if notice and reply then bg.delivered(run, notice) end
     if not reply then return finish(run, "failed", err) end
     run.iteration = run.iteration + 1
     run.last_reply = reply
@@ -283,6 +342,7 @@ local function loop(run)
     }
     if reply.tool_calls then
       for _, call in ipairs(reply.tool_calls) do
+        run.ctx:check_cancel() -- no new call once the run must stop
         run_tool_call(run, call)
       end
     end
@@ -339,6 +399,12 @@ function runner.run(env, agent_id, prompt, o)
     task_id = o.task_id,
   }
   ctx._run = run
+  -- the wall deadline that cuts this run's waits short: its own budget's
+  -- or an enclosing run's, whichever comes first
+  local deadline = agent.budget.max_wall_seconds and
+    { at = run.started + agent.budget.max_wall_seconds, run_id = run_id, budget = "max_wall_seconds" }
+  if o.deadline and (not deadline or o.deadline.at <= deadline.at) then deadline = o.deadline end
+  ctx._deadline = deadline
   run.tool_list, run.tool_by_name = agent_tools(reg, agent)
   local function body()
     if not run.model then
@@ -357,7 +423,13 @@ function runner.run(env, agent_id, prompt, o)
   end
   local ok, err = xpcall(body, tools.on_error)
   if not ok then
-    if core.is_cancel(err) then
+    if tools.is_budget(err) and err.run_id == run_id then
+      finish(run, "budget_exceeded", { kind = "budget", budget = err.budget, message = err.message })
+    elseif tools.is_budget(err) then
+      -- an enclosing run's budget: it ends that run, not just this one
+      bg.finish(run)
+      error(err, 0)
+    elseif core.is_cancel(err) then
       if not o.catch_cancel then
         bg.finish(run)
         error(err, 0)
@@ -428,6 +500,8 @@ function context.Ctx:run_agent(agent_id, prompt, opts)
     root_key = self.root_key,
     fg = self._fg,
     parent_run_id = self.run_id,
+    max_depth = max,       -- an agent's max_depth also bounds its nested runs' children
+    deadline = self._deadline,
   })
 end
 
@@ -436,7 +510,8 @@ function runner.tool_result(res)
   if res.status == "completed" then return tools.ok(res.final) end
   local msg = string.format("agent run ended %s", res.status)
   if res.error and res.error.message then msg = msg .. ": " .. res.error.message end
-  local r = tools.fail(res.error and res.error.kind == "limit" and "limit" or "runtime", msg)
+  local kind = res.error and res.error.kind
+  local r = tools.fail((kind == "limit" or kind == "budget") and kind or "runtime", msg)
   if res.final then r.value = res.final end
   return r
 end
@@ -445,7 +520,7 @@ end
 function context.run_delegate(ctx, tool, args)
   local ok, res = pcall(ctx.run_agent, ctx, tool.delegate, args.prompt)
   if not ok then
-    if core.is_cancel(res) then error(res, 0) end
+    if tools.is_abort(res) then error(res, 0) end
     if type(res) == "table" and res.kind == "limit" then return tools.fail("limit", res.message) end
     return tools.fail("runtime", tostring(type(res) == "table" and res.message or res))
   end

@@ -14,10 +14,31 @@ function tools.fail(kind, message)
   return { ok = false, error = message, cause = { kind = kind, message = message } }
 end
 
+-- Is v shaped like a ToolResult?
+function tools.is_result(v)
+  return type(v) == "table" and type(v.ok) == "boolean"
+end
+
+-- A fresh copy of JSON data through the codec: the handler never shares a
+-- table with the transcript, and a Lua table reads exactly as the same
+-- arguments sent as JSON text would (2.0 becomes the integer 2).
+function tools.copy_json(v)
+  local ok, text = pcall(json.encode, v)
+  if not ok then
+    return nil, tostring(text):gsub("^luagent%.json%.encode: ", "")
+  end
+  return json.decode(text)
+end
+
 -- Arguments arrive as a table or as JSON text from the model.
 function tools.parse_args(raw)
   if raw == nil then return {} end
-  if type(raw) == "table" then return raw end
+  if type(raw) == "table" then
+    local v, err = tools.copy_json(raw)
+    if v == nil then return nil, "arguments are not JSON data: " .. err end
+    if json.is_array(v) then return nil, "arguments must be a JSON object" end
+    return v
+  end
   if type(raw) ~= "string" then
     return nil, "arguments must be a JSON object, got " .. type(raw)
   end
@@ -43,10 +64,31 @@ function tools.check_args(tool, raw)
   return args
 end
 
--- Error values from handlers: keep the cancel sentinel as is (R-23), give
--- everything else a message and a traceback.
+-- A run's wall budget (max_wall_seconds) expiring while the run waits
+-- (ctx:sleep, ctx:wait, model calls that wait): like the cancel error it
+-- passes through handlers, hooks and nested runs up to the run it belongs
+-- to (`run_id`), which ends budget_exceeded.
+local budget_mt = { __tostring = function(e) return e.message end }
+
+-- d = { at, run_id, budget } (a run's deadline, see runner.run)
+function tools.budget_error(d)
+  return setmetatable({ kind = "budget", budget = d.budget or "max_wall_seconds", run_id = d.run_id,
+    message = string.format("budget %s exceeded", d.budget or "max_wall_seconds") }, budget_mt)
+end
+
+function tools.is_budget(e)
+  return type(e) == "table" and getmetatable(e) == budget_mt
+end
+
+-- Errors that end a run rather than a tool call: cancel and budget.
+function tools.is_abort(e)
+  return core.is_cancel(e) or tools.is_budget(e)
+end
+
+-- Error values from handlers: keep the cancel sentinel and budget errors
+-- as they are (R-23), give everything else a message and a traceback.
 local function on_error(e)
-  if core.is_cancel(e) then return e end
+  if tools.is_abort(e) then return e end
   local msg
   if type(e) == "table" and e.message ~= nil then
     msg = tostring(e.message)
@@ -68,7 +110,7 @@ tools.on_error = on_error
 function tools.run_handler(tool, args, ctx)
   local ok, v = xpcall(tool.handler, on_error, args, ctx)
   if ok then return tools.ok(v) end
-  if core.is_cancel(v) then error(v, 0) end
+  if tools.is_abort(v) then error(v, 0) end
   -- luagent's own errors (e.g. {kind = "limit"}) keep their kind for the model
   local kind = v.luagent_kind or "runtime"
   local res = tools.fail(kind, string.format("tool %s failed: %s", tool.name, v.message))
