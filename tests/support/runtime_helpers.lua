@@ -1,0 +1,112 @@
+-- Helpers for the agent-runtime specs (tests/runtime_*_spec.lua): apps from
+-- inline startup scripts, decoding tool messages, reading events, checking
+-- transcripts. Nothing here sleeps to synchronise.
+local luagent = require "luagent"
+local core = require "luagent.core"
+
+local R = { luagent = luagent, json = luagent.json, core = core }
+
+-- An app from a script body. The body sees `luagent` and `S`: a table of
+-- test-side values (recorders, functions) that exists in the host state
+-- only; in worker states `S` is an empty table. `body` must
+-- `return luagent.config{...}`.
+function R.app(body, S, overrides)
+  _G.__luagent_runtime_S = S or {}
+  local src = "local luagent = require 'luagent'\nlocal S = _G.__luagent_runtime_S or {}\n" .. body
+  local ok, app = pcall(luagent.load_string, src, "=runtime_cfg", overrides)
+  _G.__luagent_runtime_S = nil
+  if not ok then error(app, 2) end
+  return app
+end
+
+-- The load error of a script body (which must fail to load).
+function R.load_error(body)
+  local ok, err = pcall(luagent.load_string, "local luagent = require 'luagent'\n" .. body,
+    "=runtime_cfg")
+  assert(not ok, "expected the config to be rejected")
+  return type(err) == "table" and tostring(err.message) or tostring(err)
+end
+
+-- The tool messages of a transcript, decoded: { {id, result}, ... }.
+function R.tool_messages(messages)
+  local out = {}
+  for _, m in ipairs(messages) do
+    if m.role == "tool" then
+      out[#out + 1] = { id = m.tool_call_id, result = R.json.decode(m.content), content = m.content }
+    end
+  end
+  return out
+end
+
+-- Just the decoded ToolResults, in order.
+function R.tool_results(messages)
+  local out = {}
+  for i, t in ipairs(R.tool_messages(messages)) do out[i] = t.result end
+  return out
+end
+
+function R.roles(messages)
+  local out = {}
+  for i, m in ipairs(messages) do out[i] = m.role end
+  return out
+end
+
+-- Every assistant tool call is answered by a tool message with its id,
+-- directly after it, and every tool message answers a call.
+function R.well_formed(messages)
+  local pending = nil
+  for i, m in ipairs(messages) do
+    if m.role == "tool" then
+      if not pending or not pending[m.tool_call_id] then
+        return false, string.format("message %d answers no open tool call (%s)", i,
+          tostring(m.tool_call_id))
+      end
+      pending[m.tool_call_id] = nil
+    else
+      if pending and next(pending) then
+        return false, string.format("message %d (%s) comes before tool call %s was answered", i,
+          m.role, tostring(next(pending)))
+      end
+      pending = nil
+      if m.role == "assistant" and m.tool_calls then
+        pending = {}
+        for _, c in ipairs(m.tool_calls) do pending[c.id] = true end
+      end
+    end
+  end
+  if pending and next(pending) then
+    return false, "tool call " .. tostring(next(pending)) .. " was never answered"
+  end
+  return true
+end
+
+-- Every event of the app so far.
+function R.events(app)
+  local out, since = {}, 0
+  while true do
+    local page = app:events{ since = since, limit = 1000 }
+    if #page == 0 then return out end
+    for _, ev in ipairs(page) do
+      out[#out + 1] = ev
+      since = ev.seq
+    end
+  end
+end
+
+-- Events of `kind` (and of run `run_id` when given).
+function R.of_kind(events, kind, run_id)
+  local out = {}
+  for _, ev in ipairs(events) do
+    if ev.kind == kind and (run_id == nil or ev.run_id == run_id) then out[#out + 1] = ev end
+  end
+  return out
+end
+
+-- A reply that calls one tool.
+function R.call(name, arguments, id)
+  return { tool_calls = { { id = id, name = name, arguments = arguments or {} } } }
+end
+
+function R.now() return core.now() end
+
+return R
