@@ -76,8 +76,14 @@ static void hook(lua_State *L, lua_Debug *ar) {
     lg_task *t = w->current;
     if (t && lg_task_should_stop(t)) {
       /* From now on fire at every instruction: a pcall that catches the
-       * sentinel gets it again at its next instruction. */
-      lua_sethook(L, hook, LUA_MASKCOUNT | (w->user_mask & ~LUA_MASKCOUNT), 1);
+       * sentinel gets it again at its next instruction. Hooks belong to
+       * one Lua thread: when this fires in a coroutine, the main thread
+       * (which may catch the error coming out of resume) must fire at
+       * every instruction too. Coroutines made from now on inherit it. */
+      int mask = LUA_MASKCOUNT | (w->user_mask & ~LUA_MASKCOUNT);
+      lua_sethook(L, hook, mask, 1);
+      lua_State *main_L = w->lua;
+      if (main_L && main_L != L) lua_sethook(main_L, hook, mask, 1);
       w->hook_fired = 1;
       lg_raise_cancel(L);
     }
@@ -210,6 +216,7 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
     return NULL;
   }
   lua_gc(L, LUA_GCSTOP); /* opening the libraries need not collect */
+  w->lua = L; /* the main thread, for the hook (this thread only) */
   *(lg_worker **)lua_getextraspace(L) = w;
   lua_pushlightuserdata(L, w);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
@@ -225,6 +232,7 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
     if (*err) snprintf(*err, n, "worker could not load the startup script: %s", m);
     free(m);
     lua_close(L);
+    w->lua = NULL;
     return NULL;
   }
   *run_ref = luaL_ref(L, LUA_REGISTRYINDEX);

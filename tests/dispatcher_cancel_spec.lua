@@ -19,6 +19,11 @@ local loops = {
       if n > 3 then return "escaped the xpcall" end
     end
   end },
+  luagent.tool{ name = "spin_coroutine", handler = function()
+    local co = coroutine.wrap(function() while true do end end)
+    pcall(co)
+    return "escaped the coroutine"
+  end },
 }
 ]]
 
@@ -29,11 +34,11 @@ describe("dispatcher: timeouts (R-23)", function()
     app = H.app(LOOPS .. [[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
                                                   max_depth = 0, max_workers = 1 },
-                             tools = { T.whoami, loops[1], loops[2], loops[3], loops[4] } } ]])
+                             tools = { T.whoami, table.unpack(loops) } } ]])
   end)
   after_each(function() app:close() end)
 
-  for _, tool in ipairs({ "spin", "spin_pcall", "spin_repcall", "spin_xpcall" }) do
+  for _, tool in ipairs({ "spin", "spin_pcall", "spin_repcall", "spin_xpcall", "spin_coroutine" }) do
     it(tool .. " ends timed_out near its deadline and the same state runs the next task", function()
       local before = app:enqueue_tool("whoami", {})
       local spin = app:enqueue_tool(tool, {}, { timeout_s = 0.2 })
