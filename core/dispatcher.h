@@ -132,6 +132,7 @@ struct lg_worker {
   atomic_int in_http;
   lg_worker *next, *prev;
   /* worker thread only */
+  pthread_t owner;   /* the thread that owns `lua` (debug checks) */
   lg_task *current;  /* the task whose Lua is running (read by the hook) */
   int hook_fired, hook_count;
   int user_mask, user_count, user_acc; /* a chained debug.sethook */

@@ -18,6 +18,16 @@
 
 #define HOOK_COUNT 1000
 
+/* R-2: a worker's lua_State is only ever touched by its own thread. TSan
+ * cannot see inside the uninstrumented liblua, so debug builds (the
+ * sanitizer targets) check it wherever luagent's C meets a worker state. */
+#ifdef LUAGENT_DEBUG
+#include <assert.h>
+#define ASSERT_OWNER(w) assert(pthread_equal((w)->owner, pthread_self()))
+#else
+#define ASSERT_OWNER(w) ((void)0)
+#endif
+
 static pthread_mutex_t boot_mu = PTHREAD_MUTEX_INITIALIZER;
 static char worker_key, cancel_key, user_hook_key;
 
@@ -48,6 +58,7 @@ lg_worker *lg_current_worker(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_key);
   lg_worker *w = lua_touserdata(L, -1);
   lua_pop(L, 1);
+  if (w) ASSERT_OWNER(w);
   return w;
 }
 
@@ -72,6 +83,7 @@ static void call_user_hook(lua_State *L, lua_Debug *ar) {
 static void hook(lua_State *L, lua_Debug *ar) {
   lg_worker *w = *(lg_worker **)lua_getextraspace(L);
   if (!w) return;
+  ASSERT_OWNER(w);
   if (ar->event == LUA_HOOKCOUNT) {
     lg_task *t = w->current;
     if (t && lg_task_should_stop(t)) {
@@ -289,6 +301,7 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
 
 static void *worker_main(void *arg) {
   lg_worker *w = arg;
+  w->owner = pthread_self();
   lua_State *L = NULL;
   int run_ref = LUA_NOREF;
   char *boot_err = NULL;
