@@ -77,10 +77,17 @@ local tool_spec = {
   background = { "table", "boolean" },
 }
 
+-- "luagent.tool \"name\"" when the definition has a name, so a bad field
+-- names the definition it is in.
+local function label(what, name)
+  if type(name) == "string" then return string.format("%s %q", what, name) end
+  return what
+end
+
 -- luagent.tool{ name, description, input_schema, handler, background }
 function defs.tool(def)
   options.arg("luagent.tool", "definition", def, "table", 3)
-  options.check("luagent.tool", def, tool_spec)
+  options.check(label("luagent.tool", def.name), def, tool_spec)
   local where = string.format("luagent.tool %q", tostring(def.name))
   check_name("luagent.tool", "name", def.name, 2)
   if CONTROL_TOOLS[def.name] then
@@ -109,7 +116,7 @@ local host_tool_spec = {
 -- thread by the handler bound with app:host_tool (R-5).
 function defs.host_tool(def)
   options.arg("luagent.host_tool", "definition", def, "table", 3)
-  options.check("luagent.host_tool", def, host_tool_spec)
+  options.check(label("luagent.host_tool", def.name), def, host_tool_spec)
   check_name("luagent.host_tool", "name", def.name, 2)
   local where = string.format("luagent.host_tool %q", def.name)
   if CONTROL_TOOLS[def.name] then
@@ -170,7 +177,7 @@ end
 -- luagent.agent{ id, instructions, model, tools, budget, hooks, max_depth }
 function defs.agent(def)
   options.arg("luagent.agent", "definition", def, "table", 3)
-  options.check("luagent.agent", def, agent_spec)
+  options.check(label("luagent.agent", def.id), def, agent_spec)
   check_name("luagent.agent", "id", def.id, 2)
   local where = string.format("luagent.agent %q", def.id)
   if def.model ~= nil and not is_model(def.model) then
@@ -220,7 +227,7 @@ local delegate_spec = {
 -- input {prompt} that runs that agent, inline or as an agent-run task.
 function defs.delegate(def)
   options.arg("luagent.delegate", "definition", def, "table", 3)
-  options.check("luagent.delegate", def, delegate_spec)
+  options.check(label("luagent.delegate", def.name or def.agent), def, delegate_spec)
   check_name("luagent.delegate", "agent", def.agent, 2)
   local name = def.name or def.agent
   check_name("luagent.delegate", "name", name, 2)

@@ -268,13 +268,19 @@ function spec.snapshot(reg)
   })
 end
 
--- Put the host's data over a worker's object; keep the worker's functions.
+-- A decoded JSON array, or a plain Lua sequence (which `data` sends as one).
+local function arrayish(t)
+  return json.is_array(t) or rawlen(t) > 0
+end
+
+-- Put the host's data over a worker's object; keep the worker's functions
+-- (also inside lists, e.g. an agent's hooks given as a list).
 local function overlay(dst, src)
   for k, v in pairs(src) do
     local d = dst[k]
     if v == FN then
       -- the host had a function here: keep the worker's own
-    elseif type(v) == "table" and type(d) == "table" and not json.is_array(v) == not json.is_array(d) then
+    elseif type(v) == "table" and type(d) == "table" and arrayish(v) == arrayish(d) then
       overlay(d, v)
     else
       dst[k] = v
