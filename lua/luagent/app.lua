@@ -564,11 +564,17 @@ local function host_env(self)
       if env.should_stop(ctx) then error(core.cancel_error, 0) end
     end
   end
+  -- wake no later than the foreground run's timeout
+  local function wake_at(ctx, deadline)
+    local fg = ctx._fg
+    if fg and fg.deadline and fg.deadline < deadline then return fg.deadline end
+    return deadline
+  end
   function env.sleep(ctx, seconds)
     local deadline = core.now() + seconds
     ctx:check_cancel()
     self:_wait_until(function() if core.now() >= deadline then return true end end,
-      deadline, stopper(ctx))
+      wake_at(ctx, deadline), stopper(ctx))
     ctx:check_cancel()
   end
   function env.wait(ctx, ids, any, timeout)
@@ -579,8 +585,9 @@ local function host_env(self)
     local value = self:_wait_until(function()
       local d, v = self._core:wait_check(ids, any, false)
       if d then return v end
-    end, core.now() + timeout, stopper(ctx))
+    end, wake_at(ctx, core.now() + timeout), stopper(ctx))
     if value then return value end
+    ctx:check_cancel()
     local _, v = self._core:wait_check(ids, any, true)
     return v
   end

@@ -371,6 +371,52 @@ local function instructions(run)
   return ins
 end
 
+-- Foreground runs have no worker hook (R-23), so a handler could swallow
+-- the cancel error in a pcall and loop. A top-level foreground run
+-- therefore watches its coroutine with a count hook (only when no other
+-- hook is set): it notices a cancel or a timeout even in code that never
+-- calls ctx, and from then on raises the cancel error at every instruction
+-- of code that is not luagent's own, so the runner can still wind down.
+local LUAGENT_SRC = debug.getinfo(1, "S").source:match("^(@.*[/\\])[^/\\]*$")
+local WATCH_COUNT = 1000
+
+local function luagent_code(info)
+  return info.what == "C" or (LUAGENT_SRC ~= nil and info.source:sub(1, #LUAGENT_SRC) == LUAGENT_SRC)
+end
+
+local function watch_foreground(fg)
+  local co = coroutine.running()
+  -- (not when luagent's own code cannot be told apart, e.g. loaded from strings)
+  if LUAGENT_SRC == nil or debug.gethook(co) ~= nil then return end
+  fg.hooked = { [co] = true }
+  local hook
+  hook = function()
+    if fg.over then return end
+    if not fg.cancelled then
+      if not (fg.deadline and core.now() >= fg.deadline) then return end
+      fg.cancelled, fg.timed_out = true, true
+    end
+    local here = coroutine.running()
+    if not fg.tight or not fg.tight[here] then
+      fg.tight = fg.tight or {}
+      fg.tight[here] = true
+      fg.hooked[here] = true
+      debug.sethook(here, hook, "", 1)
+    end
+    local info = debug.getinfo(2, "S")
+    if info and not luagent_code(info) then error(core.cancel_error, 0) end
+  end
+  debug.sethook(co, hook, "", WATCH_COUNT)
+end
+
+local function unwatch_foreground(fg)
+  fg.over = true
+  for co in pairs(fg.hooked or {}) do
+    if coroutine.status(co) ~= "dead" then debug.sethook(co) end
+  end
+  fg.hooked = nil
+end
+
 -- Run `agent_id` on `prompt`. o: run_id, task_id, thread_id, depth,
 -- root_key, fg (foreground cancel state), history (earlier messages),
 -- catch_cancel (top-level foreground runs turn the cancel error into a
@@ -421,7 +467,10 @@ function runner.run(env, agent_id, prompt, o)
     run.messages[#run.messages + 1] = { role = "user", content = prompt }
     return loop(run)
   end
+  local watched = o.catch_cancel and o.fg
+  if watched then watch_foreground(o.fg) end
   local ok, err = xpcall(body, tools.on_error)
+  if watched then unwatch_foreground(o.fg) end
   if not ok then
     if tools.is_budget(err) and err.run_id == run_id then
       finish(run, "budget_exceeded", { kind = "budget", budget = err.budget, message = err.message })
