@@ -102,6 +102,16 @@ function R.of_kind(events, kind, run_id)
   return out
 end
 
+-- Block on the app's event stream until pred(ev) holds for an event (from
+-- seq 0). Returns the event, or nil when the app went idle or `timeout_s`
+-- passed first.
+function R.await(app, pred, timeout_s)
+  for ev in app:run_stream_until_idle{ since = 0, timeout_s = timeout_s or 10 } do
+    if pred(ev) then return ev end
+  end
+  return nil
+end
+
 -- A reply that calls one tool.
 function R.call(name, arguments, id)
   return { tool_calls = { { id = id, name = name, arguments = arguments or {} } } }
