@@ -80,24 +80,35 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@$(LUA) examples/demo.lua
 
-# Sanitizer runs: the stock lua5.4 is not instrumented, so the runtime is preloaded.
-ASAN_RT := $(shell $(CC) -print-file-name=libasan.so)
-TSAN_RT := $(shell $(CC) -print-file-name=libtsan.so)
+# Sanitizer runs: the stock lua5.4 is not instrumented, so the runtime is
+# preloaded; every process the specs start (shells, child lua5.4, the fake
+# server) inherits it and is checked too. The runtime paths are expanded only
+# here (`=`, not `:=`), so no other make run starts the compiler under a
+# preloaded sanitizer, and build/test_sse is built before the preload for
+# the same reason. -DLUAGENT_DEBUG adds the owner-thread checks of worker.c.
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+TSAN_RT = $(shell $(CC) -print-file-name=libtsan.so)
+# Debian's dash and bash call _setjmp before anything else a preloaded TSan
+# intercepts, and TSan's _setjmp jumps through a pointer set at its own
+# initialisation: they crash at once. libstdc++'s static constructor calls
+# malloc, which initialises TSan first.
+TSAN_INIT = $(shell $(CC) -print-file-name=libstdc++.so)
 
-sanitize: deps
+sanitize: deps build/test_sse
 	@$(MAKE) --no-print-directory OUT=build/asan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=address,undefined" all
 	LD_PRELOAD=$(ASAN_RT) \
-	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) --cpath=./build/asan/?.so $(BUSTED_ARGS)
 
-tsan: deps
+tsan: deps build/test_sse
 	@$(MAKE) --no-print-directory OUT=build/tsan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=thread" all
-	LD_PRELOAD=$(TSAN_RT) \
-	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/support/tsan.supp" \
+	LD_PRELOAD="$(TSAN_RT) $(TSAN_INIT)" \
+	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 history_size=4 suppressions=$(CURDIR)/tests/support/tsan.supp" \
 	  $(BUSTED) --cpath=./build/tsan/?.so $(BUSTED_ARGS)
 
 bench: deps
