@@ -134,6 +134,12 @@ describe("runtime budgets", function()
     local t = R.tool_messages(res.messages)
     assert.equal("slow", t[1].id)
     assert.is_false(t[1].result.ok)
+    assert.equal("budget", t[1].result.cause.kind)
+    -- every tool_start has its tool_end
+    local ends = R.of_kind(R.events(app), "tool_end", res.run_id)
+    assert.equal(1, #ends)
+    assert.equal("slow", ends[1].payload.tool_call_id)
+    assert.equal("budget", ends[1].payload.kind)
   end)
 
   it("max_wall_seconds works in a background run too", function()

@@ -78,6 +78,25 @@ describe("runtime chat", function()
     assert.truthy(R.well_formed(app:thread("a", "t")))
   end)
 
+  it("saves the whole turn when before_step trims what the model sees", function()
+    local S = { requests = {} }
+    S.reply = function(req) return "re: " .. last_user(req) end
+    S.trim = function(step) -- the system message and the last message only
+      if #step.messages > 2 then
+        return { messages = { step.messages[1], step.messages[#step.messages] } }
+      end
+    end
+    local app <close> = R.app(MODEL .. [[
+      return luagent.config{ model = model,
+        agents = { luagent.agent{ id = "a", instructions = "sys", hooks = { before_step = S.trim } } } } ]], S)
+    app:chat("a", "one", { thread_id = "t" })
+    app:chat("a", "two", { thread_id = "t" })
+    app:chat("a", "three", { thread_id = "t" })
+    assert.same({ "system:sys", "user:three" }, shape(S.requests[3].messages))
+    assert.same({ "user:one", "assistant:re: one", "user:two", "assistant:re: two", "user:three",
+      "assistant:re: three" }, shape(app:thread("a", "t")))
+  end)
+
   it("requires a thread_id", function()
     local app <close> = R.app(MODEL .. [[
       return luagent.config{ model = model, agents = { luagent.agent{ id = "a" } } } ]], { requests = {} })

@@ -182,7 +182,7 @@ describe("runtime hooks: before_finalize", function()
     local S = new_S({ "one", "two", "three" })
     local order = {}
     S.hooks = {
-      function(step) order[#order + 1] = "a" .. step.iteration end,
+      function(step) order[#order + 1] = "a" .. step.iteration; return { continue = false, message = "ignored" } end,
       function(step)
         order[#order + 1] = "b" .. step.iteration
         if step.iteration == 1 then return { continue = true, message = "More." } end

@@ -222,7 +222,7 @@ local function run_tool_call(run, call)
   end
   for _, h in ipairs(hooks_of(run, "after_tool")) do
     local r = call_hook("after_tool", h, call, result, step)
-    if r ~= nil then
+    if r ~= nil and r ~= false then
       if not tools.is_result(r) then
         hook_error("after_tool", "it must return a ToolResult ({ok = true, value} or " ..
           "{ok = false, error}) or nil, got " .. (type(r) == "table" and "a table without ok" or type(r)))
@@ -264,10 +264,13 @@ local function answer_open_calls(run, status, err)
   for i = last + 1, #msgs do answered[msgs[i].tool_call_id] = true end
   local why = string.format("not completed: the run ended %s%s", status,
     err and err.message and (" (" .. tostring(err.message) .. ")") or "")
+  local kind = status == "budget_exceeded" and "budget" or status == "failed" and "runtime" or status
   for _, call in ipairs(msgs[last].tool_calls) do
     if not answered[call.id] then
-      msgs[#msgs + 1] = tool_message(run, call, tools.fail(status == "budget_exceeded" and "budget"
-        or status == "stopped" and "stopped" or status == "failed" and "runtime" or status, why))
+      local result = tools.fail(kind, why)
+      msgs[#msgs + 1] = tool_message(run, call, result)
+      emit(run, "tool_end", { tool = call.name, tool_call_id = call.id, ok = false, error = why,
+        kind = kind })
     end
   end
 end
@@ -290,7 +293,7 @@ local function vetoed(run)
     local msg
     if type(d) == "string" then
       msg = d
-    elseif type(d) == "table" and (d.continue or d.message) then
+    elseif type(d) == "table" and d.continue ~= false and (d.continue or d.message) then
       msg = d.message or "Continue."
     end
     if msg then
@@ -417,6 +420,16 @@ local function unwatch_foreground(fg)
   fg.hooked = nil
 end
 
+-- Where this run's turn starts in its messages (app:chat saves from
+-- there): found by identity, since before_step may have replaced the list.
+local function history_end(run)
+  if not run.prompt_message then return run.history_end end
+  for i = #run.messages, 1, -1 do
+    if run.messages[i] == run.prompt_message then return i - 1 end
+  end
+  return run.history_end
+end
+
 -- Run `agent_id` on `prompt`. o: run_id, task_id, thread_id, depth,
 -- root_key, fg (foreground cancel state), history (earlier messages),
 -- catch_cancel (top-level foreground runs turn the cancel error into a
@@ -464,7 +477,8 @@ function runner.run(env, agent_id, prompt, o)
     run.messages[1] = { role = "system", content = instructions(run) }
     for _, m in ipairs(o.history or {}) do run.messages[#run.messages + 1] = m end
     run.history_end = #run.messages
-    run.messages[#run.messages + 1] = { role = "user", content = prompt }
+    run.prompt_message = { role = "user", content = prompt }
+    run.messages[#run.messages + 1] = run.prompt_message
     return loop(run)
   end
   local watched = o.catch_cancel and o.fg
@@ -506,7 +520,7 @@ function runner.run(env, agent_id, prompt, o)
     error = run.error,
     run_id = run_id,
     task_id = o.task_id,
-    history_end = run.history_end,
+    history_end = history_end(run),
   }
 end
 
