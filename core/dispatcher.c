@@ -1217,6 +1217,11 @@ int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
   while (a->hq_head && n < max) {
     lg_host_item *it = a->hq_head;
     hq_unlink(a, it);
+    if (it->type == HI_HOST_CALL && lg_task_should_stop(it->waiter->task)) {
+      /* R-5: a call whose task was cancelled (or timed out) meanwhile is
+       * dropped; its worker, woken by the stop, frees the item */
+      continue;
+    }
     if (it->type == HI_HOST_CALL) {
       /* the waiting worker keeps the original; the host gets a copy */
       lg_host_item *c = calloc(1, sizeof *c);

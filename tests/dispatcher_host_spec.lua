@@ -166,3 +166,38 @@ describe("dispatcher: host tools and callbacks (R-5)", function()
     assert.equal(2, #on_calls)
   end)
 end)
+
+describe("dispatcher: host calls of stopped tasks (R-5)", function()
+  it("a host call whose task was cancelled before the host pumped is dropped", function()
+    _G.HOOK_CALLS = {}
+    local app <close> = H.app(CFG)
+    local calls = 0
+    app:host_tool("pos", function() calls = calls + 1; return "ran" end)
+    local r = app:enqueue_tool("ask", { tool = "pos" })
+    local t0 = H.now()
+    while app:stats().host_calls_pending == 0 and H.now() - t0 < 5 do end
+    assert.equal(1, app:stats().host_calls_pending)
+    local c = app:cancel(r.task_id) -- pumps while it waits for the task to stop
+    assert.equal("cancelled", c.status)
+    app:poll()
+    assert.equal(0, calls)
+    assert.equal(0, app:stats().host_calls_pending)
+    _G.HOOK_CALLS = nil
+  end)
+
+  it("a host call answers a task that timed out meanwhile with nothing", function()
+    _G.HOOK_CALLS = {}
+    local app <close> = H.app(CFG)
+    local calls = 0
+    app:host_tool("pos", function() calls = calls + 1; return "late" end)
+    local r = app:enqueue_tool("ask", { tool = "pos" }, { timeout_s = 0.1 })
+    -- never pump until the deadline has passed: the record tells
+    local t0 = H.now()
+    while app:get(r.task_id).status == "running" and H.now() - t0 < 5 do end
+    assert.equal("timed_out", app:get(r.task_id).status)
+    app:poll()
+    assert.equal(0, calls)
+    assert.equal(0, app:stats().host_calls_pending)
+    _G.HOOK_CALLS = nil
+  end)
+end)
