@@ -121,6 +121,20 @@ describe("runtime background agent runs", function()
     assert.equal(2, n)
   end)
 
+  it("max_tool_output_bytes applies in workers too", function()
+    local app <close> = R.app([[
+      local big = luagent.tool{ name = "big", handler = function() return string.rep("x", 5000) end }
+      return luagent.config{ background_tasks = { enabled = true }, max_tool_output_bytes = 300,
+        agents = { luagent.agent{ id = "x", tools = { big }, model = luagent.static_model{ responses = {
+          { tool_calls = { { id = "b", name = "big" } } }, "ok" } } } } } ]])
+    local rec = app:enqueue_background("x", "go")
+    local res = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1].result
+    assert.equal("completed", res.status)
+    local content = R.tool_messages(res.messages)[1].content
+    assert.truthy(#content < 400, tostring(#content))
+    assert.truthy(content:find("[luagent: cut to", 1, true))
+  end)
+
   it("a background run that fails is a failed task with the run's error", function()
     local app <close> = R.app([[
       return luagent.config{ background_tasks = { enabled = true },

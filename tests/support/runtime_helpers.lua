@@ -27,12 +27,13 @@ function R.load_error(body)
   return type(err) == "table" and tostring(err.message) or tostring(err)
 end
 
--- The tool messages of a transcript, decoded: { {id, result}, ... }.
+-- The tool messages of a transcript, decoded: { {id, result, content}, ... }
+-- (result is nil for a content cut to max_tool_output_bytes: not JSON).
 function R.tool_messages(messages)
   local out = {}
   for _, m in ipairs(messages) do
     if m.role == "tool" then
-      out[#out + 1] = { id = m.tool_call_id, result = R.json.decode(m.content), content = m.content }
+      out[#out + 1] = { id = m.tool_call_id, result = R.json.decode_safe(m.content), content = m.content }
     end
   end
   return out
