@@ -97,6 +97,18 @@ describe("runtime definitions rejected at load", function()
       "before_stepp", "before_step")
   end)
 
+  it("static_model replies with a malformed tool_calls list", function()
+    rejected([[
+      return luagent.config{ model = luagent.static_model{ responses = { { tool_calls = { name = "t" } } } } } ]],
+      "responses[1]", "tool_calls must be a list")
+    rejected([[
+      return luagent.config{ model = luagent.static_model{ responses = { "x", { tool_calls = { { name = "t", args = {} } } } } } } ]],
+      "responses[2] tool_calls[1]", '"args"')
+    rejected([[
+      return luagent.config{ model = luagent.static_model{ responses = { { txt = "hi" } } } } ]],
+      "responses[1]", '"txt"', "text")
+  end)
+
   it("the same tool object listed in several places is fine", function()
     local app <close> = R.app([[
       local t = luagent.tool{ name = "shared", handler = function() return "s" end }

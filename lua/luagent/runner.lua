@@ -282,7 +282,7 @@ local function finish(run, status, err)
   if status == "completed" then
     emit(run, "final", { text = cut(run.final or "", 2000) })
   elseif err then
-    emit(run, "error", { message = err.message, kind = err.kind, status = status })
+    emit(run, "error", { message = err.message, kind = err.kind, status = status, budget = err.budget })
   end
 end
 

@@ -18,6 +18,12 @@ local reply_spec = {
   error = { "string", "table" },
 }
 
+local call_spec = {
+  id = "string",
+  name = "string",
+  arguments = { "table", "string" },
+}
+
 local function complete(self, request, ctx)
   local key = ctx or request
   local i = (positions[key] or 0) + 1
@@ -47,7 +53,18 @@ function static.new(def)
       if type(r) ~= "table" then
         error(string.format("luagent.static_model: responses[%d] must be a string or a table", i), 2)
       end
-      options.check(string.format("luagent.static_model responses[%d]", i), r, reply_spec, 3)
+      local where = string.format("luagent.static_model responses[%d]", i)
+      options.check(where, r, reply_spec, 3)
+      local calls = r.tool_calls
+      if calls ~= nil and (#calls == 0) ~= (next(calls) == nil) then
+        error(where .. ": tool_calls must be a list of calls, e.g. { { name = \"t\", arguments = {} } }", 2)
+      end
+      for j, c in ipairs(calls or {}) do
+        local cw = string.format("%s tool_calls[%d]", where, j)
+        if type(c) ~= "table" then error(cw .. " must be a table", 2) end
+        options.check(cw, c, call_spec, 3)
+        if type(c.name) ~= "string" then error(cw .. ": name must be a string", 2) end
+      end
     end
   end
   return defs.mark({ name = def.name or "static", responses = responses, complete = complete },
