@@ -177,3 +177,56 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
     assert.equal("completed", app:wait(r.task_id, { timeout_s = 3 }).tasks[1].status)
   end)
 end)
+
+describe("dispatcher: wait timeouts and fan-out limits", function()
+  it("ctx:wait with a timeout returns timed_out with the pending ids and their progress", function()
+    local app <close> = H.app([[
+      local w = luagent.tool{ name = "w", handler = function(args, ctx)
+        local c = ctx:enqueue_tool("block", { tag = "child" })
+        return ctx:wait({ c.task_id }, { timeout_s = 0.05 })
+      end }
+      return luagent.config{ background_tasks = { enabled = true, global_concurrency = 2 },
+                             tools = { w, T.block } } ]])
+    local r = app:enqueue_tool("w", {})
+    local w = app:wait(r.task_id, { timeout_s = 5 })
+    assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
+    local v = w.tasks[1].result
+    assert.is_false(v.done)
+    assert.is_true(v.timed_out)
+    local child = v.tasks[1]
+    assert.same({ child.task_id }, v.pending)
+    assert.equal("running", child.status)
+    assert.is_number(child.progress.elapsed_s)
+    assert.is_string(child.progress.last_event.kind)
+    -- the parent ended: its running child was left running (only failures cascade)
+    assert.equal("running", app:get(child.task_id).status)
+    -- app:wait times out the same way, without raising
+    local hw = app:wait(child.task_id, { timeout_s = 0.05 })
+    assert.is_false(hw.done)
+    assert.is_true(hw.timed_out)
+    assert.same({ child.task_id }, hw.pending)
+  end)
+
+  it("max_descendants bounds what one tree may spawn", function()
+    local app <close> = H.app([[
+      local spawn = luagent.tool{ name = "spawn", handler = function(args, ctx)
+        local n, err = 0, nil
+        for i = 1, 5 do
+          local ok, e = pcall(ctx.enqueue_tool, ctx, "echo", { i = i })
+          if not ok then err = e; break end
+          n = n + 1
+        end
+        return { n = n, kind = err and err.kind, message = err and err.message }
+      end }
+      return luagent.config{ background_tasks = { enabled = true, max_descendants = 3 },
+                             tools = { spawn, T.echo } } ]])
+    local r = app:enqueue_tool("spawn", {})
+    local w = app:wait(r.task_id, { timeout_s = 5 })
+    assert.same(3, w.tasks[1].result.n)
+    assert.equal("limit", w.tasks[1].result.kind)
+    assert.matches("max_descendants", w.tasks[1].result.message, 1, true)
+    -- another root has its own budget
+    local r2 = app:enqueue_tool("spawn", {})
+    assert.same(3, app:wait(r2.task_id, { timeout_s = 5 }).tasks[1].result.n)
+  end)
+end)

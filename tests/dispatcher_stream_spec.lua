@@ -120,6 +120,24 @@ describe("dispatcher: close (R-25a)", function()
     end
   end)
 
+  it('close{ mode = "suspend" } puts running tasks back to queued without spending an attempt', function()
+    local app = H.app([[
+      return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
+                             tools = { T.block } } ]])
+    local a = app:enqueue_tool("block", { tag = "a" })
+    local b = app:enqueue_tool("block", {})
+    assert.is_truthy(H.await_kind(app, "blocking", a.task_id))
+    assert.is_true(app:close{ mode = "suspend", grace_s = 5 })
+    for _, r in ipairs({ a, b }) do
+      local rec = app:get(r.task_id)
+      assert.equal("queued", rec.status)
+      assert.equal(0, rec.attempts)
+      assert.is_nil(rec.started_at)
+      assert.is_nil(rec.error)
+      assert.is_false(rec.cancel_requested)
+    end
+  end)
+
   it("close with a task stuck in a C call returns after the grace period and the process exits cleanly", function()
     local dir = H.tmpdir()
     local out = dir .. "/out"
@@ -227,6 +245,29 @@ describe("dispatcher: ids and events", function()
     assert.equal(200, #app:list{ status = "completed" })
     -- app:list returns them in creation order too
     assert.same(ids, H.ids(app:list{ limit = 200 }))
+  end)
+
+  it("a cursor older than the event ring yields a gap event first", function()
+    local small <close> = H.app([[
+      return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16, tools = { T.echo } } ]])
+    local ids = {}
+    for i = 1, 10 do ids[i] = small:enqueue_tool("echo", { i = i }).task_id end
+    small:wait(ids, { timeout_s = 5 })
+    small:run_until_idle{ timeout_s = 5 }
+    local evs = small:events{ since = 0 }
+    assert.equal("gap", evs[1].kind)
+    assert.equal(14, evs[1].payload.missed) -- 30 events, the last 16 kept
+    assert.equal(15, evs[1].payload.next_seq)
+    assert.equal(15, evs[2].seq)
+    assert.equal(30, evs[#evs].seq)
+    local streamed = {}
+    for ev in small:run_stream_until_idle() do streamed[#streamed + 1] = ev end
+    assert.equal("gap", streamed[1].kind)
+    assert.equal(17, #streamed)
+    for i = 3, #streamed do assert.equal(streamed[i - 1].seq + 1, streamed[i].seq) end
+    local again = 0
+    for _ in small:run_stream_until_idle() do again = again + 1 end
+    assert.equal(0, again)
   end)
 
   it("the merged stream has strictly increasing seq and each start precedes its finish", function()
