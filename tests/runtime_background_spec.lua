@@ -258,8 +258,14 @@ describe("runtime cancel error (R-23)", function()
         ctx:sleep(30) -- raises the cancel error at once
         return "not reached"
       end }
+      local stubborn = luagent.tool{ name = "stubborn", handler = function(args, ctx)
+        ctx:call_tool("halt", {})
+        while true do pcall(function() ctx:sleep(30) end) end
+      end }
       return luagent.config{
         agents = {
+          luagent.agent{ id = "stubborn", tools = { stubborn }, model = luagent.static_model{ responses = {
+            { tool_calls = { { id = "s", name = "stubborn" } } }, "not reached" } } },
           luagent.agent{ id = "direct", tools = { halt }, model = luagent.static_model{ responses = {
             { tool_calls = { { id = "h", name = "halt" } } }, "not reached" } } },
           luagent.agent{ id = "via_tool", tools = { work }, model = luagent.static_model{ responses = {
@@ -270,7 +276,7 @@ describe("runtime cancel error (R-23)", function()
       cancels[#cancels + 1] = app:cancel(info.run_id)
       return "cancel requested"
     end)
-    for _, agent in ipairs({ "direct", "via_tool" }) do
+    for _, agent in ipairs({ "direct", "via_tool", "stubborn" }) do
       local t0 = R.now()
       local res = app:run(agent, "go")
       assert.equal("cancelled", res.status, agent)

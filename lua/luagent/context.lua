@@ -78,7 +78,11 @@ function Ctx:cancelled()
 end
 
 function Ctx:check_cancel()
-  if self._env.should_stop(self) then error(core.cancel_error, 0) end
+  if self._env.should_stop(self) then
+    -- a foreground run: make sure a handler's pcall cannot keep it going
+    if self._fg and self._fg.arm then self._fg.arm() end
+    error(core.cancel_error, 0)
+  end
   -- past the run's wall budget the run must stop too (see Ctx:sleep)
   local d = self._deadline
   if d and core.now() >= d.at then error(tools.budget_error(d), 0) end

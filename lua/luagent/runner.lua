@@ -392,23 +392,33 @@ local function watch_foreground(fg)
   -- (not when luagent's own code cannot be told apart, e.g. loaded from strings)
   if LUAGENT_SRC == nil or debug.gethook(co) ~= nil then return end
   fg.hooked = { [co] = true }
-  local hook
+  local tight, hook = {}, nil
+  -- from now on raise at every instruction of this coroutine
+  local function arm()
+    local here = coroutine.running()
+    if fg.over or tight[here] then return end
+    local h = debug.gethook(here)
+    if h ~= nil and h ~= hook then return end -- someone else's hook: leave it
+    tight[here], fg.hooked[here] = true, true
+    debug.sethook(here, hook, "", 1)
+  end
   hook = function()
     if fg.over then return end
-    if not fg.cancelled then
-      if not (fg.deadline and core.now() >= fg.deadline) then return end
+    if not fg.cancelled and fg.deadline and core.now() >= fg.deadline then
       fg.cancelled, fg.timed_out = true, true
     end
-    local here = coroutine.running()
-    if not fg.tight or not fg.tight[here] then
-      fg.tight = fg.tight or {}
-      fg.tight[here] = true
-      fg.hooked[here] = true
-      debug.sethook(here, hook, "", 1)
+    if not fg.cancelled then return end
+    if not tight[coroutine.running()] then
+      -- a timeout strikes wherever the run is; an explicit cancel once
+      -- luagent raised it (ctx:check_cancel calls fg.arm), so a host
+      -- callback that called app:cancel still returns normally
+      if not fg.timed_out then return end
+      arm()
     end
     local info = debug.getinfo(2, "S")
     if info and not luagent_code(info) then error(core.cancel_error, 0) end
   end
+  fg.arm = arm
   debug.sethook(co, hook, "", WATCH_COUNT)
 end
 
