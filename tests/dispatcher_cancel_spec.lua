@@ -149,6 +149,31 @@ describe("dispatcher: cancellation (R-25)", function()
     assert.is_nil(app:get(c2).started_at)
   end)
 
+  it("a task stuck in a C call stays running until it returns; its late value is kept in events only", function()
+    local stuck <close> = H.app([[
+      local stuck = luagent.tool{ name = "stuck", handler = function(args, ctx)
+        ctx:emit("stuck", {})
+        os.execute("sleep 1.2")
+        return "late value"
+      end }
+      return luagent.config{ background_tasks = { enabled = true }, tools = { stuck } } ]])
+    local r = stuck:enqueue_tool("stuck", {})
+    assert.is_truthy(H.await_kind(stuck, "stuck", r.task_id))
+    local c = stuck:cancel(r.task_id) -- waits up to a second: not enough
+    assert.is_true(c.ok)
+    assert.equal("running", c.status)
+    local rec = stuck:get(r.task_id)
+    assert.equal("running", rec.status)
+    assert.is_true(rec.cancel_requested)
+    local w = stuck:wait(r.task_id, { timeout_s = 5 })
+    assert.equal("cancelled", w.tasks[1].status)
+    rec = stuck:get(r.task_id)
+    assert.is_nil(rec.result)
+    assert.equal("cancelled", rec.error.kind)
+    local fin = H.of_kind(H.all_events(stuck), "task_finished", r.task_id)[1]
+    assert.equal("late value", fin.payload.late_result)
+  end)
+
   it("terminal records never change afterwards (R-26)", function()
     local done = app:enqueue_tool("echo", { v = 1 })
     local failed = app:enqueue_tool("echo", { v = 2 }) -- cancelled below, while queued or running
@@ -223,6 +248,29 @@ describe("dispatcher: retries (R-24)", function()
     assert.equal("runtime", rec.error.kind)
     assert.matches("flaky failure 3", rec.error.message, 1, true)
     assert.equal(2, #H.of_kind(H.all_events(app), "task_retry", r.task_id))
+  end)
+
+  it("a task waiting for its retry is queued with retry_at, and a cancel ends it at once", function()
+    local slow <close> = H.app([[
+      local flaky = luagent.tool{ name = "flaky", handler = function() error("always") end }
+      return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 30 },
+                             tools = { flaky } } ]])
+    local r = slow:enqueue_tool("flaky", {}, { retries = 3 })
+    local ev = H.await_kind(slow, "task_retry", r.task_id)
+    assert.is_truthy(ev)
+    assert.equal(1, ev.payload.attempt)
+    local rec = slow:get(r.task_id)
+    assert.equal("queued", rec.status)
+    assert.is_string(rec.retry_at)
+    assert.equal("always", rec.error.message:match("always"))
+    assert.equal(1, slow:stats().queued)
+    local t0 = H.now()
+    assert.equal("cancelled", slow:cancel(r.task_id).status)
+    assert.is_true(H.now() - t0 < 0.5)
+    rec = slow:get(r.task_id)
+    assert.equal(1, rec.attempts)
+    assert.is_nil(rec.retry_at)
+    assert.is_true(slow:run_until_idle{ timeout_s = 1 }.idle)
   end)
 
   it("with no retries a failure is final at once", function()
