@@ -1213,6 +1213,10 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
 
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
   pthread_mutex_lock(&a->mu);
+  /* Retry timers run on idle workers and in blocking host calls; a host
+   * that only polls (a game loop) must run them too, since no worker may
+   * be left (one that cannot boot its state exits). */
+  if (a->retry_head) schedule(a);
   int n = 0;
   while (a->hq_head && n < max) {
     lg_host_item *it = a->hq_head;

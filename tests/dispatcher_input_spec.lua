@@ -136,6 +136,24 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
     assert.is_true(app:run_until_idle{ timeout_s = 5 }.idle)
   end)
 
+  it("retries of a task whose worker cannot boot progress with a host that only polls", function()
+    local app <close> = H.app([[
+      if luagent.in_worker() then error("boom in worker") end
+      return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 0.01 },
+                             tools = { T.echo } } ]])
+    local r = app:enqueue_tool("echo", {}, { retries = 2 })
+    local t0 = H.now()
+    -- a game loop: app:poll() every frame, never a blocking call
+    while app:get(r.task_id).status == "queued" or app:get(r.task_id).status == "running" do
+      app:poll()
+      if H.now() - t0 > 5 then break end
+    end
+    local rec = app:get(r.task_id)
+    assert.equal("failed", rec.status)
+    assert.equal(3, rec.attempts)
+    assert.matches("boom in worker", rec.error.message, 1, true)
+  end)
+
   it("a worker whose registry differs from the host's fails the task with a clear message", function()
     local app <close> = H.app([[
       local tools = { T.echo }
