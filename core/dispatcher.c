@@ -395,7 +395,7 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   char *json = buf_detach(&b);
   if (!json) return;
   if (t) ring_digest(t, seq, ts, e->kind, summary);
-  lg_store_event(a->store, seq, json);
+  lg_store_event(a->store, seq, e->task_id, json);
   if (a->ring_n == a->ring_cap) {
     free(a->ring[a->ring_head].json);
     a->ring[a->ring_head].seq = seq;
@@ -826,7 +826,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
 static void app_free(lg_app *a) {
-  lg_store_close(a->store);
+  lg_store_free(a->store);
   for (size_t i = 0; i < a->tab_cap; i++) {
     for (lg_task *t = a->tab[i], *nx; t; t = nx) {
       nx = t->hnext;
@@ -1007,7 +1007,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   schedule(a);
   pthread_mutex_unlock(&a->mu);
   /* durable before enqueue returns; the commit is not under our lock */
-  lg_store_sync(a->store, ticket);
+  lg_store_sync(a->store, ticket, NULL, 0);
   return 0;
 fail:
   pthread_mutex_unlock(&a->mu);

@@ -1,21 +1,42 @@
-/* Persistence behind the dispatcher. The memory store is the dispatcher's
- * own task table, so a NULL store means "memory only" and every call below
- * is then a no-op. The SQLite store implements the same calls. */
+/* Persistence behind the dispatcher (§7). The memory store is the
+ * dispatcher's own task table, so a NULL store means "memory only" and every
+ * call is then a no-op. A file store is SQLite (store.c). */
 #ifndef LUAGENT_STORE_H
 #define LUAGENT_STORE_H
+
+#include "internal.h"
 
 #include <stddef.h>
 #include <stdint.h>
 
 typedef struct lg_store lg_store;
 
+typedef struct {
+  int durability_full;           /* synchronous=FULL instead of NORMAL */
+  double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
+} lg_store_opts;
+
+/* Opens (creating, 0600) and locks the store; NULL with a message on error. */
+lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, size_t errlen);
+
 /* Called under the dispatcher mutex: they only queue work, never do I/O. */
 void lg_store_task(lg_store *st, const char *task_id, int status, const char *json, size_t len);
-void lg_store_event(lg_store *st, int64_t seq, const char *json);
+void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
+void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
- * dispatcher mutex) until it is durable. */
+ * dispatcher mutex) until it is committed. -1 if a write failed. */
 uint64_t lg_store_ticket(lg_store *st);
-void lg_store_sync(lg_store *st, uint64_t ticket);
+int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen);
+/* Flush, close and release the lock (idempotent); free after close. */
 void lg_store_close(lg_store *st);
+void lg_store_free(lg_store *st);
+
+/* Reads, on the host thread. */
+typedef void (*lg_store_row_fn)(void *ud, const char *json, size_t len);
+int lg_store_read_tasks(lg_store *st, lg_store_row_fn fn, void *ud);
+int64_t lg_store_max_event_seq(lg_store *st);
+/* Events with since < seq < before, as a comma-separated list of objects. */
+int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit, buf_t *out);
+int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 
 #endif

@@ -2,7 +2,6 @@
 -- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).
-local core = require("luagent.core")
 local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
@@ -223,7 +222,7 @@ function bg.call(run, tool, call, args)
   if tool.control then
     local ok, res = pcall(tool.run, run, args)
     if ok then return res end
-    if core.is_cancel(res) then error(res, 0) end
+    if tools.is_abort(res) then error(res, 0) end -- cancel or the run's budget
     return refusal(res)
   end
   if not (run.bg_enabled and eligible(tool)) then return nil end

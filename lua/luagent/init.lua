@@ -41,8 +41,9 @@ function luagent.set_log(fn)
 end
 
 local function start(chunk, boot, overrides, where)
-  local ok, cfg = xpcall(chunk, debug.traceback)
+  local ok, cfg = pcall(chunk)
   if not ok then
+    -- the script's own message (it names file:line); no luagent traceback
     error(string.format("%s: the startup script failed: %s", where, tostring(cfg)), 3)
   end
   if defs.kind_of(cfg) ~= "config" then
