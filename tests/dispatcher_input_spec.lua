@@ -144,9 +144,10 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
     local r = app:enqueue_tool("echo", {}, { retries = 2 })
     local t0 = H.now()
     -- a game loop: app:poll() every frame, never a blocking call
-    while app:get(r.task_id).status == "queued" or app:get(r.task_id).status == "running" do
+    while true do
+      local st = app:get(r.task_id).status
+      if (st ~= "queued" and st ~= "running") or H.now() - t0 > 5 then break end
       app:poll()
-      if H.now() - t0 > 5 then break end
     end
     local rec = app:get(r.task_id)
     assert.equal("failed", rec.status)
