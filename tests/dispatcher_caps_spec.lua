@@ -36,15 +36,17 @@ end)
 
 -- Running counts over time, from the task_started/task_finished events.
 local function replay(events, agent_of)
-  local running, per, max_running, max_per = 0, {}, 0, 0
+  local running, per, max_running, max_per, started = 0, {}, 0, 0, {}
   for _, ev in ipairs(events) do
     local ag = agent_of[ev.task_id]
     if ag and ev.kind == "task_started" then
+      started[ev.task_id] = true
       running = running + 1
       per[ag] = (per[ag] or 0) + 1
       if running > max_running then max_running = running end
       if per[ag] > max_per then max_per = per[ag] end
-    elseif ag and ev.kind == "task_finished" and ev.payload.status ~= "cancelled" then
+    elseif ag and (ev.kind == "task_finished" or ev.kind == "task_retry") and started[ev.task_id] then
+      started[ev.task_id] = nil
       running = running - 1
       per[ag] = per[ag] - 1
     end
