@@ -92,6 +92,31 @@ describe("dispatcher: slot lending (R-27)", function()
     assert.is_nil(app:get(p.task_id).waiting_on)
   end)
 
+  it("a lent slot goes to the task waited on before older unrelated work", function()
+    local app <close> = H.app([[
+      local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
+        -- holding its slot (ctx:sleep does not lend it) until the test has
+        -- queued the unrelated task and written the flag file
+        local deadline = os.time() + 5
+        while not io.open(args.flag) and os.time() <= deadline do ctx:sleep(0.005) end
+        local c = ctx:enqueue_tool("echo", { child = true })
+        return ctx:wait(c.task_id, { timeout_s = 10 }).tasks[1].status
+      end }
+      return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
+                             tools = { parent, T.echo } } ]])
+    local dir = H.tmpdir()
+    local p = app:enqueue_tool("parent", { flag = dir .. "/go" })
+    local u = app:enqueue_tool("echo", { unrelated = true }) -- queued: the parent holds the slot
+    H.write(dir .. "/go", "")
+    local w = app:wait({ p.task_id, u.task_id }, { timeout_s = 10 })
+    H.rmdir(dir)
+    assert.equal("completed", w.tasks[1].result)
+    local order = {}
+    for _, ev in ipairs(H.of_kind(H.all_events(app), "task_started")) do order[#order + 1] = ev.task_id end
+    local child = app:list{ parent_task_id = p.task_id }[1].task_id
+    assert.same({ p.task_id, child, u.task_id }, order)
+  end)
+
   it("waiting on itself or an ancestor is refused", function()
     local app <close> = H.app([[
       local selfish = luagent.tool{ name = "selfish", handler = function(args, ctx)
