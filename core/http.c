@@ -68,6 +68,10 @@ struct lg_http {
   sse_parser sse;
   lg_http_event *ev_head, *ev_tail;
   int done, too_big, added;
+  int body_cut;            /* an error reply's body was cut at max_bytes */
+  int oom;                 /* out of memory while parsing the stream */
+  long status;             /* HTTP status, known at the first body byte */
+  size_t total;            /* body bytes received (SSE mode) */
   CURLcode result;
   char errbuf[CURL_ERROR_SIZE];
 };
@@ -89,6 +93,7 @@ static int on_sse(void *ud, const char *event, size_t event_len, const char *dat
   return 0;
 }
 
+/* Returning less than len aborts the transfer with CURLE_WRITE_ERROR. */
 static size_t on_write(char *p, size_t size, size_t n, void *ud) {
   lg_http *h = ud;
   size_t len = size * n;
@@ -97,19 +102,37 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     char *ct = NULL;
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_getinfo(h->easy, CURLINFO_CONTENT_TYPE, &ct);
+    h->status = code;
     h->sse_mode = h->stream && code >= 200 && code < 300 && ct && strstr(ct, "text/event-stream");
     h->decided = 1;
   }
   if (h->sse_mode) {
-    if (sse_feed(&h->sse, p, len, on_sse, h) < 0) {
+    /* max_bytes bounds the whole stream, not only one line or event */
+    if (h->max_bytes && len > h->max_bytes - h->total) {
       h->too_big = 1;
+      return 0;
+    }
+    h->total += len;
+    int r = sse_feed(&h->sse, p, len, on_sse, h);
+    if (r < 0) {
+      h->too_big = 1; /* a line or an event over the limit (or no memory) */
+      return 0;
+    }
+    if (r > 0) {
+      h->oom = 1; /* on_sse could not allocate */
       return 0;
     }
     return len;
   }
-  if (h->max_bytes && h->resp.len + len > h->max_bytes) {
+  if (h->max_bytes && len > h->max_bytes - h->resp.len) {
+    if (h->status < 200 || h->status >= 300) {
+      /* an error reply: keep its status and the start of its body */
+      buf_add(&h->resp, p, h->max_bytes - h->resp.len);
+      h->body_cut = 1;
+      return 0;
+    }
     h->too_big = 1;
-    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    return 0;
   }
   buf_add(&h->resp, p, len);
   return h->resp.oom ? 0 : len;
@@ -235,7 +258,11 @@ void lg_http_info(lg_http *h, lg_http_result *out) {
   out->sse = h->sse_mode;
   out->sse_pending = h->sse_mode && sse_pending(&h->sse);
   out->too_big = h->too_big;
-  if (h->done && h->result != CURLE_OK && !(h->too_big)) {
+  out->body_cut = h->body_cut;
+  if (h->oom) {
+    out->error = "out of memory while reading the response";
+    out->error_kind = "transport";
+  } else if (h->done && h->result != CURLE_OK && !h->too_big && !h->body_cut) {
     out->error = h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->result);
     switch (h->result) {
       case CURLE_OPERATION_TIMEDOUT: out->error_kind = "timeout"; break;

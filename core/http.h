@@ -37,6 +37,7 @@ typedef struct {
   const char *content_type, *headers, *body;
   size_t headers_len, body_len;
   int done, sse, sse_pending, too_big;
+  int body_cut;               /* a non-2xx body was cut at max_bytes (not an error) */
   const char *error, *error_kind; /* transport failure, or NULL */
 } lg_http_result;
 

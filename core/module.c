@@ -697,6 +697,8 @@ static int l_http_result(lua_State *L) {
   lua_setfield(L, -2, "sse");
   lua_pushboolean(L, r.sse_pending);
   lua_setfield(L, -2, "sse_pending");
+  lua_pushboolean(L, r.body_cut);
+  lua_setfield(L, -2, "body_cut");
   if (r.error) {
     lua_pushstring(L, r.error);
     lua_setfield(L, -2, "error");
