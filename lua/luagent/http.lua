@@ -34,9 +34,11 @@ end
 
 -- Run one request. req: method, url, headers, body, timeout_s,
 -- connect_timeout_s, max_bytes, stream. on_event(data) gets each SSE event
--- (a string, or {error = data} for an `event: error`) as it arrives; it may
--- raise to abort. Returns the result table of core/http.c plus `headers`.
--- Raises the cancel error when the run must stop (R-23).
+-- (a string, or {error = data} for an `event: error`) as it arrives; when
+-- it returns true the transfer ends there (the result then has
+-- `stopped = true`); it may raise to abort. Returns the result table of
+-- core/http.c plus `headers`. Raises the cancel error when the run must
+-- stop (R-23).
 function http.request(ctx, req, on_event)
   local env = ctx._env
   local creq = {
@@ -52,19 +54,34 @@ function http.request(ctx, req, on_event)
   ctx:check_cancel()
   local h <close> = core.http_start(env.core, creq)
   local host = not env.is_worker and env.app
+  local fg = host and ctx._fg
+  local stopped = false
   while true do
-    local done, events, stop = h:poll(host and 0.25 or 1)
-    if on_event then
-      for _, ev in ipairs(events) do on_event(ev) end
-    end
-    if done then break end
-    if stop then error(core.cancel_error, 0) end
-    -- the host's poll is woken by news for the host: serve it (R-6)
+    -- the host serves its queue before each wait: work queued before the
+    -- transfer started woke no one (R-6); later news wakes the poll
     if host then host:_pump() end
+    -- news for the host and cancellers wake the poll (curl_multi_wakeup):
+    -- the period only bounds how late a missed wakeup could be seen
+    local wait = 1
+    if fg and fg.deadline then
+      wait = math.max(0, math.min(wait, fg.deadline - core.now()))
+    end
+    local done, events, stop = h:poll(wait)
+    if on_event then
+      for _, ev in ipairs(events) do
+        if on_event(ev) then
+          stopped = true
+          break
+        end
+      end
+    end
+    if stopped or done then break end
+    if stop then error(core.cancel_error, 0) end
     ctx:check_cancel()
   end
   local res = h:result()
   res.headers = http.parse_headers(res.headers_raw)
+  res.stopped = stopped or nil
   return res
 end
 
@@ -90,7 +107,8 @@ function context.Ctx:http(req)
     max_bytes = req.max_bytes or 64 * 1024 * 1024,
   })
   if res.error then return nil, res.error end
-  return { status = res.status, headers = res.headers, body = res.body }
+  return { status = res.status, headers = res.headers, body = res.body,
+    truncated = res.body_cut or nil }
 end
 
 return http
