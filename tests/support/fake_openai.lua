@@ -61,6 +61,9 @@
 --                          without [DONE]
 --   stream_error     {message, type, code}: after `after_chunks` (0) events
 --                    send data: {"error":{...}}, end the body and close
+--   hold_after_error with stream_error: send the error event, then hold the
+--                    connection silently (no end of body) until the client
+--                    goes away
 -- Event sequence: text deltas (the first carries role "assistant"), tool-call
 -- deltas (first with index/id/type/name/arguments "", then argument fragments
 -- with index and arguments only), a chunk with finish_reason, a usage chunk
@@ -484,6 +487,7 @@ local function send_stream(c, req, reply)
     if err and i == err_at then
       w.chunk("data: " .. cjson.encode({ error = { message = err.message or "stream error",
         type = err.type or "server_error", param = null, code = err.code or null } }) .. eol .. eol)
+      if reply.hold_after_error then c:hold() return end
       w.finish()
       c:close()
       return
