@@ -119,6 +119,14 @@ local function to_wire(messages)
 end
 openai.to_wire = to_wire
 
+-- A tool's parameters: an object schema whose `properties` is always an
+-- object (some servers reject an object schema without it).
+local function parameters_of(schema)
+  local p = normalize_schema(type(schema) == "table" and schema or { type = "object" })
+  if p.type == "object" and type(p.properties) ~= "table" then p.properties = {} end
+  return p
+end
+
 local function wire_tools(tools)
   if not tools or #tools == 0 then return nil end
   local out = {}
@@ -126,7 +134,7 @@ local function wire_tools(tools)
     out[i] = { type = "function", ["function"] = {
       name = t.name,
       description = t.description ~= "" and t.description or nil,
-      parameters = normalize_schema(t.input_schema or { type = "object", properties = {} }),
+      parameters = parameters_of(t.input_schema),
     } }
   end
   return json.array(out)
@@ -141,35 +149,74 @@ function openai.body(self, request)
   if self.stream then
     body.stream = true
     body.stream_options = { include_usage = true }
+  else
+    -- the reply is read as one JSON body: params cannot turn streaming on
+    body.stream, body.stream_options = nil, nil
   end
   return json.encode(body)
 end
 
-local function redact(self, s)
+-- API keys live here, not in the model table: the table's plain data is
+-- snapshotted as JSON for workers (R-1), and a key must never be in it.
+-- Each state (host, workers) fills this when its script builds the model.
+local secrets = setmetatable({}, { __mode = "k" })
+
+-- The key of a model: luagent.openai{api_key}, an `api_key` set later on
+-- the table (an override), else the environment variable.
+local function key_of(self)
+  local key = self.api_key or secrets[self]
+  if key == nil and self.api_key_env then key = os.getenv(self.api_key_env) end
+  if key == "" then key = nil end
+  return key
+end
+
+-- Take the key out of a text. Always before cutting it: a cut could split
+-- the key and leave a prefix no search finds.
+local function redact(key, s)
   s = tostring(s)
-  local key = self._key
   if key and #key >= 4 then
-    local i = 1
+    local out, i = {}, 1
     while true do
       local a, b = s:find(key, i, true)
       if not a then break end
-      s = s:sub(1, a - 1) .. "[redacted]" .. s:sub(b + 1)
-      i = a + 10
+      out[#out + 1] = s:sub(i, a - 1)
+      out[#out + 1] = "[redacted]"
+      i = b + 1
+    end
+    if #out > 0 then
+      out[#out + 1] = s:sub(i)
+      s = table.concat(out)
     end
   end
-  if #s > MAX_MESSAGE then s = s:sub(1, MAX_MESSAGE) .. "..." end
   return s
 end
 
+-- At most n bytes of s, not splitting a UTF-8 sequence.
+local function cut(s, n)
+  if #s <= n then return s end
+  local c = s:sub(1, n):gsub("[\192-\255][\128-\191]*$", "")
+  return c .. "..."
+end
+
+-- A message for errors and events: the key taken out, then cut.
+local function message(key, s, n)
+  return cut(redact(key, s), n or MAX_MESSAGE)
+end
+
 -- The provider's own message from an error body, else the body itself.
+-- Shapes: OpenAI {"error":{"message"}}, Ollama {"error":"..."}, vLLM
+-- {"object":"error","message"}, FastAPI {"detail":"..."}.
 local function provider_message(body)
   local v = json.decode_safe(body or "")
-  if type(v) == "table" and type(v.error) == "table" and v.error.message then
-    return tostring(v.error.message)
-  elseif type(v) == "table" and type(v.error) == "string" then
-    return v.error
+  if type(v) == "table" then
+    local e = v.error
+    if type(e) == "table" and e.message ~= nil then return tostring(e.message) end
+    if type(e) == "string" then return e end
+    if type(v.message) == "string" then return v.message end
+    if type(v.detail) == "string" then return v.detail end
   end
-  return body ~= "" and body or "(empty body)"
+  if body == nil or body == "" then return "(empty body)" end
+  return body
 end
 
 local function usage_of(u)
@@ -185,136 +232,228 @@ local function reply_from_message(msg, usage)
   if type(msg.tool_calls) == "table" then
     local calls = {}
     for _, c in ipairs(msg.tool_calls) do
-      local f = c["function"] or {}
-      calls[#calls + 1] = { id = c.id, name = f.name, arguments = f.arguments }
+      if type(c) == "table" then
+        local f = type(c["function"]) == "table" and c["function"] or {}
+        calls[#calls + 1] = { id = c.id, name = f.name, arguments = f.arguments }
+      end
     end
     if #calls > 0 then reply.tool_calls = calls end
   end
   return reply
 end
 
--- An error the retry loop understands.
-local function failure(status, message, retryable, retry_after)
-  return { status = status, message = message, retryable = retryable, retry_after = retry_after }
+-- An error the retry loop understands. status is the HTTP status of a
+-- non-2xx reply (nil when the transfer or the body failed).
+local function failure(status, msg, retryable, retry_after)
+  return { status = status, message = msg, retryable = retryable, retry_after = retry_after }
 end
 
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8, Sep = 9,
+  Oct = 10, Nov = 11, Dec = 12 }
+
+-- Seconds until an HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT").
+local function http_date_delay(v)
+  local d, mon, y, hh, mm, ss = v:match("^%a+,%s+(%d+)%s+(%a+)%s+(%d+)%s+(%d+):(%d+):(%d+)%s+GMT$")
+  if not d or not MONTHS[mon] then return nil end
+  local now = os.time()
+  -- os.time reads the table as local time: correct by the zone's offset
+  local offset = now - os.time(os.date("!*t", now))
+  local at = os.time({ year = tonumber(y), month = MONTHS[mon], day = tonumber(d),
+    hour = tonumber(hh), min = tonumber(mm), sec = tonumber(ss), isdst = false })
+  return at + offset - now
+end
+
+-- Retry-After (seconds or an HTTP-date) or retry-after-ms, capped.
 local function retry_after_s(h)
-  local v = h and h["retry-after"]
-  local n = tonumber(v)
-  if n then return math.min(math.max(n, 0), MAX_RETRY_AFTER_S) end
+  if type(h) ~= "table" then return nil end
+  local s
+  local ms = tonumber(h["retry-after-ms"])
+  if ms then
+    s = ms / 1000
+  elseif type(h["retry-after"]) == "string" then
+    s = tonumber(h["retry-after"]) or http_date_delay(h["retry-after"])
+  end
+  if s and s == s then return math.min(math.max(s, 0), MAX_RETRY_AFTER_S) end
   return nil
 end
 
 local function stream_error_retryable(e)
-  local t = tostring(e.type or e.code or "")
-  return t:find("server") or t:find("rate") or t:find("overload") or t:find("timeout")
-    or tonumber(e.code) and RETRY_STATUS[tonumber(e.code)] or false
+  local t = tostring(e.type or "") .. " " .. tostring(e.code or "")
+  return t:find("server") ~= nil or t:find("rate") ~= nil or t:find("overload") ~= nil
+    or t:find("timeout") ~= nil or (tonumber(e.code) and RETRY_STATUS[tonumber(e.code)]) or false
 end
 
-local function one_call(self, body, ctx)
-  local url = self.base_url .. "/chat/completions"
+-- An error the provider sent inside a 200 stream (a data: event with an
+-- `error` member, or an `event: error`).
+local function stream_failure(key, e)
+  local code = math.tointeger(tonumber(e.code))
+  local status = code and code >= 400 and code <= 599 and code or nil
+  return failure(status, message(key, e.message ~= nil and tostring(e.message) or "stream error"),
+    stream_error_retryable(e))
+end
+
+-- Tool-call deltas, assembled by index (OpenAI), by id, or -- for servers
+-- that leave the index out of later fragments -- onto the last call.
+local function add_tool_delta(acc, tc)
+  if type(tc) ~= "table" then return end
+  local id = type(tc.id) == "string" and tc.id ~= "" and tc.id or nil
+  local idx = math.tointeger(tc.index)
+  local function new_slot()
+    local s = { args = {} }
+    acc.calls[#acc.calls + 1] = s
+    return s
+  end
+  local slot
+  if idx then
+    slot = acc.by_index[idx]
+  elseif id then
+    slot = acc.by_id[id]
+  else
+    slot = acc.last
+  end
+  -- a different id where a call already is: a new call (some servers send
+  -- every call with index 0)
+  if not slot or (id and slot.id and slot.id ~= id) then
+    slot = new_slot()
+  end
+  if idx then acc.by_index[idx] = slot end
+  if id then
+    slot.id = id
+    acc.by_id[id] = slot
+  end
+  local f = type(tc["function"]) == "table" and tc["function"] or {}
+  if type(f.name) == "string" and f.name ~= "" and f.name ~= slot.name then
+    -- a name split across fragments is joined; a repeated one kept once
+    slot.name = (slot.name or "") .. f.name
+  end
+  if type(f.arguments) == "string" then
+    slot.args[#slot.args + 1] = f.arguments
+  elseif type(f.arguments) == "table" then
+    slot.args_table = f.arguments
+  end
+  acc.last = slot
+end
+
+local function stream_reply(acc)
+  local reply = { usage = usage_of(acc.usage) }
+  local text = table.concat(acc.text)
+  if text ~= "" then reply.text = text end
+  local calls = {}
+  for _, slot in ipairs(acc.calls) do
+    calls[#calls + 1] = { id = slot.id, name = slot.name,
+      arguments = slot.args_table or table.concat(slot.args) }
+  end
+  if #calls > 0 then reply.tool_calls = calls end
+  return reply
+end
+
+local function request_headers(self, key)
   local headers = { ["Content-Type"] = "application/json", ["Accept"] = self.stream and
     "text/event-stream" or "application/json" }
-  for k, v in pairs(self.headers or {}) do headers[k] = v end
-  local key = self._key
-  if key and key ~= "" then headers["Authorization"] = "Bearer " .. key end
-  local acc = self.stream and { text = {}, calls = {}, done = false, finished = false }
+  local has_auth = false
+  for k, v in pairs(self.headers or {}) do
+    headers[k] = v
+    if type(k) == "string" and k:lower() == "authorization" then has_auth = true end
+  end
+  if key and not has_auth then headers["Authorization"] = "Bearer " .. key end
+  return headers
+end
+
+local function one_call(self, key, body, ctx)
+  local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
+    finished = false }
   local stream_err
+  -- returns true to stop reading: the call has ended (§8)
   local function on_event(data)
-    if stream_err then return end
-    if type(data) == "table" then
-      stream_err = failure(200, provider_message(data.error), true)
-      return
+    if stream_err then return true end
+    if type(data) == "table" then -- an `event: error`
+      local v = json.decode_safe(data.error)
+      local e = type(v) == "table" and (type(v.error) == "table" and v.error or v) or nil
+      if type(v) == "table" and type(v.error) == "string" then e = { message = v.error } end
+      stream_err = stream_failure(key, e or { message = data.error })
+      return true
     end
     if data == "[DONE]" then
       acc.done = true
-      return
+      return false
     end
     local chunk = json.decode_safe(data)
     if type(chunk) ~= "table" then
-      stream_err = failure(200, "the provider sent a stream event that is not JSON: " ..
-        data:sub(1, 200), false)
-      return
+      stream_err = failure(nil, "the provider sent a stream event that is not JSON: " ..
+        message(key, data, 200), false)
+      return true
     end
     if chunk.error ~= nil then
       local e = type(chunk.error) == "table" and chunk.error or { message = tostring(chunk.error) }
-      stream_err = failure(200, tostring(e.message or "stream error"), stream_error_retryable(e))
-      return
+      stream_err = stream_failure(key, e)
+      return true
     end
     if type(chunk.usage) == "table" then acc.usage = chunk.usage end
     local choice = type(chunk.choices) == "table" and chunk.choices[1]
-    if type(choice) ~= "table" then return end
+    if type(choice) ~= "table" then return false end
     local delta = type(choice.delta) == "table" and choice.delta or {}
     if type(delta.content) == "string" and delta.content ~= "" then
       acc.text[#acc.text + 1] = delta.content
       ctx:emit("token", { text = delta.content })
     end
     if type(delta.tool_calls) == "table" then
-      for _, tc in ipairs(delta.tool_calls) do
-        local idx = math.tointeger(tc.index) or #acc.calls
-        local slot = acc.calls[idx + 1]
-        if not slot then
-          slot = { args = {} }
-          acc.calls[idx + 1] = slot
-        end
-        if type(tc.id) == "string" and tc.id ~= "" then slot.id = tc.id end
-        local f = type(tc["function"]) == "table" and tc["function"] or {}
-        if type(f.name) == "string" then slot.name = (slot.name or "") .. f.name end
-        if type(f.arguments) == "string" then slot.args[#slot.args + 1] = f.arguments end
-      end
+      for _, tc in ipairs(delta.tool_calls) do add_tool_delta(acc, tc) end
     end
     if choice.finish_reason ~= nil and choice.finish_reason ~= json.null then acc.finished = true end
+    return false
   end
   local res = http.request(ctx, {
-    method = "POST", url = url, headers = headers, body = body, stream = self.stream,
+    method = "POST", url = self.base_url .. "/chat/completions",
+    headers = request_headers(self, key), body = body, stream = self.stream,
     timeout_s = self.timeout_s, connect_timeout_s = self.connect_timeout_s,
     max_bytes = self.max_response_bytes,
   }, acc and on_event or nil)
   if stream_err then return nil, stream_err end
+  local status = res.status
+  local http_error = status >= 300 or (status > 0 and status < 200)
   if res.error then
+    -- only an HTTP error status is the error's status
+    local err_status = http_error and status or nil
     if res.error_kind == "too_big" then
-      return nil, failure(res.status, string.format("the response is larger than %d bytes",
-        self.max_response_bytes), false)
+      return nil, failure(err_status, string.format("the response is larger than %d bytes " ..
+        "(max_response_bytes)", self.max_response_bytes), false)
     end
-    local msg = res.error_kind == "timeout" and
-      string.format("the request timed out after %gs (%s)", self.timeout_s, res.error) or res.error
-    return nil, failure(res.status ~= 0 and res.status or nil, msg, true)
+    local msg
+    if res.error_kind == "timeout" then
+      msg = string.format("the request timed out after %gs (%s)", self.timeout_s, res.error)
+    elseif res.sse then
+      msg = "the stream was cut off: " .. res.error
+    else
+      msg = res.error
+    end
+    return nil, failure(err_status, msg, true)
   end
-  if res.status < 200 or res.status >= 300 then
-    return nil, failure(res.status, string.format("HTTP %d: %s", res.status,
-      provider_message(res.body)), RETRY_STATUS[res.status] or false, retry_after_s(res.headers))
+  if http_error then
+    return nil, failure(status, string.format("HTTP %d: %s", status,
+      message(key, provider_message(res.body))), RETRY_STATUS[status] or false,
+      retry_after_s(res.headers))
   end
   if res.sse then
     if not acc.done and not acc.finished then
-      return nil, failure(res.status, "the stream ended before [DONE] (truncated)", true)
+      return nil, failure(nil, "the stream ended before it was complete (no finish_reason and " ..
+        "no [DONE]: truncated)", true)
     end
-    local reply = { usage = usage_of(acc.usage) }
-    local text = table.concat(acc.text)
-    if text ~= "" then reply.text = text end
-    local ordered = {}
-    for i = 1, #acc.calls do
-      local slot = acc.calls[i]
-      if slot then
-        ordered[#ordered + 1] = { id = slot.id, name = slot.name, arguments = table.concat(slot.args) }
-      end
-    end
-    if #ordered > 0 then reply.tool_calls = ordered end
-    return reply
+    return stream_reply(acc)
   end
   local ct = res.content_type or ""
   local v = json.decode_safe(res.body)
   if type(v) ~= "table" then
-    local what = ct:find("json") and "a body that is not valid JSON" or
+    local what = (ct:find("json") or ct == "") and "a body that is not valid JSON" or
       string.format("content type %q, not JSON", ct)
-    return nil, failure(res.status, string.format("the provider sent %s: %s", what,
-      res.body:sub(1, 200)), false)
+    local shown = res.body ~= "" and message(key, res.body, 200) or "(empty body)"
+    return nil, failure(nil, string.format("the provider sent %s: %s", what, shown), false)
   end
   if v.error ~= nil then
-    return nil, failure(res.status, provider_message(res.body), false)
+    return nil, failure(nil, message(key, provider_message(res.body)), false)
   end
   local choice = type(v.choices) == "table" and v.choices[1]
   if type(choice) ~= "table" then
-    return nil, failure(res.status, "the provider's reply has no choices", false)
+    return nil, failure(nil, "the provider's reply has no choices", false)
   end
   return reply_from_message(choice.message, v.usage)
 end
@@ -328,23 +467,23 @@ end
 
 local function complete(self, request, ctx)
   if not ctx then error({ kind = "model", message = "luagent.openai: complete needs a run context" }, 0) end
-  self._key = self.api_key or (self.api_key_env and os.getenv(self.api_key_env))
-  if (not self._key or self._key == "") and self.base_url == DEFAULT_BASE then
+  local key = key_of(self)
+  if not key and self.base_url == DEFAULT_BASE then
     error({ kind = "model", message = string.format(
       "no API key: set %s or pass api_key to luagent.openai", self.api_key_env or "OPENAI_API_KEY") }, 0)
   end
   local body = openai.body(self, request)
   local attempt = 0
   while true do
-    local reply, err = one_call(self, body, ctx)
+    local reply, err = one_call(self, key, body, ctx)
     if reply then return reply end
+    local msg = message(key, err.message)
     if not err.retryable or attempt >= self.max_retries then
-      error({ kind = "model", status = err.status, message = redact(self, err.message) }, 0)
+      error({ kind = "model", status = err.status, message = msg }, 0)
     end
     attempt = attempt + 1
     local wait = backoff(self, attempt, err.retry_after)
-    ctx:emit("retry", { attempt = attempt, status = err.status, message = redact(self, err.message),
-      wait_s = wait })
+    ctx:emit("retry", { attempt = attempt, status = err.status, message = msg, wait_s = wait })
     ctx:sleep(wait)
   end
 end
@@ -354,11 +493,10 @@ function openai.new(def)
   options.check("luagent.openai", def, openai_spec)
   local base = def.base_url or os.getenv("OPENAI_BASE_URL") or DEFAULT_BASE
   base = base:gsub("/+$", "")
-  return defs.mark({
+  local model = defs.mark({
     name = "openai",
     model = def.model or os.getenv("OPENAI_MODEL") or "gpt-4o-mini",
     base_url = base,
-    api_key = def.api_key,
     api_key_env = def.api_key_env or "OPENAI_API_KEY",
     stream = def.stream == true,
     timeout_s = def.timeout_s or 600,
@@ -370,6 +508,8 @@ function openai.new(def)
     retry_backoff_s = def.retry_backoff_s or 0.5,
     complete = complete,
   }, "model")
+  secrets[model] = def.api_key
+  return model
 end
 
 return openai
