@@ -112,8 +112,12 @@ tsan: deps build/test_sse
 	  $(BUSTED) --cpath=./build/tsan/?.so $(BUSTED_ARGS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all build/raw_curl
 	@$(LUA) bench/run.lua
+
+build/raw_curl: bench/raw_curl.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) $(CURL_CFLAGS) -o $@ $< $(CURL_LIBS)
 
 # C-level tests (run by tests/c_spec.lua, so they count in the summary line)
 FUZZ_CC      ?= clang
