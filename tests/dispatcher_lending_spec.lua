@@ -44,8 +44,10 @@ local function run_tree(gc)
   local events = H.all_events(app)
   local waiting = H.of_kind(events, "task_waiting")
   local resumed = H.of_kind(events, "task_resumed")
-  assert.equal(3, #waiting) -- the root and its two children
-  assert.equal(3, #resumed)
+  -- with one slot every parent must wait (and lend it); with two, a parent
+  -- whose children finished before it called ctx:wait need not
+  if gc == 1 then assert.equal(3, #waiting) else assert.is_true(#waiting >= 1 and #waiting <= 3) end
+  assert.equal(#waiting, #resumed)
   for _, ev in ipairs(waiting) do
     local res = H.of_kind(events, "task_resumed", ev.task_id)[1]
     assert.is_truthy(res)
