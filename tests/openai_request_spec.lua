@@ -285,6 +285,33 @@ return luagent.config{
       assert.equal("/v1/chat/completions", srv:requests()[1].path)
     end)
 
+    it("reads OPENAI_BASE_URL (trailing slash tolerated) and sends requests there", function()
+      -- the environment is read when the model is built: a child process
+      -- with the variable set builds one, runs it against the server and
+      -- prints what it got
+      local child = string.format([[
+        package.path = %q; package.cpath = %q
+        local luagent = require "luagent"
+        local app = luagent.load_string('local luagent = require "luagent"\n' ..
+          'return luagent.config{ model = luagent.openai{ api_key = "k", max_retries = 0 }, ' ..
+          'agents = { luagent.agent{ id = "a", instructions = "x" } } }')
+        local res = app:run("a", "hi")
+        io.write(res.status, " ", tostring(res.final))
+        app:close()
+      ]], package.path, package.cpath)
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(child)
+      f:close()
+      srv:script{ { text = "from env" } }
+      local p = assert(io.popen(string.format("env OPENAI_BASE_URL=%s/ lua5.4 %s 2>&1", srv.url, path)))
+      local out = p:read("a")
+      p:close()
+      os.remove(path)
+      assert.equal("completed from env", out)
+      assert.equal("/v1/chat/completions", srv:requests()[1].path)
+    end)
+
     it("sends the key as a Bearer token, and user headers", function()
       local app <close> = H.simple(srv, { api_key = "sk-live-abc123",
         headers = { ["X-Team"] = "core", ["OpenAI-Organization"] = "org-1" } })
