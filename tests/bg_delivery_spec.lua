@@ -224,6 +224,40 @@ describe("bg on_parent_end", function()
     assert.equal("running", app:get(l).status)
   end)
 
+  it("cancel: children of the run's nested runs and of its handlers are cancelled too", function()
+    local app <close> = B.app([[
+      local job = luagent.tool{ name = "job", background = { enabled = true },
+        handler = function(args, ctx) ctx:sleep(60) end }
+      local spawner = luagent.tool{ name = "spawner", handler = function(args, ctx)
+        return ctx:enqueue_tool("job", {}).task_id
+      end }
+      local mid = luagent.delegate{ agent = "mid" } -- inline: a nested run
+      return luagent.config{
+        model = luagent.function_model(function(req)
+          local step = M.step(req)
+          if M.turn_prompt(req) == "top" then
+            if step == 0 then return M.calls({ { "mid", { prompt = "nested" } }, { "spawner" } }) end
+            return { text = "top done" }
+          end
+          if step == 0 then return M.calls({ { "job" }, { "spawner" } }) end
+          return { text = "nested done" }
+        end),
+        background_tasks = { enabled = true, on_parent_end = "cancel" },
+        agents = { luagent.agent{ id = "top", tools = { mid, spawner } },
+          luagent.agent{ id = "mid", tools = { job, spawner } } } } ]])
+    local res = app:run("top", "top")
+    assert.equal("completed", res.status)
+    local all = app:list()
+    assert.equal(3, #all)
+    for _, r in ipairs(all) do
+      assert.truthy(r.status == "cancelled" or r.cancel_requested, r.task_id .. " " .. r.status)
+    end
+    local ids = {}
+    for i, r in ipairs(all) do ids[i] = r.task_id end
+    local w = app:wait(ids, { timeout_s = 10 })
+    for _, t in ipairs(w.tasks) do assert.equal("cancelled", t.status) end
+  end)
+
   it("leave (the default): children go on and are announced on the next run of that agent and thread", function()
     local S = { requests = {} }
     local app <close> = B.app(body(nil), S)

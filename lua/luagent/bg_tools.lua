@@ -193,6 +193,13 @@ bg.control = control
 function bg.prepare(run)
   run.bg_enabled = settings(run).enabled
   if not run.bg_enabled then return end
+  -- the runs of one foreground run (it and its nested runs), whose children
+  -- on_parent_end = "cancel" stops when it returns
+  local fg = run.ctx._fg
+  if fg and not run.task_id then
+    fg.bg_runs = fg.bg_runs or {}
+    fg.bg_runs[#fg.bg_runs + 1] = run.run_id
+  end
   local any = false
   for _, t in ipairs(run.tool_list) do
     if eligible(t) then
@@ -293,12 +300,18 @@ function bg.delivered(run, ids)
   for _, id in ipairs(ids) do run.env.core:set_delivered(id) end
 end
 
--- on_parent_end = "cancel": a foreground run's live children stop with it.
+-- on_parent_end = "cancel": a foreground run's live children stop with it,
+-- those of its nested runs (inline delegates, ctx:run_agent) included; the
+-- cancel cascades to their descendants (R-25).
 function bg.finish(run)
   if not run.bg_enabled or run.task_id or run.ctx.depth ~= 0 then return end
   if settings(run).on_parent_end ~= "cancel" then return end
-  local recs = run.env.core:list({ parent_run_id = run.run_id, include_finished = false })
-  for _, rec in ipairs(recs) do run.env.core:cancel(rec.task_id) end
+  local fg = run.ctx._fg
+  local runs = fg and fg.bg_runs or { run.run_id }
+  for _, run_id in ipairs(runs) do
+    local recs = run.env.core:list({ parent_run_id = run_id, include_finished = false })
+    for _, rec in ipairs(recs) do run.env.core:cancel(rec.task_id) end
+  end
 end
 
 return bg
