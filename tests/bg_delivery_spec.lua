@@ -193,6 +193,139 @@ describe("bg delivery (R-33)", function()
   end)
 end)
 
+describe("bg delivery edges (R-33)", function()
+  it("a turn whose model call failed does not keep the notice: the next turn announces the child once", function()
+    local S = { requests = {} }
+    local app <close> = B.app(TOOLS .. [[
+      return luagent.config{
+        model = luagent.function_model(function(req)
+          M.record(req)
+          local p = M.turn_prompt(req)
+          if p == "fail" then error({ kind = "model", message = "provider down" }) end
+          local l = latches(req)
+          if #l > 0 and M.step(req) == 0 then return M.call("job", { key = "late", latch = l[1] }) end
+          return { text = "ok" }
+        end),
+        background_tasks = { enabled = true }, tools = { latch },
+        agents = { luagent.agent{ id = "sup", tools = { job } } } } ]], S)
+    local l = latch(app)
+    local t1 = app:chat("sup", "start " .. l, { thread_id = "th" })
+    local id = B.results_of(t1.messages, "job")[1].value.task_id
+    app:cancel(l)
+    assert.equal("completed", app:wait(id, { timeout_s = 10 }).tasks[1].status)
+    S.requests = {}
+    local t2 = app:chat("sup", "fail", { thread_id = "th" })
+    assert.equal("failed", t2.status)
+    -- the failed call carried the notice, but it did not return: withdrawn
+    assert.equal(1, in_notices(S.requests[1].messages, id))
+    assert.same({}, B.notices(t2.messages))
+    assert.is_false(app:get(id).delivered)
+    S.requests = {}
+    local t3 = app:chat("sup", "again", { thread_id = "th" })
+    assert.equal("completed", t3.status)
+    assert.equal(1, in_notices(S.requests[1].messages, id))
+    assert.is_true(app:get(id).delivered)
+    assert.equal(1, in_notices(app:thread("sup", "th"), id))
+  end)
+
+  it("a notice stays within max_tool_output_bytes; the rest comes in the next ones", function()
+    local S = { requests = {} }
+    local app <close> = B.app([[
+      local big = luagent.tool{ name = "big", background = { enabled = true },
+        handler = function(args) return args.k .. string.rep("x", 600) end }
+      -- waits for tasks without taking their results (ctx:wait marks nothing delivered)
+      local settle = luagent.tool{ name = "settle", handler = function(args, ctx)
+        return ctx:wait(args.ids, { timeout_s = 10 }).done
+      end }
+      return luagent.config{
+        max_tool_output_bytes = 1000,
+        model = luagent.function_model(function(req)
+          M.record(req)
+          local step = M.step(req)
+          if step == 0 then
+            local calls = {}
+            for i = 1, 5 do calls[i] = { "big", { k = "k" .. i } } end
+            return M.calls(calls)
+          end
+          if step == 1 then return M.call("settle", { ids = M.acks(req) }) end
+          if step < 8 then return M.call("bg_list") end
+          return { text = "done" }
+        end),
+        background_tasks = { enabled = true },
+        agents = { luagent.agent{ id = "sup", tools = { big, settle } } } } ]], S)
+    local res = app:run("sup", "go")
+    assert.equal("completed", res.status)
+    assert.same({ ok = true, value = true }, B.results_of(res.messages, "settle")[1])
+    -- one ~650-byte entry fits in 1000 bytes, two do not: five notices
+    local notices = B.notices(res.messages)
+    assert.equal(5, #notices)
+    for i, text in ipairs(notices) do
+      assert.truthy(#text <= 1000, #text)
+      local left = 5 - i
+      if left > 0 then
+        assert.truthy(text:find(string.format("(%d more finished task", left), 1, true), text)
+      else
+        assert.is_nil(text:find("more finished", 1, true))
+      end
+    end
+    for i = 1, 5 do
+      local n = 0
+      for _, text in ipairs(notices) do
+        for _ in text:gmatch("%(big%) completed: k" .. i .. "x") do n = n + 1 end
+      end
+      assert.equal(1, n, "k" .. i)
+    end
+  end)
+
+  it("a background supervisor on a worker that never waits gets each result once", function()
+    local app <close> = B.app(TOOLS .. [[
+      return luagent.config{
+        model = luagent.function_model(function(req)
+          if M.step(req) == 0 then
+            return M.calls({ { "job", { key = "a" } }, { "job", { key = "b", s = 0.02 } } })
+          end
+          local n = 0
+          for _ in pairs(noticed(req)) do n = n + 1 end
+          if n < 2 then return M.call("tick") end
+          return { text = "all announced" }
+        end),
+        background_tasks = { enabled = true },
+        agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]])
+    local rec = app:enqueue_background("sup", "go", { thread_id = "w" })
+    local w = app:wait(rec.task_id, { timeout_s = 10 })
+    local res = w.tasks[1].result
+    assert.equal("completed", res.status)
+    assert.equal("all announced", res.final)
+    for i, ack in ipairs(B.results_of(res.messages, "job")) do
+      assert.equal(1, in_notices(res.messages, ack.value.task_id))
+      assert.is_true(app:get(ack.value.task_id).delivered)
+    end
+  end)
+
+  it("an agent child that ran out of budget shows its run status and why", function()
+    local app <close> = B.app([[
+      local worker = luagent.delegate{ agent = "worker", background = { enabled = true } }
+      local spin = luagent.tool{ name = "spin", handler = function() return "again" end }
+      return luagent.config{
+        model = luagent.function_model(function(req)
+          local step = M.step(req)
+          if M.prompt(req) == "spin" then return M.call("spin") end
+          if step == 0 then return M.call("worker", { prompt = "spin" }) end
+          if step == 1 then return M.call("bg_wait", { task_ids = M.acks(req), timeout_s = 10 }) end
+          return { text = "done" }
+        end),
+        background_tasks = { enabled = true },
+        agents = { luagent.agent{ id = "sup", tools = { worker } },
+          luagent.agent{ id = "worker", tools = { spin }, budget = { max_iterations = 2 } } } } ]])
+    local res = app:run("sup", "go")
+    local t = B.results_of(res.messages, "bg_wait")[1].value.tasks[1]
+    assert.equal("completed", t.status)
+    assert.equal("budget_exceeded", t.run_status)
+    assert.equal("budget", t.error.kind)
+    assert.truthy(t.error.message:find("max_iterations", 1, true))
+  end)
+end)
+
 describe("bg on_parent_end", function()
   local function body(mode)
     return TOOLS .. string.format([[

@@ -58,7 +58,11 @@ local function entry(run, rec)
     if rec.status == "completed" then
       local value, run_status = shown_result(run, rec)
       e.result = value
-      if run_status and run_status ~= "completed" then e.run_status = run_status end
+      if run_status and run_status ~= "completed" then
+        -- an agent run that ended budget_exceeded or stopped: say why
+        e.run_status = run_status
+        e.error = rec.error
+      end
     else
       e.error = rec.error
     end
@@ -266,14 +270,18 @@ end
 local function describe(run, rec)
   local who = rec.tool or rec.agent_id
   local head = string.format("- task %s (%s) %s", rec.task_id, who, rec.status)
+  local n = math.min(2000, run.reg.max_tool_output_bytes)
   if rec.status == "completed" then
     local value, run_status = shown_result(run, rec)
     local text = type(value) == "string" and value or json.encode(value == nil and json.null or value)
-    if run_status and run_status ~= "completed" then head = head .. " (run " .. run_status .. ")" end
-    return head .. ": " .. cut(text, 2000)
+    if run_status and run_status ~= "completed" then
+      head = head .. " (run " .. run_status .. ")"
+      if rec.error and rec.error.message then text = rec.error.message .. "; final: " .. text end
+    end
+    return head .. ": " .. cut(text, n)
   end
   local msg = rec.error and rec.error.message or rec.status
-  return head .. ": " .. cut(tostring(msg), 500)
+  return head .. ": " .. cut(tostring(msg), math.min(500, n))
 end
 
 -- R-33: before a model call, one message listing this scope's finished
@@ -284,26 +292,59 @@ function bg.notice(run)
   local recs = run.env.core:list({
     parent_agent_id = run.agent.id, thread_id = thread_of(run), include_finished = true,
   })
-  local lines, ids = { NOTICE_PREFIX }, {}
+  -- the whole message stays within max_tool_output_bytes; children that do
+  -- not fit stay undelivered and come in a later notice
+  local bound = run.reg.max_tool_output_bytes
+  local lines, ids, size, left = { NOTICE_PREFIX }, {}, #NOTICE_PREFIX, 0
   for _, rec in ipairs(recs) do
     if TERMINAL[rec.status] and not rec.delivered then
-      lines[#lines + 1] = describe(run, rec)
-      ids[#ids + 1] = rec.task_id
+      local line = describe(run, rec)
+      if #ids > 0 and size + 1 + #line > bound then
+        left = left + 1
+      else
+        lines[#lines + 1] = line
+        ids[#ids + 1] = rec.task_id
+        size = size + 1 + #line
+      end
     end
   end
   if #ids == 0 then return nil end
-  run.messages[#run.messages + 1] = { role = "user", content = table.concat(lines, "\n") }
+  if left > 0 then
+    lines[#lines + 1] = string.format("- (%d more finished task%s in a later message; bg_check shows one now)",
+      left, left == 1 and "" or "s")
+  end
+  local msg = { role = "user", content = table.concat(lines, "\n") }
+  run.messages[#run.messages + 1] = msg
+  run.bg_notice = msg
   return ids
 end
 
 function bg.delivered(run, ids)
   for _, id in ipairs(ids) do run.env.core:set_delivered(id) end
+  run.bg_notice = nil
 end
 
--- on_parent_end = "cancel": a foreground run's live children stop with it,
+-- A notice whose model call never returned (a model error, a cancel, a
+-- budget) leaves the transcript: its children stay undelivered and are
+-- announced later, so a saved chat turn does not carry them twice.
+local function withdraw(run)
+  local msg = run.bg_notice
+  if not msg then return end
+  run.bg_notice = nil
+  for i = #run.messages, 1, -1 do
+    if run.messages[i] == msg then
+      table.remove(run.messages, i)
+      return
+    end
+  end
+end
+
+-- The end of a run: withdraw an undelivered notice, and, with
+-- on_parent_end = "cancel", a foreground run's live children stop with it,
 -- those of its nested runs (inline delegates, ctx:run_agent) included; the
 -- cancel cascades to their descendants (R-25).
 function bg.finish(run)
+  withdraw(run)
   if not run.bg_enabled or run.task_id or run.ctx.depth ~= 0 then return end
   if settings(run).on_parent_end ~= "cancel" then return end
   local fg = run.ctx._fg
