@@ -1,7 +1,9 @@
 -- Background tasks, acceptance: the scope of the control tools (R-32). The
 -- bg_* tools of a run see only tasks whose (parent_agent_id, thread_id) is
 -- the run's (agent_id, thread_id); other ids are not_found, and notices
--- (R-33) never carry another scope's children.
+-- (R-33) never carry another scope's children. A sub-agent run (a task a
+-- run spawned) shares its tree's thread, so its scope is narrowed to its own
+-- task's children: siblings of one agent do not see each other's.
 local B = require "support.bg_helpers"
 
 local CONFIG = [[
@@ -102,6 +104,64 @@ describe("bg scope (R-32)", function()
     assert.same({ ok = true, status = "cancelled", task_id = hold }, r[4].value)
     assert.is_true(r[5].value.done)
     assert.equal("quick done", r[6].value.tasks[1].result)
+  end)
+
+  it("sibling sub-agent runs of one agent (one thread, one tree) do not see each other's children", function()
+    -- top runs mid "two" (which leaves a child behind), then mid "one";
+    -- both mids share the agent and the tree's thread
+    local app <close> = B.app([[
+      local latch = luagent.tool{ name = "latch", handler = function(args, ctx) ctx:sleep(60) end }
+      local release = luagent.host_tool{ name = "release",
+        input_schema = { type = "object", properties = { id = { type = "string" } } } }
+      local job = luagent.tool{ name = "job", background = { enabled = true }, handler = function(args, ctx)
+        ctx:wait(args.latch, { timeout_s = 30 })
+        return "job of two"
+      end }
+      local mid = luagent.delegate{ agent = "mid", background = { enabled = true } }
+      return luagent.config{
+        model = luagent.function_model(function(req)
+          local p, step = M.prompt(req), M.step(req)
+          local l = p:match("tsk_[%w_%-]+")
+          if p:find("^top") then
+            if step == 0 then return M.call("mid", { prompt = "two " .. l }) end
+            if step == 1 then return M.call("bg_wait", { task_ids = { M.acks(req)[1] }, timeout_s = 10 }) end
+            if step == 2 then return M.calls({ { "release", { id = l } }, { "mid", { prompt = "one" } } }) end
+            if step == 3 then return M.call("bg_wait", { task_ids = { M.acks(req)[2] }, timeout_s = 10 }) end
+            return { text = "top done" }
+          end
+          if p:find("^two") then
+            if step == 0 then return M.call("job", { latch = l }) end
+            return { text = "two left a child" }
+          end
+          if step == 0 then return M.call("bg_list", { include_finished = true }) end
+          if step == 1 then return M.call("tick") end
+          return { text = "one done" }
+        end),
+        background_tasks = { enabled = true },
+        tools = { latch, release, luagent.tool{ name = "tick", handler = function(a, ctx) ctx:sleep(0.05) end } },
+        agents = { luagent.agent{ id = "top", tools = { mid, "release" } },
+          luagent.agent{ id = "mid", tools = { job, "tick" } } } } ]])
+    app:host_tool("release", function(args) app:cancel(args.id); return true end)
+    local l = app:enqueue_tool("latch", {}, { agent_id = "latches" }).task_id
+    local res = app:run("top", "top " .. l)
+    assert.equal("completed", res.status)
+    local mids = {}
+    for _, r in ipairs(app:list{ agent_id = "mid" }) do
+      if r.kind == "agent" then mids[#mids + 1] = r end
+    end
+    assert.equal(2, #mids)
+    assert.equal(mids[1].thread_id, mids[2].thread_id) -- one thread for the tree
+    local job = app:list{ parent_task_id = mids[1].task_id }[1]
+    assert.equal("job", job.tool)
+    assert.equal("completed", app:wait(job.task_id, { timeout_s = 10 }).tasks[1].status)
+    -- mid "one" saw nothing of it: not in bg_list, not in a notice
+    local one = mids[2].result
+    assert.equal("one done", one.final)
+    assert.same({ ok = true, value = { tasks = {} } }, B.results_of(one.messages, "bg_list")[1])
+    for _, m in ipairs(one.messages) do
+      assert.is_nil((m.content or ""):find(job.task_id, 1, true))
+    end
+    assert.is_false(app:get(job.task_id).delivered)
   end)
 
   it("runs on worker threads keep to the same scopes", function()

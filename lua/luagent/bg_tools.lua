@@ -22,9 +22,20 @@ bg.eligible = eligible
 
 local function thread_of(run) return run.ctx.thread_id end
 
--- R-32: only tasks spawned in this (agent, thread) scope are visible.
+-- R-32: only tasks spawned in this (agent, thread) scope are visible. A run
+-- that is a sub-agent (a task some run spawned, or a nested run inside one)
+-- shares its thread with the whole tree, so its scope is narrowed to the
+-- children of its own task: sibling runs of one agent never see, nor are
+-- told about, each other's children.
 local function in_scope(run, rec)
-  return rec and rec.parent_agent_id == run.agent.id and rec.thread_id == thread_of(run)
+  return rec ~= nil and rec.parent_agent_id == run.agent.id and rec.thread_id == thread_of(run)
+    and (run.bg_task_scope == nil or rec.parent_task_id == run.bg_task_scope)
+end
+
+-- The filter of core:list for the run's scope.
+local function scope_filter(run, include_finished)
+  return { parent_agent_id = run.agent.id, thread_id = thread_of(run),
+    parent_task_id = run.bg_task_scope, include_finished = include_finished }
 end
 
 local function not_found(id)
@@ -81,9 +92,7 @@ control.bg_list = {
     },
   },
   run = function(run, args)
-    local recs = run.env.core:list({
-      parent_agent_id = run.agent.id, thread_id = thread_of(run), include_finished = true,
-    })
+    local recs = run.env.core:list(scope_filter(run, true))
     local out = {}
     for _, rec in ipairs(recs) do
       if args.include_finished or not TERMINAL[rec.status] then
@@ -197,6 +206,10 @@ bg.control = control
 function bg.prepare(run)
   run.bg_enabled = settings(run).enabled
   if not run.bg_enabled then return end
+  if run.task_id then
+    local rec = run.env.core:get(run.task_id)
+    if rec and rec.parent_run_id then run.bg_task_scope = run.task_id end
+  end
   -- the runs of one foreground run (it and its nested runs), whose children
   -- on_parent_end = "cancel" stops when it returns
   local fg = run.ctx._fg
@@ -289,9 +302,7 @@ end
 -- model call returns) or nil.
 function bg.notice(run)
   if not run.bg_enabled then return nil end
-  local recs = run.env.core:list({
-    parent_agent_id = run.agent.id, thread_id = thread_of(run), include_finished = true,
-  })
+  local recs = run.env.core:list(scope_filter(run, true))
   -- the whole message stays within max_tool_output_bytes; children that do
   -- not fit stay undelivered and come in a later notice
   local bound = run.reg.max_tool_output_bytes
