@@ -13,7 +13,10 @@ local ASPECTS = { "embedding API", "performance", "ecosystem" }
 -- The scripted supervisor: ask three researchers, wait, summarize.
 local function supervisor_script(request)
   local msgs = request.messages
-  local last = msgs[#msgs]
+  -- the last message, past any "[luagent] background results:" notice
+  local n = #msgs
+  while n > 2 and msgs[n].role == "user" do n = n - 1 end
+  local last = msgs[n]
   local question = msgs[2].content
   if #msgs == 2 then
     local calls = {}
