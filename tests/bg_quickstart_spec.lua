@@ -193,6 +193,22 @@ describe("bg control tools injection gate (R-30)", function()
     assert.same({ "plain", "research", "bg_list", "bg_check", "bg_cancel", "bg_wait" }, tools_seen(true, true))
   end)
 
+  it("background = true is eligible, background = false is not", function()
+    local S = { requests = {} }
+    local app <close> = B.app([[
+      local model = luagent.function_model(function(req) M.record(req); return { text = "done" } end)
+      local on = luagent.tool{ name = "on", background = true, handler = function() end }
+      local off = luagent.tool{ name = "off", background = false, handler = function() end }
+      local off_delegate = luagent.delegate{ agent = "worker", name = "ask", background = false }
+      return luagent.config{ model = model, background_tasks = { enabled = true },
+        agents = { luagent.agent{ id = "worker" },
+          luagent.agent{ id = "a", tools = { on } }, luagent.agent{ id = "b", tools = { off, off_delegate } } } } ]], S)
+    app:run("a", "go")
+    app:run("b", "go")
+    assert.same({ "on", "bg_list", "bg_check", "bg_cancel", "bg_wait" }, B.tool_names(S.requests[1]))
+    assert.same({ "off", "ask" }, B.tool_names(S.requests[2]))
+  end)
+
   it("a background delegate counts as eligible; an inline delegate does not", function()
     local S = { requests = {} }
     local app <close> = B.app([[

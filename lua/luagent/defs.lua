@@ -57,7 +57,7 @@ local background_spec = {
 }
 
 local function check_background(where, bg, level)
-  if bg == nil then
+  if bg == nil or bg == false then
     return nil
   end
   if bg == true then
