@@ -95,11 +95,13 @@ describe("bg_check and bg_cancel", function()
     assert.equal("deep", app:get(deep).agent_id)
     assert.equal("ask_deep", app:get(deep).tool)
 
-    -- wait (on events, not sleeps) until both grandchildren run
-    local up = {}
+    -- wait (on events, not sleeps) until both grandchildren run and the
+    -- holder said so
+    local up, ready = {}, false
     assert.truthy(B.await(app, function(ev)
       if ev.kind == "sleeper_up" then up[#up + 1] = ev.task_id end
-      return #up == 2
+      if ev.kind == "holder_ready" then ready = true end
+      return #up == 2 and ready
     end, 10), "the grandchildren did not start")
     local holder_kids = app:list{ parent_task_id = holder }
     local deep_kids = app:list{ parent_task_id = deep }

@@ -82,6 +82,20 @@ describe("bg delivery (R-33)", function()
     assert.truthy(B.well_formed(res.messages))
     local acks = B.results_of(res.messages, "job")
     local last = S.requests[#S.requests]
+    -- across every request the model received: each id is in one notice
+    -- message (requests repeat the history, so count each message once)
+    local unique, seen = {}, {}
+    for _, req in ipairs(S.requests) do
+      for _, m in ipairs(req.messages) do
+        if not seen[m] and B.notices({ m })[1] then
+          seen[m] = true
+          unique[#unique + 1] = m
+        end
+      end
+    end
+    for _, a in ipairs(acks) do
+      assert.equal(1, in_notices(unique, a.value.task_id))
+    end
     for i, key in ipairs({ "a", "b", "c" }) do
       local id = acks[i].value.task_id
       -- exactly once in the transcript and in what the model last saw
@@ -230,9 +244,12 @@ describe("bg delivery edges (R-33)", function()
 
   it("a notice stays within max_tool_output_bytes; the rest comes in the next ones", function()
     local S = { requests = {} }
-    local app <close> = B.app([[
+    local app <close> = B.app(TOOLS .. [[
       local big = luagent.tool{ name = "big", background = { enabled = true },
-        handler = function(args) return args.k .. string.rep("x", 600) end }
+        handler = function(args, ctx)
+          ctx:wait(args.latch, { timeout_s = 30 })
+          return args.k .. string.rep("x", 600)
+        end }
       -- waits for tasks without taking their results (ctx:wait marks nothing delivered)
       local settle = luagent.tool{ name = "settle", handler = function(args, ctx)
         return ctx:wait(args.ids, { timeout_s = 10 }).done
@@ -241,19 +258,22 @@ describe("bg delivery edges (R-33)", function()
         max_tool_output_bytes = 1000,
         model = luagent.function_model(function(req)
           M.record(req)
-          local step = M.step(req)
+          local step, l = M.step(req), latches(req)
           if step == 0 then
             local calls = {}
-            for i = 1, 5 do calls[i] = { "big", { k = "k" .. i } } end
+            for i = 1, 5 do calls[i] = { "big", { k = "k" .. i, latch = l[1] } } end
             return M.calls(calls)
           end
-          if step == 1 then return M.call("settle", { ids = M.acks(req) }) end
+          -- nothing finished before this call (the latch holds them)
+          if step == 1 then return M.calls({ { "release", { ids = l } }, { "settle", { ids = M.acks(req) } } }) end
           if step < 8 then return M.call("bg_list") end
           return { text = "done" }
         end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "sup", tools = { big, settle } } } } ]], S)
-    local res = app:run("sup", "go")
+        tools = { latch, release },
+        agents = { luagent.agent{ id = "sup", tools = { big, settle, "release" } } } } ]], S)
+    bind_release(app)
+    local res = app:run("sup", "go " .. latch(app))
     assert.equal("completed", res.status)
     assert.same({ ok = true, value = true }, B.results_of(res.messages, "settle")[1])
     -- one ~650-byte entry fits in 1000 bytes, two do not: five notices
