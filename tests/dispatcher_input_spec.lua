@@ -42,14 +42,7 @@ describe("dispatcher: API misuse (R-10)", function()
       H.errmsg(H.raises(function() app:wait(r.task_id, { timout_s = 1 }) end)),
       H.errmsg(H.raises(function() app:enqueue_tool(42, {}) end)),
     }
-    for i = 1, 4 do assert.matches("^[^:]*dispatcher_input_spec%.lua:%d+:", msgs[i]) end
-    -- Known bug in lua/luagent/context.lua (wait_args passes level + 1 to
-    -- options.check and tool_request level + 1 to options.arg: one frame
-    -- short), so these two point into app.lua.
-    if msgs[5]:find("luagent/app.lua:", 1, true) or msgs[6]:find("luagent/app.lua:", 1, true) then
-      pending("context.lua: app:wait option errors and app:enqueue_tool's name check blame app.lua")
-    end
-    for i = 5, 6 do assert.matches("^[^:]*dispatcher_input_spec%.lua:%d+:", msgs[i]) end
+    for i = 1, 6 do assert.matches("^[^:]*dispatcher_input_spec%.lua:%d+:", msgs[i]) end
   end)
 
   it("wrong argument types raise naming the function", function()

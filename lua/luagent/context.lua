@@ -50,7 +50,7 @@ end
 
 -- The tool-task request for `name` with `args`, or raise (API misuse).
 function context.tool_request(reg, where, agent_id, name, args, level)
-  options.arg(where, "name", name, "string", level + 1)
+  options.arg(where, "name", name, "string", level + 2)
   local tool = spec.resolve_tool(reg, agent_id, name, true)
   if not tool then
     local near = options.suggest(name, reg.tools)
@@ -194,7 +194,7 @@ function context.wait_args(where, ids, opts, default_timeout, level)
       error(string.format("%s: task_ids[%d] must be a string, got %s", where, i, type(id)), level + 1)
     end
   end
-  opts = options.check(where, opts, wait_spec, level + 1)
+  opts = options.check(where, opts, wait_spec, level + 2)
   local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000) or default_timeout
   return ids, opts.mode == "any", timeout
 end
