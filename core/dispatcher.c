@@ -230,10 +230,12 @@ static void add_error(buf_t *b, const lg_task *t) {
   buf_adds(b, ",\"message\":");
   const char *m = t->error_message ? t->error_message : "";
   buf_add_jstr(b, m, strlen(m));
+  if (t->error_status) buf_addf(b, ",\"status\":%d", t->error_status);
   buf_addc(b, '}');
 }
 
-static void record_json(const lg_task *t, buf_t *b) {
+/* internal: also the fields only recovery needs (the store's copy). */
+static void record_json_x(const lg_task *t, buf_t *b, int internal) {
   buf_adds(b, "{\"task_id\":");
   buf_add_jstr(b, t->id, strlen(t->id));
   add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
@@ -270,8 +272,14 @@ static void record_json(const lg_task *t, buf_t *b) {
   }
   buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
   add_raw_field(b, "metadata", t->metadata_json);
+  if (internal) {
+    add_str_field(b, "root_key", t->root_key);
+    if (t->max_depth >= 0) buf_addf(b, ",\"max_depth\":%d", t->max_depth);
+  }
   buf_addc(b, '}');
 }
+
+static void record_json(const lg_task *t, buf_t *b) { record_json_x(t, b, 0); }
 
 /* -------------------------------------------------------- host and wakeups */
 
@@ -436,14 +444,28 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_unlock(&a->mu);
 }
 
+/* Events with seq > since from the ring. With a file store, what the ring
+ * no longer holds is read back from the file (after flushing), so a cursor
+ * never sees a gap; with memory only an old cursor gets {"kind":"gap"}. */
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   pthread_mutex_lock(&a->mu);
+  lg_store *st = a->store;
+  int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
+  uint64_t ticket = lg_store_ticket(st);
+  pthread_mutex_unlock(&a->mu);
   int n = 0;
   buf_addc(out, '[');
-  if (a->ring_n > 0) {
-    int64_t oldest = a->ring[a->ring_head].seq;
+  if (st && since + 1 < oldest) {
+    lg_store_sync(st, ticket, NULL, 0);
+    n = lg_store_read_events(st, since, oldest, limit, out);
+    since = oldest - 1; /* the file holds everything before the ring */
+  }
+  pthread_mutex_lock(&a->mu);
+  if (a->ring_n > 0 && n < limit) {
+    oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
     if (from < oldest && since >= 0) {
+      if (n) buf_addc(out, ',');
       buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
                (long long)from, (long long)(oldest - from), (long long)oldest);
       n++;
@@ -467,7 +489,7 @@ static void persist(lg_app *a, lg_task *t) {
   if (!a->store) return;
   buf_t b;
   buf_init(&b);
-  record_json(t, &b);
+  record_json_x(t, &b, 1);
   lg_store_task(a->store, t->id, t->status, b.p, b.len);
   buf_free(&b);
 }
@@ -565,14 +587,24 @@ static void retry_due(lg_app *a, int64_t now) {
   }
 }
 
+static int subtree_holds_slot(const lg_task *c) {
+  for (; c; c = c->next_sibling)
+    if (c->holds_slot || subtree_holds_slot(c->first_child)) return 1;
+  return 0;
+}
+
 static void schedule(lg_app *a) {
   if (a->closing) return;
   retry_due(a, lg_wall_ms());
-  /* Tasks coming back from a wait take a slot ahead of queued tasks. */
+  /* Tasks coming back from a wait take a slot ahead of queued tasks (R-27).
+   * A lender whose own descendants hold the slots it needs takes its slot
+   * back anyway: lending is borrowing, and a wait's timeout must not depend
+   * on a child finishing. New work is only admitted below the caps. */
   for (lg_task **pp = &a->resume_head, *prev = NULL; *pp;) {
     lg_task *t = *pp;
-    if (a->holders >= a->cfg.global_concurrency) break;
-    if (t->aq->holders < a->cfg.per_agent_concurrency) {
+    int lender = subtree_holds_slot(t->first_child);
+    if (lender || (a->holders < a->cfg.global_concurrency &&
+                   t->aq->holders < a->cfg.per_agent_concurrency)) {
       *pp = t->lnext;
       if (a->resume_tail == t) a->resume_tail = prev;
       t->lnext = NULL;
@@ -707,6 +739,7 @@ static void finish_task(lg_app *a, lg_task *t, int status) {
 }
 
 static void set_error(lg_task *t, const char *kind, const char *msg) {
+  t->error_status = 0;
   free(t->error_kind);
   free(t->error_message);
   t->error_kind = lg_strdup(kind);
@@ -729,6 +762,12 @@ static void resume_unlink(lg_app *a, lg_task *t) {
 /* Stop one task: queued ones end at once, running ones are told. */
 static int stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
+  if (t->phase == PH_RECOVERING) { /* restored, in no queue yet */
+    t->cancel_requested = 1;
+    set_error(t, "cancelled", "cancelled with its parent");
+    finish_task(a, t, TS_CANCELLED);
+    return 1;
+  }
   if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
     if (t->phase == PH_QUEUED) {
       aq_remove(t->aq, t);
@@ -917,6 +956,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->args_json = lg_strdup(r->args_json);
   t->metadata_json = lg_strdup(r->metadata_json);
   t->depth = r->depth;
+  t->max_depth = r->max_depth;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
 
@@ -934,6 +974,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->timeout_s = r->timeout_s >= 0 ? r->timeout_s : a->cfg.default_timeout_s;
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
+  if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
   if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
     err_set(err, "runtime", "out of memory");
     goto fail;
@@ -1038,6 +1079,7 @@ int lg_set_delivered(lg_app *a, const char *id) {
   lg_task *t = task_find(a, id);
   if (t && !t->delivered) {
     t->delivered = 1;
+    t->claimed = 0;
     persist(a, t);
   }
   pthread_mutex_unlock(&a->mu);
@@ -1324,7 +1366,11 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
     cond_wait_until(&a->workers_cv, &a->mu, deadline);
   int all = a->live_threads == 0;
   a->closed = 1;
+  lg_store *st = all && wait ? a->store : NULL;
   pthread_mutex_unlock(&a->mu);
+  /* flush and release the lock file, so the next app can open the store;
+   * with a worker still stuck, the store stays open until the app is freed */
+  lg_store_close(st);
   return all;
 }
 
@@ -1421,8 +1467,10 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
-    if (o->error_kind) set_error(t, o->error_kind, o->error_message);
-    else {
+    if (o->error_kind) {
+      set_error(t, o->error_kind, o->error_message);
+      t->error_status = o->error_status;
+    } else {
       free(t->error_kind);
       free(t->error_message);
       t->error_kind = t->error_message = NULL;
@@ -1435,6 +1483,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     }
     set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");
+    t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
       /* back to the queue after a backoff; never `failed` in between */
       t->status = TS_QUEUED;
@@ -1643,7 +1692,208 @@ void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   add_str_field(out, "prompt", t->prompt);
   add_raw_field(out, "args", t->args_json);
   add_raw_field(out, "metadata", t->metadata_json);
+  if (t->max_depth >= 0) buf_addf(out, ",\"max_depth\":%d", t->max_depth);
   buf_addf(out, ",\"depth\":%d,\"attempt\":%d,\"timeout_s\":%.17g}", t->depth, t->attempts,
            t->timeout_s);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ------------------------------------------------- store and recovery */
+
+int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_err *err) {
+  char msg[400];
+  lg_store *st = lg_store_open(path, o, msg, sizeof msg);
+  if (!st) {
+    err_set(err, "store", "%s", msg);
+    return -1;
+  }
+  pthread_mutex_lock(&a->mu);
+  a->store = st;
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+int lg_app_has_store(lg_app *a) { return a->store != NULL; }
+
+static void add_row(void *ud, const char *json, size_t len) {
+  buf_t *b = ud;
+  if (b->len > 1) buf_addc(b, ',');
+  buf_add(b, json, len);
+}
+
+/* Every stored record as a JSON array, in enqueue order. */
+void lg_store_records(lg_app *a, buf_t *out) {
+  buf_addc(out, '[');
+  lg_store_read_tasks(a->store, add_row, out);
+  buf_addc(out, ']');
+}
+
+/* Put a stored task back as it was written; lg_restore_done then applies
+ * R-40 to the ones that were not finished. */
+int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
+  lg_task *t = calloc(1, sizeof *t);
+  if (!t) {
+    err_set(err, "store", "out of memory");
+    return -1;
+  }
+  const lg_enqueue_req *e = &r->base;
+  snprintf(t->id, sizeof t->id, "%s", r->task_id);
+  t->kind = e->kind;
+  t->agent_id = lg_strdup(e->agent_id ? e->agent_id : "host");
+  t->parent_agent_id = lg_strdup(e->parent_agent_id);
+  t->thread_id = lg_strdup(e->thread_id);
+  t->tool = lg_strdup(e->tool);
+  t->tool_call_id = lg_strdup(e->tool_call_id);
+  t->run_id = lg_strdup(r->run_id);
+  t->parent_run_id = lg_strdup(e->parent_run_id);
+  t->parent_task_id = lg_strdup(r->parent_task_id);
+  t->root_task_id = lg_strdup(r->root_task_id ? r->root_task_id : r->task_id);
+  t->root_key = lg_strdup(e->root_key ? e->root_key : t->root_task_id);
+  t->prompt = lg_strdup(e->prompt);
+  t->args_json = lg_strdup(e->args_json);
+  t->metadata_json = lg_strdup(e->metadata_json);
+  t->result_json = lg_strdup(r->result_json);
+  t->usage_json = lg_strdup(r->usage_json);
+  t->error_kind = lg_strdup(r->error_kind);
+  t->error_message = lg_strdup(r->error_message);
+  t->error_status = r->error_status;
+  t->depth = e->depth;
+  t->max_depth = e->max_depth;
+  t->timeout_s = e->timeout_s;
+  t->max_retries = e->retries;
+  t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
+  t->attempts = r->attempts;
+  t->delivered = r->delivered;
+  t->cancel_requested = r->cancel_requested;
+  t->enqueued_at = r->enqueued_at;
+  t->started_at = r->started_at;
+  t->finished_at = r->finished_at;
+  t->retry_at = r->retry_at;
+  t->heap_idx = -1;
+  atomic_init(&t->stop, STOP_NONE);
+  int st = status_from_name(r->status ? r->status : "");
+  t->status = st < 0 ? TS_QUEUED : st;
+  t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
+  pthread_mutex_lock(&a->mu);
+  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
+    pthread_mutex_unlock(&a->mu);
+    err_set(err, "store", "cannot restore task %s", r->task_id);
+    task_free(t);
+    return -1;
+  }
+  t->seq = a->next_seq++;
+  t->parent = t->parent_task_id ? task_find(a, t->parent_task_id) : NULL;
+  if (t->parent) {
+    t->next_sibling = t->parent->first_child;
+    t->parent->first_child = t;
+  }
+  if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
+    int *count = descendant_counter(a, t->root_key);
+    if (count) (*count)++;
+  }
+  lg_id_floor(t->enqueued_at);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+/* R-40: queued tasks are queued again in order; running ones go back to
+ * the queue while attempts remain, else fail with error.kind "lost". */
+void lg_restore_done(lg_app *a) {
+  int64_t max_seq = lg_store_max_event_seq(a->store);
+  pthread_mutex_lock(&a->mu);
+  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++)
+    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+      if (t->phase == PH_RECOVERING) v[n++] = t;
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  for (size_t i = 0; i < n; i++) {
+    lg_task *t = v[i];
+    if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
+    if (t->status == TS_RUNNING) {
+      if (t->attempts <= t->max_retries) {
+        set_error(t, "lost", "the process stopped while the task ran; queued again");
+        t->status = TS_QUEUED;
+        t->started_at = 0;
+        task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
+      } else {
+        set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
+        t->phase = PH_DONE;
+        finish_task(a, t, TS_FAILED);
+        continue;
+      }
+    }
+    a->queued++;
+    if (t->retry_at > 0 && t->retry_at > lg_wall_ms()) {
+      t->phase = PH_RETRY;
+      t->lnext = a->retry_head;
+      a->retry_head = t;
+    } else {
+      t->phase = PH_QUEUED;
+      t->retry_at = 0;
+      aq_push(t->aq, t);
+    }
+    persist(a, t);
+  }
+  free(v);
+  schedule(a);
+  bump(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ------------------------------------------------------ threads, claims */
+
+int lg_thread_get(lg_app *a, const char *key, buf_t *out) {
+  return lg_store_read_thread(a->store, key, out);
+}
+
+int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
+  pthread_mutex_lock(&a->mu);
+  lg_store_thread(a->store, key, json);
+  uint64_t ticket = lg_store_ticket(a->store);
+  lg_store *st = a->store;
+  pthread_mutex_unlock(&a->mu);
+  char msg[256];
+  if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
+    err_set(err, "store", "%s", msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* R-33: finished children of a scope that no model call has carried yet,
+ * oldest first; they are claimed so a concurrent run of the same scope does
+ * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
+void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+      if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) continue;
+      if (!eq_opt(f->parent_agent_id, t->parent_agent_id) || !eq_opt(f->thread_id, t->thread_id) ||
+          !eq_opt(f->parent_task_id, t->parent_task_id))
+        continue;
+      v[n++] = t;
+    }
+  }
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  buf_addc(out, '[');
+  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
+  for (size_t i = 0; i < lim; i++) {
+    if (i) buf_addc(out, ',');
+    v[i]->claimed = 1;
+    record_json(v[i], out);
+  }
+  buf_addc(out, ']');
+  free(v);
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_unclaim(lg_app *a, const char *id) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) t->claimed = 0;
   pthread_mutex_unlock(&a->mu);
 }

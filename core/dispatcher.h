@@ -29,6 +29,7 @@ enum {
   PH_WAITING,   /* on a worker, waiting on tasks or the host; slot lent */
   PH_RESUMING,  /* wait over, queued to take a slot back */
   PH_UNWINDING, /* cancelled while it held no slot; its Lua is unwinding */
+  PH_RECOVERING, /* restored from the store, not yet re-queued */
   PH_DONE
 };
 
@@ -67,6 +68,9 @@ struct lg_task {
   uint64_t seq; /* enqueue order, FIFO tie-break */
   atomic_int stop; /* STOP_* */
   int cancel_requested, delivered, boost;
+  int claimed;      /* carried by a notice whose model call has not returned */
+  int error_status; /* HTTP status of a model error, 0 if none */
+  int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
@@ -200,6 +204,7 @@ typedef struct {
   const char *tool, *agent_id, *thread_id, *prompt, *args_json, *metadata_json, *tool_call_id;
   const char *parent_run_id, *parent_agent_id, *root_key;
   int depth; /* the task's own depth */
+  int max_depth; /* depth limit its runs inherit (-1: none beyond the app's) */
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
@@ -254,6 +259,25 @@ void lg_get_stats(lg_app *a, lg_stats *s);
 /* Returns 1 when every worker stopped within the grace period. */
 int lg_close(lg_app *a, int mode, double grace_s, int wait);
 
+/* ---- store and recovery (R-14, R-40) ---- */
+struct lg_store_opts_s;
+int lg_app_open_store(lg_app *a, const char *path, const struct lg_store_opts_s *o, lg_err *err);
+int lg_app_has_store(lg_app *a);
+void lg_store_records(lg_app *a, buf_t *out);
+typedef struct {
+  lg_enqueue_req base; /* retries = max_retries */
+  const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
+  const char *result_json, *usage_json, *error_kind, *error_message;
+  int attempts, delivered, cancel_requested, error_status;
+  int64_t enqueued_at, started_at, finished_at, retry_at;
+} lg_restore_req;
+int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err);
+void lg_restore_done(lg_app *a);
+int lg_thread_get(lg_app *a, const char *key, buf_t *out);
+int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
+void lg_claim(lg_app *a, const lg_filter *f, buf_t *out);
+void lg_unclaim(lg_app *a, const char *id);
+
 /* ---- worker side (called on the worker's own thread) ---- */
 lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */
 typedef struct {
@@ -262,6 +286,7 @@ typedef struct {
   const char *usage_json;
   int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
   const char *error_kind, *error_message;
+  int error_status;      /* HTTP status of a model error, or 0 */
   int raised_stop;       /* the cancel sentinel unwound the task */
 } lg_outcome;
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);

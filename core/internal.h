@@ -45,6 +45,7 @@ double lg_mono_s(void);                    /* monotonic clock, seconds (fraction
 int64_t lg_wall_ms(void);                  /* wall clock, ms since the epoch */
 /* ISO-8601 UTC with milliseconds, e.g. 2026-06-08T12:00:00.000Z (24 chars). */
 void lg_iso8601(int64_t wall_ms, char out[32]);
+int64_t lg_parse_iso8601(const char *s); /* 0 when absent or malformed */
 /* Ids of [A-Za-z0-9_-]: prefix, 10 chars of ms time, 6 chars of a process-wide
  * counter (base 32, so ids sort by creation time), 4 random chars. */
 void lg_make_id(const char *prefix, char out[40]);

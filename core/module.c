@@ -5,6 +5,7 @@
 #include "dispatcher.h"
 #include "http.h"
 #include "luagent.h"
+#include "store.h"
 #include "worker.h"
 
 #include <lauxlib.h>
@@ -171,6 +172,7 @@ static int l_app_enqueue(lua_State *L) {
   r.timeout_s = opt_field_num(L, 2, "timeout_s", -1);
   r.retries = (int)opt_field_int(L, 2, "retries", -1);
   r.priority = opt_field_int(L, 2, "priority", LLONG_MIN);
+  r.max_depth = (int)opt_field_int(L, 2, "max_depth", -1);
   lg_err err = {{0}, {0}};
   buf_t out;
   buf_init(&out);
@@ -730,11 +732,162 @@ static void open_http(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------------ store */
+
+static int l_app_store_open(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *path = luaL_checkstring(L, 2);
+  lg_store_opts o;
+  o.durability_full = lua_toboolean(L, 3);
+  o.completed_s = luaL_optnumber(L, 4, 0);
+  o.failed_s = luaL_optnumber(L, 5, 0);
+  lg_err err = {{0}, {0}};
+  if (lg_app_open_store(u->app, path, &o, &err) != 0) return luaL_error(L, "%s", err.message);
+  return 0;
+}
+
+static int l_app_store_records(lua_State *L) {
+  app_ud *u = check_app(L);
+  buf_t out;
+  buf_init(&out);
+  lg_store_records(u->app, &out);
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int64_t field_time(lua_State *L, int t, const char *k) {
+  return lg_parse_iso8601(opt_field_str(L, t, k));
+}
+
+/* restore(record): a record as the store kept it. */
+static int l_app_restore(lua_State *L) {
+  app_ud *u = check_app(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lg_restore_req r;
+  memset(&r, 0, sizeof r);
+  lg_enqueue_req *e = &r.base;
+  const char *kind = opt_field_str(L, 2, "kind");
+  e->kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
+  e->tool = opt_field_str(L, 2, "tool");
+  e->agent_id = opt_field_str(L, 2, "agent_id");
+  e->thread_id = opt_field_str(L, 2, "thread_id");
+  e->prompt = opt_field_str(L, 2, "prompt");
+  e->tool_call_id = opt_field_str(L, 2, "tool_call_id");
+  e->parent_run_id = opt_field_str(L, 2, "parent_run_id");
+  e->parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
+  e->root_key = opt_field_str(L, 2, "root_key");
+  e->depth = (int)opt_field_int(L, 2, "depth", 0);
+  e->max_depth = (int)opt_field_int(L, 2, "max_depth", -1);
+  e->timeout_s = opt_field_num(L, 2, "timeout_s", 300);
+  e->retries = (int)opt_field_int(L, 2, "max_retries", 0);
+  e->priority = opt_field_int(L, 2, "priority", 0);
+  r.task_id = opt_field_str(L, 2, "task_id");
+  r.run_id = opt_field_str(L, 2, "run_id");
+  r.parent_task_id = opt_field_str(L, 2, "parent_task_id");
+  r.root_task_id = opt_field_str(L, 2, "root_task_id");
+  r.status = opt_field_str(L, 2, "status");
+  r.attempts = (int)opt_field_int(L, 2, "attempts", 0);
+  lua_getfield(L, 2, "delivered");
+  r.delivered = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "cancel_requested");
+  r.cancel_requested = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  r.enqueued_at = field_time(L, 2, "enqueued_at");
+  r.started_at = field_time(L, 2, "started_at");
+  r.finished_at = field_time(L, 2, "finished_at");
+  r.retry_at = field_time(L, 2, "retry_at");
+  lua_getfield(L, 2, "error");
+  if (lua_istable(L, -1)) {
+    r.error_kind = opt_field_str(L, -1, "kind");
+    r.error_message = opt_field_str(L, -1, "message");
+    r.error_status = (int)opt_field_int(L, -1, "status", 0);
+  }
+  /* JSON parts are re-encoded; the strings stay on the stack until the call */
+  const char *json_keys[] = {"args", "metadata", "result", "usage"};
+  const char **json_out[] = {&e->args_json, &e->metadata_json, &r.result_json, &r.usage_json};
+  for (int i = 0; i < 4; i++) {
+    lua_getfield(L, 2, json_keys[i]);
+    if (!lua_isnil(L, -1)) {
+      buf_t b;
+      buf_init(&b);
+      char msg[256];
+      if (lg_json_encode(L, -1, &b, msg, sizeof msg) == 0) {
+        lua_pushlstring(L, b.p ? b.p : "null", b.p ? b.len : 4);
+        *json_out[i] = lua_tostring(L, -1);
+      }
+      buf_free(&b);
+    }
+  }
+  if (!r.task_id) return luaL_error(L, "luagent: a stored record has no task_id");
+  lg_err err = {{0}, {0}};
+  if (lg_restore(u->app, &r, &err) != 0) return luaL_error(L, "%s", err.message);
+  return 0;
+}
+
+static int l_app_restore_done(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_restore_done(u->app);
+  return 0;
+}
+
+static int l_app_thread_get(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *key = luaL_checkstring(L, 2);
+  buf_t out;
+  buf_init(&out);
+  if (lg_thread_get(u->app, key, &out) != 0) {
+    buf_free(&out);
+    return 0;
+  }
+  lua_pushlstring(L, out.p ? out.p : "", out.len);
+  buf_free(&out);
+  return 1;
+}
+
+static int l_app_thread_put(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *key = luaL_checkstring(L, 2);
+  const char *json = luaL_checkstring(L, 3);
+  lg_err err = {{0}, {0}};
+  if (lg_thread_put(u->app, key, json, &err) != 0) return raise_err(L, &err);
+  return 0;
+}
+
+static int l_app_claim(lua_State *L) {
+  app_ud *u = check_app(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lg_filter f;
+  memset(&f, 0, sizeof f);
+  f.parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
+  f.thread_id = opt_field_str(L, 2, "thread_id");
+  f.parent_task_id = opt_field_str(L, 2, "parent_task_id");
+  f.limit = (int)opt_field_int(L, 2, "limit", 0);
+  buf_t out;
+  buf_init(&out);
+  lg_claim(u->app, &f, &out);
+  push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_unclaim(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_unclaim(u->app, luaL_checkstring(L, 2));
+  return 0;
+}
+
 static const luaL_Reg app_methods[] = {
     {"enqueue", l_app_enqueue},       {"get", l_app_get},
     {"status", l_app_status},         {"list", l_app_list},
     {"cancel", l_app_cancel},         {"set_delivered", l_app_set_delivered},
     {"digests", l_app_digests},
+    {"store_open", l_app_store_open},
+    {"store_records", l_app_store_records},
+    {"restore", l_app_restore},
+    {"restore_done", l_app_restore_done},
+    {"thread_get", l_app_thread_get},
+    {"thread_put", l_app_thread_put},
+    {"claim", l_app_claim},
+    {"unclaim", l_app_unclaim},
     {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
     {"block", l_app_block},           {"take", l_app_take},
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},

@@ -11,7 +11,7 @@
 
 typedef struct lg_store lg_store;
 
-typedef struct {
+typedef struct lg_store_opts_s {
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
 } lg_store_opts;

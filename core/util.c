@@ -197,3 +197,18 @@ void lg_make_id(const char *prefix, char out[40]) {
   for (int i = 0; i < 4; i++, x >>= 5) r[i] = (char)(b32[x & 31] | 0x20); /* lower case */
   snprintf(out, 40, "%s%.10s%.6s%.4s", prefix, t, c, r);
 }
+
+int64_t lg_parse_iso8601(const char *s) {
+  if (!s) return 0;
+  int y, mo, d, h, mi, sec, ms = 0;
+  if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &y, &mo, &d, &h, &mi, &sec, &ms) < 6) return 0;
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  return (int64_t)timegm(&tm) * 1000 + ms;
+}

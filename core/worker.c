@@ -277,8 +277,10 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
     if (lua_istable(L, 5)) {
       lua_getfield(L, 5, "kind");
       lua_getfield(L, 5, "message");
-      o.error_kind = lua_tostring(L, -2);
-      o.error_message = lua_tostring(L, -1);
+      lua_getfield(L, 5, "status");
+      o.error_kind = lua_tostring(L, -3);
+      o.error_message = lua_tostring(L, -2);
+      o.error_status = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
     }
   } else if (lg_is_cancel(L, -1)) {
     o.raised_stop = 1;
@@ -286,8 +288,11 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
     msg = rc == LUA_ERRMEM ? strdup("out of memory") : error_text(L, -1);
     o.error_kind = "runtime";
     if (lua_istable(L, -1)) {
-      lua_getfield(L, -1, "kind");
+      int e = lua_gettop(L);
+      lua_getfield(L, e, "kind");
       if (lua_isstring(L, -1)) o.error_kind = lua_tostring(L, -1);
+      lua_getfield(L, e, "status");
+      if (lua_isinteger(L, -1)) o.error_status = (int)lua_tointeger(L, -1);
     }
     o.error_message = msg;
   }

@@ -150,15 +150,16 @@ describe("dispatcher: slot lending (R-27)", function()
   end)
 end)
 
--- A parent of agent "A" (per_agent_concurrency = 1) waits on a quick child;
--- when the child ends, its sibling (same agent, boosted) takes A's slot
--- first, so the parent's wait is over but it is queued for a slot back.
+-- A parent of agent "A" (per_agent_concurrency = 1) waits on a child; an
+-- unrelated task of agent A is queued meanwhile. When the child ends, that
+-- task takes A's slot before the parent wakes, so the parent's wait is over
+-- but it is queued for a slot back. (Had a descendant of the parent taken
+-- the slot, the parent would resume at once: a lender gets its slot back.)
 local RESUME = [[
 local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
-  local quick = ctx:enqueue_tool("nap", { s = 0.01 })
-  local long = ctx:enqueue_tool("block", { tag = "long" })
-  ctx:emit("children", { quick = quick.task_id, long = long.task_id })
-  ctx:wait(quick.task_id, { timeout_s = 30 })
+  local child = ctx:enqueue_tool("block", { tag = "child" })
+  ctx:emit("children", { child = child.task_id })
+  ctx:wait(child.task_id, { timeout_s = 30 })
   ctx:emit("after_wait", {})
   return "resumed"
 end }
@@ -166,15 +167,29 @@ return luagent.config{ background_tasks = { enabled = true, global_concurrency =
                        tools = { parent, T.nap, T.block, T.echo } }
 ]]
 
+-- Start the parent, let its child block, queue an unrelated task of agent
+-- A, then end the child: the unrelated task holds A's slot.
+local function parent_queued_for_its_slot(app, opts)
+  local p = app:enqueue_tool("parent", {}, { agent_id = "A", timeout_s = opts and opts.timeout_s })
+  local ch = H.await_kind(app, "children", p.task_id)
+  assert.is_truthy(ch)
+  assert.is_truthy(H.await_kind(app, "blocking", ch.payload.child))
+  local other = app:enqueue_tool("block", { tag = "other" }, { agent_id = "A" })
+  assert.equal("queued", app:get(other.task_id).status)
+  assert.equal("cancelled", app:cancel(ch.payload.child).status)
+  assert.is_truthy(H.await_kind(app, "blocking", other.task_id))
+  return p, other
+end
+
 describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)", function()
   it("a timeout there does not leak the slot it was queued for", function()
     local app <close> = H.app(RESUME)
-    local p = app:enqueue_tool("parent", {}, { agent_id = "A", timeout_s = 0.5 })
+    local p, other = parent_queued_for_its_slot(app, { timeout_s = 0.5 })
     local w = app:wait(p.task_id, { timeout_s = 10 })
     assert.equal("timed_out", w.tasks[1].status)
     assert.same({}, H.of_kind(H.all_events(app), "after_wait", p.task_id))
     assert.same({}, H.of_kind(H.all_events(app), "task_resumed", p.task_id))
-    -- the long child was cancelled by the cascade; agent A has its slot back
+    app:cancel(other.task_id)
     local r = app:enqueue_tool("echo", { ok = true }, { agent_id = "A" })
     local w2 = app:wait(r.task_id, { timeout_s = 3 })
     assert.equal("completed", w2.tasks[1].status, "agent A's slot leaked")
@@ -186,22 +201,34 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
 
   it("a cancel there stops the task instead of resuming it", function()
     local app <close> = H.app(RESUME)
-    local p = app:enqueue_tool("parent", {}, { agent_id = "A" })
-    local ch = H.await_kind(app, "children", p.task_id)
-    assert.is_truthy(ch)
-    assert.is_truthy(H.await_kind(app, "blocking", ch.payload.long))
-    -- the quick child is done and the long one holds A's slot: once the
-    -- parent's wait list is cleared it is queued for a slot
+    local p, other = parent_queued_for_its_slot(app)
     local t0 = H.now()
     while app:get(p.task_id).waiting_on ~= nil and H.now() - t0 < 5 do end
     assert.is_nil(app:get(p.task_id).waiting_on)
+    assert.equal("running", app:get(p.task_id).status)
     assert.equal("cancelled", app:cancel(p.task_id).status)
     local events = H.all_events(app)
     assert.same({}, H.of_kind(events, "after_wait", p.task_id))
     assert.same({}, H.of_kind(events, "task_resumed", p.task_id))
+    app:cancel(other.task_id)
     assert.is_true(app:run_until_idle{ timeout_s = 3 }.idle)
     local r = app:enqueue_tool("echo", {}, { agent_id = "A" })
     assert.equal("completed", app:wait(r.task_id, { timeout_s = 3 }).tasks[1].status)
+  end)
+
+  it("a lender whose descendant holds the slot it needs resumes at once (wait timeouts hold)", function()
+    local app <close> = H.app([[
+local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
+  local child = ctx:enqueue_tool("block", { tag = "child" })
+  local w = ctx:wait(child.task_id, { timeout_s = 0.2 })
+  return { timed_out = w.timed_out, pending = #w.pending }
+end }
+return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
+                       tools = { parent, T.block } } ]])
+    local p = app:enqueue_tool("parent", {})
+    local w = app:wait(p.task_id, { timeout_s = 5 })
+    assert.equal("completed", w.tasks[1].status)
+    assert.same({ timed_out = true, pending = 1 }, w.tasks[1].result)
   end)
 end)
 

@@ -497,13 +497,27 @@ function App:_thread_key(agent_id, thread_id)
   return agent_id .. "\0" .. thread_id
 end
 
+-- Conversations live in the store when there is a file store (so they
+-- survive restarts), else in this table.
 function App:_thread_load(agent_id, thread_id)
-  local text = self._threads[self:_thread_key(agent_id, thread_id)]
+  local key = self:_thread_key(agent_id, thread_id)
+  local text
+  if self._reg.store then
+    text = self._core:thread_get(key)
+  else
+    text = self._threads[key]
+  end
   return text and json.decode(text) or {}
 end
 
 function App:_thread_save(agent_id, thread_id, messages)
-  self._threads[self:_thread_key(agent_id, thread_id)] = json.encode(json.array(messages))
+  local key = self:_thread_key(agent_id, thread_id)
+  local text = json.encode(json.array(messages))
+  if self._reg.store then
+    self._core:thread_put(key, text)
+  else
+    self._threads[key] = text
+  end
 end
 
 local chat_spec = {
@@ -639,6 +653,15 @@ function app.new(reg, boot)
     _threads = {},
   }, App)
   for name in pairs(LIFECYCLE) do self._listeners[name] = {} end
+  if reg.store then
+    -- R-14: a store that cannot be opened is an error here, never a silent
+    -- fallback to memory; R-40: recover what the file holds
+    local st = reg.store
+    core_app:store_open(st.path, st.durability == "full", st.retention.completed_s or 0,
+      st.retention.failed_s or 0)
+    for _, rec in ipairs(core_app:store_records()) do core_app:restore(rec) end
+    core_app:restore_done()
+  end
   self._env = host_env(self)
   self:_rebuild_listeners()
   return self

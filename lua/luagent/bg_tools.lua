@@ -271,6 +271,7 @@ function bg.call(run, tool, call, args)
     req.args = text
   end
   local max = require("luagent.runner").max_depth_for(ctx)
+  req.max_depth = max -- the child's runs keep this run's limit (an agent's max_depth)
   if req.depth > max then
     return tools.fail("limit", string.format(
       "cannot start %s in the background: depth %d would exceed max_depth (%d)", tool.name, req.depth, max))
@@ -302,21 +303,23 @@ end
 -- model call returns) or nil.
 function bg.notice(run)
   if not run.bg_enabled then return nil end
-  local recs = run.env.core:list(scope_filter(run, true))
+  -- claimed, so a concurrent run of the same scope does not announce them too
+  local f = scope_filter(run, true)
+  local recs = run.env.core:claim({ parent_agent_id = f.parent_agent_id, thread_id = f.thread_id,
+    parent_task_id = f.parent_task_id })
   -- the whole message stays within max_tool_output_bytes; children that do
   -- not fit stay undelivered and come in a later notice
   local bound = run.reg.max_tool_output_bytes
   local lines, ids, size, left = { NOTICE_PREFIX }, {}, #NOTICE_PREFIX, 0
   for _, rec in ipairs(recs) do
-    if TERMINAL[rec.status] and not rec.delivered then
-      local line = describe(run, rec)
-      if #ids > 0 and size + 1 + #line > bound then
-        left = left + 1
-      else
-        lines[#lines + 1] = line
-        ids[#ids + 1] = rec.task_id
-        size = size + 1 + #line
-      end
+    local line = describe(run, rec)
+    if #ids > 0 and size + 1 + #line > bound then
+      left = left + 1
+      run.env.core:unclaim(rec.task_id)
+    else
+      lines[#lines + 1] = line
+      ids[#ids + 1] = rec.task_id
+      size = size + 1 + #line
     end
   end
   if #ids == 0 then return nil end
@@ -327,12 +330,14 @@ function bg.notice(run)
   local msg = { role = "user", content = table.concat(lines, "\n") }
   run.messages[#run.messages + 1] = msg
   run.bg_notice = msg
+  run.bg_claimed = ids
   return ids
 end
 
 function bg.delivered(run, ids)
   for _, id in ipairs(ids) do run.env.core:set_delivered(id) end
   run.bg_notice = nil
+  run.bg_claimed = nil
 end
 
 -- A notice whose model call never returned (a model error, a cancel, a
@@ -342,6 +347,8 @@ local function withdraw(run)
   local msg = run.bg_notice
   if not msg then return end
   run.bg_notice = nil
+  for _, id in ipairs(run.bg_claimed or {}) do run.env.core:unclaim(id) end
+  run.bg_claimed = nil
   for i = #run.messages, 1, -1 do
     if run.messages[i] == msg then
       table.remove(run.messages, i)

@@ -60,7 +60,12 @@ local function start(chunk, boot, overrides, where)
   end
   boot.fingerprint = reg.fingerprint
   boot.snapshot = spec.snapshot(reg)
-  return app.new(reg, boot)
+  local ok3, a = pcall(app.new, reg, boot)
+  if not ok3 then
+    -- a store that cannot be opened or written (R-14)
+    error(string.format("%s: %s", where, (tostring(a):gsub("^[^:]*:%d+: ", ""))), 3)
+  end
+  return a
 end
 
 -- luagent.load(path, overrides): run a startup script that returns

@@ -609,9 +609,11 @@ function runner.worker_kind(env, ctx, info)
     thread_id = ctx.thread_id,
     depth = info.depth or 0,
     root_key = info.root_key,
+    max_depth = info.max_depth, -- the spawning run's limit (an agent's max_depth)
   })
   res.history_end = nil
-  local err = res.error and { kind = res.error.kind, message = res.error.message } or nil
+  local err = res.error and { kind = res.error.kind, message = res.error.message,
+    status = res.error.status } or nil
   return res, res.usage, res.status, err
 end
 

@@ -93,7 +93,10 @@ local function store_settings(st)
   if not st.path then
     error("luagent.config store: path is required (omit store for memory only)", 0)
   end
-  return { path = st.path, durability = st.durability or "normal", retention = st.retention }
+  local retention = options.check("luagent.config store retention", st.retention, {
+    completed_s = positive, failed_s = positive }, 4)
+  return { path = st.path, durability = st.durability or "normal",
+    retention = { completed_s = retention.completed_s, failed_s = retention.failed_s } }
 end
 
 local function add_tool(reg, t, where)
