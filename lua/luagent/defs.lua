@@ -63,7 +63,7 @@ local function check_background(where, bg, level)
   if bg == true then
     return { enabled = true }
   end
-  options.check(where .. " background", bg, background_spec, level + 1)
+  options.check(where .. " background", bg, background_spec, level + 2)
   local out = { enabled = bg.enabled ~= false, retries = bg.retries }
   out.timeout_s = bg.timeout_s or (bg.timeout_ms and bg.timeout_ms / 1000)
   return out
@@ -77,34 +77,6 @@ local tool_spec = {
   background = { "table", "boolean" },
 }
 
--- "luagent.tool \"name\"" when the definition has a name, so a bad field
--- names the definition it is in.
-local function label(what, name)
-  if type(name) == "string" then return string.format("%s %q", what, name) end
-  return what
-end
-
--- luagent.tool{ name, description, input_schema, handler, background }
-function defs.tool(def)
-  options.arg("luagent.tool", "definition", def, "table", 3)
-  options.check(label("luagent.tool", def.name), def, tool_spec)
-  local where = string.format("luagent.tool %q", tostring(def.name))
-  check_name("luagent.tool", "name", def.name, 2)
-  if CONTROL_TOOLS[def.name] then
-    error(string.format("%s: the name is reserved for luagent's control tools", where), 2)
-  end
-  if def.handler == nil then
-    error(where .. ": handler must be a function (use luagent.host_tool for tools the host answers)", 2)
-  end
-  return mark({
-    name = def.name,
-    description = def.description or "",
-    input_schema = check_schema(where, def.input_schema, 2),
-    handler = def.handler,
-    background = check_background(where, def.background, 2),
-  }, "tool")
-end
-
 local host_tool_spec = {
   name = "string",
   description = "string",
@@ -112,23 +84,47 @@ local host_tool_spec = {
   background = { "table", "boolean" },
 }
 
+-- "luagent.tool \"name\"" when the definition has a name, so a bad field
+-- names the definition it is in.
+local function label(what, name)
+  if type(name) == "string" then return string.format("%s %q", what, name) end
+  return what
+end
+
+-- The checks both kinds of tool share; raises at the script's line (the
+-- caller of luagent.tool / luagent.host_tool).
+local function tool_common(what, def, spec_table)
+  options.arg(what, "definition", def, "table", 4)
+  options.check(label(what, def.name), def, spec_table, 4)
+  check_name(what, "name", def.name, 3)
+  local where = string.format("%s %q", what, def.name)
+  if CONTROL_TOOLS[def.name] then
+    error(where .. ": the name is reserved for luagent's control tools", 3)
+  end
+  return where, {
+    name = def.name,
+    description = def.description or "",
+    input_schema = check_schema(where, def.input_schema, 3),
+    background = check_background(where, def.background, 3),
+  }
+end
+
+-- luagent.tool{ name, description, input_schema, handler, background }
+function defs.tool(def)
+  local where, tool = tool_common("luagent.tool", def, tool_spec)
+  if def.handler == nil then
+    error(where .. ": handler must be a function (use luagent.host_tool for tools the host answers)", 2)
+  end
+  tool.handler = def.handler
+  return mark(tool, "tool")
+end
+
 -- luagent.host_tool{ name, description, input_schema }: answered on the host
 -- thread by the handler bound with app:host_tool (R-5).
 function defs.host_tool(def)
-  options.arg("luagent.host_tool", "definition", def, "table", 3)
-  options.check(label("luagent.host_tool", def.name), def, host_tool_spec)
-  check_name("luagent.host_tool", "name", def.name, 2)
-  local where = string.format("luagent.host_tool %q", def.name)
-  if CONTROL_TOOLS[def.name] then
-    error(where .. ": the name is reserved for luagent's control tools", 2)
-  end
-  return mark({
-    name = def.name,
-    description = def.description or "",
-    input_schema = check_schema(where, def.input_schema, 2),
-    host = true,
-    background = check_background(where, def.background, 2),
-  }, "tool")
+  local _, tool = tool_common("luagent.host_tool", def, host_tool_spec)
+  tool.host = true
+  return mark(tool, "tool")
 end
 
 local HOOK_NAMES = { "before_step", "after_step", "should_stop", "before_finalize", "before_tool",
