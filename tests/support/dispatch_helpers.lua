@@ -54,25 +54,13 @@ function H.write(path, text)
   f:close()
 end
 
--- Every event of the app so far (app:events pages through the ring).
-function H.all_events(app)
-  local out, since = {}, 0
-  while true do
-    local page = app:events{ since = since, limit = 1000 }
-    if #page == 0 then return out end
-    for _, ev in ipairs(page) do
-      out[#out + 1] = ev
-      since = ev.seq
-    end
-  end
-end
+local E = require "support.events"
+
+-- Every event of the app so far, and those of a kind (and task).
+H.all_events = E.all
 
 function H.of_kind(events, kind, task_id)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.kind == kind and (task_id == nil or ev.task_id == task_id) then out[#out + 1] = ev end
-  end
-  return out
+  return E.of_kind(events, kind, "task_id", task_id)
 end
 
 -- Block on the app's event stream until pred(ev) is true for an event

@@ -66,25 +66,13 @@ function H.simple(srv, model_opts, extra)
     } ]], extra.S)
 end
 
--- Every event of the app so far.
-function H.events(app)
-  local out, since = {}, 0
-  while true do
-    local page = app:events{ since = since, limit = 100000 }
-    if #page == 0 then return out end
-    for _, ev in ipairs(page) do
-      out[#out + 1] = ev
-      since = ev.seq
-    end
-  end
-end
+local E = require "support.events"
+
+-- Every event of the app so far, and those of a kind.
+H.events = E.all
 
 function H.of_kind(events, kind)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.kind == kind then out[#out + 1] = ev end
-  end
-  return out
+  return E.of_kind(events, kind)
 end
 
 -- Wait (through the app) until pred(event) holds for some event; returns

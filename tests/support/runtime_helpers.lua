@@ -81,26 +81,13 @@ function R.well_formed(messages)
   return true
 end
 
--- Every event of the app so far.
-function R.events(app)
-  local out, since = {}, 0
-  while true do
-    local page = app:events{ since = since, limit = 1000 }
-    if #page == 0 then return out end
-    for _, ev in ipairs(page) do
-      out[#out + 1] = ev
-      since = ev.seq
-    end
-  end
-end
+local E = require "support.events"
 
--- Events of `kind` (and of run `run_id` when given).
+-- Every event of the app so far, and those of a kind (and run).
+R.events = E.all
+
 function R.of_kind(events, kind, run_id)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.kind == kind and (run_id == nil or ev.run_id == run_id) then out[#out + 1] = ev end
-  end
-  return out
+  return E.of_kind(events, kind, "run_id", run_id)
 end
 
 -- Block on the app's event stream until pred(ev) holds for an event (from
