@@ -183,9 +183,8 @@ function App:enqueue_background(agent_id, prompt, opts)
     error("app:enqueue_background: the agent is the first argument, not an option", 2)
   end
   if not self._reg.agents[agent_id] then
-    local near = options.suggest(agent_id, self._reg.agents)
     error(string.format("app:enqueue_background: unknown agent %q%s", agent_id,
-      near and string.format(" (did you mean %q?)", near) or ""), 2)
+      options.did_you_mean(agent_id, self._reg.agents)), 2)
   end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt, depth = 0 }
   context.request_options(req, opts)
@@ -348,9 +347,8 @@ end
 function App:on(name, fn)
   options.arg("app:on", "name", name, "string", 3)
   if not LIFECYCLE[name] then
-    local near = options.suggest(name, LIFECYCLE)
     error(string.format("app:on: unknown event %q%s (one of task_enqueued, task_started, " ..
-      "task_retry, task_finished, error)", name, near and string.format(" (did you mean %q?)", near) or ""), 2)
+      "task_retry, task_finished, error)", name, options.did_you_mean(name, LIFECYCLE)), 2)
   end
   options.arg("app:on", "fn", fn, "callable", 3)
   local token = {}
@@ -429,9 +427,8 @@ local run_spec = {
 local function check_agent(self, where, agent_id)
   options.arg(where, "agent_id", agent_id, "string", 4)
   if not self._reg.agents[agent_id] then
-    local near = options.suggest(agent_id, self._reg.agents)
     error(string.format("%s: unknown agent %q%s", where, agent_id,
-      near and string.format(" (did you mean %q?)", near) or ""), 3)
+      options.did_you_mean(agent_id, self._reg.agents)), 3)
   end
 end
 
@@ -493,8 +490,10 @@ local function close_turn(turn, status)
   return out
 end
 
+-- A key with no NUL byte (the store keeps keys as C strings) that no two
+-- (agent, thread) pairs share.
 function App:_thread_key(agent_id, thread_id)
-  return agent_id .. "\0" .. thread_id
+  return json.encode(json.array({ agent_id, thread_id }))
 end
 
 -- Conversations live in the store when there is a file store (so they
@@ -653,17 +652,25 @@ function app.new(reg, boot)
     _threads = {},
   }, App)
   for name in pairs(LIFECYCLE) do self._listeners[name] = {} end
+  -- before recovery, so config hooks hear of tasks it ends (R-40 "lost")
+  self:_rebuild_listeners()
   if reg.store then
     -- R-14: a store that cannot be opened is an error here, never a silent
     -- fallback to memory; R-40: recover what the file holds
     local st = reg.store
     core_app:store_open(st.path, st.durability == "full", st.retention.completed_s or 0,
       st.retention.failed_s or 0)
-    for _, rec in ipairs(core_app:store_records()) do core_app:restore(rec) end
-    core_app:restore_done()
+    local ok, err = pcall(function()
+      for _, rec in ipairs(core_app:store_records()) do core_app:restore(rec) end
+      -- the stream cursor starts after what earlier apps wrote (R-29)
+      self._cursor = core_app:restore_done()
+    end)
+    if not ok then
+      core_app:close("cancel", 0) -- releases the store's lock at once
+      error(err, 0)
+    end
   end
   self._env = host_env(self)
-  self:_rebuild_listeners()
   return self
 end
 

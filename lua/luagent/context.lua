@@ -53,9 +53,8 @@ function context.tool_request(reg, where, agent_id, name, args, level)
   options.arg(where, "name", name, "string", level + 2)
   local tool = spec.resolve_tool(reg, agent_id, name, true)
   if not tool then
-    local near = options.suggest(name, reg.tools)
     error(string.format("%s: unknown tool %q%s", where, name,
-      near and string.format(" (did you mean %q?)", near) or ""), level + 1)
+      options.did_you_mean(name, reg.tools)), level + 1)
   end
   local checked, err = tools.check_args(tool, args)
   if not checked then
@@ -160,9 +159,8 @@ function Ctx:enqueue_background(agent_id, prompt, opts)
   options.check("ctx:enqueue_background", opts, ctx_enqueue_spec)
   local reg = self._env.reg
   if not reg.agents[agent_id] then
-    local near = options.suggest(agent_id, reg.agents)
     error(string.format("ctx:enqueue_background: unknown agent %q%s", agent_id,
-      near and string.format(" (did you mean %q?)", near) or ""), 2)
+      options.did_you_mean(agent_id, reg.agents)), 2)
   end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt }
   context.request_options(req, opts or {})

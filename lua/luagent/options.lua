@@ -50,6 +50,12 @@ function options.suggest(word, candidates)
   return best
 end
 
+-- " (did you mean \"x\"?)" for the nearest candidate, or "".
+function options.did_you_mean(word, candidates)
+  local near = options.suggest(word, candidates)
+  return near and string.format(" (did you mean %q?)", near) or ""
+end
+
 local function article(kind)
   return (kind:match("^[aeiou]") and "an " or "a ") .. kind
 end

@@ -555,9 +555,8 @@ function context.Ctx:run_agent(agent_id, prompt, opts)
   options.check("ctx:run_agent", opts, run_agent_spec)
   local reg = self._env.reg
   if not reg.agents[agent_id] then
-    local near = options.suggest(agent_id, reg.agents)
     error(string.format("ctx:run_agent: unknown agent %q%s", agent_id,
-      near and string.format(" (did you mean %q?)", near) or ""), 2)
+      options.did_you_mean(agent_id, reg.agents)), 2)
   end
   local depth = self.depth + 1
   local max = runner.max_depth_for(self)

@@ -143,9 +143,8 @@ function spec.compile(cfg)
     for i, t in ipairs(a.tools) do
       if type(t) == "string" then
         if not reg.app_tools[t] then
-          local near = options.suggest(t, reg.app_tools)
           error(string.format("luagent.load: agent %q lists tool %q, which is not an app-level tool%s",
-            id, t, near and string.format(" (did you mean %q?)", near) or ""), 0)
+            id, t, options.did_you_mean(t, reg.app_tools)), 0)
         end
         visible[t] = true
       else
@@ -158,9 +157,8 @@ function spec.compile(cfg)
   for _, name in ipairs(reg.tool_order) do
     local t = reg.tools[name]
     if t.delegate and not reg.agents[t.delegate] then
-      local near = options.suggest(t.delegate, reg.agents)
       error(string.format("luagent.load: delegate %q names unknown agent %q%s", name, t.delegate,
-        near and string.format(" (did you mean %q?)", near) or ""), 0)
+        options.did_you_mean(t.delegate, reg.agents)), 0)
     end
   end
   reg.fingerprint = spec.fingerprint(reg)
