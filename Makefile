@@ -55,6 +55,8 @@ install: $(MODULE)
 	for f in $(LUA_SRC); do \
 	  d=$(DESTDIR)$(LUADIR)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
 	done
+	install -d $(DESTDIR)$(LUADIR)/luagent/plugins
+	install -m 0644 plugins/*.lua $(DESTDIR)$(LUADIR)/luagent/plugins/
 	install -m 0755 bin/luagent $(DESTDIR)$(BINDIR)/luagent
 
 # Install what is missing when we can (root), else print the exact command.

@@ -68,6 +68,34 @@ local function start(chunk, boot, overrides, where)
   return a
 end
 
+-- Bundled plugins live in luagent/plugins/ when installed, or in the
+-- checkout's plugins/ next to lua/.
+local function plugin_module(name)
+  local ok, mod = pcall(require, "luagent.plugins." .. name)
+  if ok then return mod end
+  local here = debug.getinfo(1, "S").source:match("^@(.*)/luagent/init%.lua$")
+  local path = here and here .. "/../plugins/" .. name .. ".lua"
+  local f = path and io.open(path)
+  if not f then return nil, mod end
+  f:close()
+  return dofile(path)
+end
+
+-- luagent.plugin(name, opts): a bundled plugin's tool(s), e.g.
+-- luagent.plugin("shell", { allow = { "^ls" } }).
+function luagent.plugin(name, opts)
+  options.arg("luagent.plugin", "name", name, "string", 3)
+  if not name:match("^[%w_]+$") then error("luagent.plugin: bad plugin name " .. name, 2) end
+  local mod, err = plugin_module(name)
+  if not mod then
+    err = err and not tostring(err):find("module 'luagent.plugins." .. name .. "' not found", 1, true)
+      and err or nil
+    error(string.format("luagent.plugin: no bundled plugin %q%s", name,
+      options.did_you_mean(name, { "shell", "fetch" })) .. (err and ("\n" .. tostring(err)) or ""), 2)
+  end
+  return mod.new(opts)
+end
+
 -- luagent.load(path, overrides): run a startup script that returns
 -- luagent.config{...} and start its app (R-1).
 function luagent.load(path, overrides)
