@@ -5,7 +5,12 @@ describe("rockspec", function()
     local tree = os.tmpname()
     os.remove(tree)
     local log = tree .. ".log"
-    local cmd = string.format("env -u LD_PRELOAD luarocks --lua-version=5.4 --tree=%s make --deps-mode=none " ..
+    -- build from a copy of the sources, so no build of this checkout (a
+    -- sanitizer build, say) is picked up or overwritten
+    local src = tree .. ".src"
+    assert(os.execute(string.format("env -u LD_PRELOAD sh -c \"mkdir -p '%s' && " ..
+      "cp -r Makefile core lua bin plugins rockspec '%s'/\"", src, src)))
+    local cmd = string.format("cd '" .. src .. "' && env -u LD_PRELOAD -u CFLAGS luarocks --lua-version=5.4 --tree=%s make --deps-mode=none " ..
       "rockspec/luagent-scm-1.rockspec CURL_INCDIR=/usr/include/x86_64-linux-gnu >%s 2>&1", tree, log)
     local ok = os.execute(cmd)
     local f = io.open(log)
@@ -30,7 +35,7 @@ print(w.tasks[1].status, w.tasks[1].result)
     local p = io.popen(run)
     local res = p:read("a")
     p:close()
-    os.execute("rm -rf '" .. tree .. "' '" .. log .. "'")
+    os.execute("env -u LD_PRELOAD rm -rf '" .. tree .. "' '" .. log .. "' '" .. src .. "'")
     assert.equals("completed\ttrue\n", res)
   end)
 end)
