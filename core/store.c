@@ -47,6 +47,8 @@ struct lg_store {
   int stop, closed, failed;
   double completed_s, failed_s; /* retention, 0 = keep */
   unsigned commits;
+  int synchronous;       /* PRAGMA synchronous as the write connection reports it */
+  char journal_mode[16]; /* PRAGMA journal_mode likewise ("wal") */
   char last_error[256];
 };
 
@@ -201,8 +203,10 @@ static void *writer_main(void *arg) {
       snprintf(msg, sizeof msg, "%s", sqlite3_errmsg(st->wdb));
       sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
       pthread_mutex_lock(&st->mu);
+      if (!st->failed)
+        snprintf(st->last_error, sizeof st->last_error, "store %s: a write failed: %s", st->path,
+                 msg);
       st->failed = 1;
-      snprintf(st->last_error, sizeof st->last_error, "store write failed: %s", msg);
       pthread_mutex_unlock(&st->mu);
     }
     free_ops(batch);
@@ -229,7 +233,9 @@ static int open_db(const char *path, int flags, sqlite3 **db, char *err, size_t 
 }
 
 lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, size_t errlen) {
-  char e[300] = "";
+  char e[600] = "";
+  char *lock = NULL;
+  int made_lock = 0, made_db = 0;
   lg_store *st = calloc(1, sizeof *st);
   if (!st) {
     snprintf(err, errlen, "out of memory");
@@ -243,36 +249,75 @@ lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, siz
   pthread_mutex_init(&st->rmu, NULL);
   pthread_cond_init(&st->work_cv, NULL);
   pthread_cond_init(&st->done_cv, NULL);
+  /* a directory is not a store; say so before creating anything beside it */
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    snprintf(e, sizeof e, "the path is a directory (give the path of a database file)");
+    goto fail;
+  }
   /* the lock file keeps a second app or process out */
   size_t n = strlen(path) + 6;
-  char *lock = malloc(n);
+  lock = malloc(n);
   if (!lock) goto oom;
   snprintf(lock, n, "%s.lock", path);
-  st->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  free(lock);
+  st->lock_fd = open(lock, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (st->lock_fd >= 0)
+    made_lock = 1;
+  else if (errno == EEXIST)
+    st->lock_fd = open(lock, O_RDWR | O_CLOEXEC);
   if (st->lock_fd < 0) {
-    snprintf(e, sizeof e, "cannot create %s.lock: %s", path, strerror(errno));
+    int en = errno;
+    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
+    if (en == ENOENT && slash && stat(dir, &sb) != 0)
+      snprintf(e, sizeof e, "the directory %s does not exist", dir);
+    else
+      snprintf(e, sizeof e, "cannot create the lock file %s: %s", lock, strerror(en));
+    free(dir);
     goto fail;
   }
   if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    snprintf(e, sizeof e, "the store is already open in another app or process (%s.lock is held)",
-             path);
+    snprintf(e, sizeof e,
+             "the store is already open in another app or process (%s is locked)", lock);
+    made_lock = 0; /* it is theirs */
     goto fail;
   }
   /* create the file ourselves so it is 0600 (SQLite gives its -wal and
    * -shm files the database file's permissions) */
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0)
+    made_db = 1;
+  else if (errno == EEXIST)
+    fd = open(path, O_RDWR | O_CLOEXEC);
   if (fd < 0) {
-    snprintf(e, sizeof e, "cannot open: %s", strerror(errno));
+    snprintf(e, sizeof e, "cannot open the database file: %s", strerror(errno));
     goto fail;
   }
   close(fd);
   if (open_db(path, SQLITE_OPEN_READWRITE, &st->wdb, e, sizeof e) != 0) goto fail;
+  if (check_schema(st->wdb, e, sizeof e) != 0) goto fail;
   char pragmas[160];
   snprintf(pragmas, sizeof pragmas, "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;",
            o && o->durability_full ? "FULL" : "NORMAL");
-  if (check_schema(st->wdb, e, sizeof e) != 0) goto fail;
   if (exec(st->wdb, pragmas, e, sizeof e) != 0) goto fail;
+  /* what the connection really runs with: WAL or nothing (a file system
+   * without shared memory support would silently keep a rollback journal) */
+  sqlite3_stmt *ps;
+  if (sqlite3_prepare_v2(st->wdb, "PRAGMA journal_mode", -1, &ps, NULL) == SQLITE_OK) {
+    if (sqlite3_step(ps) == SQLITE_ROW)
+      snprintf(st->journal_mode, sizeof st->journal_mode, "%s",
+               (const char *)sqlite3_column_text(ps, 0));
+    sqlite3_finalize(ps);
+  }
+  if (sqlite3_prepare_v2(st->wdb, "PRAGMA synchronous", -1, &ps, NULL) == SQLITE_OK) {
+    if (sqlite3_step(ps) == SQLITE_ROW) st->synchronous = sqlite3_column_int(ps, 0);
+    sqlite3_finalize(ps);
+  }
+  if (strcmp(st->journal_mode, "wal") != 0) {
+    snprintf(e, sizeof e, "cannot use WAL mode (journal_mode is %s)",
+             st->journal_mode[0] ? st->journal_mode : "unknown");
+    goto fail;
+  }
   if (sqlite3_prepare_v2(st->wdb,
                          "INSERT INTO tasks(task_id, status, record, finished_ms) VALUES(?,?,?,?)"
                          " ON CONFLICT(task_id) DO UPDATE SET status=excluded.status,"
@@ -289,8 +334,12 @@ lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, siz
     goto fail;
   }
   /* a write probe: a read-only file or directory fails here, at load */
-  if (exec(st->wdb, "BEGIN IMMEDIATE; INSERT OR REPLACE INTO luagent_meta(key, value)"
-                    " VALUES('opened_ms', strftime('%s','now')); COMMIT;", e, sizeof e) != 0) {
+  char probe[200];
+  snprintf(probe, sizeof probe,
+           "BEGIN IMMEDIATE; INSERT OR REPLACE INTO luagent_meta(key, value)"
+           " VALUES('opened_ms', '%lld'); COMMIT;",
+           (long long)lg_wall_ms());
+  if (exec(st->wdb, probe, e, sizeof e) != 0) {
     sqlite3_exec(st->wdb, "ROLLBACK", NULL, NULL, NULL);
     goto fail;
   }
@@ -300,6 +349,7 @@ lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, siz
     snprintf(e, sizeof e, "cannot start the store's writer thread");
     goto fail;
   }
+  free(lock);
   return st;
 oom:
   snprintf(e, sizeof e, "out of memory");
@@ -308,9 +358,20 @@ fail:
   sqlite3_finalize(st->put_task);
   sqlite3_finalize(st->put_event);
   sqlite3_finalize(st->put_thread);
-  sqlite3_close(st->wdb);
   sqlite3_close(st->rdb);
+  sqlite3_close(st->wdb);
+  /* leave nothing behind that this failed open created */
+  if (made_db) {
+    unlink(path);
+    for (const char *sfx = "-wal\0-shm\0-journal\0"; *sfx; sfx += strlen(sfx) + 1) {
+      char side[4096];
+      snprintf(side, sizeof side, "%s%s", path, sfx);
+      unlink(side);
+    }
+  }
+  if (made_lock) unlink(lock);
   if (st->lock_fd >= 0) close(st->lock_fd);
+  free(lock);
   pthread_mutex_destroy(&st->mu);
   pthread_mutex_destroy(&st->rmu);
   pthread_cond_destroy(&st->work_cv);
@@ -388,8 +449,14 @@ int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen) {
   if (!st) return 0;
   pthread_mutex_lock(&st->mu);
   while (st->committed < ticket && !st->closed) pthread_cond_wait(&st->done_cv, &st->mu);
-  int rc = st->failed ? -1 : 0;
-  if (rc && err) snprintf(err, errlen, "%s", st->last_error);
+  int rc = 0;
+  if (st->failed) {
+    rc = -1;
+    if (err) snprintf(err, errlen, "%s", st->last_error);
+  } else if (st->committed < ticket) {
+    rc = -1; /* closed first: what was queued after the close is not stored */
+    if (err) snprintf(err, errlen, "store %s: the store is closed", st->path);
+  }
   pthread_mutex_unlock(&st->mu);
   return rc;
 }
@@ -398,7 +465,7 @@ int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen) {
 void lg_store_close(lg_store *st) {
   if (!st) return;
   pthread_mutex_lock(&st->mu);
-  int already = st->closed;
+  int already = st->stop;
   st->stop = 1;
   pthread_cond_signal(&st->work_cv);
   pthread_mutex_unlock(&st->mu);
@@ -412,11 +479,15 @@ void lg_store_close(lg_store *st) {
   sqlite3_finalize(st->put_event);
   sqlite3_finalize(st->put_thread);
   st->put_task = st->put_event = st->put_thread = NULL;
-  sqlite3_close(st->wdb);
+  /* the read connection first: the last connection to close checkpoints
+   * the WAL into the database and removes -wal and -shm, and only the
+   * write connection can */
   pthread_mutex_lock(&st->rmu);
   sqlite3_close(st->rdb);
-  st->wdb = st->rdb = NULL;
+  st->rdb = NULL;
   pthread_mutex_unlock(&st->rmu);
+  sqlite3_close(st->wdb);
+  st->wdb = NULL;
   if (st->lock_fd >= 0) {
     close(st->lock_fd); /* releases the flock */
     st->lock_fd = -1;
@@ -435,6 +506,18 @@ void lg_store_free(lg_store *st) {
 }
 
 /* ------------------------------------------------------------- reads */
+
+void lg_store_info(lg_store *st, lg_store_info_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!st) return;
+  out->path = st->path;
+  out->synchronous = st->synchronous;
+  out->journal_mode = st->journal_mode;
+  out->schema_version = SCHEMA_VERSION;
+  pthread_mutex_lock(&st->mu);
+  snprintf(out->error, sizeof out->error, "%s", st->failed ? st->last_error : "");
+  pthread_mutex_unlock(&st->mu);
+}
 
 int lg_store_read_tasks(lg_store *st, lg_store_row_fn fn, void *ud) {
   if (!st) return 0;

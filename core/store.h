@@ -39,4 +39,15 @@ int64_t lg_store_max_event_seq(lg_store *st);
 int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit, buf_t *out);
 int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 
+/* How the store runs (for checks): the write connection's settings as it
+ * reported them at open. Strings live as long as the store. */
+typedef struct {
+  const char *path;
+  int synchronous; /* 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA */
+  const char *journal_mode;
+  int schema_version;
+  char error[256]; /* the first failed write, "" if none */
+} lg_store_info_t;
+void lg_store_info(lg_store *st, lg_store_info_t *out);
+
 #endif
