@@ -448,21 +448,35 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
  * no longer holds is read back from the file (after flushing), so a cursor
  * never sees a gap; with memory only an old cursor gets {"kind":"gap"}. */
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  lg_store *st = a->store;
-  int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
-  uint64_t ticket = lg_store_ticket(st);
-  pthread_mutex_unlock(&a->mu);
   int n = 0;
   buf_addc(out, '[');
-  if (st && since + 1 < oldest) {
-    lg_store_sync(st, ticket, NULL, 0);
-    n = lg_store_read_events(st, since, oldest, limit, out);
-    since = oldest - 1; /* the file holds everything before the ring */
-  }
   pthread_mutex_lock(&a->mu);
+  lg_store *st = a->store;
+  /* What the ring no longer holds comes from the file. The ring may move on
+   * while the file is read, so read until the ring starts at or before the
+   * next wanted seq (each round reads only what the ring dropped meanwhile). */
+  for (;;) {
+    int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
+    if (!st || since + 1 >= oldest || n >= limit) break;
+    uint64_t ticket = lg_store_ticket(st);
+    pthread_mutex_unlock(&a->mu);
+    lg_store_sync(st, ticket, NULL, 0);
+    buf_t part;
+    buf_init(&part);
+    int k = lg_store_read_events(st, since, oldest, limit - n, &part);
+    if (k > 0) {
+      if (n) buf_addc(out, ',');
+      buf_add(out, part.p, part.len);
+      n += k;
+    }
+    buf_free(&part);
+    pthread_mutex_lock(&a->mu);
+    if (k == 0) break; /* nothing in the file (a closed store): the ring says gap */
+    if (n >= limit) break;
+    since = oldest - 1; /* the file held everything before `oldest` */
+  }
   if (a->ring_n > 0 && n < limit) {
-    oldest = a->ring[a->ring_head].seq;
+    int64_t oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
     if (from < oldest && since >= 0) {
       if (n) buf_addc(out, ',');
@@ -1045,10 +1059,27 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   queue_callback(a, W_ENQUEUED, "task_enqueued", t);
   persist(a, t);
   uint64_t ticket = lg_store_ticket(a->store);
+  lg_store *st = a->store;
+  char id[sizeof t->id];
+  memcpy(id, t->id, sizeof id);
   schedule(a);
   pthread_mutex_unlock(&a->mu);
   /* durable before enqueue returns; the commit is not under our lock */
-  lg_store_sync(a->store, ticket, NULL, 0);
+  char msg[300];
+  if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
+    /* not in the store: the caller is told, and the task does not go on
+     * running as if it had been accepted */
+    pthread_mutex_lock(&a->mu);
+    lg_task *x = task_find(a, id);
+    if (x && !TS_TERMINAL(x->status)) {
+      stop_task(a, x, STOP_CANCEL);
+      if (!TS_TERMINAL(x->status)) set_error(x, "store", msg);
+    }
+    pthread_mutex_unlock(&a->mu);
+    buf_reset(out);
+    err_set(err, "store", "%s", msg);
+    return -1;
+  }
   return 0;
 fail:
   pthread_mutex_unlock(&a->mu);
@@ -1077,13 +1108,20 @@ int lg_status(lg_app *a, const char *id, char out[16]) {
 int lg_set_delivered(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
+  int found = t != NULL, changed = 0;
   if (t && !t->delivered) {
     t->delivered = 1;
     t->claimed = 0;
     persist(a, t);
+    changed = 1;
   }
+  lg_store *st = changed ? a->store : NULL;
+  uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
+  /* R-33: the flag is in the store before anyone acts on it, so a restart
+   * never announces a child again that was already delivered */
+  lg_store_sync(st, ticket, NULL, 0);
+  return found ? 0 : -1;
 }
 
 static int eq_opt(const char *want, const char *have) {
@@ -1701,7 +1739,7 @@ void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
 /* ------------------------------------------------- store and recovery */
 
 int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_err *err) {
-  char msg[400];
+  char msg[sizeof err->message];
   lg_store *st = lg_store_open(path, o, msg, sizeof msg);
   if (!st) {
     err_set(err, "store", "%s", msg);
@@ -1713,7 +1751,14 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_er
   return 0;
 }
 
-int lg_app_has_store(lg_app *a) { return a->store != NULL; }
+int lg_app_has_store(lg_app *a) { return lg_app_store(a) != NULL; }
+
+lg_store *lg_app_store(lg_app *a) {
+  pthread_mutex_lock(&a->mu);
+  lg_store *st = a->store;
+  pthread_mutex_unlock(&a->mu);
+  return st;
+}
 
 static void add_row(void *ud, const char *json, size_t len) {
   buf_t *b = ud;
@@ -1798,7 +1843,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
 
 /* R-40: queued tasks are queued again in order; running ones go back to
  * the queue while attempts remain, else fail with error.kind "lost". */
-void lg_restore_done(lg_app *a) {
+int64_t lg_restore_done(lg_app *a) {
   int64_t max_seq = lg_store_max_event_seq(a->store);
   pthread_mutex_lock(&a->mu);
   if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
@@ -1811,6 +1856,14 @@ void lg_restore_done(lg_app *a) {
   for (size_t i = 0; i < n; i++) {
     lg_task *t = v[i];
     if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
+    if (t->status == TS_RUNNING && t->cancel_requested) {
+      /* the cancel was asked for and the process went away first: it
+       * stopped, so it is cancelled (R-25), never run again */
+      set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
+      t->phase = PH_DONE;
+      finish_task(a, t, TS_CANCELLED);
+      continue;
+    }
     if (t->status == TS_RUNNING) {
       if (t->attempts <= t->max_retries) {
         set_error(t, "lost", "the process stopped while the task ran; queued again");
@@ -1840,6 +1893,7 @@ void lg_restore_done(lg_app *a) {
   schedule(a);
   bump(a);
   pthread_mutex_unlock(&a->mu);
+  return max_seq;
 }
 
 /* ------------------------------------------------------ threads, claims */

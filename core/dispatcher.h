@@ -263,6 +263,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait);
 struct lg_store_opts_s;
 int lg_app_open_store(lg_app *a, const char *path, const struct lg_store_opts_s *o, lg_err *err);
 int lg_app_has_store(lg_app *a);
+struct lg_store *lg_app_store(lg_app *a); /* NULL for memory only */
 void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
@@ -272,7 +273,8 @@ typedef struct {
   int64_t enqueued_at, started_at, finished_at, retry_at;
 } lg_restore_req;
 int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err);
-void lg_restore_done(lg_app *a);
+/* Applies R-40; returns the highest seq the file held before it. */
+int64_t lg_restore_done(lg_app *a);
 int lg_thread_get(lg_app *a, const char *key, buf_t *out);
 int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
 void lg_claim(lg_app *a, const lg_filter *f, buf_t *out);

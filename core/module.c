@@ -824,15 +824,47 @@ static int l_app_restore(lua_State *L) {
   return 0;
 }
 
+/* Applies R-40; returns the highest event seq the file held before. */
 static int l_app_restore_done(lua_State *L) {
   app_ud *u = check_app(L);
-  lg_restore_done(u->app);
-  return 0;
+  lua_pushinteger(L, (lua_Integer)lg_restore_done(u->app));
+  return 1;
+}
+
+/* How the file store runs, or nil for memory only. */
+static int l_app_store_info(lua_State *L) {
+  app_ud *u = check_app(L);
+  lg_store_info_t i;
+  lg_store_info(lg_app_store(u->app), &i);
+  if (!i.path) return 0;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, i.path);
+  lua_setfield(L, -2, "path");
+  lua_pushinteger(L, i.synchronous);
+  lua_setfield(L, -2, "synchronous");
+  lua_pushstring(L, i.journal_mode);
+  lua_setfield(L, -2, "journal_mode");
+  lua_pushinteger(L, i.schema_version);
+  lua_setfield(L, -2, "schema_version");
+  if (i.error[0]) {
+    lua_pushstring(L, i.error);
+    lua_setfield(L, -2, "error");
+  }
+  return 1;
+}
+
+/* A thread key goes into SQLite as a C string: an embedded NUL would cut it
+ * (and merge every thread of an agent), so it is refused. */
+static const char *check_key(lua_State *L, int idx) {
+  size_t n;
+  const char *key = luaL_checklstring(L, idx, &n);
+  if (strlen(key) != n) luaL_argerror(L, idx, "a thread key must not contain a NUL byte");
+  return key;
 }
 
 static int l_app_thread_get(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *key = luaL_checkstring(L, 2);
+  const char *key = check_key(L, 2);
   buf_t out;
   buf_init(&out);
   if (lg_thread_get(u->app, key, &out) != 0) {
@@ -846,7 +878,7 @@ static int l_app_thread_get(lua_State *L) {
 
 static int l_app_thread_put(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *key = luaL_checkstring(L, 2);
+  const char *key = check_key(L, 2);
   const char *json = luaL_checkstring(L, 3);
   lg_err err = {{0}, {0}};
   if (lg_thread_put(u->app, key, json, &err) != 0) return raise_err(L, &err);
@@ -884,6 +916,7 @@ static const luaL_Reg app_methods[] = {
     {"store_records", l_app_store_records},
     {"restore", l_app_restore},
     {"restore_done", l_app_restore_done},
+    {"store_info", l_app_store_info},
     {"thread_get", l_app_thread_get},
     {"thread_put", l_app_thread_put},
     {"claim", l_app_claim},
