@@ -33,7 +33,7 @@ MODULE := $(OUT)/core.so
 
 # Packages `make test` and `make demo` need on Debian 12.
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
-            lua-socket luarocks pkg-config gcc make
+            lua-socket luarocks sqlite3 pkg-config gcc make
 
 .PHONY: all test demo deps sanitize tsan bench fuzz clean c-tests install
 
