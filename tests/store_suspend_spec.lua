@@ -5,7 +5,7 @@
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 
-local function body(db, flag)
+local function body(db, flag, slots)
   return string.format([[
 local function fast() local f = io.open(%q) if f then f:close() return true end end
 local work = luagent.tool{ name = "work", handler = function(args, ctx)
@@ -19,10 +19,10 @@ local fan = luagent.tool{ name = "fan", handler = function(args, ctx)
   return { i = args.i, child = w.tasks[1].result.i }
 end }
 return luagent.config{
-  background_tasks = { enabled = true, global_concurrency = 3, per_agent_concurrency = 3 },
+  background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = 3 },
   store = { path = %q },
   tools = { work, fan },
-} ]], flag, db)
+} ]], flag, slots or 3, db)
 end
 
 describe("store: close{ mode = \"suspend\" } (R-25a)", function()
@@ -94,7 +94,25 @@ describe("store: close{ mode = \"suspend\" } (R-25a)", function()
     app2:close()
   end)
 
-  it("a second suspend before anything ran changes nothing", function()
+  it("queued tasks come back in order: priority, then first in first out (R-40)", function()
+    local app = H.app(body(db, flag, 1))
+    local first = app:enqueue_tool("work", { i = 0 }, { priority = 10 })
+    assert.is_true(H.await_kind(app, "parked", first.task_id) ~= nil)
+    for _, spec in ipairs({ { 1, 1 }, { 2, 5 }, { 3, 1 }, { 4, 5 }, { 5, 0 }, { 6, 5 } }) do
+      app:enqueue_tool("work", { i = spec[1] }, { priority = spec[2] })
+    end
+    app:close{ mode = "suspend" }
+    H.write(flag, "go")
+    local app2 = H.app(body(db, flag, 1))
+    local order = {}
+    for ev in app2:run_stream_until_idle{ timeout_s = 10 } do
+      if ev.kind == "task_started" then order[#order + 1] = app2:get(ev.task_id).args.i end
+    end
+    assert.same({ 0, 2, 4, 6, 1, 3, 5 }, order)
+    app2:close()
+  end)
+
+  it("suspending again and again spends no attempt", function()
     local app = H.app(body(db, flag))
     local t = app:enqueue_tool("work", { i = 1 }, { retries = 0 })
     assert.is_true(H.await_kind(app, "parked", t.task_id) ~= nil)
