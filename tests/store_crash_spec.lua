@@ -234,9 +234,13 @@ local r1 = app:run("boss", "start", { thread_id = "t" })
 assert(r1.status == "completed", r1.status)
 local id = app:list{ agent_id = "boss" }[1].task_id
 app:wait({ id })
-assert(app:get(id).delivered == false)
-local r2 = app:run("boss", "again", { thread_id = "t" })
-assert(r2.final == "saw the results", tostring(r2.final))
+-- delivered by the run's next model call when the job was quick enough,
+-- else by the next run of that agent and thread
+if not app:get(id).delivered then
+  local r2 = app:run("boss", "again", { thread_id = "t" })
+  assert(r2.final == "saw the results", tostring(r2.final))
+end
+assert(app:get(id).delivered == true)
 print(json.encode(app:get(id)))
 -- something running at the kill, too
 local p = app:enqueue_tool("park", {})
