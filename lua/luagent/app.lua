@@ -139,14 +139,27 @@ function App:_wait_until(check, deadline, stop)
   end
 end
 
-local poll_spec = { budget_ms = function(v) return options.non_negative(v) end, max_callbacks = "integer" }
+local poll_spec = {
+  budget_ms = function(v) return options.non_negative(v) end,
+  max_callbacks = "integer",
+  wait_ms = function(v) return options.non_negative(v) end,
+}
 
--- Non-blocking pump for game loops (R-5).
+-- The pump for game loops (R-5): runs what is queued for the host, within
+-- budget_ms / max_callbacks, and returns how much ran. It never blocks
+-- unless wait_ms is given: then, when nothing was queued, it waits up to
+-- wait_ms for something to arrive (a frame's idle time, say).
 function App:poll(opts)
   options.check("app:poll", opts, poll_spec)
   if self._in_cb > 0 then return 0 end
   opts = opts or {}
-  return self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+  local gen = opts.wait_ms and self._core:gen()
+  local n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+  if n == 0 and opts.wait_ms and opts.wait_ms > 0 then
+    self._core:block(gen, opts.wait_ms / 1000)
+    n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+  end
+  return n
 end
 
 function App:_check_open(where)
