@@ -1,512 +1,24 @@
-/* The dispatcher of one app: task table, per-agent queues, admission with
- * global and per-agent caps (R-21), slot lending while tasks wait (R-27),
- * retries (R-24), cancellation and its cascade (R-25), close (R-25a), the
- * event ring (§6) and the queue of work for the host thread (R-5).
+/* The dispatcher of one app: admission with global and per-agent caps
+ * (R-21) and a reservation of threads for waits (R-27), slot lending while
+ * tasks wait (R-27), retries (R-24), cancellation and its cascade (R-25),
+ * close (R-25a), enqueue, waits, and the calls a worker makes for the task
+ * it runs.
  *
  * Everything is guarded by app->mu and nothing here calls into Lua (R-4):
  * records and events leave as JSON text that module.c decodes after
- * unlocking. */
-#include "dispatcher.h"
+ * unlocking. This file holds the scheduling decisions only; the data they
+ * work on (task table, agent queues, records) is in tasks.c, what leaves for
+ * observers (event ring, host work queue) in events.c, and the store side in
+ * recovery.c, so each can be read without the others. What they share is
+ * declared in dispatch_internal.h. */
+#include "dispatch_internal.h"
 #include "store.h"
-#include "http.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static const char *const status_names[] = {"queued",    "running",   "completed",
-                                           "failed",    "cancelled", "timed_out"};
-
-const char *lg_status_name(int s) { return status_names[s]; }
-
-static int status_from_name(const char *s) {
-  for (int i = 0; i < 6; i++)
-    if (strcmp(s, status_names[i]) == 0) return i;
-  return -1;
-}
-
-/* ------------------------------------------------------------------ time */
-
-static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
-  /* condition variables use CLOCK_MONOTONIC (see cond_init) */
-  ts->tv_sec = (time_t)(mono_ms / 1000);
-  ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
-}
-
-static void cond_init(pthread_cond_t *cv) {
-  pthread_condattr_t at;
-  pthread_condattr_init(&at);
-  pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
-  pthread_cond_init(cv, &at);
-  pthread_condattr_destroy(&at);
-}
-
-/* Wait on cv until signalled or mono deadline (0 = none). */
-static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
-  if (deadline <= 0) {
-    pthread_cond_wait(cv, mu);
-    return;
-  }
-  struct timespec ts;
-  deadline_ts(&ts, deadline);
-  pthread_cond_timedwait(cv, mu, &ts);
-}
-
-static int64_t min_deadline(int64_t a, int64_t b) {
-  if (a <= 0) return b;
-  if (b <= 0) return a;
-  return a < b ? a : b;
-}
-
-/* ------------------------------------------------------------ task table */
-
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-  return h;
-}
-
-static lg_task *task_find(lg_app *a, const char *id) {
-  if (!a->tab_cap) return NULL;
-  for (lg_task *t = a->tab[hash_str(id) & (a->tab_cap - 1)]; t; t = t->hnext)
-    if (strcmp(t->id, id) == 0) return t;
-  return NULL;
-}
-
-static int task_insert(lg_app *a, lg_task *t) {
-  if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
-    size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
-    lg_task **tab = calloc(cap, sizeof *tab);
-    if (!tab) return -1;
-    for (size_t i = 0; i < a->tab_cap; i++) {
-      for (lg_task *x = a->tab[i], *nx; x; x = nx) {
-        nx = x->hnext;
-        size_t k = hash_str(x->id) & (cap - 1);
-        x->hnext = tab[k];
-        tab[k] = x;
-      }
-    }
-    free(a->tab);
-    a->tab = tab;
-    a->tab_cap = cap;
-  }
-  size_t k = hash_str(t->id) & (a->tab_cap - 1);
-  t->hnext = a->tab[k];
-  a->tab[k] = t;
-  a->ntasks++;
-  return 0;
-}
-
-static void task_free(lg_task *t) {
-  char **strs[] = {&t->agent_id,      &t->parent_agent_id, &t->thread_id,      &t->tool,
-                   &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
-                   &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
-                   &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
-                   &t->error_kind,    &t->error_message};
-  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
-  for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
-  free(t->wait_ids);
-  free(t);
-}
-
-/* ---------------------------------------------------------- agent queues */
-
-/* Best first: boosted (R-27 lending), then higher priority, then FIFO. */
-static int task_before(const lg_task *x, const lg_task *y) {
-  if (x->boost != y->boost) return x->boost > y->boost;
-  if (x->priority != y->priority) return x->priority > y->priority;
-  return x->seq < y->seq;
-}
-
-static lg_agentq *aq_get(lg_app *a, const char *name) {
-  if (!a->aq_cap) {
-    a->aqtab = calloc(64, sizeof *a->aqtab);
-    if (!a->aqtab) return NULL;
-    a->aq_cap = 64;
-  }
-  size_t k = hash_str(name) & (a->aq_cap - 1);
-  for (lg_agentq *q = a->aqtab[k]; q; q = q->hnext)
-    if (strcmp(q->name, name) == 0) return q;
-  lg_agentq *q = calloc(1, sizeof *q);
-  if (!q || !(q->name = strdup(name))) {
-    free(q);
-    return NULL;
-  }
-  q->hnext = a->aqtab[k];
-  a->aqtab[k] = q;
-  q->next = a->agents;
-  a->agents = q;
-  return q;
-}
-
-static void heap_swap(lg_agentq *q, int i, int j) {
-  lg_task *t = q->heap[i];
-  q->heap[i] = q->heap[j];
-  q->heap[j] = t;
-  q->heap[i]->heap_idx = i;
-  q->heap[j]->heap_idx = j;
-}
-
-static void heap_up(lg_agentq *q, int i) {
-  while (i > 0) {
-    int p = (i - 1) / 2;
-    if (!task_before(q->heap[i], q->heap[p])) break;
-    heap_swap(q, i, p);
-    i = p;
-  }
-}
-
-static void heap_down(lg_agentq *q, int i) {
-  for (;;) {
-    int l = 2 * i + 1, r = l + 1, m = i;
-    if (l < q->n && task_before(q->heap[l], q->heap[m])) m = l;
-    if (r < q->n && task_before(q->heap[r], q->heap[m])) m = r;
-    if (m == i) break;
-    heap_swap(q, i, m);
-    i = m;
-  }
-}
-
-static int aq_push(lg_agentq *q, lg_task *t) {
-  if (q->n == q->cap) {
-    int cap = q->cap ? q->cap * 2 : 16;
-    lg_task **h = realloc(q->heap, (size_t)cap * sizeof *h);
-    if (!h) return -1;
-    q->heap = h;
-    q->cap = cap;
-  }
-  q->heap[q->n] = t;
-  t->heap_idx = q->n++;
-  heap_up(q, t->heap_idx);
-  return 0;
-}
-
-static void aq_remove(lg_agentq *q, lg_task *t) {
-  int i = t->heap_idx;
-  if (i < 0 || i >= q->n || q->heap[i] != t) return;
-  q->n--;
-  if (i != q->n) {
-    q->heap[i] = q->heap[q->n];
-    q->heap[i]->heap_idx = i;
-    heap_down(q, i);
-    heap_up(q, i);
-  }
-  t->heap_idx = -1;
-}
-
-/* --------------------------------------------------------------- records */
-
-static void add_str_field(buf_t *b, const char *k, const char *v) {
-  if (!v) return;
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_add_jstr(b, v, strlen(v));
-}
-
-static void add_raw_field(buf_t *b, const char *k, const char *json) {
-  if (!json) return;
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_adds(b, json);
-}
-
-static void add_time_field(buf_t *b, const char *k, int64_t ms) {
-  if (!ms) return;
-  char iso[32];
-  lg_iso8601(ms, iso);
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_addf(b, "\"%s\"", iso);
-}
-
-static void add_error(buf_t *b, const lg_task *t) {
-  if (!t->error_kind) return;
-  buf_adds(b, ",\"error\":{\"kind\":");
-  buf_add_jstr(b, t->error_kind, strlen(t->error_kind));
-  buf_adds(b, ",\"message\":");
-  const char *m = t->error_message ? t->error_message : "";
-  buf_add_jstr(b, m, strlen(m));
-  if (t->error_status) buf_addf(b, ",\"status\":%d", t->error_status);
-  buf_addc(b, '}');
-}
-
-/* internal: also the fields only recovery needs (the store's copy). */
-static void record_json_x(const lg_task *t, buf_t *b, int internal) {
-  buf_adds(b, "{\"task_id\":");
-  buf_add_jstr(b, t->id, strlen(t->id));
-  add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
-  add_str_field(b, "agent_id", t->agent_id);
-  add_str_field(b, "parent_agent_id", t->parent_agent_id);
-  add_str_field(b, "thread_id", t->thread_id);
-  add_str_field(b, "tool", t->tool);
-  add_str_field(b, "tool_call_id", t->tool_call_id);
-  add_str_field(b, "run_id", t->run_id);
-  add_str_field(b, "parent_run_id", t->parent_run_id);
-  add_str_field(b, "parent_task_id", t->parent_task_id);
-  add_str_field(b, "root_task_id", t->root_task_id);
-  buf_addf(b, ",\"depth\":%d", t->depth);
-  add_str_field(b, "prompt", t->prompt);
-  add_raw_field(b, "args", t->args_json);
-  add_str_field(b, "status", status_names[t->status]);
-  add_time_field(b, "enqueued_at", t->enqueued_at);
-  add_time_field(b, "started_at", t->started_at);
-  add_time_field(b, "finished_at", t->finished_at);
-  add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
-  buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
-           t->max_retries, t->timeout_s);
-  add_raw_field(b, "result", t->result_json);
-  add_error(b, t);
-  add_raw_field(b, "usage", t->usage_json);
-  buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
-  if (t->wait_n > 0) {
-    buf_adds(b, ",\"waiting_on\":[");
-    for (int i = 0; i < t->wait_n; i++) {
-      if (i) buf_addc(b, ',');
-      buf_add_jstr(b, t->wait_ids[i], strlen(t->wait_ids[i]));
-    }
-    buf_addc(b, ']');
-  }
-  buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
-  add_raw_field(b, "metadata", t->metadata_json);
-  if (internal) {
-    add_str_field(b, "root_key", t->root_key);
-    if (t->max_depth >= 0) buf_addf(b, ",\"max_depth\":%d", t->max_depth);
-  }
-  buf_addc(b, '}');
-}
-
-static void record_json(const lg_task *t, buf_t *b) { record_json_x(t, b, 0); }
-
-/* -------------------------------------------------------- host and wakeups */
-
-/* Something the host may be waiting for changed. */
-static void bump(lg_app *a) {
-  a->gen++;
-  if (a->host_blocked) pthread_cond_broadcast(&a->host_cv);
-  if (a->host_multi) lg_http_wakeup(a->host_multi);
-}
-
-static void hq_push(lg_app *a, lg_host_item *it) {
-  it->id = ++a->next_item_id;
-  it->next = NULL;
-  if (a->hq_tail)
-    a->hq_tail->next = it;
-  else
-    a->hq_head = it;
-  a->hq_tail = it;
-  a->hq_n++;
-  bump(a);
-}
-
-static void hq_unlink(lg_app *a, lg_host_item *it) {
-  lg_host_item **pp = &a->hq_head, *prev = NULL;
-  for (; *pp; prev = *pp, pp = &(*pp)->next) {
-    if (*pp == it) {
-      *pp = it->next;
-      if (a->hq_tail == it) a->hq_tail = prev;
-      a->hq_n--;
-      return;
-    }
-  }
-}
-
-void lg_host_item_free(lg_host_item *it) {
-  if (!it) return;
-  free(it->name);
-  free(it->json);
-  free(it->ctx_json);
-  free(it->reply_json);
-  free(it);
-}
-
-static void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
-  if (!(a->wants & want)) return;
-  lg_host_item *it = calloc(1, sizeof *it);
-  if (!it) return;
-  buf_t b;
-  buf_init(&b);
-  record_json(t, &b);
-  it->type = HI_CALLBACK;
-  snprintf(it->kind, sizeof it->kind, "%s", kind);
-  snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
-  it->json = buf_detach(&b);
-  if (!it->json) {
-    free(it);
-    return;
-  }
-  hq_push(a, it);
-}
-
-#define LOG_QUEUE_MAX 1000
-
-static void log_locked(lg_app *a, const char *level, const char *msg) {
-  int queued = 0;
-  for (lg_host_item *it = a->hq_head; it; it = it->next) queued += it->type == HI_LOG;
-  if (queued >= LOG_QUEUE_MAX) return; /* a host that never pumps must not grow us forever */
-  lg_host_item *it = calloc(1, sizeof *it);
-  if (!it) return;
-  it->type = HI_LOG;
-  snprintf(it->kind, sizeof it->kind, "%s", level);
-  it->json = strdup(msg);
-  if (!it->json) {
-    free(it);
-    return;
-  }
-  hq_push(a, it);
-}
-
-void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
-  char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  pthread_mutex_lock(&a->mu);
-  log_locked(a, level, msg);
-  pthread_mutex_unlock(&a->mu);
-}
-
-/* ---------------------------------------------------------------- events */
-
-static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, const char *summary) {
-  lg_digest *d = &t->ring[(t->ring_head + t->ring_n) % LG_TASK_RING];
-  if (t->ring_n == LG_TASK_RING)
-    t->ring_head = (t->ring_head + 1) % LG_TASK_RING;
-  else
-    t->ring_n++;
-  d->seq = seq;
-  d->ts = ts;
-  snprintf(d->kind, sizeof d->kind, "%s", kind);
-  snprintf(d->summary, sizeof d->summary, "%s", summary ? summary : "");
-}
-
-/* Append one event. fields: task may be NULL (then ids come from e). */
-static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char *summary) {
-  int64_t seq = a->next_event_seq++;
-  int64_t ts = lg_wall_ms();
-  char iso[32];
-  lg_iso8601(ts, iso);
-  buf_t b;
-  buf_init(&b);
-  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
-  buf_add_jstr(&b, e->kind, strlen(e->kind));
-  add_str_field(&b, "run_id", e->run_id);
-  add_str_field(&b, "task_id", e->task_id);
-  add_str_field(&b, "agent_id", e->agent_id);
-  buf_addf(&b, ",\"depth\":%d", e->depth);
-  add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
-  buf_addc(&b, '}');
-  char *json = buf_detach(&b);
-  if (!json) return;
-  if (t) ring_digest(t, seq, ts, e->kind, summary);
-  lg_store_event(a->store, seq, e->task_id, json);
-  if (a->ring_n == a->ring_cap) {
-    free(a->ring[a->ring_head].json);
-    a->ring[a->ring_head].seq = seq;
-    a->ring[a->ring_head].json = json;
-    a->ring_head = (a->ring_head + 1) % a->ring_cap;
-  } else {
-    lg_event *ev = &a->ring[(a->ring_head + a->ring_n) % a->ring_cap];
-    ev->seq = seq;
-    ev->json = json;
-    a->ring_n++;
-  }
-  bump(a);
-}
-
-static void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
-                       const char *summary) {
-  lg_event_in e = {kind, t->run_id, t->id, t->agent_id, payload, t->depth};
-  emit_locked(a, &e, t, summary);
-}
-
-void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
-  emit_locked(a, e, t, summary);
-  if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
-    lg_host_item *it = calloc(1, sizeof *it);
-    if (it) {
-      it->type = HI_CALLBACK;
-      snprintf(it->kind, sizeof it->kind, "error");
-      it->json = strdup(e->payload_json ? e->payload_json : "{}");
-      if (e->task_id) snprintf(it->task_id, sizeof it->task_id, "%s", e->task_id);
-      if (it->json)
-        hq_push(a, it);
-      else
-        free(it);
-    }
-  }
-  pthread_mutex_unlock(&a->mu);
-}
-
-/* Events with seq > since from the ring. With a file store, what the ring
- * no longer holds is read back from the file (after flushing), so a cursor
- * never sees a gap; with memory only an old cursor gets {"kind":"gap"}. */
-int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
-  int n = 0;
-  buf_addc(out, '[');
-  pthread_mutex_lock(&a->mu);
-  lg_store *st = a->store;
-  /* What the ring no longer holds comes from the file. The ring may move on
-   * while the file is read, so read until the ring starts at or before the
-   * next wanted seq (each round reads only what the ring dropped meanwhile). */
-  for (;;) {
-    int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
-    if (!st || since + 1 >= oldest || n >= limit) break;
-    uint64_t ticket = lg_store_ticket(st);
-    pthread_mutex_unlock(&a->mu);
-    lg_store_sync(st, ticket, NULL, 0);
-    buf_t part;
-    buf_init(&part);
-    int k = lg_store_read_events(st, since, oldest, limit - n, &part);
-    if (k > 0) {
-      if (n) buf_addc(out, ',');
-      buf_add(out, part.p, part.len);
-      n += k;
-    }
-    buf_free(&part);
-    pthread_mutex_lock(&a->mu);
-    if (k == 0) break; /* nothing in the file (a closed store): the ring says gap */
-    if (n >= limit) break;
-    since = oldest - 1; /* the file held everything before `oldest` */
-  }
-  if (a->ring_n > 0 && n < limit) {
-    int64_t oldest = a->ring[a->ring_head].seq;
-    int64_t from = since + 1;
-    if (from < oldest && since >= 0) {
-      if (n) buf_addc(out, ',');
-      buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
-               (long long)from, (long long)(oldest - from), (long long)oldest);
-      n++;
-    }
-    if (from < oldest) from = oldest;
-    for (int64_t s = from; s < a->next_event_seq && n < limit; s++) {
-      const lg_event *ev = &a->ring[(a->ring_head + (s - oldest)) % a->ring_cap];
-      if (n) buf_addc(out, ',');
-      buf_adds(out, ev->json);
-      n++;
-    }
-  }
-  buf_addc(out, ']');
-  pthread_mutex_unlock(&a->mu);
-  return n;
-}
-
-/* --------------------------------------------------------- store writes */
-
-static void persist(lg_app *a, lg_task *t) {
-  if (!a->store) return;
-  buf_t b;
-  buf_init(&b);
-  record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, t->status, b.p, b.len);
-  buf_free(&b);
-}
 
 /* ------------------------------------------------------------- admission */
 
@@ -540,8 +52,6 @@ static void give_slot(lg_app *a, lg_task *t) {
   a->holders--;
   t->aq->holders--;
 }
-
-static void finish_task(lg_app *a, lg_task *t, int status);
 
 static void admit(lg_app *a, lg_task *t) {
   int64_t now = lg_wall_ms();
@@ -584,8 +94,6 @@ static void admit(lg_app *a, lg_task *t) {
   }
 }
 
-static void schedule(lg_app *a);
-
 static void retry_due(lg_app *a, int64_t now) {
   lg_task **pp = &a->retry_head;
   while (*pp) {
@@ -607,7 +115,7 @@ static int subtree_holds_slot(const lg_task *c) {
   return 0;
 }
 
-static void schedule(lg_app *a) {
+void schedule(lg_app *a) {
   if (a->closing) return;
   retry_due(a, lg_wall_ms());
   /* Tasks coming back from a wait take a slot ahead of queued tasks (R-27).
@@ -647,7 +155,7 @@ static void schedule(lg_app *a) {
 }
 
 /* Earliest retry time, for the workers' timed waits (0 = none). */
-static int64_t next_retry_mono(lg_app *a) {
+int64_t next_retry_mono(lg_app *a) {
   int64_t best = 0;
   for (lg_task *t = a->retry_head; t; t = t->lnext)
     if (!best || t->retry_at < best) best = t->retry_at;
@@ -729,19 +237,19 @@ static void notify_waiters(lg_app *a) {
 
 static void cascade(lg_app *a, lg_task *t);
 
-static void finish_task(lg_app *a, lg_task *t, int status) {
+void finish_task(lg_app *a, lg_task *t, int status) {
   t->status = status;
   t->phase = PH_DONE;
   t->finished_at = lg_wall_ms(); /* before the slot is released */
   a->finished[status]++;
   buf_t p;
   buf_init(&p);
-  buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", status_names[status], t->attempts);
+  buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
   add_error(&p, t);
   add_raw_field(&p, "late_result", t->late_result_json);
   buf_addc(&p, '}');
   char summary[128];
-  snprintf(summary, sizeof summary, "%s%s%s", status_names[status], t->error_message ? ": " : "",
+  snprintf(summary, sizeof summary, "%s%s%s", lg_status_name(status), t->error_message ? ": " : "",
            t->error_message ? t->error_message : "");
   task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
   buf_free(&p);
@@ -752,7 +260,7 @@ static void finish_task(lg_app *a, lg_task *t, int status) {
   bump(a);
 }
 
-static void set_error(lg_task *t, const char *kind, const char *msg) {
+void set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_status = 0;
   free(t->error_kind);
   free(t->error_message);
@@ -839,7 +347,7 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
     cascade(a, t);
   }
   buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
-           status_names[t->status]);
+           lg_status_name(t->status));
   buf_add_jstr(out, t->id, strlen(t->id));
   buf_addc(out, '}');
   pthread_mutex_unlock(&a->mu);
@@ -918,15 +426,9 @@ void lg_app_release(lg_app *a) {
   if (a && atomic_fetch_sub(&a->refs, 1) == 1) app_free(a);
 }
 
-void lg_app_attach_store(lg_app *a, lg_store *st) {
-  pthread_mutex_lock(&a->mu);
-  a->store = st;
-  pthread_mutex_unlock(&a->mu);
-}
-
 /* ------------------------------------------------------------- enqueue */
 
-static int *descendant_counter(lg_app *a, const char *key) {
+int *descendant_counter(lg_app *a, const char *key) {
   for (lg_counter *c = a->descendants; c; c = c->next)
     if (strcmp(c->key, key) == 0) return &c->n;
   lg_counter *c = calloc(1, sizeof *c);
@@ -937,16 +439,6 @@ static int *descendant_counter(lg_app *a, const char *key) {
   c->next = a->descendants;
   a->descendants = c;
   return &c->n;
-}
-
-static void err_set(lg_err *e, const char *kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void err_set(lg_err *e, const char *kind, const char *fmt, ...) {
-  snprintf(e->kind, sizeof e->kind, "%s", kind);
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(e->message, sizeof e->message, fmt, ap);
-  va_end(ap);
 }
 
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
@@ -1087,77 +579,25 @@ fail:
   return rc;
 }
 
-/* ----------------------------------------------------------- queries */
+/* ----------------------------------------------------------------- stats */
 
-int lg_get(lg_app *a, const char *id, buf_t *out) {
+void lg_get_stats(lg_app *a, lg_stats *s) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  if (t) record_json(t, out);
-  pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
-}
-
-int lg_status(lg_app *a, const char *id, char out[16]) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  if (t) snprintf(out, 16, "%s", status_names[t->status]);
-  pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
-}
-
-int lg_set_delivered(lg_app *a, const char *id) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  int found = t != NULL, changed = 0;
-  if (t && !t->delivered) {
-    t->delivered = 1;
-    t->claimed = 0;
-    persist(a, t);
-    changed = 1;
-  }
-  lg_store *st = changed ? a->store : NULL;
-  uint64_t ticket = lg_store_ticket(st);
-  pthread_mutex_unlock(&a->mu);
-  /* R-33: the flag is in the store before anyone acts on it, so a restart
-   * never announces a child again that was already delivered */
-  lg_store_sync(st, ticket, NULL, 0);
-  return found ? 0 : -1;
-}
-
-static int eq_opt(const char *want, const char *have) {
-  return !want || (have && strcmp(want, have) == 0);
-}
-
-static int cmp_seq(const void *x, const void *y) {
-  const lg_task *a = *(lg_task *const *)x, *b = *(lg_task *const *)y;
-  return a->seq < b->seq ? -1 : a->seq > b->seq;
-}
-
-void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  int want = f->status ? status_from_name(f->status) : -1;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
-  size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (want >= 0 && t->status != want) continue;
-      if (want < 0 && !f->include_finished && TS_TERMINAL(t->status)) continue;
-      if (!eq_opt(f->agent_id, t->agent_id) || !eq_opt(f->parent_agent_id, t->parent_agent_id) ||
-          !eq_opt(f->thread_id, t->thread_id) || !eq_opt(f->parent_run_id, t->parent_run_id) ||
-          !eq_opt(f->parent_task_id, t->parent_task_id))
-        continue;
-      v[n++] = t;
-    }
-  }
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
-  buf_addc(out, '[');
-  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
-  for (size_t i = 0; i < lim; i++) {
-    if (i) buf_addc(out, ',');
-    record_json(v[i], out);
-  }
-  buf_addc(out, ']');
-  free(v);
+  int retry = 0;
+  for (lg_task *t = a->retry_head; t; t = t->lnext) retry++;
+  (void)retry;
+  /* running: slot holders; waiting: running tasks that lent their slot
+   * (waiting, queued to take a slot back, or unwinding after a cancel) */
+  s->queued = a->queued;
+  s->running = a->holders;
+  s->waiting = a->running_n - a->holders;
+  s->workers = a->nworkers;
+  s->lent_slots = s->waiting;
+  s->host_calls_pending = a->host_calls_pending;
+  int pending_host = 0;
+  for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
+  s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
+  memcpy(s->finished, a->finished, sizeof s->finished);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -1169,38 +609,10 @@ static int is_self_or_ancestor(const lg_task *caller, const lg_task *x) {
   return 0;
 }
 
-static void digest_json(buf_t *b, const lg_digest *d) {
-  char iso[32];
-  lg_iso8601(d->ts, iso);
-  buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
-  buf_add_jstr(b, d->kind, strlen(d->kind));
-  buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
-  buf_add_jstr(b, d->summary, strlen(d->summary));
-  buf_addc(b, '}');
-}
-
-/* The last n event digests of a task, oldest first (bg_check). */
-int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  if (t) {
-    if (n > t->ring_n) n = t->ring_n;
-    if (n < 0) n = 0;
-    buf_addc(out, '[');
-    for (int i = t->ring_n - n; i < t->ring_n; i++) {
-      if (i > t->ring_n - n) buf_addc(out, ',');
-      digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
-    }
-    buf_addc(out, ']');
-  }
-  pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
-}
-
 static void wait_entry(const lg_task *t, buf_t *b) {
   buf_adds(b, "{\"task_id\":");
   buf_add_jstr(b, t->id, strlen(t->id));
-  add_str_field(b, "status", status_names[t->status]);
+  add_str_field(b, "status", lg_status_name(t->status));
   add_str_field(b, "agent_id", t->agent_id);
   add_str_field(b, "tool", t->tool);
   buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
@@ -1264,119 +676,6 @@ int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int ti
   int rc = wait_value(a, caller, ids, n, any, timed_out, out, err);
   pthread_mutex_unlock(&a->mu);
   return rc;
-}
-
-/* --------------------------------------------------------------- host */
-
-uint64_t lg_gen(lg_app *a) {
-  pthread_mutex_lock(&a->mu);
-  uint64_t g = a->gen;
-  pthread_mutex_unlock(&a->mu);
-  return g;
-}
-
-void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
-  pthread_mutex_lock(&a->mu);
-  int64_t deadline = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
-  if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
-  /* idle workers keep retry timers; a host waiting alone must run them too */
-  while (a->gen == gen) {
-    int64_t d = min_deadline(deadline, next_retry_mono(a));
-    a->host_blocked++;
-    cond_wait_until(&a->host_cv, &a->mu, d);
-    a->host_blocked--;
-    if (a->retry_head) schedule(a);
-    if (deadline && lg_mono_ms() >= deadline) break;
-  }
-  pthread_mutex_unlock(&a->mu);
-}
-
-int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
-  pthread_mutex_lock(&a->mu);
-  /* Retry timers run on idle workers and in blocking host calls; a host
-   * that only polls (a game loop) must run them too, since no worker may
-   * be left (one that cannot boot its state exits). */
-  if (a->retry_head) schedule(a);
-  int n = 0;
-  while (a->hq_head && n < max) {
-    lg_host_item *it = a->hq_head;
-    hq_unlink(a, it);
-    if (it->type == HI_HOST_CALL && lg_task_should_stop(it->waiter->task)) {
-      /* R-5: a call whose task was cancelled (or timed out) meanwhile is
-       * dropped; its worker, woken by the stop, frees the item */
-      continue;
-    }
-    if (it->type == HI_HOST_CALL) {
-      /* the waiting worker keeps the original; the host gets a copy */
-      lg_host_item *c = calloc(1, sizeof *c);
-      if (!c) {
-        it->next = a->hq_head;
-        a->hq_head = it;
-        if (!a->hq_tail) a->hq_tail = it;
-        a->hq_n++;
-        break;
-      }
-      *c = *it;
-      c->name = lg_strdup(it->name);
-      c->json = lg_strdup(it->json);
-      c->ctx_json = lg_strdup(it->ctx_json);
-      c->reply_json = NULL;
-      c->next = NULL;
-      it->replied = 0;
-      out[n++] = c;
-    } else {
-      out[n++] = it;
-    }
-  }
-  pthread_mutex_unlock(&a->mu);
-  return n;
-}
-
-void lg_host_reply(lg_app *a, uint64_t id, const char *json) {
-  pthread_mutex_lock(&a->mu);
-  for (lg_worker *w = a->workers; w; w = w->next) {
-    lg_task *t = w->task;
-    lg_host_item *c = t ? t->host_call : NULL;
-    if (c && c->id == id && !c->replied) {
-      c->reply_json = lg_strdup(json);
-      c->replied = 1;
-      pthread_cond_signal(&w->cv);
-      break;
-    }
-  }
-  pthread_mutex_unlock(&a->mu);
-}
-
-void lg_set_wants(lg_app *a, unsigned wants) {
-  pthread_mutex_lock(&a->mu);
-  a->wants = wants;
-  pthread_mutex_unlock(&a->mu);
-}
-
-void lg_set_host_multi(lg_app *a, void *multi) {
-  pthread_mutex_lock(&a->mu);
-  a->host_multi = multi;
-  pthread_mutex_unlock(&a->mu);
-}
-
-void lg_get_stats(lg_app *a, lg_stats *s) {
-  pthread_mutex_lock(&a->mu);
-  int retry = 0;
-  for (lg_task *t = a->retry_head; t; t = t->lnext) retry++;
-  (void)retry;
-  /* running: slot holders; waiting: running tasks that lent their slot
-   * (waiting, queued to take a slot back, or unwinding after a cancel) */
-  s->queued = a->queued;
-  s->running = a->holders;
-  s->waiting = a->running_n - a->holders;
-  s->workers = a->nworkers;
-  s->lent_slots = s->waiting;
-  s->host_calls_pending = a->host_calls_pending;
-  int pending_host = 0;
-  for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
-  s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
-  memcpy(s->finished, a->finished, sizeof s->finished);
-  pthread_mutex_unlock(&a->mu);
 }
 
 /* --------------------------------------------------------------- close */
@@ -1733,221 +1032,5 @@ void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   if (t->max_depth >= 0) buf_addf(out, ",\"max_depth\":%d", t->max_depth);
   buf_addf(out, ",\"depth\":%d,\"attempt\":%d,\"timeout_s\":%.17g}", t->depth, t->attempts,
            t->timeout_s);
-  pthread_mutex_unlock(&a->mu);
-}
-
-/* ------------------------------------------------- store and recovery */
-
-int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_err *err) {
-  char msg[sizeof err->message];
-  lg_store *st = lg_store_open(path, o, msg, sizeof msg);
-  if (!st) {
-    err_set(err, "store", "%s", msg);
-    return -1;
-  }
-  pthread_mutex_lock(&a->mu);
-  a->store = st;
-  pthread_mutex_unlock(&a->mu);
-  return 0;
-}
-
-int lg_app_has_store(lg_app *a) { return lg_app_store(a) != NULL; }
-
-lg_store *lg_app_store(lg_app *a) {
-  pthread_mutex_lock(&a->mu);
-  lg_store *st = a->store;
-  pthread_mutex_unlock(&a->mu);
-  return st;
-}
-
-static void add_row(void *ud, const char *json, size_t len) {
-  buf_t *b = ud;
-  if (b->len > 1) buf_addc(b, ',');
-  buf_add(b, json, len);
-}
-
-/* Every stored record as a JSON array, in enqueue order. */
-void lg_store_records(lg_app *a, buf_t *out) {
-  buf_addc(out, '[');
-  lg_store_read_tasks(a->store, add_row, out);
-  buf_addc(out, ']');
-}
-
-/* Put a stored task back as it was written; lg_restore_done then applies
- * R-40 to the ones that were not finished. */
-int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
-  lg_task *t = calloc(1, sizeof *t);
-  if (!t) {
-    err_set(err, "store", "out of memory");
-    return -1;
-  }
-  const lg_enqueue_req *e = &r->base;
-  snprintf(t->id, sizeof t->id, "%s", r->task_id);
-  t->kind = e->kind;
-  t->agent_id = lg_strdup(e->agent_id ? e->agent_id : "host");
-  t->parent_agent_id = lg_strdup(e->parent_agent_id);
-  t->thread_id = lg_strdup(e->thread_id);
-  t->tool = lg_strdup(e->tool);
-  t->tool_call_id = lg_strdup(e->tool_call_id);
-  t->run_id = lg_strdup(r->run_id);
-  t->parent_run_id = lg_strdup(e->parent_run_id);
-  t->parent_task_id = lg_strdup(r->parent_task_id);
-  t->root_task_id = lg_strdup(r->root_task_id ? r->root_task_id : r->task_id);
-  t->root_key = lg_strdup(e->root_key ? e->root_key : t->root_task_id);
-  t->prompt = lg_strdup(e->prompt);
-  t->args_json = lg_strdup(e->args_json);
-  t->metadata_json = lg_strdup(e->metadata_json);
-  t->result_json = lg_strdup(r->result_json);
-  t->usage_json = lg_strdup(r->usage_json);
-  t->error_kind = lg_strdup(r->error_kind);
-  t->error_message = lg_strdup(r->error_message);
-  t->error_status = r->error_status;
-  t->depth = e->depth;
-  t->max_depth = e->max_depth;
-  t->timeout_s = e->timeout_s;
-  t->max_retries = e->retries;
-  t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
-  t->attempts = r->attempts;
-  t->delivered = r->delivered;
-  t->cancel_requested = r->cancel_requested;
-  t->enqueued_at = r->enqueued_at;
-  t->started_at = r->started_at;
-  t->finished_at = r->finished_at;
-  t->retry_at = r->retry_at;
-  t->heap_idx = -1;
-  atomic_init(&t->stop, STOP_NONE);
-  int st = status_from_name(r->status ? r->status : "");
-  t->status = st < 0 ? TS_QUEUED : st;
-  t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
-  pthread_mutex_lock(&a->mu);
-  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
-    pthread_mutex_unlock(&a->mu);
-    err_set(err, "store", "cannot restore task %s", r->task_id);
-    task_free(t);
-    return -1;
-  }
-  t->seq = a->next_seq++;
-  t->parent = t->parent_task_id ? task_find(a, t->parent_task_id) : NULL;
-  if (t->parent) {
-    t->next_sibling = t->parent->first_child;
-    t->parent->first_child = t;
-  }
-  if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    int *count = descendant_counter(a, t->root_key);
-    if (count) (*count)++;
-  }
-  lg_id_floor(t->enqueued_at);
-  pthread_mutex_unlock(&a->mu);
-  return 0;
-}
-
-/* R-40: queued tasks are queued again in order; running ones go back to
- * the queue while attempts remain, else fail with error.kind "lost". */
-int64_t lg_restore_done(lg_app *a) {
-  int64_t max_seq = lg_store_max_event_seq(a->store);
-  pthread_mutex_lock(&a->mu);
-  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
-  size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (t->phase == PH_RECOVERING) v[n++] = t;
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
-  for (size_t i = 0; i < n; i++) {
-    lg_task *t = v[i];
-    if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
-    if (t->status == TS_RUNNING && t->cancel_requested) {
-      /* the cancel was asked for and the process went away first: it
-       * stopped, so it is cancelled (R-25), never run again */
-      set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
-      t->phase = PH_DONE;
-      finish_task(a, t, TS_CANCELLED);
-      continue;
-    }
-    if (t->status == TS_RUNNING) {
-      if (t->attempts <= t->max_retries) {
-        set_error(t, "lost", "the process stopped while the task ran; queued again");
-        t->status = TS_QUEUED;
-        t->started_at = 0;
-        task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
-      } else {
-        set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
-        t->phase = PH_DONE;
-        finish_task(a, t, TS_FAILED);
-        continue;
-      }
-    }
-    a->queued++;
-    if (t->retry_at > 0 && t->retry_at > lg_wall_ms()) {
-      t->phase = PH_RETRY;
-      t->lnext = a->retry_head;
-      a->retry_head = t;
-    } else {
-      t->phase = PH_QUEUED;
-      t->retry_at = 0;
-      aq_push(t->aq, t);
-    }
-    persist(a, t);
-  }
-  free(v);
-  schedule(a);
-  bump(a);
-  pthread_mutex_unlock(&a->mu);
-  return max_seq;
-}
-
-/* ------------------------------------------------------ threads, claims */
-
-int lg_thread_get(lg_app *a, const char *key, buf_t *out) {
-  return lg_store_read_thread(a->store, key, out);
-}
-
-int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
-  pthread_mutex_lock(&a->mu);
-  lg_store_thread(a->store, key, json);
-  uint64_t ticket = lg_store_ticket(a->store);
-  lg_store *st = a->store;
-  pthread_mutex_unlock(&a->mu);
-  char msg[256];
-  if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
-    err_set(err, "store", "%s", msg);
-    return -1;
-  }
-  return 0;
-}
-
-/* R-33: finished children of a scope that no model call has carried yet,
- * oldest first; they are claimed so a concurrent run of the same scope does
- * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
-void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
-  size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) continue;
-      if (!eq_opt(f->parent_agent_id, t->parent_agent_id) || !eq_opt(f->thread_id, t->thread_id) ||
-          !eq_opt(f->parent_task_id, t->parent_task_id))
-        continue;
-      v[n++] = t;
-    }
-  }
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
-  buf_addc(out, '[');
-  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
-  for (size_t i = 0; i < lim; i++) {
-    if (i) buf_addc(out, ',');
-    v[i]->claimed = 1;
-    record_json(v[i], out);
-  }
-  buf_addc(out, ']');
-  free(v);
-  pthread_mutex_unlock(&a->mu);
-}
-
-void lg_unclaim(lg_app *a, const char *id) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  if (t) t->claimed = 0;
   pthread_mutex_unlock(&a->mu);
 }

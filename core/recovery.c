@@ -1,0 +1,266 @@
+/* The dispatcher's side of the store (R-14, R-40): every change of a record
+ * is queued for the store through persist(); the store is opened and
+ * attached, stored records are read back and restored, and lg_restore_done
+ * re-queues or fails what was not finished. Thread state is here too, and
+ * the claimed/delivered flags of finished children (R-33), since marking a
+ * child delivered must reach the file before anyone acts on it. The I/O
+ * itself is store.c; this file maps tasks to it. */
+#include "dispatch_internal.h"
+#include "store.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --------------------------------------------------------- store writes */
+
+void persist(lg_app *a, lg_task *t) {
+  if (!a->store) return;
+  buf_t b;
+  buf_init(&b);
+  record_json_x(t, &b, 1);
+  lg_store_task(a->store, t->id, t->status, b.p, b.len);
+  buf_free(&b);
+}
+
+/* ------------------------------------------------- store and recovery */
+
+int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_err *err) {
+  char msg[sizeof err->message];
+  lg_store *st = lg_store_open(path, o, msg, sizeof msg);
+  if (!st) {
+    err_set(err, "store", "%s", msg);
+    return -1;
+  }
+  pthread_mutex_lock(&a->mu);
+  a->store = st;
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+void lg_app_attach_store(lg_app *a, lg_store *st) {
+  pthread_mutex_lock(&a->mu);
+  a->store = st;
+  pthread_mutex_unlock(&a->mu);
+}
+
+int lg_app_has_store(lg_app *a) { return lg_app_store(a) != NULL; }
+
+lg_store *lg_app_store(lg_app *a) {
+  pthread_mutex_lock(&a->mu);
+  lg_store *st = a->store;
+  pthread_mutex_unlock(&a->mu);
+  return st;
+}
+
+static void add_row(void *ud, const char *json, size_t len) {
+  buf_t *b = ud;
+  if (b->len > 1) buf_addc(b, ',');
+  buf_add(b, json, len);
+}
+
+/* Every stored record as a JSON array, in enqueue order. */
+void lg_store_records(lg_app *a, buf_t *out) {
+  buf_addc(out, '[');
+  lg_store_read_tasks(a->store, add_row, out);
+  buf_addc(out, ']');
+}
+
+/* Put a stored task back as it was written; lg_restore_done then applies
+ * R-40 to the ones that were not finished. */
+int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
+  lg_task *t = calloc(1, sizeof *t);
+  if (!t) {
+    err_set(err, "store", "out of memory");
+    return -1;
+  }
+  const lg_enqueue_req *e = &r->base;
+  snprintf(t->id, sizeof t->id, "%s", r->task_id);
+  t->kind = e->kind;
+  t->agent_id = lg_strdup(e->agent_id ? e->agent_id : "host");
+  t->parent_agent_id = lg_strdup(e->parent_agent_id);
+  t->thread_id = lg_strdup(e->thread_id);
+  t->tool = lg_strdup(e->tool);
+  t->tool_call_id = lg_strdup(e->tool_call_id);
+  t->run_id = lg_strdup(r->run_id);
+  t->parent_run_id = lg_strdup(e->parent_run_id);
+  t->parent_task_id = lg_strdup(r->parent_task_id);
+  t->root_task_id = lg_strdup(r->root_task_id ? r->root_task_id : r->task_id);
+  t->root_key = lg_strdup(e->root_key ? e->root_key : t->root_task_id);
+  t->prompt = lg_strdup(e->prompt);
+  t->args_json = lg_strdup(e->args_json);
+  t->metadata_json = lg_strdup(e->metadata_json);
+  t->result_json = lg_strdup(r->result_json);
+  t->usage_json = lg_strdup(r->usage_json);
+  t->error_kind = lg_strdup(r->error_kind);
+  t->error_message = lg_strdup(r->error_message);
+  t->error_status = r->error_status;
+  t->depth = e->depth;
+  t->max_depth = e->max_depth;
+  t->timeout_s = e->timeout_s;
+  t->max_retries = e->retries;
+  t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
+  t->attempts = r->attempts;
+  t->delivered = r->delivered;
+  t->cancel_requested = r->cancel_requested;
+  t->enqueued_at = r->enqueued_at;
+  t->started_at = r->started_at;
+  t->finished_at = r->finished_at;
+  t->retry_at = r->retry_at;
+  t->heap_idx = -1;
+  atomic_init(&t->stop, STOP_NONE);
+  int st = status_from_name(r->status ? r->status : "");
+  t->status = st < 0 ? TS_QUEUED : st;
+  t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
+  pthread_mutex_lock(&a->mu);
+  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
+    pthread_mutex_unlock(&a->mu);
+    err_set(err, "store", "cannot restore task %s", r->task_id);
+    task_free(t);
+    return -1;
+  }
+  t->seq = a->next_seq++;
+  t->parent = t->parent_task_id ? task_find(a, t->parent_task_id) : NULL;
+  if (t->parent) {
+    t->next_sibling = t->parent->first_child;
+    t->parent->first_child = t;
+  }
+  if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
+    int *count = descendant_counter(a, t->root_key);
+    if (count) (*count)++;
+  }
+  lg_id_floor(t->enqueued_at);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+/* R-40: queued tasks are queued again in order; running ones go back to
+ * the queue while attempts remain, else fail with error.kind "lost". */
+int64_t lg_restore_done(lg_app *a) {
+  int64_t max_seq = lg_store_max_event_seq(a->store);
+  pthread_mutex_lock(&a->mu);
+  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++)
+    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+      if (t->phase == PH_RECOVERING) v[n++] = t;
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  for (size_t i = 0; i < n; i++) {
+    lg_task *t = v[i];
+    if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
+    if (t->status == TS_RUNNING && t->cancel_requested) {
+      /* the cancel was asked for and the process went away first: it
+       * stopped, so it is cancelled (R-25), never run again */
+      set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
+      t->phase = PH_DONE;
+      finish_task(a, t, TS_CANCELLED);
+      continue;
+    }
+    if (t->status == TS_RUNNING) {
+      if (t->attempts <= t->max_retries) {
+        set_error(t, "lost", "the process stopped while the task ran; queued again");
+        t->status = TS_QUEUED;
+        t->started_at = 0;
+        task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
+      } else {
+        set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
+        t->phase = PH_DONE;
+        finish_task(a, t, TS_FAILED);
+        continue;
+      }
+    }
+    a->queued++;
+    if (t->retry_at > 0 && t->retry_at > lg_wall_ms()) {
+      t->phase = PH_RETRY;
+      t->lnext = a->retry_head;
+      a->retry_head = t;
+    } else {
+      t->phase = PH_QUEUED;
+      t->retry_at = 0;
+      aq_push(t->aq, t);
+    }
+    persist(a, t);
+  }
+  free(v);
+  schedule(a);
+  bump(a);
+  pthread_mutex_unlock(&a->mu);
+  return max_seq;
+}
+
+/* ------------------------------------------------------ threads, claims */
+
+int lg_thread_get(lg_app *a, const char *key, buf_t *out) {
+  return lg_store_read_thread(a->store, key, out);
+}
+
+int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
+  pthread_mutex_lock(&a->mu);
+  lg_store_thread(a->store, key, json);
+  uint64_t ticket = lg_store_ticket(a->store);
+  lg_store *st = a->store;
+  pthread_mutex_unlock(&a->mu);
+  char msg[256];
+  if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
+    err_set(err, "store", "%s", msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* R-33: finished children of a scope that no model call has carried yet,
+ * oldest first; they are claimed so a concurrent run of the same scope does
+ * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
+void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+      if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) continue;
+      if (!eq_opt(f->parent_agent_id, t->parent_agent_id) || !eq_opt(f->thread_id, t->thread_id) ||
+          !eq_opt(f->parent_task_id, t->parent_task_id))
+        continue;
+      v[n++] = t;
+    }
+  }
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  buf_addc(out, '[');
+  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
+  for (size_t i = 0; i < lim; i++) {
+    if (i) buf_addc(out, ',');
+    v[i]->claimed = 1;
+    record_json(v[i], out);
+  }
+  buf_addc(out, ']');
+  free(v);
+  pthread_mutex_unlock(&a->mu);
+}
+
+void lg_unclaim(lg_app *a, const char *id) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) t->claimed = 0;
+  pthread_mutex_unlock(&a->mu);
+}
+
+int lg_set_delivered(lg_app *a, const char *id) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  int found = t != NULL, changed = 0;
+  if (t && !t->delivered) {
+    t->delivered = 1;
+    t->claimed = 0;
+    persist(a, t);
+    changed = 1;
+  }
+  lg_store *st = changed ? a->store : NULL;
+  uint64_t ticket = lg_store_ticket(st);
+  pthread_mutex_unlock(&a->mu);
+  /* R-33: the flag is in the store before anyone acts on it, so a restart
+   * never announces a child again that was already delivered */
+  lg_store_sync(st, ticket, NULL, 0);
+  return found ? 0 : -1;
+}

@@ -1,0 +1,341 @@
+/* The data the dispatcher works on: the task table (a hash by task id),
+ * the per-agent queues (heaps, best first), task records as JSON, the
+ * read-only queries over the table, and the small helpers every dispatcher
+ * file uses (status names, timed condition waits, filters, errors). Kept
+ * apart from dispatcher.c so the scheduling code reads as decisions over
+ * these structures, not their upkeep. Callers hold app->mu, except the
+ * queries at the end, which take it. */
+#include "dispatch_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const status_names[] = {"queued",    "running",   "completed",
+                                           "failed",    "cancelled", "timed_out"};
+
+const char *lg_status_name(int s) { return status_names[s]; }
+
+int status_from_name(const char *s) {
+  for (int i = 0; i < 6; i++)
+    if (strcmp(s, status_names[i]) == 0) return i;
+  return -1;
+}
+
+/* ------------------------------------------------------------------ time */
+
+static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
+  /* condition variables use CLOCK_MONOTONIC (see cond_init) */
+  ts->tv_sec = (time_t)(mono_ms / 1000);
+  ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
+}
+
+void cond_init(pthread_cond_t *cv) {
+  pthread_condattr_t at;
+  pthread_condattr_init(&at);
+  pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+  pthread_cond_init(cv, &at);
+  pthread_condattr_destroy(&at);
+}
+
+/* Wait on cv until signalled or mono deadline (0 = none). */
+void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
+  if (deadline <= 0) {
+    pthread_cond_wait(cv, mu);
+    return;
+  }
+  struct timespec ts;
+  deadline_ts(&ts, deadline);
+  pthread_cond_timedwait(cv, mu, &ts);
+}
+
+int64_t min_deadline(int64_t a, int64_t b) {
+  if (a <= 0) return b;
+  if (b <= 0) return a;
+  return a < b ? a : b;
+}
+
+/* ------------------------------------------------------------ task table */
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+  return h;
+}
+
+lg_task *task_find(lg_app *a, const char *id) {
+  if (!a->tab_cap) return NULL;
+  for (lg_task *t = a->tab[hash_str(id) & (a->tab_cap - 1)]; t; t = t->hnext)
+    if (strcmp(t->id, id) == 0) return t;
+  return NULL;
+}
+
+int task_insert(lg_app *a, lg_task *t) {
+  if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
+    size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
+    lg_task **tab = calloc(cap, sizeof *tab);
+    if (!tab) return -1;
+    for (size_t i = 0; i < a->tab_cap; i++) {
+      for (lg_task *x = a->tab[i], *nx; x; x = nx) {
+        nx = x->hnext;
+        size_t k = hash_str(x->id) & (cap - 1);
+        x->hnext = tab[k];
+        tab[k] = x;
+      }
+    }
+    free(a->tab);
+    a->tab = tab;
+    a->tab_cap = cap;
+  }
+  size_t k = hash_str(t->id) & (a->tab_cap - 1);
+  t->hnext = a->tab[k];
+  a->tab[k] = t;
+  a->ntasks++;
+  return 0;
+}
+
+void task_free(lg_task *t) {
+  char **strs[] = {&t->agent_id,      &t->parent_agent_id, &t->thread_id,      &t->tool,
+                   &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
+                   &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
+                   &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
+                   &t->error_kind,    &t->error_message};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
+  for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
+  free(t->wait_ids);
+  free(t);
+}
+
+/* ---------------------------------------------------------- agent queues */
+
+/* Best first: boosted (R-27 lending), then higher priority, then FIFO. */
+int task_before(const lg_task *x, const lg_task *y) {
+  if (x->boost != y->boost) return x->boost > y->boost;
+  if (x->priority != y->priority) return x->priority > y->priority;
+  return x->seq < y->seq;
+}
+
+lg_agentq *aq_get(lg_app *a, const char *name) {
+  if (!a->aq_cap) {
+    a->aqtab = calloc(64, sizeof *a->aqtab);
+    if (!a->aqtab) return NULL;
+    a->aq_cap = 64;
+  }
+  size_t k = hash_str(name) & (a->aq_cap - 1);
+  for (lg_agentq *q = a->aqtab[k]; q; q = q->hnext)
+    if (strcmp(q->name, name) == 0) return q;
+  lg_agentq *q = calloc(1, sizeof *q);
+  if (!q || !(q->name = strdup(name))) {
+    free(q);
+    return NULL;
+  }
+  q->hnext = a->aqtab[k];
+  a->aqtab[k] = q;
+  q->next = a->agents;
+  a->agents = q;
+  return q;
+}
+
+static void heap_swap(lg_agentq *q, int i, int j) {
+  lg_task *t = q->heap[i];
+  q->heap[i] = q->heap[j];
+  q->heap[j] = t;
+  q->heap[i]->heap_idx = i;
+  q->heap[j]->heap_idx = j;
+}
+
+void heap_up(lg_agentq *q, int i) {
+  while (i > 0) {
+    int p = (i - 1) / 2;
+    if (!task_before(q->heap[i], q->heap[p])) break;
+    heap_swap(q, i, p);
+    i = p;
+  }
+}
+
+static void heap_down(lg_agentq *q, int i) {
+  for (;;) {
+    int l = 2 * i + 1, r = l + 1, m = i;
+    if (l < q->n && task_before(q->heap[l], q->heap[m])) m = l;
+    if (r < q->n && task_before(q->heap[r], q->heap[m])) m = r;
+    if (m == i) break;
+    heap_swap(q, i, m);
+    i = m;
+  }
+}
+
+int aq_push(lg_agentq *q, lg_task *t) {
+  if (q->n == q->cap) {
+    int cap = q->cap ? q->cap * 2 : 16;
+    lg_task **h = realloc(q->heap, (size_t)cap * sizeof *h);
+    if (!h) return -1;
+    q->heap = h;
+    q->cap = cap;
+  }
+  q->heap[q->n] = t;
+  t->heap_idx = q->n++;
+  heap_up(q, t->heap_idx);
+  return 0;
+}
+
+void aq_remove(lg_agentq *q, lg_task *t) {
+  int i = t->heap_idx;
+  if (i < 0 || i >= q->n || q->heap[i] != t) return;
+  q->n--;
+  if (i != q->n) {
+    q->heap[i] = q->heap[q->n];
+    q->heap[i]->heap_idx = i;
+    heap_down(q, i);
+    heap_up(q, i);
+  }
+  t->heap_idx = -1;
+}
+
+/* --------------------------------------------------------------- records */
+
+void add_str_field(buf_t *b, const char *k, const char *v) {
+  if (!v) return;
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_add_jstr(b, v, strlen(v));
+}
+
+void add_raw_field(buf_t *b, const char *k, const char *json) {
+  if (!json) return;
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_adds(b, json);
+}
+
+static void add_time_field(buf_t *b, const char *k, int64_t ms) {
+  if (!ms) return;
+  char iso[32];
+  lg_iso8601(ms, iso);
+  buf_addc(b, ',');
+  buf_add_jkey(b, k);
+  buf_addf(b, "\"%s\"", iso);
+}
+
+void add_error(buf_t *b, const lg_task *t) {
+  if (!t->error_kind) return;
+  buf_adds(b, ",\"error\":{\"kind\":");
+  buf_add_jstr(b, t->error_kind, strlen(t->error_kind));
+  buf_adds(b, ",\"message\":");
+  const char *m = t->error_message ? t->error_message : "";
+  buf_add_jstr(b, m, strlen(m));
+  if (t->error_status) buf_addf(b, ",\"status\":%d", t->error_status);
+  buf_addc(b, '}');
+}
+
+/* internal: also the fields only recovery needs (the store's copy). */
+void record_json_x(const lg_task *t, buf_t *b, int internal) {
+  buf_adds(b, "{\"task_id\":");
+  buf_add_jstr(b, t->id, strlen(t->id));
+  add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
+  add_str_field(b, "agent_id", t->agent_id);
+  add_str_field(b, "parent_agent_id", t->parent_agent_id);
+  add_str_field(b, "thread_id", t->thread_id);
+  add_str_field(b, "tool", t->tool);
+  add_str_field(b, "tool_call_id", t->tool_call_id);
+  add_str_field(b, "run_id", t->run_id);
+  add_str_field(b, "parent_run_id", t->parent_run_id);
+  add_str_field(b, "parent_task_id", t->parent_task_id);
+  add_str_field(b, "root_task_id", t->root_task_id);
+  buf_addf(b, ",\"depth\":%d", t->depth);
+  add_str_field(b, "prompt", t->prompt);
+  add_raw_field(b, "args", t->args_json);
+  add_str_field(b, "status", status_names[t->status]);
+  add_time_field(b, "enqueued_at", t->enqueued_at);
+  add_time_field(b, "started_at", t->started_at);
+  add_time_field(b, "finished_at", t->finished_at);
+  add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
+  buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
+           t->max_retries, t->timeout_s);
+  add_raw_field(b, "result", t->result_json);
+  add_error(b, t);
+  add_raw_field(b, "usage", t->usage_json);
+  buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
+  if (t->wait_n > 0) {
+    buf_adds(b, ",\"waiting_on\":[");
+    for (int i = 0; i < t->wait_n; i++) {
+      if (i) buf_addc(b, ',');
+      buf_add_jstr(b, t->wait_ids[i], strlen(t->wait_ids[i]));
+    }
+    buf_addc(b, ']');
+  }
+  buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
+  add_raw_field(b, "metadata", t->metadata_json);
+  if (internal) {
+    add_str_field(b, "root_key", t->root_key);
+    if (t->max_depth >= 0) buf_addf(b, ",\"max_depth\":%d", t->max_depth);
+  }
+  buf_addc(b, '}');
+}
+
+void record_json(const lg_task *t, buf_t *b) { record_json_x(t, b, 0); }
+
+/* --------------------------------------------------------------- helpers */
+
+void err_set(lg_err *e, const char *kind, const char *fmt, ...) {
+  snprintf(e->kind, sizeof e->kind, "%s", kind);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(e->message, sizeof e->message, fmt, ap);
+  va_end(ap);
+}
+
+int eq_opt(const char *want, const char *have) {
+  return !want || (have && strcmp(want, have) == 0);
+}
+
+int cmp_seq(const void *x, const void *y) {
+  const lg_task *a = *(lg_task *const *)x, *b = *(lg_task *const *)y;
+  return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* ----------------------------------------------------------- queries */
+
+int lg_get(lg_app *a, const char *id, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) record_json(t, out);
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
+int lg_status(lg_app *a, const char *id, char out[16]) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = task_find(a, id);
+  if (t) snprintf(out, 16, "%s", status_names[t->status]);
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}
+
+void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  int want = f->status ? status_from_name(f->status) : -1;
+  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  size_t n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+      if (want >= 0 && t->status != want) continue;
+      if (want < 0 && !f->include_finished && TS_TERMINAL(t->status)) continue;
+      if (!eq_opt(f->agent_id, t->agent_id) || !eq_opt(f->parent_agent_id, t->parent_agent_id) ||
+          !eq_opt(f->thread_id, t->thread_id) || !eq_opt(f->parent_run_id, t->parent_run_id) ||
+          !eq_opt(f->parent_task_id, t->parent_task_id))
+        continue;
+      v[n++] = t;
+    }
+  }
+  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  buf_addc(out, '[');
+  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
+  for (size_t i = 0; i < lim; i++) {
+    if (i) buf_addc(out, ',');
+    record_json(v[i], out);
+  }
+  buf_addc(out, ']');
+  free(v);
+  pthread_mutex_unlock(&a->mu);
+}
