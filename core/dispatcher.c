@@ -94,6 +94,16 @@ static void admit(lg_app *a, lg_task *t) {
   }
 }
 
+/* Put a task counted in a->queued back on its agent's queue. The heap only
+ * grows here; if it cannot, the task fails rather than sit in no queue. */
+void requeue(lg_app *a, lg_task *t) {
+  t->phase = PH_QUEUED;
+  if (aq_push(t->aq, t) == 0) return;
+  a->queued--;
+  set_error(t, "runtime", "out of memory while queueing the task");
+  finish_task(a, t, TS_FAILED);
+}
+
 static void retry_due(lg_app *a, int64_t now) {
   lg_task **pp = &a->retry_head;
   while (*pp) {
@@ -101,8 +111,7 @@ static void retry_due(lg_app *a, int64_t now) {
     if (t->retry_at <= now) {
       *pp = t->lnext;
       t->lnext = NULL;
-      t->phase = PH_QUEUED;
-      aq_push(t->aq, t);
+      requeue(a, t);
     } else {
       pp = &t->lnext;
     }
@@ -467,7 +476,6 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   atomic_init(&t->stop, STOP_NONE);
 
   pthread_mutex_lock(&a->mu);
-  int rc = -1;
   if (a->closing) {
     err_set(err, "rejected", "the app is closed");
     goto fail;
@@ -576,16 +584,13 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
 fail:
   pthread_mutex_unlock(&a->mu);
   task_free(t);
-  return rc;
+  return -1;
 }
 
 /* ----------------------------------------------------------------- stats */
 
 void lg_get_stats(lg_app *a, lg_stats *s) {
   pthread_mutex_lock(&a->mu);
-  int retry = 0;
-  for (lg_task *t = a->retry_head; t; t = t->lnext) retry++;
-  (void)retry;
   /* running: slot holders; waiting: running tasks that lent their slot
    * (waiting, queued to take a slot back, or unwinding after a cancel) */
   s->queued = a->queued;
@@ -762,7 +767,10 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
   double cap = a->cfg.retry_backoff_max_s * 1000.0;
   if (d > cap) d = cap;
   /* jitter: 80%..120% */
-  d *= 0.8 + 0.4 * ((double)(rand() % 1000) / 1000.0);
+  /* jitter from the clock and the attempt: no shared PRNG state */
+  uint64_t x = (uint64_t)lg_mono_ms() * 0x9E3779B97F4A7C15ULL + (uint64_t)attempt;
+  x ^= x >> 29;
+  d *= 0.8 + 0.4 * ((double)(x % 1000) / 1000.0);
   return (int64_t)d;
 }
 
@@ -781,12 +789,11 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   if (stop == STOP_CLOSE_SUSPEND) {
     /* R-25a: back to the queue without spending an attempt */
     t->status = TS_QUEUED;
-    t->phase = PH_QUEUED;
     t->attempts--;
     t->started_at = 0;
     atomic_store(&t->stop, STOP_NONE);
     a->queued++;
-    aq_push(t->aq, t);
+    requeue(a, t);
     task_event(a, t, "task_suspended", "{}", "suspended by close");
     persist(a, t);
   } else if (stop != STOP_NONE) {
@@ -829,18 +836,16 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
       t->lnext = a->retry_head;
       a->retry_head = t;
       a->queued++;
-      char payload[640];
       buf_t p;
       buf_init(&p);
       buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
                (long long)(t->retry_at - lg_wall_ms()));
       add_error(&p, t);
       buf_addc(&p, '}');
-      snprintf(payload, sizeof payload, "%s", p.p ? p.p : "{}");
-      buf_free(&p);
       char summary[128];
       snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      task_event(a, t, "task_retry", payload, summary);
+      task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+      buf_free(&p);
       queue_callback(a, W_RETRY, "task_retry", t);
       persist(a, t);
       bump(a);
@@ -943,8 +948,17 @@ int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, d
   int stop = lg_task_should_stop(t);
   if (!over && !stop) {
     t->wait_ids = calloc((size_t)n, sizeof *t->wait_ids);
-    for (int i = 0; t->wait_ids && i < n; i++) t->wait_ids[i] = lg_strdup(ids[i]);
-    t->wait_n = t->wait_ids ? n : 0;
+    int copied = 0;
+    while (t->wait_ids && copied < n && (t->wait_ids[copied] = lg_strdup(ids[copied]))) copied++;
+    if (copied < n) { /* an empty wait set would count as satisfied */
+      for (int i = 0; i < copied; i++) free(t->wait_ids[i]);
+      free(t->wait_ids);
+      t->wait_ids = NULL;
+      pthread_mutex_unlock(&a->mu);
+      err_set(err, "runtime", "out of memory");
+      return -1;
+    }
+    t->wait_n = n;
     t->wait_any = any;
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
@@ -987,16 +1001,15 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   a->host_calls_pending++;
   hq_push(a, it);
   {
-    char payload[160], summary[96];
+    char summary[96];
     buf_t p;
     buf_init(&p);
     buf_adds(&p, "{\"tool\":");
     buf_add_jstr(&p, name, strlen(name));
     buf_addc(&p, '}');
-    snprintf(payload, sizeof payload, "%s", p.p ? p.p : "{}");
-    buf_free(&p);
     snprintf(summary, sizeof summary, "host call %s", name);
-    task_event(a, t, "host_call", payload, summary);
+    task_event(a, t, "host_call", p.oom ? "{}" : p.p, summary);
+    buf_free(&p);
   }
   begin_wait(a, t, "the host");
   while (!it->replied && !(stop = lg_task_should_stop(t)))

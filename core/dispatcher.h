@@ -195,7 +195,6 @@ enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16,
 
 /* ---- app ---- */
 lg_app *lg_app_new(const lg_settings *s, lg_err *err);
-void lg_app_attach_store(lg_app *a, lg_store *st);
 void lg_app_retain(lg_app *a);
 void lg_app_release(lg_app *a);
 
@@ -262,7 +261,6 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait);
 /* ---- store and recovery (R-14, R-40) ---- */
 struct lg_store_opts_s;
 int lg_app_open_store(lg_app *a, const char *path, const struct lg_store_opts_s *o, lg_err *err);
-int lg_app_has_store(lg_app *a);
 struct lg_store *lg_app_store(lg_app *a); /* NULL for memory only */
 void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
@@ -304,7 +302,6 @@ int lg_task_should_stop(lg_task *t);
 /* The task info JSON handed to the worker's Lua entry. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out);
 
-const char *lg_status_name(int s);
 
 /* worker.c */
 int lg_worker_spawn(lg_app *a, lg_task *first); /* under a->mu; 0 ok */

@@ -52,6 +52,9 @@ void lg_make_id(const char *prefix, char out[40]);
 /* Make later ids sort after an id made at wall time `ms` (store recovery). */
 void lg_id_floor(int64_t ms);
 
+/* Task status names, indexed by TS_* (tasks.c). */
+const char *lg_status_name(int s);
+
 /* ---- JSON codec (json.c) -------------------------------------------------
  * R-3: integers stay integers, floats round-trip, arrays are explicit,
  * NaN/inf/cycles/sparse arrays are errors, '/' is not escaped, object keys

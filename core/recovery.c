@@ -39,14 +39,6 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_er
   return 0;
 }
 
-void lg_app_attach_store(lg_app *a, lg_store *st) {
-  pthread_mutex_lock(&a->mu);
-  a->store = st;
-  pthread_mutex_unlock(&a->mu);
-}
-
-int lg_app_has_store(lg_app *a) { return lg_app_store(a) != NULL; }
-
 lg_store *lg_app_store(lg_app *a) {
   pthread_mutex_lock(&a->mu);
   lg_store *st = a->store;
@@ -177,9 +169,8 @@ int64_t lg_restore_done(lg_app *a) {
       t->lnext = a->retry_head;
       a->retry_head = t;
     } else {
-      t->phase = PH_QUEUED;
       t->retry_at = 0;
-      aq_push(t->aq, t);
+      requeue(a, t);
     }
     persist(a, t);
   }

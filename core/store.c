@@ -146,16 +146,13 @@ static void prune(lg_store *st) {
   }
 }
 
-static const char *const status_names[] = {"queued",    "running",   "completed",
-                                           "failed",    "cancelled", "timed_out"};
-
 static int run_op(lg_store *st, const op *o) {
   sqlite3_stmt *s;
   switch (o->type) {
     case OP_TASK:
       s = st->put_task;
       sqlite3_bind_text(s, 1, o->key, -1, SQLITE_STATIC);
-      sqlite3_bind_text(s, 2, status_names[o->status], -1, SQLITE_STATIC);
+      sqlite3_bind_text(s, 2, lg_status_name(o->status), -1, SQLITE_STATIC);
       sqlite3_bind_text(s, 3, o->json, -1, SQLITE_STATIC);
       if (o->status >= 2)
         sqlite3_bind_int64(s, 4, o->seq); /* finished time, for retention */
