@@ -104,6 +104,20 @@ void requeue(lg_app *a, lg_task *t) {
   finish_task(a, t, TS_FAILED);
 }
 
+/* An agent's best task that may start now. Usually the head of its queue;
+ * when threads are scarce the head may be too shallow to start (thread_ok)
+ * while a deeper task behind it — one a waiting task needs — can: skipping
+ * the whole agent then would deadlock nested fan-out, so look further. */
+static lg_task *agent_candidate(const lg_app *a, const lg_agentq *q) {
+  if (thread_ok(a, q->heap[0])) return q->heap[0];
+  lg_task *best = NULL;
+  for (int i = 1; i < q->n; i++) {
+    lg_task *t = q->heap[i];
+    if (thread_ok(a, t) && (!best || task_before(t, best))) best = t;
+  }
+  return best;
+}
+
 static void retry_due(lg_app *a, int64_t now) {
   lg_task **pp = &a->retry_head;
   while (*pp) {
@@ -148,14 +162,13 @@ void schedule(lg_app *a) {
       pp = &t->lnext;
     }
   }
-  /* New work: the best head among agents below their cap. */
-  while (a->holders < a->cfg.global_concurrency) {
+  /* New work: the best startable task among agents below their cap. */
+  while (a->holders < a->cfg.global_concurrency && free_threads(a) > 0) {
     lg_task *best = NULL;
     for (lg_agentq *q = a->agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
-      lg_task *h = q->heap[0];
-      if (!thread_ok(a, h)) continue;
-      if (!best || task_before(h, best)) best = h;
+      lg_task *h = agent_candidate(a, q);
+      if (h && (!best || task_before(h, best))) best = h;
     }
     if (!best) break;
     aq_remove(best->aq, best);

@@ -284,3 +284,38 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
     assert.same(3, app:wait(r2.task_id, { timeout_s = 5 }).tasks[1].result.n)
   end)
 end)
+
+-- Wide trees of one agent: tasks of several depths share the agent's queue,
+-- and a shallow task at its head must not hold back the deeper ones a
+-- waiting task needs when threads are scarce.
+describe("dispatcher: wide nested fan-out of one agent (R-27)", function()
+  local WIDE = [[
+local lvl
+lvl = luagent.tool{ name = "lvl", input_schema = { type = "object", properties = {
+  n = { type = "integer" }, w = { type = "integer" } } },
+  handler = function(args, ctx)
+    if args.n == 0 then return 0 end
+    local ids = {}
+    for i = 1, args.w do ids[i] = ctx:enqueue_tool("lvl", { n = args.n - 1, w = args.w }).task_id end
+    local w = ctx:wait(ids, { timeout_s = 20 })
+    local s = 1
+    for _, t in ipairs(w.tasks) do s = s + (t.result or 1000000) end
+    return s
+  end }
+return luagent.config{
+  background_tasks = { enabled = true, global_concurrency = GC, max_descendants = 1000 },
+  tools = { lvl } } ]]
+
+  for _, c in ipairs({ { gc = 2, w = 8, want = 9 }, { gc = 1, w = 4, want = 5 } }) do
+    it(string.format("three levels, fan-out %d, global_concurrency = %d, all finish", c.w, c.gc), function()
+      local app <close> = H.app((WIDE:gsub("GC", tostring(c.gc))))
+      local r = app:enqueue_tool("lvl", { n = 2, w = c.w })
+      local w = app:wait(r.task_id, { timeout_s = 15 })
+      assert.equal("completed", w.tasks[1].status)
+      assert.equal(c.want, w.tasks[1].result)
+      local tasks = app:list()
+      assert.equal(1 + c.w + c.w * c.w, #tasks)
+      for _, t in ipairs(tasks) do assert.equal("completed", t.status) end
+    end)
+  end
+end)
