@@ -502,6 +502,10 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
+  if (parent && parent->max_depth >= 0 && t->depth > parent->max_depth) {
+    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
+    goto fail;
+  }
   if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
     err_set(err, "runtime", "out of memory");
     goto fail;
@@ -794,6 +798,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   t->worker = NULL;
   give_slot(a, t);
   a->running_n--;
+  release_claims(a, t);
   int stop = atomic_load(&t->stop);
   if (o->usage_json) {
     free(t->usage_json);
@@ -842,7 +847,10 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
-      /* back to the queue after a backoff; never `failed` in between */
+      /* R-24: back to the queue after a backoff; never `failed` in between.
+       * What the failed attempt started stops with it (R-25), so the next
+       * attempt does not find — and duplicate — a half-done fan-out. */
+      cascade(a, t);
       t->status = TS_QUEUED;
       t->phase = PH_RETRY;
       t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);

@@ -69,6 +69,8 @@ struct lg_task {
   atomic_int stop; /* STOP_* */
   int cancel_requested, delivered, boost;
   int claimed;      /* carried by a notice whose model call has not returned */
+  lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
+  int claims_held;     /* how many tasks this task's runs have claimed */
   int error_status; /* HTTP status of a model error, 0 if none */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
@@ -275,7 +277,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err);
 int64_t lg_restore_done(lg_app *a);
 int lg_thread_get(lg_app *a, const char *key, buf_t *out);
 int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
-void lg_claim(lg_app *a, const lg_filter *f, buf_t *out);
+void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 void lg_unclaim(lg_app *a, const char *id);
 
 /* ---- worker side (called on the worker's own thread) ---- */

@@ -896,7 +896,7 @@ static int l_app_claim(lua_State *L) {
   f.limit = (int)opt_field_int(L, 2, "limit", 0);
   buf_t out;
   buf_init(&out);
-  lg_claim(u->app, &f, &out);
+  lg_claim(u->app, calling_task(L), &f, &out);
   push_json_buf(L, &out);
   return 1;
 }

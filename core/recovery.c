@@ -204,7 +204,24 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
 /* R-33: finished children of a scope that no model call has carried yet,
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
-void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
+static void end_claim(lg_task *t) {
+  if (t->claimed_by) t->claimed_by->claims_held--;
+  t->claimed = 0;
+  t->claimed_by = NULL;
+}
+
+/* A task that ends (or is retried) gives back what its runs claimed: its Lua
+ * may not have unwound far enough to do it (a cancel raises at every
+ * instruction). */
+void release_claims(lg_app *a, lg_task *claimer) {
+  if (claimer->claims_held <= 0) return;
+  for (size_t i = 0; i < a->tab_cap; i++)
+    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+      if (t->claimed_by == claimer) end_claim(t);
+  claimer->claims_held = 0;
+}
+
+void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
   size_t n = 0;
@@ -223,6 +240,8 @@ void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
   for (size_t i = 0; i < lim; i++) {
     if (i) buf_addc(out, ',');
     v[i]->claimed = 1;
+    v[i]->claimed_by = claimer;
+    if (claimer) claimer->claims_held++;
     record_json(v[i], out);
   }
   buf_addc(out, ']');
@@ -233,7 +252,7 @@ void lg_claim(lg_app *a, const lg_filter *f, buf_t *out) {
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
-  if (t) t->claimed = 0;
+  if (t) end_claim(t);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -243,7 +262,7 @@ int lg_set_delivered(lg_app *a, const char *id) {
   int found = t != NULL, changed = 0;
   if (t && !t->delivered) {
     t->delivered = 1;
-    t->claimed = 0;
+    end_claim(t);
     persist(a, t);
     changed = 1;
   }

@@ -123,13 +123,31 @@ function Ctx:emit(kind, payload)
     summarize(kind, payload))
 end
 
--- What identifies this run to a child it spawns.
+-- The depth limit for a child of ctx's run (R-28): the app's, tightened by
+-- the agent's own max_depth and by any limit the run inherited (a task
+-- spawned by a run of such an agent keeps it).
+function context.max_depth_for(ctx)
+  local m = ctx._env.reg.settings.max_depth
+  local run = ctx._run
+  local own = run and run.agent.max_depth
+  if own and own < m then m = own end
+  if ctx.max_depth and ctx.max_depth < m then m = ctx.max_depth end
+  return m
+end
+
+-- What identifies this run to a child it spawns; refuses a child past the
+-- depth limit with {kind = "limit"} (R-28).
 function Ctx:_parent_fields(req)
   req.parent_run_id = self.run_id
   req.parent_agent_id = self.agent_id
   req.thread_id = req.thread_id or self.thread_id
   req.depth = self.depth + 1
   req.root_key = self.root_key
+  req.max_depth = context.max_depth_for(self)
+  if req.depth > req.max_depth then
+    error(setmetatable({ kind = "limit", message = string.format(
+      "depth %d would exceed max_depth (%d)", req.depth, req.max_depth) }, core.error_mt), 3)
+  end
   return req
 end
 

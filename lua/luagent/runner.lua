@@ -536,14 +536,7 @@ end
 
 -- The depth limit for a child of ctx's run (R-28): the app's, tightened by
 -- the agent's own max_depth.
-function runner.max_depth_for(ctx)
-  local m = ctx._env.reg.settings.max_depth
-  local run = ctx._run
-  local own = run and run.agent.max_depth
-  if own and own < m then m = own end
-  if ctx.max_depth and ctx.max_depth < m then m = ctx.max_depth end
-  return m
-end
+runner.max_depth_for = context.max_depth_for
 
 local run_agent_spec = { thread_id = "string" }
 

@@ -59,6 +59,7 @@ local function run_task(env, info_json)
     thread_id = info.thread_id or info.run_id,
     depth = info.depth or 0,
     root_key = info.root_key,
+    max_depth = info.max_depth,
     attempt = info.attempt,
     metadata = info.metadata,
   })
