@@ -37,8 +37,12 @@ function fetch.new(opts)
     },
     background = opts.background,
     handler = function(args, ctx)
-      local scheme, host = args.url:match("^(https?)://([^/:?#]+)")
+      local scheme, authority = args.url:match("^(https?)://([^/?#]*)")
       if not scheme then error("only http:// and https:// URLs can be fetched", 0) end
+      -- no user@host (it would hide the real host from the check below)
+      if authority:find("@", 1, true) then error("URLs with user info are refused", 0) end
+      local host = authority:match("^%[([^%]]+)%]") or authority:match("^([^:]+)")
+      if not host or host == "" then error("the URL has no host", 0) end
       if allow and not allow[host:lower()] then error("host not allowed: " .. host, 0) end
       local res, err = ctx:http{ url = args.url, timeout_s = opts.timeout_s or 20, max_bytes = max * 4 }
       if not res then error("fetch failed: " .. tostring(err), 0) end

@@ -3,7 +3,9 @@
 --
 -- opts: name ("shell"), description, cwd, timeout_s (30), max_output_bytes
 -- (16384), allow (a list of Lua patterns a command must match, e.g.
--- { "^ls ", "^git status" }; default: anything), background (as for
+-- { "^ls", "^git status$" }; default: anything — with an allow list, shell
+-- metacharacters (; | & $ ` < > ( ) and newlines) are refused, so a command
+-- cannot chain another one past the patterns), background (as for
 -- luagent.tool).
 --
 -- The command runs through io.popen under coreutils' `timeout`, so it never
@@ -48,6 +50,9 @@ function shell.new(opts)
     handler = function(args, ctx)
       local cmd = args.command
       if allow then
+        if cmd:find("[;|&$`<>()\n\r\\]") then
+          error("command not allowed: shell metacharacters are refused with an allow list", 0)
+        end
         local ok = false
         for _, pat in ipairs(allow) do
           if cmd:find(pat) then

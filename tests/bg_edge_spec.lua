@@ -103,3 +103,69 @@ return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 0.
     assert.equal("running", app:get(w.tasks[1].result).status)
   end)
 end)
+
+describe("host work pumped during a foreground run", function()
+  it("is not struck by that run's timeout: the other task's host call is answered", function()
+    local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+local slow = luagent.host_tool{ name = "slow" }
+local job = luagent.tool{ name = "job", handler = function(args, ctx) return ctx:call_tool("slow", {}) end }
+return luagent.config{
+  model = luagent.function_model(function(req, ctx) ctx:sleep(1.0); return { text = "done" } end),
+  background_tasks = { enabled = true },
+  tools = { slow, job },
+  agents = { luagent.agent{ id = "a" } },
+} ]], "=bg_edge_pump")
+    app:host_tool("slow", function()
+      local t0 = os.clock()
+      while os.clock() - t0 < 0.4 do end -- outlives the foreground run's deadline
+      return "slow result"
+    end)
+    local rec = app:enqueue_tool("job", {}, { timeout_s = 10 })
+    assert.is_truthy(H.await_kind(app, "host_call", rec.task_id))
+    local r = app:run("a", "x", { timeout_s = 0.1 })
+    assert.equal("timed_out", r.status)
+    local t = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1]
+    assert.equal("completed", t.status)
+    assert.same({ ok = true, value = "slow result" }, t.result)
+  end)
+end)
+
+describe("a cancelled foreground run", function()
+  it("cancels the background children it started, whatever on_parent_end says", function()
+    local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+local kid = luagent.delegate{ agent = "kid", background = { enabled = true } }
+local stop = luagent.host_tool{ name = "stop" }
+return luagent.config{
+  background_tasks = { enabled = true },
+  agents = {
+    luagent.agent{ id = "kid", model = luagent.static_model{ responses = { { text = "k", delay_s = 30 } } } },
+    luagent.agent{ id = "sup", tools = { kid, stop }, model = luagent.static_model{ responses = {
+      { tool_calls = { { name = "kid", arguments = { prompt = "x" } } } },
+      { tool_calls = { { name = "stop" } } }, "done" } } },
+  },
+} ]], "=bg_edge_cancel")
+    app:host_tool("stop", function(_, info) app:cancel(info.run_id) return "ok" end)
+    local r = app:run("sup", "go")
+    assert.equal("cancelled", r.status)
+    local kids = app:list()
+    assert.equal(1, #kids)
+    assert.is_true(kids[1].cancel_requested)
+    assert.equal("cancelled", app:wait(kids[1].task_id, { timeout_s = 5 }).tasks[1].status)
+  end)
+end)
+
+describe("a before_step hook returning bad messages", function()
+  it("ends the run failed with kind hook instead of raising from app:run", function()
+    local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+return luagent.config{
+  agents = { luagent.agent{ id = "a", model = luagent.static_model{ responses = { "ok" } },
+    hooks = { before_step = function() return { messages = "oops" } end } } },
+} ]], "=bg_edge_hook")
+    local r = app:run("a", "x")
+    assert.equal("failed", r.status)
+    assert.equal("hook", r.error.kind)
+  end)
+end)

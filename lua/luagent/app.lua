@@ -41,29 +41,41 @@ end
 -- Report a failure of a host callback as an `error` event (it never
 -- escapes the pump).
 local function callback_error(self, where, err)
-  local msg = type(err) == "table" and err.message or tostring(err)
+  local msg = type(err) == "table" and tostring(err.message) or tostring(err)
   local payload = { where = where, message = msg, traceback = type(err) == "table" and err.traceback or nil }
   self._core:emit("error", json.encode(payload), nil, nil, nil, 0, where .. ": " .. msg)
 end
 
-local function run_call(self, it)
+local function error_text(v)
+  if type(v) == "table" then return tostring(v.message) end
+  if core.is_cancel(v) then return "cancelled" end
+  return tostring(v)
+end
+
+-- The ToolResult of a host call (R-5): a raising handler becomes a runtime
+-- failure and an `error` event.
+local function host_result(self, it)
   local fn = self._host_tools[it.name]
-  local result
   if not fn then
-    result = tools.fail("runtime", string.format("no host handler bound for %q", it.name))
-  else
-    local args = json.decode(it.json)
-    local info = it.ctx and json.decode(it.ctx) or {}
-    local ok, v = xpcall(fn, tools.on_error, args, info)
-    if ok then
-      result = tools.ok(v)
-    else
-      result = tools.fail("runtime", string.format("host tool %s failed: %s", it.name, v.message))
-      callback_error(self, "host tool " .. it.name, v)
-    end
+    return tools.fail("runtime", string.format("no host handler bound for %q", it.name))
   end
-  local ok, text = pcall(json.encode, result)
+  local args = json.decode(it.json)
+  local info = it.ctx and json.decode(it.ctx) or {}
+  local ok, v = xpcall(fn, tools.on_error, args, info)
+  if ok then return tools.ok(v) end
+  callback_error(self, "host tool " .. it.name, v)
+  return tools.fail("runtime", string.format("host tool %s failed: %s", it.name, error_text(v)))
+end
+
+local function run_call(self, it)
+  -- whatever happens, the waiting task gets an answer
+  local ok, result = pcall(host_result, self, it)
   if not ok then
+    result = tools.fail("runtime", string.format("host tool %s failed: %s", tostring(it.name),
+      error_text(result)))
+  end
+  local ok2, text = pcall(json.encode, result)
+  if not ok2 then
     text = json.encode(tools.fail("runtime", "host tool result is not JSON: " .. tostring(text)))
   end
   self._core:reply(it.id, text)
@@ -79,7 +91,7 @@ local function run_callback(self, it)
     local ok, err = xpcall(fn, tools.on_error, payload)
     if not ok then
       if it.kind == "error" then
-        log.emit("error", "error callback failed: " .. tostring(err.message))
+        log.emit("error", "error callback failed: " .. error_text(err))
       else
         callback_error(self, it.kind .. " callback", err)
       end
@@ -109,7 +121,7 @@ function App:_pump(max_items, budget_s)
     if #batch == 0 then break end
     for _, it in ipairs(batch) do
       self._in_cb = self._in_cb + 1
-      local ok, err = pcall(runners[it.type], self, it)
+      local ok, err = pcall(runner.unwatched, runners[it.type], self, it)
       self._in_cb = self._in_cb - 1
       if not ok then log.emit("error", "luagent: host work failed: " .. tostring(err)) end
       n = n + 1
@@ -456,6 +468,12 @@ function App:_run(agent_id, prompt, opts, history)
   })
   self._fg_runs[run_id] = nil
   if not ok then error(res, 0) end
+  -- app:close() called from an inline host tool takes effect now (R-5)
+  if self._close_pending and self._in_cb == 0 then
+    local close_opts = self._close_pending
+    self._close_pending = nil
+    self:close(close_opts)
+  end
   return res
 end
 
@@ -622,10 +640,15 @@ local function host_env(self)
     if not fn then
       return tools.fail("runtime", string.format("no host handler bound for %q", name))
     end
+    -- a host callback like any other (R-5): blocking calls raise, close waits
+    self._in_cb = self._in_cb + 1
     local ok, v = xpcall(fn, tools.on_error, args, ctx:info())
+    self._in_cb = self._in_cb - 1
     if ok then return tools.ok(v) end
-    if core.is_cancel(v) then error(v, 0) end
-    return tools.fail("runtime", string.format("host tool %s failed: %s", name, v.message)), v.traceback
+    if tools.is_abort(v) then error(v, 0) end
+    callback_error(self, "host tool " .. name, v)
+    return tools.fail("runtime", string.format("host tool %s failed: %s", name, error_text(v))),
+      v.traceback
   end
   return env
 end

@@ -176,12 +176,26 @@ control.bg_wait = {
       mode = args.mode or "all",
       timeout_s = args.timeout_s or settings(run).default_wait_timeout_s,
     })
+    -- the results share one tool message (cut to max_tool_output_bytes):
+    -- what does not fit is left out, stays undelivered, and the model is
+    -- told to fetch it (R-33: a child is never marked seen unseen)
+    local room = run.reg.max_tool_output_bytes - 256
     local out = {}
     for i, t in ipairs(w.tasks) do
       if TERMINAL[t.status] then
         local rec = core_app:get(t.task_id)
-        out[i] = entry(run, rec)
-        core_app:set_delivered(t.task_id)
+        local e = entry(run, rec)
+        local ok, text = pcall(json.encode, e)
+        local size = ok and #text or room + 1
+        if size <= room or i == 1 then
+          room = room - size
+          out[i] = e
+          core_app:set_delivered(t.task_id)
+        else
+          e.result, e.error = nil, nil
+          e.omitted = "too large for this message: call bg_check with this task_id"
+          out[i] = e
+        end
       else
         out[i] = { task_id = t.task_id, status = t.status, tool = t.tool, agent_id = t.agent_id,
           progress = t.progress }
@@ -364,7 +378,10 @@ end
 function bg.finish(run)
   withdraw(run)
   if not run.bg_enabled or run.task_id or run.ctx.depth ~= 0 then return end
-  if settings(run).on_parent_end ~= "cancel" then return end
+  -- a cancelled or timed-out run stops its children whatever on_parent_end
+  -- says (R-25): nothing it started outlives a cancel as an orphan
+  local stopped = run.status == "cancelled" or run.status == "timed_out"
+  if settings(run).on_parent_end ~= "cancel" and not stopped then return end
   local fg = run.ctx._fg
   local runs = fg and fg.bg_runs or { run.run_id }
   for _, run_id in ipairs(runs) do

@@ -112,6 +112,14 @@ local function call_hook(name, fn, ...)
   hook_error(name, v)
 end
 
+local function valid_messages(m)
+  if type(m) ~= "table" then return false end
+  for i = 1, #m do
+    if type(m[i]) ~= "table" or type(m[i].role) ~= "string" then return false end
+  end
+  return next(m) == nil or #m > 0
+end
+
 local function hooks_of(run, name)
   return run.agent.hooks[name] or {}
 end
@@ -324,7 +332,12 @@ local function loop(run)
     for _, h in ipairs(hooks_of(run, "before_step")) do
       local d = call_hook("before_step", h, step_view(run))
       if type(d) == "table" then
-        if d.messages then run.messages = d.messages end
+        if d.messages ~= nil then
+          if not valid_messages(d.messages) then
+            hook_error("before_step", "messages must be a list of message tables with a role")
+          end
+          run.messages = d.messages
+        end
         if d.stop then
           return finish(run, "stopped", { kind = "stopped",
             message = d.reason or "stopped by before_step" })
@@ -387,6 +400,17 @@ local function luagent_code(info)
   return info.what == "C" or (LUAGENT_SRC ~= nil and info.source:sub(1, #LUAGENT_SRC) == LUAGENT_SRC)
 end
 
+-- Host work pumped while a foreground run waits (host tools and callbacks
+-- of other tasks) is not the run's code: the watch must not strike there.
+local watch_suspended = 0
+
+function runner.unwatched(fn, ...)
+  watch_suspended = watch_suspended + 1
+  local ok, err = pcall(fn, ...)
+  watch_suspended = watch_suspended - 1
+  if not ok then error(err, 0) end
+end
+
 local function watch_foreground(fg)
   local co = coroutine.running()
   -- (not when luagent's own code cannot be told apart, e.g. loaded from strings)
@@ -403,7 +427,7 @@ local function watch_foreground(fg)
     debug.sethook(here, hook, "", 1)
   end
   hook = function()
-    if fg.over then return end
+    if fg.over or watch_suspended > 0 then return end
     if not fg.cancelled and fg.deadline and core.now() >= fg.deadline then
       fg.cancelled, fg.timed_out = true, true
     end
