@@ -133,7 +133,9 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   buf_addc(&b, '}');
   char *json = buf_detach(&b);
   if (!json) return;
-  if (t) ring_digest(t, seq, ts, e->kind, summary);
+  /* streamed tokens would crowd out what a digest is for (bg_check, wait
+   * progress): they stay in the event stream only */
+  if (t && strcmp(e->kind, "token") != 0) ring_digest(t, seq, ts, e->kind, summary);
   lg_store_event(a->store, seq, e->task_id, json);
   if (a->ring_n == a->ring_cap) {
     free(a->ring[a->ring_head].json);

@@ -738,6 +738,7 @@ static int l_app_store_open(lua_State *L) {
   app_ud *u = check_app(L);
   const char *path = luaL_checkstring(L, 2);
   lg_store_opts o;
+  memset(&o, 0, sizeof o);
   o.durability_full = lua_toboolean(L, 3);
   o.completed_s = luaL_optnumber(L, 4, 0);
   o.failed_s = luaL_optnumber(L, 5, 0);

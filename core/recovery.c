@@ -26,9 +26,16 @@ void persist(lg_app *a, lg_task *t) {
 
 /* ------------------------------------------------- store and recovery */
 
-int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *o, lg_err *err) {
+/* A failed write reaches the host as an error log (R-7), not only the next
+ * enqueue. The store is closed before the app is freed, so `a` is alive. */
+static void store_failed(void *ud, const char *message) { lg_log(ud, "error", "%s", message); }
+
+int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg_err *err) {
   char msg[sizeof err->message];
-  lg_store *st = lg_store_open(path, o, msg, sizeof msg);
+  lg_store_opts o = *opts;
+  o.on_error = store_failed;
+  o.ud = a;
+  lg_store *st = lg_store_open(path, &o, msg, sizeof msg);
   if (!st) {
     err_set(err, "store", "%s", msg);
     return -1;

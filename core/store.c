@@ -24,7 +24,7 @@
 
 #define SCHEMA_VERSION 1
 
-enum { OP_TASK, OP_EVENT, OP_THREAD };
+enum { OP_TASK, OP_EVENT, OP_THREAD, OP_SKIP };
 
 typedef struct op {
   int type;
@@ -47,6 +47,8 @@ struct lg_store {
   int stop, closed, failed;
   double completed_s, failed_s; /* retention, 0 = keep */
   unsigned commits;
+  void (*on_error)(void *ud, const char *message);
+  void *on_error_ud;
   int synchronous;       /* PRAGMA synchronous as the write connection reports it */
   char journal_mode[16]; /* PRAGMA journal_mode likewise ("wal") */
   char last_error[256];
@@ -149,6 +151,8 @@ static void prune(lg_store *st) {
 static int run_op(lg_store *st, const op *o) {
   sqlite3_stmt *s;
   switch (o->type) {
+    case OP_SKIP:
+      return 0;
     case OP_TASK:
       s = st->put_task;
       sqlite3_bind_text(s, 1, o->key, -1, SQLITE_STATIC);
@@ -181,6 +185,65 @@ static int run_op(lg_store *st, const op *o) {
   return rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Token events (payload {"text": ...}) of one run that follow each other in
+ * a batch are stored as one event: the first one's seq with the texts
+ * joined (§6: the file keeps all events, tokens coalesced). The JSON is the
+ * dispatcher's own, so its shape is known: the payload is the last field. */
+static const char TOKEN_KIND[] = "\"kind\":\"token\"";
+static const char TOKEN_TEXT[] = "\"payload\":{\"text\":\"";
+
+static const char *token_text(const op *o, size_t *len) {
+  if (o->type != OP_EVENT || !strstr(o->json, TOKEN_KIND)) return NULL;
+  const char *p = strstr(o->json, TOKEN_TEXT);
+  size_t n = strlen(o->json);
+  if (!p || n < 3 || strcmp(o->json + n - 3, "\"}}") != 0) return NULL;
+  p += sizeof TOKEN_TEXT - 1;
+  const char *end = o->json + n - 3;
+  for (const char *q = p; q < end; q++) { /* one string up to the end, or not ours */
+    if (*q == '\\') q++;
+    else if (*q == '"') return NULL;
+  }
+  *len = (size_t)(end - p);
+  return p;
+}
+
+static int same_run(const op *a, const op *b) {
+  const char *x = strstr(a->json, "\"run_id\":\""), *y = strstr(b->json, "\"run_id\":\"");
+  if (!x || !y) return !x && !y;
+  x += 10;
+  y += 10;
+  const char *xe = strchr(x, '"'), *ye = strchr(y, '"');
+  return xe && ye && xe - x == ye - y && memcmp(x, y, (size_t)(xe - x)) == 0;
+}
+
+static void coalesce_tokens(op *batch) {
+  op *first = NULL;
+  for (op *o = batch; o; o = o->next) {
+    size_t tl;
+    const char *text = token_text(o, &tl);
+    if (!text) {
+      if (o->type != OP_SKIP) first = NULL;
+      continue;
+    }
+    if (first && same_run(first, o)) {
+      size_t fl = strlen(first->json);
+      char *merged = malloc(fl + tl + 1);
+      if (!merged) {
+        first = o;
+        continue;
+      }
+      memcpy(merged, first->json, fl - 3);
+      memcpy(merged + fl - 3, text, tl);
+      memcpy(merged + fl - 3 + tl, "\"}}", 4);
+      free(first->json);
+      first->json = merged;
+      o->type = OP_SKIP;
+    } else {
+      first = o;
+    }
+  }
+}
+
 /* Commit everything queued so far in one transaction; in order. */
 static void *writer_main(void *arg) {
   lg_store *st = arg;
@@ -192,6 +255,7 @@ static void *writer_main(void *arg) {
     uint64_t upto = st->queued;
     st->head = st->tail = NULL;
     pthread_mutex_unlock(&st->mu);
+    coalesce_tokens(batch);
     int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (op *o = batch; ok && o; o = o->next) ok = run_op(st, o) == 0;
     if (ok) ok = sqlite3_exec(st->wdb, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
@@ -205,6 +269,11 @@ static void *writer_main(void *arg) {
                  msg);
       st->failed = 1;
       pthread_mutex_unlock(&st->mu);
+      if (st->on_error) {
+        char full[300];
+        snprintf(full, sizeof full, "store %s: a write failed: %s", st->path, msg);
+        st->on_error(st->on_error_ud, full);
+      }
     }
     free_ops(batch);
     if (++st->commits % 256 == 0 && (st->completed_s > 0 || st->failed_s > 0)) prune(st);
@@ -242,6 +311,8 @@ lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, siz
   st->path = strdup(path);
   st->completed_s = o ? o->completed_s : 0;
   st->failed_s = o ? o->failed_s : 0;
+  st->on_error = o ? o->on_error : NULL;
+  st->on_error_ud = o ? o->ud : NULL;
   pthread_mutex_init(&st->mu, NULL);
   pthread_mutex_init(&st->rmu, NULL);
   pthread_cond_init(&st->work_cv, NULL);

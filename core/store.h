@@ -14,6 +14,9 @@ typedef struct lg_store lg_store;
 typedef struct lg_store_opts_s {
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
+  /* told (on the writer thread, no store lock held) when a write fails */
+  void (*on_error)(void *ud, const char *message);
+  void *ud;
 } lg_store_opts;
 
 /* Opens (creating, 0600) and locks the store; NULL with a message on error. */
