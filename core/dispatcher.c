@@ -282,6 +282,53 @@ void finish_task(lg_app *a, lg_task *t, int status) {
   bump(a);
 }
 
+/* ------------------------------------------------------------- eviction */
+
+/* Finished tasks leave memory keep_finished_s after they end, so a host
+ * that runs for days does not grow without bound. Kept: tasks a notice has
+ * claimed (or whose runs hold claims), and any task not yet finished. A
+ * file store keeps the records (per store.retention); only memory forgets. */
+static int evictable(const lg_task *t, int64_t cutoff) {
+  return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
+         !t->claimed && t->claims_held == 0 && !t->worker;
+}
+
+static void evict(lg_app *a, lg_task *t) {
+  if (t->parent) {
+    lg_task **pp = &t->parent->first_child;
+    while (*pp && *pp != t) pp = &(*pp)->next_sibling;
+    if (*pp) *pp = t->next_sibling;
+  }
+  for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
+  task_remove(a, t);
+  task_free(t);
+}
+
+static void evict_finished(lg_app *a) {
+  if (a->cfg.keep_finished_s < 0) return;
+  int64_t now = lg_wall_ms();
+  if (now - a->last_evict < 1000) return; /* at most one pass a second */
+  a->last_evict = now;
+  int64_t cutoff = now - (int64_t)(a->cfg.keep_finished_s * 1000.0);
+  size_t n = 0, cap = 0;
+  lg_task **v = NULL;
+  for (size_t i = 0; i < a->tab_cap; i++) {
+    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+      if (!evictable(t, cutoff)) continue;
+      if (n == cap) {
+        size_t nc = cap ? cap * 2 : 64;
+        lg_task **nv = realloc(v, nc * sizeof *nv);
+        if (!nv) break;
+        v = nv;
+        cap = nc;
+      }
+      v[n++] = t;
+    }
+  }
+  for (size_t i = 0; i < n; i++) evict(a, v[i]);
+  free(v);
+}
+
 void set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_status = 0;
   free(t->error_kind);
@@ -489,6 +536,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   atomic_init(&t->stop, STOP_NONE);
 
   pthread_mutex_lock(&a->mu);
+  evict_finished(a);
   if (a->closing) {
     err_set(err, "rejected", "the app is closed");
     goto fail;
@@ -875,6 +923,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     }
   }
   schedule(a);
+  evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
 

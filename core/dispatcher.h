@@ -121,6 +121,7 @@ typedef struct {
   double default_timeout_s, default_wait_timeout_s, worker_idle_s, close_grace_s;
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
+  double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
@@ -189,6 +190,7 @@ struct lg_app {
   /* counters of finished tasks, by status */
   long long finished[6];
   int closing, closed;
+  int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
 };
 

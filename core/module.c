@@ -109,6 +109,7 @@ static int l_app_new(lua_State *L) {
   s.max_workers = (int)opt_field_int(L, 1, "max_workers", s.global_concurrency * (s.max_depth + 1) + 2);
   s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
   s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
+  s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");

@@ -95,6 +95,16 @@ int task_insert(lg_app *a, lg_task *t) {
   return 0;
 }
 
+void task_remove(lg_app *a, lg_task *t) {
+  for (lg_task **pp = &a->tab[hash_str(t->id) & (a->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
+    if (*pp == t) {
+      *pp = t->hnext;
+      a->ntasks--;
+      return;
+    }
+  }
+}
+
 void task_free(lg_task *t) {
   char **strs[] = {&t->agent_id,      &t->parent_agent_id, &t->thread_id,      &t->tool,
                    &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,

@@ -319,3 +319,30 @@ describe("dispatcher: ids and events", function()
     end
   end)
 end)
+
+describe("dispatcher: finished tasks leave memory (keep_finished_s)", function()
+  it("forgets a finished task once keep_finished_s has passed, and keeps running ones", function()
+    local app <close> = H.app([[
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 }, tools = { T.echo, T.block } } ]])
+    local first = app:enqueue_tool("echo", { n = 1 })
+    assert.equal("completed", app:wait(first.task_id).tasks[1].status)
+    local held = app:enqueue_tool("block", {})
+    -- eviction runs at most once a second, when tasks end or are enqueued
+    local t0 = H.now()
+    while app:get(first.task_id) and H.now() - t0 < 5 do
+      app:wait(app:enqueue_tool("echo", {}).task_id)
+    end
+    assert.is_nil(app:get(first.task_id))
+    assert.equal("running", app:get(held.task_id).status)
+  end)
+
+  it("rejects a bad keep_finished_s and accepts false (keep forever)", function()
+    assert.has_error(function() H.app([[
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = -1 }, tools = { T.echo } } ]]) end)
+    local app <close> = H.app([[
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = false }, tools = { T.echo } } ]])
+    local r = app:enqueue_tool("echo", {})
+    app:wait(r.task_id)
+    assert.equal("completed", app:get(r.task_id).status)
+  end)
+end)

@@ -670,6 +670,7 @@ function app.new(reg, boot)
     max_workers = s.max_workers,
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
+    keep_finished_s = s.keep_finished_s == false and -1 or s.keep_finished_s,
     boot_json = json.encode(boot),
     lua_path = package.path,
     lua_cpath = package.cpath,

@@ -37,6 +37,10 @@ local bg_spec = {
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
   retry_backoff_max_s = non_negative,
+  keep_finished_s = function(v)
+    if v == false then return true end
+    return options.non_negative(v)
+  end,
 }
 
 -- background_tasks with the defaults of DESIGN §4 filled in.
@@ -57,6 +61,8 @@ function spec.background_settings(bt)
     on_parent_end = bt.on_parent_end or "leave",
     retry_backoff_s = bt.retry_backoff_s or 1,
     retry_backoff_max_s = bt.retry_backoff_max_s or 30,
+    -- finished tasks leave memory after a day (false: never)
+    keep_finished_s = bt.keep_finished_s == nil and 86400 or bt.keep_finished_s,
   }
   s.max_workers = bt.max_workers or s.global_concurrency * (s.max_depth + 1) + 2
   local function at_least(name, min)
