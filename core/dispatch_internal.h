@@ -21,6 +21,7 @@ int status_from_name(const char *s);        /* TS_*, or -1 */
 lg_task *task_find(lg_app *a, const char *id);
 int task_insert(lg_app *a, lg_task *t); /* -1: out of memory */
 void task_remove(lg_app *a, lg_task *t);
+lg_task **select_tasks(lg_app *a, const lg_filter *f, size_t *n); /* enqueue order; free() */
 void task_free(lg_task *t);
 
 int task_before(const lg_task *x, const lg_task *y);

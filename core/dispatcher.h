@@ -219,6 +219,7 @@ int lg_get(lg_app *a, const char *id, buf_t *out);
 typedef struct {
   const char *status, *agent_id, *parent_agent_id, *thread_id, *parent_run_id, *parent_task_id;
   int limit, include_finished;
+  int claimable; /* finished, not delivered, not claimed (R-33 notices) */
 } lg_filter;
 void lg_list(lg_app *a, const lg_filter *f, buf_t *out);
 /* Request cancellation. Writes {"ok":..,"status":..,"task_id":..}; -1 unknown. */

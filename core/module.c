@@ -152,28 +152,34 @@ static int l_app_gc(lua_State *L) {
   return 0;
 }
 
+/* The fields an enqueue request and a stored record share (strings stay
+ * anchored in the table at `t`). */
+static void read_task_fields(lua_State *L, int t, lg_enqueue_req *r) {
+  const char *kind = opt_field_str(L, t, "kind");
+  r->kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
+  r->tool = opt_field_str(L, t, "tool");
+  r->agent_id = opt_field_str(L, t, "agent_id");
+  r->thread_id = opt_field_str(L, t, "thread_id");
+  r->prompt = opt_field_str(L, t, "prompt");
+  r->tool_call_id = opt_field_str(L, t, "tool_call_id");
+  r->parent_run_id = opt_field_str(L, t, "parent_run_id");
+  r->parent_agent_id = opt_field_str(L, t, "parent_agent_id");
+  r->root_key = opt_field_str(L, t, "root_key");
+  r->depth = (int)opt_field_int(L, t, "depth", 0);
+  r->max_depth = (int)opt_field_int(L, t, "max_depth", -1);
+}
+
 static int l_app_enqueue(lua_State *L) {
   app_ud *u = check_app(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lg_enqueue_req r;
   memset(&r, 0, sizeof r);
-  const char *kind = opt_field_str(L, 2, "kind");
-  r.kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
-  r.tool = opt_field_str(L, 2, "tool");
-  r.agent_id = opt_field_str(L, 2, "agent_id");
-  r.thread_id = opt_field_str(L, 2, "thread_id");
-  r.prompt = opt_field_str(L, 2, "prompt");
+  read_task_fields(L, 2, &r);
   r.args_json = opt_field_str(L, 2, "args");
   r.metadata_json = opt_field_str(L, 2, "metadata");
-  r.tool_call_id = opt_field_str(L, 2, "tool_call_id");
-  r.parent_run_id = opt_field_str(L, 2, "parent_run_id");
-  r.parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
-  r.root_key = opt_field_str(L, 2, "root_key");
-  r.depth = (int)opt_field_int(L, 2, "depth", 0);
   r.timeout_s = opt_field_num(L, 2, "timeout_s", -1);
   r.retries = (int)opt_field_int(L, 2, "retries", -1);
   r.priority = opt_field_int(L, 2, "priority", LLONG_MIN);
-  r.max_depth = (int)opt_field_int(L, 2, "max_depth", -1);
   lg_err err = {{0}, {0}};
   buf_t out;
   buf_init(&out);
@@ -768,18 +774,7 @@ static int l_app_restore(lua_State *L) {
   lg_restore_req r;
   memset(&r, 0, sizeof r);
   lg_enqueue_req *e = &r.base;
-  const char *kind = opt_field_str(L, 2, "kind");
-  e->kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
-  e->tool = opt_field_str(L, 2, "tool");
-  e->agent_id = opt_field_str(L, 2, "agent_id");
-  e->thread_id = opt_field_str(L, 2, "thread_id");
-  e->prompt = opt_field_str(L, 2, "prompt");
-  e->tool_call_id = opt_field_str(L, 2, "tool_call_id");
-  e->parent_run_id = opt_field_str(L, 2, "parent_run_id");
-  e->parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
-  e->root_key = opt_field_str(L, 2, "root_key");
-  e->depth = (int)opt_field_int(L, 2, "depth", 0);
-  e->max_depth = (int)opt_field_int(L, 2, "max_depth", -1);
+  read_task_fields(L, 2, e);
   e->timeout_s = opt_field_num(L, 2, "timeout_s", 300);
   e->retries = (int)opt_field_int(L, 2, "max_retries", 0);
   e->priority = opt_field_int(L, 2, "priority", 0);

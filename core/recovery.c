@@ -229,22 +229,13 @@ void release_claims(lg_app *a, lg_task *claimer) {
 }
 
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
+  lg_filter cf = *f;
+  cf.claimable = 1;
   pthread_mutex_lock(&a->mu);
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
-  size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) continue;
-      if (!eq_opt(f->parent_agent_id, t->parent_agent_id) || !eq_opt(f->thread_id, t->thread_id) ||
-          !eq_opt(f->parent_task_id, t->parent_task_id))
-        continue;
-      v[n++] = t;
-    }
-  }
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  size_t n;
+  lg_task **v = select_tasks(a, &cf, &n);
   buf_addc(out, '[');
-  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
-  for (size_t i = 0; i < lim; i++) {
+  for (size_t i = 0; i < n; i++) {
     if (i) buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;

@@ -322,26 +322,39 @@ int lg_status(lg_app *a, const char *id, char out[16]) {
   return t ? 0 : -1;
 }
 
-void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
+static int task_matches(const lg_filter *f, int want, const lg_task *t) {
+  if (f->claimable) {
+    if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) return 0;
+  } else if (want >= 0) {
+    if (t->status != want) return 0;
+  } else if (!f->include_finished && TS_TERMINAL(t->status)) {
+    return 0;
+  }
+  return eq_opt(f->agent_id, t->agent_id) && eq_opt(f->parent_agent_id, t->parent_agent_id) &&
+         eq_opt(f->thread_id, t->thread_id) && eq_opt(f->parent_run_id, t->parent_run_id) &&
+         eq_opt(f->parent_task_id, t->parent_task_id);
+}
+
+/* The tasks matching f, in enqueue order, at most f->limit: a malloc'd
+ * array (NULL with *n = 0 when there is none or no memory). */
+lg_task **select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
   int want = f->status ? status_from_name(f->status) : -1;
   lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
-  size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (want >= 0 && t->status != want) continue;
-      if (want < 0 && !f->include_finished && TS_TERMINAL(t->status)) continue;
-      if (!eq_opt(f->agent_id, t->agent_id) || !eq_opt(f->parent_agent_id, t->parent_agent_id) ||
-          !eq_opt(f->thread_id, t->thread_id) || !eq_opt(f->parent_run_id, t->parent_run_id) ||
-          !eq_opt(f->parent_task_id, t->parent_task_id))
-        continue;
-      v[n++] = t;
-    }
-  }
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  *n = 0;
+  for (size_t i = 0; v && i < a->tab_cap; i++)
+    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+      if (task_matches(f, want, t)) v[(*n)++] = t;
+  if (v) qsort(v, *n, sizeof *v, cmp_seq);
+  if (f->limit > 0 && (size_t)f->limit < *n) *n = (size_t)f->limit;
+  return v;
+}
+
+void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  size_t n;
+  lg_task **v = select_tasks(a, f, &n);
   buf_addc(out, '[');
-  size_t lim = f->limit > 0 && (size_t)f->limit < n ? (size_t)f->limit : n;
-  for (size_t i = 0; i < lim; i++) {
+  for (size_t i = 0; i < n; i++) {
     if (i) buf_addc(out, ',');
     record_json(v[i], out);
   }
