@@ -35,7 +35,7 @@ MODULE := $(OUT)/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket luarocks sqlite3 pkg-config gcc make
 
-.PHONY: all test demo deps sanitize tsan bench fuzz clean c-tests install
+.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install
 
 all: $(MODULE)
 
@@ -151,7 +151,11 @@ build/fuzz_sse: tests/fuzz/fuzz_sse.c core/sse.c core/sse.h
 	@mkdir -p build
 	$(FUZZ_CC) -std=c11 $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore -o $@ tests/fuzz/fuzz_sse.c core/sse.c
 
-fuzz: build/fuzz_sse
+fuzz:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="clang libclang-rt-14-dev"
+	@$(MAKE) --no-print-directory run-fuzz
+
+run-fuzz: build/fuzz_sse
 	@mkdir -p build/fuzz_corpus
 	./build/fuzz_sse -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/ build/fuzz_corpus
 
