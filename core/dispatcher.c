@@ -1096,24 +1096,10 @@ out:
   return stop;
 }
 
+/* What the worker's Lua entry gets: the record with its internal fields
+ * (root_key, max_depth); `attempts` counts the attempt now starting. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  buf_adds(out, "{\"task_id\":");
-  buf_add_jstr(out, t->id, strlen(t->id));
-  add_str_field(out, "kind", t->kind == TK_AGENT ? "agent" : "tool");
-  add_str_field(out, "tool", t->tool);
-  add_str_field(out, "agent_id", t->agent_id);
-  add_str_field(out, "parent_agent_id", t->parent_agent_id);
-  add_str_field(out, "thread_id", t->thread_id);
-  add_str_field(out, "run_id", t->run_id);
-  add_str_field(out, "parent_run_id", t->parent_run_id);
-  add_str_field(out, "tool_call_id", t->tool_call_id);
-  add_str_field(out, "root_key", t->root_key);
-  add_str_field(out, "prompt", t->prompt);
-  add_raw_field(out, "args", t->args_json);
-  add_raw_field(out, "metadata", t->metadata_json);
-  if (t->max_depth >= 0) buf_addf(out, ",\"max_depth\":%d", t->max_depth);
-  buf_addf(out, ",\"depth\":%d,\"attempt\":%d,\"timeout_s\":%.17g}", t->depth, t->attempts,
-           t->timeout_s);
+  record_json_x(t, out, 1);
   pthread_mutex_unlock(&a->mu);
 }

@@ -127,25 +127,23 @@ static void free_ops(op *o) {
   }
 }
 
+/* Delete tasks in `statuses` (an SQL list) finished before `secs` ago, and
+ * their events. */
+static void prune_older(lg_store *st, const char *statuses, double secs) {
+  if (secs <= 0) return;
+  long long before = (long long)(lg_wall_ms() - secs * 1000);
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE status IN %s"
+           " AND finished_ms < %lld);"
+           "DELETE FROM tasks WHERE status IN %s AND finished_ms < %lld;",
+           statuses, before, statuses, before);
+  sqlite3_exec(st->wdb, sql, NULL, NULL, NULL);
+}
+
 static void prune(lg_store *st) {
-  int64_t now = lg_wall_ms();
-  char sql[256];
-  if (st->completed_s > 0) {
-    snprintf(sql, sizeof sql,
-             "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE status='completed'"
-             " AND finished_ms < %lld);"
-             "DELETE FROM tasks WHERE status='completed' AND finished_ms < %lld;",
-             (long long)(now - st->completed_s * 1000), (long long)(now - st->completed_s * 1000));
-    sqlite3_exec(st->wdb, sql, NULL, NULL, NULL);
-  }
-  if (st->failed_s > 0) {
-    snprintf(sql, sizeof sql,
-             "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE status IN "
-             "('failed','cancelled','timed_out') AND finished_ms < %lld);"
-             "DELETE FROM tasks WHERE status IN ('failed','cancelled','timed_out') AND finished_ms < %lld;",
-             (long long)(now - st->failed_s * 1000), (long long)(now - st->failed_s * 1000));
-    sqlite3_exec(st->wdb, sql, NULL, NULL, NULL);
-  }
+  prune_older(st, "('completed')", st->completed_s);
+  prune_older(st, "('failed','cancelled','timed_out')", st->failed_s);
 }
 
 static int run_op(lg_store *st, const op *o) {

@@ -60,7 +60,7 @@ local function run_task(env, info_json)
     depth = info.depth or 0,
     root_key = info.root_key,
     max_depth = info.max_depth,
-    attempt = info.attempt,
+    attempt = info.attempts,
     metadata = info.metadata,
   })
   local run = kinds[info.kind]
