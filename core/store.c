@@ -638,13 +638,13 @@ int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit,
   return n;
 }
 
-int lg_store_read_thread(lg_store *st, const char *key, buf_t *out) {
+/* One text column of one row found by key; 0 found, -1 not. */
+static int read_one(lg_store *st, const char *sql, const char *key, buf_t *out) {
   if (!st) return -1;
   int found = -1;
   pthread_mutex_lock(&st->rmu);
   sqlite3_stmt *s;
-  if (st->rdb && sqlite3_prepare_v2(st->rdb, "SELECT messages FROM threads WHERE key = ?", -1, &s,
-                                    NULL) == SQLITE_OK) {
+  if (st->rdb && sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL) == SQLITE_OK) {
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     if (sqlite3_step(s) == SQLITE_ROW) {
       buf_add(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
@@ -654,4 +654,12 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out) {
   }
   pthread_mutex_unlock(&st->rmu);
   return found;
+}
+
+int lg_store_read_thread(lg_store *st, const char *key, buf_t *out) {
+  return read_one(st, "SELECT messages FROM threads WHERE key = ?", key, out);
+}
+
+int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out) {
+  return read_one(st, "SELECT record FROM tasks WHERE task_id = ?", task_id, out);
 }

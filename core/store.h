@@ -41,6 +41,8 @@ int64_t lg_store_max_event_seq(lg_store *st);
 /* Events with since < seq < before, as a comma-separated list of objects. */
 int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit, buf_t *out);
 int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
+/* A task's stored record (with the internal fields); -1 if none. */
+int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
 /* How the store runs (for checks): the write connection's settings as it
  * reported them at open. Strings live as long as the store. */

@@ -6,6 +6,7 @@
  * these structures, not their upkeep. Callers hold app->mu, except the
  * queries at the end, which take it. */
 #include "dispatch_internal.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -306,12 +307,16 @@ int cmp_seq(const void *x, const void *y) {
 
 /* ----------------------------------------------------------- queries */
 
+/* A task's record; one that left memory (keep_finished_s) is read back
+ * from a file store, which has every committed record. */
 int lg_get(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
   if (t) record_json(t, out);
+  lg_store *st = a->store;
   pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
+  if (t) return 0;
+  return lg_store_read_task(st, id, out);
 }
 
 int lg_status(lg_app *a, const char *id, char out[16]) {

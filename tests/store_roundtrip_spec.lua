@@ -228,3 +228,28 @@ describe("store: round trip through the file", function()
     app3:close()
   end)
 end)
+
+describe("store: a task that left memory", function()
+  it("is still found by app:get, read back from the file", function()
+    local dir = H.tmpdir()
+    local app <close> = H.app([[
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 }, tools = { T.echo } } ]],
+      { store = { path = dir .. "/evict.db" } })
+    local first = app:enqueue_tool("echo", { n = 1 })
+    local before = app:wait(first.task_id).tasks[1]
+    assert.equal("completed", before.status)
+    local t0 = H.now()
+    while #app:list() > 0 and app:list()[1].task_id == first.task_id and H.now() - t0 < 5 do
+      app:wait(app:enqueue_tool("echo", {}).task_id)
+    end
+    local found = false
+    for _, r in ipairs(app:list()) do found = found or r.task_id == first.task_id end
+    assert.is_false(found, "the task should have left memory")
+    local rec = app:get(first.task_id)
+    assert.equal("completed", rec.status)
+    assert.same({ n = 1 }, rec.result)
+    assert.is_nil(rec.root_key)
+    app:close()
+    H.rmdir(dir)
+  end)
+end)

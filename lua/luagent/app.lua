@@ -220,7 +220,10 @@ end
 
 function App:get(id)
   options.arg("app:get", "task_id", id, "string", 3)
-  return self._core:get(id)
+  local rec = self._core:get(id)
+  -- read back from a file store: drop what only recovery needs
+  if rec then rec.root_key, rec.max_depth = nil, nil end
+  return rec
 end
 
 local list_spec = {
