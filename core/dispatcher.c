@@ -290,7 +290,15 @@ void finish_task(lg_app *a, lg_task *t, int status) {
  * file store keeps the records (per store.retention); only memory forgets. */
 static int evictable(const lg_task *t, int64_t cutoff) {
   return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
-         !t->claimed && t->claims_held == 0 && !t->worker;
+         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0;
+}
+
+/* Tasks a worker is waiting on stay in memory until its wait returns. */
+static void mark_waited(lg_app *a, char **ids, int n, int delta) {
+  for (int i = 0; i < n; i++) {
+    lg_task *x = task_find(a, ids[i]);
+    if (x) x->waited += delta;
+  }
 }
 
 static void evict(lg_app *a, lg_task *t) {
@@ -1015,8 +1023,9 @@ int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, d
     pthread_mutex_unlock(&a->mu);
     return -1;
   }
-  int stop = lg_task_should_stop(t);
+  int stop = lg_task_should_stop(t), waited = 0;
   if (!over && !stop) {
+    waited = 1;
     t->wait_ids = calloc((size_t)n, sizeof *t->wait_ids);
     int copied = 0;
     while (t->wait_ids && copied < n && (t->wait_ids[copied] = lg_strdup(ids[copied]))) copied++;
@@ -1030,6 +1039,7 @@ int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, d
     }
     t->wait_n = n;
     t->wait_any = any;
+    mark_waited(a, ids, n, 1);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
@@ -1048,6 +1058,7 @@ int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, d
     int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
     wait_value(a, t, ids, n, any, timed_out, out, err);
   }
+  if (waited) mark_waited(a, ids, n, -1);
   pthread_mutex_unlock(&a->mu);
   return stop;
 }

@@ -71,6 +71,7 @@ struct lg_task {
   int claimed;      /* carried by a notice whose model call has not returned */
   lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
   int claims_held;     /* how many tasks this task's runs have claimed */
+  int waited;          /* worker waits on this task in progress (kept in memory) */
   int error_status; /* HTTP status of a model error, 0 if none */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
