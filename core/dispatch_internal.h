@@ -60,6 +60,7 @@ int64_t next_retry_mono(lg_app *a); /* earliest retry time, mono ms (0 = none) *
 void finish_task(lg_app *a, lg_task *t, int status);
 void requeue(lg_app *a, lg_task *t); /* back on its agent's queue (counted queued) */
 void release_claims(lg_app *a, lg_task *claimer); /* recovery.c */
+int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /* recovery.c */
 void set_error(lg_task *t, const char *kind, const char *msg);
 int *descendant_counter(lg_app *a, const char *key); /* spawned per root */
 

@@ -290,7 +290,8 @@ void finish_task(lg_app *a, lg_task *t, int status) {
  * file store keeps the records (per store.retention); only memory forgets. */
 static int evictable(const lg_task *t, int64_t cutoff) {
   return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
-         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0;
+         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0 &&
+         (t->delivered || !t->scoped); /* announced before it is forgotten */
 }
 
 /* Tasks a worker is waiting on stay in memory until its wait returns. */
@@ -415,8 +416,18 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
   if (!t) {
+    /* one that left memory is finished: report its stored status */
+    buf_t rec;
+    buf_init(&rec);
+    char st[16];
+    int found = stored_record(a, id, &rec, st) == 0;
+    buf_free(&rec);
     pthread_mutex_unlock(&a->mu);
-    return -1;
+    if (!found) return -1;
+    buf_addf(out, "{\"ok\":false,\"status\":\"%s\",\"task_id\":", st);
+    buf_add_jstr(out, id, strlen(id));
+    buf_addc(out, '}');
+    return 0;
   }
   int ok = 0;
   if (!TS_TERMINAL(t->status)) {
@@ -540,6 +551,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->metadata_json = lg_strdup(r->metadata_json);
   t->depth = r->depth;
   t->max_depth = r->max_depth;
+  t->scoped = r->scoped;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
 
@@ -718,8 +730,18 @@ static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, in
   for (int i = 0; i < n; i++) {
     lg_task *t = task_find(a, ids[i]);
     if (!t) {
-      err_set(err, "not_found", "unknown task id '%s'", ids[i]);
-      return -1;
+      /* a task that left memory is finished; a file store still has it */
+      buf_t rec;
+      buf_init(&rec);
+      char st[16];
+      int stored = stored_record(a, ids[i], &rec, st) == 0;
+      buf_free(&rec);
+      if (!stored) {
+        err_set(err, "not_found", "unknown task id '%s'", ids[i]);
+        return -1;
+      }
+      done++;
+      continue;
     }
     if (caller && is_self_or_ancestor(caller, t)) {
       err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
@@ -734,13 +756,18 @@ static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, in
            !over && timed_out ? "true" : "false");
   for (int i = 0; i < n; i++) {
     if (i) buf_addc(out, ',');
-    wait_entry(task_find(a, ids[i]), out);
+    lg_task *t = task_find(a, ids[i]);
+    char st[16];
+    if (t)
+      wait_entry(t, out);
+    else
+      stored_record(a, ids[i], out, st); /* the whole stored record */
   }
   buf_adds(out, "],\"pending\":[");
   int k = 0;
   for (int i = 0; i < n; i++) {
     lg_task *t = task_find(a, ids[i]);
-    if (TS_TERMINAL(t->status)) continue;
+    if (!t || TS_TERMINAL(t->status)) continue;
     if (k++) buf_addc(out, ',');
     buf_add_jstr(out, t->id, strlen(t->id));
   }

@@ -72,6 +72,7 @@ struct lg_task {
   lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
   int claims_held;     /* how many tasks this task's runs have claimed */
   int waited;          /* worker waits on this task in progress (kept in memory) */
+  int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
@@ -209,6 +210,7 @@ typedef struct {
   const char *parent_run_id, *parent_agent_id, *root_key;
   int depth; /* the task's own depth */
   int max_depth; /* depth limit its runs inherit (-1: none beyond the app's) */
+  int scoped;    /* started by an agent run, whose scope it is announced to */
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;

@@ -68,7 +68,8 @@ struct lg_http {
   sse_parser sse;
   lg_http_event *ev_head, *ev_tail;
   int done, too_big, added;
-  int body_cut;            /* an error reply's body was cut at max_bytes */
+  int body_cut;            /* the body was cut at max_bytes (not an error) */
+  int truncate;            /* cut any body at max_bytes instead of failing */
   int oom;                 /* out of memory while parsing the stream */
   long status;             /* HTTP status, known at the first body byte */
   size_t total;            /* body bytes received (SSE mode) */
@@ -125,8 +126,9 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     return len;
   }
   if (h->max_bytes && len > h->max_bytes - h->resp.len) {
-    if (h->status < 200 || h->status >= 300) {
-      /* an error reply: keep its status and the start of its body */
+    if (h->truncate || h->status < 200 || h->status >= 300) {
+      /* keep the status and the start of the body: an error reply always,
+       * any reply when the caller asked for truncation (ctx:http) */
       buf_add(&h->resp, p, h->max_bytes - h->resp.len);
       h->body_cut = 1;
       return 0;
@@ -156,6 +158,7 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
   h->multi = multi;
   h->max_bytes = r->max_bytes;
   h->stream = r->stream;
+  h->truncate = r->truncate;
   sse_init(&h->sse);
   if (r->max_bytes) h->sse.max = r->max_bytes;
   buf_init(&h->resp);

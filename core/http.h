@@ -23,6 +23,7 @@ typedef struct {
   double timeout_s, connect_timeout_s;
   size_t max_bytes;           /* response limit (0 = none) */
   int stream;                 /* parse a 2xx text/event-stream body as SSE */
+  int truncate;               /* a body over max_bytes is cut, not an error */
 } lg_http_req;
 
 typedef struct lg_http_event {
@@ -37,7 +38,7 @@ typedef struct {
   const char *content_type, *headers, *body;
   size_t headers_len, body_len;
   int done, sse, sse_pending, too_big;
-  int body_cut;               /* a non-2xx body was cut at max_bytes (not an error) */
+  int body_cut;               /* the body was cut at max_bytes (not an error) */
   const char *error, *error_kind; /* transport failure, or NULL */
 } lg_http_result;
 

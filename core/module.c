@@ -167,6 +167,9 @@ static void read_task_fields(lua_State *L, int t, lg_enqueue_req *r) {
   r->root_key = opt_field_str(L, t, "root_key");
   r->depth = (int)opt_field_int(L, t, "depth", 0);
   r->max_depth = (int)opt_field_int(L, t, "max_depth", -1);
+  lua_getfield(L, t, "scoped");
+  r->scoped = lua_toboolean(L, -1);
+  lua_pop(L, 1);
 }
 
 static int l_app_enqueue(lua_State *L) {
@@ -612,7 +615,9 @@ static int l_http_start(lua_State *L) {
   r.max_bytes = (size_t)opt_field_int(L, 2, "max_bytes", 0);
   lua_getfield(L, 2, "stream");
   r.stream = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  lua_getfield(L, 2, "truncate");
+  r.truncate = lua_toboolean(L, -1);
+  lua_pop(L, 2);
   lua_getfield(L, 2, "headers");
   int hidx = lua_gettop(L);
   const char **hv = NULL;

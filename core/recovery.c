@@ -97,6 +97,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->error_status = r->error_status;
   t->depth = e->depth;
   t->max_depth = e->max_depth;
+  t->scoped = e->scoped;
   t->timeout_s = e->timeout_s;
   t->max_retries = e->retries;
   t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
@@ -186,6 +187,23 @@ int64_t lg_restore_done(lg_app *a) {
   bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
+}
+
+/* The stored record of a task that is not in memory (it left after
+ * keep_finished_s) and its status; -1 when there is no file store or no
+ * such record. Called with app->mu held: a read on the store's own read
+ * connection, by primary key. */
+int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]) {
+  size_t start = out->len;
+  if (lg_store_read_task(a->store, id, out) != 0) return -1;
+  const char *p = out->p ? strstr(out->p + start, "\"status\":\"") : NULL;
+  snprintf(status, 16, "%s", "completed");
+  if (p) {
+    p += 10;
+    const char *e = strchr(p, '"');
+    if (e && e - p < 16) snprintf(status, 16, "%.*s", (int)(e - p), p);
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------ threads, claims */

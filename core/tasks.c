@@ -280,6 +280,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   if (internal) {
     add_str_field(b, "root_key", t->root_key);
     if (t->max_depth >= 0) buf_addf(b, ",\"max_depth\":%d", t->max_depth);
+    if (t->scoped) buf_adds(b, ",\"scoped\":true");
   }
   buf_addc(b, '}');
 }

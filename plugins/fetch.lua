@@ -44,13 +44,10 @@ function fetch.new(opts)
       local host = authority:match("^%[([^%]]+)%]") or authority:match("^([^:]+)")
       if not host or host == "" then error("the URL has no host", 0) end
       if allow and not allow[host:lower()] then error("host not allowed: " .. host, 0) end
-      local res, err = ctx:http{ url = args.url, timeout_s = opts.timeout_s or 20, max_bytes = max * 4 }
+      local res, err = ctx:http{ url = args.url, timeout_s = opts.timeout_s or 20, max_bytes = max }
       if not res then error("fetch failed: " .. tostring(err), 0) end
-      local body = res.body
-      local cut = #body > max
-      if cut then body = body:sub(1, max) end
-      return { status = res.status, content_type = res.headers["content-type"], body = body,
-        truncated = cut or nil }
+      return { status = res.status, content_type = res.headers["content-type"], body = res.body,
+        truncated = res.truncated }
     end,
   }
 end

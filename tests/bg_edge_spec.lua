@@ -171,3 +171,67 @@ return luagent.config{
     assert.equal("hook", r.error.kind)
   end)
 end)
+
+describe("finished tasks leaving memory (keep_finished_s)", function()
+  -- wait until an eviction pass has run after `id` finished: `id` (a host
+  -- task, which nothing needs to announce) has left memory (app:list) then
+  local function in_memory(app, id)
+    for _, r in ipairs(app:list()) do if r.task_id == id then return true end end
+    return false
+  end
+  local function evicted(app, id)
+    local t0 = H.now()
+    while in_memory(app, id) and H.now() - t0 < 5 do app:wait(app:enqueue_tool("noop", {}).task_id) end
+    return not in_memory(app, id)
+  end
+
+  it("keeps a child no run has been told about until it is announced (R-33)", function()
+    local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+local function noticed(req)
+  for _, m in ipairs(req.messages) do
+    if m.role == "user" and m.content:find("[luagent] background results:", 1, true) then return true end
+  end
+end
+return luagent.config{
+  model = luagent.function_model(function(req)
+    local turn2 = req.messages[#req.messages].content == "and?"
+    if noticed(req) then return { text = "NOTICE SEEN" } end
+    if turn2 or #req.messages > 2 then return { text = "no notice" } end
+    return { tool_calls = { { name = "work", arguments = {} } } }
+  end),
+  background_tasks = { enabled = true, keep_finished_s = 0 },
+  tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
+            luagent.tool{ name = "noop", handler = function() end } },
+  agents = { luagent.agent{ id = "sup", tools = { "work" } } },
+} ]], "=bg_edge_keep")
+    assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
+    local child = app:list()[1]
+    assert.equal("completed", app:wait(child.task_id).tasks[1].status)
+    local marker = app:enqueue_tool("noop", {})
+    app:wait(marker.task_id)
+    assert.is_true(evicted(app, marker.task_id))
+    assert.is_truthy(app:get(child.task_id), "an unannounced child stays in memory")
+    assert.equal("NOTICE SEEN", app:chat("sup", "and?", { thread_id = "t" }).final)
+  end)
+
+  it("with a file store, cancel and wait still know a task that left memory", function()
+    local dir = H.tmpdir()
+    local app <close> = H.app([[
+local noop = luagent.tool{ name = "noop", handler = function() return "done" end }
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 }, tools = { noop } } ]],
+      { store = { path = dir .. "/keep.db" } })
+    local first = app:enqueue_tool("noop", {})
+    app:wait(first.task_id)
+    local marker = app:enqueue_tool("noop", {})
+    app:wait(marker.task_id)
+    assert.is_true(evicted(app, first.task_id))
+    assert.same({ ok = false, status = "completed", task_id = first.task_id }, app:cancel(first.task_id))
+    local w = app:wait(first.task_id)
+    assert.is_true(w.done)
+    assert.equal("completed", w.tasks[1].status)
+    assert.equal("done", w.tasks[1].result)
+    app:close()
+    H.rmdir(dir)
+  end)
+end)

@@ -102,9 +102,9 @@ end
 local function run_log(self, it)
   log.emit(it.kind, it.json)
   if it.kind == "error" or it.kind == "warn" then
-    for _, fn in ipairs(self._listener_list.error or {}) do
-      pcall(fn, { level = it.kind, message = it.json })
-    end
+    local fns = { self._reg.hooks.on_error }
+    for _, fn in ipairs(self._listener_list.error or {}) do fns[#fns + 1] = fn end
+    for _, fn in pairs(fns) do pcall(fn, { level = it.kind, message = it.json }) end
   end
 end
 
@@ -222,7 +222,7 @@ function App:get(id)
   options.arg("app:get", "task_id", id, "string", 3)
   local rec = self._core:get(id)
   -- read back from a file store: drop what only recovery needs
-  if rec then rec.root_key, rec.max_depth = nil, nil end
+  if rec then rec.root_key, rec.max_depth, rec.scoped = nil, nil, nil end
   return rec
 end
 

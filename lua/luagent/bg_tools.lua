@@ -273,6 +273,7 @@ function bg.call(run, tool, call, args)
     thread_id = thread_of(run),
     depth = ctx.depth + 1,
     root_key = ctx.root_key,
+    scoped = true,
     timeout_s = tool.background.timeout_s,
     retries = tool.background.retries,
   }

@@ -80,7 +80,12 @@ function cli.main(args)
   end
   local thread = flags.thread or "cli"
   for line in io.lines() do
-    local res = app:chat(agent, line, { thread_id = thread })
+    local ok_chat, res = pcall(app.chat, app, agent, line, { thread_id = thread })
+    if not ok_chat then
+      io.stderr:write(tostring(res), "\n")
+      app:close()
+      return 2
+    end
     show_events()
     print(res.final or ("(" .. res.status .. ": " .. tostring(res.error and res.error.message) .. ")"))
   end

@@ -143,6 +143,7 @@ function Ctx:_parent_fields(req)
   req.thread_id = req.thread_id or self.thread_id
   req.depth = self.depth + 1
   req.root_key = self.root_key
+  req.scoped = self._run ~= nil -- an agent run's child is announced to it (R-33)
   req.max_depth = context.max_depth_for(self)
   if req.depth > req.max_depth then
     error(setmetatable({ kind = "limit", message = string.format(

@@ -50,6 +50,7 @@ function http.request(ctx, req, on_event)
     connect_timeout_s = req.connect_timeout_s,
     max_bytes = req.max_bytes,
     stream = req.stream and true or false,
+    truncate = req.truncate and true or false,
   }
   ctx:check_cancel()
   local h <close> = core.http_start(env.core, creq)
@@ -95,8 +96,10 @@ local http_spec = {
   max_bytes = "integer",
 }
 
--- ctx:http{ method?, url, headers?, body?, timeout_s?, max_bytes? } ->
--- { status, headers, body } or nil, message. Raises only the cancel error.
+-- ctx:http{ method?, url, headers?, body?, timeout_s?, connect_timeout_s?,
+-- max_bytes? (64 MiB) } -> { status, headers, body, truncated? } or nil,
+-- message; a body over max_bytes is cut (truncated = true). Raises only the
+-- cancel error (or the run's budget).
 function context.Ctx:http(req)
   options.arg("ctx:http", "request", req, "table", 3)
   options.check("ctx:http", req, http_spec)
@@ -104,7 +107,7 @@ function context.Ctx:http(req)
   local res = http.request(self, {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
     timeout_s = req.timeout_s or 60, connect_timeout_s = req.connect_timeout_s or 10,
-    max_bytes = req.max_bytes or 64 * 1024 * 1024,
+    max_bytes = req.max_bytes or 64 * 1024 * 1024, truncate = true,
   })
   if res.error then return nil, res.error end
   return { status = res.status, headers = res.headers, body = res.body,
