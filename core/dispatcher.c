@@ -882,6 +882,11 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   give_slot(a, t);
   a->running_n--;
   release_claims(a, t);
+  /* code that raised luagent's cancel error itself cancelled its task */
+  if (o->raised_stop) {
+    int none = STOP_NONE;
+    if (atomic_compare_exchange_strong(&t->stop, &none, STOP_CANCEL)) t->cancel_requested = 1;
+  }
   int stop = atomic_load(&t->stop);
   if (o->usage_json) {
     free(t->usage_json);
@@ -1039,9 +1044,8 @@ static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
   return 0;
 }
 
-int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, double timeout_s,
-                 buf_t *out, lg_err *err) {
-  LG_UNUSED(run_id);
+int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf_t *out,
+                 lg_err *err) {
   lg_app *a = w->app;
   lg_task *t = w->task;
   pthread_mutex_lock(&a->mu);

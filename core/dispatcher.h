@@ -112,7 +112,7 @@ struct lg_host_item {
   char *ctx_json;       /* host call: the calling run's context */
   char task_id[40];
   /* host call reply */
-  int replied, abandoned;
+  int replied;
   char *reply_json;
   lg_worker *waiter;
   lg_host_item *next;
@@ -120,7 +120,7 @@ struct lg_host_item {
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
-  double default_timeout_s, default_wait_timeout_s, worker_idle_s, close_grace_s;
+  double default_timeout_s, default_wait_timeout_s, worker_idle_s;
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
@@ -197,7 +197,7 @@ struct lg_app {
 };
 
 /* lifecycle callbacks the host wants queued */
-enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16, W_WAITING = 32 };
+enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16 };
 
 /* ---- app ---- */
 lg_app *lg_app_new(const lg_settings *s, lg_err *err);
@@ -302,7 +302,7 @@ void lg_worker_exit(lg_worker *w);
 /* Blocking calls of a running task. Return 0, or 1 when the task must stop
  * (the caller raises the cancel sentinel). */
 int lg_task_sleep(lg_worker *w, double seconds);
-int lg_task_wait(lg_worker *w, const char *run_id, char **ids, int n, int any, double timeout_s,
+int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s,
                  buf_t *out, lg_err *err);
 int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, const char *ctx_json,
                       buf_t *out);

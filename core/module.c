@@ -442,18 +442,6 @@ static int l_app_close(lua_State *L) {
   return 1;
 }
 
-static int l_app_log(lua_State *L) {
-  app_ud *u = check_app(L);
-  lg_log(u->app, luaL_checkstring(L, 2), "%s", luaL_checkstring(L, 3));
-  return 0;
-}
-
-static int l_app_id(lua_State *L) {
-  app_ud *u = check_app(L);
-  lua_pushstring(L, u->app->id);
-  return 1;
-}
-
 /* ---------------------------------------------------- calling task */
 
 static lg_worker *check_worker(lua_State *L) {
@@ -479,7 +467,7 @@ static int l_task_wait(lua_State *L) {
   lg_err err = {{0}, {0}};
   buf_t out;
   buf_init(&out);
-  int rc = lg_task_wait(w, NULL, ids, n, any, timeout, &out, &err);
+  int rc = lg_task_wait(w, ids, n, any, timeout, &out, &err);
   if (rc < 0) {
     buf_free(&out);
     return raise_err(L, &err);
@@ -517,12 +505,6 @@ static int l_task_should_stop(lua_State *L) {
   return 1;
 }
 
-static int l_task_check(lua_State *L) {
-  lg_worker *w = lg_current_worker(L);
-  if (w && w->current && lg_task_should_stop(w->current)) return lg_raise_cancel(L);
-  return 0;
-}
-
 /* --------------------------------------------------------- helpers */
 
 static int l_in_worker(lua_State *L) {
@@ -537,18 +519,6 @@ static int l_is_cancel(lua_State *L) {
 
 static int l_now(lua_State *L) {
   lua_pushnumber(L, lg_mono_s());
-  return 1;
-}
-
-static int l_wall_ms(lua_State *L) {
-  lua_pushinteger(L, lg_wall_ms());
-  return 1;
-}
-
-static int l_iso8601(lua_State *L) {
-  char out[32];
-  lg_iso8601((int64_t)luaL_optinteger(L, 1, lg_wall_ms()), out);
-  lua_pushstring(L, out);
   return 1;
 }
 
@@ -928,7 +898,6 @@ static const luaL_Reg app_methods[] = {
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
     {"emit", l_app_emit},             {"events", l_app_events},
     {"stats", l_app_stats},           {"close", l_app_close},
-    {"log", l_app_log},               {"id", l_app_id},
     {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {
@@ -937,8 +906,6 @@ static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},
     {"is_cancel", l_is_cancel},
     {"now", l_now},
-    {"wall_ms", l_wall_ms},
-    {"iso8601", l_iso8601},
     {"new_id", l_new_id},
     {"realpath", l_realpath},
     {"http_start", l_http_start},
@@ -946,7 +913,6 @@ static const luaL_Reg core_funcs[] = {
     {"task_wait", l_task_wait},
     {"task_call_host", l_task_call_host},
     {"task_should_stop", l_task_should_stop},
-    {"task_check", l_task_check},
     {NULL, NULL}};
 
 /* R-25a: detached or idle worker threads may still run our code after the

@@ -13,7 +13,6 @@ local app = {}
 
 local App = {}
 App.__index = App
-app.App = App
 
 local LIFECYCLE = {
   task_enqueued = core.W_ENQUEUED,
@@ -589,9 +588,6 @@ function App:thread(agent_id, thread_id)
   return self:_thread_load(agent_id, thread_id)
 end
 
-function App:id()
-  return self._core:id()
-end
 
 -- The env of runs in the host state (foreground runs and their tools).
 local function host_env(self)

@@ -133,7 +133,6 @@ local hook_spec = {}
 for _, n in ipairs(HOOK_NAMES) do
   hook_spec[n] = { "callable", "table" }
 end
-defs.AGENT_HOOKS = HOOK_NAMES
 
 local budget_spec = {
   max_iterations = "integer",

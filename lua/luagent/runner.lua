@@ -7,7 +7,6 @@ local json = require("luagent.json")
 local options = require("luagent.options")
 local context = require("luagent.context")
 local tools = require("luagent.tools")
-local spec = require("luagent.spec")
 local bg = require("luagent.bg_tools")
 
 local runner = {}
@@ -642,5 +641,4 @@ function runner.tool_names(env, agent_id)
   return names
 end
 
-runner.spec = spec
 return runner

@@ -46,10 +46,6 @@ end
 
 local kinds = { tool = run_tool_task }
 
-function worker.register_kind(name, fn)
-  kinds[name] = fn
-end
-
 local function run_task(env, info_json)
   local info = json.decode(info_json)
   local ctx = context.new(env, {

@@ -138,11 +138,6 @@ function B.tool_names(req)
   return out
 end
 
-function B.has(list, x)
-  for _, v in ipairs(list) do if v == x then return true end end
-  return false
-end
-
 -- How many times `needle` occurs in the contents of every message of every
 -- request (plain find).
 function B.count_in_requests(requests, needle)

@@ -104,13 +104,6 @@ function H.wait_stats(app, pred, timeout_s)
   return nil
 end
 
--- The raw body text of each request the server received.
-function H.bodies(srv)
-  local out = {}
-  for i, r in ipairs(srv:requests()) do out[i] = r.body end
-  return out
-end
-
 function H.now() return core.now() end
 
 -- Every place a secret could surface for an app: events (all kinds),

@@ -114,15 +114,4 @@ function S.canon(v)
   return json.encode(v)
 end
 
--- Records by id.
-function S.by_id(records)
-  local out = {}
-  for _, r in ipairs(records) do out[r.task_id] = r end
-  return out
-end
-
-function S.rm_store(db)
-  for _, sfx in ipairs({ "", "-wal", "-shm", "-journal", ".lock" }) do os.remove(db .. sfx) end
-end
-
 return S
