@@ -181,7 +181,7 @@ describe("finished tasks leaving memory (keep_finished_s)", function()
   end
   local function evicted(app, id)
     local t0 = H.now()
-    while in_memory(app, id) and H.now() - t0 < 5 do app:wait(app:enqueue_tool("noop", {}).task_id) end
+    while in_memory(app, id) and H.now() - t0 < 8 do app:wait(app:enqueue_tool("noop", {}).task_id) end
     return not in_memory(app, id)
   end
 
@@ -200,7 +200,7 @@ return luagent.config{
     if turn2 or #req.messages > 2 then return { text = "no notice" } end
     return { tool_calls = { { name = "work", arguments = {} } } }
   end),
-  background_tasks = { enabled = true, keep_finished_s = 0 },
+  background_tasks = { enabled = true, keep_finished_s = 1 },
   tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
             luagent.tool{ name = "noop", handler = function() end } },
   agents = { luagent.agent{ id = "sup", tools = { "work" } } },
@@ -219,7 +219,7 @@ return luagent.config{
     local dir = H.tmpdir()
     local app <close> = H.app([[
 local noop = luagent.tool{ name = "noop", handler = function() return "done" end }
-return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 }, tools = { noop } } ]],
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { noop } } ]],
       { store = { path = dir .. "/keep.db" } })
     local first = app:enqueue_tool("noop", {})
     app:wait(first.task_id)

@@ -323,13 +323,13 @@ end)
 describe("dispatcher: finished tasks leave memory (keep_finished_s)", function()
   it("forgets a finished task once keep_finished_s has passed, and keeps running ones", function()
     local app <close> = H.app([[
-return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 }, tools = { T.echo, T.block } } ]])
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { T.echo, T.block } } ]])
     local first = app:enqueue_tool("echo", { n = 1 })
     assert.equal("completed", app:wait(first.task_id).tasks[1].status)
     local held = app:enqueue_tool("block", {})
     -- eviction runs at most once a second, when tasks end or are enqueued
     local t0 = H.now()
-    while app:get(first.task_id) and H.now() - t0 < 5 do
+    while app:get(first.task_id) and H.now() - t0 < 8 do
       app:wait(app:enqueue_tool("echo", {}).task_id)
     end
     assert.is_nil(app:get(first.task_id))
@@ -337,8 +337,13 @@ return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 0 
   end)
 
   it("rejects a bad keep_finished_s and accepts false (keep forever)", function()
-    assert.has_error(function() H.app([[
-return luagent.config{ background_tasks = { enabled = true, keep_finished_s = -1 }, tools = { T.echo } } ]]) end)
+    for _, bad in ipairs({ "-1", "0.5", "'day'" }) do
+      local src = ([[
+return luagent.config{ background_tasks = { enabled = true, keep_finished_s = BAD }, tools = { T.echo } } ]]):gsub("BAD", bad)
+      local ok, err = pcall(H.app, src)
+      assert.is_false(ok)
+      assert.matches("keep_finished_s", tostring(err), 1, true)
+    end
     local app <close> = H.app([[
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = false }, tools = { T.echo } } ]])
     local r = app:enqueue_tool("echo", {})

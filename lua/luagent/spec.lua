@@ -37,9 +37,11 @@ local bg_spec = {
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
   retry_backoff_max_s = non_negative,
+  -- at least a second, so a task cannot leave memory before the code that
+  -- enqueued it had a chance to wait on it
   keep_finished_s = function(v)
-    if v == false then return true end
-    return options.non_negative(v)
+    if v == false or (type(v) == "number" and v >= 1) then return true end
+    return nil, "must be a number of seconds >= 1, or false (keep forever)"
   end,
 }
 
