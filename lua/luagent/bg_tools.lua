@@ -264,16 +264,9 @@ function bg.call(run, tool, call, args)
     return refusal(res)
   end
   if not (run.bg_enabled and eligible(tool)) then return nil end
-  local ctx = run.ctx
   local req = {
     tool = tool.name,
     tool_call_id = call.id,
-    parent_run_id = run.run_id,
-    parent_agent_id = run.agent.id,
-    thread_id = thread_of(run),
-    depth = ctx.depth + 1,
-    root_key = ctx.root_key,
-    scoped = true,
     timeout_s = tool.background.timeout_s,
     retries = tool.background.retries,
   }
@@ -285,11 +278,14 @@ function bg.call(run, tool, call, args)
     if not ok then return tools.fail("validation", "arguments are not JSON: " .. tostring(text)) end
     req.args = text
   end
-  local max = require("luagent.runner").max_depth_for(ctx)
-  req.max_depth = max -- the child's runs keep this run's limit (an agent's max_depth)
-  if req.depth > max then
-    return tools.fail("limit", string.format(
-      "cannot start %s in the background: depth %d would exceed max_depth (%d)", tool.name, req.depth, max))
+  -- the same parent fields and depth limit as ctx:enqueue_* (R-28)
+  local ok_fields, err = pcall(run.ctx._parent_fields, run.ctx, req)
+  if not ok_fields then
+    if type(err) == "table" and err.kind == "limit" then
+      return tools.fail("limit", string.format("cannot start %s in the background: %s", tool.name,
+        err.message))
+    end
+    error(err, 0)
   end
   local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
   if not ok then return refusal(rec) end

@@ -135,6 +135,11 @@ function context.max_depth_for(ctx)
   return m
 end
 
+-- The error a spawn or nested run past a limit raises (R-28, §3.2).
+function context.limit_error(message)
+  return setmetatable({ kind = "limit", message = message }, core.error_mt)
+end
+
 -- What identifies this run to a child it spawns; refuses a child past the
 -- depth limit with {kind = "limit"} (R-28).
 function Ctx:_parent_fields(req)
@@ -146,8 +151,8 @@ function Ctx:_parent_fields(req)
   req.scoped = self._run ~= nil -- an agent run's child is announced to it (R-33)
   req.max_depth = context.max_depth_for(self)
   if req.depth > req.max_depth then
-    error(setmetatable({ kind = "limit", message = string.format(
-      "depth %d would exceed max_depth (%d)", req.depth, req.max_depth) }, core.error_mt), 3)
+    error(context.limit_error(string.format("depth %d would exceed max_depth (%d)", req.depth,
+      req.max_depth)), 3)
   end
   return req
 end

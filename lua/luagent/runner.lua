@@ -23,11 +23,6 @@ local function new_id(prefix)
   return core.new_id(prefix)
 end
 
-local function limit_error(message)
-  return setmetatable({ kind = "limit", message = message }, core.error_mt)
-end
-runner.limit_error = limit_error
-
 -- The tools a run of `agent` may call, by name, in the agent's order.
 local function agent_tools(reg, agent)
   local list, by_name = {}, {}
@@ -577,7 +572,7 @@ function context.Ctx:run_agent(agent_id, prompt, opts)
   local depth = self.depth + 1
   local max = runner.max_depth_for(self)
   if depth > max then
-    error(limit_error(string.format("cannot run agent %q: depth %d would exceed max_depth (%d)",
+    error(context.limit_error(string.format("cannot run agent %q: depth %d would exceed max_depth (%d)",
       agent_id, depth, max)), 2)
   end
   self:check_cancel()
