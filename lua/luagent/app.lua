@@ -199,16 +199,12 @@ function App:enqueue_background(agent_id, prompt, opts)
   if not self._reg.settings.enabled then
     error("app:enqueue_background: background tasks are disabled (set background_tasks.enabled = true)", 2)
   end
-  options.arg("app:enqueue_background", "agent_id", agent_id, "string", 3)
+  context.check_agent(self._reg, "app:enqueue_background", agent_id)
   options.arg("app:enqueue_background", "prompt", prompt, "string", 3)
   options.check("app:enqueue_background", opts, context.enqueue_spec)
   opts = opts or {}
   if opts.agent_id then
     error("app:enqueue_background: the agent is the first argument, not an option", 2)
-  end
-  if not self._reg.agents[agent_id] then
-    error(string.format("app:enqueue_background: unknown agent %q%s", agent_id,
-      options.did_you_mean(agent_id, self._reg.agents)), 2)
   end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt, depth = 0 }
   context.request_options(req, opts)
@@ -451,14 +447,6 @@ local run_spec = {
   thread_id = "string",
 }
 
-local function check_agent(self, where, agent_id)
-  options.arg(where, "agent_id", agent_id, "string", 4)
-  if not self._reg.agents[agent_id] then
-    error(string.format("%s: unknown agent %q%s", where, agent_id,
-      options.did_you_mean(agent_id, self._reg.agents)), 3)
-  end
-end
-
 function App:_run(agent_id, prompt, opts, history)
   local run_id = core.new_id("run_")
   local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
@@ -484,7 +472,7 @@ end
 function App:run(agent_id, prompt, opts)
   check_not_in_callback(self, "app:run")
   self:_check_open("app:run")
-  check_agent(self, "app:run", agent_id)
+  context.check_agent(self._reg, "app:run", agent_id)
   options.arg("app:run", "prompt", prompt, "string", 3)
   options.check("app:run", opts, run_spec)
   local res = self:_run(agent_id, prompt, opts or {}, nil)
@@ -563,7 +551,7 @@ local chat_spec = {
 function App:chat(agent_id, prompt, opts)
   check_not_in_callback(self, "app:chat")
   self:_check_open("app:chat")
-  check_agent(self, "app:chat", agent_id)
+  context.check_agent(self._reg, "app:chat", agent_id)
   options.arg("app:chat", "prompt", prompt, "string", 3)
   options.check("app:chat", opts, chat_spec)
   if not (opts and opts.thread_id) then

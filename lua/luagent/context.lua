@@ -177,15 +177,20 @@ function Ctx:enqueue_tool(name, args, opts)
   return rec
 end
 
+-- An agent_id argument that must name an agent of the app. Called
+-- directly by a public function, so errors point at that function's caller.
+function context.check_agent(reg, where, agent_id)
+  options.arg(where, "agent_id", agent_id, "string", 4)
+  if not reg.agents[agent_id] then
+    error(string.format("%s: unknown agent %q%s", where, agent_id,
+      options.did_you_mean(agent_id, reg.agents)), 3)
+  end
+end
+
 function Ctx:enqueue_background(agent_id, prompt, opts)
-  options.arg("ctx:enqueue_background", "agent_id", agent_id, "string", 3)
+  context.check_agent(self._env.reg, "ctx:enqueue_background", agent_id)
   options.arg("ctx:enqueue_background", "prompt", prompt, "string", 3)
   options.check("ctx:enqueue_background", opts, ctx_enqueue_spec)
-  local reg = self._env.reg
-  if not reg.agents[agent_id] then
-    error(string.format("ctx:enqueue_background: unknown agent %q%s", agent_id,
-      options.did_you_mean(agent_id, reg.agents)), 2)
-  end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt }
   context.request_options(req, opts or {})
   self:_parent_fields(req)

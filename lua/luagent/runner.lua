@@ -561,14 +561,9 @@ local run_agent_spec = { thread_id = "string" }
 -- ctx:run_agent(id, prompt, opts): a nested run in this state, depth + 1.
 -- Returns an AgentResult; raises only the cancel error and {kind="limit"}.
 function context.Ctx:run_agent(agent_id, prompt, opts)
-  options.arg("ctx:run_agent", "agent_id", agent_id, "string", 3)
+  context.check_agent(self._env.reg, "ctx:run_agent", agent_id)
   options.arg("ctx:run_agent", "prompt", prompt, "string", 3)
   options.check("ctx:run_agent", opts, run_agent_spec)
-  local reg = self._env.reg
-  if not reg.agents[agent_id] then
-    error(string.format("ctx:run_agent: unknown agent %q%s", agent_id,
-      options.did_you_mean(agent_id, reg.agents)), 2)
-  end
   local depth = self.depth + 1
   local max = runner.max_depth_for(self)
   if depth > max then
