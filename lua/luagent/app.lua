@@ -51,19 +51,29 @@ local function error_text(v)
   return tostring(v)
 end
 
--- The ToolResult of a host call (R-5): a raising handler becomes a runtime
--- failure and an `error` event.
-local function host_result(self, it)
-  local fn = self._host_tools[it.name]
+-- The ToolResult of host tool `name`, run as a host callback (R-5): while it
+-- runs, blocking app calls raise and close waits; a raising handler becomes
+-- a runtime failure and an `error` event (its traceback is returned second).
+local function host_tool_result(self, name, args, info)
+  local fn = self._host_tools[name]
   if not fn then
-    return tools.fail("runtime", string.format("no host handler bound for %q", it.name))
+    return tools.fail("runtime", string.format("no host handler bound for %q", name))
   end
+  self._in_cb = self._in_cb + 1
+  local ok, v = xpcall(fn, tools.on_error, args, info)
+  self._in_cb = self._in_cb - 1
+  if ok then return tools.ok(v) end
+  if tools.is_abort(v) then error(v, 0) end
+  callback_error(self, "host tool " .. name, v)
+  return tools.fail("runtime", string.format("host tool %s failed: %s", name, error_text(v))),
+    v.traceback
+end
+
+-- A call a worker queued for the host.
+local function host_result(self, it)
   local args = json.decode(it.json)
   local info = it.ctx and json.decode(it.ctx) or {}
-  local ok, v = xpcall(fn, tools.on_error, args, info)
-  if ok then return tools.ok(v) end
-  callback_error(self, "host tool " .. it.name, v)
-  return tools.fail("runtime", string.format("host tool %s failed: %s", it.name, error_text(v)))
+  return (host_tool_result(self, it.name, args, info))
 end
 
 local function run_call(self, it)
@@ -265,19 +275,25 @@ function App:cancel(id)
   return r
 end
 
+-- The wait value (bg_wait's shape) once the tasks are done or `deadline`
+-- passes; unknown ids raise at once. stop: as for _wait_until.
+function App:_wait_tasks(ids, any, deadline, stop)
+  local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
+  if not ok then error(err, 0) end
+  local value = self:_wait_until(function()
+    local d, v = self._core:wait_check(ids, any, false)
+    if d then return v end
+  end, deadline, stop)
+  if value then return value end
+  local _, v = self._core:wait_check(ids, any, true)
+  return v
+end
+
 function App:wait(ids, opts)
   check_not_in_callback(self, "app:wait")
   local list, any, timeout = context.wait_args("app:wait", ids, opts,
     self._reg.settings.default_wait_timeout_s, 2)
-  local ok, done = pcall(self._core.wait_check, self._core, list, any, false)
-  if not ok then error(done, 2) end
-  local value = self:_wait_until(function()
-    local d, v = self._core:wait_check(list, any, false)
-    if d then return v end
-  end, core.now() + timeout)
-  if value then return value end
-  local _, v = self._core:wait_check(list, any, true)
-  return v
+  return self:_wait_tasks(list, any, core.now() + timeout)
 end
 
 local idle_spec = {
@@ -611,31 +627,12 @@ local function host_env(self)
   function env.wait(ctx, ids, any, timeout)
     if self._in_cb > 0 then error("ctx:wait: blocking call inside a host callback", 0) end
     ctx:check_cancel()
-    local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
-    if not ok then error(err, 0) end
-    local value = self:_wait_until(function()
-      local d, v = self._core:wait_check(ids, any, false)
-      if d then return v end
-    end, wake_at(ctx, core.now() + timeout), stopper(ctx))
-    if value then return value end
-    ctx:check_cancel()
-    local _, v = self._core:wait_check(ids, any, true)
+    local v = self:_wait_tasks(ids, any, wake_at(ctx, core.now() + timeout), stopper(ctx))
+    if not v.done then ctx:check_cancel() end -- the run's own deadline or budget
     return v
   end
   function env.call_host(ctx, name, args)
-    local fn = self._host_tools[name]
-    if not fn then
-      return tools.fail("runtime", string.format("no host handler bound for %q", name))
-    end
-    -- a host callback like any other (R-5): blocking calls raise, close waits
-    self._in_cb = self._in_cb + 1
-    local ok, v = xpcall(fn, tools.on_error, args, ctx:info())
-    self._in_cb = self._in_cb - 1
-    if ok then return tools.ok(v) end
-    if tools.is_abort(v) then error(v, 0) end
-    callback_error(self, "host tool " .. name, v)
-    return tools.fail("runtime", string.format("host tool %s failed: %s", name, error_text(v))),
-      v.traceback
+    return host_tool_result(self, name, args, ctx:info())
   end
   return env
 end
