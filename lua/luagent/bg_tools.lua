@@ -43,8 +43,9 @@ local function not_found(id)
 end
 
 local function cut(s, n)
-  if #s <= n then return s end
-  return s:sub(1, n) .. string.format("...[cut to %d of %d bytes]", n, #s)
+  return tools.cut(s, n, function(c, all)
+    return string.format("...[cut to %d of %d bytes]", #c, #all)
+  end)
 end
 
 -- What the model is shown of a finished task: for agent runs their final

@@ -13,11 +13,7 @@ local runner = {}
 
 local MAX_ERROR_BYTES = 1024
 
-local function cut(s, n)
-  s = tostring(s)
-  if #s <= n then return s end
-  return s:sub(1, n) .. "..."
-end
+local cut = tools.cut
 
 local function new_id(prefix)
   return core.new_id(prefix)

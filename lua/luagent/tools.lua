@@ -123,16 +123,24 @@ function tools.model_spec(tool)
 end
 
 -- The JSON of a ToolResult, cut to max bytes with a marker saying so (§3.0).
+-- s cut to at most n bytes, never inside a UTF-8 sequence; `mark(cut, s)`
+-- (default: "...") says so after a cut.
+function tools.cut(s, n, mark)
+  s = tostring(s)
+  if #s <= n then return s end
+  local c = s:sub(1, n):gsub("[\192-\255][\128-\191]*$", "")
+  return c .. (mark and mark(c, s) or "...")
+end
+
 function tools.content(result, max)
   local ok, text = pcall(json.encode, result)
   if not ok then
     text = json.encode(tools.fail("runtime", "tool result is not JSON-encodable: " .. tostring(text)))
   end
-  if max and #text > max then
-    local cut = text:sub(1, max)
-    -- do not split a UTF-8 sequence
-    cut = cut:gsub("[\192-\255][\128-\191]*$", "")
-    text = cut .. string.format("...[luagent: cut to %d of %d bytes]", #cut, #text)
+  if max then
+    text = tools.cut(text, max, function(c, s)
+      return string.format("...[luagent: cut to %d of %d bytes]", #c, #s)
+    end)
   end
   return text
 end

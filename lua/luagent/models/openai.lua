@@ -4,11 +4,11 @@
 -- `token` events and assembles tool-call deltas by index. Provider errors
 -- that survive retries end the run with error.kind "model" (R-13); the API
 -- key never appears in any event, error or message.
-local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
 local defs = require("luagent.defs")
 local http = require("luagent.http")
+local tools = require("luagent.tools")
 
 local openai = {}
 
@@ -192,11 +192,7 @@ local function redact(key, s)
 end
 
 -- At most n bytes of s, not splitting a UTF-8 sequence.
-local function cut(s, n)
-  if #s <= n then return s end
-  local c = s:sub(1, n):gsub("[\192-\255][\128-\191]*$", "")
-  return c .. "..."
-end
+local cut = tools.cut
 
 -- A message for errors and events: the key taken out, then cut.
 local function message(key, s, n)
