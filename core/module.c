@@ -46,6 +46,16 @@ static void push_json_buf(lua_State *L, buf_t *b) {
   lua_remove(L, -2);
 }
 
+/* The JSON a lookup wrote, or no value when it found nothing (rc != 0). */
+static int push_found(lua_State *L, int rc, buf_t *b) {
+  if (rc != 0) {
+    buf_free(b);
+    return 0;
+  }
+  push_json_buf(L, b);
+  return 1;
+}
+
 /* Raise {kind=, message=} (an error table with __tostring). */
 static int raise_err(lua_State *L, const lg_err *e) {
   lua_createtable(L, 0, 2);
@@ -199,13 +209,7 @@ static int l_app_get(lua_State *L) {
   const char *id = luaL_checkstring(L, 2);
   buf_t out;
   buf_init(&out);
-  if (lg_get(u->app, id, &out) != 0) {
-    buf_free(&out);
-    lua_pushnil(L);
-    return 1;
-  }
-  push_json_buf(L, &out);
-  return 1;
+  return push_found(L, lg_get(u->app, id, &out), &out);
 }
 
 static int l_app_status(lua_State *L) {
@@ -244,12 +248,7 @@ static int l_app_cancel(lua_State *L) {
   const char *id = luaL_checkstring(L, 2);
   buf_t out;
   buf_init(&out);
-  if (lg_cancel(u->app, id, &out) != 0) {
-    buf_free(&out);
-    return 0;
-  }
-  push_json_buf(L, &out);
-  return 1;
+  return push_found(L, lg_cancel(u->app, id, &out), &out);
 }
 
 static int l_app_digests(lua_State *L) {
@@ -258,12 +257,7 @@ static int l_app_digests(lua_State *L) {
   int n = (int)luaL_optinteger(L, 3, 16);
   buf_t out;
   buf_init(&out);
-  if (lg_task_digests(u->app, id, n, &out) != 0) {
-    buf_free(&out);
-    return 0;
-  }
-  push_json_buf(L, &out);
-  return 1;
+  return push_found(L, lg_task_digests(u->app, id, n, &out), &out);
 }
 
 static int l_app_set_delivered(lua_State *L) {
