@@ -195,7 +195,7 @@ function App:enqueue_tool(name, args, opts)
   options.check("app:enqueue_tool", opts, context.enqueue_spec)
   opts = opts or {}
   local agent_id = opts.agent_id or "host"
-  local req = context.tool_request(self._reg, "app:enqueue_tool", agent_id, name, args, 2)
+  local req = context.tool_request(self._reg, "app:enqueue_tool", name, args, 2)
   req.agent_id = agent_id
   req.depth = 0
   context.request_options(req, opts)

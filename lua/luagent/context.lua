@@ -14,7 +14,8 @@ local Ctx = {}
 Ctx.__index = Ctx
 context.Ctx = Ctx
 
--- fields: run_id, task_id, agent_id, thread_id, depth, root_key, parent ctx...
+-- fields: run_id, task_id, agent_id, thread_id, depth, root_key, max_depth,
+-- and in a task attempt and metadata
 function context.new(env, fields)
   fields._env = env
   return setmetatable(fields, Ctx)
@@ -49,9 +50,9 @@ function context.request_options(req, opts)
 end
 
 -- The tool-task request for `name` with `args`, or raise (API misuse).
-function context.tool_request(reg, where, agent_id, name, args, level)
+function context.tool_request(reg, where, name, args, level)
   options.arg(where, "name", name, "string", level + 2)
-  local tool = spec.resolve_tool(reg, agent_id, name, true)
+  local tool = spec.resolve_tool(reg, name)
   if not tool then
     error(string.format("%s: unknown tool %q%s", where, name,
       options.did_you_mean(name, reg.tools)), level + 1)
@@ -168,7 +169,7 @@ local ctx_enqueue_spec = {
 
 function Ctx:enqueue_tool(name, args, opts)
   options.check("ctx:enqueue_tool", opts, ctx_enqueue_spec)
-  local req = context.tool_request(self._env.reg, "ctx:enqueue_tool", self.agent_id, name, args, 2)
+  local req = context.tool_request(self._env.reg, "ctx:enqueue_tool", name, args, 2)
   req.agent_id = self.agent_id
   context.request_options(req, opts or {})
   self:_parent_fields(req)
@@ -243,7 +244,7 @@ end
 function Ctx:call_tool(name, args)
   self:check_cancel()
   local reg = self._env.reg
-  local tool = type(name) == "string" and spec.resolve_tool(reg, self.agent_id, name, true)
+  local tool = type(name) == "string" and spec.resolve_tool(reg, name)
   if not tool then
     return tools.fail("validation", string.format("unknown tool %q", tostring(name)))
   end

@@ -125,7 +125,6 @@ function spec.compile(cfg)
     agents = {}, agent_order = {},
     tools = {}, tool_order = {},
     app_tools = {},       -- name -> true for config.tools
-    agent_tools = {},     -- agent id -> { name -> true }
     hooks = cfg.hooks or {},
     model = cfg.model,
   }
@@ -147,20 +146,16 @@ function spec.compile(cfg)
   end
   for _, id in ipairs(reg.agent_order) do
     local a = reg.agents[id]
-    local visible = {}
     for i, t in ipairs(a.tools) do
       if type(t) == "string" then
         if not reg.app_tools[t] then
           error(string.format("luagent.load: agent %q lists tool %q, which is not an app-level tool%s",
             id, t, options.did_you_mean(t, reg.app_tools)), 0)
         end
-        visible[t] = true
       else
         add_tool(reg, t, string.format("agent %q tools[%d]", id, i))
-        visible[t.name] = true
       end
     end
-    reg.agent_tools[id] = visible
   end
   for _, name in ipairs(reg.tool_order) do
     local t = reg.tools[name]
@@ -173,16 +168,11 @@ function spec.compile(cfg)
   return reg
 end
 
--- Tool lookup for a run of agent_id (R-31): its own tools, then app-level.
--- `lenient` (host enqueues) also accepts any registered tool by name.
-function spec.resolve_tool(reg, agent_id, name, lenient)
-  local t = reg.tools[name]
-  if not t then return nil end
-  local visible = reg.agent_tools[agent_id]
-  if (visible and visible[name]) or reg.app_tools[name] or lenient then
-    return t
-  end
-  return nil
+-- A tool by name for Lua callers (ctx:call_tool, ctx:enqueue_tool, tool
+-- tasks, app:enqueue_tool): names are unique in an app, so any registered
+-- tool resolves. The model is limited to its agent's tools (runner.lua).
+function spec.resolve_tool(reg, name)
+  return reg.tools[name]
 end
 
 local function sorted_keys(t)

@@ -29,7 +29,7 @@ local function fail(kind, message)
 end
 
 local function run_tool_task(env, ctx, info)
-  local tool = spec.resolve_tool(env.reg, info.agent_id, info.tool, true)
+  local tool = spec.resolve_tool(env.reg, info.tool)
   if not tool then fail("validation", string.format("unknown tool %q", tostring(info.tool))) end
   local args = info.args or {}
   if tool.handler == nil then
