@@ -250,6 +250,7 @@ local config_spec = {
   max_tool_output_bytes = "integer",
   event_buffer = "integer",
   close_grace_s = function(v) return options.non_negative(v) end,
+  pricing = "table",
 }
 
 local CONFIG_HOOKS = { "on_task_enqueued", "on_task_started", "on_task_retry", "on_task_finished",
