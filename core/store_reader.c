@@ -82,6 +82,15 @@ static int l_events(lua_State *L) {
   return query(L, db, s);
 }
 
+/* sleep(seconds): the pause between two reads of a store being followed
+ * (a signal ends it early). */
+static int l_sleep(lua_State *L) {
+  check_reader(L);
+  double s = luaL_checknumber(L, 2);
+  sqlite3_sleep(s > 0 ? (int)(s * 1000.0) : 0);
+  return 0;
+}
+
 static int l_close(lua_State *L) {
   reader_ud *u = luaL_checkudata(L, 1, READER_MT);
   sqlite3_close(u->db);
@@ -132,7 +141,8 @@ static int l_open(lua_State *L) {
 }
 
 static const luaL_Reg reader_methods[] = {{"records", l_records}, {"record", l_record},
-                                          {"events", l_events},   {"close", l_close},
+                                          {"events", l_events},   {"sleep", l_sleep},
+                                          {"close", l_close},
                                           {NULL, NULL}};
 
 void lg_store_reader_open(lua_State *L) {

@@ -160,7 +160,9 @@ function App:_wait_until(check, deadline, stop)
     if stop then stop() end
     local now = core.now()
     if deadline and now >= deadline then return nil end
-    self._core:block(gen, deadline and deadline - now or -1)
+    local wait = deadline and deadline - now or -1
+    if self._tick and (wait < 0 or self._tick < wait) then wait = self._tick end -- app:watch
+    self._core:block(gen, wait)
   end
 end
 
@@ -432,29 +434,47 @@ function App:events(opts)
   return out
 end
 
+local function refresh_tick(self)
+  local tick
+  for _, w in ipairs(self._watchers) do
+    if w.interval and (not tick or w.interval < tick) then tick = w.interval end
+  end
+  self._tick = tick
+end
+
 -- fn(events) is called on the host thread, inside the pump (poll, and
 -- every blocking call: app:run, app:wait...), with the events appended
--- since its last call. Returns a function that removes it.
+-- since its last call (after `since`, by default from now). With
+-- interval_s it is also called (maybe with no events) at least that often
+-- while the host blocks, for clocks and progress. Returns a function that
+-- removes it.
 function App:watch(fn, opts)
   options.arg("app:watch", "fn", fn, "callable", 3)
-  options.check("app:watch", opts, { since = "integer" })
-  local w = { fn = fn, since = opts and opts.since or self._core:stats().last_seq }
+  options.check("app:watch", opts, { since = "integer",
+    interval_s = function(v) return options.positive(v) end })
+  opts = opts or {}
+  local w = { fn = fn, since = opts.since or self._core:stats().last_seq, interval = opts.interval_s,
+    last = core.now() }
   self._watchers[#self._watchers + 1] = w
+  refresh_tick(self)
   return function()
     for i, x in ipairs(self._watchers) do
       if x == w then table.remove(self._watchers, i) break end
     end
+    refresh_tick(self)
   end
 end
 
 function App:_notify_watchers()
   if self._notifying then return end
   self._notifying = true
+  local now = core.now()
   for _, w in ipairs(self._watchers) do
     local evs = self._core:events(w.since, 100000)
-    if #evs > 0 then
+    if #evs > 0 or (w.interval and now - w.last >= w.interval) then
+      w.last = now
       local last = evs[#evs]
-      w.since = last.kind == "gap" and last.payload.next_seq - 1 or last.seq
+      if last then w.since = last.kind == "gap" and last.payload.next_seq - 1 or last.seq end
       self._in_cb = self._in_cb + 1
       local ok, err = xpcall(w.fn, tools.on_error, evs)
       self._in_cb = self._in_cb - 1

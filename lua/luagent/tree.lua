@@ -77,6 +77,47 @@ function tree.build(records, root_id, run)
   return root
 end
 
+-- What the events tell of a foreground run (it has no record): agent,
+-- status, start and end, and the usage of its model calls (its nested
+-- runs' too, which name it as root_run_id).
+function tree.run_from_events(run_id, events)
+  local run = { agent_id = nil, status = "running", usage = usage.zero() }
+  for _, ev in ipairs(events) do
+    local p = ev.payload or {}
+    if ev.run_id == run_id and not ev.task_id then
+      run.agent_id = run.agent_id or ev.agent_id
+      local at = tree.iso_ms(ev.ts)
+      run.started_ms = run.started_ms or at
+      if ev.kind == "final" and ev.depth == 0 then
+        run.status, run.finished_ms = "completed", at
+      elseif ev.kind == "error" and ev.depth == 0 and p.status then
+        run.status, run.finished_ms = p.status, at
+      end
+    end
+    if ev.kind == "lm_call" and not ev.task_id and (ev.run_id == run_id or p.root_run_id == run_id) then
+      local u = p.usage or p.estimated_usage
+      if type(u) == "table" then usage.add(run.usage, usage.normalize(u)) end
+      if type(u) == "table" and u.cost then run.usage.cost = (run.usage.cost or 0) + u.cost end
+      if p.usage_estimated then run.usage.estimated = true end
+    end
+  end
+  return run
+end
+
+-- The roots of every tree in `records`: tasks no task started (by id) and
+-- the foreground runs that started tasks (by run id), in order.
+function tree.roots(records)
+  local out, seen = {}, {}
+  for _, rec in ipairs(records) do
+    local id = rec.root_run_id or (not rec.parent_task_id and rec.task_id) or nil
+    if id and not seen[id] then
+      seen[id] = true
+      out[#out + 1] = id
+    end
+  end
+  return out
+end
+
 -- The set of task and run ids in a tree.
 function tree.ids(root)
   local ids = {}
