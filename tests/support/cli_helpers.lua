@@ -66,13 +66,13 @@ end
 
 -- ------------------------------------------------------------- tmux
 
--- A detached tmux session of width x height running `cmd` in the repo;
--- the pane stays after the command ends (remain-on-exit).
+-- A detached tmux session of width x height running the shell command
+-- `cmd` in the repo (tmux runs it with sh -c). End `cmd` with a `read` to
+-- keep the pane (and its screen) until C.tmux_stop.
 function C.tmux_start(name, cmd, width, height)
   local shell = "cd " .. C.quote(os.getenv("PWD") or ".") .. " && " .. ENV .. cmd
   assert(os.execute(string.format("tmux new-session -d -s %s -x %d -y %d %s", name, width or 120,
-    height or 40, C.quote("sh -c " .. C.quote(shell)))))
-  os.execute("tmux set-option -t " .. name .. " remain-on-exit on >/dev/null 2>&1")
+    height or 40, C.quote(shell))))
 end
 
 function C.tmux_screen(name)
