@@ -128,7 +128,7 @@ function trace.svg(rows, opts)
     add(string.format('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#e3e7ec"/>', xx, TOP - 8, xx,
       TOP + #rows * ROW_H))
     add(string.format('<text x="%.1f" y="%d" text-anchor="middle" fill="#5a6572">%s</text>', xx,
-      TOP - 14, step >= 1000 and string.format("%gs", v / 1000) or string.format("%gms", v)))
+      TOP - 14, (v >= 1000 or step >= 1000) and string.format("%gs", v / 1000) or string.format("%gms", v)))
     v = v + step
   end
   add(string.format('<text x="10" y="%d" font-weight="bold" fill="#1f2d3d">task</text>', TOP - 14))
