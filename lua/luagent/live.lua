@@ -46,7 +46,7 @@ function live.table_lines(root, now_ms)
   local lines = { string.format("%-34s %-10s %-14s %8s %8s %9s", "task", "status", "agent", "elapsed",
     "tokens", "cost") }
   tree.walk(root, function(n, depth)
-    local name = n.kind == "run" and "run" or (n.tool or n.kind or "task")
+    local name = n.kind == "run" and "run" or n.tool or n.agent_id or "task"
     local id = n.task_id or n.run_id or ""
     local label = string.rep("  ", depth) .. name .. " " .. id:sub(-6)
     local u = n.tree_usage or n.usage
