@@ -44,7 +44,9 @@ end
 local function callback_error(self, where, err)
   local msg = type(err) == "table" and tostring(err.message) or tostring(err)
   local payload = { where = where, message = msg, traceback = type(err) == "table" and err.traceback or nil }
-  self._core:emit("error", json.encode(payload), nil, nil, nil, 0, where .. ": " .. msg)
+  -- (the core keeps the digest as a C string: no NUL)
+  self._core:emit("error", json.encode(payload), nil, nil, nil, 0,
+    (string.gsub(where .. ": " .. msg, "%z", "\\0")))
 end
 
 local function error_text(v)

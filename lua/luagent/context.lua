@@ -148,9 +148,8 @@ local function summarize(kind, payload)
   if type(payload) ~= "table" then return kind end
   local s = payload.summary or payload.text or payload.message or payload.tool or payload.status
   if s == nil then return kind end
-  s = tostring(s)
-  if #s > 100 then s = s:sub(1, 100) .. "..." end
-  return s
+  s = tools.cut(tostring(s), 100)
+  return (s:gsub("%z", "\\0")) -- the core keeps digests as C strings
 end
 context.summarize = summarize
 
