@@ -4,6 +4,8 @@
 -- a string at a NUL: it refuses one (so a task started in thread
 -- "victim\0x" can never land in thread "victim").
 local R = require "support.runtime_helpers"
+local fake = require "support.fake_openai_client"
+local H = require "support.fake_openai_app"
 
 local CONFIG = [[
   local job = luagent.tool{ name = "job", description = "Waits to be cancelled.",
@@ -143,5 +145,31 @@ describe("ids are text without NUL", function()
     c_refused(R.core.realpath, "/tmp\0/etc")
     assert.equal(1, #app:list{})
     assert.is_false(app:get(rec.task_id).cancel_requested)
+  end)
+
+  it("a task id with a NUL from the model names no task (luagent.openai)", function()
+    local srv = fake.start()
+    local oapp <close> = H.simple(srv, {}, { tools = "{ luagent.tool{ name = 'job', background = { enabled = true }, " ..
+      "handler = function(args, ctx) ctx:sleep(30) end } }" })
+    srv:script{
+      { tool_calls = { { id = "j", name = "job", arguments = {} } } },
+      { text = "started" },
+    }
+    local res = oapp:run("a", "start", { thread_id = "victim" })
+    assert.equal("completed", res.status)
+    local job_id = R.tool_results(res.messages)[1].value.task_id
+    srv:script{
+      { tool_calls = {
+        { id = "c", name = "bg_check", arguments = '{"task_id":"' .. job_id .. '\\u0000x"}' },
+        { id = "k", name = "bg_cancel", arguments = '{"task_id":"' .. job_id .. '\\u0000x"}' } } },
+      { text = "done" },
+    }
+    res = oapp:run("a", "check", { thread_id = "victim" })
+    local results = R.tool_results(res.messages)
+    assert.equal("not_found", results[1].cause.kind)
+    assert.equal("not_found", results[2].cause.kind)
+    assert.is_false(oapp:get(job_id).cancel_requested)
+    oapp:close{ mode = "cancel", grace_s = 1 }
+    srv:stop()
   end)
 end)

@@ -189,6 +189,8 @@ local function key_of(self)
   local s = secrets[self] or {}
   local key = self.api_key or s.api_key
   if key == nil and self.api_key_env then key = os.getenv(self.api_key_env) end
+  -- (a key read from a file often ends in a newline)
+  if type(key) == "string" then key = key:match("^%s*(.-)%s*$") end
   if key == "" then key = nil end
   return key
 end
@@ -538,6 +540,9 @@ local function complete(self, request, ctx)
   if not key and self.base_url == DEFAULT_BASE then
     error({ kind = "model", message = string.format(
       "no API key: set %s or pass api_key to luagent.openai", self.api_key_env or "OPENAI_API_KEY") }, 0)
+  end
+  if key and key:find("[%c]") then
+    error({ kind = "model", message = "the API key contains a control character (a line break?)" }, 0)
   end
   local hidden = hidden_texts(self, key)
   local body = openai.body(self, request)
