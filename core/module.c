@@ -90,7 +90,7 @@ static const char *opt_text(lua_State *L, int idx, const char *d) {
 /* A string field of the table at t, or NULL when it is not a string. */
 static const char *opt_field_str(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
-  size_t n;
+  size_t n = 0;
   const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
   if (s && strlen(s) != n) luaL_error(L, "luagent: field \"%s\" must not contain a NUL byte", k);
   lua_pop(L, 1); /* a string stays anchored in the table */

@@ -74,7 +74,6 @@ local function normalize_calls(calls)
   end
   return #out > 0 and out or nil
 end
-runner.normalize_calls = normalize_calls
 
 local function step_view(run)
   return {
