@@ -116,7 +116,7 @@ describe("events for a UI, scripted models", function()
   it("carry t, task ids, the enqueue summary, the spawned task and the model call's facts", function()
     local app <close> = R.app(SCRIPTED)
     local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    assert.is_true(app:wait(root_id, { timeout_s = 10 }).done)
+    assert.is_true(app:wait({ root_id }, { timeout_s = 10 }).done)
     app:run_until_idle{ timeout_s = 10 }
     check_tree_events(app, root_id, "notes")
     local calls = E.of_kind(E.all(app), "lm_call", "task_id", root_id)
@@ -143,7 +143,7 @@ describe("events for a UI, scripted models", function()
   it("app:events filters by task_id, root_task_id, run_id and kinds, with since and limit", function()
     local app <close> = R.app(SCRIPTED)
     local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    app:wait(root_id, { timeout_s = 10 })
+    app:wait({ root_id }, { timeout_s = 10 })
     app:run_until_idle{ timeout_s = 10 }
     local all = E.all(app)
     local kid = app:list{ parent_task_id = root_id }[1]
@@ -175,7 +175,7 @@ describe("events for a UI, scripted models", function()
   it("app:tree returns a task's tree, or a foreground run's; unknown ids raise", function()
     local app <close> = R.app(SCRIPTED)
     local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    app:wait(root_id, { timeout_s = 10 })
+    app:wait({ root_id }, { timeout_s = 10 })
     app:run_until_idle{ timeout_s = 10 }
     local t = app:tree(root_id)
     assert.equal(root_id, t.task_id)
@@ -243,7 +243,7 @@ describe("events for a UI, luagent.openai against the fake server", function()
       { text = "summary", usage = { prompt_tokens = 30, completion_tokens = 6, total_tokens = 36 } },
     }
     local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    assert.is_true(app:wait(root_id, { timeout_s = 10 }).done)
+    assert.is_true(app:wait({ root_id }, { timeout_s = 10 }).done)
     app:run_until_idle{ timeout_s = 10 }
     assert.equal("completed", app:get(root_id).status)
     check_tree_events(app, root_id, "notes")

@@ -89,7 +89,7 @@ local function current_while_running(app, root_id, sup_total)
       for _, k in ipairs(kids) do kid_total = kid_total + (k.usage and k.usage.total_tokens or 0) end
       if root.tree_usage.total_tokens == sup_total + kid_total then return true end
     end
-    app:wait(root_id, { timeout_s = 0.01 })
+    app:wait({ root_id }, { timeout_s = 0.01 })
   end
   return false
 end

@@ -83,7 +83,7 @@ describe("luagent trace --html in headless Chromium", function()
     db = dir .. "/tree.db"
     app = luagent.load_string(CONFIG, "=trace_cfg", { store = db })
     root_id = app:enqueue_background("supervisor", "Plan the work.").task_id
-    local w = app:wait(root_id, { timeout_s = 30 })
+    local w = app:wait({ root_id }, { timeout_s = 30 })
     assert(w.done, "the tree did not finish")
     assert(app:run_until_idle{ timeout_s = 30 }.idle)
   end)
