@@ -11,24 +11,13 @@ local E = require "support.events"
 -- The supervisor starts `research` twice in the background, waits, answers.
 local FAN = [[
 local research = luagent.delegate{ agent = "researcher", name = "research", background = { enabled = true } }
-local function fan(req)
-  local ids, waited = {}, false
-  for _, m in ipairs(req.messages) do
-    if m.role == "tool" then
-      local r = luagent.json.decode(m.content)
-      if type(r.value) == "table" and r.value.task_id then ids[#ids + 1] = r.value.task_id end
-      if type(r.value) == "table" and r.value.done ~= nil then waited = true end
-    end
-  end
-  if #ids == 0 then
-    return { tool_calls = { { id = "r1", name = "research", arguments = { prompt = "first " .. string.rep("x", 300) } },
-      { id = "r2", name = "research", arguments = { prompt = "second" } } },
-      usage = { prompt_tokens = 20, completion_tokens = 4 } }
-  elseif not waited then
-    return { tool_calls = { { name = "bg_wait", arguments = { task_ids = ids } } } }
-  end
-  return { text = "summary", usage = { prompt_tokens = 30, completion_tokens = 6 } }
-end
+local fan = require("support.fan_model")(luagent, function()
+  return { { id = "r1", name = "research", arguments = { prompt = "first " .. string.rep("x", 300) } },
+    { id = "r2", name = "research", arguments = { prompt = "second" } } }
+end, function(step)
+  if step == "fan" then return { prompt_tokens = 20, completion_tokens = 4 } end
+  if step == "answer" then return { prompt_tokens = 30, completion_tokens = 6 } end
+end, "summary")
 ]]
 
 local SCRIPTED = FAN .. [[
@@ -112,12 +101,18 @@ local function check_tree_events(app, root_id, research_model)
   assert.equal(research_model, kid_call.payload.model)
 end
 
+-- The scripted app with the supervisor's tree run to its end.
+local function finished_tree()
+  local app = R.app(SCRIPTED)
+  local root_id = app:enqueue_background("supervisor", "Plan.").task_id
+  assert.is_true(app:wait({ root_id }, { timeout_s = 10 }).done)
+  assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)
+  return app, root_id
+end
+
 describe("events for a UI, scripted models", function()
   it("carry t, task ids, the enqueue summary, the spawned task and the model call's facts", function()
-    local app <close> = R.app(SCRIPTED)
-    local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    assert.is_true(app:wait({ root_id }, { timeout_s = 10 }).done)
-    app:run_until_idle{ timeout_s = 10 }
+    local app <close>, root_id = finished_tree()
     check_tree_events(app, root_id, "notes")
     local calls = E.of_kind(E.all(app), "lm_call", "task_id", root_id)
     assert.equal("planner", calls[1].payload.model)
@@ -141,10 +136,7 @@ describe("events for a UI, scripted models", function()
   end)
 
   it("app:events filters by task_id, root_task_id, run_id and kinds, with since and limit", function()
-    local app <close> = R.app(SCRIPTED)
-    local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    app:wait({ root_id }, { timeout_s = 10 })
-    app:run_until_idle{ timeout_s = 10 }
+    local app <close>, root_id = finished_tree()
     local all = E.all(app)
     local kid = app:list{ parent_task_id = root_id }[1]
     local function want(pred)
@@ -173,10 +165,7 @@ describe("events for a UI, scripted models", function()
   end)
 
   it("app:tree returns a task's tree, or a foreground run's; unknown ids raise", function()
-    local app <close> = R.app(SCRIPTED)
-    local root_id = app:enqueue_background("supervisor", "Plan.").task_id
-    app:wait({ root_id }, { timeout_s = 10 })
-    app:run_until_idle{ timeout_s = 10 }
+    local app <close>, root_id = finished_tree()
     local t = app:tree(root_id)
     assert.equal(root_id, t.task_id)
     assert.equal("completed", t.status)

@@ -94,6 +94,15 @@ local function current_while_running(app, root_id, sup_total)
   return false
 end
 
+-- The supervisor (90 prompt and 10 completion tokens of its own) and its
+-- three researchers: tree_usage current while they run, and the sum at the end.
+local function check_team(app)
+  local root_id = app:enqueue_background("supervisor", "go").task_id
+  assert.is_true(current_while_running(app, root_id, 100))
+  assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)
+  check_rollup(app, root_id, 90, 10)
+end
+
 describe("usage and cost, scripted models", function()
   it("a supervisor's tree_usage is the sum of its own and its 3 children's, current while they run", function()
     local app <close> = R.app(TEAM:gsub("S_HOLD", "0.4") .. [[
@@ -109,10 +118,7 @@ describe("usage and cost, scripted models", function()
           luagent.agent{ id = "researcher", tools = { hold }, model = researcher },
         },
       } ]])
-    local root_id = app:enqueue_background("supervisor", "go").task_id
-    assert.is_true(current_while_running(app, root_id, 100))
-    assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)
-    check_rollup(app, root_id, 90, 10)
+    check_team(app)
   end)
 
   it("a foreground run's own usage and cost are in its result and in app:tree(run_id)", function()
@@ -199,10 +205,7 @@ describe("usage and cost, luagent.openai against the fake server", function()
         usage = { prompt_tokens = 40, completion_tokens = 9, total_tokens = 49 } },
       { text = "started", usage = { prompt_tokens = 50, completion_tokens = 1, total_tokens = 51 } },
     }
-    local root_id = app:enqueue_background("supervisor", "go").task_id
-    assert.is_true(current_while_running(app, root_id, 100))
-    assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)
-    check_rollup(app, root_id, 90, 10)
+    check_team(app)
   end)
 
   it("prices cached prompt tokens at the cached price", function()

@@ -21,25 +21,14 @@ local work = luagent.tool{ name = "work", background = { enabled = true, timeout
     return args.n * 10
   end }
 local function fan(tool, args_of)
-  return function(req)
-    local ids, waited = {}, false
-    for _, m in ipairs(req.messages) do
-      if m.role == "tool" then
-        local r = luagent.json.decode(m.content)
-        if type(r.value) == "table" and r.value.task_id then ids[#ids + 1] = r.value.task_id end
-        if type(r.value) == "table" and r.value.done ~= nil then waited = true end
-      end
-    end
-    if #ids == 0 then
-      local calls = {}
-      for i = 1, 3 do calls[i] = { name = tool, arguments = args_of(i, req.messages[2].content) } end
-      return { tool_calls = calls, usage = { prompt_tokens = 120, completion_tokens = 30 } }
-    elseif not waited then
-      return { tool_calls = { { name = "bg_wait", arguments = { task_ids = ids } } },
-        usage = { prompt_tokens = 60, completion_tokens = 10 } }
-    end
-    return { text = "all done", usage = { prompt_tokens = 200, completion_tokens = 20 } }
-  end
+  return require("support.fan_model")(luagent, function(prompt)
+    local calls = {}
+    for i = 1, 3 do calls[i] = { name = tool, arguments = args_of(i, prompt) } end
+    return calls
+  end, function(step)
+    return ({ fan = { prompt_tokens = 120, completion_tokens = 30 }, wait = { prompt_tokens = 60,
+      completion_tokens = 10 }, answer = { prompt_tokens = 200, completion_tokens = 20 } })[step]
+  end, "all done")
 end
 return luagent.config{
   background_tasks = { enabled = true, retry_backoff_s = 0.05 },

@@ -6,13 +6,7 @@ local C = {}
 
 local ENV = "export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; "
 
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read_file = require("support.store_helpers").read -- "" when there is no file
 C.read_file = read_file
 
 function C.quote(s)
