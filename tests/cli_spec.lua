@@ -218,6 +218,42 @@ describe("luagent command", function()
   end)
 end)
 
+describe("luagent run flags for the model", function()
+  local fake = require "support.fake_openai_client"
+  local srv, dir, cfg
+  setup(function()
+    srv = fake.start()
+    dir = C.tmpdir()
+    -- a model pointed nowhere: the flags point it at the fake server
+    cfg = C.write(dir .. "/remote.lua", [[
+      local luagent = require "luagent"
+      return luagent.config{
+        model = luagent.openai{ model = "configured", base_url = "http://127.0.0.1:9/v1",
+          api_key = "sk-test", max_retries = 0 },
+        agents = { luagent.agent{ id = "a" } } } ]])
+  end)
+  teardown(function()
+    srv:stop()
+    C.cleanup(dir)
+  end)
+
+  it("--base-url and --model set the endpoint and name of the config's openai model", function()
+    srv:script{ { text = "hello from the server" } }
+    local r = C.luagent("run " .. cfg .. " a hi --base-url " .. srv.url .. " --model picked")
+    assert.equal(0, r.code, r.err)
+    assert.equal("hello from the server\n", r.out)
+    assert.equal("picked", srv:last_request().json.model)
+  end)
+
+  it("--timeout stops the run: exit 1, the reason on stderr", function()
+    srv:script{ { text = "too late", delay_ms = 5000 } }
+    local r = C.luagent("run " .. cfg .. " a hi --base-url " .. srv.url .. " --timeout 0.3")
+    assert.equal(1, r.code)
+    assert.equal("", r.out)
+    assert.matches("run timed_out", r.err, 1, true)
+  end)
+end)
+
 describe("examples/game_loop.lua", function()
   it("answers the host tool between frames and finishes the job", function()
     local p = io.popen("export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; " ..
