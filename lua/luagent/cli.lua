@@ -160,7 +160,7 @@ local function follow_run(app, a)
   end
   local st = { run_id = nil, streamed = false, end_seq = nil }
   local function redraw()
-    if view and st.run_id and view.set_table ~= nil then
+    if view and view.wants_table and st.run_id then
       local ok, root = pcall(app.tree, app, st.run_id)
       if ok then view.set_table(live.table_lines(root, core.wall_ms())) end
     end

@@ -59,7 +59,7 @@ end
 
 -- The terminal view: out is the terminal's stream, width its columns.
 function live.tty(out, width)
-  local v = { rows = {}, partial = "", footer = 0, table = {}, dirty = true }
+  local v = { rows = {}, partial = "", footer = 0, table = {}, dirty = true, wants_table = true }
   width = math.max(20, (width or 80) - 1)
   function v.text(s)
     v.partial = wrap(s, width, v.rows, v.partial)
