@@ -58,20 +58,19 @@ local SLOW = os.getenv("LD_PRELOAD") and 3 or 1
 
 describe("luagent run on a terminal", function()
   local srv, dir
-  local session = "luagent_live_" .. tostring(os.time())
   setup(function()
     srv = fake.start()
     dir = C.tmpdir()
   end)
   teardown(function()
-    C.tmux_stop(session)
+    C.tmux_shutdown()
     srv:stop()
     C.cleanup(dir)
   end)
   before_each(function() srv:reset() end)
-  after_each(function() C.tmux_stop(session) end)
 
   it("shows the tokens before the run ends and redraws the task table in place", function()
+    local session = "live"
     local cfg = C.write(dir .. "/live.lua", config(srv, 0.8))
     script(srv, 120)
     C.tmux_start(session, "lua5.4 bin/luagent run " .. C.quote(cfg) ..
@@ -102,6 +101,7 @@ describe("luagent run on a terminal", function()
   end)
 
   it("Ctrl-C during a streamed run ends it with 130 within a second, its tree cancelled", function()
+    local session = "interrupt"
     local cfg = C.write(dir .. "/slow.lua", config(srv, 60))
     local db = dir .. "/slow.db"
     script(srv, 400)

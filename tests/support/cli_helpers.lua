@@ -60,32 +60,38 @@ end
 
 -- ------------------------------------------------------------- tmux
 
+-- A tmux server of this process's own (other runs on the machine keep
+-- theirs), stopped by C.tmux_shutdown. Sessions are not killed one by one:
+-- the server exits with its last session, and a session started just then
+-- would find it gone.
+local TMUX = "env -u LD_PRELOAD tmux -L luagent_spec_" .. tostring(math.random(1e9)) .. " "
+
 -- A detached tmux session of width x height running the shell command
 -- `cmd` in the repo (tmux runs it with sh -c). End `cmd` with a `read` to
--- keep the pane (and its screen) until C.tmux_stop.
+-- keep the pane (and its screen) until C.tmux_shutdown.
 function C.tmux_start(name, cmd, width, height)
   -- tmux itself runs without a sanitizer runtime; the luagent command in
   -- it gets the one this run preloads (make sanitize / make tsan)
   local preload = os.getenv("LD_PRELOAD")
   if preload then cmd = cmd:gsub("^lua5%.4 ", "env LD_PRELOAD=" .. C.quote(preload):gsub("%%", "%%%%") .. " lua5.4 ") end
   local shell = "cd " .. C.quote(os.getenv("PWD") or ".") .. " && " .. ENV .. cmd
-  assert(os.execute(string.format("env -u LD_PRELOAD tmux new-session -d -s %s -x %d -y %d %s", name,
+  assert(os.execute(string.format(TMUX .. "new-session -d -s %s -x %d -y %d %s", name,
     width or 120, height or 40, C.quote(shell))))
 end
 
 function C.tmux_screen(name)
-  local p = io.popen("env -u LD_PRELOAD tmux capture-pane -p -t " .. name .. " 2>/dev/null")
+  local p = io.popen(TMUX .. "capture-pane -p -t " .. name .. " 2>/dev/null")
   local s = p:read("a")
   p:close()
   return s
 end
 
 function C.tmux_keys(name, keys)
-  os.execute("env -u LD_PRELOAD tmux send-keys -t " .. name .. " " .. keys)
+  os.execute(TMUX .. "send-keys -t " .. name .. " " .. keys)
 end
 
-function C.tmux_stop(name)
-  os.execute("env -u LD_PRELOAD tmux kill-session -t " .. name .. " >/dev/null 2>&1")
+function C.tmux_shutdown()
+  os.execute(TMUX .. "kill-server >/dev/null 2>&1")
 end
 
 -- Poll the screen until pred(screen) holds (bounded by timeout_s); returns
