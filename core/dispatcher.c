@@ -592,6 +592,12 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
       goto fail;
     }
   }
+  /* the enqueue order is 64-bit and never wraps: at its limit (2^64
+   * enqueues) new work is refused rather than ordered wrongly */
+  if (a->next_seq == UINT64_MAX) {
+    err_set(err, "limit", "the app ran out of task sequence numbers");
+    goto fail;
+  }
   lg_agentq *q = aq_get(a, t->agent_id);
   if (!q) {
     err_set(err, "runtime", "out of memory");

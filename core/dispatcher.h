@@ -188,7 +188,8 @@ struct lg_app {
   /* events */
   lg_event *ring;
   int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq;
+  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
+  int seq_exhausted;
   /* counters of finished tasks, by status */
   long long finished[6];
   int closing, closed;

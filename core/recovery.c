@@ -114,7 +114,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
   pthread_mutex_lock(&a->mu);
-  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
+  if (a->next_seq == UINT64_MAX || task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) ||
+      task_insert(a, t) != 0) {
     pthread_mutex_unlock(&a->mu);
     err_set(err, "store", "cannot restore task %s", r->task_id);
     task_free(t);
@@ -140,7 +141,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
 int64_t lg_restore_done(lg_app *a) {
   int64_t max_seq = lg_store_max_event_seq(a->store);
   pthread_mutex_lock(&a->mu);
-  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
+  /* a damaged file may hold any number: never past the limit (events.c) */
+  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
   lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
   size_t n = 0;
   for (size_t i = 0; v && i < a->tab_cap; i++)
