@@ -715,6 +715,7 @@ static void wait_entry(const lg_task *t, buf_t *b) {
            t->attempts);
   if (TS_TERMINAL(t->status)) {
     add_raw_field(b, "result", t->result_json);
+    if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
     add_error(b, t);
     add_raw_field(b, "usage", t->usage_json);
   } else {
@@ -880,6 +881,14 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
   return (int64_t)d;
 }
 
+/* An agent task's record says how its run ended (completed, budget_exceeded,
+ * stopped, failed) next to the task status, which only says the run
+ * returned; it always matches the AgentResult kept in result. */
+static void set_run_status(lg_task *t, const lg_outcome *o) {
+  if (t->kind != TK_AGENT) return;
+  snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
@@ -923,6 +932,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
+    set_run_status(t, o);
     if (o->error_kind) {
       set_error(t, o->error_kind, o->error_message);
       t->error_status = o->error_status;
@@ -936,6 +946,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     if (o->ok) {
       free(t->result_json);
       t->result_json = lg_strdup(o->result_json);
+      set_run_status(t, o);
     }
     set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");

@@ -74,6 +74,7 @@ struct lg_task {
   int waited;          /* worker waits on this task in progress (kept in memory) */
   int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
+  char run_status[16]; /* agent tasks: the status of the AgentResult in result */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
@@ -275,7 +276,7 @@ void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
-  const char *result_json, *usage_json, *error_kind, *error_message;
+  const char *result_json, *usage_json, *error_kind, *error_message, *run_status;
   int attempts, delivered, cancel_requested, error_status;
   int64_t enqueued_at, started_at, finished_at, retry_at;
 } lg_restore_req;
@@ -294,6 +295,7 @@ typedef struct {
   const char *result_json;
   const char *usage_json;
   int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
+  const char *run_status; /* for agent runs: the AgentResult's status */
   const char *error_kind, *error_message;
   int error_status;      /* HTTP status of a model error, or 0 */
   int raised_stop;       /* the cancel sentinel unwound the task */

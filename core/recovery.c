@@ -95,6 +95,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->error_kind = lg_strdup(r->error_kind);
   t->error_message = lg_strdup(r->error_message);
   t->error_status = r->error_status;
+  if (r->run_status) snprintf(t->run_status, sizeof t->run_status, "%s", r->run_status);
   t->depth = e->depth;
   t->max_depth = e->max_depth;
   t->scoped = e->scoped;

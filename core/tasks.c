@@ -264,6 +264,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
   add_raw_field(b, "result", t->result_json);
+  if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
   add_error(b, t);
   add_raw_field(b, "usage", t->usage_json);
   buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");

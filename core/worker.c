@@ -273,6 +273,7 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
     o.result_json = lua_tostring(L, 2);
     o.usage_json = lua_tostring(L, 3);
     const char *st = lua_tostring(L, 4);
+    o.run_status = st;
     if (st && strcmp(st, "failed") == 0) o.agent_status = TS_FAILED;
     if (lua_istable(L, 5)) {
       lua_getfield(L, 5, "kind");

@@ -58,3 +58,86 @@ describe("event seq at its limits", function()
     assert.is_true(told, table.concat(logs, "\n"))
   end)
 end)
+
+-- Agents whose runs end budget_exceeded (one iteration, the model keeps
+-- calling a tool), stopped (a should_stop hook) and completed. MODEL_OVER /
+-- MODEL_TEXT are the models they use.
+local RUN_STATUS_AGENTS = [[
+  agents = {
+    luagent.agent{ id = "over", instructions = "Call echo.", tools = { T.echo },
+      model = MODEL_OVER, budget = { max_iterations = 1 } },
+    luagent.agent{ id = "halted", instructions = "Say hi.", model = MODEL_TEXT,
+      hooks = { should_stop = function() return "enough" end } },
+    luagent.agent{ id = "fine", instructions = "Say hi.", model = MODEL_TEXT },
+  },
+]]
+
+-- Runs one agent in the background and checks its record everywhere it is
+-- read: app:get, app:list, app:wait's entries.
+local function check_run_status(app, agent_id, want)
+  local rec = app:enqueue_background(agent_id, "go", { timeout_s = 20 })
+  assert.is_nil(rec.run_status) -- queued: no run has returned yet
+  local w = app:wait(rec.task_id, { timeout_s = 20 })
+  assert.is_true(w.done)
+  assert.equal("completed", w.tasks[1].status) -- the run returned
+  assert.equal(want, w.tasks[1].run_status)
+  local got = app:get(rec.task_id)
+  assert.equal("completed", got.status)
+  assert.equal(want, got.run_status)
+  assert.equal(want, got.result.status)
+  for _, r in ipairs(app:list{ agent_id = agent_id }) do
+    if r.task_id == rec.task_id then assert.equal(want, r.run_status) end
+  end
+  return rec.task_id
+end
+
+describe("the run status of a background agent run (run_status)", function()
+  it("is in the record of runs that ended budget_exceeded, stopped or completed (scripted models)", function()
+    local dir = H.tmpdir()
+    local body = [[
+      local MODEL_OVER = luagent.static_model{ responses = {
+        { tool_calls = { { id = "c1", name = "echo", arguments = { n = 1 } } } },
+        { tool_calls = { { id = "c2", name = "echo", arguments = { n = 2 } } } } } }
+      local MODEL_TEXT = luagent.static_model{ responses = { "hi" } }
+      return luagent.config{ background_tasks = { enabled = true }, ]] .. RUN_STATUS_AGENTS .. [[ } ]]
+    local app = H.app(body, { store = { path = dir .. "/runs.db" } })
+    local ids = {
+      budget_exceeded = check_run_status(app, "over", "budget_exceeded"),
+      stopped = check_run_status(app, "halted", "stopped"),
+      completed = check_run_status(app, "fine", "completed"),
+    }
+    local job = app:enqueue_tool("echo", { n = 1 })
+    app:wait(job.task_id)
+    assert.is_nil(app:get(job.task_id).run_status) -- tool tasks have no run
+    app:close()
+    -- and it is stored: a new app on the file reads it back
+    local again = H.app(body, { store = { path = dir .. "/runs.db" } })
+    for want, id in pairs(ids) do
+      assert.equal(want, again:get(id).run_status)
+      assert.equal("completed", again:get(id).status)
+    end
+    again:close()
+    H.rmdir(dir)
+  end)
+
+  describe("through luagent.openai against the fake server", function()
+    local fake = require "support.fake_openai_client"
+    local F = require "support.fake_openai_app"
+    local srv
+    setup(function() srv = fake.start() end)
+    teardown(function() srv:stop() end)
+    before_each(function() srv:reset() end)
+
+    it("is budget_exceeded, stopped and completed", function()
+      local app <close> = F.app(srv, {}, H.prelude .. [[
+        local MODEL_OVER, MODEL_TEXT = MODEL, MODEL
+        return luagent.config{ background_tasks = { enabled = true }, ]] .. RUN_STATUS_AGENTS .. [[ } ]])
+      srv:script{ { tool_calls = { { name = "echo", arguments = { n = 1 } } } } }
+      check_run_status(app, "over", "budget_exceeded")
+      srv:script{ { text = "hi" } }
+      check_run_status(app, "halted", "stopped")
+      srv:script{ { text = "hi" } }
+      check_run_status(app, "fine", "completed")
+    end)
+  end)
+end)
