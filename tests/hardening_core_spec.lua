@@ -141,3 +141,79 @@ describe("the run status of a background agent run (run_status)", function()
     end)
   end)
 end)
+
+-- Run `body` in a child lua5.4 (this module build, the dispatch helpers as
+-- H) with `stdin_text` as its standard input. Returns what it printed, its
+-- stderr and its exit code.
+local function run_child(body, stdin_text)
+  local dir = H.tmpdir()
+  H.write(dir .. "/child.lua", [[
+    package.path = "./lua/?.lua;./lua/?/init.lua;./tests/?.lua;" .. package.path
+    package.cpath = ]] .. string.format("%q", package.cpath:match("^[^;]*")) .. [[ .. ";./?.so;" .. package.cpath
+    local H = require "support.dispatch_helpers"
+    io.stdout:setvbuf("line")
+  ]] .. body)
+  H.write(dir .. "/stdin", stdin_text or "")
+  local p = io.popen(string.format("lua5.4 %s/child.lua <%s/stdin 2>%s/err; echo \"exit=$?\"", dir, dir, dir))
+  local out = p:read("a")
+  p:close()
+  local err = S.read(dir .. "/err")
+  H.rmdir(dir)
+  return out, err, tonumber(out:match("exit=(%d+)%s*$"))
+end
+
+describe("worker states: what would end or stall the process is fenced", function()
+  it("os.exit, os.setlocale, debug.debug and the host's stdin fail the task; the host goes on", function()
+    local out, err, code = run_child([[
+      local app = H.app([=[
+        local function t(name, fn) return luagent.tool{ name = name, handler = fn } end
+        return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 }, tools = {
+          t("exit", function() os.exit(3) end),
+          t("exit_true", function() os.exit(true, true) end),
+          t("setlocale", function() os.setlocale("C") end),
+          t("getlocale", function() return os.setlocale() end),
+          t("debug", function() debug.debug() end),
+          t("read", function() return io.read("l") end),
+          t("lines", function() for l in io.lines() do return l end end),
+          t("stdin", function() return io.stdin:read("l") end),
+          t("input", function() return io.input():read("l") end),
+          t("file", function()
+            local path = os.tmpname()
+            local f = assert(io.open(path, "w")) f:write("from a file\n") f:close()
+            io.input(path)
+            local l = io.read("l")
+            io.input():close()
+            os.remove(path)
+            return l
+          end),
+          T.whoami } } ]=])
+      local names = { "exit", "exit_true", "setlocale", "getlocale", "debug", "read", "lines", "stdin",
+                      "input", "file", "whoami" }
+      local ids = {}
+      for i, n in ipairs(names) do ids[i] = app:enqueue_tool(n, {}, { timeout_s = 5 }).task_id end
+      local w = app:wait(ids, { timeout_s = 20 })
+      print("done", w.done)
+      for i, t in ipairs(w.tasks) do
+        print(names[i], t.status, t.error and t.error.kind or "-", t.error and t.error.message or
+          tostring(t.result and (t.result.sid or t.result)))
+      end
+      app:close()
+      print("host read", io.read("l"))
+    ]], "host line\n")
+    assert.equal(0, code, out .. err)
+    assert.matches("done\ttrue", out, 1, true)
+    local function line(name) return out:match("\n" .. name .. "\t([^\n]*)") or "" end
+    for name, what in pairs({ exit = "os.exit", exit_true = "os.exit", setlocale = "os.setlocale",
+                              debug = "debug.debug", read = "io.read on standard input",
+                              lines = "io.lines() on standard input", stdin = "io.stdin",
+                              input = "io.stdin" }) do
+      assert.matches("^failed\truntime\t" .. what:gsub("%p", "%%%0") .. " is not allowed in a task",
+        line(name), nil, name .. ": " .. line(name))
+    end
+    assert.matches("^completed", line("getlocale"))
+    assert.matches("^completed\t%-\tfrom a file", line("file"))
+    assert.matches("^completed", line("whoami"))
+    -- nothing in a worker read the host's standard input
+    assert.matches("host read\thost line", out, 1, true)
+  end)
+end)
