@@ -51,6 +51,12 @@ void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
                 const char *summary);
 void digest_json(buf_t *b, const lg_digest *d);
 
+void host_log(lg_app *a, const char *level, const char *msg); /* a log line for the host */
+
+/* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
+void watchdog_start(lg_app *a); /* once, when the first worker starts */
+void watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
+
 /* ---- recovery.c: the store side ---- */
 void persist(lg_app *a, lg_task *t); /* queue the record's store write */
 
@@ -62,6 +68,8 @@ void requeue(lg_app *a, lg_task *t); /* back on its agent's queue (counted queue
 void release_claims(lg_app *a, lg_task *claimer); /* recovery.c */
 int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /* recovery.c */
 void set_error(lg_task *t, const char *kind, const char *msg);
+void give_slot(lg_app *a, lg_task *t);
+void worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
 int *descendant_counter(lg_app *a, const char *key); /* spawned per root */
 
 #endif

@@ -46,7 +46,7 @@ static void take_slot(lg_app *a, lg_task *t) {
   t->aq->holders++;
 }
 
-static void give_slot(lg_app *a, lg_task *t) {
+void give_slot(lg_app *a, lg_task *t) {
   if (!t->holds_slot) return;
   t->holds_slot = 0;
   a->holders--;
@@ -63,6 +63,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_at = now; /* after the slot is acquired */
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
+  t->stop_mono = 0;
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -82,6 +83,7 @@ static void admit(lg_app *a, lg_task *t) {
       return;
     }
   }
+  watchdog_start(a);
   if (lg_worker_spawn(a, t) != 0) {
     /* No thread: fail this attempt rather than hang. */
     give_slot(a, t);
@@ -388,6 +390,7 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   }
   int expected = STOP_NONE;
   int first = atomic_compare_exchange_strong(&t->stop, &expected, reason);
+  if (first) t->stop_mono = lg_mono_ms(); /* the watchdog counts from here */
   if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
     task_event(a, t, "cancel_requested", "{}", "cancel requested");
@@ -466,6 +469,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   pthread_mutex_init(&a->mu, NULL);
   cond_init(&a->host_cv);
   cond_init(&a->workers_cv);
+  cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
   a->next_event_seq = 1;
   lg_make_id("app_", a->id);
@@ -507,6 +511,7 @@ static void app_free(lg_app *a) {
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->host_cv);
   pthread_cond_destroy(&a->workers_cv);
+  pthread_cond_destroy(&a->watch_cv);
   free(a);
 }
 
@@ -559,6 +564,11 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   evict_finished(a);
   if (a->closing) {
     err_set(err, "rejected", "the app is closed");
+    goto fail;
+  }
+  if (parent && parent->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    err_set(err, "rejected", "the calling task is finished (its worker was retired)");
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
@@ -808,6 +818,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
       }
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
+    watchdog_poke(a); /* it leaves */
     bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
@@ -825,10 +836,32 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
 
 /* -------------------------------------------------------- worker side */
 
+/* Take a worker off the app's list: it no longer counts against
+ * max_workers, takes no task and is not woken. Its thread may still be
+ * closing its state (or, retired, running code that never returns); close
+ * waits for it through live_threads. */
+void worker_unlink(lg_app *a, lg_worker *w) {
+  if (w->unlinked) return;
+  w->unlinked = 1;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    a->workers = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+  if (w->idle) {
+    w->idle = 0;
+    a->nidle--;
+  }
+  a->nworkers--;
+}
+
 lg_task *lg_worker_next(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  w->busy_since = 0;
   for (;;) {
+    if (atomic_load(&w->retired)) break; /* its task was finished without it */
     if (w->task) {
       lg_task *t = w->task;
       pthread_mutex_unlock(&a->mu);
@@ -848,12 +881,12 @@ lg_task *lg_worker_next(lg_worker *w) {
     cond_wait_until(&w->cv, &a->mu, min_deadline(idle_deadline, next_retry_mono(a)));
     if (a->retry_head) schedule(a);
   }
-  /* leaving: stop being counted as an idle thread */
-  if (w->idle) {
-    w->idle = 0;
-    a->nidle--;
-  }
+  /* Leaving: off the list before the state is closed (its finalizers may
+   * take long), so a fresh worker can start meanwhile. */
   w->exiting = 1;
+  worker_unlink(a, w);
+  schedule(a);
+  bump(a);
   pthread_mutex_unlock(&a->mu);
   return NULL;
 }
@@ -892,7 +925,13 @@ static void set_run_status(lg_task *t, const lg_outcome *o) {
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  if (atomic_load(&w->retired)) {
+    /* the watchdog finished the task: what came back is ignored */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   w->task = NULL;
+  w->busy_since = lg_mono_ms(); /* until lg_worker_next: the watchdog sees a stuck GC step */
   t->worker = NULL;
   give_slot(a, t);
   a->running_n--;
@@ -987,13 +1026,12 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
 void lg_worker_exit(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    a->workers = w->next;
-  if (w->next) w->next->prev = w->prev;
-  if (w->idle) a->nidle--;
-  a->nworkers--;
+  worker_unlink(a, w);
+  if (w->task) {
+    /* retired: its finished task may leave memory now that nothing reads it */
+    w->task->worker = NULL;
+    w->task = NULL;
+  }
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
   /* a thread left: work held back for want of threads may now start */
@@ -1011,8 +1049,10 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   int64_t end = lg_mono_ms() + (int64_t)(seconds * 1000.0);
   pthread_mutex_lock(&a->mu);
   int stop = 0;
+  w->in_core = 1;
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+  w->in_core = 0;
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1087,6 +1127,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     }
     t->wait_n = n;
     t->wait_any = any;
+    w->in_core = 1;
     mark_waited(a, ids, n, 1);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
@@ -1101,6 +1142,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
+    w->in_core = 0;
   }
   if (!stop) {
     int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
@@ -1126,6 +1168,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   int stop = lg_task_should_stop(t);
   if (stop) goto out;
   it->waiter = w;
+  w->in_core = 1;
   t->host_call = it;
   a->host_calls_pending++;
   hq_push(a, it);
@@ -1148,6 +1191,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   hq_unlink(a, it); /* still queued if the host never took it: drop it */
   if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
+  w->in_core = 0;
   bump(a);
 out:
   pthread_mutex_unlock(&a->mu);

@@ -77,6 +77,8 @@ struct lg_task {
   char run_status[16]; /* agent tasks: the status of the AgentResult in result */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
+  int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
+  int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
   lg_worker *worker;               /* set while a worker runs it */
@@ -125,6 +127,7 @@ typedef struct {
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
+  double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
@@ -137,6 +140,10 @@ struct lg_worker {
   lg_task *task;     /* assigned or running task */
   int idle, exiting;
   int64_t idle_since;
+  int unlinked;      /* off the app's list: leaving, or retired */
+  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
+  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
+  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
   void *lua;         /* lua_State*, touched only by this thread */
   void *multi;       /* CURLM* of this worker, or NULL */
   atomic_int in_http;
@@ -194,6 +201,8 @@ struct lg_app {
   /* counters of finished tasks, by status */
   long long finished[6];
   int closing, closed;
+  pthread_cond_t watch_cv; /* the watchdog's (watchdog.c) */
+  int watchdog_on;
   int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
 };

@@ -74,7 +74,7 @@ void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t
 
 #define LOG_QUEUE_MAX 1000
 
-static void log_locked(lg_app *a, const char *level, const char *msg) {
+void host_log(lg_app *a, const char *level, const char *msg) {
   int queued = 0;
   for (lg_host_item *it = a->hq_head; it; it = it->next) queued += it->type == HI_LOG;
   if (queued >= LOG_QUEUE_MAX) return; /* a host that never pumps must not grow us forever */
@@ -97,7 +97,7 @@ void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   pthread_mutex_lock(&a->mu);
-  log_locked(a, level, msg);
+  host_log(a, level, msg);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -123,7 +123,7 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   if (a->next_event_seq >= INT64_MAX) {
     if (!a->seq_exhausted) {
       a->seq_exhausted = 1;
-      log_locked(a, "error", "luagent: event seq reached its limit; later events are not recorded");
+      host_log(a, "error", "luagent: event seq reached its limit; later events are not recorded");
     }
     return;
   }
@@ -170,6 +170,11 @@ void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
+  if (t && t->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   emit_locked(a, e, t, summary);
   if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
     lg_host_item *it = calloc(1, sizeof *it);

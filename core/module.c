@@ -28,6 +28,8 @@ typedef struct {
 static app_ud *check_app(lua_State *L) {
   app_ud *u = luaL_checkudata(L, 1, APP_MT);
   if (!u->app) luaL_error(L, "luagent: the app is closed");
+  /* code of a task whose worker was retired runs on: its calls are refused */
+  if (u->worker_handle && lg_worker_retired(L)) lg_raise_cancel(L);
   return u;
 }
 
@@ -120,6 +122,7 @@ static int l_app_new(lua_State *L) {
   s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
   s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
   s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
+  s.stop_grace_s = opt_field_num(L, 1, "stop_grace_s", 1);
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");
@@ -441,6 +444,7 @@ static int l_app_close(lua_State *L) {
 static lg_worker *check_worker(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
   if (!w || !w->current) luaL_error(L, "luagent: not inside a background task");
+  if (atomic_load(&w->retired)) lg_raise_cancel(L); /* its task is finished */
   return w;
 }
 

@@ -253,8 +253,9 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   lg_filter cf = *f;
   cf.claimable = 1;
   pthread_mutex_lock(&a->mu);
-  size_t n;
-  lg_task **v = select_tasks(a, &cf, &n);
+  size_t n = 0;
+  /* a finished claimer (its worker retired) would hold the claims forever */
+  lg_task **v = claimer && claimer->retired ? NULL : select_tasks(a, &cf, &n);
   buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
     if (i) buf_addc(out, ',');

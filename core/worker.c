@@ -62,6 +62,11 @@ lg_worker *lg_current_worker(lua_State *L) {
   return w;
 }
 
+int lg_worker_retired(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  return w && atomic_load(&w->retired);
+}
+
 /* ---------------------------------------------------------------- hook */
 
 static const char *const hook_names[] = {"call", "return", "line", "count", "tail call"};
@@ -333,7 +338,9 @@ static void *worker_main(void *arg) {
       break;
     }
     w->current = t;
-    run_task(w, L, run_ref, t);
+    /* retired while it booted: the task is finished without it */
+    if (!atomic_load(&w->retired)) run_task(w, L, run_ref, t);
+    w->current = NULL;
     t = lg_worker_next(w);
   }
   free(boot_err);

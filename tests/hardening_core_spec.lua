@@ -217,3 +217,225 @@ describe("worker states: what would end or stall the process is fenced", functio
     assert.matches("host read\thost line", out, 1, true)
   end)
 end)
+
+-- Code that loops where the count hook cannot reach it (Lua runs finalizers,
+-- the message handler of an error raised by a hook, the __close of a
+-- coroutine such an error ended, and debug hooks with hooks off) until the
+-- test releases it by creating the file args.flag; `spin` loops where the
+-- hook does reach.
+local STUCK = [[
+local function released(flag)
+  local f = io.open(flag)
+  if f then f:close() end
+  return f ~= nil
+end
+local function spin() while true do end end
+local function t(name, fn) return luagent.tool{ name = name, handler = fn } end
+local stuck = {
+  t("xpcall_handler", function(args)
+    xpcall(spin, function(e) while not released(args.flag) do end return e end)
+    return "escaped"
+  end),
+  t("xpcall_handler_boom", function(args)
+    xpcall(function() error("boom") end, function(e) while not released(args.flag) do end return e end)
+    return "escaped"
+  end),
+  t("gc", function(args)
+    setmetatable({}, { __gc = function() while not released(args.flag) do end end })
+    collectgarbage()
+    spin()
+  end),
+  t("close", function(args)
+    local co = coroutine.wrap(function()
+      local x <close> = setmetatable({}, { __close = function() while not released(args.flag) do end end })
+      spin()
+    end)
+    co()
+    return "escaped"
+  end),
+  t("sort", function(args)
+    local list = {}
+    for i = 1, 50 do list[i] = 51 - i end
+    table.sort(list, function(a, b) while true do end end)
+    return "escaped"
+  end),
+  t("sort_in_handler", function(args)
+    local list = {}
+    for i = 1, 50 do list[i] = 51 - i end
+    xpcall(spin, function(e)
+      table.sort(list, function(a, b) while not released(args.flag) do end return a < b end)
+      return e
+    end)
+    return "escaped"
+  end),
+  t("tostring", function(args)
+    local culprit = setmetatable({}, { __tostring = function()
+      while not released(args.flag) do end
+      return "culprit"
+    end })
+    xpcall(function() spin() error(culprit) end,
+      function(e) return "failed near " .. tostring(culprit) .. ": " .. tostring(e) end)
+    return "escaped"
+  end),
+  t("debug_hook", function(args)
+    debug.sethook(function() while not released(args.flag) do end end, "", 100)
+    spin()
+  end),
+  t("c_call", function(args)
+    os.execute("while [ ! -e '" .. args.flag .. "' ]; do sleep 0.05; done")
+    return "late"
+  end),
+  -- once released, the finalizer (still with hooks off) calls into the core
+  t("late_calls", function(args, ctx)
+    setmetatable({}, { __gc = function()
+      while not released(args.flag) do end
+      pcall(ctx.emit, ctx, "late_event", {})
+      pcall(ctx.enqueue_tool, ctx, "whoami", {})
+      local f = io.open(args.flag .. ".done", "w")
+      f:close()
+    end })
+    collectgarbage()
+    spin()
+  end),
+}
+]]
+
+describe("no Lua code holds a worker past its deadline", function()
+  local app, dir, flag
+  before_each(function()
+    dir = H.tmpdir()
+    flag = dir .. "/release"
+    -- one worker at a time: what runs next needs the stuck one stopped or retired
+    app = H.app(STUCK .. [[
+      return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
+                                                  max_depth = 0, max_workers = 1 },
+                             tools = { T.whoami, table.unpack(stuck) } } ]])
+  end)
+  after_each(function()
+    H.write(flag, "")
+    app:close()
+    H.rmdir(dir)
+  end)
+
+  local function ms(iso)
+    local y, mo, d, h, mi, sec, milli = iso:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.(%d+)Z")
+    return os.time{ year = y, month = mo, day = d, hour = h, min = mi, sec = sec } * 1000 + tonumber(milli)
+  end
+
+  -- Runs `tool` with a 0.3 s timeout between two whoami tasks; returns the
+  -- three wait entries and the stuck task's record.
+  local runs = 0
+  local function run_stuck(tool, opts)
+    runs = runs + 1
+    flag = dir .. "/release" .. runs
+    local before = app:wait(app:enqueue_tool("whoami", {}).task_id).tasks[1]
+    local stuck = app:enqueue_tool(tool, { flag = flag }, { timeout_s = opts and opts.timeout_s or 0.3 })
+    if opts and opts.cancel_after then
+      assert.is_truthy(H.await_kind(app, "task_started", stuck.task_id))
+      app:cancel(stuck.task_id)
+    end
+    local after = app:enqueue_tool("whoami", {})
+    local w = app:wait({ stuck.task_id, after.task_id }, { timeout_s = 6 })
+    H.write(flag, "") -- lets code spinning with hooks off return
+    assert.is_true(w.done, "the stuck task held the only worker: " .. H.errmsg(w.tasks[1].status))
+    local rec = app:get(stuck.task_id)
+    -- near its deadline: the timeout, the grace period (1 s) and slack
+    local took = ms(rec.finished_at) - ms(rec.started_at)
+    assert.is_true(took < 3000, "took " .. took .. " ms")
+    assert.equal("completed", w.tasks[2].status)
+    return before, rec, w.tasks[2].result
+  end
+
+  -- The hook cannot stop the code: its worker is retired, a fresh one runs
+  -- the next task, and the retired one closes its state when it returns.
+  local function retired_case(tool)
+    local before, rec, after = run_stuck(tool)
+    assert.equal("timed_out", rec.status)
+    assert.equal("timeout", rec.error.kind)
+    assert.matches("its worker was retired", rec.error.message, 1, true)
+    assert.is_nil(rec.result)
+    assert.are_not.equal(before.result.sid, after.sid) -- a fresh state
+    assert.is_true(app:close{ grace_s = 5 }, "the retired worker never closed its state")
+  end
+
+  -- The cancel error skips the message handler: the same state goes on.
+  local function handled_case(tool)
+    local before, rec, after = run_stuck(tool)
+    assert.equal("timed_out", rec.status)
+    assert.not_matches("retired", rec.error.message, 1, true)
+    assert.equal(before.result.sid, after.sid)
+    assert.equal(before.result.runs + 1, after.runs)
+  end
+
+  it("an xpcall message handler that loops", function()
+    handled_case("xpcall_handler")
+    handled_case("xpcall_handler_boom")
+  end)
+
+  it("a __gc that loops", function() retired_case("gc") end)
+
+  it("a __close that loops (in a coroutine the timeout ended)", function() retired_case("close") end)
+
+  it("a table.sort comparator that loops, also inside a message handler", function()
+    handled_case("sort")
+    handled_case("sort_in_handler")
+  end)
+
+  it("a __tostring that loops inside the handling of an error", function() handled_case("tostring") end)
+
+  it("a debug hook that loops", function() retired_case("debug_hook") end)
+
+  it("a blocking C call past its deadline", function() retired_case("c_call") end)
+
+  it("a cancel of a task whose code cannot be stopped", function()
+    local _, rec = run_stuck("gc", { timeout_s = 60, cancel_after = true })
+    assert.equal("cancelled", rec.status)
+    assert.matches("its worker was retired", rec.error.message, 1, true)
+  end)
+
+  it("what the retired code still calls into the core is ignored", function()
+    local _, rec = run_stuck("late_calls")
+    assert.equal("timed_out", rec.status)
+    assert.is_true(app:close{ grace_s = 5 })
+    assert.is_true(S.exists(flag .. ".done"), "the finalizer never got to its calls")
+    assert.same({}, H.of_kind(H.all_events(app), "late_event"))
+    -- only the two whoami tasks and the stuck one: the late enqueue was refused
+    assert.equal(3, #app:list())
+    assert.same(rec, app:get(rec.task_id)) -- a finished record never changes
+  end)
+end)
+
+describe("a worker whose code never returns", function()
+  it("is abandoned: its task ends, others run, close returns after the grace period, the process exits", function()
+    local out, err, code = run_child([[
+      local app = H.app([=[
+        local forever = luagent.tool{ name = "forever", handler = function()
+          setmetatable({}, { __gc = function() while true do end end })
+          collectgarbage()
+        end }
+        return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
+                                                    max_depth = 0, max_workers = 1 },
+                               tools = { forever, T.whoami } } ]=])
+      local stuck = app:enqueue_tool("forever", {}, { timeout_s = 0.2 })
+      local ids = { stuck.task_id }
+      for i = 2, 4 do ids[i] = app:enqueue_tool("whoami", {}).task_id end
+      local w = app:wait(ids, { timeout_s = 10 })
+      print("done", w.done)
+      for _, t in ipairs(w.tasks) do print("task", t.status, t.error and t.error.message or "-") end
+      print("workers", app:stats().workers)
+      local t0 = H.now()
+      local all = app:close{ grace_s = 0.5 }
+      print("close", all, string.format("%.2f", H.now() - t0))
+    ]])
+    assert.equal(0, code, out .. err)
+    assert.matches("done\ttrue", out, 1, true)
+    assert.matches("task\ttimed_out\ttimed out after 0.2s; its worker was retired", out, 1, true)
+    local completed = 0
+    for _ in out:gmatch("task\tcompleted") do completed = completed + 1 end
+    assert.equal(3, completed, out)
+    assert.matches("workers\t1", out, 1, true) -- the fresh one; the retired one is not counted
+    local all, took = out:match("close\t(%a+)\t([%d.]+)")
+    assert.equal("false", all) -- the abandoned thread never stopped
+    assert.is_true(tonumber(took) >= 0.45 and tonumber(took) < 2, out)
+  end)
+end)

@@ -655,6 +655,7 @@ function app.new(reg, boot)
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
     keep_finished_s = s.keep_finished_s == false and -1 or s.keep_finished_s,
+    stop_grace_s = s.stop_grace_s == false and -1 or s.stop_grace_s,
     boot_json = json.encode(boot),
     lua_path = package.path,
     lua_cpath = package.cpath,

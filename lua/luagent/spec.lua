@@ -37,6 +37,11 @@ local bg_spec = {
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
   retry_backoff_max_s = non_negative,
+  -- how long a task told to stop may run on before its worker is retired
+  stop_grace_s = function(v)
+    if v == false or (type(v) == "number" and v > 0 and v < math.huge) then return true end
+    return nil, "must be a number of seconds > 0, or false (never retire a worker)"
+  end,
   -- at least a second, so a task cannot leave memory before the code that
   -- enqueued it had a chance to wait on it
   keep_finished_s = function(v)
@@ -63,6 +68,7 @@ function spec.background_settings(bt)
     on_parent_end = bt.on_parent_end or "leave",
     retry_backoff_s = bt.retry_backoff_s or 1,
     retry_backoff_max_s = bt.retry_backoff_max_s or 30,
+    stop_grace_s = bt.stop_grace_s == nil and 1 or bt.stop_grace_s,
     -- finished tasks leave memory after a day (false: never)
     keep_finished_s = bt.keep_finished_s == nil and 86400 or bt.keep_finished_s,
   }

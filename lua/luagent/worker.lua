@@ -94,6 +94,22 @@ local function fence_stdlib()
   end
 end
 
+-- An xpcall's message handler does not run for luagent's cancel error. Lua
+-- runs the handler of an error raised by a hook with hooks off, so a
+-- handler that loops (or sorts with a comparator that does, or calls a
+-- __tostring that does) could never be stopped; the cancel error needs no
+-- handling anyway, since it is raised again at the next instruction.
+local function guard_xpcall()
+  local raw, is_cancel = xpcall, core.is_cancel
+  _G.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then return raw(f, handler, ...) end -- raw's own error
+    return raw(f, function(e)
+      if is_cancel(e) then return e end
+      return handler(e)
+    end, ...)
+  end
+end
+
 local function run_task(env, info_json)
   local info = json.decode(info_json)
   local ctx = context.new(env, {
@@ -117,6 +133,7 @@ end
 
 function worker.boot(boot_json)
   fence_stdlib() -- before the startup script, which may keep references
+  guard_xpcall()
   local boot = json.decode(boot_json)
   local chunk, err
   if boot.path then
