@@ -1,5 +1,5 @@
 /* Private to the files of the dispatcher (dispatcher.c, tasks.c, events.c,
- * recovery.c): the helpers one of them defines and another calls. They were
+ * recovery.c, watchdog.c): the helpers one of them defines and another calls. They were
  * statics of one file; they have external linkage now, but the module is
  * built with -fvisibility=hidden, so none of them is exported, and no file
  * outside the dispatcher includes this header (module.c, worker.c and http.c
