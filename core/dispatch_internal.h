@@ -1,5 +1,5 @@
 /* Private to the files of the dispatcher (dispatcher.c, tasks.c, events.c,
- * recovery.c, watchdog.c): the helpers one of them defines and another calls. They were
+ * recovery.c, watchdog.c, evict.c): the helpers one of them defines and another calls. They were
  * statics of one file; they have external linkage now, but the module is
  * built with -fvisibility=hidden, so none of them is exported, and no file
  * outside the dispatcher includes this header (module.c, worker.c and http.c
@@ -70,6 +70,16 @@ int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /* re
 void set_error(lg_task *t, const char *kind, const char *msg);
 void give_slot(lg_app *a, lg_task *t);
 void worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
-int *descendant_counter(lg_app *a, const char *key); /* spawned per root */
+
+/* ---- tasks.c: descendant counters (R-28) ---- */
+lg_counter *counter_get(lg_app *a, const char *key); /* found or created; NULL: oom */
+void counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's life */
+void counter_detach(lg_app *a, lg_task *t);          /* freed with its last task */
+void counter_drop_unused(lg_app *a, lg_counter *c);  /* created, then nobody came */
+void counters_free(lg_app *a);
+
+/* ---- evict.c: finished tasks leaving memory ---- */
+void evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */
+void evict_finished(lg_app *a);         /* only where no caller holds a finished task */
 
 #endif

@@ -282,62 +282,20 @@ void finish_task(lg_app *a, lg_task *t, int status) {
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
   notify_waiters(a);
   bump(a);
+  a->nfinished++;
+  evict_sync(a, t);
 }
 
 /* ------------------------------------------------------------- eviction */
-
-/* Finished tasks leave memory keep_finished_s after they end, so a host
- * that runs for days does not grow without bound. Kept: tasks a notice has
- * claimed (or whose runs hold claims), and any task not yet finished. A
- * file store keeps the records (per store.retention); only memory forgets. */
-static int evictable(const lg_task *t, int64_t cutoff) {
-  return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
-         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0 &&
-         (t->delivered || !t->scoped); /* announced before it is forgotten */
-}
 
 /* Tasks a worker is waiting on stay in memory until its wait returns. */
 static void mark_waited(lg_app *a, char **ids, int n, int delta) {
   for (int i = 0; i < n; i++) {
     lg_task *x = task_find(a, ids[i]);
-    if (x) x->waited += delta;
+    if (!x) continue;
+    x->waited += delta;
+    evict_sync(a, x);
   }
-}
-
-static void evict(lg_app *a, lg_task *t) {
-  if (t->parent) {
-    lg_task **pp = &t->parent->first_child;
-    while (*pp && *pp != t) pp = &(*pp)->next_sibling;
-    if (*pp) *pp = t->next_sibling;
-  }
-  for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
-  task_remove(a, t);
-  task_free(t);
-}
-
-static void evict_finished(lg_app *a) {
-  if (a->cfg.keep_finished_s < 0) return;
-  int64_t now = lg_wall_ms();
-  if (now - a->last_evict < 1000) return; /* at most one pass a second */
-  a->last_evict = now;
-  int64_t cutoff = now - (int64_t)(a->cfg.keep_finished_s * 1000.0);
-  size_t n = 0, cap = 0;
-  lg_task **v = NULL;
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (!evictable(t, cutoff)) continue;
-      if (n == cap) {
-        size_t nc = cap ? cap * 2 : 64;
-        lg_task **nv = realloc(v, nc * sizeof *nv);
-        if (!nv) break;
-        v = nv;
-        cap = nc;
-      }
-      v[n++] = t;
-    }
-  }
-  for (size_t i = 0; i < n; i++) evict(a, v[i]);
-  free(v);
 }
 
 void set_error(lg_task *t, const char *kind, const char *msg) {
@@ -441,6 +399,7 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
            lg_status_name(t->status));
   buf_add_jstr(out, t->id, strlen(t->id));
   buf_addc(out, '}');
+  evict_finished(a); /* t is not used after this */
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -498,11 +457,7 @@ static void app_free(lg_app *a) {
     nx = it->next;
     lg_host_item_free(it);
   }
-  for (lg_counter *c = a->descendants, *nx; c; c = nx) {
-    nx = c->next;
-    free(c->key);
-    free(c);
-  }
+  counters_free(a);
   for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
   free(a->ring);
   free(a->cfg.boot_json);
@@ -520,19 +475,6 @@ void lg_app_release(lg_app *a) {
 }
 
 /* ------------------------------------------------------------- enqueue */
-
-int *descendant_counter(lg_app *a, const char *key) {
-  for (lg_counter *c = a->descendants; c; c = c->next)
-    if (strcmp(c->key, key) == 0) return &c->n;
-  lg_counter *c = calloc(1, sizeof *c);
-  if (!c || !(c->key = strdup(key))) {
-    free(c);
-    return NULL;
-  }
-  c->next = a->descendants;
-  a->descendants = c;
-  return &c->n;
-}
 
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
   lg_task *t = calloc(1, sizeof *t);
@@ -559,6 +501,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->scoped = r->scoped;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
+  lg_counter *count = NULL; /* the run tree's, when it has one */
 
   pthread_mutex_lock(&a->mu);
   evict_finished(a);
@@ -593,10 +536,9 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
     goto fail;
   }
-  int *count = NULL;
   if (r->root_key || parent) {
-    count = descendant_counter(a, t->root_key);
-    if (count && *count >= a->cfg.max_descendants) {
+    count = counter_get(a, t->root_key);
+    if (count && count->n >= a->cfg.max_descendants) {
       err_set(err, "limit", "max_descendants (%d) reached for this run tree",
               a->cfg.max_descendants);
       goto fail;
@@ -644,7 +586,10 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  if (count) (*count)++;
+  if (count) {
+    count->n++;
+    counter_attach(count, t);
+  }
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
@@ -683,6 +628,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   }
   return 0;
 fail:
+  if (count) counter_drop_unused(a, count);
   pthread_mutex_unlock(&a->mu);
   task_free(t);
   return -1;
@@ -703,6 +649,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   int pending_host = 0;
   for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
   s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
+  s->in_memory = (long long)a->ntasks;
   memcpy(s->finished, a->finished, sizeof s->finished);
   pthread_mutex_unlock(&a->mu);
 }
@@ -1030,7 +977,9 @@ void lg_worker_exit(lg_worker *w) {
   if (w->task) {
     /* retired: its finished task may leave memory now that nothing reads it */
     w->task->worker = NULL;
+    evict_sync(a, w->task);
     w->task = NULL;
+    evict_finished(a);
   }
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
@@ -1148,7 +1097,10 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
     wait_value(a, t, ids, n, any, timed_out, out, err);
   }
-  if (waited) mark_waited(a, ids, n, -1);
+  if (waited) {
+    mark_waited(a, ids, n, -1);
+    evict_finished(a);
+  }
   pthread_mutex_unlock(&a->mu);
   return stop;
 }

@@ -93,6 +93,11 @@ struct lg_task {
   lg_digest ring[LG_TASK_RING];
   int ring_n, ring_head;
   lg_task *hnext; /* hash chain */
+  /* leaving memory (evict.c) */
+  lg_task *enext, *eprev; /* the list of finished tasks free to leave, oldest first */
+  int in_elist, restored;
+  int64_t evictable_at;   /* wall ms it became free to leave */
+  struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
 };
 
 /* An agent's queue: a heap of its queued tasks, best first. */
@@ -127,6 +132,7 @@ typedef struct {
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
+  long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
   double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
@@ -160,10 +166,12 @@ typedef struct {
   char *json;
 } lg_event;
 
+/* Tasks a run tree spawned (R-28), kept while a task of the tree is in
+ * memory (tasks.c). */
 typedef struct lg_counter {
   char *key;
-  int n;
-  struct lg_counter *next;
+  int n, refs;
+  struct lg_counter *next; /* hash chain */
 } lg_counter;
 
 struct lg_app {
@@ -181,7 +189,10 @@ struct lg_app {
   uint64_t next_seq;
   int queued, holders, waiting, resuming_n, running_n;
   lg_task *retry_head, *resume_head, *resume_tail;
-  lg_counter *descendants; /* spawned per root */
+  lg_counter **ctab; /* descendant counters by root key (tasks.c) */
+  size_t ctab_cap, ncounters;
+  lg_task *ehead, *etail; /* finished tasks free to leave memory, oldest first (evict.c) */
+  size_t nfinished;       /* finished tasks in memory */
   /* workers */
   lg_worker *workers;
   int nworkers, nidle, live_threads;
@@ -203,7 +214,6 @@ struct lg_app {
   int closing, closed;
   pthread_cond_t watch_cv; /* the watchdog's (watchdog.c) */
   int watchdog_on;
-  int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
 };
 
@@ -270,6 +280,7 @@ void lg_log(lg_app *a, const char *level, const char *fmt, ...) __attribute__((f
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;
+  long long in_memory; /* task records in memory, finished ones included */
   long long finished[6];
 } lg_stats;
 void lg_get_stats(lg_app *a, lg_stats *s);

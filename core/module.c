@@ -122,6 +122,7 @@ static int l_app_new(lua_State *L) {
   s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
   s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
   s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
+  s.keep_finished_max = (long)opt_field_int(L, 1, "keep_finished_max", -1);
   s.stop_grace_s = opt_field_num(L, 1, "stop_grace_s", 1);
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
@@ -420,6 +421,8 @@ static int l_app_stats(lua_State *L) {
 #undef SETI
   lua_pushboolean(L, s.idle);
   lua_setfield(L, -2, "idle");
+  lua_pushinteger(L, (lua_Integer)s.in_memory);
+  lua_setfield(L, -2, "in_memory");
   lua_createtable(L, 0, 4);
   for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
     lua_pushinteger(L, s.finished[i]);

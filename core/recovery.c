@@ -129,8 +129,16 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
     t->parent->first_child = t;
   }
   if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    int *count = descendant_counter(a, t->root_key);
-    if (count) (*count)++;
+    lg_counter *count = counter_get(a, t->root_key);
+    if (count) {
+      count->n++;
+      counter_attach(count, t);
+    }
+  }
+  t->restored = 1;
+  if (TS_TERMINAL(t->status)) {
+    a->nfinished++;
+    evict_sync(a, t);
   }
   lg_id_floor(t->enqueued_at);
   pthread_mutex_unlock(&a->mu);
@@ -187,6 +195,7 @@ int64_t lg_restore_done(lg_app *a) {
   }
   free(v);
   schedule(a);
+  evict_finished(a);
   bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
@@ -232,10 +241,15 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
 /* R-33: finished children of a scope that no model call has carried yet,
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
-static void end_claim(lg_task *t) {
-  if (t->claimed_by) t->claimed_by->claims_held--;
+static void end_claim(lg_app *a, lg_task *t) {
+  lg_task *by = t->claimed_by;
   t->claimed = 0;
   t->claimed_by = NULL;
+  evict_sync(a, t);
+  if (by) {
+    by->claims_held--;
+    evict_sync(a, by);
+  }
 }
 
 /* A task that ends (or is retried) gives back what its runs claimed: its Lua
@@ -245,8 +259,9 @@ void release_claims(lg_app *a, lg_task *claimer) {
   if (claimer->claims_held <= 0) return;
   for (size_t i = 0; i < a->tab_cap; i++)
     for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (t->claimed_by == claimer) end_claim(t);
+      if (t->claimed_by == claimer) end_claim(a, t);
   claimer->claims_held = 0;
+  evict_sync(a, claimer);
 }
 
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
@@ -261,6 +276,7 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
     if (i) buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
+    evict_sync(a, v[i]); /* claimed: it stays */
     if (claimer) claimer->claims_held++;
     record_json(v[i], out);
   }
@@ -272,7 +288,8 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
-  if (t) end_claim(t);
+  if (t) end_claim(a, t);
+  evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -282,10 +299,11 @@ int lg_set_delivered(lg_app *a, const char *id) {
   int found = t != NULL, changed = 0;
   if (t && !t->delivered) {
     t->delivered = 1;
-    end_claim(t);
+    end_claim(a, t);
     persist(a, t);
     changed = 1;
   }
+  evict_finished(a); /* t is not used after this */
   lg_store *st = changed ? a->store : NULL;
   uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);

@@ -82,6 +82,7 @@ static int watch(lg_app *a) {
     int64_t since = w->task ? stop_time(w->task, now) : w->busy_since;
     if (since > 0 && now - since >= grace) retire(a, w);
   }
+  evict_finished(a);
   return a->workers != NULL;
 }
 

@@ -439,3 +439,145 @@ describe("a worker whose code never returns", function()
     assert.is_true(tonumber(took) >= 0.45 and tonumber(took) < 2, out)
   end)
 end)
+
+describe("memory is bounded by default", function()
+  -- Runs n echo tasks in batches below max_queue; returns their ids.
+  local function run_many(app, n)
+    local ids = {}
+    local batch = {}
+    for i = 1, n do
+      batch[#batch + 1] = app:enqueue_tool("echo", { i = i }).task_id
+      ids[i] = batch[#batch]
+      if #batch == 500 or i == n then
+        app:run_until_idle{ timeout_s = 60 }
+        batch = {}
+      end
+    end
+    return ids
+  end
+
+  it("with default settings at most 10000 finished tasks stay in memory", function()
+    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true },
+                                                         tools = { T.echo } } ]])
+    local ids = run_many(app, 12000)
+    assert.equal(10000, app:stats().in_memory)
+    assert.is_nil(app:get(ids[1])) -- the oldest left
+    assert.is_nil(app:get(ids[1000]))
+    assert.equal("completed", app:get(ids[12000]).status) -- the newest stayed
+  end)
+
+  it("keep_finished = { max } bounds the count, oldest first; false keeps every task", function()
+    -- one at a time, so they finish in the order they were enqueued
+    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   global_concurrency = 1, keep_finished = { max = 20 } },
+                                   tools = { T.echo } } ]])
+    local ids = run_many(app, 300)
+    assert.equal(20, app:stats().in_memory)
+    assert.is_nil(app:get(ids[280]))
+    assert.is_truthy(app:get(ids[281]))
+    local all <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   keep_finished = false }, tools = { T.echo } } ]])
+    run_many(all, 300)
+    assert.equal(300, all:stats().in_memory)
+  end)
+
+  it("keep_finished_s still sets the age bound; bad values are refused", function()
+    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   keep_finished_s = 1 }, tools = { T.echo } } ]])
+    local first = app:enqueue_tool("echo", {})
+    app:wait(first.task_id)
+    local t0 = H.now()
+    while app:get(first.task_id) and H.now() - t0 < 8 do app:wait(app:enqueue_tool("echo", {}).task_id) end
+    assert.is_nil(app:get(first.task_id))
+    for bad, what in pairs({ ["{ max = 0 }"] = "max", ["{ max = 1.5 }"] = "max", ["{ ttl_s = 0.5 }"] = "ttl_s",
+                             ["{ ttl = 5 }"] = "ttl", ["'day'"] = "keep_finished",
+                             ["{ ttl_s = 60 }, keep_finished_s = 60"] = "give one" }) do
+      local ok, err = pcall(H.app, "return luagent.config{ background_tasks = { enabled = true, " ..
+        "keep_finished = " .. bad .. " } }")
+      assert.is_false(ok, bad)
+      assert.matches(what, tostring(err), 1, true)
+    end
+  end)
+
+  it("a task a worker's wait is on stays in memory past the bound until the wait returns", function()
+    local app <close> = H.app([[
+      local waiter = luagent.tool{ name = "waiter", handler = function(args, ctx)
+        return ctx:wait(args.ids, { timeout_s = 30 })
+      end }
+      return luagent.config{ background_tasks = { enabled = true, keep_finished = { max = 5 } },
+                             tools = { T.echo, T.nap, waiter } } ]])
+    local early = app:enqueue_tool("echo", { v = "early" })
+    app:wait(early.task_id)
+    local nap = app:enqueue_tool("nap", { s = 1 })
+    local waiter = app:enqueue_tool("waiter", { ids = { early.task_id, nap.task_id } })
+    assert.is_truthy(H.await_kind(app, "task_waiting", waiter.task_id))
+    for i = 1, 30 do app:wait(app:enqueue_tool("echo", { i = i }).task_id) end
+    assert.is_truthy(app:get(early.task_id), "a task being waited on left memory")
+    local w = app:wait(waiter.task_id, { timeout_s = 10 }).tasks[1]
+    assert.equal("completed", w.status)
+    assert.equal("early", w.result.tasks[1].result.v)
+    -- once the wait returned it may leave like any other
+    for i = 1, 10 do app:wait(app:enqueue_tool("echo", { i = i }).task_id) end
+    assert.is_nil(app:get(early.task_id))
+    assert.is_true(app:stats().in_memory <= 5 + 1)
+  end)
+
+  it("a child no run has been told about stays past the bound until it is announced (R-33)", function()
+    local app <close> = H.luagent.load_string([[
+local luagent = require "luagent"
+local function noticed(req)
+  for _, m in ipairs(req.messages) do
+    if m.role == "user" and m.content:find("[luagent] background results:", 1, true) then return true end
+  end
+end
+return luagent.config{
+  model = luagent.function_model(function(req)
+    if noticed(req) then return { text = "NOTICE SEEN" } end
+    if req.messages[#req.messages].content == "and?" or #req.messages > 2 then return { text = "no notice" } end
+    return { tool_calls = { { name = "work", arguments = {} } } }
+  end),
+  background_tasks = { enabled = true, keep_finished = { max = 3 } },
+  tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
+            luagent.tool{ name = "noop", handler = function() end } },
+  agents = { luagent.agent{ id = "sup", tools = { "work" } } },
+} ]], "=keep_max_notice")
+    assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
+    local child = app:list()[1]
+    assert.equal("completed", app:wait(child.task_id).tasks[1].status)
+    for _ = 1, 20 do app:wait(app:enqueue_tool("noop", {}).task_id) end
+    assert.is_truthy(app:get(child.task_id), "an unannounced child left memory")
+    assert.equal("NOTICE SEEN", app:chat("sup", "and?", { thread_id = "t" }).final)
+    for _ = 1, 20 do app:wait(app:enqueue_tool("noop", {}).task_id) end
+    assert.is_nil(app:get(child.task_id)) -- announced: it may leave now
+  end)
+
+  it("a file store keeps completed tasks a week and failed ones 30 days by default; retention = false keeps all", function()
+    if not S.have_sqlite3() then pending("needs the sqlite3 command") return end
+    local dir = H.tmpdir()
+    local db = dir .. "/ret.db"
+    local cfg = [[
+      local boom = luagent.tool{ name = "boom", handler = function() error("kaput") end }
+      return luagent.config{ background_tasks = { enabled = true }, tools = { T.echo, boom } } ]]
+    local function age(ids, days)
+      S.sql(db, string.format("UPDATE tasks SET finished_ms = finished_ms - %d WHERE task_id IN ('%s');",
+        days * 86400000, table.concat(ids, "','")))
+    end
+    local app = H.app(cfg, { store = { path = db } })
+    local ok8, bad8, bad31, fresh = app:enqueue_tool("echo", {}), app:enqueue_tool("boom", {}),
+      app:enqueue_tool("boom", {}), app:enqueue_tool("echo", {})
+    app:wait({ ok8.task_id, bad8.task_id, bad31.task_id, fresh.task_id })
+    app:close()
+    age({ ok8.task_id, bad8.task_id }, 8)
+    age({ bad31.task_id }, 31)
+    local kept = H.app(cfg, { store = { path = db, retention = false } })
+    for _, r in ipairs({ ok8, bad8, bad31, fresh }) do assert.is_truthy(kept:get(r.task_id)) end
+    kept:close()
+    local pruned = H.app(cfg, { store = { path = db } })
+    assert.is_nil(pruned:get(ok8.task_id))
+    assert.equal("failed", pruned:get(bad8.task_id).status)
+    assert.is_nil(pruned:get(bad31.task_id))
+    assert.equal("completed", pruned:get(fresh.task_id).status)
+    pruned:close()
+    H.rmdir(dir)
+  end)
+end)
