@@ -522,34 +522,8 @@ describe("memory is bounded by default", function()
     assert.is_true(app:stats().in_memory <= 5 + 1)
   end)
 
-  it("a child no run has been told about stays past the bound until it is announced (R-33)", function()
-    local app <close> = H.luagent.load_string([[
-local luagent = require "luagent"
-local function noticed(req)
-  for _, m in ipairs(req.messages) do
-    if m.role == "user" and m.content:find("[luagent] background results:", 1, true) then return true end
-  end
-end
-return luagent.config{
-  model = luagent.function_model(function(req)
-    if noticed(req) then return { text = "NOTICE SEEN" } end
-    if req.messages[#req.messages].content == "and?" or #req.messages > 2 then return { text = "no notice" } end
-    return { tool_calls = { { name = "work", arguments = {} } } }
-  end),
-  background_tasks = { enabled = true, keep_finished = { max = 3 } },
-  tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
-            luagent.tool{ name = "noop", handler = function() end } },
-  agents = { luagent.agent{ id = "sup", tools = { "work" } } },
-} ]], "=keep_max_notice")
-    assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
-    local child = app:list()[1]
-    assert.equal("completed", app:wait(child.task_id).tasks[1].status)
-    for _ = 1, 20 do app:wait(app:enqueue_tool("noop", {}).task_id) end
-    assert.is_truthy(app:get(child.task_id), "an unannounced child left memory")
-    assert.equal("NOTICE SEEN", app:chat("sup", "and?", { thread_id = "t" }).final)
-    for _ = 1, 20 do app:wait(app:enqueue_tool("noop", {}).task_id) end
-    assert.is_nil(app:get(child.task_id)) -- announced: it may leave now
-  end)
+  -- a child no run has been told about stays past the bound until it is
+  -- announced: tests/bg_edge_spec.lua (R-33), by age and by count
 
   it("a file store keeps completed tasks a week and failed ones 30 days by default; retention = false keeps all", function()
     if not S.have_sqlite3() then pending("needs the sqlite3 command") return end
