@@ -747,6 +747,13 @@ int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int ti
   return rc;
 }
 
+void lg_hold(lg_app *a, char **ids, int n, int delta) {
+  pthread_mutex_lock(&a->mu);
+  mark_waited(a, ids, n, delta);
+  if (delta < 0) evict_finished(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
 /* --------------------------------------------------------------- close */
 
 int lg_close(lg_app *a, int mode, double grace_s, int wait) {

@@ -258,6 +258,9 @@ int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
  * 0 when not, -1 on bad ids (err set). */
 int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
                   buf_t *out, lg_err *err);
+/* A host wait on ids begins (delta 1) or ends (-1): while it lasts, those
+ * tasks stay in memory, as for a worker's wait. */
+void lg_hold(lg_app *a, char **ids, int n, int delta);
 
 /* host side */
 uint64_t lg_gen(lg_app *a);

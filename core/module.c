@@ -303,6 +303,15 @@ static int l_app_wait_check(lua_State *L) {
   return 2;
 }
 
+/* hold(ids, delta): a host wait on ids begins (1) or ends (-1) */
+static int l_app_hold(lua_State *L) {
+  app_ud *u = check_app(L);
+  int n;
+  char **ids = check_ids(L, 2, &n);
+  lg_hold(u->app, ids, n, luaL_checkinteger(L, 3) < 0 ? -1 : 1);
+  return 0;
+}
+
 static int l_app_gen(lua_State *L) {
   app_ud *u = check_app(L);
   lua_pushinteger(L, (lua_Integer)lg_gen(u->app));
@@ -895,7 +904,8 @@ static const luaL_Reg app_methods[] = {
     {"thread_put", l_app_thread_put},
     {"claim", l_app_claim},
     {"unclaim", l_app_unclaim},
-    {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
+    {"wait_check", l_app_wait_check}, {"hold", l_app_hold},
+    {"gen", l_app_gen},
     {"block", l_app_block},           {"take", l_app_take},
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
     {"emit", l_app_emit},             {"events", l_app_events},

@@ -522,6 +522,21 @@ describe("memory is bounded by default", function()
     assert.is_true(app:stats().in_memory <= 5 + 1)
   end)
 
+  it("the tasks an app:wait is on stay in memory past the bound until it returns", function()
+    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   global_concurrency = 1, keep_finished = { max = 5 } },
+                                   tools = { T.echo, T.nap } } ]])
+    -- the nap holds the only slot, so nothing has finished when the wait starts
+    local ids = { app:enqueue_tool("nap", { s = 0.3 }).task_id }
+    for i = 2, 30 do ids[i] = app:enqueue_tool("echo", { i = i }).task_id end
+    local w = app:wait(ids, { timeout_s = 20 })
+    assert.is_true(w.done)
+    for i = 2, 30 do assert.equal(i, w.tasks[i].result.i) end
+    -- after the wait they leave as usual
+    app:wait(app:enqueue_tool("echo", {}).task_id)
+    assert.is_true(app:stats().in_memory <= 5)
+  end)
+
   -- a child no run has been told about stays past the bound until it is
   -- announced: tests/bg_edge_spec.lua (R-33), by age and by count
 

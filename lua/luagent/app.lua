@@ -280,6 +280,11 @@ end
 function App:_wait_tasks(ids, any, deadline, stop)
   local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
   if not ok then error(err, 0) end
+  -- the tasks stay in memory until the wait returns, however many finish
+  -- meanwhile (keep_finished.max)
+  self._core:hold(ids, 1)
+  local core_app = self._core
+  local _ <close> = setmetatable({}, { __close = function() core_app:hold(ids, -1) end })
   local value = self:_wait_until(function()
     local d, v = self._core:wait_check(ids, any, false)
     if d then return v end
