@@ -71,20 +71,15 @@ local keep_finished_spec = {
 -- keep_finished_s = false) keeps them all. Returns {max, ttl_s} or false.
 local function keep_finished_settings(bt)
   local kf, alias = bt.keep_finished, bt.keep_finished_s
-  if kf == false or alias == false then
-    if kf ~= nil and alias ~= nil and (kf ~= false or alias ~= false) then
-      error("luagent.config background_tasks: give keep_finished or keep_finished_s, not both", 0)
-    end
-    return false
+  if kf ~= nil and alias ~= nil then
+    error("luagent.config background_tasks: keep_finished_s is the older name of " ..
+      "keep_finished.ttl_s; give one of them", 0)
   end
+  if kf == false or alias == false then return false end
   kf = options.check("luagent.config background_tasks.keep_finished", kf, keep_finished_spec, 5)
-  if alias ~= nil and kf.ttl_s ~= nil then
-    error("luagent.config background_tasks: keep_finished_s is keep_finished.ttl_s; give one of them", 0)
-  end
   local max, ttl = kf.max, kf.ttl_s
-  if ttl == nil then ttl = alias end
   if max == nil then max = 10000 end
-  if ttl == nil then ttl = 3600 end
+  if ttl == nil then ttl = alias or 3600 end
   return { max = max or nil, ttl_s = ttl or nil }
 end
 
