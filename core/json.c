@@ -396,12 +396,31 @@ static char *put_utf8(char *o, unsigned cp) {
   return o;
 }
 
-/* Pushes the string at d->p (a '"'). Strings without escapes are pushed
- * straight from the input; otherwise the unescaped bytes go into a
- * luaL_Buffer, which is never longer than the literal. */
+/* Raw bytes of a string literal, as UTF-8: a byte that starts no valid
+ * sequence becomes U+FFFD (README, JSON), as the encoder writes it. */
+static char *put_raw(char *o, const char *r, const char *end) {
+  while (r < end) {
+    size_t k = lg_utf8_seq(r, (size_t)(end - r));
+    if (k) {
+      memcpy(o, r, k);
+      o += k;
+      r += k;
+    } else {
+      memcpy(o, LG_UTF8_REPLACEMENT, 3);
+      o += 3;
+      r++;
+    }
+  }
+  return o;
+}
+
+/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
+ * straight from the input; otherwise the bytes go into a luaL_Buffer sized
+ * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
 static int dec_string(dec_t *d) {
   const char *open = d->p, *q = open + 1;
   int esc = 0;
+  size_t bad = 0; /* bytes that start no valid UTF-8 sequence */
   for (;; q++) {
     if (q >= d->e) return dec_error(d, open, "unterminated string");
     unsigned char c = (unsigned char)*q;
@@ -410,19 +429,26 @@ static int dec_string(dec_t *d) {
     if (c == '\\') {
       esc = 1;
       if (++q >= d->e) return dec_error(d, open, "unterminated string");
+    } else if (c >= 0x80) {
+      /* a valid sequence holds no '"' or '\\', so it never hides one */
+      size_t k = lg_utf8_seq(q, (size_t)(d->e - q));
+      if (k) q += k - 1;
+      else bad++;
     }
   }
   const char *r = open + 1;
   d->p = q + 1;
-  if (!esc) {
+  if (!esc && !bad) {
     lua_pushlstring(d->L, r, (size_t)(q - r));
     return 0;
   }
   luaL_Buffer b;
-  char *o0 = luaL_buffinitsize(d->L, &b, (size_t)(q - r)), *o = o0;
+  char *o0 = luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad), *o = o0;
   while (r < q) {
     if (*r != '\\') {
-      *o++ = *r++;
+      const char *run = r;
+      while (r < q && *r != '\\') r++;
+      o = put_raw(o, run, r);
       continue;
     }
     const char *at = r;

@@ -363,10 +363,12 @@ describe("luagent.json", function()
       assert.equals("\u{fffd}x", json.decode('"\\ud83dx"'))
     end)
 
-    it("pass raw bytes through", function()
-      local s = "h\u{e9}llo \u{1f600} \xff\xfe"
+    it("pass valid UTF-8 through and turn each invalid byte into U+FFFD", function()
+      local s = "h\u{e9}llo \u{1f600} "
       assert.equals('"' .. s .. '"', json.encode(s))
       assert.equals(s, json.decode('"' .. s .. '"'))
+      assert.equals('"' .. s .. '\u{fffd}\u{fffd}"', json.encode(s .. "\xff\xfe"))
+      assert.equals(s .. "\u{fffd}\u{fffd}", json.decode('"' .. s .. '\xff\xfe"'))
     end)
 
     it("decode long strings with and without escapes", function()
