@@ -69,6 +69,9 @@ const char *lg_status_name(int s);
 int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen);
 /* Pushes the decoded value and returns 0, or pushes nothing and returns -1. */
 int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+/* 0 if lg_json_decode would accept the text, else -1 with the message it
+ * would give; plain C (no Lua state), safe under any mutex. */
+int lg_json_check(const char *s, size_t len, char *err, size_t errlen);
 /* Decode, raising a Lua error on bad input. */
 void lg_json_push(lua_State *L, const char *s, size_t len);
 /* Pushes the `luagent.json` C table: encode, decode, array, is_array,

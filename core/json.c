@@ -343,6 +343,8 @@ int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen) 
 
 /* ---- decoder --------------------------------------------------------------- */
 
+/* With L NULL the decoder only checks the text (lg_json_check): the same
+ * grammar and the same messages, no Lua and no allocation. */
 typedef struct {
   lua_State *L;
   const char *s, *p, *e; /* input, cursor, end */
@@ -377,7 +379,14 @@ static int hex4(const char *p) {
   return v;
 }
 
+/* The writers below take o == NULL (checking only) and then write nothing. */
+static char *put_c(char *o, char c) {
+  if (o) *o++ = c;
+  return o;
+}
+
 static char *put_utf8(char *o, unsigned cp) {
+  if (!o) return NULL;
   if (cp < 0x80) {
     *o++ = (char)cp;
   } else if (cp < 0x800) {
@@ -399,7 +408,7 @@ static char *put_utf8(char *o, unsigned cp) {
 /* Raw bytes of a string literal, as UTF-8: a byte that starts no valid
  * sequence becomes U+FFFD (README, JSON), as the encoder writes it. */
 static char *put_raw(char *o, const char *r, const char *end) {
-  while (r < end) {
+  while (o && r < end) {
     size_t k = lg_utf8_seq(r, (size_t)(end - r));
     if (k) {
       memcpy(o, r, k);
@@ -439,11 +448,12 @@ static int dec_string(dec_t *d) {
   const char *r = open + 1;
   d->p = q + 1;
   if (!esc && !bad) {
-    lua_pushlstring(d->L, r, (size_t)(q - r));
+    if (d->L) lua_pushlstring(d->L, r, (size_t)(q - r));
     return 0;
   }
+  if (!esc && !d->L) return 0;
   luaL_Buffer b;
-  char *o0 = luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad), *o = o0;
+  char *o0 = d->L ? luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
   while (r < q) {
     if (*r != '\\') {
       const char *run = r;
@@ -454,14 +464,14 @@ static int dec_string(dec_t *d) {
     const char *at = r;
     r += 2;
     switch (at[1]) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '/': *o++ = '/'; break;
-      case 'b': *o++ = '\b'; break;
-      case 'f': *o++ = '\f'; break;
-      case 'n': *o++ = '\n'; break;
-      case 'r': *o++ = '\r'; break;
-      case 't': *o++ = '\t'; break;
+      case '"': o = put_c(o, '"'); break;
+      case '\\': o = put_c(o, '\\'); break;
+      case '/': o = put_c(o, '/'); break;
+      case 'b': o = put_c(o, '\b'); break;
+      case 'f': o = put_c(o, '\f'); break;
+      case 'n': o = put_c(o, '\n'); break;
+      case 'r': o = put_c(o, '\r'); break;
+      case 't': o = put_c(o, '\t'); break;
       case 'u': {
         int cp = q - r >= 4 ? hex4(r) : -1;
         if (cp < 0) return dec_error(d, at, "invalid escape");
@@ -484,7 +494,7 @@ static int dec_string(dec_t *d) {
         return dec_error(d, at, "invalid escape");
     }
   }
-  luaL_pushresultsize(&b, (size_t)(o - o0));
+  if (d->L) luaL_pushresultsize(&b, (size_t)(o - o0));
   return 0;
 }
 
@@ -525,7 +535,7 @@ static int dec_number(dec_t *d) {
       if (!neg) i = (lua_Integer)v;
       else if (v == (uint64_t)1 << 63) i = LUA_MININTEGER;
       else i = -(lua_Integer)v;
-      lua_pushinteger(d->L, i);
+      if (d->L) lua_pushinteger(d->L, i);
       return 0;
     }
   }
@@ -541,6 +551,7 @@ static int dec_number(dec_t *d) {
   locale_end(old);
   if (buf != tmp) free(buf);
   if (isinf(x)) return dec_error(d, start, "invalid number (out of range)");
+  if (!d->L) return 0;
   if (x == floor(x) && fabs(x) < TWO53) lua_pushinteger(d->L, (lua_Integer)x);
   else lua_pushnumber(d->L, (lua_Number)x);
   return 0;
@@ -557,7 +568,7 @@ static int dec_value(dec_t *d);
 
 static int dec_enter(dec_t *d) {
   if (++d->depth > MAXDEPTH) return dec_error(d, d->p, "nesting too deep");
-  if (!lua_checkstack(d->L, 8)) return dec_error(d, d->p, "Lua stack overflow");
+  if (d->L && !lua_checkstack(d->L, 8)) return dec_error(d, d->p, "Lua stack overflow");
   d->p++;
   skip_ws(d);
   return 0;
@@ -566,15 +577,17 @@ static int dec_enter(dec_t *d) {
 static int dec_array(dec_t *d) {
   lua_State *L = d->L;
   if (dec_enter(d)) return -1;
-  lua_newtable(L);
-  lua_pushvalue(L, d->mt);
-  lua_setmetatable(L, -2);
+  if (L) {
+    lua_newtable(L);
+    lua_pushvalue(L, d->mt);
+    lua_setmetatable(L, -2);
+  }
   if (peek(d) == ']') {
     d->p++;
   } else {
     for (lua_Integer i = 1;; i++) {
       if (dec_value(d)) return -1;
-      lua_rawseti(L, -2, i);
+      if (L) lua_rawseti(L, -2, i);
       skip_ws(d);
       int c = peek(d);
       if (c != ',' && c != ']') return dec_error(d, d->p, "expected ',' or ']'");
@@ -589,7 +602,7 @@ static int dec_array(dec_t *d) {
 static int dec_object(dec_t *d) {
   lua_State *L = d->L;
   if (dec_enter(d)) return -1;
-  lua_newtable(L);
+  if (L) lua_newtable(L);
   if (peek(d) == '}') {
     d->p++;
   } else {
@@ -602,11 +615,11 @@ static int dec_object(dec_t *d) {
       d->p++;
       if (dec_value(d)) return -1;
       /* A null member leaves the key absent (and drops an earlier duplicate). */
-      if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
+      if (L && lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
         lua_pop(L, 1);
         lua_pushnil(L);
       }
-      lua_rawset(L, -3);
+      if (L) lua_rawset(L, -3);
       skip_ws(d);
       int c = peek(d);
       if (c != ',' && c != '}') return dec_error(d, d->p, "expected ',' or '}'");
@@ -626,15 +639,15 @@ static int dec_value(dec_t *d) {
     case '"': return dec_string(d);
     case 't':
       if (dec_literal(d, "true", 4)) return -1;
-      lua_pushboolean(d->L, 1);
+      if (d->L) lua_pushboolean(d->L, 1);
       return 0;
     case 'f':
       if (dec_literal(d, "false", 5)) return -1;
-      lua_pushboolean(d->L, 0);
+      if (d->L) lua_pushboolean(d->L, 0);
       return 0;
     case 'n':
       if (dec_literal(d, "null", 4)) return -1;
-      lua_pushlightuserdata(d->L, LG_JSON_NULL);
+      if (d->L) lua_pushlightuserdata(d->L, LG_JSON_NULL);
       return 0;
     default:
       if (peek(d) == '-' || IS_DIGIT(peek(d))) return dec_number(d);
@@ -663,6 +676,18 @@ int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
   }
   lua_settop(L, top);
   return -1;
+}
+
+int lg_json_check(const char *s, size_t len, char *err, size_t errlen) {
+  if (!s) {
+    s = "";
+    len = 0;
+  }
+  dec_t d = {NULL, s, s, s + len, err, errlen, 0, 0};
+  if (err && errlen) err[0] = '\0';
+  if (dec_value(&d) != 0) return -1;
+  skip_ws(&d);
+  return d.p == d.e ? 0 : dec_error(&d, d.p, "trailing garbage");
 }
 
 void lg_json_push(lua_State *L, const char *s, size_t len) {
