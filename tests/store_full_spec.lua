@@ -64,7 +64,13 @@ describe("store: writes that fail after load", function()
     local rec = app:get(t.task_id)
     assert.equal("completed", rec.status)
     assert.equal(BIG, #rec.result)
+    -- its last record goes to the writer as it ends: wait for the verdict
     local info = app:store_info()
+    local deadline = H.now() + 10
+    while #info.unsaved == 0 and H.now() < deadline do
+      app:poll{ wait_ms = 10 }
+      info = app:store_info()
+    end
     assert.same({ t.task_id }, info.unsaved)
     assert.is_true(info.write_failures >= 1)
     assert.is_truthy(info.error:find(db, 1, true), info.error)
@@ -85,7 +91,7 @@ describe("store: writes that fail after load", function()
     app._core:store_limit_pages(1)
     local failures = app:store_info().write_failures
     assert.is_true(failures >= 4)
-    local deadline = H.now() + 10
+    deadline = H.now() + 10
     while #errors < failures and H.now() < deadline do app:poll{ wait_ms = 20 } end
     assert.equal(failures, #errors)
     assert.same(errors, logs)
@@ -99,7 +105,11 @@ describe("store: writes that fail after load", function()
     assert.is_true(app._core:store_limit_pages(0) > limit)
     local after = app:enqueue_tool("echo", { after = true })
     assert.is_true(app:wait({ after.task_id }, { timeout_s = 10 }).done)
-    info = app:store_info()
+    deadline = H.now() + 10
+    repeat
+      app:poll{ wait_ms = 10 }
+      info = app:store_info()
+    until #info.unsaved == 0 or H.now() > deadline
     assert.same({}, info.unsaved)
     assert.equal(failures, info.write_failures) -- nothing failed since
     app:close()
