@@ -158,9 +158,12 @@ static int enc_float(enc_t *e, double x) {
     if (strtod(tmp, NULL) == x) break;
   }
   locale_end(old);
-  /* An integral float prints like the equal integer ("2"): equal values give
-   * equal bytes, and decode turns it into that integer. */
+  /* An integral float below 2^53 prints like the equal integer ("2"): equal
+   * values give equal bytes, and decode turns it into that integer. From
+   * 2^53 on decode keeps a float a float, so plain digits get a ".0" (else
+   * they would read back as an integer). */
   buf_adds(e->out, tmp);
+  if (fabs(x) >= TWO53 && !strpbrk(tmp, ".e")) buf_add(e->out, ".0", 2);
   return 0;
 }
 

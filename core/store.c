@@ -61,7 +61,7 @@ struct lg_store {
     uint64_t lo, hi;
     char msg[MSG_LEN];
   } fails[FAIL_RING];
-  uint64_t nfails, write_failures, read_failures;
+  uint64_t nfails, evicted_hi, write_failures, read_failures;
   char last_error[MSG_LEN];
   char read_msgs[READ_MSGS][MSG_LEN];
   int nread_msgs;
@@ -257,22 +257,21 @@ static void note_write_failure(lg_store *st, uint64_t lo, uint64_t hi, const cha
   snprintf(st->last_error, sizeof st->last_error, "%s", msg);
   if (hi <= lo) return;
   unsigned i = (unsigned)(st->nfails++ % FAIL_RING);
+  if (st->nfails > FAIL_RING) st->evicted_hi = st->fails[i].hi; /* forgotten from here down */
   st->fails[i].lo = lo;
   st->fails[i].hi = hi;
   snprintf(st->fails[i].msg, sizeof st->fails[i].msg, "%s", msg);
 }
 
-/* The message of the failed batch that held `ticket`, or NULL. Past the
- * remembered batches the answer is a failure (it may have been one). */
+/* The message of the failed batch that held `ticket`, or NULL. A ticket in
+ * the span of forgotten failures counts as failed (it may have been). */
 static const char *failure_of(lg_store *st, uint64_t ticket) {
   uint64_t kept = st->nfails < FAIL_RING ? st->nfails : FAIL_RING;
   for (uint64_t k = 0; k < kept; k++) {
     unsigned i = (unsigned)((st->nfails - 1 - k) % FAIL_RING);
     if (ticket > st->fails[i].lo && ticket <= st->fails[i].hi) return st->fails[i].msg;
-    if (k == kept - 1 && st->nfails > FAIL_RING && ticket <= st->fails[i].lo)
-      return st->fails[i].msg;
   }
-  return NULL;
+  return ticket <= st->evicted_hi ? st->last_error : NULL;
 }
 
 /* Tell the app, on the writer thread with no store lock held. */

@@ -4,8 +4,9 @@
  *  - lg_json_check and lg_json_decode agree: both accept it, or both refuse
  *    it with the same message;
  *  - what decodes encodes without error to valid UTF-8 that the check
- *    accepts, and decode -> encode -> decode -> encode gives the same bytes
- *    (the JSON rule of README: sorted keys, U+FFFD for invalid bytes, ...);
+ *    accepts, decode -> encode -> decode gives the same value (integer and
+ *    float subtypes, array marks and all) and encoding that gives the same
+ *    bytes again (the JSON rules of README: sorted keys, U+FFFD, ...);
  *  - the input taken as one Lua string encodes to valid UTF-8 that decodes
  *    to a string encoding to the same bytes again.
  * Everything runs inside lua_pcall: a Lua error there is a bug too. */
@@ -14,6 +15,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -33,6 +35,46 @@ static int valid_utf8(const char *s, size_t n) {
     i += k;
   }
   return 1;
+}
+
+/* The values at a and b are the same JSON data, down to number subtypes
+ * and array marks. */
+static int same_value(lua_State *L, int a, int b) {
+  a = lua_absindex(L, a);
+  b = lua_absindex(L, b);
+  int t = lua_type(L, a);
+  if (t != lua_type(L, b)) return 0;
+  if (t == LUA_TNUMBER) {
+    if (lua_isinteger(L, a) != lua_isinteger(L, b)) return 0;
+    if (lua_isinteger(L, a)) return lua_tointeger(L, a) == lua_tointeger(L, b);
+    double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
+    return x == y && signbit(x) == signbit(y);
+  }
+  if (t != LUA_TTABLE) return lua_rawequal(L, a, b);
+  CHECK(lua_checkstack(L, 6));
+  int ma = lua_getmetatable(L, a), mb = lua_getmetatable(L, b);
+  int same_mt = ma == mb && (!ma || lua_rawequal(L, -1, -2));
+  lua_pop(L, ma + mb);
+  if (!same_mt || lua_rawlen(L, a) != lua_rawlen(L, b)) return 0;
+  size_t na = 0, nb = 0;
+  lua_pushnil(L);
+  while (lua_next(L, a)) {
+    na++;
+    lua_pushvalue(L, -2);
+    lua_rawget(L, b);
+    int ok = same_value(L, -2, -1);
+    lua_pop(L, 2);
+    if (!ok) {
+      lua_pop(L, 1);
+      return 0;
+    }
+  }
+  lua_pushnil(L);
+  while (lua_next(L, b)) {
+    nb++;
+    lua_pop(L, 1);
+  }
+  return na == nb;
 }
 
 /* Encode the value at the top of the stack; the text is pushed as a string
@@ -61,8 +103,10 @@ static int run(lua_State *L) {
     CHECK(strcmp(err1, err2) == 0 && strstr(err1, " at byte ") != NULL);
   } else {
     size_t n1, n2;
+    int v1 = lua_gettop(L);
     const char *s1 = encode_top(L, &n1);
     CHECK(lg_json_decode(L, s1, n1, err1, sizeof err1) == 0);
+    CHECK(same_value(L, v1, -1));
     const char *s2 = encode_top(L, &n2);
     CHECK(n1 == n2 && memcmp(s1, s2, n1) == 0);
   }
