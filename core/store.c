@@ -676,6 +676,7 @@ lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, siz
     if (sqlite3_step(ps) == SQLITE_ROW && sqlite3_column_text(ps, 0))
       snprintf(st->journal_mode, sizeof st->journal_mode, "%s",
                (const char *)sqlite3_column_text(ps, 0));
+    if (sqlite3_step(ps) != SQLITE_DONE) st->journal_mode[0] = '\0'; /* not read after all */
     sqlite3_finalize(ps);
   }
   int64_t v;
