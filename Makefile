@@ -35,7 +35,7 @@ MODULE := $(OUT)/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket luarocks sqlite3 pkg-config gcc make
 
-.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install
+.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install objects
 
 all: $(MODULE)
 
@@ -146,6 +146,14 @@ build/test_sse: tests/c/test_sse.c core/sse.c core/sse.h
 
 c-tests: build/test_sse
 	./build/test_sse
+
+# One object per core file, for the symbol check of tests/c_spec.lua (nm).
+OBJ := $(patsubst core/%.c,build/obj/%.o,$(SRC))
+build/obj/%.o: core/%.c $(HDR) Makefile
+	@mkdir -p build/obj
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+objects: $(OBJ)
 
 build/fuzz_sse: tests/fuzz/fuzz_sse.c core/sse.c core/sse.h
 	@mkdir -p build

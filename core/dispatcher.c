@@ -68,9 +68,9 @@ static void admit(lg_app *a, lg_task *t) {
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
   char summary[64];
   snprintf(summary, sizeof summary, "attempt %d started", t->attempts);
-  task_event(a, t, "task_started", payload, summary);
-  queue_callback(a, W_STARTED, "task_started", t);
-  persist(a, t);
+  lg_task_event(a, t, "task_started", payload, summary);
+  lg_queue_callback(a, W_STARTED, "task_started", t);
+  lg_persist(a, t);
   /* hand it to an idle worker, or start one */
   for (lg_worker *w = a->workers; w; w = w->next) {
     if (w->idle && !w->task && !w->exiting) {
@@ -90,18 +90,18 @@ static void admit(lg_app *a, lg_task *t) {
     free(t->error_message);
     t->error_kind = strdup("worker");
     t->error_message = strdup("could not start a worker thread");
-    finish_task(a, t, TS_FAILED);
+    lg_finish_task(a, t, TS_FAILED);
   }
 }
 
 /* Put a task counted in a->queued back on its agent's queue. The heap only
  * grows here; if it cannot, the task fails rather than sit in no queue. */
-void requeue(lg_app *a, lg_task *t) {
+void lg_requeue(lg_app *a, lg_task *t) {
   t->phase = PH_QUEUED;
-  if (aq_push(t->aq, t) == 0) return;
+  if (lg_aq_push(t->aq, t) == 0) return;
   a->queued--;
-  set_error(t, "runtime", "out of memory while queueing the task");
-  finish_task(a, t, TS_FAILED);
+  lg_set_error(t, "runtime", "out of memory while queueing the task");
+  lg_finish_task(a, t, TS_FAILED);
 }
 
 /* An agent's best task that may start now. Usually the head of its queue;
@@ -113,7 +113,7 @@ static lg_task *agent_candidate(const lg_app *a, const lg_agentq *q) {
   lg_task *best = NULL;
   for (int i = 1; i < q->n; i++) {
     lg_task *t = q->heap[i];
-    if (thread_ok(a, t) && (!best || task_before(t, best))) best = t;
+    if (thread_ok(a, t) && (!best || lg_task_before(t, best))) best = t;
   }
   return best;
 }
@@ -125,7 +125,7 @@ static void retry_due(lg_app *a, int64_t now) {
     if (t->retry_at <= now) {
       *pp = t->lnext;
       t->lnext = NULL;
-      requeue(a, t);
+      lg_requeue(a, t);
     } else {
       pp = &t->lnext;
     }
@@ -138,7 +138,7 @@ static int subtree_holds_slot(const lg_task *c) {
   return 0;
 }
 
-void schedule(lg_app *a) {
+void lg_schedule(lg_app *a) {
   if (a->closing) return;
   retry_due(a, lg_wall_ms());
   /* Tasks coming back from a wait take a slot ahead of queued tasks (R-27).
@@ -168,16 +168,16 @@ void schedule(lg_app *a) {
     for (lg_agentq *q = a->agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
       lg_task *h = agent_candidate(a, q);
-      if (h && (!best || task_before(h, best))) best = h;
+      if (h && (!best || lg_task_before(h, best))) best = h;
     }
     if (!best) break;
-    aq_remove(best->aq, best);
+    lg_aq_remove(best->aq, best);
     admit(a, best);
   }
 }
 
 /* Earliest retry time, for the workers' timed waits (0 = none). */
-int64_t next_retry_mono(lg_app *a) {
+int64_t lg_next_retry_mono(lg_app *a) {
   int64_t best = 0;
   for (lg_task *t = a->retry_head; t; t = t->lnext)
     if (!best || t->retry_at < best) best = t->retry_at;
@@ -198,7 +198,7 @@ static void boost_tree(lg_app *a, lg_task *t, int boost) {
   for (lg_task *c = t; c; c = c->next_sibling) {
     if (c->phase == PH_QUEUED && c->boost < boost) {
       c->boost = boost;
-      heap_up(c->aq, c->heap_idx);
+      lg_heap_up(c->aq, c->heap_idx);
     } else if (c->boost < boost) {
       c->boost = boost;
     }
@@ -213,7 +213,7 @@ static void lend(lg_app *a, lg_task *w) {
     int b = in_wait_set(w, c->id) ? 2 : 1;
     if (c->phase == PH_QUEUED && c->boost < b) {
       c->boost = b;
-      heap_up(c->aq, c->heap_idx);
+      lg_heap_up(c->aq, c->heap_idx);
     } else if (c->boost < b) {
       c->boost = b;
     }
@@ -221,10 +221,10 @@ static void lend(lg_app *a, lg_task *w) {
   }
   /* waited-on tasks that are not children (same scope, other parent) */
   for (int i = 0; i < w->wait_n; i++) {
-    lg_task *x = task_find(a, w->wait_ids[i]);
+    lg_task *x = lg_task_find(a, w->wait_ids[i]);
     if (x && x->phase == PH_QUEUED && x->boost < 2) {
       x->boost = 2;
-      heap_up(x->aq, x->heap_idx);
+      lg_heap_up(x->aq, x->heap_idx);
     }
   }
 }
@@ -241,7 +241,7 @@ static int inherited_boost(const lg_task *parent) {
 static int wait_satisfied(lg_app *a, lg_task *w) {
   int done = 0;
   for (int i = 0; i < w->wait_n; i++) {
-    lg_task *x = task_find(a, w->wait_ids[i]);
+    lg_task *x = lg_task_find(a, w->wait_ids[i]);
     if (!x || TS_TERMINAL(x->status)) done++;
   }
   return w->wait_any ? done > 0 : done == w->wait_n;
@@ -259,27 +259,27 @@ static void notify_waiters(lg_app *a) {
 
 static void cascade(lg_app *a, lg_task *t);
 
-void finish_task(lg_app *a, lg_task *t, int status) {
+void lg_finish_task(lg_app *a, lg_task *t, int status) {
   t->status = status;
   t->phase = PH_DONE;
   t->finished_at = lg_wall_ms(); /* before the slot is released */
   a->finished[status]++;
   buf_t p;
-  buf_init(&p);
-  buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
-  add_error(&p, t);
-  add_raw_field(&p, "late_result", t->late_result_json);
-  buf_addc(&p, '}');
+  lg_buf_init(&p);
+  lg_buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
+  lg_add_error(&p, t);
+  lg_add_raw_field(&p, "late_result", t->late_result_json);
+  lg_buf_addc(&p, '}');
   char summary[128];
   snprintf(summary, sizeof summary, "%s%s%s", lg_status_name(status), t->error_message ? ": " : "",
            t->error_message ? t->error_message : "");
-  task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
-  buf_free(&p);
-  queue_callback(a, W_FINISHED, "task_finished", t);
-  persist(a, t);
+  lg_task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
+  lg_buf_free(&p);
+  lg_queue_callback(a, W_FINISHED, "task_finished", t);
+  lg_persist(a, t);
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
   notify_waiters(a);
-  bump(a);
+  lg_bump(a);
 }
 
 /* ------------------------------------------------------------- eviction */
@@ -297,7 +297,7 @@ static int evictable(const lg_task *t, int64_t cutoff) {
 /* Tasks a worker is waiting on stay in memory until its wait returns. */
 static void mark_waited(lg_app *a, char **ids, int n, int delta) {
   for (int i = 0; i < n; i++) {
-    lg_task *x = task_find(a, ids[i]);
+    lg_task *x = lg_task_find(a, ids[i]);
     if (x) x->waited += delta;
   }
 }
@@ -309,8 +309,8 @@ static void evict(lg_app *a, lg_task *t) {
     if (*pp) *pp = t->next_sibling;
   }
   for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
-  task_remove(a, t);
-  task_free(t);
+  lg_task_remove(a, t);
+  lg_task_free(t);
 }
 
 static void evict_finished(lg_app *a) {
@@ -338,7 +338,7 @@ static void evict_finished(lg_app *a) {
   free(v);
 }
 
-void set_error(lg_task *t, const char *kind, const char *msg) {
+void lg_set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_status = 0;
   free(t->error_kind);
   free(t->error_message);
@@ -364,13 +364,13 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
   if (t->phase == PH_RECOVERING) { /* restored, in no queue yet */
     t->cancel_requested = 1;
-    set_error(t, "cancelled", "cancelled with its parent");
-    finish_task(a, t, TS_CANCELLED);
+    lg_set_error(t, "cancelled", "cancelled with its parent");
+    lg_finish_task(a, t, TS_CANCELLED);
     return 1;
   }
   if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
     if (t->phase == PH_QUEUED) {
-      aq_remove(t->aq, t);
+      lg_aq_remove(t->aq, t);
     } else {
       for (lg_task **pp = &a->retry_head; *pp; pp = &(*pp)->lnext)
         if (*pp == t) {
@@ -381,17 +381,17 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
     }
     a->queued--;
     t->cancel_requested = 1;
-    set_error(t, "cancelled", reason == STOP_CLOSE_CANCEL ? "cancelled: the app was closed"
+    lg_set_error(t, "cancelled", reason == STOP_CLOSE_CANCEL ? "cancelled: the app was closed"
                                                           : "cancelled before it started");
-    finish_task(a, t, TS_CANCELLED);
+    lg_finish_task(a, t, TS_CANCELLED);
     return 1;
   }
   int expected = STOP_NONE;
   int first = atomic_compare_exchange_strong(&t->stop, &expected, reason);
   if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
-    task_event(a, t, "cancel_requested", "{}", "cancel requested");
-    persist(a, t);
+    lg_task_event(a, t, "cancel_requested", "{}", "cancel requested");
+    lg_persist(a, t);
   }
   if (t->phase == PH_RESUMING) {
     /* it no longer needs the slot it was queued for (even when it was
@@ -401,7 +401,7 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   }
   if (!first) return 1; /* already stopping */
   if (t->worker) lg_worker_wake(t->worker);
-  bump(a);
+  lg_bump(a);
   return 1;
 }
 
@@ -414,19 +414,19 @@ static void cascade(lg_app *a, lg_task *t) {
 
 int lg_cancel(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (!t) {
     /* one that left memory is finished: report its stored status */
     buf_t rec;
-    buf_init(&rec);
+    lg_buf_init(&rec);
     char st[16];
-    int found = stored_record(a, id, &rec, st) == 0;
-    buf_free(&rec);
+    int found = lg_stored_record(a, id, &rec, st) == 0;
+    lg_buf_free(&rec);
     pthread_mutex_unlock(&a->mu);
     if (!found) return -1;
-    buf_addf(out, "{\"ok\":false,\"status\":\"%s\",\"task_id\":", st);
-    buf_add_jstr(out, id, strlen(id));
-    buf_addc(out, '}');
+    lg_buf_addf(out, "{\"ok\":false,\"status\":\"%s\",\"task_id\":", st);
+    lg_buf_add_jstr(out, id, strlen(id));
+    lg_buf_addc(out, '}');
     return 0;
   }
   int ok = 0;
@@ -434,10 +434,10 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
     ok = stop_task(a, t, STOP_CANCEL);
     cascade(a, t);
   }
-  buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
+  lg_buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
            lg_status_name(t->status));
-  buf_add_jstr(out, t->id, strlen(t->id));
-  buf_addc(out, '}');
+  lg_buf_add_jstr(out, t->id, strlen(t->id));
+  lg_buf_addc(out, '}');
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -464,8 +464,8 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
-  cond_init(&a->host_cv);
-  cond_init(&a->workers_cv);
+  lg_cond_init(&a->host_cv);
+  lg_cond_init(&a->workers_cv);
   atomic_init(&a->refs, 1);
   a->next_event_seq = 1;
   lg_make_id("app_", a->id);
@@ -479,7 +479,7 @@ static void app_free(lg_app *a) {
   for (size_t i = 0; i < a->tab_cap; i++) {
     for (lg_task *t = a->tab[i], *nx; t; t = nx) {
       nx = t->hnext;
-      task_free(t);
+      lg_task_free(t);
     }
   }
   free(a->tab);
@@ -516,7 +516,7 @@ void lg_app_release(lg_app *a) {
 
 /* ------------------------------------------------------------- enqueue */
 
-int *descendant_counter(lg_app *a, const char *key) {
+int *lg_descendant_counter(lg_app *a, const char *key) {
   for (lg_counter *c = a->descendants; c; c = c->next)
     if (strcmp(c->key, key) == 0) return &c->n;
   lg_counter *c = calloc(1, sizeof *c);
@@ -532,7 +532,7 @@ int *descendant_counter(lg_app *a, const char *key) {
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
   lg_task *t = calloc(1, sizeof *t);
   if (!t) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     return -1;
   }
   lg_make_id("tsk_", t->id);
@@ -558,7 +558,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   pthread_mutex_lock(&a->mu);
   evict_finished(a);
   if (a->closing) {
-    err_set(err, "rejected", "the app is closed");
+    lg_err_set(err, "rejected", "the app is closed");
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
@@ -571,45 +571,45 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
   if (parent && parent->max_depth >= 0 && t->depth > parent->max_depth) {
-    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
+    lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
     goto fail;
   }
   if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   /* depth and fan-out limits */
   if (t->depth > a->cfg.max_depth) {
-    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
+    lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
     goto fail;
   }
   int *count = NULL;
   if (r->root_key || parent) {
-    count = descendant_counter(a, t->root_key);
+    count = lg_descendant_counter(a, t->root_key);
     if (count && *count >= a->cfg.max_descendants) {
-      err_set(err, "limit", "max_descendants (%d) reached for this run tree",
+      lg_err_set(err, "limit", "max_descendants (%d) reached for this run tree",
               a->cfg.max_descendants);
       goto fail;
     }
   }
-  lg_agentq *q = aq_get(a, t->agent_id);
+  lg_agentq *q = lg_aq_get(a, t->agent_id);
   if (!q) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   /* backpressure */
   if (a->cfg.reject) {
     if (a->holders + a->queued >= a->cfg.global_concurrency) {
-      err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
+      lg_err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
       goto fail;
     }
     if (q->holders + q->n >= a->cfg.per_agent_concurrency) {
-      err_set(err, "rejected", "per_agent_concurrency (%d) reached for agent '%s'",
+      lg_err_set(err, "rejected", "per_agent_concurrency (%d) reached for agent '%s'",
               a->cfg.per_agent_concurrency, t->agent_id);
       goto fail;
     }
   } else if (a->queued >= a->cfg.max_queue) {
-    err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
+    lg_err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
     goto fail;
   }
   /* everything the heap orders by is set before the push */
@@ -619,13 +619,13 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->phase = PH_QUEUED;
   t->enqueued_at = lg_wall_ms();
   t->boost = inherited_boost(parent);
-  if (aq_push(q, t) != 0) {
-    err_set(err, "runtime", "out of memory");
+  if (lg_aq_push(q, t) != 0) {
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  if (task_insert(a, t) != 0) {
-    aq_remove(q, t);
-    err_set(err, "runtime", "out of memory");
+  if (lg_task_insert(a, t) != 0) {
+    lg_aq_remove(q, t);
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   if (count) (*count)++;
@@ -634,20 +634,20 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     parent->first_child = t;
   }
   a->queued++;
-  record_json(t, out);
+  lg_record_json(t, out);
   {
     char summary[96];
     snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
              t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
-    task_event(a, t, "task_enqueued", "{}", summary);
+    lg_task_event(a, t, "task_enqueued", "{}", summary);
   }
-  queue_callback(a, W_ENQUEUED, "task_enqueued", t);
-  persist(a, t);
+  lg_queue_callback(a, W_ENQUEUED, "task_enqueued", t);
+  lg_persist(a, t);
   uint64_t ticket = lg_store_ticket(a->store);
   lg_store *st = a->store;
   char id[sizeof t->id];
   memcpy(id, t->id, sizeof id);
-  schedule(a);
+  lg_schedule(a);
   pthread_mutex_unlock(&a->mu);
   /* durable before enqueue returns; the commit is not under our lock */
   char msg[300];
@@ -655,20 +655,20 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     /* not in the store: the caller is told, and the task does not go on
      * running as if it had been accepted */
     pthread_mutex_lock(&a->mu);
-    lg_task *x = task_find(a, id);
+    lg_task *x = lg_task_find(a, id);
     if (x && !TS_TERMINAL(x->status)) {
       stop_task(a, x, STOP_CANCEL);
-      if (!TS_TERMINAL(x->status)) set_error(x, "store", msg);
+      if (!TS_TERMINAL(x->status)) lg_set_error(x, "store", msg);
     }
     pthread_mutex_unlock(&a->mu);
-    buf_reset(out);
-    err_set(err, "store", "%s", msg);
+    lg_buf_reset(out);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   return 0;
 fail:
   pthread_mutex_unlock(&a->mu);
-  task_free(t);
+  lg_task_free(t);
   return -1;
 }
 
@@ -700,51 +700,51 @@ static int is_self_or_ancestor(const lg_task *caller, const lg_task *x) {
 }
 
 static void wait_entry(const lg_task *t, buf_t *b) {
-  buf_adds(b, "{\"task_id\":");
-  buf_add_jstr(b, t->id, strlen(t->id));
-  add_str_field(b, "status", lg_status_name(t->status));
-  add_str_field(b, "agent_id", t->agent_id);
-  add_str_field(b, "tool", t->tool);
-  buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
+  lg_buf_adds(b, "{\"task_id\":");
+  lg_buf_add_jstr(b, t->id, strlen(t->id));
+  lg_add_str_field(b, "status", lg_status_name(t->status));
+  lg_add_str_field(b, "agent_id", t->agent_id);
+  lg_add_str_field(b, "tool", t->tool);
+  lg_buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
            t->attempts);
   if (TS_TERMINAL(t->status)) {
-    add_raw_field(b, "result", t->result_json);
-    add_error(b, t);
-    add_raw_field(b, "usage", t->usage_json);
+    lg_add_raw_field(b, "result", t->result_json);
+    lg_add_error(b, t);
+    lg_add_raw_field(b, "usage", t->usage_json);
   } else {
     double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
-    buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
+    lg_buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
     if (t->ring_n > 0) {
-      buf_adds(b, ",\"last_event\":");
-      digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
+      lg_buf_adds(b, ",\"last_event\":");
+      lg_digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
     }
-    add_raw_field(b, "usage", t->usage_json);
-    buf_addc(b, '}');
+    lg_add_raw_field(b, "usage", t->usage_json);
+    lg_buf_addc(b, '}');
   }
-  buf_addc(b, '}');
+  lg_buf_addc(b, '}');
 }
 
 static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
                       buf_t *out, lg_err *err) {
   int done = 0;
   for (int i = 0; i < n; i++) {
-    lg_task *t = task_find(a, ids[i]);
+    lg_task *t = lg_task_find(a, ids[i]);
     if (!t) {
       /* a task that left memory is finished; a file store still has it */
       buf_t rec;
-      buf_init(&rec);
+      lg_buf_init(&rec);
       char st[16];
-      int stored = stored_record(a, ids[i], &rec, st) == 0;
-      buf_free(&rec);
+      int stored = lg_stored_record(a, ids[i], &rec, st) == 0;
+      lg_buf_free(&rec);
       if (!stored) {
-        err_set(err, "not_found", "unknown task id '%s'", ids[i]);
+        lg_err_set(err, "not_found", "unknown task id '%s'", ids[i]);
         return -1;
       }
       done++;
       continue;
     }
     if (caller && is_self_or_ancestor(caller, t)) {
-      err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
+      lg_err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
               ids[i]);
       return -1;
     }
@@ -752,26 +752,26 @@ static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, in
   }
   int over = n == 0 || (any ? done > 0 : done == n);
   if (!out) return over;
-  buf_addf(out, "{\"done\":%s,\"timed_out\":%s,\"tasks\":[", over ? "true" : "false",
+  lg_buf_addf(out, "{\"done\":%s,\"timed_out\":%s,\"tasks\":[", over ? "true" : "false",
            !over && timed_out ? "true" : "false");
   for (int i = 0; i < n; i++) {
-    if (i) buf_addc(out, ',');
-    lg_task *t = task_find(a, ids[i]);
+    if (i) lg_buf_addc(out, ',');
+    lg_task *t = lg_task_find(a, ids[i]);
     char st[16];
     if (t)
       wait_entry(t, out);
     else
-      stored_record(a, ids[i], out, st); /* the whole stored record */
+      lg_stored_record(a, ids[i], out, st); /* the whole stored record */
   }
-  buf_adds(out, "],\"pending\":[");
+  lg_buf_adds(out, "],\"pending\":[");
   int k = 0;
   for (int i = 0; i < n; i++) {
-    lg_task *t = task_find(a, ids[i]);
+    lg_task *t = lg_task_find(a, ids[i]);
     if (!t || TS_TERMINAL(t->status)) continue;
-    if (k++) buf_addc(out, ',');
-    buf_add_jstr(out, t->id, strlen(t->id));
+    if (k++) lg_buf_addc(out, ',');
+    lg_buf_add_jstr(out, t->id, strlen(t->id));
   }
-  buf_adds(out, "]}");
+  lg_buf_adds(out, "]}");
   return over;
 }
 
@@ -801,11 +801,11 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
       }
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
-    bump(a);
+    lg_bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
   while (wait && a->live_threads > 0 && lg_mono_ms() < deadline)
-    cond_wait_until(&a->workers_cv, &a->mu, deadline);
+    lg_cond_wait_until(&a->workers_cv, &a->mu, deadline);
   int all = a->live_threads == 0;
   a->closed = 1;
   lg_store *st = all && wait ? a->store : NULL;
@@ -832,14 +832,14 @@ lg_task *lg_worker_next(lg_worker *w) {
       w->idle = 1;
       a->nidle++;
       w->idle_since = lg_mono_ms();
-      schedule(a); /* a free thread may admit a task held back by thread_ok */
+      lg_schedule(a); /* a free thread may admit a task held back by thread_ok */
       if (w->task) continue;
     }
     int64_t idle_deadline = w->idle_since + (int64_t)(a->cfg.worker_idle_s * 1000.0);
     int64_t now = lg_mono_ms();
     if (now >= idle_deadline && !(a->retry_head && a->nidle == 1)) break;
-    cond_wait_until(&w->cv, &a->mu, min_deadline(idle_deadline, next_retry_mono(a)));
-    if (a->retry_head) schedule(a);
+    lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(idle_deadline, lg_next_retry_mono(a)));
+    if (a->retry_head) lg_schedule(a);
   }
   /* leaving: stop being counted as an idle thread */
   if (w->idle) {
@@ -881,7 +881,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   t->worker = NULL;
   give_slot(a, t);
   a->running_n--;
-  release_claims(a, t);
+  lg_release_claims(a, t);
   /* code that raised luagent's cancel error itself cancelled its task */
   if (o->raised_stop) {
     int none = STOP_NONE;
@@ -899,39 +899,39 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     t->started_at = 0;
     atomic_store(&t->stop, STOP_NONE);
     a->queued++;
-    requeue(a, t);
-    task_event(a, t, "task_suspended", "{}", "suspended by close");
-    persist(a, t);
+    lg_requeue(a, t);
+    lg_task_event(a, t, "task_suspended", "{}", "suspended by close");
+    lg_persist(a, t);
   } else if (stop != STOP_NONE) {
     if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
     if (stop == STOP_TIMEOUT) {
       char m[96];
       snprintf(m, sizeof m, "timed out after %gs", t->timeout_s);
-      set_error(t, "timeout", m);
-      finish_task(a, t, TS_TIMED_OUT);
+      lg_set_error(t, "timeout", m);
+      lg_finish_task(a, t, TS_TIMED_OUT);
     } else {
-      set_error(t, "cancelled",
+      lg_set_error(t, "cancelled",
                 stop == STOP_CLOSE_CANCEL ? "cancelled: the app was closed" : "cancelled");
-      finish_task(a, t, TS_CANCELLED);
+      lg_finish_task(a, t, TS_CANCELLED);
     }
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
     if (o->error_kind) {
-      set_error(t, o->error_kind, o->error_message);
+      lg_set_error(t, o->error_kind, o->error_message);
       t->error_status = o->error_status;
     } else {
       free(t->error_kind);
       free(t->error_message);
       t->error_kind = t->error_message = NULL;
     }
-    finish_task(a, t, TS_COMPLETED);
+    lg_finish_task(a, t, TS_COMPLETED);
   } else {
     if (o->ok) {
       free(t->result_json);
       t->result_json = lg_strdup(o->result_json);
     }
-    set_error(t, o->error_kind ? o->error_kind : "runtime",
+    lg_set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
@@ -946,23 +946,23 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
       a->retry_head = t;
       a->queued++;
       buf_t p;
-      buf_init(&p);
-      buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+      lg_buf_init(&p);
+      lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
                (long long)(t->retry_at - lg_wall_ms()));
-      add_error(&p, t);
-      buf_addc(&p, '}');
+      lg_add_error(&p, t);
+      lg_buf_addc(&p, '}');
       char summary[128];
       snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
-      buf_free(&p);
-      queue_callback(a, W_RETRY, "task_retry", t);
-      persist(a, t);
-      bump(a);
+      lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+      lg_buf_free(&p);
+      lg_queue_callback(a, W_RETRY, "task_retry", t);
+      lg_persist(a, t);
+      lg_bump(a);
     } else {
-      finish_task(a, t, TS_FAILED);
+      lg_finish_task(a, t, TS_FAILED);
     }
   }
-  schedule(a);
+  lg_schedule(a);
   evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
@@ -980,8 +980,8 @@ void lg_worker_exit(lg_worker *w) {
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
   /* a thread left: work held back for want of threads may now start */
-  schedule(a);
-  bump(a);
+  lg_schedule(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   pthread_cond_destroy(&w->cv);
   free(w);
@@ -995,7 +995,7 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   pthread_mutex_lock(&a->mu);
   int stop = 0;
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
-    cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+    lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1008,9 +1008,9 @@ static void begin_wait(lg_app *a, lg_task *t, const char *what) {
   lend(a, t);
   char summary[96];
   snprintf(summary, sizeof summary, "waiting on %s", what);
-  task_event(a, t, "task_waiting", "{}", summary);
-  persist(a, t);
-  schedule(a);
+  lg_task_event(a, t, "task_waiting", "{}", summary);
+  lg_persist(a, t);
+  lg_schedule(a);
 }
 
 /* Returns 1 if the task must stop instead of resuming. */
@@ -1028,19 +1028,19 @@ static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
     a->resume_head = t;
   a->resume_tail = t;
   a->resuming_n++;
-  schedule(a);
+  lg_schedule(a);
   while (t->phase == PH_RESUMING) {
     if (lg_task_should_stop(t)) {
       resume_unlink(a, t);
       t->phase = PH_UNWINDING;
       return 1;
     }
-    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+    lg_cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
   }
   /* stop_task took it off the resume list: it holds no slot, so it must
    * unwind instead of running on */
   if (t->phase != PH_ASSIGNED) return 1;
-  task_event(a, t, "task_resumed", "{}", "resumed");
+  lg_task_event(a, t, "task_resumed", "{}", "resumed");
   return 0;
 }
 
@@ -1065,7 +1065,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
       free(t->wait_ids);
       t->wait_ids = NULL;
       pthread_mutex_unlock(&a->mu);
-      err_set(err, "runtime", "out of memory");
+      lg_err_set(err, "runtime", "out of memory");
       return -1;
     }
     t->wait_n = n;
@@ -1077,7 +1077,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     int64_t end = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
     while (!(stop = lg_task_should_stop(t)) && !wait_satisfied(a, t)) {
       if (end && lg_mono_ms() >= end) break;
-      cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+      lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
     }
     for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
     free(t->wait_ids);
@@ -1111,27 +1111,27 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->waiter = w;
   t->host_call = it;
   a->host_calls_pending++;
-  hq_push(a, it);
+  lg_hq_push(a, it);
   {
     char summary[96];
     buf_t p;
-    buf_init(&p);
-    buf_adds(&p, "{\"tool\":");
-    buf_add_jstr(&p, name, strlen(name));
-    buf_addc(&p, '}');
+    lg_buf_init(&p);
+    lg_buf_adds(&p, "{\"tool\":");
+    lg_buf_add_jstr(&p, name, strlen(name));
+    lg_buf_addc(&p, '}');
     snprintf(summary, sizeof summary, "host call %s", name);
-    task_event(a, t, "host_call", p.oom ? "{}" : p.p, summary);
-    buf_free(&p);
+    lg_task_event(a, t, "host_call", p.oom ? "{}" : p.p, summary);
+    lg_buf_free(&p);
   }
   begin_wait(a, t, "the host");
   while (!it->replied && !(stop = lg_task_should_stop(t)))
-    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+    lg_cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
   a->host_calls_pending--;
   t->host_call = NULL;
-  hq_unlink(a, it); /* still queued if the host never took it: drop it */
-  if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
+  lg_hq_unlink(a, it); /* still queued if the host never took it: drop it */
+  if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
-  bump(a);
+  lg_bump(a);
 out:
   pthread_mutex_unlock(&a->mu);
   lg_host_item_free(it);
@@ -1142,6 +1142,6 @@ out:
  * (root_key, max_depth); `attempts` counts the attempt now starting. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  record_json_x(t, out, 1);
+  lg_record_json_x(t, out, 1);
   pthread_mutex_unlock(&a->mu);
 }

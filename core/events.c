@@ -15,13 +15,13 @@
 /* -------------------------------------------------------- host and wakeups */
 
 /* Something the host may be waiting for changed. */
-void bump(lg_app *a) {
+void lg_bump(lg_app *a) {
   a->gen++;
   if (a->host_blocked) pthread_cond_broadcast(&a->host_cv);
   if (a->host_multi) lg_http_wakeup(a->host_multi);
 }
 
-void hq_push(lg_app *a, lg_host_item *it) {
+void lg_hq_push(lg_app *a, lg_host_item *it) {
   it->id = ++a->next_item_id;
   it->next = NULL;
   if (a->hq_tail)
@@ -30,10 +30,10 @@ void hq_push(lg_app *a, lg_host_item *it) {
     a->hq_head = it;
   a->hq_tail = it;
   a->hq_n++;
-  bump(a);
+  lg_bump(a);
 }
 
-void hq_unlink(lg_app *a, lg_host_item *it) {
+void lg_hq_unlink(lg_app *a, lg_host_item *it) {
   lg_host_item **pp = &a->hq_head, *prev = NULL;
   for (; *pp; prev = *pp, pp = &(*pp)->next) {
     if (*pp == it) {
@@ -54,22 +54,22 @@ void lg_host_item_free(lg_host_item *it) {
   free(it);
 }
 
-void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
+void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
   if (!(a->wants & want)) return;
   lg_host_item *it = calloc(1, sizeof *it);
   if (!it) return;
   buf_t b;
-  buf_init(&b);
-  record_json(t, &b);
+  lg_buf_init(&b);
+  lg_record_json(t, &b);
   it->type = HI_CALLBACK;
   snprintf(it->kind, sizeof it->kind, "%s", kind);
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
-  it->json = buf_detach(&b);
+  it->json = lg_buf_detach(&b);
   if (!it->json) {
     free(it);
     return;
   }
-  hq_push(a, it);
+  lg_hq_push(a, it);
 }
 
 #define LOG_QUEUE_MAX 1000
@@ -87,7 +87,7 @@ static void log_locked(lg_app *a, const char *level, const char *msg) {
     free(it);
     return;
   }
-  hq_push(a, it);
+  lg_hq_push(a, it);
 }
 
 void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
@@ -122,16 +122,16 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   char iso[32];
   lg_iso8601(ts, iso);
   buf_t b;
-  buf_init(&b);
-  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
-  buf_add_jstr(&b, e->kind, strlen(e->kind));
-  add_str_field(&b, "run_id", e->run_id);
-  add_str_field(&b, "task_id", e->task_id);
-  add_str_field(&b, "agent_id", e->agent_id);
-  buf_addf(&b, ",\"depth\":%d", e->depth);
-  add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
-  buf_addc(&b, '}');
-  char *json = buf_detach(&b);
+  lg_buf_init(&b);
+  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
+  lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
+  lg_add_str_field(&b, "run_id", e->run_id);
+  lg_add_str_field(&b, "task_id", e->task_id);
+  lg_add_str_field(&b, "agent_id", e->agent_id);
+  lg_buf_addf(&b, ",\"depth\":%d", e->depth);
+  lg_add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
+  lg_buf_addc(&b, '}');
+  char *json = lg_buf_detach(&b);
   if (!json) return;
   /* streamed tokens would crowd out what a digest is for (bg_check, wait
    * progress): they stay in the event stream only */
@@ -148,10 +148,10 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
     ev->json = json;
     a->ring_n++;
   }
-  bump(a);
+  lg_bump(a);
 }
 
-void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
+void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
                 const char *summary) {
   lg_event_in e = {kind, t->run_id, t->id, t->agent_id, payload, t->depth};
   emit_locked(a, &e, t, summary);
@@ -159,7 +159,7 @@ void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
 
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
+  lg_task *t = e->task_id ? lg_task_find(a, e->task_id) : NULL;
   emit_locked(a, e, t, summary);
   if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
     lg_host_item *it = calloc(1, sizeof *it);
@@ -169,7 +169,7 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
       it->json = strdup(e->payload_json ? e->payload_json : "{}");
       if (e->task_id) snprintf(it->task_id, sizeof it->task_id, "%s", e->task_id);
       if (it->json)
-        hq_push(a, it);
+        lg_hq_push(a, it);
       else
         free(it);
     }
@@ -182,7 +182,7 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
  * never sees a gap; with memory only an old cursor gets {"kind":"gap"}. */
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   int n = 0;
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   pthread_mutex_lock(&a->mu);
   lg_store *st = a->store;
   /* What the ring no longer holds comes from the file. The ring may move on
@@ -195,14 +195,14 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
     pthread_mutex_unlock(&a->mu);
     lg_store_sync(st, ticket, NULL, 0);
     buf_t part;
-    buf_init(&part);
+    lg_buf_init(&part);
     int k = lg_store_read_events(st, since, oldest, limit - n, &part);
     if (k > 0) {
-      if (n) buf_addc(out, ',');
-      buf_add(out, part.p, part.len);
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_add(out, part.p, part.len);
       n += k;
     }
-    buf_free(&part);
+    lg_buf_free(&part);
     pthread_mutex_lock(&a->mu);
     if (k == 0) break; /* nothing in the file (a closed store): the ring says gap */
     if (n >= limit) break;
@@ -212,49 +212,49 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
     int64_t oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
     if (from < oldest && since >= 0) {
-      if (n) buf_addc(out, ',');
-      buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
                (long long)from, (long long)(oldest - from), (long long)oldest);
       n++;
     }
     if (from < oldest) from = oldest;
     for (int64_t s = from; s < a->next_event_seq && n < limit; s++) {
       const lg_event *ev = &a->ring[(a->ring_head + (s - oldest)) % a->ring_cap];
-      if (n) buf_addc(out, ',');
-      buf_adds(out, ev->json);
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_adds(out, ev->json);
       n++;
     }
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
   pthread_mutex_unlock(&a->mu);
   return n;
 }
 
 /* --------------------------------------------------------------- digests */
 
-void digest_json(buf_t *b, const lg_digest *d) {
+void lg_digest_json(buf_t *b, const lg_digest *d) {
   char iso[32];
   lg_iso8601(d->ts, iso);
-  buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
-  buf_add_jstr(b, d->kind, strlen(d->kind));
-  buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
-  buf_add_jstr(b, d->summary, strlen(d->summary));
-  buf_addc(b, '}');
+  lg_buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
+  lg_buf_add_jstr(b, d->kind, strlen(d->kind));
+  lg_buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
+  lg_buf_add_jstr(b, d->summary, strlen(d->summary));
+  lg_buf_addc(b, '}');
 }
 
 /* The last n event digests of a task, oldest first (bg_check). */
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (t) {
     if (n > t->ring_n) n = t->ring_n;
     if (n < 0) n = 0;
-    buf_addc(out, '[');
+    lg_buf_addc(out, '[');
     for (int i = t->ring_n - n; i < t->ring_n; i++) {
-      if (i > t->ring_n - n) buf_addc(out, ',');
-      digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
+      if (i > t->ring_n - n) lg_buf_addc(out, ',');
+      lg_digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
     }
-    buf_addc(out, ']');
+    lg_buf_addc(out, ']');
   }
   pthread_mutex_unlock(&a->mu);
   return t ? 0 : -1;
@@ -275,11 +275,11 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
   if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
   /* idle workers keep retry timers; a host waiting alone must run them too */
   while (a->gen == gen) {
-    int64_t d = min_deadline(deadline, next_retry_mono(a));
+    int64_t d = lg_min_deadline(deadline, lg_next_retry_mono(a));
     a->host_blocked++;
-    cond_wait_until(&a->host_cv, &a->mu, d);
+    lg_cond_wait_until(&a->host_cv, &a->mu, d);
     a->host_blocked--;
-    if (a->retry_head) schedule(a);
+    if (a->retry_head) lg_schedule(a);
     if (deadline && lg_mono_ms() >= deadline) break;
   }
   pthread_mutex_unlock(&a->mu);
@@ -290,11 +290,11 @@ int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
   /* Retry timers run on idle workers and in blocking host calls; a host
    * that only polls (a game loop) must run them too, since no worker may
    * be left (one that cannot boot its state exits). */
-  if (a->retry_head) schedule(a);
+  if (a->retry_head) lg_schedule(a);
   int n = 0;
   while (a->hq_head && n < max) {
     lg_host_item *it = a->hq_head;
-    hq_unlink(a, it);
+    lg_hq_unlink(a, it);
     if (it->type == HI_HOST_CALL && lg_task_should_stop(it->waiter->task)) {
       /* R-5: a call whose task was cancelled (or timed out) meanwhile is
        * dropped; its worker, woken by the stop, frees the item */

@@ -114,7 +114,7 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
       return 0;
     }
     h->total += len;
-    int r = sse_feed(&h->sse, p, len, on_sse, h);
+    int r = lg_sse_feed(&h->sse, p, len, on_sse, h);
     if (r < 0) {
       h->too_big = 1; /* a line or an event over the limit (or no memory) */
       return 0;
@@ -129,14 +129,14 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     if (h->truncate || h->status < 200 || h->status >= 300) {
       /* keep the status and the start of the body: an error reply always,
        * any reply when the caller asked for truncation (ctx:http) */
-      buf_add(&h->resp, p, h->max_bytes - h->resp.len);
+      lg_buf_add(&h->resp, p, h->max_bytes - h->resp.len);
       h->body_cut = 1;
       return 0;
     }
     h->too_big = 1;
     return 0;
   }
-  buf_add(&h->resp, p, len);
+  lg_buf_add(&h->resp, p, len);
   return h->resp.oom ? 0 : len;
 }
 
@@ -144,8 +144,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   lg_http *h = ud;
   size_t len = size * n;
   /* a new status line (redirect or 100-continue) starts a new header block */
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) buf_reset(&h->hdrs);
-  if (h->hdrs.len + len < 256 * 1024) buf_add(&h->hdrs, p, len);
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) lg_buf_reset(&h->hdrs);
+  if (h->hdrs.len + len < 256 * 1024) lg_buf_add(&h->hdrs, p, len);
   return len;
 }
 
@@ -159,10 +159,10 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
   h->max_bytes = r->max_bytes;
   h->stream = r->stream;
   h->truncate = r->truncate;
-  sse_init(&h->sse);
+  lg_sse_init(&h->sse);
   if (r->max_bytes) h->sse.max = r->max_bytes;
-  buf_init(&h->resp);
-  buf_init(&h->hdrs);
+  lg_buf_init(&h->resp);
+  lg_buf_init(&h->hdrs);
   h->easy = curl_easy_init();
   if (!h->easy || !multi) {
     snprintf(err, errlen, "cannot start an HTTP transfer");
@@ -222,7 +222,7 @@ static void check_done(lg_http *h) {
       h->result = m->data.result;
     }
   }
-  if (h->done && h->sse_mode) sse_finish(&h->sse, on_sse, h);
+  if (h->done && h->sse_mode) lg_sse_finish(&h->sse, on_sse, h);
 }
 
 int lg_http_poll(lg_http *h, int timeout_ms) {
@@ -259,7 +259,7 @@ void lg_http_info(lg_http *h, lg_http_result *out) {
   out->body_len = h->resp.len;
   out->done = h->done;
   out->sse = h->sse_mode;
-  out->sse_pending = h->sse_mode && sse_pending(&h->sse);
+  out->sse_pending = h->sse_mode && lg_sse_pending(&h->sse);
   out->too_big = h->too_big;
   out->body_cut = h->body_cut;
   if (h->oom) {
@@ -288,9 +288,9 @@ void lg_http_free(lg_http *h) {
   if (h->easy) curl_easy_cleanup(h->easy);
   curl_slist_free_all(h->headers);
   free(h->body);
-  buf_free(&h->resp);
-  buf_free(&h->hdrs);
-  sse_free(&h->sse);
+  lg_buf_free(&h->resp);
+  lg_buf_free(&h->hdrs);
+  lg_sse_free(&h->sse);
   for (lg_http_event *e = h->ev_head, *nx; e; e = nx) {
     nx = e->next;
     free(e);

@@ -35,11 +35,11 @@ static app_ud *check_app(lua_State *L) {
  * in decoding cannot leak it. */
 static void push_json_buf(lua_State *L, buf_t *b) {
   if (b->oom) {
-    buf_free(b);
+    lg_buf_free(b);
     luaL_error(L, "luagent: out of memory");
   }
   lua_pushlstring(L, b->p ? b->p : "null", b->p ? b->len : 4);
-  buf_free(b);
+  lg_buf_free(b);
   size_t n;
   const char *s = lua_tolstring(L, -1, &n);
   lg_json_push(L, s, n);
@@ -49,7 +49,7 @@ static void push_json_buf(lua_State *L, buf_t *b) {
 /* The JSON a lookup wrote, or no value when it found nothing (rc != 0). */
 static int push_found(lua_State *L, int rc, buf_t *b) {
   if (rc != 0) {
-    buf_free(b);
+    lg_buf_free(b);
     return 0;
   }
   push_json_buf(L, b);
@@ -195,9 +195,9 @@ static int l_app_enqueue(lua_State *L) {
   r.priority = opt_field_int(L, 2, "priority", LLONG_MIN);
   lg_err err = {{0}, {0}};
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   if (lg_enqueue(u->app, calling_task(L), &r, &out, &err) != 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     return raise_err(L, &err);
   }
   push_json_buf(L, &out);
@@ -208,7 +208,7 @@ static int l_app_get(lua_State *L) {
   app_ud *u = check_app(L);
   const char *id = luaL_checkstring(L, 2);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   return push_found(L, lg_get(u->app, id, &out), &out);
 }
 
@@ -237,7 +237,7 @@ static int l_app_list(lua_State *L) {
     lua_pop(L, 1);
   }
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   lg_list(u->app, &f, &out);
   push_json_buf(L, &out);
   return 1;
@@ -247,7 +247,7 @@ static int l_app_cancel(lua_State *L) {
   app_ud *u = check_app(L);
   const char *id = luaL_checkstring(L, 2);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   return push_found(L, lg_cancel(u->app, id, &out), &out);
 }
 
@@ -256,7 +256,7 @@ static int l_app_digests(lua_State *L) {
   const char *id = luaL_checkstring(L, 2);
   int n = (int)luaL_optinteger(L, 3, 16);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   return push_found(L, lg_task_digests(u->app, id, n, &out), &out);
 }
 
@@ -288,10 +288,10 @@ static int l_app_wait_check(lua_State *L) {
   int any = lua_toboolean(L, 3), timed_out = lua_toboolean(L, 4);
   lg_err err = {{0}, {0}};
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   int rc = lg_wait_check(u->app, calling_task(L), ids, n, any, timed_out, &out, &err);
   if (rc < 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     return raise_err(L, &err);
   }
   lua_pushboolean(L, rc);
@@ -394,7 +394,7 @@ static int l_app_events(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 3, 1000);
   if (limit < 1) limit = 1;
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   lg_events(u->app, since, limit > INT_MAX ? INT_MAX : (int)limit, &out);
   push_json_buf(L, &out);
   return 1;
@@ -460,14 +460,14 @@ static int l_task_wait(lua_State *L) {
   double timeout = luaL_optnumber(L, 3, -1);
   lg_err err = {{0}, {0}};
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   int rc = lg_task_wait(w, ids, n, any, timeout, &out, &err);
   if (rc < 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     return raise_err(L, &err);
   }
   if (rc > 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     return lg_raise_cancel(L);
   }
   push_json_buf(L, &out);
@@ -481,15 +481,15 @@ static int l_task_call_host(lua_State *L) {
   const char *args = luaL_checkstring(L, 2);
   const char *ctx = luaL_optstring(L, 3, "{}");
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   int rc = lg_task_call_host(w, name, args, ctx, &out);
   if (rc != 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     if (rc < 0) return luaL_error(L, "luagent: out of memory");
     return lg_raise_cancel(L);
   }
   lua_pushlstring(L, out.p ? out.p : "null", out.p ? out.len : 4);
-  buf_free(&out);
+  lg_buf_free(&out);
   return 1;
 }
 
@@ -726,7 +726,7 @@ static int l_app_store_open(lua_State *L) {
 static int l_app_store_records(lua_State *L) {
   app_ud *u = check_app(L);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   lg_store_records(u->app, &out);
   push_json_buf(L, &out);
   return 1;
@@ -775,13 +775,13 @@ static int l_app_restore(lua_State *L) {
     lua_getfield(L, 2, json_keys[i]);
     if (!lua_isnil(L, -1)) {
       buf_t b;
-      buf_init(&b);
+      lg_buf_init(&b);
       char msg[256];
       if (lg_json_encode(L, -1, &b, msg, sizeof msg) == 0) {
         lua_pushlstring(L, b.p ? b.p : "null", b.p ? b.len : 4);
         *json_out[i] = lua_tostring(L, -1);
       }
-      buf_free(&b);
+      lg_buf_free(&b);
     }
   }
   if (!r.task_id) return luaL_error(L, "luagent: a stored record has no task_id");
@@ -832,13 +832,13 @@ static int l_app_thread_get(lua_State *L) {
   app_ud *u = check_app(L);
   const char *key = check_key(L, 2);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   if (lg_thread_get(u->app, key, &out) != 0) {
-    buf_free(&out);
+    lg_buf_free(&out);
     return 0;
   }
   lua_pushlstring(L, out.p ? out.p : "", out.len);
-  buf_free(&out);
+  lg_buf_free(&out);
   return 1;
 }
 
@@ -861,7 +861,7 @@ static int l_app_claim(lua_State *L) {
   f.parent_task_id = opt_field_str(L, 2, "parent_task_id");
   f.limit = (int)opt_field_int(L, 2, "limit", 0);
   buf_t out;
-  buf_init(&out);
+  lg_buf_init(&out);
   lg_claim(u->app, calling_task(L), &f, &out);
   push_json_buf(L, &out);
   return 1;

@@ -1,5 +1,5 @@
 /* The dispatcher's side of the store (R-14, R-40): every change of a record
- * is queued for the store through persist(); the store is opened and
+ * is queued for the store through lg_persist(); the store is opened and
  * attached, stored records are read back and restored, and lg_restore_done
  * re-queues or fails what was not finished. Thread state is here too, and
  * the claimed/delivered flags of finished children (R-33), since marking a
@@ -15,13 +15,13 @@
 
 /* --------------------------------------------------------- store writes */
 
-void persist(lg_app *a, lg_task *t) {
+void lg_persist(lg_app *a, lg_task *t) {
   if (!a->store) return;
   buf_t b;
-  buf_init(&b);
-  record_json_x(t, &b, 1);
+  lg_buf_init(&b);
+  lg_record_json_x(t, &b, 1);
   lg_store_task(a->store, t->id, t->status, b.p, b.len);
-  buf_free(&b);
+  lg_buf_free(&b);
 }
 
 /* ------------------------------------------------- store and recovery */
@@ -37,7 +37,7 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
   o.ud = a;
   lg_store *st = lg_store_open(path, &o, msg, sizeof msg);
   if (!st) {
-    err_set(err, "store", "%s", msg);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   pthread_mutex_lock(&a->mu);
@@ -55,15 +55,15 @@ lg_store *lg_app_store(lg_app *a) {
 
 static void add_row(void *ud, const char *json, size_t len) {
   buf_t *b = ud;
-  if (b->len > 1) buf_addc(b, ',');
-  buf_add(b, json, len);
+  if (b->len > 1) lg_buf_addc(b, ',');
+  lg_buf_add(b, json, len);
 }
 
 /* Every stored record as a JSON array, in enqueue order. */
 void lg_store_records(lg_app *a, buf_t *out) {
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   lg_store_read_tasks(a->store, add_row, out);
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
 }
 
 /* Put a stored task back as it was written; lg_restore_done then applies
@@ -71,7 +71,7 @@ void lg_store_records(lg_app *a, buf_t *out) {
 int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   lg_task *t = calloc(1, sizeof *t);
   if (!t) {
-    err_set(err, "store", "out of memory");
+    lg_err_set(err, "store", "out of memory");
     return -1;
   }
   const lg_enqueue_req *e = &r->base;
@@ -110,24 +110,24 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->retry_at = r->retry_at;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
-  int st = status_from_name(r->status ? r->status : "");
+  int st = lg_status_from_name(r->status ? r->status : "");
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
   pthread_mutex_lock(&a->mu);
-  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
+  if (lg_task_find(a, t->id) || !(t->aq = lg_aq_get(a, t->agent_id)) || lg_task_insert(a, t) != 0) {
     pthread_mutex_unlock(&a->mu);
-    err_set(err, "store", "cannot restore task %s", r->task_id);
-    task_free(t);
+    lg_err_set(err, "store", "cannot restore task %s", r->task_id);
+    lg_task_free(t);
     return -1;
   }
   t->seq = a->next_seq++;
-  t->parent = t->parent_task_id ? task_find(a, t->parent_task_id) : NULL;
+  t->parent = t->parent_task_id ? lg_task_find(a, t->parent_task_id) : NULL;
   if (t->parent) {
     t->next_sibling = t->parent->first_child;
     t->parent->first_child = t;
   }
   if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    int *count = descendant_counter(a, t->root_key);
+    int *count = lg_descendant_counter(a, t->root_key);
     if (count) (*count)++;
   }
   lg_id_floor(t->enqueued_at);
@@ -146,28 +146,28 @@ int64_t lg_restore_done(lg_app *a) {
   for (size_t i = 0; v && i < a->tab_cap; i++)
     for (lg_task *t = a->tab[i]; t; t = t->hnext)
       if (t->phase == PH_RECOVERING) v[n++] = t;
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  if (v) qsort(v, n, sizeof *v, lg_cmp_seq);
   for (size_t i = 0; i < n; i++) {
     lg_task *t = v[i];
     if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
     if (t->status == TS_RUNNING && t->cancel_requested) {
       /* the cancel was asked for and the process went away first: it
        * stopped, so it is cancelled (R-25), never run again */
-      set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
+      lg_set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
       t->phase = PH_DONE;
-      finish_task(a, t, TS_CANCELLED);
+      lg_finish_task(a, t, TS_CANCELLED);
       continue;
     }
     if (t->status == TS_RUNNING) {
       if (t->attempts <= t->max_retries) {
-        set_error(t, "lost", "the process stopped while the task ran; queued again");
+        lg_set_error(t, "lost", "the process stopped while the task ran; queued again");
         t->status = TS_QUEUED;
         t->started_at = 0;
-        task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
+        lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
       } else {
-        set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
+        lg_set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
         t->phase = PH_DONE;
-        finish_task(a, t, TS_FAILED);
+        lg_finish_task(a, t, TS_FAILED);
         continue;
       }
     }
@@ -178,13 +178,13 @@ int64_t lg_restore_done(lg_app *a) {
       a->retry_head = t;
     } else {
       t->retry_at = 0;
-      requeue(a, t);
+      lg_requeue(a, t);
     }
-    persist(a, t);
+    lg_persist(a, t);
   }
   free(v);
-  schedule(a);
-  bump(a);
+  lg_schedule(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
 }
@@ -193,7 +193,7 @@ int64_t lg_restore_done(lg_app *a) {
  * keep_finished_s) and its status; -1 when there is no file store or no
  * such record. Called with app->mu held: a read on the store's own read
  * connection, by primary key. */
-int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]) {
+int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]) {
   size_t start = out->len;
   if (lg_store_read_task(a->store, id, out) != 0) return -1;
   const char *p = out->p ? strstr(out->p + start, "\"status\":\"") : NULL;
@@ -220,7 +220,7 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
   pthread_mutex_unlock(&a->mu);
   char msg[256];
   if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
-    err_set(err, "store", "%s", msg);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   return 0;
@@ -238,7 +238,7 @@ static void end_claim(lg_task *t) {
 /* A task that ends (or is retried) gives back what its runs claimed: its Lua
  * may not have unwound far enough to do it (a cancel raises at every
  * instruction). */
-void release_claims(lg_app *a, lg_task *claimer) {
+void lg_release_claims(lg_app *a, lg_task *claimer) {
   if (claimer->claims_held <= 0) return;
   for (size_t i = 0; i < a->tab_cap; i++)
     for (lg_task *t = a->tab[i]; t; t = t->hnext)
@@ -251,35 +251,35 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   cf.claimable = 1;
   pthread_mutex_lock(&a->mu);
   size_t n;
-  lg_task **v = select_tasks(a, &cf, &n);
-  buf_addc(out, '[');
+  lg_task **v = lg_select_tasks(a, &cf, &n);
+  lg_buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
-    if (i) buf_addc(out, ',');
+    if (i) lg_buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
     if (claimer) claimer->claims_held++;
-    record_json(v[i], out);
+    lg_record_json(v[i], out);
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
   free(v);
   pthread_mutex_unlock(&a->mu);
 }
 
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (t) end_claim(t);
   pthread_mutex_unlock(&a->mu);
 }
 
 int lg_set_delivered(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   int found = t != NULL, changed = 0;
   if (t && !t->delivered) {
     t->delivered = 1;
     end_claim(t);
-    persist(a, t);
+    lg_persist(a, t);
     changed = 1;
   }
   lg_store *st = changed ? a->store : NULL;

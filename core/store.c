@@ -629,8 +629,8 @@ int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit,
     sqlite3_bind_int64(s, 2, before);
     sqlite3_bind_int(s, 3, limit);
     while (sqlite3_step(s) == SQLITE_ROW) {
-      if (n++) buf_addc(out, ',');
-      buf_add(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+      if (n++) lg_buf_addc(out, ',');
+      lg_buf_add(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
     }
     sqlite3_finalize(s);
   }
@@ -647,7 +647,7 @@ static int read_one(lg_store *st, const char *sql, const char *key, buf_t *out) 
   if (st->rdb && sqlite3_prepare_v2(st->rdb, sql, -1, &s, NULL) == SQLITE_OK) {
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     if (sqlite3_step(s) == SQLITE_ROW) {
-      buf_add(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+      lg_buf_add(out, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
       found = 0;
     }
     sqlite3_finalize(s);

@@ -256,14 +256,14 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
 
 static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
   buf_t info;
-  buf_init(&info);
+  lg_buf_init(&info);
   lg_task_info(w->app, t, &info);
   arm_hook(L, w);
   lua_settop(L, 0);
   lua_pushcfunction(L, msgh);
   lua_rawgeti(L, LUA_REGISTRYINDEX, run_ref);
   lua_pushlstring(L, info.p ? info.p : "{}", info.len);
-  buf_free(&info);
+  lg_buf_free(&info);
   int rc = lua_pcall(L, 1, 5, 1);
   lg_outcome o = {0};
   o.agent_status = -1;

@@ -8,4 +8,26 @@ describe("C tests", function()
     p:close()
     assert.matches("exit=0", out, 1, true)
   end)
+
+  -- A host that links the core statically must not meet our names: every
+  -- global symbol of every object carries the lg_/luagent_/luaopen_ prefix.
+  it("the core's objects define no global symbol without a luagent prefix", function()
+    local ok = os.execute("env -u LD_PRELOAD make -s objects >/dev/null")
+    assert.is_true(ok == true, "building build/obj failed")
+    local p = io.popen("nm -g --defined-only build/obj/*.o")
+    local out = p:read("a")
+    p:close()
+    local bad, seen = {}, 0
+    for line in out:gmatch("[^\n]+") do
+      local kind, name = line:match("^%x+%s+(%a)%s+(%S+)$")
+      if name then
+        seen = seen + 1
+        if not (name:match("^lg_") or name:match("^luagent_") or name:match("^luaopen_")) then
+          bad[#bad + 1] = name .. " (" .. kind .. ")"
+        end
+      end
+    end
+    assert.is_true(seen > 20, "nm listed no symbols:\n" .. out)
+    assert.are.same({}, bad)
+  end)
 end)
