@@ -54,6 +54,11 @@ void lg_digest_json(buf_t *b, const lg_digest *d);
 /* ---- recovery.c: the store side ---- */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
 
+/* ---- waits.c ---- */
+lg_wait *lg_wait_begin_locked(lg_app *a, lg_task *caller, char **ids, int n, int any, lg_err *err);
+void lg_wait_value_locked(lg_app *a, lg_wait *w, int timed_out, buf_t *out);
+void lg_waits_task_done(lg_app *a, lg_task *t); /* t ended: count it into its waits */
+
 /* ---- dispatcher.c: scheduling ---- */
 void lg_schedule(lg_app *a);
 int64_t lg_next_retry_mono(lg_app *a); /* earliest retry time, mono ms (0 = none) */

@@ -236,25 +236,6 @@ static int inherited_boost(const lg_task *parent) {
   return b;
 }
 
-/* -------------------------------------------------------------- waiters */
-
-static int wait_satisfied(lg_app *a, lg_task *w) {
-  int done = 0;
-  for (int i = 0; i < w->wait_n; i++) {
-    lg_task *x = lg_task_find(a, w->wait_ids[i]);
-    if (!x || TS_TERMINAL(x->status)) done++;
-  }
-  return w->wait_any ? done > 0 : done == w->wait_n;
-}
-
-static void notify_waiters(lg_app *a) {
-  for (lg_worker *w = a->workers; w; w = w->next) {
-    lg_task *t = w->task;
-    if (t && t->phase == PH_WAITING && t->wait_n > 0 && wait_satisfied(a, t))
-      pthread_cond_signal(&w->cv);
-  }
-}
-
 /* ------------------------------------------------------- finish, cancel */
 
 static void cascade(lg_app *a, lg_task *t);
@@ -278,7 +259,7 @@ void lg_finish_task(lg_app *a, lg_task *t, int status) {
   lg_queue_callback(a, W_FINISHED, "task_finished", t);
   lg_persist(a, t);
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
-  notify_waiters(a);
+  lg_waits_task_done(a, t);
   lg_bump(a);
 }
 
@@ -292,14 +273,6 @@ static int evictable(const lg_task *t, int64_t cutoff) {
   return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
          !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0 &&
          (t->delivered || !t->scoped); /* announced before it is forgotten */
-}
-
-/* Tasks a worker is waiting on stay in memory until its wait returns. */
-static void mark_waited(lg_app *a, char **ids, int n, int delta) {
-  for (int i = 0; i < n; i++) {
-    lg_task *x = lg_task_find(a, ids[i]);
-    if (x) x->waited += delta;
-  }
 }
 
 static void evict(lg_app *a, lg_task *t) {
@@ -471,6 +444,12 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   lg_make_id("app_", a->id);
   return a;
 }
+
+int lg_app_max_output(const lg_app *a) {
+  return a->cfg.max_output_bytes > 0 ? a->cfg.max_output_bytes : 16384;
+}
+
+double lg_app_default_wait_s(const lg_app *a) { return a->cfg.default_wait_timeout_s; }
 
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
@@ -689,98 +668,6 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
   memcpy(s->finished, a->finished, sizeof s->finished);
   pthread_mutex_unlock(&a->mu);
-}
-
-/* --------------------------------------------------------------- waits */
-
-static int is_self_or_ancestor(const lg_task *caller, const lg_task *x) {
-  for (const lg_task *p = caller; p; p = p->parent)
-    if (p == x) return 1;
-  return 0;
-}
-
-static void wait_entry(const lg_task *t, buf_t *b) {
-  lg_buf_adds(b, "{\"task_id\":");
-  lg_buf_add_jstr(b, t->id, strlen(t->id));
-  lg_add_str_field(b, "status", lg_status_name(t->status));
-  lg_add_str_field(b, "agent_id", t->agent_id);
-  lg_add_str_field(b, "tool", t->tool);
-  lg_buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
-           t->attempts);
-  if (TS_TERMINAL(t->status)) {
-    lg_add_raw_field(b, "result", t->result_json);
-    lg_add_error(b, t);
-    lg_add_raw_field(b, "usage", t->usage_json);
-  } else {
-    double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
-    lg_buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
-    if (t->ring_n > 0) {
-      lg_buf_adds(b, ",\"last_event\":");
-      lg_digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
-    }
-    lg_add_raw_field(b, "usage", t->usage_json);
-    lg_buf_addc(b, '}');
-  }
-  lg_buf_addc(b, '}');
-}
-
-static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                      buf_t *out, lg_err *err) {
-  int done = 0;
-  for (int i = 0; i < n; i++) {
-    lg_task *t = lg_task_find(a, ids[i]);
-    if (!t) {
-      /* a task that left memory is finished; a file store still has it */
-      buf_t rec;
-      lg_buf_init(&rec);
-      char st[16];
-      int stored = lg_stored_record(a, ids[i], &rec, st) == 0;
-      lg_buf_free(&rec);
-      if (!stored) {
-        lg_err_set(err, "not_found", "unknown task id '%s'", ids[i]);
-        return -1;
-      }
-      done++;
-      continue;
-    }
-    if (caller && is_self_or_ancestor(caller, t)) {
-      lg_err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
-              ids[i]);
-      return -1;
-    }
-    done += TS_TERMINAL(t->status);
-  }
-  int over = n == 0 || (any ? done > 0 : done == n);
-  if (!out) return over;
-  lg_buf_addf(out, "{\"done\":%s,\"timed_out\":%s,\"tasks\":[", over ? "true" : "false",
-           !over && timed_out ? "true" : "false");
-  for (int i = 0; i < n; i++) {
-    if (i) lg_buf_addc(out, ',');
-    lg_task *t = lg_task_find(a, ids[i]);
-    char st[16];
-    if (t)
-      wait_entry(t, out);
-    else
-      lg_stored_record(a, ids[i], out, st); /* the whole stored record */
-  }
-  lg_buf_adds(out, "],\"pending\":[");
-  int k = 0;
-  for (int i = 0; i < n; i++) {
-    lg_task *t = lg_task_find(a, ids[i]);
-    if (!t || TS_TERMINAL(t->status)) continue;
-    if (k++) lg_buf_addc(out, ',');
-    lg_buf_add_jstr(out, t->id, strlen(t->id));
-  }
-  lg_buf_adds(out, "]}");
-  return over;
-}
-
-int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                  buf_t *out, lg_err *err) {
-  pthread_mutex_lock(&a->mu);
-  int rc = wait_value(a, caller, ids, n, any, timed_out, out, err);
-  pthread_mutex_unlock(&a->mu);
-  return rc;
 }
 
 /* --------------------------------------------------------------- close */
@@ -1044,53 +931,44 @@ static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
   return 0;
 }
 
-int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf_t *out,
-                 lg_err *err) {
+/* Block the worker's task on a wait (lending its slot, R-27) until the wait
+ * is over, timeout_s passes (< 0: no limit) or the task must stop. */
+int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
   lg_app *a = w->app;
   lg_task *t = w->task;
   pthread_mutex_lock(&a->mu);
-  int over = wait_value(a, t, ids, n, any, 0, NULL, err);
-  if (over < 0) {
-    pthread_mutex_unlock(&a->mu);
-    return -1;
-  }
-  int stop = lg_task_should_stop(t), waited = 0;
-  if (!over && !stop) {
-    waited = 1;
-    t->wait_ids = calloc((size_t)n, sizeof *t->wait_ids);
-    int copied = 0;
-    while (t->wait_ids && copied < n && (t->wait_ids[copied] = lg_strdup(ids[copied]))) copied++;
-    if (copied < n) { /* an empty wait set would count as satisfied */
-      for (int i = 0; i < copied; i++) free(t->wait_ids[i]);
-      free(t->wait_ids);
-      t->wait_ids = NULL;
-      pthread_mutex_unlock(&a->mu);
-      lg_err_set(err, "runtime", "out of memory");
-      return -1;
-    }
+  int stop = lg_task_should_stop(t);
+  if (!lg_wait_over(wt) && !stop) {
+    char **ids;
+    int n = lg_wait_ids(wt, &ids);
+    t->wait_ids = ids; /* borrowed from the wait for lending and records */
     t->wait_n = n;
-    t->wait_any = any;
-    mark_waited(a, ids, n, 1);
+    t->wait_any = lg_wait_any(wt);
+    lg_wait_set_worker(wt, w);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
     int64_t end = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
-    while (!(stop = lg_task_should_stop(t)) && !wait_satisfied(a, t)) {
+    while (!(stop = lg_task_should_stop(t)) && !lg_wait_over(wt)) {
       if (end && lg_mono_ms() >= end) break;
       lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
     }
-    for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
-    free(t->wait_ids);
+    lg_wait_set_worker(wt, NULL);
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
   }
-  if (!stop) {
-    int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
-    wait_value(a, t, ids, n, any, timed_out, out, err);
-  }
-  if (waited) mark_waited(a, ids, n, -1);
   pthread_mutex_unlock(&a->mu);
+  return stop;
+}
+
+int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf_t *out,
+                 lg_err *err) {
+  lg_wait *wt = lg_wait_begin(w->app, w->task, ids, n, any, err);
+  if (!wt) return -1;
+  int stop = lg_task_block(w, wt, timeout_s);
+  if (!stop) lg_wait_value(wt, 1, out);
+  lg_wait_free(wt);
   return stop;
 }
 

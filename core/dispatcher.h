@@ -5,12 +5,12 @@
 #define LUAGENT_DISPATCHER_H
 
 #include "internal.h"
+#include "luagent.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-typedef struct lg_app lg_app;
 typedef struct lg_task lg_task;
 typedef struct lg_worker lg_worker;
 typedef struct lg_host_item lg_host_item;
@@ -82,9 +82,12 @@ struct lg_task {
   struct lg_agentq *aq;
   int heap_idx;
   lg_task *lnext;                  /* retry / resume lists */
-  /* wait state */
+  /* wait state: the ids of the wait this task's worker blocks on (borrowed
+   * from the lg_wait), and the waits registered with this task */
   char **wait_ids;
   int wait_n, wait_any;
+  struct lg_wait **waits;
+  int nwaits, waits_cap;
   lg_host_item *host_call;
   /* per-task ring of event digests, for bg_check and wait progress */
   lg_digest ring[LG_TASK_RING];
@@ -124,6 +127,7 @@ typedef struct {
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
+  int max_output_bytes;   /* max_tool_output_bytes: the bound of a tool message */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
@@ -230,13 +234,27 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out);
 /* Status string of a task; -1 unknown. */
 int lg_status(lg_app *a, const char *id, char out[16]);
 int lg_set_delivered(lg_app *a, const char *id);
+/* Several at once: one store commit for all of them. */
+void lg_set_delivered_many(lg_app *a, const char *const *ids, int n);
+/* Settings the control tools apply (fixed for the app's life). */
+int lg_app_max_output(const lg_app *a);
+double lg_app_default_wait_s(const lg_app *a);
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
 
-/* Wait helpers. caller: the waiting task (for the self/ancestor check) or NULL.
- * lg_wait_check writes the bg_wait value; returns 1 when the wait is over,
- * 0 when not, -1 on bad ids (err set). */
-int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                  buf_t *out, lg_err *err);
+/* Waits (waits.c). caller: the waiting task (for the self/ancestor check)
+ * or NULL. lg_wait_begin registers the ids once (NULL with err on an unknown
+ * id); lg_wait_over is a lock-free check; lg_wait_value writes the wait
+ * value ({done, timed_out, tasks, pending}); lg_wait_free unregisters. */
+lg_wait *lg_wait_begin(lg_app *a, lg_task *caller, char **ids, int n, int any, lg_err *err);
+int lg_wait_over(lg_wait *w);
+void lg_wait_value(lg_wait *w, int timed_out, buf_t *out);
+void lg_wait_free(lg_wait *w);
+int lg_wait_ids(lg_wait *w, char ***ids);
+int lg_wait_any(lg_wait *w);
+void lg_wait_set_worker(lg_wait *w, lg_worker *wk);
+/* caller_id: the waiting task's id (NULL: a host run) */
+lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n, int any,
+                             lg_err *err);
 
 /* host side */
 uint64_t lg_gen(lg_app *a);
@@ -286,6 +304,9 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 void lg_unclaim(lg_app *a, const char *id);
 
+/* ---- control.c ---- */
+void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
+
 /* ---- worker side (called on the worker's own thread) ---- */
 lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */
 typedef struct {
@@ -304,6 +325,7 @@ void lg_worker_exit(lg_worker *w);
 int lg_task_sleep(lg_worker *w, double seconds);
 int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s,
                  buf_t *out, lg_err *err);
+int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s);
 int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, const char *ctx_json,
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);

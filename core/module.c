@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,7 @@ static int l_app_new(lua_State *L) {
   s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
   s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
   s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
+  s.max_output_bytes = (int)opt_field_int(L, 1, "max_tool_output_bytes", 16384);
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");
@@ -260,12 +262,6 @@ static int l_app_digests(lua_State *L) {
   return push_found(L, lg_task_digests(u->app, id, n, &out), &out);
 }
 
-static int l_app_set_delivered(lua_State *L) {
-  app_ud *u = check_app(L);
-  lua_pushboolean(L, lg_set_delivered(u->app, luaL_checkstring(L, 2)) == 0);
-  return 1;
-}
-
 /* ids: a Lua array of strings -> C array (pointers anchored in the table) */
 static char **check_ids(lua_State *L, int idx, int *n) {
   luaL_checktype(L, idx, LUA_TTABLE);
@@ -281,22 +277,165 @@ static char **check_ids(lua_State *L, int idx, int *n) {
   return ids; /* the userdata stays on the stack, the strings in the table */
 }
 
-static int l_app_wait_check(lua_State *L) {
+/* ------------------------------------------------------------ waits */
+
+#define WAIT_MT "luagent.wait"
+
+/* How many wait values were decoded into Lua (for tests: a wait builds its
+ * value once, not on every wakeup). */
+static atomic_long wait_decodes;
+
+typedef struct {
+  lg_wait *w;
+} wait_ud;
+
+static wait_ud *check_wait(lua_State *L, int idx) {
+  wait_ud *u = luaL_checkudata(L, idx, WAIT_MT);
+  if (!u->w) luaL_error(L, "luagent: the wait is closed");
+  return u;
+}
+
+/* A wait as a Lua value; takes ownership of w. */
+static void push_wait(lua_State *L, lg_wait *w) {
+  wait_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->w = NULL;
+  luaL_setmetatable(L, WAIT_MT);
+  u->w = w;
+}
+
+/* wait_begin(ids, any) -> wait; unknown ids raise {kind = "not_found"}. */
+/* set_delivered(id) -> found; set_delivered({ids}): one store commit */
+static int l_app_set_delivered(lua_State *L) {
+  app_ud *u = check_app(L);
+  if (lua_istable(L, 2)) {
+    int n;
+    char **ids = check_ids(L, 2, &n);
+    lg_set_delivered_many(u->app, (const char *const *)ids, n);
+    return 0;
+  }
+  lua_pushboolean(L, lg_set_delivered(u->app, luaL_checkstring(L, 2)) == 0);
+  return 1;
+}
+
+static int l_app_wait_begin(lua_State *L) {
   app_ud *u = check_app(L);
   int n;
   char **ids = check_ids(L, 2, &n);
-  int any = lua_toboolean(L, 3), timed_out = lua_toboolean(L, 4);
+  int any = lua_toboolean(L, 3);
+  luaL_checkstack(L, 4, NULL);
   lg_err err = {{0}, {0}};
+  lg_wait *w = lg_wait_begin(u->app, calling_task(L), ids, n, any, &err);
+  if (!w) return raise_err(L, &err);
+  push_wait(L, w);
+  return 1;
+}
+
+static int l_wait_over(lua_State *L) {
+  lua_pushboolean(L, lg_wait_over(check_wait(L, 1)->w));
+  return 1;
+}
+
+/* value(timed_out) -> {done, timed_out, tasks, pending} */
+static int l_wait_value(lua_State *L) {
+  wait_ud *u = check_wait(L, 1);
   buf_t out;
   lg_buf_init(&out);
-  int rc = lg_wait_check(u->app, calling_task(L), ids, n, any, timed_out, &out, &err);
-  if (rc < 0) {
-    lg_buf_free(&out);
-    return raise_err(L, &err);
-  }
-  lua_pushboolean(L, rc);
+  lg_wait_value(u->w, lua_toboolean(L, 2), &out);
+  atomic_fetch_add(&wait_decodes, 1);
   push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_wait_close(lua_State *L) {
+  wait_ud *u = luaL_checkudata(L, 1, WAIT_MT);
+  lg_wait *w = u->w;
+  u->w = NULL;
+  lg_wait_free(w);
+  return 0;
+}
+
+static const luaL_Reg wait_methods[] = {
+    {"over", l_wait_over}, {"value", l_wait_value}, {"close", l_wait_close}, {NULL, NULL}};
+
+static void open_waits(lua_State *L) {
+  if (luaL_newmetatable(L, WAIT_MT)) {
+    luaL_newlib(L, wait_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_wait_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_wait_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------ control tools */
+
+/* {agent_id, thread_id, task_id} -> scope (strings anchored in the table) */
+static void check_scope(lua_State *L, int idx, luagent_scope *s) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  s->agent_id = opt_field_str(L, idx, "agent_id");
+  s->thread_id = opt_field_str(L, idx, "thread_id");
+  s->task_id = opt_field_str(L, idx, "task_id");
+}
+
+/* Decode a ToolResult the core wrote (malloc'd; NULL: out of memory). */
+static int push_tool_result(lua_State *L, char *json) {
+  if (!json) return luaL_error(L, "luagent: out of memory");
+  lua_pushstring(L, json);
+  free(json);
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  lg_json_push(L, s, n);
+  lua_remove(L, -2);
+  return 1;
+}
+
+typedef char *(*control_fn)(lg_app *, const luagent_scope *, const char *);
+
+static int control_call(lua_State *L, control_fn fn) {
+  app_ud *u = check_app(L);
+  luagent_scope s;
+  check_scope(L, 2, &s);
+  return push_tool_result(L, fn(u->app, &s, luaL_optstring(L, 3, "{}")));
+}
+
+static int l_app_bg_list(lua_State *L) { return control_call(L, luagent_bg_list); }
+static int l_app_bg_check(lua_State *L) { return control_call(L, luagent_bg_check); }
+static int l_app_bg_cancel(lua_State *L) { return control_call(L, luagent_bg_cancel); }
+
+/* bg_wait_begin(scope, args_json) -> wait, timeout_s | nil, ToolResult */
+static int l_app_bg_wait_begin(lua_State *L) {
+  app_ud *u = check_app(L);
+  luagent_scope s;
+  check_scope(L, 2, &s);
+  const char *args = luaL_optstring(L, 3, "{}");
+  luaL_checkstack(L, 4, NULL);
+  double timeout;
+  char *answer = NULL;
+  lg_wait *w = luagent_bg_wait_begin(u->app, &s, args, &timeout, &answer);
+  if (!w) {
+    lua_pushnil(L);
+    push_tool_result(L, answer);
+    return 2;
+  }
+  push_wait(L, w);
+  lua_pushnumber(L, timeout);
   return 2;
+}
+
+static int l_app_bg_wait_finish(lua_State *L) {
+  app_ud *u = check_app(L);
+  wait_ud *w = check_wait(L, 2);
+  atomic_fetch_add(&wait_decodes, 1);
+  return push_tool_result(L, luagent_bg_wait_finish(u->app, w->w));
+}
+
+static int l_debug_counters(lua_State *L) {
+  lua_createtable(L, 0, 1);
+  lua_pushinteger(L, (lua_Integer)atomic_load(&wait_decodes));
+  lua_setfield(L, -2, "wait_decodes");
+  return 1;
 }
 
 static int l_app_gen(lua_State *L) {
@@ -472,6 +611,16 @@ static int l_task_wait(lua_State *L) {
   }
   push_json_buf(L, &out);
   return 1;
+}
+
+/* task_block(wait, timeout_s): the calling task waits on it, lending its
+ * slot; raises the cancel error when the task must stop. */
+static int l_task_block(lua_State *L) {
+  lg_worker *w = check_worker(L);
+  wait_ud *u = check_wait(L, 1);
+  double timeout = luaL_optnumber(L, 2, -1);
+  if (lg_task_block(w, u->w, timeout)) return lg_raise_cancel(L);
+  return 0;
 }
 
 /* task_call_host(name, args_json, ctx_json) -> reply json string */
@@ -851,18 +1000,14 @@ static int l_app_thread_put(lua_State *L) {
   return 0;
 }
 
+/* claim(scope) -> records of the scope's finished, undelivered children */
 static int l_app_claim(lua_State *L) {
   app_ud *u = check_app(L);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lg_filter f;
-  memset(&f, 0, sizeof f);
-  f.parent_agent_id = opt_field_str(L, 2, "parent_agent_id");
-  f.thread_id = opt_field_str(L, 2, "thread_id");
-  f.parent_task_id = opt_field_str(L, 2, "parent_task_id");
-  f.limit = (int)opt_field_int(L, 2, "limit", 0);
+  luagent_scope s;
+  check_scope(L, 2, &s);
   buf_t out;
   lg_buf_init(&out);
-  lg_claim(u->app, calling_task(L), &f, &out);
+  lg_control_claim(u->app, &s, calling_task(L), &out);
   push_json_buf(L, &out);
   return 1;
 }
@@ -887,7 +1032,10 @@ static const luaL_Reg app_methods[] = {
     {"thread_put", l_app_thread_put},
     {"claim", l_app_claim},
     {"unclaim", l_app_unclaim},
-    {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
+    {"wait_begin", l_app_wait_begin},
+    {"bg_list", l_app_bg_list},       {"bg_check", l_app_bg_check},
+    {"bg_cancel", l_app_bg_cancel},   {"bg_wait_begin", l_app_bg_wait_begin},
+    {"bg_wait_finish", l_app_bg_wait_finish}, {"gen", l_app_gen},
     {"block", l_app_block},           {"take", l_app_take},
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
     {"emit", l_app_emit},             {"events", l_app_events},
@@ -905,9 +1053,23 @@ static const luaL_Reg core_funcs[] = {
     {"http_start", l_http_start},
     {"task_sleep", l_task_sleep},
     {"task_wait", l_task_wait},
+    {"task_block", l_task_block},
+    {"debug_counters", l_debug_counters},
     {"task_call_host", l_task_call_host},
     {"task_should_stop", l_task_should_stop},
     {NULL, NULL}};
+
+LUAGENT_API lg_app *luagent_app_of(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "_core"); /* a luagent app: its core handle */
+    app_ud *u = luaL_testudata(L, -1, APP_MT);
+    lua_pop(L, 1);
+    return u ? u->app : NULL;
+  }
+  app_ud *u = luaL_testudata(L, idx, APP_MT);
+  return u ? u->app : NULL;
+}
 
 /* R-25a: detached or idle worker threads may still run our code after the
  * host state closes and dlcloses us (an app that was only garbage
@@ -941,6 +1103,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   }
   lua_pop(L, 1);
   open_http(L);
+  open_waits(L);
   luaL_newlib(L, core_funcs);
   lg_json_open(L);
   lua_setfield(L, -2, "json");

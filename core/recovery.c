@@ -272,6 +272,24 @@ void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_unlock(&a->mu);
 }
 
+void lg_set_delivered_many(lg_app *a, const char *const *ids, int n) {
+  pthread_mutex_lock(&a->mu);
+  int changed = 0;
+  for (int i = 0; i < n; i++) {
+    lg_task *t = lg_task_find(a, ids[i]);
+    if (t && !t->delivered) {
+      t->delivered = 1;
+      end_claim(t);
+      lg_persist(a, t);
+      changed = 1;
+    }
+  }
+  lg_store *st = changed ? a->store : NULL;
+  uint64_t ticket = lg_store_ticket(st);
+  pthread_mutex_unlock(&a->mu);
+  lg_store_sync(st, ticket, NULL, 0); /* R-33, as below */
+}
+
 int lg_set_delivered(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = lg_task_find(a, id);

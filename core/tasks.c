@@ -113,8 +113,7 @@ void lg_task_free(lg_task *t) {
                    &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
                    &t->error_kind,    &t->error_message};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
-  for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
-  free(t->wait_ids);
+  free(t->waits);
   free(t);
 }
 

@@ -275,18 +275,18 @@ function App:cancel(id)
   return r
 end
 
--- The wait value (bg_wait's shape) once the tasks are done or `deadline`
--- passes; unknown ids raise at once. stop: as for _wait_until.
+-- The wait value once the tasks are done or `deadline` passes; unknown ids
+-- raise at once. The core registers the ids once and builds the value once:
+-- a wakeup only asks whether the wait is over. stop: as for _wait_until.
 function App:_wait_tasks(ids, any, deadline, stop)
-  local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
-  if not ok then error(err, 0) end
-  local value = self:_wait_until(function()
-    local d, v = self._core:wait_check(ids, any, false)
-    if d then return v end
-  end, deadline, stop)
-  if value then return value end
-  local _, v = self._core:wait_check(ids, any, true)
-  return v
+  local w <close> = self._core:wait_begin(ids, any)
+  return self:_block_on(w, deadline, stop)
+end
+
+-- Pump until the core's wait `w` is over or `deadline` passes.
+function App:_block_on(w, deadline, stop)
+  self:_wait_until(function() if w:over() then return true end end, deadline, stop)
+  return w:value(true)
 end
 
 function App:wait(ids, opts)
@@ -630,6 +630,13 @@ local function host_env(self)
     local v = self:_wait_tasks(ids, any, wake_at(ctx, core.now() + timeout), stopper(ctx))
     if not v.done then ctx:check_cancel() end -- the run's own deadline or budget
     return v
+  end
+  -- block on a wait the core made (bg_wait), pumping
+  function env.block(ctx, w, timeout)
+    if self._in_cb > 0 then error("ctx:wait: blocking call inside a host callback", 0) end
+    ctx:check_cancel()
+    self:_block_on(w, wake_at(ctx, core.now() + timeout), stopper(ctx))
+    if not w:over() then ctx:check_cancel() end
   end
   function env.call_host(ctx, name, args)
     return host_tool_result(self, name, args, ctx:info())

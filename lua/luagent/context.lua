@@ -239,6 +239,14 @@ function Ctx:wait(ids, opts)
   return self._env.wait(self, list, any, timeout)
 end
 
+-- Block on a wait the core made (bg_wait) for up to `timeout` seconds; the
+-- run's wall budget and cancel apply as in ctx:wait.
+function Ctx:_block(w, timeout)
+  local d, left = budget_left(self, timeout)
+  self._env.block(self, w, d and left or timeout)
+  if d and not w:over() then error(tools.budget_error(d), 0) end
+end
+
 -- ctx:call_tool(name, args) -> ToolResult; never raises except the cancel
 -- error. Script tools run here, host tools go to the host (R-5).
 function Ctx:call_tool(name, args)
