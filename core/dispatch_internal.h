@@ -21,6 +21,7 @@ int lg_status_from_name(const char *s);        /* TS_*, or -1 */
 lg_task *lg_task_find(lg_app *a, const char *id);
 int lg_task_insert(lg_app *a, lg_task *t); /* -1: out of memory */
 void lg_task_remove(lg_app *a, lg_task *t);
+void lg_scopes_free(lg_app *a);
 lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n); /* enqueue order; free() */
 void lg_task_free(lg_task *t);
 

@@ -462,6 +462,7 @@ static void app_free(lg_app *a) {
     }
   }
   free(a->tab);
+  lg_scopes_free(a);
   for (lg_agentq *q = a->agents, *nx; q; q = nx) {
     nx = q->next;
     free(q->heap);

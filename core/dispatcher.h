@@ -93,7 +93,21 @@ struct lg_task {
   lg_digest ring[LG_TASK_RING];
   int ring_n, ring_head;
   lg_task *hnext; /* hash chain */
+  lg_task *all_prev, *all_next;  /* every task, in enqueue order */
+  struct lg_scopeq *scq;         /* its (parent_agent_id, thread_id) scope, or NULL */
+  lg_task *sc_prev, *sc_next;    /* the scope's tasks, in enqueue order */
+  lg_task *claims_head;          /* the tasks this task's runs claimed */
+  lg_task *cl_prev, *cl_next;    /* in its claimer's list */
 };
+
+/* The tasks one (agent, thread) spawned: what its control tools and notices
+ * look at, so they cost the size of the scope, not of the table. */
+typedef struct lg_scopeq {
+  char *agent_id, *thread_id;
+  lg_task *head, *tail;
+  int n;
+  struct lg_scopeq *hnext;
+} lg_scopeq;
 
 /* An agent's queue: a heap of its queued tasks, best first. */
 typedef struct lg_agentq {
@@ -171,6 +185,9 @@ struct lg_app {
   /* tasks */
   lg_task **tab;
   size_t tab_cap, ntasks;
+  lg_task *all_head, *all_tail; /* enqueue order */
+  lg_scopeq **sctab;
+  size_t sc_cap;
   lg_agentq **aqtab;
   size_t aq_cap;
   lg_agentq *agents;

@@ -230,7 +230,13 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
 static void end_claim(lg_task *t) {
-  if (t->claimed_by) t->claimed_by->claims_held--;
+  lg_task *c = t->claimed_by;
+  if (c) {
+    c->claims_held--;
+    if (t->cl_prev) t->cl_prev->cl_next = t->cl_next; else c->claims_head = t->cl_next;
+    if (t->cl_next) t->cl_next->cl_prev = t->cl_prev;
+  }
+  t->cl_prev = t->cl_next = NULL;
   t->claimed = 0;
   t->claimed_by = NULL;
 }
@@ -239,10 +245,8 @@ static void end_claim(lg_task *t) {
  * may not have unwound far enough to do it (a cancel raises at every
  * instruction). */
 void lg_release_claims(lg_app *a, lg_task *claimer) {
-  if (claimer->claims_held <= 0) return;
-  for (size_t i = 0; i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (t->claimed_by == claimer) end_claim(t);
+  LG_UNUSED(a);
+  while (claimer->claims_head) end_claim(claimer->claims_head);
   claimer->claims_held = 0;
 }
 
@@ -257,7 +261,13 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
     if (i) lg_buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
-    if (claimer) claimer->claims_held++;
+    if (claimer) {
+      claimer->claims_held++;
+      v[i]->cl_prev = NULL;
+      v[i]->cl_next = claimer->claims_head;
+      if (claimer->claims_head) claimer->claims_head->cl_prev = v[i];
+      claimer->claims_head = v[i];
+    }
     lg_record_json(v[i], out);
   }
   lg_buf_addc(out, ']');

@@ -72,11 +72,68 @@ lg_task *lg_task_find(lg_app *a, const char *id) {
   return NULL;
 }
 
+static uint64_t scope_hash(const char *agent, const char *thread) {
+  return hash_str(agent) * 31 + hash_str(thread);
+}
+
+static lg_scopeq *scope_find(lg_app *a, const char *agent, const char *thread, int create) {
+  if (!a->sc_cap) {
+    if (!create) return NULL;
+    a->sctab = calloc(256, sizeof *a->sctab);
+    if (!a->sctab) return NULL;
+    a->sc_cap = 256;
+  }
+  size_t k = scope_hash(agent, thread) & (a->sc_cap - 1);
+  for (lg_scopeq *q = a->sctab[k]; q; q = q->hnext)
+    if (strcmp(q->agent_id, agent) == 0 && strcmp(q->thread_id, thread) == 0) return q;
+  if (!create) return NULL;
+  lg_scopeq *q = calloc(1, sizeof *q);
+  if (!q || !(q->agent_id = strdup(agent)) || !(q->thread_id = strdup(thread))) {
+    if (q) free(q->agent_id);
+    free(q);
+    return NULL;
+  }
+  q->hnext = a->sctab[k];
+  a->sctab[k] = q;
+  return q;
+}
+
+static void scope_drop(lg_app *a, lg_scopeq *q) {
+  size_t k = scope_hash(q->agent_id, q->thread_id) & (a->sc_cap - 1);
+  for (lg_scopeq **pp = &a->sctab[k]; *pp; pp = &(*pp)->hnext)
+    if (*pp == q) {
+      *pp = q->hnext;
+      break;
+    }
+  free(q->agent_id);
+  free(q->thread_id);
+  free(q);
+}
+
+void lg_scopes_free(lg_app *a) {
+  for (size_t i = 0; i < a->sc_cap; i++)
+    for (lg_scopeq *q = a->sctab[i], *nx; q; q = nx) {
+      nx = q->hnext;
+      free(q->agent_id);
+      free(q->thread_id);
+      free(q);
+    }
+  free(a->sctab);
+}
+
 int lg_task_insert(lg_app *a, lg_task *t) {
+  lg_scopeq *q = NULL;
+  if (t->parent_agent_id && t->thread_id) {
+    q = scope_find(a, t->parent_agent_id, t->thread_id, 1);
+    if (!q) return -1;
+  }
   if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
     size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
     lg_task **tab = calloc(cap, sizeof *tab);
-    if (!tab) return -1;
+    if (!tab) {
+      if (q && q->n == 0) scope_drop(a, q);
+      return -1;
+    }
     for (size_t i = 0; i < a->tab_cap; i++) {
       for (lg_task *x = a->tab[i], *nx; x; x = nx) {
         nx = x->hnext;
@@ -93,6 +150,25 @@ int lg_task_insert(lg_app *a, lg_task *t) {
   t->hnext = a->tab[k];
   a->tab[k] = t;
   a->ntasks++;
+  /* enqueue order: seq only grows, so appending keeps both lists sorted */
+  t->all_prev = a->all_tail;
+  t->all_next = NULL;
+  if (a->all_tail)
+    a->all_tail->all_next = t;
+  else
+    a->all_head = t;
+  a->all_tail = t;
+  t->scq = q;
+  if (q) {
+    t->sc_prev = q->tail;
+    t->sc_next = NULL;
+    if (q->tail)
+      q->tail->sc_next = t;
+    else
+      q->head = t;
+    q->tail = t;
+    q->n++;
+  }
   return 0;
 }
 
@@ -101,8 +177,19 @@ void lg_task_remove(lg_app *a, lg_task *t) {
     if (*pp == t) {
       *pp = t->hnext;
       a->ntasks--;
-      return;
+      break;
     }
+  }
+  if (t->all_prev) t->all_prev->all_next = t->all_next; else a->all_head = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev; else a->all_tail = t->all_prev;
+  t->all_prev = t->all_next = NULL;
+  lg_scopeq *q = t->scq;
+  if (q) {
+    if (t->sc_prev) t->sc_prev->sc_next = t->sc_next; else q->head = t->sc_next;
+    if (t->sc_next) t->sc_next->sc_prev = t->sc_prev; else q->tail = t->sc_prev;
+    t->sc_prev = t->sc_next = NULL;
+    t->scq = NULL;
+    if (--q->n == 0) scope_drop(a, q);
   }
 }
 
@@ -341,16 +428,25 @@ static int task_matches(const lg_filter *f, int want, const lg_task *t) {
 }
 
 /* The tasks matching f, in enqueue order, at most f->limit: a malloc'd
- * array (NULL with *n = 0 when there is none or no memory). */
+ * array (NULL with *n = 0 when there is none or no memory). A scope filter
+ * walks that scope's list only; both lists are in enqueue order, so there
+ * is nothing to sort and a limit stops the walk. */
 lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
   int want = f->status ? lg_status_from_name(f->status) : -1;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
   *n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (task_matches(f, want, t)) v[(*n)++] = t;
-  if (v) qsort(v, *n, sizeof *v, lg_cmp_seq);
-  if (f->limit > 0 && (size_t)f->limit < *n) *n = (size_t)f->limit;
+  lg_task *start = a->all_head;
+  size_t most = a->ntasks;
+  int by_scope = f->parent_agent_id && f->thread_id;
+  if (by_scope) {
+    lg_scopeq *q = scope_find(a, f->parent_agent_id, f->thread_id, 0);
+    start = q ? q->head : NULL;
+    most = q ? (size_t)q->n : 0;
+  }
+  if (f->limit > 0 && (size_t)f->limit < most) most = (size_t)f->limit;
+  lg_task **v = malloc((most + 1) * sizeof *v);
+  if (!v) return NULL;
+  for (lg_task *t = start; t && *n < most; t = by_scope ? t->sc_next : t->all_next)
+    if (task_matches(f, want, t)) v[(*n)++] = t;
   return v;
 }
 
