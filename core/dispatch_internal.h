@@ -47,6 +47,7 @@ void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...)
 void lg_bump(lg_app *a); /* something the host may be waiting for changed */
 void lg_hq_push(lg_app *a, lg_host_item *it);
 void lg_hq_unlink(lg_app *a, lg_host_item *it);
+int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
 void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t);
 void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
                 const char *summary);

@@ -138,8 +138,15 @@ static int subtree_holds_slot(const lg_task *c) {
   return 0;
 }
 
+/* Tell the host when the next retry is due (it runs timers when no worker
+ * does, without taking app->mu before then). */
+static void publish_retry_due(lg_app *a) { atomic_store(&a->retry_due, lg_next_retry_mono(a)); }
+
 void lg_schedule(lg_app *a) {
-  if (a->closing) return;
+  if (a->closing) {
+    atomic_store(&a->retry_due, 0);
+    return;
+  }
   retry_due(a, lg_wall_ms());
   /* Tasks coming back from a wait take a slot ahead of queued tasks (R-27).
    * A lender whose own descendants hold the slots it needs takes its slot
@@ -174,6 +181,7 @@ void lg_schedule(lg_app *a) {
     lg_aq_remove(best->aq, best);
     admit(a, best);
   }
+  publish_retry_due(a);
 }
 
 /* Earliest retry time, for the workers' timed waits (0 = none). */
@@ -260,6 +268,11 @@ void lg_finish_task(lg_app *a, lg_task *t, int status) {
   lg_persist(a, t);
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
   lg_waits_task_done(a, t);
+  /* after its callback is queued: stats never see idle with it pending */
+  if (t->live) {
+    t->live = 0;
+    a->busy--;
+  }
   lg_bump(a);
 }
 
@@ -437,6 +450,8 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
+  pthread_mutex_init(&a->hq_mu, NULL);
+  pthread_mutex_init(&a->ev_mu, NULL);
   lg_cond_init(&a->host_cv);
   lg_cond_init(&a->workers_cv);
   atomic_init(&a->refs, 1);
@@ -485,6 +500,8 @@ static void app_free(lg_app *a) {
   free(a->cfg.lua_path);
   free(a->cfg.lua_cpath);
   pthread_mutex_destroy(&a->mu);
+  pthread_mutex_destroy(&a->hq_mu);
+  pthread_mutex_destroy(&a->ev_mu);
   pthread_cond_destroy(&a->host_cv);
   pthread_cond_destroy(&a->workers_cv);
   free(a);
@@ -614,6 +631,8 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     parent->first_child = t;
   }
   a->queued++;
+  a->busy++;
+  t->live = 1;
   lg_record_json(t, out);
   {
     char summary[96];
@@ -654,21 +673,23 @@ fail:
 
 /* ----------------------------------------------------------------- stats */
 
+/* Without app->mu: the counters are atomics the scheduler writes under it.
+ * idle reads `busy` first: a task queues its task_finished callback before
+ * it stops counting as busy, so idle is never seen with work left. */
 void lg_get_stats(lg_app *a, lg_stats *s) {
-  pthread_mutex_lock(&a->mu);
+  int busy = a->busy;
+  int pending_host = lg_host_work_pending(a);
   /* running: slot holders; waiting: running tasks that lent their slot
    * (waiting, queued to take a slot back, or unwinding after a cancel) */
   s->queued = a->queued;
   s->running = a->holders;
-  s->waiting = a->running_n - a->holders;
+  s->waiting = a->running_n - s->running;
+  if (s->waiting < 0) s->waiting = 0;
   s->workers = a->nworkers;
   s->lent_slots = s->waiting;
   s->host_calls_pending = a->host_calls_pending;
-  int pending_host = 0;
-  for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
-  s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
-  memcpy(s->finished, a->finished, sizeof s->finished);
-  pthread_mutex_unlock(&a->mu);
+  s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
+  for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
 }
 
 /* --------------------------------------------------------------- close */
@@ -872,6 +893,7 @@ void lg_worker_exit(lg_worker *w) {
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   pthread_cond_destroy(&w->cv);
+  pthread_cond_destroy(&w->hcv);
   free(w);
   lg_app_release(a);
 }
@@ -983,11 +1005,16 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->name = lg_strdup(name);
   it->json = lg_strdup(args_json);
   it->ctx_json = lg_strdup(ctx_json);
+  it->waiter = w;
+  it->task = t;
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
   pthread_mutex_lock(&a->mu);
   int stop = lg_task_should_stop(t);
-  if (stop) goto out;
-  it->waiter = w;
+  if (stop) {
+    pthread_mutex_unlock(&a->mu);
+    lg_host_item_free(it);
+    return stop;
+  }
   t->host_call = it;
   a->host_calls_pending++;
   lg_hq_push(a, it);
@@ -1003,15 +1030,15 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
     lg_buf_free(&p);
   }
   begin_wait(a, t, "the host");
-  while (!it->replied && !(stop = lg_task_should_stop(t)))
-    lg_cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+  pthread_mutex_unlock(&a->mu);
+  /* the reply comes through the host queue's lock, not the scheduler's */
+  stop = lg_hq_await_reply(a, w, it, t);
+  pthread_mutex_lock(&a->mu);
   a->host_calls_pending--;
   t->host_call = NULL;
-  lg_hq_unlink(a, it); /* still queued if the host never took it: drop it */
   if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
   lg_bump(a);
-out:
   pthread_mutex_unlock(&a->mu);
   lg_host_item_free(it);
   return stop;

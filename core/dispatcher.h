@@ -60,6 +60,7 @@ struct lg_task {
   char *error_kind, *error_message;
   int depth;
   int status, phase;
+  int live; /* counted in app->busy (queued or running, not yet finished) */
   int64_t enqueued_at, started_at, finished_at, retry_at; /* wall ms, 0 = unset */
   int64_t started_mono, deadline_mono;                    /* current attempt */
   int attempts, max_retries;
@@ -119,6 +120,7 @@ typedef struct lg_agentq {
 } lg_agentq;
 
 enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
+enum { HQ_NONE, HQ_QUEUED, HQ_INFLIGHT }; /* where a host item is linked */
 
 struct lg_host_item {
   int type;
@@ -132,6 +134,8 @@ struct lg_host_item {
   int replied;
   char *reply_json;
   lg_worker *waiter;
+  lg_task *task;        /* host call: the calling task (its stop flag is atomic) */
+  int where;            /* HQ_* */
   lg_host_item *next;
 };
 
@@ -150,7 +154,8 @@ typedef struct {
 struct lg_worker {
   lg_app *app;
   pthread_t thread;
-  pthread_cond_t cv;
+  pthread_cond_t cv;  /* with app->mu */
+  pthread_cond_t hcv; /* with app->hq_mu: waiting for the host's reply */
   lg_task *task;     /* assigned or running task */
   int idle, exiting;
   int64_t idle_since;
@@ -177,7 +182,9 @@ typedef struct lg_counter {
 } lg_counter;
 
 struct lg_app {
-  pthread_mutex_t mu;
+  pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
+  pthread_mutex_t hq_mu; /* host work queue, gen, host_cv (taken after mu, never before) */
+  pthread_mutex_t ev_mu; /* the event ring (taken after mu, never before) */
   pthread_cond_t host_cv, workers_cv;
   atomic_int refs;
   lg_settings cfg;
@@ -192,18 +199,24 @@ struct lg_app {
   size_t aq_cap;
   lg_agentq *agents;
   uint64_t next_seq;
-  int queued, holders, waiting, resuming_n, running_n;
+  /* counters stats() reads without app->mu (written under it) */
+  atomic_int queued, holders, running_n, busy;
+  int waiting, resuming_n;
+  _Atomic int64_t retry_due; /* mono ms the next retry is due (0: none), for the host */
   lg_task *retry_head, *resume_head, *resume_tail;
   lg_counter *descendants; /* spawned per root */
   /* workers */
   lg_worker *workers;
-  int nworkers, nidle, live_threads;
+  atomic_int nworkers;
+  int nidle, live_threads;
   /* host side */
   uint64_t gen;
   int host_blocked;
   void *host_multi; /* CURLM* the host is polling, woken with the host */
   lg_host_item *hq_head, *hq_tail;
-  int hq_n, host_calls_pending;
+  lg_host_item *inflight; /* host calls the host has taken and not answered */
+  int hq_n, hq_work;      /* queued items; those that are not log lines */
+  atomic_int host_calls_pending;
   uint64_t next_item_id;
   unsigned wants; /* bit per lifecycle callback kind */
   /* events */
@@ -211,7 +224,7 @@ struct lg_app {
   int ring_cap, ring_n, ring_head;
   int64_t next_event_seq;
   /* counters of finished tasks, by status */
-  long long finished[6];
+  atomic_llong finished[6];
   int closing, closed;
   int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
@@ -281,6 +294,8 @@ void lg_host_item_free(lg_host_item *it);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
+void *lg_host_multi(lg_app *a);
+int lg_host_work_pending(lg_app *a);
 
 typedef struct {
   const char *kind, *run_id, *task_id, *agent_id, *payload_json;

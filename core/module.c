@@ -155,7 +155,7 @@ static int l_app_gc(lua_State *L) {
   /* __gc only signals (R-25a): never blocks, never joins */
   if (!u->worker_handle) {
     lg_close(u->app, u->close_mode, 0, 0);
-    void *m = u->app->host_multi;
+    void *m = lg_host_multi(u->app);
     lg_set_host_multi(u->app, NULL);
     lg_http_multi_free(m);
   }
@@ -706,8 +706,12 @@ static void *calling_multi(lua_State *L, int app_idx) {
   if (w) return lg_http_worker_multi(w);
   app_ud *u = luaL_checkudata(L, app_idx, APP_MT);
   if (!u->app) luaL_error(L, "luagent: the app is closed");
-  if (!u->app->host_multi) lg_set_host_multi(u->app, lg_http_multi_new());
-  return u->app->host_multi;
+  void *m = lg_host_multi(u->app);
+  if (!m) {
+    m = lg_http_multi_new();
+    lg_set_host_multi(u->app, m);
+  }
+  return m;
 }
 
 /* http_start(app, { method, url, headers = {"Name: value"...}, body,

@@ -41,7 +41,9 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
     return -1;
   }
   pthread_mutex_lock(&a->mu);
+  pthread_mutex_lock(&a->ev_mu); /* the event log writes to it too */
   a->store = st;
+  pthread_mutex_unlock(&a->ev_mu);
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -172,6 +174,8 @@ int64_t lg_restore_done(lg_app *a) {
       }
     }
     a->queued++;
+    a->busy++;
+    t->live = 1;
     if (t->retry_at > 0 && t->retry_at > lg_wall_ms()) {
       t->phase = PH_RETRY;
       t->lnext = a->retry_head;

@@ -350,6 +350,7 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
   pthread_condattr_init(&at);
   pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
   pthread_cond_init(&w->cv, &at);
+  pthread_cond_init(&w->hcv, &at);
   pthread_condattr_destroy(&at);
   w->task = first;
   /* Workers never take the host's signals. */
@@ -366,6 +367,7 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
   if (rc != 0) {
     lg_app_release(a);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->hcv);
     free(w);
     return -1;
   }
@@ -380,5 +382,9 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
 
 void lg_worker_wake(lg_worker *w) {
   pthread_cond_signal(&w->cv);
+  /* a worker waiting for the host's reply waits under the host queue's lock */
+  pthread_mutex_lock(&w->app->hq_mu);
+  pthread_cond_signal(&w->hcv);
+  pthread_mutex_unlock(&w->app->hq_mu);
   if (atomic_load(&w->in_http)) lg_http_wakeup(w->multi);
 }
