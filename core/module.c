@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define APP_MT "luagent.app"
 #define ERR_MT "luagent.error"
@@ -665,6 +666,14 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* CPU time of the calling thread, seconds (bench: poll's own cost). */
+static int l_thread_cpu(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+  return 1;
+}
+
 static int l_new_id(lua_State *L) {
   char out[40];
   lg_make_id(luaL_optstring(L, 1, "id_"), out);
@@ -1052,6 +1061,7 @@ static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},
     {"is_cancel", l_is_cancel},
     {"now", l_now},
+    {"thread_cpu", l_thread_cpu},
     {"new_id", l_new_id},
     {"realpath", l_realpath},
     {"http_start", l_http_start},
