@@ -1,4 +1,4 @@
-/* What leaves the dispatcher for observers: the event ring (§6) with each
+/* What leaves the dispatcher for observers: the event ring (README) with each
  * task's ring of event digests, and the queue of work for the host thread
  * (R-5): host tool calls, lifecycle callbacks and log lines, with the
  * generation counter a blocked host waits on. Everything is appended under

@@ -1,4 +1,4 @@
-/* HTTP over libcurl (R-6, R-23, §8). One transfer at a time per thread,
+/* HTTP over libcurl (R-6, R-23, README). One transfer at a time per thread,
  * driven through that thread's multi handle so that a canceller (or, for the
  * host, any news for the host) wakes it at once with curl_multi_wakeup.
  * Pure C: the write callback only appends bytes or parsed SSE events to C

@@ -1,4 +1,4 @@
-/* The store (§7). With no file store the dispatcher's own task table is the
+/* The store (README). With no file store the dispatcher's own task table is the
  * store and every call here is a no-op on a NULL store. A file store is
  * SQLite in WAL mode behind one writer thread that owns the only write
  * connection: callers (under the dispatcher mutex) only queue operations;
@@ -185,7 +185,7 @@ static int run_op(lg_store *st, const op *o) {
 
 /* Token events (payload {"text": ...}) of one run that follow each other in
  * a batch are stored as one event: the first one's seq with the texts
- * joined (§6: the file keeps all events, tokens coalesced). The JSON is the
+ * joined (README: the file keeps all events, tokens coalesced). The JSON is the
  * dispatcher's own, so its shape is known: the payload is the last field. */
 static const char TOKEN_KIND[] = "\"kind\":\"token\"";
 static const char TOKEN_TEXT[] = "\"payload\":{\"text\":\"";

@@ -1,4 +1,4 @@
-/* Persistence behind the dispatcher (§7). The memory store is the
+/* Persistence behind the dispatcher (README). The memory store is the
  * dispatcher's own task table, so a NULL store means "memory only" and every
  * call is then a no-op. A file store is SQLite (store.c). */
 #ifndef LUAGENT_STORE_H

@@ -1,4 +1,4 @@
--- The background half of a run (DESIGN §5): the LM-facing control tools
+-- The background half of a run (README): the LM-facing control tools
 -- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).

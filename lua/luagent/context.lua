@@ -1,4 +1,4 @@
--- The run context `ctx` handed to tool handlers and hooks (DESIGN §3.1).
+-- The run context `ctx` handed to tool handlers and hooks (README).
 -- The same object works in the host state (foreground runs) and in worker
 -- states (tasks); what differs (how to sleep, wait, reach the host) comes
 -- from its env, built by app.lua or worker.lua.
@@ -136,7 +136,7 @@ function context.max_depth_for(ctx)
   return m
 end
 
--- The error a spawn or nested run past a limit raises (R-28, §3.2).
+-- The error a spawn or nested run past a limit raises (R-28, docs/architecture.md).
 function context.limit_error(message)
   return setmetatable({ kind = "limit", message = message }, core.error_mt)
 end

@@ -45,7 +45,7 @@ local bg_spec = {
   end,
 }
 
--- background_tasks with the defaults of DESIGN §4 filled in.
+-- background_tasks with its defaults (README) filled in.
 function spec.background_settings(bt)
   options.check("luagent.config background_tasks", bt, bg_spec, 4)
   local s = {
