@@ -155,6 +155,11 @@ build/obj/%.o: core/%.c $(HDR) Makefile
 
 objects: $(OBJ)
 
+# A C host calling the control tools' entries (tests/c_spec.lua runs it).
+build/test_control: tests/c/test_control.c $(OBJ)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -I$(LUA_INCDIR) -Icore -o $@ $< $(OBJ) \
+	  $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4) $(LDLIBS)
+
 build/fuzz_sse: tests/fuzz/fuzz_sse.c core/sse.c core/sse.h
 	@mkdir -p build
 	$(FUZZ_CC) -std=c11 $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore -o $@ tests/fuzz/fuzz_sse.c core/sse.c
