@@ -103,26 +103,45 @@ static lg_task *calling_task(lua_State *L) {
 
 /* ------------------------------------------------------------- app */
 
+/* A setting app_new needs. The defaults live in one place, the Lua side's
+ * background_settings (spec.lua), which always passes every field. */
+static double need_num(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (!lua_isnumber(L, -1)) luaL_error(L, "luagent: app_new needs a number for %s", k);
+  double v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int need_int(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (!lua_isinteger(L, -1)) luaL_error(L, "luagent: app_new needs an integer for %s", k);
+  lua_Integer v = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (v < INT_MIN || v > INT_MAX) luaL_error(L, "luagent: app_new: %s is out of range", k);
+  return (int)v;
+}
+
 static int l_app_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lg_settings s = {0};
-  s.global_concurrency = (int)opt_field_int(L, 1, "global_concurrency", 10);
-  s.per_agent_concurrency = (int)opt_field_int(L, 1, "per_agent_concurrency", 5);
-  s.default_timeout_s = opt_field_num(L, 1, "default_timeout_s", 300);
-  s.default_wait_timeout_s = opt_field_num(L, 1, "default_wait_timeout_s", 300);
-  s.default_retries = (int)opt_field_int(L, 1, "default_retries", 0);
-  s.retry_backoff_s = opt_field_num(L, 1, "retry_backoff_s", 1);
-  s.retry_backoff_max_s = opt_field_num(L, 1, "retry_backoff_max_s", 30);
+  s.global_concurrency = need_int(L, 1, "global_concurrency");
+  s.per_agent_concurrency = need_int(L, 1, "per_agent_concurrency");
+  s.default_timeout_s = need_num(L, 1, "default_timeout_s");
+  s.default_wait_timeout_s = need_num(L, 1, "default_wait_timeout_s");
+  s.default_retries = need_int(L, 1, "default_retries");
+  s.retry_backoff_s = need_num(L, 1, "retry_backoff_s");
+  s.retry_backoff_max_s = need_num(L, 1, "retry_backoff_max_s");
   const char *bp = opt_field_str(L, 1, "backpressure");
   s.reject = bp && strcmp(bp, "reject") == 0;
-  s.max_queue = (int)opt_field_int(L, 1, "max_queue", 10000);
-  s.max_depth = (int)opt_field_int(L, 1, "max_depth", 2);
-  s.max_descendants = (int)opt_field_int(L, 1, "max_descendants", 50);
-  s.max_workers = (int)opt_field_int(L, 1, "max_workers", s.global_concurrency * (s.max_depth + 1) + 2);
-  s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
-  s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
-  s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
-  s.max_output_bytes = (int)opt_field_int(L, 1, "max_tool_output_bytes", 16384);
+  s.max_queue = need_int(L, 1, "max_queue");
+  s.max_depth = need_int(L, 1, "max_depth");
+  s.max_descendants = need_int(L, 1, "max_descendants");
+  s.max_workers = need_int(L, 1, "max_workers");
+  s.worker_idle_s = need_num(L, 1, "worker_idle_s");
+  s.event_buffer = need_int(L, 1, "event_buffer");
+  s.keep_finished_s = need_num(L, 1, "keep_finished_s"); /* < 0: keep forever */
+  s.max_output_bytes = need_int(L, 1, "max_tool_output_bytes");
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");

@@ -661,6 +661,7 @@ function app.new(reg, boot)
     max_workers = s.max_workers,
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
+    max_tool_output_bytes = reg.max_tool_output_bytes,
     keep_finished_s = s.keep_finished_s == false and -1 or s.keep_finished_s,
     boot_json = json.encode(boot),
     lua_path = package.path,
