@@ -1,16 +1,192 @@
-/* Private to the files of the dispatcher (dispatcher.c, tasks.c, events.c,
- * recovery.c): the helpers one of them defines and another calls. They were
- * statics of one file; they have external linkage now, but the module is
- * built with -fvisibility=hidden, so none of them is exported, and no file
- * outside the dispatcher includes this header (module.c, worker.c and http.c
- * use dispatcher.h). Functions taking an lg_app expect app->mu held. */
+/* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
+ * recovery.c) and the worker threads (worker.c): the struct layouts and the
+ * helpers one of these files defines and another calls. They have external
+ * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
+ * so none is exported. The bindings and the control tools do not include
+ * this header: they see handles and the functions of dispatcher.h only.
+ * Functions taking an lg_app expect app->mu held unless they say otherwise. */
 #ifndef LUAGENT_DISPATCH_INTERNAL_H
 #define LUAGENT_DISPATCH_INTERNAL_H
 
 #include "dispatcher.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+
+/* ---- the layouts: private to the scheduler and the worker threads ----
+ * Bindings (module.c) and the control tools (control.c) see only handles
+ * and the functions of dispatcher.h. */
+/* Where a task is in its life; finer than the status users see. */
+enum {
+  PH_QUEUED,    /* in its agent's queue, waiting for admission */
+  PH_RETRY,     /* failed attempt, waiting for retry_at */
+  PH_ASSIGNED,  /* admitted (holds a slot), handed to a worker */
+  PH_WAITING,   /* on a worker, waiting on tasks or the host; slot lent */
+  PH_RESUMING,  /* wait over, queued to take a slot back */
+  PH_UNWINDING, /* cancelled while it held no slot; its Lua is unwinding */
+  PH_RECOVERING, /* restored from the store, not yet re-queued */
+  PH_DONE
+};
+
+/* Why a running task is being stopped; the first reason wins. */
+enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND };
+
+typedef struct {
+  int64_t seq, ts;
+  char kind[24];
+  char summary[128];
+} lg_digest;
+
+#define LG_TASK_RING 16
+
+struct lg_task {
+  char id[40];
+  int kind;
+  char *agent_id, *parent_agent_id, *thread_id, *tool, *tool_call_id;
+  char *run_id, *parent_run_id, *parent_task_id, *root_task_id, *root_key;
+  char *prompt, *args_json, *metadata_json, *result_json, *usage_json, *late_result_json;
+  char *error_kind, *error_message;
+  int depth;
+  int status, phase;
+  int live; /* counted in app->busy (queued or running, not yet finished) */
+  int64_t enqueued_at, started_at, finished_at, retry_at; /* wall ms, 0 = unset */
+  int64_t started_mono, deadline_mono;                    /* current attempt */
+  int attempts, max_retries;
+  double timeout_s;
+  long long priority;
+  uint64_t seq; /* enqueue order, FIFO tie-break */
+  atomic_int stop; /* STOP_* */
+  int cancel_requested, delivered, boost;
+  int claimed;      /* carried by a notice whose model call has not returned */
+  lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
+  int claims_held;     /* how many tasks this task's runs have claimed */
+  int waited;          /* worker waits on this task in progress (kept in memory) */
+  int scoped;          /* started by an agent run: announced to it */
+  int error_status; /* HTTP status of a model error, 0 if none */
+  int max_depth;    /* the spawning run's depth limit, -1 = the app's */
+  int holds_slot;
+  lg_task *parent;                 /* NULL when spawned by a host or foreground run */
+  lg_task *first_child, *next_sibling;
+  lg_worker *worker;               /* set while a worker runs it */
+  struct lg_agentq *aq;
+  int heap_idx;
+  lg_task *lnext;                  /* retry / resume lists */
+  /* wait state: the ids of the wait this task's worker blocks on (borrowed
+   * from the lg_wait), and the waits registered with this task */
+  char **wait_ids;
+  int wait_n, wait_any;
+  struct lg_wait **waits;
+  int nwaits, waits_cap;
+  lg_host_item *host_call;
+  /* per-task ring of event digests, for bg_check and wait progress */
+  lg_digest ring[LG_TASK_RING];
+  int ring_n, ring_head;
+  lg_task *hnext; /* hash chain */
+  lg_task *all_prev, *all_next;  /* every task, in enqueue order */
+  struct lg_scopeq *scq;         /* its (parent_agent_id, thread_id) scope, or NULL */
+  lg_task *sc_prev, *sc_next;    /* the scope's tasks, in enqueue order */
+  lg_task *claims_head;          /* the tasks this task's runs claimed */
+  lg_task *cl_prev, *cl_next;    /* in its claimer's list */
+};
+
+/* The tasks one (agent, thread) spawned: what its control tools and notices
+ * look at, so they cost the size of the scope, not of the table. */
+typedef struct lg_scopeq {
+  char *agent_id, *thread_id;
+  lg_task *head, *tail;
+  int n;
+  struct lg_scopeq *hnext;
+} lg_scopeq;
+
+/* An agent's queue: a heap of its queued tasks, best first. */
+typedef struct lg_agentq {
+  char *name;
+  int holders; /* slot holders of this agent */
+  lg_task **heap;
+  int n, cap;
+  struct lg_agentq *hnext, *next;
+} lg_agentq;
+
+struct lg_worker {
+  lg_app *app;
+  pthread_t thread;
+  pthread_cond_t cv;  /* with app->mu */
+  pthread_cond_t hcv; /* with app->hq_mu: waiting for the host's reply */
+  lg_task *task;     /* assigned or running task */
+  int idle, exiting;
+  int64_t idle_since;
+  void *lua;         /* lua_State*, touched only by this thread */
+  void *multi;       /* CURLM* of this worker, or NULL */
+  atomic_int in_http;
+  lg_worker *next, *prev;
+  /* worker thread only */
+  pthread_t owner;   /* the thread that owns `lua` (debug checks) */
+  lg_task *current;  /* the task whose Lua is running (read by the hook) */
+  int hook_fired, hook_count;
+  int user_mask, user_count, user_acc; /* a chained debug.sethook */
+};
+
+typedef struct {
+  int64_t seq;
+  char *json;
+} lg_event;
+
+typedef struct lg_counter {
+  char *key;
+  int n;
+  struct lg_counter *next;
+} lg_counter;
+
+struct lg_app {
+  pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
+  pthread_mutex_t hq_mu; /* host work queue, gen, host_cv (taken after mu, never before) */
+  pthread_mutex_t ev_mu; /* the event ring (taken after mu, never before) */
+  pthread_cond_t host_cv, workers_cv;
+  atomic_int refs;
+  lg_settings cfg;
+  char id[40];
+  /* tasks */
+  lg_task **tab;
+  size_t tab_cap, ntasks;
+  lg_task *all_head, *all_tail; /* enqueue order */
+  lg_scopeq **sctab;
+  size_t sc_cap;
+  lg_agentq **aqtab;
+  size_t aq_cap;
+  lg_agentq *agents;
+  uint64_t next_seq;
+  /* counters stats() reads without app->mu (written under it) */
+  atomic_int queued, holders, running_n, busy;
+  int waiting, resuming_n;
+  _Atomic int64_t retry_due; /* mono ms the next retry is due (0: none), for the host */
+  lg_task *retry_head, *resume_head, *resume_tail;
+  lg_counter *descendants; /* spawned per root */
+  /* workers */
+  lg_worker *workers;
+  atomic_int nworkers;
+  int nidle, live_threads;
+  /* host side */
+  uint64_t gen;
+  int host_blocked;
+  void *host_multi; /* CURLM* the host is polling, woken with the host */
+  lg_host_item *hq_head, *hq_tail;
+  lg_host_item *inflight; /* host calls the host has taken and not answered */
+  int hq_n, hq_work;      /* queued items; those that are not log lines */
+  atomic_int host_calls_pending;
+  uint64_t next_item_id;
+  unsigned wants; /* bit per lifecycle callback kind */
+  /* events */
+  lg_event *ring;
+  int ring_cap, ring_n, ring_head;
+  int64_t next_event_seq;
+  /* counters of finished tasks, by status */
+  atomic_llong finished[6];
+  int closing, closed;
+  int64_t last_evict; /* wall ms of the last eviction pass */
+  lg_store *store;
+};
+
 
 /* ---- tasks.c: clocks, task table, agent queues, records, helpers ---- */
 void lg_cond_init(pthread_cond_t *cv); /* a condition variable on CLOCK_MONOTONIC */

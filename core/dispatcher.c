@@ -760,6 +760,8 @@ lg_task *lg_worker_next(lg_worker *w) {
   return NULL;
 }
 
+int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
+
 int lg_task_should_stop(lg_task *t) {
   if (atomic_load(&t->stop) != STOP_NONE) return 1;
   if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {

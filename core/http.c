@@ -4,9 +4,8 @@
  * Pure C: the write callback only appends bytes or parsed SSE events to C
  * buffers; Lua sees them after lg_http_poll returns (no Lua inside curl). */
 #include "http.h"
-#include "dispatcher.h"
+#include "internal.h"
 #include "sse.h"
-#include "worker.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -33,26 +32,6 @@ void *lg_http_multi_new(void) {
 
 void lg_http_multi_free(void *multi) {
   if (multi) curl_multi_cleanup((CURLM *)multi);
-}
-
-/* The worker's multi handle, made on first use. Published under the app
- * mutex because cancellers read it there (lg_worker_wake). */
-void *lg_http_worker_multi(lg_worker *w) {
-  if (!w->multi) {
-    void *m = lg_http_multi_new();
-    pthread_mutex_lock(&w->app->mu);
-    w->multi = m;
-    pthread_mutex_unlock(&w->app->mu);
-  }
-  return w->multi;
-}
-
-void lg_http_worker_cleanup(lg_worker *w) {
-  pthread_mutex_lock(&w->app->mu);
-  void *m = w->multi;
-  w->multi = NULL;
-  pthread_mutex_unlock(&w->app->mu);
-  lg_http_multi_free(m);
 }
 
 struct lg_http {

@@ -97,8 +97,7 @@ static lua_Integer opt_field_int(lua_State *L, int t, const char *k, lua_Integer
 }
 
 static lg_task *calling_task(lua_State *L) {
-  lg_worker *w = lg_current_worker(L);
-  return w ? w->current : NULL;
+  return lg_worker_current(lg_current_worker(L));
 }
 
 /* ------------------------------------------------------------- app */
@@ -163,8 +162,8 @@ static int l_worker_app(lua_State *L) {
   app_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
   memset(u, 0, sizeof *u);
   luaL_setmetatable(L, APP_MT);
-  lg_app_retain(w->app);
-  u->app = w->app;
+  lg_app_retain(lg_worker_app(w));
+  u->app = lg_worker_app(w);
   u->worker_handle = 1;
   return 1;
 }
@@ -599,7 +598,7 @@ static int l_app_close(lua_State *L) {
 
 static lg_worker *check_worker(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
-  if (!w || !w->current) luaL_error(L, "luagent: not inside a background task");
+  if (!lg_worker_current(w)) luaL_error(L, "luagent: not inside a background task");
   return w;
 }
 
@@ -664,7 +663,8 @@ static int l_task_call_host(lua_State *L) {
 
 static int l_task_should_stop(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
-  lua_pushboolean(L, w && w->current && lg_task_should_stop(w->current));
+  lg_task *t = lg_worker_current(w);
+  lua_pushboolean(L, t && lg_task_should_stop(t));
   return 1;
 }
 
@@ -796,22 +796,22 @@ static int l_http_poll(lua_State *L) {
   double t = luaL_optnumber(L, 2, 0.1);
   int ms = t > 0 ? (int)(t * 1000.0) : 0;
   lg_worker *w = lg_current_worker(L);
-  lg_task *task = w ? w->current : NULL;
+  lg_task *task = lg_worker_current(w);
   int done, stop = 0;
   if (task) {
     /* publish "in HTTP" before checking the flag, so a canceller either
      * sees it and wakes us or we see its flag */
-    atomic_store(&w->in_http, 1);
+    lg_worker_set_in_http(w, 1);
     if (lg_task_should_stop(task)) {
       stop = 1;
-    } else if (task->deadline_mono > 0) {
-      int64_t left = task->deadline_mono - lg_mono_ms();
+    } else if (lg_task_deadline(task) > 0) {
+      int64_t left = lg_task_deadline(task) - lg_mono_ms();
       if (left < ms) ms = left > 0 ? (int)left : 0;
     }
   }
   done = stop ? 0 : lg_http_poll(h, ms);
   if (task) {
-    atomic_store(&w->in_http, 0);
+    lg_worker_set_in_http(w, 0);
     if (!done && lg_task_should_stop(task)) stop = 1;
   }
   lua_pushboolean(L, done);

@@ -4,7 +4,7 @@
  * closes. Cancellation and timeouts reach Lua through a count hook that the
  * worker installs itself; it raises the cancel sentinel and then fires on
  * every instruction, so a user pcall cannot swallow it. */
-#include "dispatcher.h"
+#include "dispatch_internal.h"
 #include "http.h"
 #include "luagent.h"
 #include "worker.h"
@@ -388,3 +388,31 @@ void lg_worker_wake(lg_worker *w) {
   pthread_mutex_unlock(&w->app->hq_mu);
   if (atomic_load(&w->in_http)) lg_http_wakeup(w->multi);
 }
+
+/* The worker's multi handle, made on first use. Published under the app
+ * mutex because cancellers read it there (lg_worker_wake). */
+void *lg_http_worker_multi(lg_worker *w) {
+  if (!w->multi) {
+    void *m = lg_http_multi_new();
+    pthread_mutex_lock(&w->app->mu);
+    w->multi = m;
+    pthread_mutex_unlock(&w->app->mu);
+  }
+  return w->multi;
+}
+
+void lg_http_worker_cleanup(lg_worker *w) {
+  pthread_mutex_lock(&w->app->mu);
+  void *m = w->multi;
+  w->multi = NULL;
+  pthread_mutex_unlock(&w->app->mu);
+  lg_http_multi_free(m);
+}
+
+lg_task *lg_worker_current(lg_worker *w) { return w ? w->current : NULL; }
+
+lg_app *lg_worker_app(lg_worker *w) { return w->app; }
+
+/* Published before the stop flag is checked, so a canceller either sees it
+ * and wakes the transfer or the worker sees the flag (R-23). */
+void lg_worker_set_in_http(lg_worker *w, int on) { atomic_store(&w->in_http, on); }
