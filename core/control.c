@@ -86,6 +86,14 @@ static void scope_open(lg_app *a, const luagent_scope *s, scope_t *sc) {
 
 static void scope_close(scope_t *sc) { free(sc->narrow); }
 
+/* The scheduler's filter for the tasks of a scope. */
+static void scope_filter(const scope_t *sc, lg_filter *f) {
+  memset(f, 0, sizeof *f);
+  f->parent_agent_id = sc->s->agent_id;
+  f->thread_id = sc->s->thread_id;
+  f->parent_task_id = sc->narrow;
+}
+
 static int in_scope(const scope_t *sc, lg_jspan rec) {
   return rec.p && lg_jspan_eq(lg_jspan_field(rec, "parent_agent_id"), sc->s->agent_id) &&
          lg_jspan_eq(lg_jspan_field(rec, "thread_id"), sc->s->thread_id) &&
@@ -204,10 +212,7 @@ char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) 
   scope_t sc;
   scope_open(a, s, &sc);
   lg_filter f;
-  memset(&f, 0, sizeof f);
-  f.parent_agent_id = s->agent_id;
-  f.thread_id = s->thread_id;
-  f.parent_task_id = sc.narrow;
+  scope_filter(&sc, &f);
   f.include_finished = 1;
   buf_t recs;
   lg_buf_init(&recs);
@@ -447,10 +452,7 @@ void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t
   scope_t sc;
   scope_open(a, s, &sc);
   lg_filter f;
-  memset(&f, 0, sizeof f);
-  f.parent_agent_id = s->agent_id;
-  f.thread_id = s->thread_id;
-  f.parent_task_id = sc.narrow;
+  scope_filter(&sc, &f);
   lg_claim(a, claimer, &f, out);
   scope_close(&sc);
 }

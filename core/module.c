@@ -376,13 +376,16 @@ static int l_wait_close(lua_State *L) {
 static const luaL_Reg wait_methods[] = {
     {"over", l_wait_over}, {"value", l_wait_value}, {"close", l_wait_close}, {NULL, NULL}};
 
-static void open_waits(lua_State *L) {
-  if (luaL_newmetatable(L, WAIT_MT)) {
-    luaL_newlib(L, wait_methods);
+/* The metatable of a handle: methods, and `close` for __gc and __close. */
+static void open_handle_mt(lua_State *L, const char *name, const luaL_Reg *methods,
+                           lua_CFunction close) {
+  if (luaL_newmetatable(L, name)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_wait_close);
+    lua_pushcfunction(L, close);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_wait_close);
+    lua_pushcfunction(L, close);
     lua_setfield(L, -2, "__close");
   }
   lua_pop(L, 1);
@@ -877,17 +880,6 @@ static int l_http_close(lua_State *L) {
 static const luaL_Reg http_methods[] = {
     {"poll", l_http_poll}, {"result", l_http_result}, {"close", l_http_close}, {NULL, NULL}};
 
-static void open_http(lua_State *L) {
-  if (luaL_newmetatable(L, HTTP_MT)) {
-    luaL_newlib(L, http_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_http_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_http_close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-}
 
 /* ------------------------------------------------------------ store */
 
@@ -1135,8 +1127,8 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
-  open_http(L);
-  open_waits(L);
+  open_handle_mt(L, HTTP_MT, http_methods, l_http_close);
+  open_handle_mt(L, WAIT_MT, wait_methods, l_wait_close);
   luaL_newlib(L, core_funcs);
   lg_json_open(L);
   lua_setfield(L, -2, "json");

@@ -286,11 +286,15 @@ void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_unlock(&a->mu);
 }
 
-void lg_set_delivered_many(lg_app *a, const char *const *ids, int n) {
+/* Mark tasks delivered; returns how many were found. R-33: the flags are in
+ * the store (one commit for all) before anyone acts on them, so a restart
+ * never announces a child again that was already delivered. */
+static int deliver(lg_app *a, const char *const *ids, int n) {
   pthread_mutex_lock(&a->mu);
-  int changed = 0;
+  int found = 0, changed = 0;
   for (int i = 0; i < n; i++) {
     lg_task *t = lg_task_find(a, ids[i]);
+    found += t != NULL;
     if (t && !t->delivered) {
       t->delivered = 1;
       end_claim(t);
@@ -301,24 +305,10 @@ void lg_set_delivered_many(lg_app *a, const char *const *ids, int n) {
   lg_store *st = changed ? a->store : NULL;
   uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);
-  lg_store_sync(st, ticket, NULL, 0); /* R-33, as below */
+  lg_store_sync(st, ticket, NULL, 0);
+  return found;
 }
 
-int lg_set_delivered(lg_app *a, const char *id) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = lg_task_find(a, id);
-  int found = t != NULL, changed = 0;
-  if (t && !t->delivered) {
-    t->delivered = 1;
-    end_claim(t);
-    lg_persist(a, t);
-    changed = 1;
-  }
-  lg_store *st = changed ? a->store : NULL;
-  uint64_t ticket = lg_store_ticket(st);
-  pthread_mutex_unlock(&a->mu);
-  /* R-33: the flag is in the store before anyone acts on it, so a restart
-   * never announces a child again that was already delivered */
-  lg_store_sync(st, ticket, NULL, 0);
-  return found ? 0 : -1;
-}
+void lg_set_delivered_many(lg_app *a, const char *const *ids, int n) { deliver(a, ids, n); }
+
+int lg_set_delivered(lg_app *a, const char *id) { return deliver(a, &id, 1) > 0 ? 0 : -1; }

@@ -1,12 +1,18 @@
 -- The C-level tests, run through busted so they count in the summary.
+
+-- Build `target` (outside any sanitizer preload) and run it; its output.
+local function build_and_run(target)
+  local ok = os.execute("env -u LD_PRELOAD make -s " .. target .. " >/dev/null")
+  assert.is_true(ok == true, "building " .. target .. " failed")
+  local p = io.popen("env -u LD_PRELOAD ./" .. target .. " 2>&1; echo \"exit=$?\"")
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
 describe("C tests", function()
   it("the SSE parser passes its unit tests (built with ASan+UBSan)", function()
-    local ok = os.execute("make -s build/test_sse >/dev/null")
-    assert.is_true(ok == true, "building build/test_sse failed")
-    local p = io.popen("env -u LD_PRELOAD ./build/test_sse 2>&1; echo \"exit=$?\"")
-    local out = p:read("a")
-    p:close()
-    assert.matches("exit=0", out, 1, true)
+    assert.matches("exit=0", build_and_run("build/test_sse"), 1, true)
   end)
 
   -- A host that links the core statically must not meet our names: every
@@ -32,11 +38,7 @@ describe("C tests", function()
   end)
 
   it("a C host calls the control tools' entries and gets not_found outside its scope", function()
-    local ok = os.execute("env -u LD_PRELOAD make -s build/test_control >/dev/null")
-    assert.is_true(ok == true, "building build/test_control failed")
-    local p = io.popen("env -u LD_PRELOAD ./build/test_control 2>&1; echo \"exit=$?\"")
-    local out = p:read("a")
-    p:close()
+    local out = build_and_run("build/test_control")
     assert.matches("control entries: ok", out, 1, true)
     assert.matches("exit=0", out, 1, true)
   end)
