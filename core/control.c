@@ -191,18 +191,39 @@ static double span_num(lg_jspan v, double dflt) {
   return strtod(tmp, NULL);
 }
 
-/* A string argument as a C string (malloc'd), or NULL. */
+static int valid_utf8(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned c = p[i];
+    size_t k = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 9;
+    if (k == 9 || (k == 1 && c < 0xC2) || i + k >= n + (k ? 0 : 1)) return 0;
+    for (size_t j = 1; j <= k; j++)
+      if ((p[i + j] & 0xC0) != 0x80) return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
+/* A task id argument as a C string (malloc'd, *out), or NULL. A string that
+ * is not text (a NUL byte, invalid UTF-8) names no task: C would cut it at
+ * the NUL and find another one. */
 static char *span_cstr(lg_jspan v) {
   if (!lg_jspan_is_str(v)) return NULL;
   buf_t b;
   lg_buf_init(&b);
   lg_jspan_str(v, &b);
+  int text = !b.oom && !memchr(b.p ? b.p : "", '\0', b.len) &&
+             valid_utf8((const unsigned char *)(b.p ? b.p : ""), b.len);
   lg_buf_addc(&b, '\0');
-  if (b.oom) {
+  if (b.oom || !text) {
     lg_buf_free(&b);
     return NULL;
   }
   return b.p;
+}
+
+/* The not_found answer for an id argument that is not text. */
+static char *not_found_span(lg_jspan v) {
+  return lg_jspan_is_str(v) ? not_found(v.p + 1, v.n - 2) : not_found(v.p ? v.p : "", v.p ? v.n : 0);
 }
 
 /* ------------------------------------------------------------ bg_list */
@@ -245,6 +266,7 @@ char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) 
 char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json) {
   lg_jspan idv = args_field(args_json, "task_id");
   char *id = span_cstr(idv);
+  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
   if (!id) return fail_str("validation", "bg_check needs task_id, a task id string");
   scope_t sc;
   scope_open(a, s, &sc);
@@ -287,7 +309,9 @@ char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json)
 /* ---------------------------------------------------------- bg_cancel */
 
 char *luagent_bg_cancel(lg_app *a, const luagent_scope *s, const char *args_json) {
-  char *id = span_cstr(args_field(args_json, "task_id"));
+  lg_jspan idv = args_field(args_json, "task_id");
+  char *id = span_cstr(idv);
+  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
   if (!id) return fail_str("validation", "bg_cancel needs task_id, a task id string");
   scope_t sc;
   scope_open(a, s, &sc);
@@ -355,13 +379,7 @@ lg_wait *luagent_bg_wait_begin(lg_app *a, const luagent_scope *s, const char *ar
     int ok = v[k] && scoped_record(a, &sc, v[k], &rec);
     lg_buf_free(&rec);
     if (!ok) {
-      if (v[k]) {
-        *answer = not_found(v[k], strlen(v[k]));
-      } else if (lg_jspan_is_str(item)) { /* out of memory */
-        *answer = NULL;
-      } else {
-        *answer = not_found(item.p, item.n);
-      }
+      *answer = v[k] ? not_found(v[k], strlen(v[k])) : not_found_span(item);
       k++;
       break;
     }

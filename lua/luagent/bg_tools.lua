@@ -5,6 +5,7 @@
 local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
+local options = require("luagent.options")
 
 local bg = {}
 

@@ -36,7 +36,7 @@ static const char *SCRIPT =
     "local res = app:run('A', 'go', { thread_id = 't1' })\n"
     "assert(res.status == 'completed', res.error and res.error.message)\n"
     "local id = app:list({ agent_id = 'A' })[1].task_id\n"
-    "app:wait(id, { timeout_s = 10 })\n"
+    "app:wait({ id }, { timeout_s = 10 })\n"
     "return app, id\n";
 
 int main(void) {
