@@ -1,5 +1,5 @@
 /* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
- * recovery.c) and the worker threads (worker.c): the struct layouts and the
+ * recovery.c, usage.c) and the worker threads (worker.c): the struct layouts and the
  * helpers one of these files defines and another calls. They have external
  * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
  * so none is exported. The bindings and the control tools do not include
@@ -64,6 +64,7 @@ struct lg_task {
   int waited;          /* worker waits on this task in progress (kept in memory) */
   int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
+  lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
@@ -182,6 +183,8 @@ struct lg_app {
   int64_t next_event_seq;
   /* counters of finished tasks, by status */
   atomic_llong finished[6];
+  lg_usage usage; /* every model call of the app, foreground runs included (under ev_mu) */
+  double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
   int closing, closed;
   int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
@@ -213,6 +216,7 @@ void lg_add_raw_field(buf_t *b, const char *k, const char *json);
 void lg_add_error(buf_t *b, const lg_task *t);
 void lg_record_json_x(const lg_task *t, buf_t *b, int internal);
 void lg_record_json(const lg_task *t, buf_t *b);
+const char *lg_root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
 
 int lg_eq_opt(const char *want, const char *have); /* filter match; NULL wants any */
 int lg_cmp_seq(const void *x, const void *y);      /* qsort of lg_task * by enqueue order */

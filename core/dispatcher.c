@@ -456,6 +456,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   lg_cond_init(&a->workers_cv);
   atomic_init(&a->refs, 1);
   a->next_event_seq = 1;
+  a->t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
@@ -524,6 +525,29 @@ int *lg_descendant_counter(lg_app *a, const char *key) {
   c->next = a->descendants;
   a->descendants = c;
   return &c->n;
+}
+
+/* What a UI shows of a new task without reading its record: kind, agent,
+ * tool, and the head of its prompt (README "Events"). */
+#define PROMPT_HEAD 200
+static void enqueued_payload(const lg_task *t, buf_t *p) {
+  lg_buf_addf(p, "{\"kind\":\"%s\"", t->kind == TK_AGENT ? "agent" : "tool");
+  lg_add_str_field(p, "agent_id", t->agent_id);
+  lg_add_str_field(p, "tool", t->tool);
+  lg_add_str_field(p, "tool_call_id", t->tool_call_id);
+  lg_add_str_field(p, "parent_run_id", t->parent_run_id);
+  if (t->prompt) {
+    size_t n = strlen(t->prompt);
+    if (n > PROMPT_HEAD) {
+      n = PROMPT_HEAD;
+      while (n > 0 && ((unsigned char)t->prompt[n] & 0xC0) == 0x80) n--; /* whole UTF-8 chars */
+    }
+    lg_buf_adds(p, ",\"prompt\":");
+    lg_buf_add_jstr(p, t->prompt, n);
+    if (n < strlen(t->prompt)) lg_buf_adds(p, ",\"prompt_cut\":true");
+  }
+  lg_buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
+           t->max_retries, t->timeout_s);
 }
 
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
@@ -638,7 +662,11 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     char summary[96];
     snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
              t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
-    lg_task_event(a, t, "task_enqueued", "{}", summary);
+    buf_t p;
+    lg_buf_init(&p);
+    enqueued_payload(t, &p);
+    lg_task_event(a, t, "task_enqueued", p.oom || !p.p ? "{}" : p.p, summary);
+    lg_buf_free(&p);
   }
   lg_queue_callback(a, W_ENQUEUED, "task_enqueued", t);
   lg_persist(a, t);
@@ -690,6 +718,10 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->host_calls_pending = a->host_calls_pending;
   s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
   for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
+  pthread_mutex_lock(&a->ev_mu);
+  s->usage = a->usage;
+  s->last_seq = a->next_event_seq - 1;
+  pthread_mutex_unlock(&a->ev_mu);
 }
 
 /* --------------------------------------------------------------- close */

@@ -119,6 +119,9 @@ void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task
 
 #define LOG_QUEUE_MAX 1000
 
+/* Wake a host blocked in lg_block or an HTTP poll (a signal's watcher). */
+void lg_wake(lg_app *a) { lg_bump(a); }
+
 void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
@@ -163,10 +166,16 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   lg_iso8601(ts, iso);
   buf_t b;
   lg_buf_init(&b);
-  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
+  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
+              lg_mono_s() - a->t0);
   lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
   lg_add_str_field(&b, "run_id", e->run_id);
   lg_add_str_field(&b, "task_id", e->task_id);
+  if (t) {
+    lg_add_str_field(&b, "parent_task_id", t->parent_task_id);
+    lg_add_str_field(&b, "root_task_id", t->root_task_id);
+    lg_add_str_field(&b, "root_run_id", lg_root_run_id(t));
+  }
   lg_add_str_field(&b, "agent_id", e->agent_id);
   lg_buf_addf(&b, ",\"depth\":%d", e->depth);
   lg_add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");

@@ -325,6 +325,13 @@ void lg_add_error(buf_t *b, const lg_task *t) {
   lg_buf_addc(b, '}');
 }
 
+/* The foreground run a task's tree was started by (its root key when that
+ * is not the root task's id), or NULL for a tree a host enqueue started. */
+const char *lg_root_run_id(const lg_task *t) {
+  if (!t->root_key || !t->root_task_id || strcmp(t->root_key, t->root_task_id) == 0) return NULL;
+  return t->root_key;
+}
+
 /* internal: also the fields only recovery needs (the store's copy). */
 void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   lg_buf_adds(b, "{\"task_id\":");
@@ -339,6 +346,7 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   lg_add_str_field(b, "parent_run_id", t->parent_run_id);
   lg_add_str_field(b, "parent_task_id", t->parent_task_id);
   lg_add_str_field(b, "root_task_id", t->root_task_id);
+  lg_add_str_field(b, "root_run_id", lg_root_run_id(t));
   lg_buf_addf(b, ",\"depth\":%d", t->depth);
   lg_add_str_field(b, "prompt", t->prompt);
   lg_add_raw_field(b, "args", t->args_json);
@@ -351,7 +359,7 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
            t->max_retries, t->timeout_s);
   lg_add_raw_field(b, "result", t->result_json);
   lg_add_error(b, t);
-  lg_add_raw_field(b, "usage", t->usage_json);
+  lg_usage_fields(b, t, 1);
   lg_buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
   if (t->wait_n > 0) {
     lg_buf_adds(b, ",\"waiting_on\":[");

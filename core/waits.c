@@ -173,7 +173,7 @@ static void entry_from_task(const lg_task *t, buf_t *b) {
   if (TS_TERMINAL(t->status)) {
     lg_add_raw_field(b, "result", t->result_json);
     lg_add_error(b, t);
-    lg_add_raw_field(b, "usage", t->usage_json);
+    lg_usage_fields(b, t, 1);
   } else {
     double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
     lg_buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
@@ -181,7 +181,7 @@ static void entry_from_task(const lg_task *t, buf_t *b) {
       lg_buf_adds(b, ",\"last_event\":");
       lg_digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
     }
-    lg_add_raw_field(b, "usage", t->usage_json);
+    lg_usage_fields(b, t, 1);
     lg_buf_addc(b, '}');
   }
   lg_buf_addc(b, '}');
@@ -189,7 +189,7 @@ static void entry_from_task(const lg_task *t, buf_t *b) {
 
 static void entry_from_record(const char *rec, size_t n, buf_t *b) {
   static const char *const keys[] = {"status", "agent_id", "tool",  "kind",
-                                     "attempts", "result", "error", "usage"};
+                                     "attempts", "result", "error", "usage", "tree_usage"};
   lg_buf_adds(b, "{\"task_id\":");
   lg_jspan id = lg_jtext_field(rec, n, "task_id");
   lg_buf_add(b, id.p ? id.p : "null", id.p ? id.n : 4);

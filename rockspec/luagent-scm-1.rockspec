@@ -16,6 +16,7 @@ control tools: bg_list, bg_check, bg_cancel, bg_wait.]],
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "argparse >= 0.7", -- the luagent command (Debian: lua-argparse)
 }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
