@@ -17,6 +17,25 @@
 /* ---- the layouts: private to the scheduler and the worker threads ----
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
+enum { HQ_NONE, HQ_QUEUED, HQ_INFLIGHT }; /* where a host item is linked */
+
+struct lg_host_item {
+  int type;
+  uint64_t id;
+  char kind[24];        /* callback name, or log level */
+  char *name;           /* host tool name */
+  char *json;           /* args (host call), record/payload (callback), message (log) */
+  char *ctx_json;       /* host call: the calling run's context */
+  char task_id[40];
+  /* host call reply */
+  int replied;
+  char *reply_json;
+  lg_worker *waiter;
+  lg_task *task;        /* host call: the calling task (its stop flag is atomic) */
+  int where;            /* HQ_* */
+  lg_host_item *next;
+};
+
 /* Where a task is in its life; finer than the status users see. */
 enum {
   PH_QUEUED,    /* in its agent's queue, waiting for admission */

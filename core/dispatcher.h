@@ -43,24 +43,18 @@ typedef struct {
 } lg_usage;
 
 enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
-enum { HQ_NONE, HQ_QUEUED, HQ_INFLIGHT }; /* where a host item is linked */
 
-struct lg_host_item {
-  int type;
+/* What the host is handed of one item of host work; the strings stay valid
+ * until lg_host_item_free. */
+typedef struct {
+  int type; /* HI_* */
   uint64_t id;
-  char kind[24];        /* callback name, or log level */
-  char *name;           /* host tool name */
-  char *json;           /* args (host call), record/payload (callback), message (log) */
-  char *ctx_json;       /* host call: the calling run's context */
-  char task_id[40];
-  /* host call reply */
-  int replied;
-  char *reply_json;
-  lg_worker *waiter;
-  lg_task *task;        /* host call: the calling task (its stop flag is atomic) */
-  int where;            /* HQ_* */
-  lg_host_item *next;
-};
+  const char *kind;     /* callback name, or log level */
+  const char *name;     /* host tool name, or NULL */
+  const char *json;     /* args (host call), record/payload (callback), message (log) */
+  const char *ctx_json; /* host call: the calling run's context, or NULL */
+  const char *task_id;  /* "" when none */
+} lg_host_work;
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
@@ -138,6 +132,7 @@ lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n
 uint64_t lg_gen(lg_app *a);
 void lg_block(lg_app *a, uint64_t gen, double timeout_s);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
+void lg_host_item_read(const lg_host_item *it, lg_host_work *out);
 void lg_host_item_free(lg_host_item *it);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);

@@ -90,6 +90,16 @@ int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t) {
   return stop;
 }
 
+void lg_host_item_read(const lg_host_item *it, lg_host_work *out) {
+  out->type = it->type;
+  out->id = it->id;
+  out->kind = it->kind;
+  out->name = it->name;
+  out->json = it->json;
+  out->ctx_json = it->ctx_json;
+  out->task_id = it->task_id;
+}
+
 void lg_host_item_free(lg_host_item *it) {
   if (!it) return;
   free(it->name);
