@@ -272,6 +272,7 @@ function App:cancel(id)
   if fg then
     local was = not fg.cancelled
     fg.cancelled = true
+    if fg.watch then fg.watch:cancel() end
     return { ok = was, status = "running", run_id = id }
   end
   local r = self._core:cancel(id)
@@ -645,7 +646,7 @@ function App:_run(agent_id, prompt, opts, history)
   local run_id = core.new_id("run_")
   local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
   local fg = { deadline = timeout and core.now() + timeout, usage = usage.zero() }
-  if self._interrupts then fg.check_interrupt = function() return self:interrupted() end end
+  if self._interrupts then fg.interrupt_base = self._interrupts end
   self._fg_runs[run_id] = fg
   local info = self:_run_started(run_id, agent_id, fg)
   local ok, res = pcall(runner.run, self._env, agent_id, prompt, {
