@@ -14,6 +14,8 @@ long lg_wait_decodes(void) { return atomic_load(&wait_decodes); }
 app_ud *lg_check_app(lua_State *L) {
   app_ud *u = luaL_checkudata(L, 1, APP_MT);
   if (!u->app) luaL_error(L, "luagent: the app is closed");
+  /* code of a task whose worker was retired runs on: its calls are refused */
+  if (u->worker_handle && lg_worker_retired(L)) lg_raise_cancel(L);
   return u;
 }
 
@@ -120,6 +122,7 @@ lg_task *lg_calling_task(lua_State *L) {
 lg_worker *lg_check_worker(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
   if (!lg_worker_current(w)) luaL_error(L, "luagent: not inside a background task");
+  if (lg_worker_retired(L)) lg_raise_cancel(L); /* its task is finished */
   return w;
 }
 

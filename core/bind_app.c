@@ -43,7 +43,9 @@ static int l_app_new(lua_State *L) {
   s.max_workers = need_int(L, 1, "max_workers");
   s.worker_idle_s = need_num(L, 1, "worker_idle_s");
   s.event_buffer = need_int(L, 1, "event_buffer");
-  s.keep_finished_s = need_num(L, 1, "keep_finished_s"); /* < 0: keep forever */
+  s.keep_finished_s = need_num(L, 1, "keep_finished_s");            /* < 0: no bound on age */
+  s.keep_finished_max = (long)need_num(L, 1, "keep_finished_max");  /* < 0: no bound on count */
+  s.stop_grace_s = need_num(L, 1, "stop_grace_s");                  /* < 0: never retire */
   s.max_output_bytes = need_int(L, 1, "max_tool_output_bytes");
   s.boot_json = (char *)lg_opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)lg_opt_field_str(L, 1, "lua_path");
@@ -105,6 +107,8 @@ static int l_app_stats(lua_State *L) {
 #undef SETI
   lua_pushboolean(L, s.idle);
   lua_setfield(L, -2, "idle");
+  lua_pushinteger(L, (lua_Integer)s.in_memory);
+  lua_setfield(L, -2, "in_memory");
   lua_createtable(L, 0, 4);
   for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
     lua_pushinteger(L, s.finished[i]);

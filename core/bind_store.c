@@ -47,6 +47,7 @@ static int l_app_restore(lua_State *L) {
   r.parent_task_id = lg_opt_field_str(L, 2, "parent_task_id");
   r.root_task_id = lg_opt_field_str(L, 2, "root_task_id");
   r.status = lg_opt_field_str(L, 2, "status");
+  r.run_status = lg_opt_field_str(L, 2, "run_status");
   r.attempts = (int)lg_opt_field_int(L, 2, "attempts", 0);
   lua_getfield(L, 2, "delivered");
   r.delivered = lua_toboolean(L, -1);

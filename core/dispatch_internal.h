@@ -1,5 +1,5 @@
 /* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
- * recovery.c, usage.c) and the worker threads (worker.c): the struct layouts and the
+ * recovery.c, usage.c, watchdog.c, evict.c) and the worker threads (worker.c): the struct layouts and the
  * helpers one of these files defines and another calls. They have external
  * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
  * so none is exported. The bindings and the control tools do not include
@@ -84,8 +84,11 @@ struct lg_task {
   int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
   lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
+  char run_status[16]; /* agent tasks: the status of the AgentResult in result */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
+  int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
+  int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
   lg_worker *worker;               /* set while a worker runs it */
@@ -108,6 +111,11 @@ struct lg_task {
   lg_task *sc_prev, *sc_next;    /* the scope's tasks, in enqueue order */
   lg_task *claims_head;          /* the tasks this task's runs claimed */
   lg_task *cl_prev, *cl_next;    /* in its claimer's list */
+  /* leaving memory (evict.c) */
+  lg_task *enext, *eprev; /* the list of finished tasks free to leave, oldest first */
+  int in_elist, restored;
+  int64_t evictable_at;   /* wall ms it became free to leave */
+  struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
 };
 
 /* The tasks one (agent, thread) spawned: what its control tools and notices
@@ -136,6 +144,10 @@ struct lg_worker {
   lg_task *task;     /* assigned or running task */
   int idle, exiting;
   int64_t idle_since;
+  int unlinked;      /* off the app's list: leaving, or retired */
+  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
+  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
+  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
   void *lua;         /* lua_State*, touched only by this thread */
   void *multi;       /* CURLM* of this worker, or NULL */
   atomic_int in_http;
@@ -152,10 +164,12 @@ typedef struct {
   char *json;
 } lg_event;
 
+/* Tasks a run tree spawned (R-28), kept while a task of the tree is in
+ * memory (tasks.c). */
 typedef struct lg_counter {
   char *key;
-  int n;
-  struct lg_counter *next;
+  int n, refs;
+  struct lg_counter *next; /* hash chain */
 } lg_counter;
 
 struct lg_app {
@@ -168,7 +182,8 @@ struct lg_app {
   char id[40];
   /* tasks */
   lg_task **tab;
-  size_t tab_cap, ntasks;
+  size_t tab_cap;
+  atomic_size_t ntasks; /* stats reads it without mu */
   lg_task *all_head, *all_tail; /* enqueue order */
   lg_scopeq **sctab;
   size_t sc_cap;
@@ -178,10 +193,14 @@ struct lg_app {
   uint64_t next_seq;
   /* counters stats() reads without app->mu (written under it) */
   atomic_int queued, holders, running_n, busy;
+  int busy_deferred; /* >= 0 inside lg_worker_done: finishes not yet counted out of busy */
   int waiting, resuming_n;
   _Atomic int64_t retry_due; /* mono ms the next retry is due (0: none), for the host */
   lg_task *retry_head, *resume_head, *resume_tail;
-  lg_counter *descendants; /* spawned per root */
+  lg_counter **ctab; /* descendant counters by root key (tasks.c) */
+  size_t ctab_cap, ncounters;
+  lg_task *ehead, *etail; /* finished tasks free to leave memory, oldest first (evict.c) */
+  size_t nfinished;       /* finished tasks in memory */
   /* workers */
   lg_worker *workers;
   atomic_int nworkers;
@@ -199,13 +218,15 @@ struct lg_app {
   /* events */
   lg_event *ring;
   int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq;
+  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
+  int seq_exhausted;
   /* counters of finished tasks, by status */
   atomic_llong finished[6];
   lg_usage usage; /* every model call of the app, foreground runs included (under ev_mu) */
   double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
   int closing, closed;
-  int64_t last_evict; /* wall ms of the last eviction pass */
+  pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
+  int watchdog_on;
   lg_store *store;
 };
 
@@ -252,6 +273,12 @@ void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
                 const char *summary);
 void lg_digest_json(buf_t *b, const lg_digest *d);
 
+void host_log(lg_app *a, const char *level, const char *msg); /* a log line for the host */
+
+/* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
+void watchdog_start(lg_app *a); /* once, when the first worker starts */
+void watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
+
 /* ---- recovery.c: the store side ---- */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
 
@@ -268,6 +295,22 @@ void lg_requeue(lg_app *a, lg_task *t); /* back on its agent's queue (counted qu
 void lg_release_claims(lg_app *a, lg_task *claimer); /* recovery.c */
 int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /* recovery.c */
 void lg_set_error(lg_task *t, const char *kind, const char *msg);
-int *lg_descendant_counter(lg_app *a, const char *key); /* spawned per root */
+void lg_give_slot(lg_app *a, lg_task *t);
+void lg_worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
+
+/* ---- tasks.c: descendant counters (R-28) ---- */
+lg_counter *lg_counter_get(lg_app *a, const char *key); /* found or created; NULL: oom */
+void lg_counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's life */
+void lg_counter_detach(lg_app *a, lg_task *t);          /* freed with its last task */
+void lg_counter_drop_unused(lg_app *a, lg_counter *c);  /* created, then nobody came */
+void lg_counters_free(lg_app *a);
+
+/* ---- evict.c: finished tasks leaving memory ---- */
+void lg_evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */
+void lg_evict_finished(lg_app *a);         /* only where no caller holds a finished task */
+
+/* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
+void lg_watchdog_start(lg_app *a); /* once, when the first worker starts */
+void lg_watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
 
 #endif

@@ -46,7 +46,7 @@ static void take_slot(lg_app *a, lg_task *t) {
   t->aq->holders++;
 }
 
-static void give_slot(lg_app *a, lg_task *t) {
+void lg_give_slot(lg_app *a, lg_task *t) {
   if (!t->holds_slot) return;
   t->holds_slot = 0;
   a->holders--;
@@ -63,6 +63,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_at = now; /* after the slot is acquired */
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
+  t->stop_mono = 0;
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -82,9 +83,10 @@ static void admit(lg_app *a, lg_task *t) {
       return;
     }
   }
+  lg_watchdog_start(a);
   if (lg_worker_spawn(a, t) != 0) {
     /* No thread: fail this attempt rather than hang. */
-    give_slot(a, t);
+    lg_give_slot(a, t);
     a->running_n--;
     free(t->error_kind);
     free(t->error_message);
@@ -271,58 +273,19 @@ void lg_finish_task(lg_app *a, lg_task *t, int status) {
   /* after its callback is queued: stats never see idle with it pending */
   if (t->live) {
     t->live = 0;
-    a->busy--;
+    /* a worker's finish counts out after its eviction pass, so a host that
+     * sees idle also sees the bound on finished tasks kept */
+    if (a->busy_deferred >= 0)
+      a->busy_deferred++;
+    else
+      a->busy--;
   }
   lg_bump(a);
+  a->nfinished++;
+  lg_evict_sync(a, t);
 }
 
 /* ------------------------------------------------------------- eviction */
-
-/* Finished tasks leave memory keep_finished_s after they end, so a host
- * that runs for days does not grow without bound. Kept: tasks a notice has
- * claimed (or whose runs hold claims), and any task not yet finished. A
- * file store keeps the records (per store.retention); only memory forgets. */
-static int evictable(const lg_task *t, int64_t cutoff) {
-  return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
-         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0 &&
-         (t->delivered || !t->scoped); /* announced before it is forgotten */
-}
-
-static void evict(lg_app *a, lg_task *t) {
-  if (t->parent) {
-    lg_task **pp = &t->parent->first_child;
-    while (*pp && *pp != t) pp = &(*pp)->next_sibling;
-    if (*pp) *pp = t->next_sibling;
-  }
-  for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
-  lg_task_remove(a, t);
-  lg_task_free(t);
-}
-
-static void evict_finished(lg_app *a) {
-  if (a->cfg.keep_finished_s < 0) return;
-  int64_t now = lg_wall_ms();
-  if (now - a->last_evict < 1000) return; /* at most one pass a second */
-  a->last_evict = now;
-  int64_t cutoff = now - (int64_t)(a->cfg.keep_finished_s * 1000.0);
-  size_t n = 0, cap = 0;
-  lg_task **v = NULL;
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (!evictable(t, cutoff)) continue;
-      if (n == cap) {
-        size_t nc = cap ? cap * 2 : 64;
-        lg_task **nv = realloc(v, nc * sizeof *nv);
-        if (!nv) break;
-        v = nv;
-        cap = nc;
-      }
-      v[n++] = t;
-    }
-  }
-  for (size_t i = 0; i < n; i++) evict(a, v[i]);
-  free(v);
-}
 
 void lg_set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_status = 0;
@@ -374,6 +337,7 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   }
   int expected = STOP_NONE;
   int first = atomic_compare_exchange_strong(&t->stop, &expected, reason);
+  if (first) t->stop_mono = lg_mono_ms(); /* the watchdog counts from here */
   if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
     lg_task_event(a, t, "cancel_requested", "{}", "cancel requested");
@@ -424,6 +388,7 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
            lg_status_name(t->status));
   lg_buf_add_jstr(out, t->id, strlen(t->id));
   lg_buf_addc(out, '}');
+  lg_evict_finished(a); /* t is not used after this */
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -454,7 +419,9 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   pthread_mutex_init(&a->ev_mu, NULL);
   lg_cond_init(&a->host_cv);
   lg_cond_init(&a->workers_cv);
+  lg_cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
+  a->busy_deferred = -1;
   a->next_event_seq = 1;
   a->t0 = lg_mono_s();
   lg_make_id("app_", a->id);
@@ -490,11 +457,7 @@ static void app_free(lg_app *a) {
     nx = it->next;
     lg_host_item_free(it);
   }
-  for (lg_counter *c = a->descendants, *nx; c; c = nx) {
-    nx = c->next;
-    free(c->key);
-    free(c);
-  }
+  lg_counters_free(a);
   for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
   free(a->ring);
   free(a->cfg.boot_json);
@@ -505,6 +468,7 @@ static void app_free(lg_app *a) {
   pthread_mutex_destroy(&a->ev_mu);
   pthread_cond_destroy(&a->host_cv);
   pthread_cond_destroy(&a->workers_cv);
+  pthread_cond_destroy(&a->watch_cv);
   free(a);
 }
 
@@ -513,19 +477,6 @@ void lg_app_release(lg_app *a) {
 }
 
 /* ------------------------------------------------------------- enqueue */
-
-int *lg_descendant_counter(lg_app *a, const char *key) {
-  for (lg_counter *c = a->descendants; c; c = c->next)
-    if (strcmp(c->key, key) == 0) return &c->n;
-  lg_counter *c = calloc(1, sizeof *c);
-  if (!c || !(c->key = strdup(key))) {
-    free(c);
-    return NULL;
-  }
-  c->next = a->descendants;
-  a->descendants = c;
-  return &c->n;
-}
 
 /* What a UI shows of a new task without reading its record: kind, agent,
  * tool, and the head of its prompt (README "Events"). */
@@ -575,11 +526,17 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->scoped = r->scoped;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
+  lg_counter *count = NULL; /* the run tree's, when it has one */
 
   pthread_mutex_lock(&a->mu);
-  evict_finished(a);
+  lg_evict_finished(a);
   if (a->closing) {
     lg_err_set(err, "rejected", "the app is closed");
+    goto fail;
+  }
+  if (parent && parent->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    lg_err_set(err, "rejected", "the calling task is finished (its worker was retired)");
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
@@ -604,14 +561,19 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
     goto fail;
   }
-  int *count = NULL;
   if (r->root_key || parent) {
-    count = lg_descendant_counter(a, t->root_key);
-    if (count && *count >= a->cfg.max_descendants) {
+    count = lg_counter_get(a, t->root_key);
+    if (count && count->n >= a->cfg.max_descendants) {
       lg_err_set(err, "limit", "max_descendants (%d) reached for this run tree",
               a->cfg.max_descendants);
       goto fail;
     }
+  }
+  /* the enqueue order is 64-bit and never wraps: at its limit (2^64
+   * enqueues) new work is refused rather than ordered wrongly */
+  if (a->next_seq == UINT64_MAX) {
+    lg_err_set(err, "limit", "the app ran out of task sequence numbers");
+    goto fail;
   }
   lg_agentq *q = lg_aq_get(a, t->agent_id);
   if (!q) {
@@ -649,7 +611,10 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  if (count) (*count)++;
+  if (count) {
+    count->n++;
+    lg_counter_attach(count, t);
+  }
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
@@ -694,6 +659,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   }
   return 0;
 fail:
+  if (count) lg_counter_drop_unused(a, count);
   pthread_mutex_unlock(&a->mu);
   lg_task_free(t);
   return -1;
@@ -722,7 +688,9 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->usage = a->usage;
   s->last_seq = a->next_event_seq - 1;
   pthread_mutex_unlock(&a->ev_mu);
+  s->in_memory = (long long)a->ntasks;
 }
+
 
 /* --------------------------------------------------------------- close */
 
@@ -742,6 +710,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
       }
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
+    lg_watchdog_poke(a); /* it leaves */
     lg_bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
@@ -759,10 +728,32 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
 
 /* -------------------------------------------------------- worker side */
 
+/* Take a worker off the app's list: it no longer counts against
+ * max_workers, takes no task and is not woken. Its thread may still be
+ * closing its state (or, retired, running code that never returns); close
+ * waits for it through live_threads. */
+void lg_worker_unlink(lg_app *a, lg_worker *w) {
+  if (w->unlinked) return;
+  w->unlinked = 1;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    a->workers = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+  if (w->idle) {
+    w->idle = 0;
+    a->nidle--;
+  }
+  a->nworkers--;
+}
+
 lg_task *lg_worker_next(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  w->busy_since = 0;
   for (;;) {
+    if (atomic_load(&w->retired)) break; /* its task was finished without it */
     if (w->task) {
       lg_task *t = w->task;
       pthread_mutex_unlock(&a->mu);
@@ -782,12 +773,12 @@ lg_task *lg_worker_next(lg_worker *w) {
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(idle_deadline, lg_next_retry_mono(a)));
     if (a->retry_head) lg_schedule(a);
   }
-  /* leaving: stop being counted as an idle thread */
-  if (w->idle) {
-    w->idle = 0;
-    a->nidle--;
-  }
+  /* Leaving: off the list before the state is closed (its finalizers may
+   * take long), so a fresh worker can start meanwhile. */
   w->exiting = 1;
+  lg_worker_unlink(a, w);
+  lg_schedule(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return NULL;
 }
@@ -817,12 +808,27 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
   return (int64_t)d;
 }
 
+/* An agent task's record says how its run ended (completed, budget_exceeded,
+ * stopped, failed) next to the task status, which only says the run
+ * returned; it always matches the AgentResult kept in result. */
+static void set_run_status(lg_task *t, const lg_outcome *o) {
+  if (t->kind != TK_AGENT) return;
+  snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  if (atomic_load(&w->retired)) {
+    /* the watchdog finished the task: what came back is ignored */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
+  a->busy_deferred = 0;
   w->task = NULL;
+  w->busy_since = lg_mono_ms(); /* until lg_worker_next: the watchdog sees a stuck GC step */
   t->worker = NULL;
-  give_slot(a, t);
+  lg_give_slot(a, t);
   a->running_n--;
   lg_release_claims(a, t);
   /* code that raised luagent's cancel error itself cancelled its task */
@@ -860,6 +866,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
+    set_run_status(t, o);
     if (o->error_kind) {
       lg_set_error(t, o->error_kind, o->error_message);
       t->error_status = o->error_status;
@@ -873,6 +880,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     if (o->ok) {
       free(t->result_json);
       t->result_json = lg_strdup(o->result_json);
+      set_run_status(t, o);
     }
     lg_set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");
@@ -906,20 +914,26 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     }
   }
   lg_schedule(a);
-  evict_finished(a);
+  lg_evict_finished(a);
+  if (a->busy_deferred > 0) {
+    a->busy -= a->busy_deferred;
+    lg_bump(a); /* a host waiting for idle looks again */
+  }
+  a->busy_deferred = -1;
   pthread_mutex_unlock(&a->mu);
 }
 
 void lg_worker_exit(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    a->workers = w->next;
-  if (w->next) w->next->prev = w->prev;
-  if (w->idle) a->nidle--;
-  a->nworkers--;
+  lg_worker_unlink(a, w);
+  if (w->task) {
+    /* retired: its finished task may leave memory now that nothing reads it */
+    w->task->worker = NULL;
+    lg_evict_sync(a, w->task);
+    w->task = NULL;
+    lg_evict_finished(a);
+  }
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
   /* a thread left: work held back for want of threads may now start */
@@ -938,15 +952,17 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   int64_t end = lg_mono_ms() + (int64_t)(seconds * 1000.0);
   pthread_mutex_lock(&a->mu);
   int stop = 0;
+  w->in_core = 1;
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
+  w->in_core = 0;
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
 
 /* Give the slot back while waiting and take one back after. */
 static void begin_wait(lg_app *a, lg_task *t, const char *what) {
-  give_slot(a, t);
+  lg_give_slot(a, t);
   t->phase = PH_WAITING;
   a->waiting++;
   lend(a, t);
@@ -1002,6 +1018,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_n = n;
     t->wait_any = lg_wait_any(wt);
     lg_wait_set_worker(wt, w);
+    w->in_core = 1;
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
@@ -1014,6 +1031,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
+    w->in_core = 0;
   }
   pthread_mutex_unlock(&a->mu);
   return stop;
@@ -1064,10 +1082,12 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
     lg_buf_free(&p);
   }
   begin_wait(a, t, "the host");
+  w->in_core = 1;
   pthread_mutex_unlock(&a->mu);
   /* the reply comes through the host queue's lock, not the scheduler's */
   stop = lg_hq_await_reply(a, w, it, t);
   pthread_mutex_lock(&a->mu);
+  w->in_core = 0;
   a->host_calls_pending--;
   t->host_call = NULL;
   if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");

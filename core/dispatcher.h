@@ -63,6 +63,8 @@ typedef struct {
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
   int max_output_bytes;   /* max_tool_output_bytes: the bound of a tool message */
+  long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
+  double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
@@ -163,6 +165,7 @@ void lg_usage_json(buf_t *b, const lg_usage *u);
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;
+  long long in_memory; /* task records in memory, finished ones included */
   long long finished[6];
   lg_usage usage;
   int64_t last_seq; /* of the newest event */
@@ -180,7 +183,7 @@ void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
-  const char *result_json, *usage_json, *error_kind, *error_message;
+  const char *result_json, *usage_json, *error_kind, *error_message, *run_status;
   lg_usage usage, tree_usage;
   int attempts, delivered, cancel_requested, error_status;
   int64_t enqueued_at, started_at, finished_at, retry_at;
@@ -203,6 +206,7 @@ typedef struct {
   const char *result_json;
   const char *usage_json;
   int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
+  const char *run_status; /* for agent runs: the AgentResult's status */
   const char *error_kind, *error_message;
   int error_status;      /* HTTP status of a model error, or 0 */
   int raised_stop;       /* the cancel sentinel unwound the task */

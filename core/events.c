@@ -171,6 +171,16 @@ static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, c
 static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char *summary) {
   int64_t ts = lg_wall_ms();
   pthread_mutex_lock(&a->ev_mu);
+  /* seq is 64-bit and never wraps: the last one handed out is
+   * INT64_MAX - 1 (centuries of events at any real rate); after it events
+   * are dropped and the host is told once, so a cursor never goes back */
+  if (a->next_event_seq >= INT64_MAX) {
+    int first = !a->seq_exhausted;
+    a->seq_exhausted = 1;
+    pthread_mutex_unlock(&a->ev_mu);
+    if (first) lg_log(a, "error", "luagent: event seq reached its limit; later events are not recorded");
+    return;
+  }
   int64_t seq = a->next_event_seq++;
   char iso[32];
   lg_iso8601(ts, iso);
@@ -224,6 +234,11 @@ void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = e->task_id ? lg_task_find(a, e->task_id) : NULL;
+  if (t && t->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   emit_locked(a, e, t, summary);
   if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
     lg_host_item *it = calloc(1, sizeof *it);
@@ -247,6 +262,14 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   int n = 0;
   lg_buf_addc(out, '[');
+  /* a negative cursor means "from the start, without a gap marker"; none
+   * is past INT64_MAX - 1 (see emit_locked), so since + 1 cannot overflow */
+  int gap_ok = since >= 0;
+  if (since < 0) since = -1;
+  if (since >= INT64_MAX - 1) {
+    lg_buf_addc(out, ']');
+    return 0;
+  }
   pthread_mutex_lock(&a->ev_mu);
   lg_store *st = a->store;
   /* What the ring no longer holds comes from the file. The ring may move on
@@ -275,7 +298,7 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   if (a->ring_n > 0 && n < limit) {
     int64_t oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
-    if (from < oldest && since >= 0) {
+    if (from < oldest && gap_ok) {
       if (n) lg_buf_addc(out, ',');
       lg_buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
                (long long)from, (long long)(oldest - from), (long long)oldest);

@@ -99,6 +99,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->error_kind = lg_strdup(r->error_kind);
   t->error_message = lg_strdup(r->error_message);
   t->error_status = r->error_status;
+  if (r->run_status) snprintf(t->run_status, sizeof t->run_status, "%s", r->run_status);
   t->depth = e->depth;
   t->max_depth = e->max_depth;
   t->scoped = e->scoped;
@@ -118,7 +119,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
   pthread_mutex_lock(&a->mu);
-  if (lg_task_find(a, t->id) || !(t->aq = lg_aq_get(a, t->agent_id)) || lg_task_insert(a, t) != 0) {
+  if (a->next_seq == UINT64_MAX || lg_task_find(a, t->id) || !(t->aq = lg_aq_get(a, t->agent_id)) ||
+      lg_task_insert(a, t) != 0) {
     pthread_mutex_unlock(&a->mu);
     lg_err_set(err, "store", "cannot restore task %s", r->task_id);
     lg_task_free(t);
@@ -131,8 +133,16 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
     t->parent->first_child = t;
   }
   if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    int *count = lg_descendant_counter(a, t->root_key);
-    if (count) (*count)++;
+    lg_counter *count = lg_counter_get(a, t->root_key);
+    if (count) {
+      count->n++;
+      lg_counter_attach(count, t);
+    }
+  }
+  t->restored = 1;
+  if (TS_TERMINAL(t->status)) {
+    a->nfinished++;
+    lg_evict_sync(a, t);
   }
   lg_id_floor(t->enqueued_at);
   pthread_mutex_unlock(&a->mu);
@@ -144,7 +154,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
 int64_t lg_restore_done(lg_app *a) {
   int64_t max_seq = lg_store_max_event_seq(a->store);
   pthread_mutex_lock(&a->mu);
-  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
+  /* a damaged file may hold any number: never past the limit (events.c) */
+  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
   lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
   size_t n = 0;
   for (size_t i = 0; v && i < a->tab_cap; i++)
@@ -190,6 +201,7 @@ int64_t lg_restore_done(lg_app *a) {
   }
   free(v);
   lg_schedule(a);
+  lg_evict_finished(a);
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
@@ -235,7 +247,7 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
 /* R-33: finished children of a scope that no model call has carried yet,
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
-static void end_claim(lg_task *t) {
+static void end_claim(lg_app *a, lg_task *t) {
   lg_task *c = t->claimed_by;
   if (c) {
     c->claims_held--;
@@ -245,28 +257,32 @@ static void end_claim(lg_task *t) {
   t->cl_prev = t->cl_next = NULL;
   t->claimed = 0;
   t->claimed_by = NULL;
+  lg_evict_sync(a, t);
+  if (c) lg_evict_sync(a, c);
 }
 
 /* A task that ends (or is retried) gives back what its runs claimed: its Lua
  * may not have unwound far enough to do it (a cancel raises at every
  * instruction). */
 void lg_release_claims(lg_app *a, lg_task *claimer) {
-  LG_UNUSED(a);
-  while (claimer->claims_head) end_claim(claimer->claims_head);
+  while (claimer->claims_head) end_claim(a, claimer->claims_head);
   claimer->claims_held = 0;
+  lg_evict_sync(a, claimer);
 }
 
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   lg_filter cf = *f;
   cf.claimable = 1;
   pthread_mutex_lock(&a->mu);
-  size_t n;
-  lg_task **v = lg_select_tasks(a, &cf, &n);
+  size_t n = 0;
+  /* a finished claimer (its worker retired) would hold the claims forever */
+  lg_task **v = claimer && claimer->retired ? NULL : lg_select_tasks(a, &cf, &n);
   lg_buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
     if (i) lg_buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
+    lg_evict_sync(a, v[i]); /* claimed: it stays */
     if (claimer) {
       claimer->claims_held++;
       v[i]->cl_prev = NULL;
@@ -284,7 +300,8 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = lg_task_find(a, id);
-  if (t) end_claim(t);
+  if (t) end_claim(a, t);
+  lg_evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -299,11 +316,12 @@ static int deliver(lg_app *a, const char *const *ids, int n) {
     found += t != NULL;
     if (t && !t->delivered) {
       t->delivered = 1;
-      end_claim(t);
+      end_claim(a, t);
       lg_persist(a, t);
       changed = 1;
     }
   }
+  lg_evict_finished(a); /* t is not used after this */
   lg_store *st = changed ? a->store : NULL;
   uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);

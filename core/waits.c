@@ -57,6 +57,7 @@ static void release(lg_wait *w) {
     if (t) {
       unwatch(t, w);
       t->waited--;
+      lg_evict_sync(w->app, t);
     }
     if (w->ids) free(w->ids[i]);
   }
@@ -111,7 +112,10 @@ lg_wait *lg_wait_begin_locked(lg_app *a, lg_task *caller, char **ids, int n, int
       return NULL;
     }
     w->tasks[i] = t;
-    if (t) t->waited++; /* stays in memory until the wait is freed */
+    if (t) {
+      t->waited++; /* stays in memory until the wait is freed */
+      lg_evict_sync(a, t);
+    }
     if (!t || TS_TERMINAL(t->status)) w->ndone++;
   }
   w->n = n;
@@ -172,6 +176,7 @@ static void entry_from_task(const lg_task *t, buf_t *b) {
               t->attempts);
   if (TS_TERMINAL(t->status)) {
     lg_add_raw_field(b, "result", t->result_json);
+    if (t->run_status[0]) lg_add_str_field(b, "run_status", t->run_status);
     lg_add_error(b, t);
     lg_usage_fields(b, t, 1);
   } else {
@@ -189,7 +194,7 @@ static void entry_from_task(const lg_task *t, buf_t *b) {
 
 static void entry_from_record(const char *rec, size_t n, buf_t *b) {
   static const char *const keys[] = {"status", "agent_id", "tool",  "kind",
-                                     "attempts", "result", "error", "usage", "tree_usage"};
+                                     "attempts", "result", "run_status", "error", "usage", "tree_usage"};
   lg_buf_adds(b, "{\"task_id\":");
   lg_jspan id = lg_jtext_field(rec, n, "task_id");
   lg_buf_add(b, id.p ? id.p : "null", id.p ? id.n : 4);
@@ -244,6 +249,7 @@ void lg_wait_free(lg_wait *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
   release(w);
+  lg_evict_finished(a); /* what it kept in memory may leave now */
   pthread_mutex_unlock(&a->mu);
   wait_free_mem(w);
   lg_app_release(a);

@@ -13,6 +13,9 @@ int lg_raise_cancel(lua_State *L);
 lg_worker *lg_current_worker(lua_State *L);
 /* The worker's multi handle (made on first use), freed at its exit. */
 void *lg_http_worker_multi(lg_worker *w);
+/* Is L a worker state whose worker the watchdog retired (its task is
+ * finished without it)? What it still asks of the core is refused. */
+int lg_worker_retired(lua_State *L);
 void lg_http_worker_cleanup(lg_worker *w);
 /* What the bindings may know of the calling worker. */
 lg_task *lg_worker_current(lg_worker *w); /* the task whose Lua runs, or NULL */
