@@ -20,7 +20,7 @@ void lg_persist(lg_app *a, lg_task *t) {
   buf_t b;
   lg_buf_init(&b);
   lg_record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, t->status, b.p, b.len);
+  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), b.p, b.len);
   lg_buf_free(&b);
 }
 

@@ -531,6 +531,14 @@ function App:host_tool(name, fn)
   return self
 end
 
+-- How the file store is doing, or nil with memory only: { path,
+-- journal_mode, synchronous, schema_version, write_failures, read_failures,
+-- error (the latest failure), unsaved (ids of tasks whose latest record is
+-- only in memory because its write failed) }.
+function App:store_info()
+  return self._core:store_info()
+end
+
 function App:stats()
   local s = self._core:stats()
   s.finished = nil
