@@ -166,6 +166,17 @@ typedef struct {
 
 /* Tasks a run tree spawned (R-28), kept while a task of the tree is in
  * memory (tasks.c). */
+/* The file store as the event log sees it: where new events go and where
+ * the events the ring dropped are read back. The scheduler sets it when a
+ * store opens (recovery.c); the log knows no store. */
+typedef struct {
+  void (*write)(void *ud, int64_t seq, const char *task_id, const char *json); /* queued */
+  uint64_t (*ticket)(void *ud); /* what is queued so far (taken under ev_mu) */
+  /* after that ticket is committed: events since < seq < before, at most
+   * limit, appended to out as JSON objects with commas; returns how many */
+  int (*read)(void *ud, uint64_t ticket, int64_t since, int64_t before, int limit, buf_t *out);
+} lg_log_file;
+
 typedef struct lg_counter {
   char *key;
   int n, refs;
@@ -228,6 +239,8 @@ struct lg_app {
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
   lg_store *store;
+  const lg_log_file *log_file; /* NULL for memory only */
+  void *log_file_ud;
 };
 
 

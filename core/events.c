@@ -5,7 +5,6 @@
  * app->mu and drained by module.c on the host thread. Apart from
  * dispatcher.c because none of it decides what runs. */
 #include "dispatch_internal.h"
-#include "store.h"
 #include "http.h"
 
 #include <stdio.h>
@@ -205,8 +204,8 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
     pthread_mutex_unlock(&a->ev_mu);
     return;
   }
-  /* queued for the store in seq order (the store has its own lock) */
-  lg_store_event(a->store, seq, e->task_id, json);
+  /* queued for the file in seq order (the store has its own lock) */
+  if (a->log_file) a->log_file->write(a->log_file_ud, seq, e->task_id, json);
   /* streamed tokens would crowd out what a digest is for (bg_check, wait
    * progress): they stay in the event stream only */
   if (t && strcmp(e->kind, "token") != 0) ring_digest(t, seq, ts, e->kind, summary);
@@ -271,19 +270,18 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
     return 0;
   }
   pthread_mutex_lock(&a->ev_mu);
-  lg_store *st = a->store;
+  const lg_log_file *file = a->log_file;
   /* What the ring no longer holds comes from the file. The ring may move on
    * while the file is read, so read until the ring starts at or before the
    * next wanted seq (each round reads only what the ring dropped meanwhile). */
   for (;;) {
     int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
-    if (!st || since + 1 >= oldest || n >= limit) break;
-    uint64_t ticket = lg_store_ticket(st);
+    if (!file || since + 1 >= oldest || n >= limit) break;
+    uint64_t ticket = file->ticket(a->log_file_ud);
     pthread_mutex_unlock(&a->ev_mu);
-    lg_store_sync(st, ticket, NULL, 0);
     buf_t part;
     lg_buf_init(&part);
-    int k = lg_store_read_events(st, since, oldest, limit - n, &part);
+    int k = file->read(a->log_file_ud, ticket, since, oldest, limit - n, &part);
     if (k > 0) {
       if (n) lg_buf_addc(out, ',');
       lg_buf_add(out, part.p, part.len);

@@ -30,6 +30,20 @@ void lg_persist(lg_app *a, lg_task *t) {
  * enqueue. The store is closed before the app is freed, so `a` is alive. */
 static void store_failed(void *ud, const char *message) { lg_log(ud, "error", "%s", message); }
 
+/* The event log's view of the store (dispatch_internal.h, lg_log_file). */
+static void log_write(void *ud, int64_t seq, const char *task_id, const char *json) {
+  lg_store_event(ud, seq, task_id, json);
+}
+
+static uint64_t log_ticket(void *ud) { return lg_store_ticket(ud); }
+
+static int log_read(void *ud, uint64_t ticket, int64_t since, int64_t before, int limit, buf_t *out) {
+  lg_store_sync(ud, ticket, NULL, 0);
+  return lg_store_read_events(ud, since, before, limit, out);
+}
+
+static const lg_log_file store_log = {log_write, log_ticket, log_read};
+
 int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg_err *err) {
   char msg[sizeof err->message];
   lg_store_opts o = *opts;
@@ -43,6 +57,8 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
   pthread_mutex_lock(&a->mu);
   pthread_mutex_lock(&a->ev_mu); /* the event log writes to it too */
   a->store = st;
+  a->log_file = &store_log;
+  a->log_file_ud = st;
   pthread_mutex_unlock(&a->ev_mu);
   pthread_mutex_unlock(&a->mu);
   return 0;
