@@ -7,6 +7,7 @@
 #   make tsan       the whole suite under ThreadSanitizer
 #   make bench      benchmarks (bench/README.md)
 #   make fuzz       fuzz the SSE parser with libFuzzer (clang)
+#   make install    module, Lua files, command, luagent.h, libluagent.a, luagent.pc
 
 LUA       ?= lua5.4
 BUSTED    ?= $(LUA) /usr/bin/busted
@@ -35,7 +36,7 @@ MODULE := $(OUT)/core.so
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket luarocks sqlite3 pkg-config gcc make
 
-.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install
+.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests
 
 all: $(MODULE)
 
@@ -43,21 +44,9 @@ $(MODULE): $(SRC) $(HDR) Makefile
 	@mkdir -p $(OUT)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LDFLAGS) $(LDLIBS)
 
-# `luarocks make` passes LUADIR, LIBDIR and BINDIR.
-LUADIR ?= /usr/local/share/lua/5.4
-LIBDIR ?= /usr/local/lib/lua/5.4
-BINDIR ?= /usr/local/bin
-LUA_SRC := $(shell find lua/luagent -name '*.lua')
-
-install: $(MODULE)
-	install -d $(DESTDIR)$(LIBDIR)/luagent $(DESTDIR)$(BINDIR)
-	install -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/luagent/core.so
-	for f in $(LUA_SRC); do \
-	  d=$(DESTDIR)$(LUADIR)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
-	done
-	install -d $(DESTDIR)$(LUADIR)/luagent/plugins
-	install -m 0644 plugins/*.lua $(DESTDIR)$(LUADIR)/luagent/plugins/
-	install -m 0755 bin/luagent $(DESTDIR)$(BINDIR)/luagent
+# libluagent.a, luagent.pc, `make install` (the paths `luarocks make` passes
+# too), the example C host
+include mk/embed.mk
 
 # Install what is missing when we can (root), else print the exact command.
 deps:
@@ -102,7 +91,7 @@ TSAN_INIT = $(shell $(CC) -print-file-name=libstdc++.so)
 # runs in build/<name>/run: links to the sources, with luagent/core.so being
 # the sanitizer build (and build/test_sse built there, before the preload).
 SAN_STAGE = rm -rf build/$(1)/run && mkdir -p build/$(1)/run/luagent && \
-  for f in .busted Makefile bench bin core examples lua plugins rockspec tests; do \
+  for f in .busted Makefile bench bin core examples lua luagent.pc.in mk plugins rockspec tests tools; do \
     if [ -e $$f ]; then ln -s $(CURDIR)/$$f build/$(1)/run/$$f; fi; \
   done && \
   ln -s $(CURDIR)/build/$(1)/luagent/core.so build/$(1)/run/luagent/core.so && \

@@ -3,6 +3,7 @@
  * mutex, and this file decodes it into Lua values after the mutex is
  * released (R-4). Arguments are checked before any core call. */
 #include "dispatcher.h"
+#include "embed.h"
 #include "http.h"
 #include "luagent.h"
 #include "store.h"
@@ -944,6 +945,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
+  lg_embed_register(L);
   lg_push_cancel(L);
   lua_setfield(L, -2, "cancel_error");
   luaL_getmetatable(L, ERR_MT);
