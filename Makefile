@@ -117,7 +117,7 @@ tsan: deps
 	  $(BUSTED) $(BUSTED_ARGS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all build/raw_curl
+	@$(MAKE) --no-print-directory all build/raw_curl build/host
 	@$(LUA) bench/run.lua
 
 build/raw_curl: bench/raw_curl.c
