@@ -42,7 +42,7 @@ end
 -- What a clean clone holds, copied to dir/src (links followed: sanitizer
 -- runs stage the checkout as links), with no build output.
 I.SOURCES = { "Makefile", "mk", "tools", "luagent.pc.in", "core", "lua", "bin", "plugins",
-  "rockspec", "examples", "README.md" }
+  "rockspec", "examples" }
 
 function I.copy_sources(dir)
   local src = dir .. "/src"
