@@ -129,7 +129,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 SAN_FLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-build/test_sse: tests/c/test_sse.c core/sse.c core/sse.h
+build/test_sse: tests/c/test_sse.c tests/c/check.h core/sse.c core/sse.h
 	@mkdir -p build
 	$(CC) -std=c11 $(WARN) -g -O1 $(SAN_FLAGS) -Icore -o $@ tests/c/test_sse.c core/sse.c
 

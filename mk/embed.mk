@@ -113,6 +113,6 @@ build/host-dynamic: $(HOST_SRC) core/luagent.h
 .PHONY: fresh install install-lib install-bin host
 
 # The embedding API's C tests (tests/c/test_embed.c, run by tests/c_spec.lua)
-build/test_embed: tests/c/test_embed.c $(LIB) core/luagent.h
+build/test_embed: tests/c/test_embed.c tests/c/check.h $(LIB) core/luagent.h
 	@mkdir -p build
 	$(CC) -std=c11 $(WARN) -g -O1 -D_GNU_SOURCE -Icore -I$(LUA_INCDIR) -o $@ tests/c/test_embed.c $(LIB) $(HOST_LIBS)

@@ -4,6 +4,7 @@
  * "ok N - name" / "not ok N - name" lines and exits non-zero when a check
  * failed. Built by `make build/test_embed`, run by tests/c_spec.lua. */
 #include "luagent.h"
+#include "check.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -11,23 +12,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-
-static int failures, test_no, test_failed;
-
-#define CHECK(c)                                                             \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      test_failed = 1;                                                       \
-    }                                                                        \
-  } while (0)
-
-static void done(const char *name) {
-  test_no++;
-  printf("%sok %d - %s\n", test_failed ? "not " : "", test_no, name);
-  failures += test_failed;
-  test_failed = 0;
-}
 
 /* A state as a static host makes it: nothing on package.path/cpath. */
 static lua_State *host_state(void) {
