@@ -56,12 +56,12 @@ end
 -- 2. enqueue -> start latency with an idle worker ---------------------------
 do
   local app <close> = luagent.load_string(config(1))
-  app:wait(app:enqueue_tool("now", {}).task_id)
+  app:wait({ app:enqueue_tool("now", {}).task_id })
   local lat = {}
   for i = 1, 2000 do
     local t0 = core.now()
     local rec = app:enqueue_tool("now", {})
-    local w = app:wait(rec.task_id)
+    local w = app:wait({ rec.task_id })
     lat[i] = (w.tasks[1].result - t0) * 1e6
   end
   table.sort(lat)

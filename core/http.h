@@ -21,8 +21,9 @@ typedef struct {
   const char *const *headers; /* "Name: value" lines */
   int nheaders;
   double timeout_s, connect_timeout_s;
+  double idle_timeout_s;      /* no byte sent or received for this long ends it (0 = off) */
   size_t max_bytes;           /* response limit (0 = none) */
-  int stream;                 /* parse a 2xx text/event-stream body as SSE */
+  int stream;                 /* parse a 2xx SSE body (by content type or its first bytes) */
   int truncate;               /* a body over max_bytes is cut, not an error */
 } lg_http_req;
 
@@ -39,7 +40,7 @@ typedef struct {
   size_t headers_len, body_len;
   int done, sse, sse_pending, too_big;
   int body_cut;               /* the body was cut at max_bytes (not an error) */
-  const char *error, *error_kind; /* transport failure, or NULL */
+  const char *error, *error_kind; /* transport failure ("timeout", "idle", "connect", ...), or NULL */
 } lg_http_result;
 
 typedef struct lg_http lg_http;

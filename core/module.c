@@ -74,10 +74,27 @@ static int err_tostring(lua_State *L) {
   return 1;
 }
 
+/* Strings cross into the core as C strings, where an embedded NUL would
+ * silently cut them (a thread "victim\0x" would be read as "victim"): they
+ * are read with their length and refused when they hold a NUL. */
+static const char *check_text(lua_State *L, int idx) {
+  size_t n;
+  const char *s = luaL_checklstring(L, idx, &n);
+  if (strlen(s) != n) luaL_argerror(L, idx, "must not contain a NUL byte");
+  return s;
+}
+
+static const char *opt_text(lua_State *L, int idx, const char *d) {
+  return lua_isnoneornil(L, idx) ? d : check_text(L, idx);
+}
+
+/* A string field of the table at t, or NULL when it is not a string. */
 static const char *opt_field_str(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
-  const char *s = lua_tostring(L, -1); /* stays anchored in the table */
-  lua_pop(L, 1);
+  size_t n = 0;
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  if (s && strlen(s) != n) luaL_error(L, "luagent: field \"%s\" must not contain a NUL byte", k);
+  lua_pop(L, 1); /* a string stays anchored in the table */
   return s;
 }
 
@@ -207,7 +224,7 @@ static int l_app_enqueue(lua_State *L) {
 
 static int l_app_get(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *id = luaL_checkstring(L, 2);
+  const char *id = check_text(L, 2);
   buf_t out;
   buf_init(&out);
   return push_found(L, lg_get(u->app, id, &out), &out);
@@ -216,7 +233,7 @@ static int l_app_get(lua_State *L) {
 static int l_app_status(lua_State *L) {
   app_ud *u = check_app(L);
   char st[16];
-  if (lg_status(u->app, luaL_checkstring(L, 2), st) != 0) return 0;
+  if (lg_status(u->app, check_text(L, 2), st) != 0) return 0;
   lua_pushstring(L, st);
   return 1;
 }
@@ -246,7 +263,7 @@ static int l_app_list(lua_State *L) {
 
 static int l_app_cancel(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *id = luaL_checkstring(L, 2);
+  const char *id = check_text(L, 2);
   buf_t out;
   buf_init(&out);
   return push_found(L, lg_cancel(u->app, id, &out), &out);
@@ -254,7 +271,7 @@ static int l_app_cancel(lua_State *L) {
 
 static int l_app_digests(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *id = luaL_checkstring(L, 2);
+  const char *id = check_text(L, 2);
   int n = (int)luaL_optinteger(L, 3, 16);
   buf_t out;
   buf_init(&out);
@@ -263,7 +280,7 @@ static int l_app_digests(lua_State *L) {
 
 static int l_app_set_delivered(lua_State *L) {
   app_ud *u = check_app(L);
-  lua_pushboolean(L, lg_set_delivered(u->app, luaL_checkstring(L, 2)) == 0);
+  lua_pushboolean(L, lg_set_delivered(u->app, check_text(L, 2)) == 0);
   return 1;
 }
 
@@ -274,8 +291,10 @@ static char **check_ids(lua_State *L, int idx, int *n) {
   char **ids = lua_newuserdatauv(L, (size_t)(len ? len : 1) * sizeof *ids, 0);
   for (int i = 0; i < len; i++) {
     lua_rawgeti(L, idx, i + 1);
+    size_t len_i;
     if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "task ids must be strings (item %d)", i + 1);
-    ids[i] = (char *)lua_tostring(L, -1);
+    ids[i] = (char *)lua_tolstring(L, -1, &len_i);
+    if (strlen(ids[i]) != len_i) luaL_error(L, "task ids must not contain a NUL byte (item %d)", i + 1);
     lua_pop(L, 1);
   }
   *n = len;
@@ -363,7 +382,7 @@ static int l_app_take(lua_State *L) {
 static int l_app_reply(lua_State *L) {
   app_ud *u = check_app(L);
   lua_Integer id = luaL_checkinteger(L, 2);
-  const char *json = luaL_checkstring(L, 3);
+  const char *json = check_text(L, 3);
   lg_host_reply(u->app, (uint64_t)id, json);
   return 0;
 }
@@ -378,13 +397,13 @@ static int l_app_set_wants(lua_State *L) {
 static int l_app_emit(lua_State *L) {
   app_ud *u = check_app(L);
   lg_event_in e;
-  e.kind = luaL_checkstring(L, 2);
-  e.payload_json = luaL_optstring(L, 3, "{}");
-  e.run_id = luaL_optstring(L, 4, NULL);
-  e.task_id = luaL_optstring(L, 5, NULL);
-  e.agent_id = luaL_optstring(L, 6, NULL);
+  e.kind = check_text(L, 2);
+  e.payload_json = opt_text(L, 3, "{}");
+  e.run_id = opt_text(L, 4, NULL);
+  e.task_id = opt_text(L, 5, NULL);
+  e.agent_id = opt_text(L, 6, NULL);
   e.depth = (int)luaL_optinteger(L, 7, 0);
-  const char *summary = luaL_optstring(L, 8, NULL);
+  const char *summary = opt_text(L, 8, NULL);
   lg_emit(u->app, &e, summary);
   return 0;
 }
@@ -478,9 +497,9 @@ static int l_task_wait(lua_State *L) {
 /* task_call_host(name, args_json, ctx_json) -> reply json string */
 static int l_task_call_host(lua_State *L) {
   lg_worker *w = check_worker(L);
-  const char *name = luaL_checkstring(L, 1);
-  const char *args = luaL_checkstring(L, 2);
-  const char *ctx = luaL_optstring(L, 3, "{}");
+  const char *name = check_text(L, 1);
+  const char *args = check_text(L, 2);
+  const char *ctx = opt_text(L, 3, "{}");
   buf_t out;
   buf_init(&out);
   int rc = lg_task_call_host(w, name, args, ctx, &out);
@@ -519,13 +538,13 @@ static int l_now(lua_State *L) {
 
 static int l_new_id(lua_State *L) {
   char out[40];
-  lg_make_id(luaL_optstring(L, 1, "id_"), out);
+  lg_make_id(opt_text(L, 1, "id_"), out);
   lua_pushstring(L, out);
   return 1;
 }
 
 static int l_realpath(lua_State *L) {
-  const char *p = luaL_checkstring(L, 1);
+  const char *p = check_text(L, 1);
   char *r = realpath(p, NULL);
   if (!r) {
     luaL_pushfail(L);
@@ -563,7 +582,7 @@ static void *calling_multi(lua_State *L, int app_idx) {
 }
 
 /* http_start(app, { method, url, headers = {"Name: value"...}, body,
- * timeout_s, connect_timeout_s, max_bytes, stream }) -> transfer */
+ * timeout_s, connect_timeout_s, idle_timeout_s, max_bytes, stream }) -> transfer */
 static int l_http_start(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   void *multi = calling_multi(L, 1);
@@ -577,6 +596,7 @@ static int l_http_start(lua_State *L) {
   lua_pop(L, 1); /* anchored in the table */
   r.timeout_s = opt_field_num(L, 2, "timeout_s", 0);
   r.connect_timeout_s = opt_field_num(L, 2, "connect_timeout_s", 0);
+  r.idle_timeout_s = opt_field_num(L, 2, "idle_timeout_s", 0);
   r.max_bytes = (size_t)opt_field_int(L, 2, "max_bytes", 0);
   lua_getfield(L, 2, "stream");
   r.stream = lua_toboolean(L, -1);
@@ -591,9 +611,11 @@ static int l_http_start(lua_State *L) {
     hv = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *hv, 0);
     for (int i = 0; i < n; i++) {
       lua_rawgeti(L, hidx, i + 1);
-      hv[i] = lua_tostring(L, -1);
+      size_t len_i = 0;
+      hv[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len_i) : NULL;
       lua_pop(L, 1);
       if (!hv[i]) return luaL_error(L, "luagent: http headers must be strings");
+      if (strlen(hv[i]) != len_i) return luaL_error(L, "luagent: http headers must not contain a NUL byte");
     }
     r.headers = hv;
     r.nheaders = n;
@@ -713,7 +735,7 @@ static void open_http(lua_State *L) {
 
 static int l_app_store_open(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *path = luaL_checkstring(L, 2);
+  const char *path = check_text(L, 2);
   lg_store_opts o;
   memset(&o, 0, sizeof o);
   o.durability_full = lua_toboolean(L, 3);
@@ -820,18 +842,9 @@ static int l_app_store_info(lua_State *L) {
   return 1;
 }
 
-/* A thread key goes into SQLite as a C string: an embedded NUL would cut it
- * (and merge every thread of an agent), so it is refused. */
-static const char *check_key(lua_State *L, int idx) {
-  size_t n;
-  const char *key = luaL_checklstring(L, idx, &n);
-  if (strlen(key) != n) luaL_argerror(L, idx, "a thread key must not contain a NUL byte");
-  return key;
-}
-
 static int l_app_thread_get(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *key = check_key(L, 2);
+  const char *key = check_text(L, 2);
   buf_t out;
   buf_init(&out);
   if (lg_thread_get(u->app, key, &out) != 0) {
@@ -845,8 +858,8 @@ static int l_app_thread_get(lua_State *L) {
 
 static int l_app_thread_put(lua_State *L) {
   app_ud *u = check_app(L);
-  const char *key = check_key(L, 2);
-  const char *json = luaL_checkstring(L, 3);
+  const char *key = check_text(L, 2);
+  const char *json = check_text(L, 3);
   lg_err err = {{0}, {0}};
   if (lg_thread_put(u->app, key, json, &err) != 0) return raise_err(L, &err);
   return 0;
@@ -870,7 +883,7 @@ static int l_app_claim(lua_State *L) {
 
 static int l_app_unclaim(lua_State *L) {
   app_ud *u = check_app(L);
-  lg_unclaim(u->app, luaL_checkstring(L, 2));
+  lg_unclaim(u->app, check_text(L, 2));
   return 0;
 }
 

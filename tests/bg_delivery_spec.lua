@@ -15,7 +15,7 @@ local job = luagent.tool{ name = "job", background = { enabled = true },
   input_schema = { type = "object", properties = { key = { type = "string" }, latch = { type = "string" },
     s = { type = "number" } }, required = { "key" } },
   handler = function(args, ctx)
-    if args.latch then ctx:wait(args.latch, { timeout_s = 30 }) end
+    if args.latch then ctx:wait({ args.latch }, { timeout_s = 30 }) end
     if args.s then ctx:sleep(args.s) end
     return "result " .. args.key
   end }
@@ -179,7 +179,7 @@ describe("bg delivery (R-33)", function()
     assert.same({}, B.notices(t1.messages))
     -- the child finishes between turns
     app:cancel(l)
-    assert.equal("completed", app:wait(id, { timeout_s = 10 }).tasks[1].status)
+    assert.equal("completed", app:wait({ id }, { timeout_s = 10 }).tasks[1].status)
     assert.is_false(app:get(id).delivered)
 
     S.requests = {}
@@ -226,7 +226,7 @@ describe("bg delivery edges (R-33)", function()
     local t1 = app:chat("sup", "start " .. l, { thread_id = "th" })
     local id = B.results_of(t1.messages, "job")[1].value.task_id
     app:cancel(l)
-    assert.equal("completed", app:wait(id, { timeout_s = 10 }).tasks[1].status)
+    assert.equal("completed", app:wait({ id }, { timeout_s = 10 }).tasks[1].status)
     S.requests = {}
     local t2 = app:chat("sup", "fail", { thread_id = "th" })
     assert.equal("failed", t2.status)
@@ -247,7 +247,7 @@ describe("bg delivery edges (R-33)", function()
     local app <close> = B.app(TOOLS .. [[
       local big = luagent.tool{ name = "big", background = { enabled = true },
         handler = function(args, ctx)
-          ctx:wait(args.latch, { timeout_s = 30 })
+          ctx:wait({ args.latch }, { timeout_s = 30 })
           return args.k .. string.rep("x", 600)
         end }
       -- waits for tasks without taking their results (ctx:wait marks nothing delivered)
@@ -312,7 +312,7 @@ describe("bg delivery edges (R-33)", function()
         background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]])
     local rec = app:enqueue_background("sup", "go", { thread_id = "w" })
-    local w = app:wait(rec.task_id, { timeout_s = 10 })
+    local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     local res = w.tasks[1].result
     assert.equal("completed", res.status)
     assert.equal("all announced", res.final)
@@ -371,7 +371,7 @@ describe("bg on_parent_end", function()
     local id = B.results_of(res.messages, "job")[1].value.task_id
     local rec = app:get(id)
     assert.truthy(rec.status == "cancelled" or rec.cancel_requested, rec.status)
-    local w = app:wait(id, { timeout_s = 10 })
+    local w = app:wait({ id }, { timeout_s = 10 })
     assert.equal("cancelled", w.tasks[1].status)
     -- unrelated tasks (the latch, not a child of the run) are left alone
     assert.equal("running", app:get(l).status)
@@ -421,7 +421,7 @@ describe("bg on_parent_end", function()
     assert.equal("running", app:get(id).status)
     assert.is_false(app:get(id).cancel_requested)
     app:cancel(l)
-    assert.equal("completed", app:wait(id, { timeout_s = 10 }).tasks[1].status)
+    assert.equal("completed", app:wait({ id }, { timeout_s = 10 }).tasks[1].status)
     -- another agent-thread pair is not told; the next run on "th" is, once
     S.requests = {}
     app:run("sup", "other", { thread_id = "elsewhere" })

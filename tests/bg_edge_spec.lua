@@ -96,12 +96,12 @@ return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 0.
     local r = app:enqueue_tool("flaky", {}, { retries = 1 })
     local first = H.await_kind(app, "first", r.task_id)
     assert.is_truthy(first)
-    local w = app:wait(r.task_id, { timeout_s = 10 })
+    local w = app:wait({ r.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status)
     assert.equal(2, w.tasks[1].attempts)
     -- the cancel was requested before the retry; the child stops on its own worker
     assert.is_true(app:get(first.payload.kid).cancel_requested)
-    assert.equal("cancelled", app:wait(first.payload.kid, { timeout_s = 5 }).tasks[1].status)
+    assert.equal("cancelled", app:wait({ first.payload.kid }, { timeout_s = 5 }).tasks[1].status)
     assert.equal("running", app:get(w.tasks[1].result).status)
   end)
 end)
@@ -127,7 +127,7 @@ return luagent.config{
     assert.is_truthy(H.await_kind(app, "host_call", rec.task_id))
     local r = app:run("a", "x", { timeout_s = 0.1 })
     assert.equal("timed_out", r.status)
-    local t = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1]
+    local t = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1]
     assert.equal("completed", t.status)
     assert.same({ ok = true, value = "slow result" }, t.result)
   end)
@@ -154,7 +154,7 @@ return luagent.config{
     local kids = app:list()
     assert.equal(1, #kids)
     assert.is_true(kids[1].cancel_requested)
-    assert.equal("cancelled", app:wait(kids[1].task_id, { timeout_s = 5 }).tasks[1].status)
+    assert.equal("cancelled", app:wait({ kids[1].task_id }, { timeout_s = 5 }).tasks[1].status)
   end)
 end)
 
@@ -181,7 +181,7 @@ describe("finished tasks leaving memory (keep_finished_s)", function()
   end
   local function evicted(app, id)
     local t0 = H.now()
-    while in_memory(app, id) and H.now() - t0 < 8 do app:wait(app:enqueue_tool("noop", {}).task_id) end
+    while in_memory(app, id) and H.now() - t0 < 8 do app:wait({ app:enqueue_tool("noop", {}).task_id }) end
     return not in_memory(app, id)
   end
 
@@ -207,9 +207,9 @@ return luagent.config{
 } ]], "=bg_edge_keep")
     assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
     local child = app:list()[1]
-    assert.equal("completed", app:wait(child.task_id).tasks[1].status)
+    assert.equal("completed", app:wait({ child.task_id }).tasks[1].status)
     local marker = app:enqueue_tool("noop", {})
-    app:wait(marker.task_id)
+    app:wait({ marker.task_id })
     assert.is_true(evicted(app, marker.task_id))
     assert.is_truthy(app:get(child.task_id), "an unannounced child stays in memory")
     assert.equal("NOTICE SEEN", app:chat("sup", "and?", { thread_id = "t" }).final)
@@ -222,12 +222,12 @@ local noop = luagent.tool{ name = "noop", handler = function() return "done" end
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { noop } } ]],
       { store = { path = dir .. "/keep.db" } })
     local first = app:enqueue_tool("noop", {})
-    app:wait(first.task_id)
+    app:wait({ first.task_id })
     local marker = app:enqueue_tool("noop", {})
-    app:wait(marker.task_id)
+    app:wait({ marker.task_id })
     assert.is_true(evicted(app, first.task_id))
     assert.same({ ok = false, status = "completed", task_id = first.task_id }, app:cancel(first.task_id))
-    local w = app:wait(first.task_id)
+    local w = app:wait({ first.task_id })
     assert.is_true(w.done)
     assert.equal("completed", w.tasks[1].status)
     assert.equal("done", w.tasks[1].result)

@@ -87,7 +87,7 @@ describe("bg nested fan-out (R-27)", function()
       return luagent.config{ agents = agents,
         background_tasks = { enabled = true, global_concurrency = 2, max_depth = 3 } } ]])
     local rec = app:enqueue_background("lvl0", "go")
-    local w = app:wait(rec.task_id, { timeout_s = 30 })
+    local w = app:wait({ rec.task_id }, { timeout_s = 30 })
     assert.is_true(w.done, "the tree did not finish (deadlock?)")
     assert.equal("completed", w.tasks[1].status)
     assert.equal("8", w.tasks[1].result.final)

@@ -114,7 +114,7 @@ describe("bg scope (R-32)", function()
       local release = luagent.host_tool{ name = "release",
         input_schema = { type = "object", properties = { id = { type = "string" } } } }
       local job = luagent.tool{ name = "job", background = { enabled = true }, handler = function(args, ctx)
-        ctx:wait(args.latch, { timeout_s = 30 })
+        ctx:wait({ args.latch }, { timeout_s = 30 })
         return "job of two"
       end }
       local mid = luagent.delegate{ agent = "mid", background = { enabled = true } }
@@ -153,7 +153,7 @@ describe("bg scope (R-32)", function()
     assert.equal(mids[1].thread_id, mids[2].thread_id) -- one thread for the tree
     local job = app:list{ parent_task_id = mids[1].task_id }[1]
     assert.equal("job", job.tool)
-    assert.equal("completed", app:wait(job.task_id, { timeout_s = 10 }).tasks[1].status)
+    assert.equal("completed", app:wait({ job.task_id }, { timeout_s = 10 }).tasks[1].status)
     -- mid "one" saw nothing of it: not in bg_list, not in a notice
     local one = mids[2].result
     assert.equal("one done", one.final)
@@ -169,7 +169,7 @@ describe("bg scope (R-32)", function()
     local hold, q = spawn(app, { thread_id = "t1" })
     local function bg_probe(agent, thread)
       local rec = app:enqueue_background(agent, "probe " .. hold .. " " .. q, { thread_id = thread })
-      local w = app:wait(rec.task_id, { timeout_s = 10 })
+      local w = app:wait({ rec.task_id }, { timeout_s = 10 })
       assert.equal("completed", w.tasks[1].status)
       return w.tasks[1].result
     end

@@ -17,7 +17,7 @@ local job = luagent.tool{ name = "job", background = { enabled = true },
   handler = function(args, ctx)
     ctx:emit("job_step", { summary = "job " .. args.key .. " holding" })
     ctx:call_tool("arrive", { key = args.key })
-    ctx:wait(args.latch, { timeout_s = 30 })
+    ctx:wait({ args.latch }, { timeout_s = 30 })
     return "result " .. args.key
   end }
 -- the prompt names the three latches: "A B C"

@@ -14,8 +14,8 @@ describe("dispatcher: API misuse (R-10)", function()
   it("unknown option keys raise with a suggestion", function()
     local r = app:enqueue_tool("echo", {})
     local cases = {
-      { function() app:wait(r.task_id, { timout_s = 1 }) end, "app:wait", '"timeout_s"' },
-      { function() app:wait(r.task_id, { mdoe = "any" }) end, "app:wait", '"mode"' },
+      { function() app:wait({ r.task_id }, { timout_s = 1 }) end, "app:wait", '"timeout_s"' },
+      { function() app:wait({ r.task_id }, { mdoe = "any" }) end, "app:wait", '"mode"' },
       { function() app:enqueue_tool("echo", {}, { agnet_id = "a" }) end, "app:enqueue_tool", '"agent_id"' },
       { function() app:enqueue_tool("echo", {}, { retires = 1 }) end, "app:enqueue_tool", '"retries"' },
       { function() app:list{ stauts = "queued" } end, "app:list", '"status"' },
@@ -39,7 +39,7 @@ describe("dispatcher: API misuse (R-10)", function()
       H.errmsg(H.raises(function() app:enqueue_tool("ecoh", {}) end)),
       H.errmsg(H.raises(function() app:wait(42) end)),
       H.errmsg(H.raises(function() app:get(42) end)),
-      H.errmsg(H.raises(function() app:wait(r.task_id, { timout_s = 1 }) end)),
+      H.errmsg(H.raises(function() app:wait({ r.task_id }, { timout_s = 1 }) end)),
       H.errmsg(H.raises(function() app:enqueue_tool(42, {}) end)),
     }
     for i = 1, 6 do assert.matches("^[^:]*dispatcher_input_spec%.lua:%d+:", msgs[i]) end
@@ -76,7 +76,7 @@ describe("dispatcher: API misuse (R-10)", function()
 
   it("unknown and foreign task ids", function()
     assert.is_nil(app:get("tsk_nope"))
-    assert.matches("unknown task id", H.errmsg(H.raises(app.wait, app, "tsk_nope", { timeout_s = 1 })), 1, true)
+    assert.matches("unknown task id", H.errmsg(H.raises(app.wait, app, { "tsk_nope" }, { timeout_s = 1 })), 1, true)
     assert.matches("unknown task id", H.errmsg(H.raises(app.cancel, app, "tsk_nope")), 1, true)
     -- a task of another app is unknown here
     local other <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true }, tools = { T.echo } } ]])
@@ -86,7 +86,7 @@ describe("dispatcher: API misuse (R-10)", function()
 
   it("a closed app refuses work", function()
     local r = app:enqueue_tool("echo", {})
-    app:wait(r.task_id, { timeout_s = 5 })
+    app:wait({ r.task_id }, { timeout_s = 5 })
     assert.is_true(app:close())
     assert.matches("closed", H.errmsg(H.raises(app.enqueue_tool, app, "echo", {})), 1, true)
   end)
@@ -156,7 +156,7 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
       end
       return luagent.config{ background_tasks = { enabled = true }, tools = tools } ]])
     local r = app:enqueue_tool("echo", {})
-    local w = app:wait(r.task_id, { timeout_s = 10 })
+    local w = app:wait({ r.task_id }, { timeout_s = 10 })
     assert.equal("failed", w.tasks[1].status)
     local msg = w.tasks[1].error.message
     assert.matches("different names", msg, 1, true)

@@ -28,7 +28,7 @@ local function run_tree(gc)
     local s = app:stats()
     if s.running > peak then peak = s.running end
   end)
-  local w = app:wait(root.task_id, { timeout_s = 20 })
+  local w = app:wait({ root.task_id }, { timeout_s = 20 })
   assert.is_true(w.done, "the tree did not finish (deadlock?)")
   assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
   assert.same({ leaves = 4, depth = 0 }, w.tasks[1].result)
@@ -73,7 +73,7 @@ describe("dispatcher: slot lending (R-27)", function()
     local app <close> = H.app([[
       local waiter = luagent.tool{ name = "waiter", handler = function(args, ctx)
         local c = ctx:enqueue_tool("block", { tag = "child" })
-        return ctx:wait(c.task_id, { timeout_s = 20 }).tasks[1].status
+        return ctx:wait({ c.task_id }, { timeout_s = 20 }).tasks[1].status
       end }
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
                              tools = { waiter, T.block } } ]])
@@ -88,7 +88,7 @@ describe("dispatcher: slot lending (R-27)", function()
     assert.equal("running", rec.status)
     assert.same({ ev.task_id }, rec.waiting_on)
     app:cancel(ev.task_id)
-    local w = app:wait(p.task_id, { timeout_s = 5 })
+    local w = app:wait({ p.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status)
     assert.equal("cancelled", w.tasks[1].result)
     assert.is_nil(app:get(p.task_id).waiting_on)
@@ -102,7 +102,7 @@ describe("dispatcher: slot lending (R-27)", function()
         local deadline = os.time() + 5
         while not io.open(args.flag) and os.time() <= deadline do ctx:sleep(0.005) end
         local c = ctx:enqueue_tool("echo", { child = true })
-        return ctx:wait(c.task_id, { timeout_s = 10 }).tasks[1].status
+        return ctx:wait({ c.task_id }, { timeout_s = 10 }).tasks[1].status
       end }
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
                              tools = { parent, T.echo } } ]])
@@ -122,12 +122,12 @@ describe("dispatcher: slot lending (R-27)", function()
   it("waiting on itself or an ancestor is refused", function()
     local app <close> = H.app([[
       local selfish = luagent.tool{ name = "selfish", handler = function(args, ctx)
-        local ok, err = pcall(ctx.wait, ctx, ctx.task_id, { timeout_s = 1 })
+        local ok, err = pcall(ctx.wait, ctx, { ctx.task_id }, { timeout_s = 1 })
         return { ok = ok, err = type(err) == "table" and err.message or tostring(err) }
       end }
       return luagent.config{ background_tasks = { enabled = true }, tools = { selfish } } ]])
     local r = app:enqueue_tool("selfish", {})
-    local w = app:wait(r.task_id, { timeout_s = 5 })
+    local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status)
     assert.is_false(w.tasks[1].result.ok)
     assert.matches("would wait on itself", w.tasks[1].result.err, 1, true)
@@ -137,12 +137,12 @@ describe("dispatcher: slot lending (R-27)", function()
     local app <close> = H.app([[
       local deep = luagent.tool{ name = "deep", handler = function(args, ctx)
         local ok, err = pcall(ctx.enqueue_tool, ctx, "deep", {})
-        if ok then return ctx:wait(err.task_id, { timeout_s = 10 }).tasks[1].result end
+        if ok then return ctx:wait({ err.task_id }, { timeout_s = 10 }).tasks[1].result end
         return { depth = ctx.depth, kind = err.kind, message = err.message }
       end }
       return luagent.config{ background_tasks = { enabled = true, max_depth = 1 }, tools = { deep } } ]])
     local r = app:enqueue_tool("deep", {})
-    local w = app:wait(r.task_id, { timeout_s = 10 })
+    local w = app:wait({ r.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
     assert.equal(1, w.tasks[1].result.depth)
     assert.equal("limit", w.tasks[1].result.kind)
@@ -159,7 +159,7 @@ local RESUME = [[
 local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
   local child = ctx:enqueue_tool("block", { tag = "child" })
   ctx:emit("children", { child = child.task_id })
-  ctx:wait(child.task_id, { timeout_s = 30 })
+  ctx:wait({ child.task_id }, { timeout_s = 30 })
   ctx:emit("after_wait", {})
   return "resumed"
 end }
@@ -185,13 +185,13 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
   it("a timeout there does not leak the slot it was queued for", function()
     local app <close> = H.app(RESUME)
     local p, other = parent_queued_for_its_slot(app, { timeout_s = 0.5 })
-    local w = app:wait(p.task_id, { timeout_s = 10 })
+    local w = app:wait({ p.task_id }, { timeout_s = 10 })
     assert.equal("timed_out", w.tasks[1].status)
     assert.same({}, H.of_kind(H.all_events(app), "after_wait", p.task_id))
     assert.same({}, H.of_kind(H.all_events(app), "task_resumed", p.task_id))
     app:cancel(other.task_id)
     local r = app:enqueue_tool("echo", { ok = true }, { agent_id = "A" })
-    local w2 = app:wait(r.task_id, { timeout_s = 3 })
+    local w2 = app:wait({ r.task_id }, { timeout_s = 3 })
     assert.equal("completed", w2.tasks[1].status, "agent A's slot leaked")
     assert.is_true(app:run_until_idle{ timeout_s = 3 }.idle)
     local s = app:stats()
@@ -213,20 +213,20 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
     app:cancel(other.task_id)
     assert.is_true(app:run_until_idle{ timeout_s = 3 }.idle)
     local r = app:enqueue_tool("echo", {}, { agent_id = "A" })
-    assert.equal("completed", app:wait(r.task_id, { timeout_s = 3 }).tasks[1].status)
+    assert.equal("completed", app:wait({ r.task_id }, { timeout_s = 3 }).tasks[1].status)
   end)
 
   it("a lender whose descendant holds the slot it needs resumes at once (wait timeouts hold)", function()
     local app <close> = H.app([[
 local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
   local child = ctx:enqueue_tool("block", { tag = "child" })
-  local w = ctx:wait(child.task_id, { timeout_s = 0.2 })
+  local w = ctx:wait({ child.task_id }, { timeout_s = 0.2 })
   return { timed_out = w.timed_out, pending = #w.pending }
 end }
 return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
                        tools = { parent, T.block } } ]])
     local p = app:enqueue_tool("parent", {})
-    local w = app:wait(p.task_id, { timeout_s = 5 })
+    local w = app:wait({ p.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status)
     assert.same({ timed_out = true, pending = 1 }, w.tasks[1].result)
   end)
@@ -242,7 +242,7 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 2 },
                              tools = { w, T.block } } ]])
     local r = app:enqueue_tool("w", {})
-    local w = app:wait(r.task_id, { timeout_s = 5 })
+    local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
     local v = w.tasks[1].result
     assert.is_false(v.done)
@@ -255,7 +255,7 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
     -- the parent ended: its running child was left running (only failures cascade)
     assert.equal("running", app:get(child.task_id).status)
     -- app:wait times out the same way, without raising
-    local hw = app:wait(child.task_id, { timeout_s = 0.05 })
+    local hw = app:wait({ child.task_id }, { timeout_s = 0.05 })
     assert.is_false(hw.done)
     assert.is_true(hw.timed_out)
     assert.same({ child.task_id }, hw.pending)
@@ -275,13 +275,13 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
       return luagent.config{ background_tasks = { enabled = true, max_descendants = 3 },
                              tools = { spawn, T.echo } } ]])
     local r = app:enqueue_tool("spawn", {})
-    local w = app:wait(r.task_id, { timeout_s = 5 })
+    local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.same(3, w.tasks[1].result.n)
     assert.equal("limit", w.tasks[1].result.kind)
     assert.matches("max_descendants", w.tasks[1].result.message, 1, true)
     -- another root has its own budget
     local r2 = app:enqueue_tool("spawn", {})
-    assert.same(3, app:wait(r2.task_id, { timeout_s = 5 }).tasks[1].result.n)
+    assert.same(3, app:wait({ r2.task_id }, { timeout_s = 5 }).tasks[1].result.n)
   end)
 end)
 
@@ -310,7 +310,7 @@ return luagent.config{
     it(string.format("three levels, fan-out %d, global_concurrency = %d, all finish", c.w, c.gc), function()
       local app <close> = H.app((WIDE:gsub("GC", tostring(c.gc))))
       local r = app:enqueue_tool("lvl", { n = 2, w = c.w })
-      local w = app:wait(r.task_id, { timeout_s = 15 })
+      local w = app:wait({ r.task_id }, { timeout_s = 15 })
       assert.equal("completed", w.tasks[1].status)
       assert.equal(c.want, w.tasks[1].result)
       local tasks = app:list()

@@ -200,7 +200,7 @@ describe("dispatcher: JSON crossing (R-3)", function()
                    two = 2.0, list = { 1, 2.5, "x" }, nested = { n = 2 ^ 53 } }
     local r = app:enqueue_tool("echo", args)
     assert.equal(math.maxinteger, r.args.big)
-    local w = app:wait(r.task_id, { timeout_s = 5 })
+    local w = app:wait({ r.task_id }, { timeout_s = 5 })
     local res = w.tasks[1].result
     assert.equal(math.maxinteger, res.big)
     assert.equal("integer", math.type(res.big))
@@ -325,12 +325,12 @@ describe("dispatcher: finished tasks leave memory (keep_finished_s)", function()
     local app <close> = H.app([[
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { T.echo, T.block } } ]])
     local first = app:enqueue_tool("echo", { n = 1 })
-    assert.equal("completed", app:wait(first.task_id).tasks[1].status)
+    assert.equal("completed", app:wait({ first.task_id }).tasks[1].status)
     local held = app:enqueue_tool("block", {})
     -- eviction runs at most once a second, when tasks end or are enqueued
     local t0 = H.now()
     while app:get(first.task_id) and H.now() - t0 < 8 do
-      app:wait(app:enqueue_tool("echo", {}).task_id)
+      app:wait({ app:enqueue_tool("echo", {}).task_id })
     end
     assert.is_nil(app:get(first.task_id))
     assert.equal("running", app:get(held.task_id).status)
@@ -347,7 +347,7 @@ return luagent.config{ background_tasks = { enabled = true, keep_finished_s = BA
     local app <close> = H.app([[
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = false }, tools = { T.echo } } ]])
     local r = app:enqueue_tool("echo", {})
-    app:wait(r.task_id)
+    app:wait({ r.task_id })
     assert.equal("completed", app:get(r.task_id).status)
   end)
 end)

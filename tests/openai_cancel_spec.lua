@@ -42,7 +42,7 @@ describe("openai adapter: cancel and timeouts", function()
     end, 10, { rec.task_id }))
     -- the request is on the wire once the server logged it
     local deadline = H.now() + 10
-    while #srv:requests() == 0 and H.now() < deadline do app:wait(rec.task_id, { timeout_s = 0.02 }) end
+    while #srv:requests() == 0 and H.now() < deadline do app:wait({ rec.task_id }, { timeout_s = 0.02 }) end
     local t0 = H.now()
     local r = app:cancel(rec.task_id)
     assert.equal("cancelled", r.status)
@@ -54,7 +54,7 @@ describe("openai adapter: cancel and timeouts", function()
     srv:script{ { text = "stalls", chunk_size = 2, stall_after_chunks = 1 } }
     local t0 = H.now()
     local rec = app:enqueue_background("a", "x", { timeout_s = 0.5 })
-    local w = app:wait(rec.task_id, { timeout_s = 10 })
+    local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     local elapsed = H.now() - t0
     assert.is_true(w.done)
     local got = app:get(rec.task_id)
@@ -75,8 +75,9 @@ describe("openai adapter: cancel and timeouts", function()
     assert.is_true(elapsed >= 0.45 and elapsed < 3, "took " .. elapsed .. " s")
   end)
 
-  it("retries a model timeout when retries are left", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 0.3, max_retries = 1 })
+  it("retries a model timeout when retries and call_timeout_s are left", function()
+    local app <close> = H.simple(srv, { stream = true, timeout_s = 0.3, max_retries = 1,
+      call_timeout_s = 10 })
     srv:script{ { text = "stalls", stall_after_chunks = 1 }, { text = "second try" } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)
@@ -127,6 +128,6 @@ describe("openai adapter: cancel and timeouts", function()
     assert.is_true(H.now() - t0 < 5)
     assert.truthy(S.cancelled)
     assert.is_true(S.cancelled.ok)
-    assert.is_true(app:wait(rec.task_id, { timeout_s = 10 }).done)
+    assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
   end)
 end)

@@ -165,7 +165,7 @@ describe("openai adapter: provider failures", function()
     local app <close> = H.simple(srv)
     srv:script{ { status = 503, body = { error = { message = "backend unavailable" } } } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 10 })
-    assert.is_true(app:wait(rec.task_id, { timeout_s = 10 }).done)
+    assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
     local got = app:get(rec.task_id)
     assert.equal("failed", got.status)
     assert.equal("model", got.error.kind)

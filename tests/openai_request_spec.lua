@@ -254,7 +254,7 @@ return luagent.config{
       srv:script{ { text = "fg" }, { text = "bg" } }
       assert.equal("completed", app:run("schemas", "go").status)
       local rec = app:enqueue_background("schemas", "go")
-      local w = app:wait(rec.task_id, { timeout_s = 10 })
+      local w = app:wait({ rec.task_id }, { timeout_s = 10 })
       assert.is_true(w.done)
       assert.equal("completed", app:get(rec.task_id).status)
       local reqs = srv:requests()

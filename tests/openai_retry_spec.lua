@@ -125,7 +125,7 @@ describe("openai adapter: retries", function()
     local app <close> = H.simple(srv, { max_retries = 1 })
     srv:script{ { status = 502 }, { text = "bg done" } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 10 })
-    assert.is_true(app:wait(rec.task_id, { timeout_s = 10 }).done)
+    assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
     local got = app:get(rec.task_id)
     assert.equal("completed", got.status)
     assert.equal("bg done", got.result.final)

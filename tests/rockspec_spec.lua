@@ -40,7 +40,7 @@ local app <close> = luagent.load_string([=[
   local luagent = require "luagent"
   return luagent.config{ background_tasks = { enabled = true },
     tools = { luagent.tool{ name = "t", handler = function() return luagent.in_worker() end } } } ]=])
-local w = app:wait(app:enqueue_tool("t", {}).task_id)
+local w = app:wait({ app:enqueue_tool("t", {}).task_id })
 print(w.tasks[1].status, w.tasks[1].result)
 ]])
     f:close()

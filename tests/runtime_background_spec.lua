@@ -61,7 +61,7 @@ describe("runtime background agent runs", function()
     local rec = app:enqueue_background("a", "go", { thread_id = "t1" })
     assert.equal("queued", rec.status)
     assert.equal("agent", rec.kind)
-    local w = app:wait(rec.task_id, { timeout_s = 10 })
+    local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.is_true(w.done)
     local task = w.tasks[1]
     assert.equal("completed", task.status)
@@ -89,7 +89,7 @@ describe("runtime background agent runs", function()
     assert.equal(0, v.depth)
 
     local rec = app:enqueue_background("a", "go")
-    local bgres = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1].result
+    local bgres = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1].result
     assert.equal("completed", bgres.status)
     v = where_value(bgres, "w")
     assert.is_true(v.in_worker)
@@ -104,7 +104,7 @@ describe("runtime background agent runs", function()
   it("events of a background run carry its task id; a nested inline run is depth 1 in the same task", function()
     local app <close> = R.app(CONFIG)
     local rec = app:enqueue_background("a", "go")
-    local res = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1].result
+    local res = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1].result
     local runs = {}
     for _, ev in ipairs(R.events(app)) do
       if ev.kind == "lm_call" or ev.kind == "final" then
@@ -128,7 +128,7 @@ describe("runtime background agent runs", function()
         agents = { luagent.agent{ id = "x", tools = { big }, model = luagent.static_model{ responses = {
           { tool_calls = { { id = "b", name = "big" } } }, "ok" } } } } } ]])
     local rec = app:enqueue_background("x", "go")
-    local res = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1].result
+    local res = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1].result
     assert.equal("completed", res.status)
     local content = R.tool_messages(res.messages)[1].content
     assert.truthy(#content < 400, tostring(#content))
@@ -141,7 +141,7 @@ describe("runtime background agent runs", function()
         agents = { luagent.agent{ id = "x", model = luagent.static_model{ responses = {
           { error = { message = "provider down" } } } } } } } ]])
     local rec = app:enqueue_background("x", "go")
-    local task = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1]
+    local task = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1]
     assert.equal("failed", task.status)
     assert.equal("model", task.error.kind)
     assert.equal("provider down", task.error.message)
@@ -155,7 +155,7 @@ describe("runtime cancel error (R-23)", function()
     assert.truthy(R.await(app, function(ev) return ev.kind == "stubborn_started" and ev.task_id == rec.task_id end))
     local c = app:cancel(rec.task_id)
     assert.is_true(c.ok)
-    local task = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1]
+    local task = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1]
     assert.equal("cancelled", task.status)
     -- the loop did not go on: no tool result and no further model call
     local events = R.events(app)
@@ -172,7 +172,7 @@ describe("runtime cancel error (R-23)", function()
     local rec = app:enqueue_background("nester", "go")
     assert.truthy(R.await(app, function(ev) return ev.kind == "stubborn_started" and ev.task_id == rec.task_id end))
     app:cancel(rec.task_id)
-    local task = app:wait(rec.task_id, { timeout_s = 10 }).tasks[1]
+    local task = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1]
     assert.equal("cancelled", task.status)
     for _, ev in ipairs(R.events(app)) do
       assert.are_not.equal("final", ev.kind)

@@ -151,7 +151,7 @@ describe("runtime budgets", function()
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_wall_seconds = 0.2 } } },
       } ]])
     local rec = app:enqueue_background("a", "go")
-    local w = app:wait(rec.task_id, { timeout_s = 10 })
+    local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.is_true(w.done)
     local task = w.tasks[1]
     assert.equal("completed", task.status)

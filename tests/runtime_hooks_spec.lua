@@ -260,7 +260,8 @@ describe("runtime hooks: before_tool and after_tool", function()
     local seen = {}
     S.hooks = {
       function(call, step)
-        seen[#seen + 1] = { call.id, call.name, call.arguments, step.run_id ~= nil }
+        seen[#seen + 1] = { call.id, call.name, call.arguments.text, call.raw_arguments,
+          step.run_id ~= nil }
         return { arguments = { text = "rewritten" } }
       end,
       function(call)
@@ -276,7 +277,7 @@ describe("runtime hooks: before_tool and after_tool", function()
         agents = { luagent.agent{ id = "a", tools = { echo, shout }, hooks = { before_tool = S.hooks } } } } ]], S)
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
-    assert.same({ { "k", "echo", '{"text":"hello"}', true }, { "k", "echo", "rewritten" },
+    assert.same({ { "k", "echo", "hello", '{"text":"hello"}', true }, { "k", "echo", "rewritten" },
       { "k", "shout", "rewritten" } }, seen)
     assert.same({ "shout:rewritten" }, S.log)
     local t = R.tool_messages(res.messages)[1]

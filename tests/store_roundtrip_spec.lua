@@ -236,11 +236,11 @@ describe("store: a task that left memory", function()
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { T.echo } } ]],
       { store = { path = dir .. "/evict.db" } })
     local first = app:enqueue_tool("echo", { n = 1 })
-    local before = app:wait(first.task_id).tasks[1]
+    local before = app:wait({ first.task_id }).tasks[1]
     assert.equal("completed", before.status)
     local t0 = H.now()
     while #app:list() > 0 and app:list()[1].task_id == first.task_id and H.now() - t0 < 8 do
-      app:wait(app:enqueue_tool("echo", {}).task_id)
+      app:wait({ app:enqueue_tool("echo", {}).task_id })
     end
     local found = false
     for _, r in ipairs(app:list()) do found = found or r.task_id == first.task_id end

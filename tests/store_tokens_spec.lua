@@ -20,7 +20,7 @@ return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16,
     do
       local app <close> = H.app(cfg, { store = { path = path } })
       local r = app:enqueue_tool("stream", { n = 300 })
-      app:wait(r.task_id, { timeout_s = 10 })
+      app:wait({ r.task_id }, { timeout_s = 10 })
       emitted = 300
       local parts = {}
       for i = 1, 300 do parts[i] = "t" .. i .. (i % 7 == 0 and "\"\\\n" or " ") end

@@ -9,6 +9,8 @@ local tools = require("luagent.tools")
 local log = require("luagent.log")
 local runner = require("luagent.runner")
 
+local text_id = options.text_id
+
 local app = {}
 
 local App = {}
@@ -42,7 +44,9 @@ end
 local function callback_error(self, where, err)
   local msg = type(err) == "table" and tostring(err.message) or tostring(err)
   local payload = { where = where, message = msg, traceback = type(err) == "table" and err.traceback or nil }
-  self._core:emit("error", json.encode(payload), nil, nil, nil, 0, where .. ": " .. msg)
+  -- (the core keeps the digest as a C string: no NUL)
+  self._core:emit("error", json.encode(payload), nil, nil, nil, 0,
+    (string.gsub(where .. ": " .. msg, "%z", "\\0")))
 end
 
 local function error_text(v)
@@ -162,7 +166,7 @@ end
 
 local poll_spec = {
   budget_ms = function(v) return options.non_negative(v) end,
-  max_callbacks = "integer",
+  max_callbacks = options.at_least(1),
   wait_ms = function(v) return options.non_negative(v) end,
 }
 
@@ -195,10 +199,11 @@ function App:enqueue_tool(name, args, opts)
   options.check("app:enqueue_tool", opts, context.enqueue_spec)
   opts = opts or {}
   local agent_id = opts.agent_id or "host"
-  local req = context.tool_request(self._reg, "app:enqueue_tool", name, args, 2)
+  local req, tool = context.tool_request(self._reg, "app:enqueue_tool", name, args, 2)
   req.agent_id = agent_id
   req.depth = 0
-  context.request_options(req, opts)
+  context.request_options(req, opts, "app:enqueue_tool", 2)
+  context.tool_defaults(req, tool)
   local ok, rec = pcall(self._core.enqueue, self._core, req)
   if not ok then error(rec, 2) end
   return rec
@@ -210,21 +215,21 @@ function App:enqueue_background(agent_id, prompt, opts)
     error("app:enqueue_background: background tasks are disabled (set background_tasks.enabled = true)", 2)
   end
   context.check_agent(self._reg, "app:enqueue_background", agent_id)
-  options.arg("app:enqueue_background", "prompt", prompt, "string", 3)
+  options.arg("app:enqueue_background", "prompt", prompt, options.no_nul, 3)
   options.check("app:enqueue_background", opts, context.enqueue_spec)
   opts = opts or {}
   if opts.agent_id then
     error("app:enqueue_background: the agent is the first argument, not an option", 2)
   end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt, depth = 0 }
-  context.request_options(req, opts)
+  context.request_options(req, opts, "app:enqueue_background", 2)
   local ok, rec = pcall(self._core.enqueue, self._core, req)
   if not ok then error(rec, 2) end
   return rec
 end
 
 function App:get(id)
-  options.arg("app:get", "task_id", id, "string", 3)
+  options.arg("app:get", "task_id", id, text_id, 3)
   local rec = self._core:get(id)
   -- read back from a file store: drop what only recovery needs
   if rec then rec.root_key, rec.max_depth, rec.scoped = nil, nil, nil end
@@ -238,10 +243,10 @@ local list_spec = {
     end
     return nil, "must be a task status (queued, running, completed, failed, cancelled, timed_out)"
   end,
-  limit = "integer",
-  agent_id = "string",
-  thread_id = "string",
-  parent_task_id = "string",
+  limit = options.at_least(1),
+  agent_id = text_id,
+  thread_id = text_id,
+  parent_task_id = text_id,
 }
 
 function App:list(filter)
@@ -256,7 +261,7 @@ end
 -- waits up to a second for a running task to stop, pumping; inside one it
 -- only requests the cancel and reports the status as it is now.
 function App:cancel(id)
-  options.arg("app:cancel", "id", id, "string", 3)
+  options.arg("app:cancel", "id", id, text_id, 3)
   local fg = self._fg_runs[id]
   if fg then
     local was = not fg.cancelled
@@ -327,7 +332,7 @@ function App:run_until_idle(opts)
 end
 
 local stream_spec = {
-  since = "integer",
+  since = options.at_least(0),
   timeout_s = function(v) return options.non_negative(v) end,
 }
 
@@ -375,7 +380,7 @@ function App:run_stream_until_idle(opts)
   return next_event, nil, nil, closer
 end
 
-local events_spec = { since = "integer", limit = "integer" }
+local events_spec = { since = options.at_least(0), limit = options.at_least(1) }
 
 function App:events(opts)
   options.check("app:events", opts, events_spec)
@@ -409,7 +414,7 @@ function App:_rebuild_listeners()
 end
 
 function App:host_tool(name, fn)
-  options.arg("app:host_tool", "name", name, "string", 3)
+  options.arg("app:host_tool", "name", name, text_id, 3)
   local t = self._reg.tools[name]
   if not t or not t.host then
     local hosts = {}
@@ -479,7 +484,7 @@ App.__close = function(self) self:close() end
 local run_spec = {
   timeout_s = function(v) return options.positive(v) end,
   timeout_ms = function(v) return options.positive(v) end,
-  thread_id = "string",
+  thread_id = text_id,
 }
 
 function App:_run(agent_id, prompt, opts, history)
@@ -562,7 +567,16 @@ function App:_thread_load(agent_id, thread_id)
   else
     text = self._threads[key]
   end
-  return text and json.decode(text) or {}
+  local messages = text and json.decode(text) or {}
+  -- threads saved before calls had one shape hold only the model's text
+  for _, m in ipairs(messages) do
+    for _, c in ipairs(type(m.tool_calls) == "table" and m.tool_calls or {}) do
+      if type(c) == "table" and type(c.arguments) == "string" and c.raw_arguments == nil then
+        c.arguments, c.raw_arguments, c.error = tools.call_arguments(c.arguments)
+      end
+    end
+  end
+  return messages
 end
 
 function App:_thread_save(agent_id, thread_id, messages)
@@ -576,7 +590,7 @@ function App:_thread_save(agent_id, thread_id, messages)
 end
 
 local chat_spec = {
-  thread_id = "string",
+  thread_id = text_id,
   timeout_s = function(v) return options.positive(v) end,
   timeout_ms = function(v) return options.positive(v) end,
 }
@@ -606,8 +620,8 @@ end
 
 -- The saved conversation of a thread (a copy).
 function App:thread(agent_id, thread_id)
-  options.arg("app:thread", "agent_id", agent_id, "string", 3)
-  options.arg("app:thread", "thread_id", thread_id, "string", 3)
+  options.arg("app:thread", "agent_id", agent_id, text_id, 3)
+  options.arg("app:thread", "thread_id", thread_id, text_id, 3)
   return self:_thread_load(agent_id, thread_id)
 end
 

@@ -5,6 +5,7 @@
 local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
+local options = require("luagent.options")
 
 local bg = {}
 
@@ -36,6 +37,13 @@ end
 local function scope_filter(run, include_finished)
   return { parent_agent_id = run.agent.id, thread_id = thread_of(run),
     parent_task_id = run.bg_task_scope, include_finished = include_finished }
+end
+
+-- The record of a task id the model gave, or nil (ids that are not text,
+-- e.g. with a NUL byte, name no task).
+local function lookup(run, id)
+  if not options.text_id(id) then return nil end
+  return run.env.core:get(id)
 end
 
 local function not_found(id)
@@ -120,7 +128,7 @@ control.bg_check = {
   },
   run = function(run, args)
     local core_app = run.env.core
-    local rec = core_app:get(args.task_id)
+    local rec = lookup(run, args.task_id)
     if not in_scope(run, rec) then return not_found(args.task_id) end
     local value = entry(run, rec)
     if args.last_n_events and args.last_n_events > 0 then
@@ -140,7 +148,7 @@ control.bg_cancel = {
   },
   run = function(run, args)
     local core_app = run.env.core
-    local rec = core_app:get(args.task_id)
+    local rec = lookup(run, args.task_id)
     if not in_scope(run, rec) then return not_found(args.task_id) end
     local r = core_app:cancel(rec.task_id)
     if r.ok and not TERMINAL[r.status] then
@@ -171,7 +179,7 @@ control.bg_wait = {
     end
     local core_app = run.env.core
     for _, id in ipairs(ids) do
-      if type(id) ~= "string" or not in_scope(run, core_app:get(id)) then return not_found(id) end
+      if not in_scope(run, lookup(run, id)) then return not_found(id) end
     end
     local w = run.ctx:wait(ids, {
       mode = args.mode or "all",

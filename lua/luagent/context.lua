@@ -23,20 +23,38 @@ end
 
 local function positive(v) return options.positive(v) end
 local function non_negative(v) return options.non_negative(v) end
+local text_id = options.text_id
 
 local enqueue_spec = {
-  agent_id = "string",
-  thread_id = "string",
+  agent_id = text_id,
+  thread_id = text_id,
   timeout_s = positive,
   timeout_ms = positive,
-  retries = "integer",
+  retries = options.at_least(0),
   priority = "integer",
   metadata = "table",
 }
 context.enqueue_spec = enqueue_spec
 
--- Common part of an enqueue request from options (checked by the caller).
-function context.request_options(req, opts)
+-- The first metadata key (at any depth) that is not text, with the reason.
+local function bad_key(t, path, seen)
+  if seen[t] then return nil end
+  seen[t] = true
+  for k, v in pairs(t) do
+    if type(k) == "string" then
+      local ok, why = text_id(k)
+      if not ok then return string.format("%s key %q", path, k), why end
+    end
+    if type(v) == "table" then
+      local where, why = bad_key(v, path .. "." .. tostring(k), seen)
+      if where then return where, why end
+    end
+  end
+end
+
+-- Common part of an enqueue request from options (checked by the caller,
+-- the public function `where`, whose caller `level` counts from here).
+function context.request_options(req, opts, where, level)
   req.thread_id = opts.thread_id or req.thread_id
   if opts.timeout_s then
     req.timeout_s = opts.timeout_s
@@ -45,13 +63,33 @@ function context.request_options(req, opts)
   end
   req.retries = opts.retries
   req.priority = opts.priority
-  if opts.metadata ~= nil then req.metadata = json.encode(opts.metadata) end
+  if opts.metadata ~= nil then
+    local at, why = bad_key(opts.metadata, "metadata", {})
+    if at then error(string.format("%s: option \"metadata\": %s %s", where, at, why), level + 1) end
+    local ok, text = pcall(json.encode, opts.metadata)
+    if not ok then
+      error(string.format("%s: option \"metadata\" is not JSON data: %s", where,
+        tostring(text):gsub("^luagent%.json%.encode: ", "")), level + 1)
+    end
+    req.metadata = text
+  end
+  return req
+end
+
+-- A tool's own background settings (timeout_s, retries) for a task of it
+-- that the options leave unset: they apply however the task is started.
+function context.tool_defaults(req, tool)
+  local b = tool.background
+  if type(b) ~= "table" then return req end
+  if req.timeout_s == nil then req.timeout_s = b.timeout_s end
+  if req.retries == nil then req.retries = b.retries end
   return req
 end
 
 -- The tool-task request for `name` with `args`, or raise (API misuse).
+-- Also returns the tool.
 function context.tool_request(reg, where, name, args, level)
-  options.arg(where, "name", name, "string", level + 2)
+  options.arg(where, "name", name, text_id, level + 2)
   local tool = spec.resolve_tool(reg, name)
   if not tool then
     error(string.format("%s: unknown tool %q%s", where, name,
@@ -65,7 +103,7 @@ function context.tool_request(reg, where, name, args, level)
   if not ok then
     error(string.format("%s: arguments for %s are not JSON: %s", where, name, encoded), level + 1)
   end
-  return { kind = "tool", tool = name, args = encoded }
+  return { kind = "tool", tool = name, args = encoded }, tool
 end
 
 local function raise_api(err, level)
@@ -96,7 +134,7 @@ local function budget_left(ctx, seconds)
 end
 
 function Ctx:sleep(seconds)
-  options.arg("ctx:sleep", "seconds", seconds, "number", 3)
+  options.arg("ctx:sleep", "seconds", seconds, non_negative, 3)
   local d, left = budget_left(self, seconds)
   if d then
     self._env.sleep(self, left)
@@ -110,14 +148,13 @@ local function summarize(kind, payload)
   if type(payload) ~= "table" then return kind end
   local s = payload.summary or payload.text or payload.message or payload.tool or payload.status
   if s == nil then return kind end
-  s = tostring(s)
-  if #s > 100 then s = s:sub(1, 100) .. "..." end
-  return s
+  s = tools.cut(tostring(s), 100)
+  return (s:gsub("%z", "\\0")) -- the core keeps digests as C strings
 end
 context.summarize = summarize
 
 function Ctx:emit(kind, payload)
-  options.arg("ctx:emit", "kind", kind, "string", 3)
+  options.arg("ctx:emit", "kind", kind, text_id, 3)
   local ok, text = pcall(json.encode, payload == nil and {} or payload)
   if not ok then error("ctx:emit: payload is not JSON: " .. tostring(text), 2) end
   self._env.core:emit(kind, text, self.run_id, self.task_id, self.agent_id, self.depth,
@@ -158,20 +195,16 @@ function Ctx:_parent_fields(req)
   return req
 end
 
-local ctx_enqueue_spec = {
-  thread_id = "string",
-  timeout_s = positive,
-  timeout_ms = positive,
-  retries = "integer",
-  priority = "integer",
-  metadata = "table",
-}
+local ctx_enqueue_spec = {}
+for k, kind in pairs(enqueue_spec) do ctx_enqueue_spec[k] = kind end
+ctx_enqueue_spec.agent_id = nil -- a task's children belong to its agent
 
 function Ctx:enqueue_tool(name, args, opts)
   options.check("ctx:enqueue_tool", opts, ctx_enqueue_spec)
-  local req = context.tool_request(self._env.reg, "ctx:enqueue_tool", name, args, 2)
+  local req, tool = context.tool_request(self._env.reg, "ctx:enqueue_tool", name, args, 2)
   req.agent_id = self.agent_id
-  context.request_options(req, opts or {})
+  context.request_options(req, opts or {}, "ctx:enqueue_tool", 2)
+  context.tool_defaults(req, tool)
   self:_parent_fields(req)
   local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
   if not ok then raise_api(rec, 2) end
@@ -181,7 +214,7 @@ end
 -- An agent_id argument that must name an agent of the app. Called
 -- directly by a public function, so errors point at that function's caller.
 function context.check_agent(reg, where, agent_id)
-  options.arg(where, "agent_id", agent_id, "string", 4)
+  options.arg(where, "agent_id", agent_id, text_id, 4)
   if not reg.agents[agent_id] then
     error(string.format("%s: unknown agent %q%s", where, agent_id,
       options.did_you_mean(agent_id, reg.agents)), 3)
@@ -190,10 +223,10 @@ end
 
 function Ctx:enqueue_background(agent_id, prompt, opts)
   context.check_agent(self._env.reg, "ctx:enqueue_background", agent_id)
-  options.arg("ctx:enqueue_background", "prompt", prompt, "string", 3)
+  options.arg("ctx:enqueue_background", "prompt", prompt, options.no_nul, 3)
   options.check("ctx:enqueue_background", opts, ctx_enqueue_spec)
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt }
-  context.request_options(req, opts or {})
+  context.request_options(req, opts or {}, "ctx:enqueue_background", 2)
   self:_parent_fields(req)
   local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
   if not ok then raise_api(rec, 2) end
@@ -210,16 +243,17 @@ local wait_spec = {
 }
 context.wait_spec = wait_spec
 
--- ids: one id or a list; returns the list and the wait timeout.
+-- ids: a list of task ids; returns it, "any" and the wait timeout.
 function context.wait_args(where, ids, opts, default_timeout, level)
-  if type(ids) == "string" then ids = { ids } end
   if type(ids) ~= "table" then
-    error(string.format("%s: argument \"task_ids\" must be a task id or a list of them, got %s",
-      where, type(ids)), level + 1)
+    error(string.format("%s: argument \"task_ids\" must be a list of task ids, got %s%s",
+      where, type(ids), type(ids) == "string" and " (wrap one id in a list: { id })" or ""),
+      level + 1)
   end
   for i, id in ipairs(ids) do
-    if type(id) ~= "string" then
-      error(string.format("%s: task_ids[%d] must be a string, got %s", where, i, type(id)), level + 1)
+    local ok, why = text_id(id)
+    if not ok then
+      error(string.format("%s: task_ids[%d] %s", where, i, why), level + 1)
     end
   end
   opts = options.check(where, opts, wait_spec, level + 2)

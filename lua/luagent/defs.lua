@@ -53,7 +53,7 @@ local background_spec = {
   enabled = "boolean",
   timeout_s = positive,
   timeout_ms = positive,
-  retries = "integer",
+  retries = options.at_least(0),
 }
 
 local function check_background(where, bg, level)
@@ -135,8 +135,8 @@ for _, n in ipairs(HOOK_NAMES) do
 end
 
 local budget_spec = {
-  max_iterations = "integer",
-  max_tokens = "integer",
+  max_iterations = options.at_least(1),
+  max_tokens = options.at_least(1),
   max_wall_seconds = positive,
 }
 
@@ -148,7 +148,7 @@ local agent_spec = {
   tools = "table",
   budget = "table",
   hooks = "table",
-  max_depth = "integer",
+  max_depth = options.at_least(0),
 }
 
 local function is_model(m)
@@ -191,9 +191,6 @@ function defs.agent(def)
         where, i), 2)
     end
     tools[i] = t
-  end
-  if def.max_depth ~= nil and def.max_depth < 0 then
-    error(where .. ": max_depth must be >= 0", 2)
   end
   return mark({
     id = def.id,
@@ -247,8 +244,8 @@ local config_spec = {
   agents = "table",
   tools = "table",
   hooks = "table",
-  max_tool_output_bytes = "integer",
-  event_buffer = "integer",
+  max_tool_output_bytes = options.at_least(1),
+  event_buffer = options.at_least(1),
   close_grace_s = function(v) return options.non_negative(v) end,
 }
 

@@ -22,6 +22,29 @@ local function header_lines(headers)
 end
 http.header_lines = header_lines
 
+local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$" -- an HTTP token (RFC 9110)
+
+-- Header names are tokens and values one line of text: a CR or LF would
+-- smuggle another header into the request, a NUL cut it short in C.
+-- headers: { Name = value } or a list of "Name: value" lines.
+function http.check_headers(where, headers, level)
+  for k, v in pairs(headers or {}) do
+    local name = k
+    if math.type(k) == "integer" then name = type(v) == "string" and v:match("^([^:]*):") end
+    if type(name) ~= "string" or not name:find(TOKEN) then
+      error(string.format("%s: header %s has no valid HTTP header name", where,
+        string.format("%q", tostring(math.type(k) == "integer" and v or k))), level + 1)
+    end
+    if type(v) ~= "string" and type(v) ~= "number" then
+      error(string.format("%s: header %q must be a string, got %s", where, name, type(v)), level + 1)
+    end
+    if tostring(v):find("[\0\r\n]") then
+      error(string.format("%s: header %q must not contain CR, LF or NUL bytes", where, name),
+        level + 1)
+    end
+  end
+end
+
 -- "Name: value" lines of the last response -> { lowercased name = value }
 function http.parse_headers(raw)
   local out = {}
@@ -33,7 +56,8 @@ function http.parse_headers(raw)
 end
 
 -- Run one request. req: method, url, headers, body, timeout_s,
--- connect_timeout_s, max_bytes, stream. on_event(data) gets each SSE event
+-- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
+-- max_bytes, stream. on_event(data) gets each SSE event
 -- (a string, or {error = data} for an `event: error`) as it arrives; when
 -- it returns true the transfer ends there (the result then has
 -- `stopped = true`); it may raise to abort. Returns the result table of
@@ -48,6 +72,7 @@ function http.request(ctx, req, on_event)
     body = req.body,
     timeout_s = req.timeout_s,
     connect_timeout_s = req.connect_timeout_s,
+    idle_timeout_s = req.idle_timeout_s,
     max_bytes = req.max_bytes,
     stream = req.stream and true or false,
     truncate = req.truncate and true or false,
@@ -87,13 +112,16 @@ function http.request(ctx, req, on_event)
 end
 
 local http_spec = {
-  method = "string",
-  url = "string",
+  method = function(v)
+    if type(v) == "string" and v:find(TOKEN) then return true end
+    return nil, "must be an HTTP method (GET, POST, ...)"
+  end,
+  url = options.no_nul,
   headers = "table",
   body = "string",
   timeout_s = function(v) return options.positive(v) end,
   connect_timeout_s = function(v) return options.positive(v) end,
-  max_bytes = "integer",
+  max_bytes = options.at_least(1),
 }
 
 -- ctx:http{ method?, url, headers?, body?, timeout_s?, connect_timeout_s?,
@@ -104,6 +132,7 @@ function context.Ctx:http(req)
   options.arg("ctx:http", "request", req, "table", 3)
   options.check("ctx:http", req, http_spec)
   if not req.url then error("ctx:http: url is required", 2) end
+  http.check_headers("ctx:http", req.headers, 2)
   local res = http.request(self, {
     method = req.method, url = req.url, headers = req.headers, body = req.body,
     timeout_s = req.timeout_s or 60, connect_timeout_s = req.connect_timeout_s or 10,

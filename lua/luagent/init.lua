@@ -103,7 +103,7 @@ end
 -- luagent.load(path, overrides): run a startup script that returns
 -- luagent.config{...} and start its app (R-1).
 function luagent.load(path, overrides)
-  options.arg("luagent.load", "path", path, "string", 3)
+  options.arg("luagent.load", "path", path, options.no_nul, 3)
   if overrides ~= nil then options.arg("luagent.load", "overrides", overrides, "table", 3) end
   local abs, err = core.realpath(path)
   if not abs then error(string.format("luagent.load: cannot open %s: %s", path, err), 2) end

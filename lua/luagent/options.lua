@@ -166,14 +166,47 @@ local function num_desc(v)
   return type(v) == "number" and tostring(v) or type(v)
 end
 
+-- Seconds and sizes are finite numbers: NaN compares false with everything
+-- and math.huge never elapses, so either would turn a bound into none.
+local function finite(v)
+  return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
+end
+
 function options.positive(v)
-  if type(v) == "number" and v > 0 then return true end
+  if finite(v) and v > 0 then return true end
   return nil, "must be a positive number, got " .. num_desc(v)
 end
 
 function options.non_negative(v)
-  if type(v) == "number" and v >= 0 then return true end
+  if finite(v) and v >= 0 then return true end
   return nil, "must be a non-negative number, got " .. num_desc(v)
+end
+
+-- A kind for counts: an integer >= min.
+function options.at_least(min)
+  return function(v)
+    if is_kind(v, "integer") and v >= min then return true end
+    return nil, string.format("must be an integer >= %d, got %s", min, num_desc(v))
+  end
+end
+
+-- Ids and names (thread, agent, task and tool ids, metadata keys) are text:
+-- valid UTF-8 without NUL bytes. The C core keeps them as C strings, where a
+-- NUL would cut "victim\0x" down to another thread's "victim".
+-- Text the C core reads as a C string (a prompt, a URL): no NUL byte.
+function options.no_nul(v)
+  if type(v) ~= "string" then return nil, "must be a string, got " .. type(v) end
+  local nul = v:find("\0", 1, true)
+  if nul then return nil, string.format("must not contain a NUL byte (found at byte %d)", nul) end
+  return true
+end
+
+function options.text_id(v)
+  local fine, why = options.no_nul(v)
+  if not fine then return nil, why end
+  local ok, bad = utf8.len(v)
+  if not ok then return nil, string.format("must be valid UTF-8 (invalid byte at %d)", bad) end
+  return true
 end
 
 return options

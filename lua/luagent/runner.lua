@@ -52,25 +52,23 @@ local function add_usage(run, u)
   run.usage.total_tokens = run.usage.total_tokens + u.total_tokens
 end
 
--- Keep ids the model gave verbatim; make one only when none is given.
+-- One shape of tool call for every model: `arguments` is the decoded
+-- table (a copy: nothing the run does changes a static model's own
+-- table), `raw_arguments` the text the model sent; arguments that are not
+-- a JSON object are nil with an `error`. Ids the model gave are kept
+-- verbatim; one is made only when none is given.
 local function normalize_calls(calls)
   if type(calls) ~= "table" then return nil end
   local out = {}
   for _, c in ipairs(calls) do
     if type(c) == "table" then
-      local args = c.arguments
-      if args == nil then
-        args = "{}"
-      elseif type(args) == "table" then
-        -- a copy, so nothing the run does changes the model's own table
-        -- (a static model replays it); non-JSON data is left for the
-        -- tool call to report
-        args = tools.copy_json(args) or args
-      end
+      local args, raw, err = tools.call_arguments(c.arguments)
       out[#out + 1] = {
         id = (type(c.id) == "string" and c.id ~= "") and c.id or new_id("call_"),
         name = c.name,
         arguments = args,
+        raw_arguments = raw,
+        error = err,
       }
     end
   end
@@ -167,17 +165,13 @@ local function tool_message(run, call, result)
 end
 
 -- Arguments as events show them: JSON text cut short.
-local function args_summary(a)
-  if type(a) ~= "string" then
-    local ok, text = pcall(json.encode, a)
-    a = ok and text or "(not JSON data)"
-  end
-  return cut(a, 512)
+local function args_summary(call)
+  return cut(call.raw_arguments or "(not JSON data)", 512)
 end
 
 local function run_tool_call(run, call)
   emit(run, "tool_start", { tool = call.name, tool_call_id = call.id,
-    arguments = args_summary(call.arguments) })
+    arguments = args_summary(call) })
   local step = step_view(run)
   local result, traceback
   for _, h in ipairs(hooks_of(run, "before_tool")) do
@@ -194,8 +188,14 @@ local function run_tool_call(run, call)
         break
       end
       if d.name ~= nil or d.arguments ~= nil then
-        call = { id = call.id, name = d.name or call.name,
-          arguments = d.arguments == nil and call.arguments or d.arguments }
+        -- the rewritten call keeps the shape (and the model's raw text)
+        local new = { id = call.id, name = d.name or call.name, raw_arguments = call.raw_arguments,
+          arguments = call.arguments, error = call.error }
+        if d.arguments ~= nil then
+          local args, _, err = tools.call_arguments(d.arguments)
+          new.arguments, new.error = args, err
+        end
+        call = new
       end
     end
   end
@@ -206,6 +206,8 @@ local function run_tool_call(run, call)
       for _, t in ipairs(run.tool_list) do names[#names + 1] = t.name end
       result = tools.fail("validation", string.format("unknown tool %q; available tools: %s",
         tostring(call.name), #names > 0 and table.concat(names, ", ") or "none"))
+    elseif call.error then
+      result = tools.fail("validation", call.error)
     else
       local args, err = tools.check_args(tool, call.arguments)
       if not args then
@@ -552,7 +554,7 @@ end
 -- the agent's own max_depth.
 runner.max_depth_for = context.max_depth_for
 
-local run_agent_spec = { thread_id = "string" }
+local run_agent_spec = { thread_id = options.text_id }
 
 -- ctx:run_agent(id, prompt, opts): a nested run in this state, depth + 1.
 -- Returns an AgentResult; raises only the cancel error and {kind="limit"}.

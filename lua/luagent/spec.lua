@@ -23,16 +23,16 @@ end
 
 local bg_spec = {
   enabled = "boolean",
-  global_concurrency = "integer",
-  per_agent_concurrency = "integer",
+  global_concurrency = options.at_least(1),
+  per_agent_concurrency = options.at_least(1),
   default_timeout_s = positive,
-  default_retries = "integer",
+  default_retries = options.at_least(0),
   default_wait_timeout_s = non_negative,
   backpressure = one_of("queue", "reject"),
-  max_queue = "integer",
-  max_depth = "integer",
-  max_descendants = "integer",
-  max_workers = "integer",
+  max_queue = options.at_least(1),
+  max_depth = options.at_least(0),
+  max_descendants = options.at_least(0),
+  max_workers = options.at_least(1),
   worker_idle_s = non_negative,
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
@@ -40,7 +40,7 @@ local bg_spec = {
   -- at least a second, so a task cannot leave memory before the code that
   -- enqueued it had a chance to wait on it
   keep_finished_s = function(v)
-    if v == false or (type(v) == "number" and v >= 1) then return true end
+    if v == false or (options.positive(v) and v >= 1) then return true end
     return nil, "must be a number of seconds >= 1, or false (keep forever)"
   end,
 }
@@ -67,18 +67,6 @@ function spec.background_settings(bt)
     keep_finished_s = bt.keep_finished_s == nil and 86400 or bt.keep_finished_s,
   }
   s.max_workers = bt.max_workers or s.global_concurrency * (s.max_depth + 1) + 2
-  local function at_least(name, min)
-    if s[name] < min then
-      error(string.format("luagent.config background_tasks: %s must be >= %d, got %s", name, min,
-        tostring(s[name])), 0)
-    end
-  end
-  at_least("global_concurrency", 1)
-  at_least("per_agent_concurrency", 1)
-  at_least("default_retries", 0)
-  at_least("max_queue", 1)
-  at_least("max_depth", 0)
-  at_least("max_descendants", 0)
   -- a chain of waits max_depth deep needs that many threads (R-27)
   if s.max_workers < s.max_depth + 1 then
     error(string.format("luagent.config background_tasks: max_workers (%d) must be at least " ..
@@ -89,7 +77,7 @@ function spec.background_settings(bt)
 end
 
 local store_spec = {
-  path = "string",
+  path = options.no_nul,
   durability = one_of("normal", "full"),
   retention = "table",
 }

@@ -53,6 +53,28 @@ function tools.parse_args(raw)
   return v
 end
 
+-- A model's tool-call arguments as user code sees them (hooks, results,
+-- threads): the decoded table and the text, which is the model's own or,
+-- from a model that returned a table, its JSON. Arguments that are not a
+-- JSON object give nil, the text and the error.
+function tools.call_arguments(raw)
+  if raw == nil or raw == json.null then return {}, "{}" end
+  if type(raw) == "table" then
+    local ok, text = pcall(json.encode, raw)
+    if not ok then
+      return nil, nil, "arguments are not JSON data: " .. tostring(text):gsub("^luagent%.json%.encode: ", "")
+    end
+    local v = json.decode(text)
+    if json.is_array(v) then return nil, text, "arguments must be a JSON object" end
+    return v, text
+  end
+  if type(raw) ~= "string" then
+    return nil, nil, "arguments must be a JSON object, got " .. type(raw)
+  end
+  local args, err = tools.parse_args(raw)
+  return args, raw, err
+end
+
 -- Parse and check arguments against the tool's input_schema.
 function tools.check_args(tool, raw)
   local args, err = tools.parse_args(raw)

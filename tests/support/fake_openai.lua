@@ -40,6 +40,10 @@
 --                    OpenAI-style error JSON naming the status
 --   headers          extra response headers, e.g. {"Retry-After": "1"}
 --   body             see status
+--   echo_headers     with a non-200 status (and no body) or a stream_error:
+--                    the error message lists the request's headers, values
+--                    and all ("request headers: name: value; ..."), as some
+--                    proxies and debug servers do
 --   raw              exact body text (with status, default 200, and
 --                    content_type, default text/plain); with content_type
 --                    text/event-stream it doubles as a hand-written SSE body
@@ -468,6 +472,16 @@ local function send_oversize(c, req, reply, stream)
   c:send(mid .. tail)
 end
 
+-- "request headers: name: value; ..." (sorted), for echo_headers.
+local function echoed_headers(req)
+  local names = {}
+  for k in pairs(req.headers) do names[#names + 1] = k end
+  table.sort(names)
+  local parts = {}
+  for i, k in ipairs(names) do parts[i] = k .. ": " .. req.headers[k] end
+  return "request headers: " .. table.concat(parts, "; ")
+end
+
 local function send_stream(c, req, reply)
   local events = stream_events(req, reply)
   local eol = type(reply.eol) == "string" and reply.eol or "\n"
@@ -485,7 +499,9 @@ local function send_stream(c, req, reply)
     if trunc and i == trunc then c:close() return end
     if stop and i == stop then w.finish() return end
     if err and i == err_at then
-      w.chunk("data: " .. cjson.encode({ error = { message = err.message or "stream error",
+      local msg = err.message or "stream error"
+      if reply.echo_headers then msg = msg .. " (" .. echoed_headers(req) .. ")" end
+      w.chunk("data: " .. cjson.encode({ error = { message = msg,
         type = err.type or "server_error", param = null, code = err.code or null } }) .. eol .. eol)
       if reply.hold_after_error then c:hold() return end
       w.finish()
@@ -525,6 +541,9 @@ local function send_completion(c, req)
     local ctype = reply.content_type or "application/json"
     if type(body) == "table" then
       body = cjson.encode(body)
+    elseif body == nil and reply.echo_headers then
+      body = error_json("fake_openai: scripted HTTP " .. status .. "; " .. echoed_headers(req),
+                        status >= 500 and "server_error" or "invalid_request_error")
     elseif body == nil then
       local etype = status == 429 and "rate_limit_error"
           or status >= 500 and "server_error" or "invalid_request_error"

@@ -3,7 +3,8 @@
 -- llama.cpp server, vLLM, LM Studio). Streaming turns text deltas into
 -- `token` events and assembles tool-call deltas by index. Provider errors
 -- that survive retries end the run with error.kind "model" (R-13); the API
--- key never appears in any event, error or message.
+-- key and secret header values never appear in any event, error or message.
+local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
 local defs = require("luagent.defs")
@@ -17,19 +18,36 @@ local MAX_MESSAGE = 1024
 local RETRY_STATUS = { [408] = true, [409] = true, [429] = true, [500] = true, [502] = true,
   [503] = true, [504] = true }
 local MAX_RETRY_AFTER_S = 60
+-- Headers whose values are credentials (lower-case names); secret_headers adds more.
+local SECRET_HEADERS = { authorization = true, ["api-key"] = true, ["x-api-key"] = true,
+  ["proxy-authorization"] = true }
+
+local function positive(v) return options.positive(v) end
 
 local openai_spec = {
   model = "string",
-  base_url = "string",
+  base_url = options.no_nul,
   api_key = "string",
   api_key_env = "string",
   stream = "boolean",
-  timeout_s = function(v) return options.positive(v) end,
-  connect_timeout_s = function(v) return options.positive(v) end,
-  max_retries = "integer",
+  timeout_s = positive,
+  connect_timeout_s = positive,
+  idle_timeout_s = positive,
+  call_timeout_s = positive,
+  max_retries = options.at_least(0),
   headers = "table",
+  secret_headers = function(v)
+    if type(v) == "table" then
+      local n = 0
+      for _ in pairs(v) do n = n + 1 end
+      local ok = n == #v
+      for _, name in ipairs(v) do ok = ok and type(name) == "string" end
+      if ok then return true end
+    end
+    return nil, 'must be a list of header names, e.g. { "X-Org-Token" }'
+  end,
   params = "table",
-  max_response_bytes = "integer",
+  max_response_bytes = options.at_least(1),
   retry_backoff_s = function(v) return options.non_negative(v) end,
 }
 
@@ -84,7 +102,10 @@ local function normalize_schema(s)
 end
 openai.normalize_schema = normalize_schema
 
-local function encode_args(a)
+-- A tool call's arguments as the provider gets them back: the model's own
+-- text when there is one (raw_arguments), else the table encoded.
+local function encode_args(c)
+  local a = type(c.raw_arguments) == "string" and c.raw_arguments or c.arguments
   if type(a) == "string" then return clean_utf8(a) end
   local ok, text = pcall(json.encode, a == nil and {} or a)
   return ok and text or "{}"
@@ -99,7 +120,7 @@ local function to_wire(messages)
         local calls = {}
         for j, c in ipairs(m.tool_calls) do
           calls[j] = { id = c.id, type = "function",
-            ["function"] = { name = c.name, arguments = encode_args(c.arguments) } }
+            ["function"] = { name = c.name, arguments = encode_args(c) } }
         end
         w.tool_calls = json.array(calls)
         w.content = m.content ~= nil and clean_utf8(m.content) or json.null
@@ -156,28 +177,57 @@ function openai.body(self, request)
   return json.encode(body)
 end
 
--- API keys live here, not in the model table: the table's plain data is
--- snapshotted as JSON for workers (R-1), and a key must never be in it.
--- Each state (host, workers) fills this when its script builds the model.
+-- API keys and secret header values live here, not in the model table:
+-- the table's plain data is snapshotted as JSON for workers (R-1), and a
+-- secret must never be in it. Each state (host, workers) fills this when
+-- its script builds the model: { api_key, headers = { Name = value } }.
 local secrets = setmetatable({}, { __mode = "k" })
 
 -- The key of a model: luagent.openai{api_key}, an `api_key` set later on
 -- the table (an override), else the environment variable.
 local function key_of(self)
-  local key = self.api_key or secrets[self]
+  local s = secrets[self] or {}
+  local key = self.api_key or s.api_key
   if key == nil and self.api_key_env then key = os.getenv(self.api_key_env) end
+  -- (a key read from a file often ends in a newline)
+  if type(key) == "string" then key = key:match("^%s*(.-)%s*$") end
   if key == "" then key = nil end
   return key
 end
 
--- Take the key out of a text. Always before cutting it: a cut could split
--- the key and leave a prefix no search finds.
-local function redact(key, s)
+-- Every text a message must not show: the key, each secret header value
+-- and its credentials without the scheme ("Bearer x" and "x"), also as
+-- JSON writes them (a server may echo them inside a JSON string). Longest
+-- first, so a whole value goes before a part of it.
+local function hidden_texts(self, key)
+  local list, seen = {}, {}
+  local function add(v)
+    v = tostring(v)
+    if #v < 4 or seen[v] then return end
+    seen[v] = true
+    list[#list + 1] = v
+    local ok, quoted = pcall(json.encode, v)
+    if ok and quoted:sub(2, -2) ~= v then add(quoted:sub(2, -2)) end
+  end
+  if key then add(key) end
+  for _, v in pairs((secrets[self] or {}).headers or {}) do
+    v = tostring(v)
+    add(v)
+    local credentials = v:match("^%S+%s+(.+)$")
+    if credentials then add(credentials) end
+  end
+  table.sort(list, function(a, b) return #a > #b end)
+  return list
+end
+
+-- Take the secrets out of a text. Always before cutting it: a cut could
+-- split a secret and leave a prefix no search finds.
+local function redact(hidden, s)
   s = tostring(s)
-  if key and #key >= 4 then
+  for _, secret in ipairs(hidden) do
     local out, i = {}, 1
     while true do
-      local a, b = s:find(key, i, true)
+      local a, b = s:find(secret, i, true)
       if not a then break end
       out[#out + 1] = s:sub(i, a - 1)
       out[#out + 1] = "[redacted]"
@@ -194,22 +244,28 @@ end
 -- At most n bytes of s, not splitting a UTF-8 sequence.
 local cut = tools.cut
 
--- A message for errors and events: the key taken out, then cut.
-local function message(key, s, n)
-  return cut(redact(key, s), n or MAX_MESSAGE)
+-- A message for errors and events: the secrets taken out, then cut.
+local function message(hidden, s, n)
+  return cut(redact(hidden, s), n or MAX_MESSAGE)
 end
 
 -- The provider's own message from an error body, else the body itself.
 -- Shapes: OpenAI {"error":{"message"}}, Ollama {"error":"..."}, vLLM
--- {"object":"error","message"}, FastAPI {"detail":"..."}.
+-- {"object":"error","message"}, FastAPI {"detail":"..."}, and servers that
+-- send both {"error":"Bad Request","message":"..."} (both are shown).
 local function provider_message(body)
   local v = json.decode_safe(body or "")
   if type(v) == "table" then
+    local parts = {}
     local e = v.error
-    if type(e) == "table" and e.message ~= nil then return tostring(e.message) end
-    if type(e) == "string" then return e end
-    if type(v.message) == "string" then return v.message end
-    if type(v.detail) == "string" then return v.detail end
+    if type(e) == "table" and e.message ~= nil then
+      parts[1] = tostring(e.message)
+    elseif type(e) == "string" then
+      parts[1] = e
+    end
+    if type(v.message) == "string" and v.message ~= parts[1] then parts[#parts + 1] = v.message end
+    if #parts == 0 and type(v.detail) == "string" then parts[1] = v.detail end
+    if #parts > 0 then return table.concat(parts, ": ") end
   end
   if body == nil or body == "" then return "(empty body)" end
   return body
@@ -281,10 +337,10 @@ end
 
 -- An error the provider sent inside a 200 stream (a data: event with an
 -- `error` member, or an `event: error`).
-local function stream_failure(key, e)
+local function stream_failure(hidden, e)
   local code = math.tointeger(tonumber(e.code))
   local status = code and code >= 400 and code <= 599 and code or nil
-  return failure(status, message(key, e.message ~= nil and tostring(e.message) or "stream error"),
+  return failure(status, message(hidden, e.message ~= nil and tostring(e.message) or "stream error"),
     stream_error_retryable(e))
 end
 
@@ -347,15 +403,19 @@ local function request_headers(self, key)
   local headers = { ["Content-Type"] = "application/json", ["Accept"] = self.stream and
     "text/event-stream" or "application/json" }
   local has_auth = false
-  for k, v in pairs(self.headers or {}) do
-    headers[k] = v
-    if type(k) == "string" and k:lower() == "authorization" then has_auth = true end
+  for _, list in ipairs({ self.headers or {}, (secrets[self] or {}).headers or {} }) do
+    for k, v in pairs(list) do
+      headers[k] = v
+      if k:lower() == "authorization" then has_auth = true end
+    end
   end
   if key and not has_auth then headers["Authorization"] = "Bearer " .. key end
   return headers
 end
 
-local function one_call(self, key, body, ctx)
+-- One attempt, ended after `timeout` seconds: timeout_s, or less when the
+-- call's own deadline (call_timeout_s) comes first (`by_call`).
+local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
     finished = false }
   local stream_err
@@ -366,7 +426,7 @@ local function one_call(self, key, body, ctx)
       local v = json.decode_safe(data.error)
       local e = type(v) == "table" and (type(v.error) == "table" and v.error or v) or nil
       if type(v) == "table" and type(v.error) == "string" then e = { message = v.error } end
-      stream_err = stream_failure(key, e or { message = data.error })
+      stream_err = stream_failure(hidden, e or { message = data.error })
       return true
     end
     if data == "[DONE]" then
@@ -376,12 +436,12 @@ local function one_call(self, key, body, ctx)
     local chunk = json.decode_safe(data)
     if type(chunk) ~= "table" then
       stream_err = failure(nil, "the provider sent a stream event that is not JSON: " ..
-        message(key, data, 200), false)
+        message(hidden, data, 200), false)
       return true
     end
     if chunk.error ~= nil then
       local e = type(chunk.error) == "table" and chunk.error or { message = tostring(chunk.error) }
-      stream_err = stream_failure(key, e)
+      stream_err = stream_failure(hidden, e)
       return true
     end
     if type(chunk.usage) == "table" then acc.usage = chunk.usage end
@@ -401,8 +461,8 @@ local function one_call(self, key, body, ctx)
   local res = http.request(ctx, {
     method = "POST", url = self.base_url .. "/chat/completions",
     headers = request_headers(self, key), body = body, stream = self.stream,
-    timeout_s = self.timeout_s, connect_timeout_s = self.connect_timeout_s,
-    max_bytes = self.max_response_bytes,
+    timeout_s = timeout, connect_timeout_s = math.min(self.connect_timeout_s, timeout),
+    idle_timeout_s = self.idle_timeout_s, max_bytes = self.max_response_bytes,
   }, acc and on_event or nil)
   if stream_err then return nil, stream_err end
   local status = res.status
@@ -415,8 +475,15 @@ local function one_call(self, key, body, ctx)
         "(max_response_bytes)", self.max_response_bytes), false)
     end
     local msg
-    if res.error_kind == "timeout" then
-      msg = string.format("the request timed out after %gs (%s)", self.timeout_s, res.error)
+    if res.error_kind == "timeout" and by_call then
+      -- the call's deadline, not the attempt's: no time is left to retry
+      return nil, failure(err_status, string.format("the model call ran out of time " ..
+        "(call_timeout_s = %gs): %s", self.call_timeout_s, res.error), false)
+    elseif res.error_kind == "timeout" then
+      msg = string.format("the request timed out after %gs (timeout_s): %s", timeout, res.error)
+    elseif res.error_kind == "idle" then
+      msg = string.format("the provider sent nothing for %gs (idle_timeout_s)%s",
+        self.idle_timeout_s, res.sse and ": the stream stalled" or "")
     elseif res.sse then
       msg = "the stream was cut off: " .. res.error
     else
@@ -426,7 +493,7 @@ local function one_call(self, key, body, ctx)
   end
   if http_error then
     return nil, failure(status, string.format("HTTP %d: %s", status,
-      message(key, provider_message(res.body))), RETRY_STATUS[status] or false,
+      message(hidden, provider_message(res.body))), RETRY_STATUS[status] or false,
       retry_after_s(res.headers))
   end
   if res.sse then
@@ -441,15 +508,19 @@ local function one_call(self, key, body, ctx)
   if type(v) ~= "table" then
     local what = (ct:find("json") or ct == "") and "a body that is not valid JSON" or
       string.format("content type %q, not JSON", ct)
-    local shown = res.body ~= "" and message(key, res.body, 200) or "(empty body)"
+    local shown = res.body ~= "" and message(hidden, res.body, 200) or "(empty body)"
     return nil, failure(nil, string.format("the provider sent %s: %s", what, shown), false)
   end
   if v.error ~= nil then
-    return nil, failure(nil, message(key, provider_message(res.body)), false)
+    return nil, failure(nil, message(hidden, provider_message(res.body)), false)
   end
   local choice = type(v.choices) == "table" and v.choices[1]
   if type(choice) ~= "table" then
     return nil, failure(nil, "the provider's reply has no choices", false)
+  end
+  if type(choice.message) ~= "table" then
+    -- {"message": null} is no answer, not an empty one
+    return nil, failure(nil, "the provider's reply has no message in choices[1]", false)
   end
   return reply_from_message(choice.message, v.usage)
 end
@@ -461,6 +532,8 @@ local function backoff(self, attempt, retry_after)
   return d * (0.75 + math.random() * 0.5)
 end
 
+-- One model call: attempts, and the waits between them, all end by the
+-- call's deadline (call_timeout_s after it starts).
 local function complete(self, request, ctx)
   if not ctx then error({ kind = "model", message = "luagent.openai: complete needs a run context" }, 0) end
   local key = key_of(self)
@@ -468,43 +541,77 @@ local function complete(self, request, ctx)
     error({ kind = "model", message = string.format(
       "no API key: set %s or pass api_key to luagent.openai", self.api_key_env or "OPENAI_API_KEY") }, 0)
   end
+  if key and key:find("[%c]") then
+    error({ kind = "model", message = "the API key contains a control character (a line break?)" }, 0)
+  end
+  local hidden = hidden_texts(self, key)
   local body = openai.body(self, request)
+  local deadline = core.now() + self.call_timeout_s
   local attempt = 0
   while true do
-    local reply, err = one_call(self, key, body, ctx)
+    local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
+    local by_call = left < self.timeout_s
+    local timeout = by_call and math.max(0.001, left) or self.timeout_s
+    local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
     if reply then return reply end
-    local msg = message(key, err.message)
+    local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
       error({ kind = "model", status = err.status, message = msg }, 0)
     end
     attempt = attempt + 1
     local wait = backoff(self, attempt, err.retry_after)
+    if core.now() + wait >= deadline then
+      error({ kind = "model", status = err.status, message = message(hidden, string.format(
+        "%s (no retry: the next attempt would start after call_timeout_s = %gs)", err.message,
+        self.call_timeout_s)) }, 0)
+    end
     ctx:emit("retry", { attempt = attempt, status = err.status, message = msg, wait_s = wait })
     ctx:sleep(wait)
   end
 end
 
+-- Split headers into those the model table may show and the secret ones
+-- (by name, any case): SECRET_HEADERS and the user's secret_headers.
+local function split_headers(headers, secret_names)
+  local secret = {}
+  for name in pairs(SECRET_HEADERS) do secret[name] = true end
+  for _, name in ipairs(secret_names or {}) do secret[name:lower()] = true end
+  local public, hidden = {}, {}
+  for k, v in pairs(headers or {}) do
+    if secret[k:lower()] then hidden[k] = v else public[k] = v end
+  end
+  return next(public) and public or nil, hidden
+end
+
 function openai.new(def)
   def = def or {}
   options.check("luagent.openai", def, openai_spec)
+  http.check_headers("luagent.openai", def.headers, 2)
+  for i, v in ipairs(def.headers or {}) do
+    error(string.format("luagent.openai: headers must map names to values, got %q at [%d]", v, i), 2)
+  end
   local base = def.base_url or os.getenv("OPENAI_BASE_URL") or DEFAULT_BASE
   base = base:gsub("/+$", "")
+  local public, secret = split_headers(def.headers, def.secret_headers)
+  local timeout = def.timeout_s or 600
   local model = defs.mark({
     name = "openai",
     model = def.model or os.getenv("OPENAI_MODEL") or "gpt-4o-mini",
     base_url = base,
     api_key_env = def.api_key_env or "OPENAI_API_KEY",
     stream = def.stream == true,
-    timeout_s = def.timeout_s or 600,
+    timeout_s = timeout,
     connect_timeout_s = def.connect_timeout_s or 10,
+    idle_timeout_s = def.idle_timeout_s or 60,
+    call_timeout_s = def.call_timeout_s or timeout,
     max_retries = def.max_retries or 2,
-    headers = def.headers,
+    headers = public,
     params = def.params,
     max_response_bytes = def.max_response_bytes or 32 * 1024 * 1024,
     retry_backoff_s = def.retry_backoff_s or 0.5,
     complete = complete,
   }, "model")
-  secrets[model] = def.api_key
+  secrets[model] = { api_key = def.api_key, headers = secret }
   return model
 end
 
