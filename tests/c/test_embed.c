@@ -89,7 +89,7 @@ static const char *const worker_chunk =
     "  return luagent.config{ background_tasks = { enabled = true }, "
     "    tools = { luagent.tool{ name = 't', handler = function(a) "
     "      return tostring(luagent.in_worker()) .. ': ' .. require(a.m) end } } } ]]) "
-    "local w = app:wait(app:enqueue_tool('t', { m = MOD }).task_id, { timeout_s = 10 }) "
+    "local w = app:wait({ app:enqueue_tool('t', { m = MOD }).task_id }, { timeout_s = 10 }) "
     "return w.tasks[1].status .. ' ' .. tostring(w.tasks[1].result)";
 
 static void test_worker_init(void) {
@@ -128,7 +128,7 @@ static void test_worker_init_from_lua(void) {
                "local app <close> = luagent.load_string([[ local luagent = require 'luagent' "
                "  return luagent.config{ background_tasks = { enabled = true }, "
                "    tools = { luagent.tool{ name = 't', handler = function() return 1 end } } } ]]) "
-               "return app:wait(app:enqueue_tool('t', {}).task_id).tasks[1].status",
+               "return app:wait({ app:enqueue_tool('t', {}).task_id }).tasks[1].status",
             "completed"));
   CHECK(atomic_load(&inits) == before);
   lua_close(L);
