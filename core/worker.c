@@ -34,7 +34,7 @@ static char worker_key, cancel_key, user_hook_key;
 static luagent_worker_init_fn init_fn;
 static void *init_ud;
 
-LUAGENT_API void luagent_set_worker_init(luagent_worker_init_fn fn, void *ud) {
+void luagent_set_worker_init(luagent_worker_init_fn fn, void *ud) {
   pthread_mutex_lock(&boot_mu);
   init_fn = fn;
   init_ud = ud;
