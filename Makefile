@@ -1,7 +1,7 @@
 # luagent — build, test, demo, sanitizers, benchmarks.
 #
 #   make            build luagent/core.so
-#   make test       install missing Debian packages (as root), build, run every spec
+#   make test       install missing Debian packages (as root, Chromium included), build, run every spec
 #   make demo       run the example (scripted model unless OPENAI_API_KEY/OPENAI_BASE_URL is set)
 #   make sanitize   the whole suite under ASan+UBSan
 #   make tsan       the whole suite under ThreadSanitizer
@@ -32,11 +32,15 @@ HDR := $(wildcard core/*.h)
 OUT ?= luagent
 MODULE := $(OUT)/core.so
 
-# Packages `make test` and `make demo` need on Debian 12.
+# Packages `make test` and `make demo` need on Debian 12 (lua-argparse: the
+# luagent command; tmux: its terminal spec).
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
-            lua-socket luarocks sqlite3 pkg-config gcc make
+            lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux
+# What only the specs need: headless Chromium checks the trace page
+# (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
+TEST_PKGS := chromium
 
-.PHONY: all test demo deps sanitize tsan bench fuzz run-fuzz clean c-tests
+.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests
 
 all: $(MODULE)
 
@@ -63,7 +67,10 @@ deps:
 	  fi; \
 	fi
 
-test: deps
+test-deps:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(TEST_PKGS)"
+
+test: test-deps
 	@$(MAKE) --no-print-directory all
 	@$(BUSTED) $(BUSTED_ARGS)
 
@@ -97,7 +104,7 @@ SAN_STAGE = rm -rf build/$(1)/run && mkdir -p build/$(1)/run/luagent && \
   ln -s $(CURDIR)/build/$(1)/luagent/core.so build/$(1)/run/luagent/core.so && \
   $(MAKE) --no-print-directory -s -C build/$(1)/run build/test_sse
 
-sanitize: deps
+sanitize: test-deps
 	@$(MAKE) --no-print-directory OUT=build/asan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=address,undefined" all
@@ -107,7 +114,7 @@ sanitize: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(BUSTED) $(BUSTED_ARGS)
 
-tsan: deps
+tsan: test-deps
 	@$(MAKE) --no-print-directory OUT=build/tsan/luagent OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=thread -fno-omit-frame-pointer -DLUAGENT_DEBUG" \
 	  LDFLAGS="-fsanitize=thread" all

@@ -1,5 +1,5 @@
 /* Private to the files of the dispatcher (dispatcher.c, tasks.c, events.c,
- * recovery.c): the helpers one of them defines and another calls. They were
+ * recovery.c, usage.c): the helpers one of them defines and another calls. They were
  * statics of one file; they have external linkage now, but the module is
  * built with -fvisibility=hidden, so none of them is exported, and no file
  * outside the dispatcher includes this header (module.c, worker.c and http.c
@@ -36,6 +36,7 @@ void add_raw_field(buf_t *b, const char *k, const char *json);
 void add_error(buf_t *b, const lg_task *t);
 void record_json_x(const lg_task *t, buf_t *b, int internal);
 void record_json(const lg_task *t, buf_t *b);
+const char *root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
 
 int eq_opt(const char *want, const char *have); /* filter match; NULL wants any */
 int cmp_seq(const void *x, const void *y);      /* qsort of lg_task * by enqueue order */

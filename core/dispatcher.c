@@ -468,6 +468,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   cond_init(&a->workers_cv);
   atomic_init(&a->refs, 1);
   a->next_event_seq = 1;
+  a->t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
@@ -527,6 +528,29 @@ int *descendant_counter(lg_app *a, const char *key) {
   c->next = a->descendants;
   a->descendants = c;
   return &c->n;
+}
+
+/* What a UI shows of a new task without reading its record: kind, agent,
+ * tool, and the head of its prompt (README "Events"). */
+#define PROMPT_HEAD 200
+static void enqueued_payload(const lg_task *t, buf_t *p) {
+  buf_addf(p, "{\"kind\":\"%s\"", t->kind == TK_AGENT ? "agent" : "tool");
+  add_str_field(p, "agent_id", t->agent_id);
+  add_str_field(p, "tool", t->tool);
+  add_str_field(p, "tool_call_id", t->tool_call_id);
+  add_str_field(p, "parent_run_id", t->parent_run_id);
+  if (t->prompt) {
+    size_t n = strlen(t->prompt);
+    if (n > PROMPT_HEAD) {
+      n = PROMPT_HEAD;
+      while (n > 0 && ((unsigned char)t->prompt[n] & 0xC0) == 0x80) n--; /* whole UTF-8 chars */
+    }
+    buf_adds(p, ",\"prompt\":");
+    buf_add_jstr(p, t->prompt, n);
+    if (n < strlen(t->prompt)) buf_adds(p, ",\"prompt_cut\":true");
+  }
+  buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
+           t->max_retries, t->timeout_s);
 }
 
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
@@ -639,7 +663,11 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     char summary[96];
     snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
              t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
-    task_event(a, t, "task_enqueued", "{}", summary);
+    buf_t p;
+    buf_init(&p);
+    enqueued_payload(t, &p);
+    task_event(a, t, "task_enqueued", p.oom || !p.p ? "{}" : p.p, summary);
+    buf_free(&p);
   }
   queue_callback(a, W_ENQUEUED, "task_enqueued", t);
   persist(a, t);
@@ -688,6 +716,8 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
   s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
   memcpy(s->finished, a->finished, sizeof s->finished);
+  s->usage = a->usage;
+  s->last_seq = a->next_event_seq - 1;
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -710,7 +740,7 @@ static void wait_entry(const lg_task *t, buf_t *b) {
   if (TS_TERMINAL(t->status)) {
     add_raw_field(b, "result", t->result_json);
     add_error(b, t);
-    add_raw_field(b, "usage", t->usage_json);
+    lg_usage_fields(b, t, 1);
   } else {
     double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
     buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
@@ -718,7 +748,7 @@ static void wait_entry(const lg_task *t, buf_t *b) {
       buf_adds(b, ",\"last_event\":");
       digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
     }
-    add_raw_field(b, "usage", t->usage_json);
+    lg_usage_fields(b, t, 1);
     buf_addc(b, '}');
   }
   buf_addc(b, '}');

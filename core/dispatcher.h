@@ -51,6 +51,15 @@ typedef struct {
 
 #define LG_TASK_RING 16
 
+/* Token usage and its cost (usage.c). `set`: something was reported;
+ * `has_cost`: some call had a price; `estimated`: some call's usage was an
+ * estimate (the provider reported none). */
+typedef struct {
+  long long prompt, completion, total, cached;
+  double cost;
+  int set, has_cost, estimated;
+} lg_usage;
+
 struct lg_task {
   char id[40];
   int kind;
@@ -74,6 +83,7 @@ struct lg_task {
   int waited;          /* worker waits on this task in progress (kept in memory) */
   int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
+  lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
@@ -191,6 +201,8 @@ struct lg_app {
   int64_t next_event_seq;
   /* counters of finished tasks, by status */
   long long finished[6];
+  lg_usage usage; /* every model call of the app, foreground runs included */
+  double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
   int closing, closed;
   int64_t last_evict; /* wall ms of the last eviction pass */
   lg_store *store;
@@ -256,10 +268,23 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary);
  * number written. A cursor older than the ring gives a first {"kind":"gap"}. */
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out);
 void lg_log(lg_app *a, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Wake a host blocked in lg_block or an HTTP poll (interrupt.c). */
+void lg_wake(lg_app *a);
+
+/* ---- usage (usage.c) ---- */
+/* Add one model call's usage to a task (NULL: a foreground run's, the app
+ * total only), to the tree_usage of the task and every ancestor, and to the
+ * app total. -1: unknown task (the app total still counts it). */
+int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d);
+/* `,"usage":{...},"tree_usage":{...}` of a record (nothing when none). */
+void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree);
+void lg_usage_json(buf_t *b, const lg_usage *u);
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;
   long long finished[6];
+  lg_usage usage;
+  int64_t last_seq; /* of the newest event */
 } lg_stats;
 void lg_get_stats(lg_app *a, lg_stats *s);
 
@@ -275,6 +300,7 @@ typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
   const char *result_json, *usage_json, *error_kind, *error_message;
+  lg_usage usage, tree_usage;
   int attempts, delivered, cancel_requested, error_status;
   int64_t enqueued_at, started_at, finished_at, retry_at;
 } lg_restore_req;

@@ -90,6 +90,12 @@ static void log_locked(lg_app *a, const char *level, const char *msg) {
   hq_push(a, it);
 }
 
+void lg_wake(lg_app *a) {
+  pthread_mutex_lock(&a->mu);
+  bump(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
 void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
@@ -123,10 +129,16 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
   lg_iso8601(ts, iso);
   buf_t b;
   buf_init(&b);
-  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"kind\":", (long long)seq, iso);
+  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
+           lg_mono_s() - a->t0);
   buf_add_jstr(&b, e->kind, strlen(e->kind));
   add_str_field(&b, "run_id", e->run_id);
   add_str_field(&b, "task_id", e->task_id);
+  if (t) {
+    add_str_field(&b, "parent_task_id", t->parent_task_id);
+    add_str_field(&b, "root_task_id", t->root_task_id);
+    add_str_field(&b, "root_run_id", root_run_id(t));
+  }
   add_str_field(&b, "agent_id", e->agent_id);
   buf_addf(&b, ",\"depth\":%d", e->depth);
   add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");

@@ -5,6 +5,7 @@
 #include "dispatcher.h"
 #include "embed.h"
 #include "http.h"
+#include "interrupt.h"
 #include "luagent.h"
 #include "store.h"
 #include "worker.h"
@@ -110,6 +111,28 @@ static lua_Integer opt_field_int(lua_State *L, int t, const char *k, lua_Integer
   lua_Integer v = lua_isnumber(L, -1) ? lua_tointeger(L, -1) : d;
   lua_pop(L, 1);
   return v;
+}
+
+/* A usage table ({prompt_tokens, completion_tokens, total_tokens,
+ * cached_tokens?, cost?, estimated?}) at t, or nothing (u->set = 0). */
+static void read_usage(lua_State *L, int t, const char *k, lg_usage *u) {
+  memset(u, 0, sizeof *u);
+  lua_getfield(L, t, k);
+  if (lua_istable(L, -1)) {
+    int i = lua_gettop(L);
+    u->set = 1;
+    u->prompt = opt_field_int(L, i, "prompt_tokens", 0);
+    u->completion = opt_field_int(L, i, "completion_tokens", 0);
+    u->total = opt_field_int(L, i, "total_tokens", u->prompt + u->completion);
+    u->cached = opt_field_int(L, i, "cached_tokens", 0);
+    lua_getfield(L, i, "cost");
+    u->has_cost = lua_isnumber(L, -1);
+    u->cost = u->has_cost ? lua_tonumber(L, -1) : 0;
+    lua_getfield(L, i, "estimated");
+    u->estimated = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
 }
 
 static lg_task *calling_task(lua_State *L) {
@@ -434,6 +457,7 @@ static int l_app_stats(lua_State *L) {
   SETI(workers);
   SETI(lent_slots);
   SETI(host_calls_pending);
+  SETI(last_seq);
 #undef SETI
   lua_pushboolean(L, s.idle);
   lua_setfield(L, -2, "idle");
@@ -443,7 +467,36 @@ static int l_app_stats(lua_State *L) {
     lua_setfield(L, -2, lg_status_name(i));
   }
   lua_setfield(L, -2, "finished");
+  buf_t b;
+  buf_init(&b);
+  lg_usage_json(&b, &s.usage);
+  push_json_buf(L, &b);
+  lua_setfield(L, -2, "usage");
   return 1;
+}
+
+/* add_usage(task_id or nil, usage): one model call's usage (usage.c). */
+static int l_app_add_usage(lua_State *L) {
+  app_ud *u = check_app(L);
+  const char *id = luaL_optstring(L, 2, NULL);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "u");
+  lg_usage d;
+  read_usage(L, lua_gettop(L), "u", &d);
+  lua_pushboolean(L, lg_add_usage(u->app, id, &d) == 0);
+  return 1;
+}
+
+/* catch_interrupt(): SIGINT from now on wakes this app's host and is
+ * counted for interrupted() (interrupt.c). */
+static int l_app_catch_interrupt(lua_State *L) {
+  app_ud *u = check_app(L);
+  if (u->worker_handle) return luaL_error(L, "luagent: catch_interrupt is for the host thread");
+  char err[128];
+  if (lg_interrupt_catch(u->app, err, sizeof err) != 0) return luaL_error(L, "luagent: %s", err);
+  return 0;
 }
 
 static int l_app_close(lua_State *L) {
@@ -521,6 +574,12 @@ static int l_task_should_stop(lua_State *L) {
 
 /* --------------------------------------------------------- helpers */
 
+/* How many SIGINTs arrived since catch_interrupt (interrupt.c). */
+static int l_interrupted(lua_State *L) {
+  lua_pushinteger(L, lg_interrupts());
+  return 1;
+}
+
 static int l_in_worker(lua_State *L) {
   lua_pushboolean(L, lg_current_worker(L) != NULL);
   return 1;
@@ -533,6 +592,11 @@ static int l_is_cancel(lua_State *L) {
 
 static int l_now(lua_State *L) {
   lua_pushnumber(L, lg_mono_s());
+  return 1;
+}
+
+static int l_wall_ms(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)lg_wall_ms());
   return 1;
 }
 
@@ -785,6 +849,8 @@ static int l_app_restore(lua_State *L) {
   r.started_at = field_time(L, 2, "started_at");
   r.finished_at = field_time(L, 2, "finished_at");
   r.retry_at = field_time(L, 2, "retry_at");
+  read_usage(L, 2, "usage", &r.usage);
+  read_usage(L, 2, "tree_usage", &r.tree_usage);
   lua_getfield(L, 2, "error");
   if (lua_istable(L, -1)) {
     r.error_kind = opt_field_str(L, -1, "kind");
@@ -906,6 +972,7 @@ static const luaL_Reg app_methods[] = {
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
     {"emit", l_app_emit},             {"events", l_app_events},
     {"stats", l_app_stats},           {"close", l_app_close},
+    {"add_usage", l_app_add_usage},   {"catch_interrupt", l_app_catch_interrupt},
     {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {
@@ -914,6 +981,7 @@ static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},
     {"is_cancel", l_is_cancel},
     {"now", l_now},
+    {"wall_ms", l_wall_ms},
     {"new_id", l_new_id},
     {"realpath", l_realpath},
     {"http_start", l_http_start},
@@ -921,6 +989,7 @@ static const luaL_Reg core_funcs[] = {
     {"task_wait", l_task_wait},
     {"task_call_host", l_task_call_host},
     {"task_should_stop", l_task_should_stop},
+    {"interrupted", l_interrupted},
     {NULL, NULL}};
 
 /* R-25a: detached or idle worker threads may still run our code after the
@@ -956,6 +1025,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_pop(L, 1);
   open_http(L);
   luaL_newlib(L, core_funcs);
+  lg_store_reader_open(L);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
   lg_embed_register(L);

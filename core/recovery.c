@@ -92,6 +92,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->metadata_json = lg_strdup(e->metadata_json);
   t->result_json = lg_strdup(r->result_json);
   t->usage_json = lg_strdup(r->usage_json);
+  t->usage = r->usage;
+  t->tree_usage = r->tree_usage;
   t->error_kind = lg_strdup(r->error_kind);
   t->error_message = lg_strdup(r->error_message);
   t->error_status = r->error_status;

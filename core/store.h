@@ -55,4 +55,8 @@ typedef struct {
 } lg_store_info_t;
 void lg_store_info(lg_store *st, lg_store_info_t *out);
 
+/* Sets core.store_reader, a read-only view of a store file that takes no
+ * lock (store_reader.c), in the module table at the top of the stack. */
+void lg_store_reader_open(lua_State *L);
+
 #endif

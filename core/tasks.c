@@ -239,6 +239,13 @@ void add_error(buf_t *b, const lg_task *t) {
   buf_addc(b, '}');
 }
 
+/* The foreground run a task's tree was started by (its root key when that
+ * is not the root task's id), or NULL for a tree a host enqueue started. */
+const char *root_run_id(const lg_task *t) {
+  if (!t->root_key || !t->root_task_id || strcmp(t->root_key, t->root_task_id) == 0) return NULL;
+  return t->root_key;
+}
+
 /* internal: also the fields only recovery needs (the store's copy). */
 void record_json_x(const lg_task *t, buf_t *b, int internal) {
   buf_adds(b, "{\"task_id\":");
@@ -253,6 +260,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_str_field(b, "parent_run_id", t->parent_run_id);
   add_str_field(b, "parent_task_id", t->parent_task_id);
   add_str_field(b, "root_task_id", t->root_task_id);
+  add_str_field(b, "root_run_id", root_run_id(t));
   buf_addf(b, ",\"depth\":%d", t->depth);
   add_str_field(b, "prompt", t->prompt);
   add_raw_field(b, "args", t->args_json);
@@ -265,7 +273,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
            t->max_retries, t->timeout_s);
   add_raw_field(b, "result", t->result_json);
   add_error(b, t);
-  add_raw_field(b, "usage", t->usage_json);
+  lg_usage_fields(b, t, 1);
   buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
   if (t->wait_n > 0) {
     buf_adds(b, ",\"waiting_on\":[");

@@ -78,6 +78,12 @@ local research = luagent.delegate{
 return luagent.config{
   model = model,
   background_tasks = { enabled = true, global_concurrency = 4, per_agent_concurrency = 3 },
+  -- US dollars per million tokens; the scripted models are priced alike
+  pricing = {
+    ["gpt-4o-mini"] = { input_per_mtok = 0.15, output_per_mtok = 0.60, cached_input_per_mtok = 0.075 },
+    ["scripted-supervisor"] = { input_per_mtok = 0.15, output_per_mtok = 0.60 },
+    ["scripted-researcher"] = { input_per_mtok = 0.15, output_per_mtok = 0.60 },
+  },
   agents = {
     luagent.agent{
       id = "supervisor",

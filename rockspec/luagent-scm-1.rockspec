@@ -17,6 +17,7 @@ luagent.h, libluagent.a (the Lua half built in) and luagent.pc.]],
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
+  "argparse >= 0.7", -- the luagent command (Debian: lua-argparse)
 }
 -- libcurl's flags come from pkg-config in the Makefile (Debian keeps
 -- curl.h in a multiarch directory that a header probe would miss).

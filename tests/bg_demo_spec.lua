@@ -1,6 +1,7 @@
 -- Background tasks, acceptance: `make demo` offline. examples/demo.lua with
 -- no OPENAI_API_KEY and no OPENAI_BASE_URL uses the scripted model, shows
--- the fan-out as it happens, then the summary and a table of the tasks.
+-- the fan-out as it happens, then the summary, the task tree as a table
+-- and a timeline page, all drawn by the library (luagent.live, luagent.trace).
 -- The demo loads ./luagent/core.so; under `make sanitize` / `make tsan` the
 -- specs load an instrumented build instead, and the demo must use that one.
 local function preload()
@@ -28,7 +29,7 @@ local function lines(text)
 end
 
 describe("bg demo (make demo)", function()
-  it("runs offline: scripted-model notice, three researchers started, the summary, a table of completed tasks", function()
+  it("runs offline: scripted-model notice, three researchers started, the summary, the task tree and its timeline", function()
     local out = run_demo()
     local ls = lines(out)
     assert.truthy(out:find("\nrc=0\n", 1, true), out)
@@ -40,18 +41,18 @@ describe("bg demo (make demo)", function()
     local started, finished, sup_started, waiting = 0, 0, 0, 0
     local last_researcher_start, sup_waiting, sup_resumed
     for i, l in ipairs(ls) do
-      if l:find("^%s*[%d%.]+s%s+#%d+%s+task_started%s+researcher") then
+      if l:find("^%[%s*[%d%.]+s%] started%s+researcher tsk_") then
         started = started + 1
         last_researcher_start = i
-        assert.truthy(l:find("#%d+%s%s%s*task_started"), l)
+        assert.truthy(l:find("started    researcher", 1, true), l) -- indented: depth 1
       end
-      if l:find("task_finished%s+researcher%s+completed") then finished = finished + 1 end
-      if l:find("task_started%s+supervisor") then sup_started = sup_started + 1 end
-      if l:find("task_waiting%s+supervisor") then
+      if l:find("finished%s+researcher tsk_%S+ completed$") then finished = finished + 1 end
+      if l:find("started  supervisor tsk_", 1, true) then sup_started = sup_started + 1 end
+      if l:find("waiting  supervisor tsk_", 1, true) then
         waiting = waiting + 1
         sup_waiting = i
       end
-      if l:find("task_resumed%s+supervisor") then sup_resumed = i end
+      if l:find("resumed  supervisor tsk_", 1, true) then sup_resumed = i end
     end
     assert.equal(3, started, out)
     assert.equal(3, finished, out)
@@ -67,29 +68,44 @@ describe("bg demo (make demo)", function()
     assert.truthy(out:find("- Lua starts in microseconds", 1, true), out)
     assert.truthy(out:find("- Python has far more libraries", 1, true), out)
 
-    -- the task table: a header and one completed row per task
+    -- the task tree as the library draws it: a header and one completed
+    -- row per task, the researchers under the supervisor
     local header
     for i, l in ipairs(ls) do
-      if l:find("^task%s+agent%s+kind%s+status%s+time$") then header = i end
+      if l:find("^task%s+status%s+agent%s+elapsed%s+tokens%s+cost$") then header = i end
     end
     assert.truthy(header, out)
     local rows, researchers, supervisors = 0, 0, 0
     for i = header + 1, #ls do
-      local id, agent, kind, status, secs = ls[i]:match("^(tsk_[%w_%-]+)%s+(%S+)%s+(%S+)%s+(%S+)%s+([%d%.]+)s$")
-      if id then
+      local indent, name, status, agent, secs, tokens, cost =
+        ls[i]:match("^(%s*)(%S+) %w+%s+(%S+)%s+(%S+)%s+([%d%.]+)s%s+(%d+)%s+(%S+)$")
+      if name then
         rows = rows + 1
         assert.equal("completed", status, ls[i])
         assert.truthy(tonumber(secs) >= 0)
+        assert.truthy(cost:find("%$"), ls[i])
         if agent == "researcher" then
           researchers = researchers + 1
-          assert.equal("research", kind)
+          assert.equal("research", name)
+          assert.equal("  ", indent)
         elseif agent == "supervisor" then
           supervisors = supervisors + 1
+          assert.equal("", indent)
+          assert.equal(880 + 3 * 85, tonumber(tokens)) -- its own calls and its researchers'
         end
       end
     end
     assert.equal(4, rows, out)
     assert.equal(3, researchers)
     assert.equal(1, supervisors)
+
+    -- and the timeline page
+    assert.truthy(out:find("\nTimeline: build/demo_trace.html\n", 1, true), out)
+    local f = assert(io.open("build/demo_trace.html"))
+    local html = f:read("a")
+    f:close()
+    local n = 0
+    for _ in html:gmatch('<g class="task"') do n = n + 1 end
+    assert.equal(4, n)
   end)
 end)

@@ -31,10 +31,12 @@ return luagent.config{
       hooks = { before_tool = function(call) if call.name == "ask_b" then return { arguments = { prompt = "rewritten" } } end end },
       model = luagent.static_model{ responses = {
         { tool_calls = { { id = "w", name = "where" } }, usage = { prompt_tokens = 3, completion_tokens = 2 } },
-        { tool_calls = { { id = "d", name = "ask_b", arguments = { prompt = "p" } } } },
+        { tool_calls = { { id = "d", name = "ask_b", arguments = { prompt = "p" } } },
+          usage = { prompt_tokens = 0, completion_tokens = 0 } },
         { text = "a done", usage = { prompt_tokens = 5, completion_tokens = 1 } } } } },
     luagent.agent{ id = "b", tools = { where }, model = luagent.static_model{ responses = {
-      { tool_calls = { { id = "bw", name = "where" } } }, "b done" } } },
+      { tool_calls = { { id = "bw", name = "where" } }, usage = { prompt_tokens = 2, completion_tokens = 1 } },
+      { text = "b done", usage = { prompt_tokens = 1, completion_tokens = 1 } } } } },
     luagent.agent{ id = "stuck", tools = { stubborn }, model = luagent.static_model{ responses = {
       { tool_calls = { { id = "s1", name = "stubborn", arguments = {} } } }, "stuck done" } } },
     luagent.agent{ id = "giveup", tools = { stubborn }, model = luagent.static_model{ responses = {
@@ -76,7 +78,8 @@ describe("runtime background agent runs", function()
     assert.truthy(R.well_formed(res.messages))
     local stored = app:get(rec.task_id)
     assert.equal("completed", stored.result.status)
-    assert.same(res.usage, stored.usage)
+    -- the task's usage counts every model call it made: its inline ask_b run's too
+    assert.same({ prompt_tokens = 11, completion_tokens = 5, total_tokens = 16 }, stored.usage)
   end)
 
   it("the same config works in the host and in workers", function()

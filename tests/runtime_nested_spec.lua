@@ -121,7 +121,8 @@ describe("runtime nested runs", function()
   it("nested usage stays in the nested run's result", function()
     local app <close> = R.app(CHAIN .. [[
       S.boss = { { tool_calls = { { name = "nest", arguments = { agent = "worker" } } },
-                   usage = { prompt_tokens = 1, completion_tokens = 1 } }, "ok" }
+                   usage = { prompt_tokens = 1, completion_tokens = 1 } },
+                 { text = "ok", usage = { prompt_tokens = 0, completion_tokens = 0 } } }
       return luagent.config{ agents = agents({ nest }) } ]], {})
     local res = app:run("boss", "go")
     assert.same({ prompt_tokens = 1, completion_tokens = 1, total_tokens = 2 }, res.usage)

@@ -8,6 +8,9 @@ local context = require("luagent.context")
 local tools = require("luagent.tools")
 local log = require("luagent.log")
 local runner = require("luagent.runner")
+local usage = require("luagent.usage")
+local tree = require("luagent.tree")
+local trace = require("luagent.trace")
 
 local text_id = options.text_id
 
@@ -141,6 +144,7 @@ function App:_pump(max_items, budget_s)
     end
     if budget_s and core.now() - t0 >= budget_s then break end
   end
+  if self._watchers[1] then self:_notify_watchers() end
   if self._close_pending and self._in_cb == 0 then
     local opts = self._close_pending
     self._close_pending = nil
@@ -160,7 +164,9 @@ function App:_wait_until(check, deadline, stop)
     if stop then stop() end
     local now = core.now()
     if deadline and now >= deadline then return nil end
-    self._core:block(gen, deadline and deadline - now or -1)
+    local wait = deadline and deadline - now or -1
+    if self._tick and (wait < 0 or self._tick < wait) then wait = self._tick end -- app:watch
+    self._core:block(gen, wait)
   end
 end
 
@@ -380,12 +386,107 @@ function App:run_stream_until_idle(opts)
   return next_event, nil, nil, closer
 end
 
-local events_spec = { since = options.at_least(0), limit = options.at_least(1) }
+local events_spec = {
+  since = options.at_least(0),
+  limit = options.at_least(1),
+  task_id = "string",
+  root_task_id = "string",
+  run_id = "string",
+  kinds = "table",
+}
 
+local function event_filter(opts)
+  local kinds
+  if opts.kinds then
+    kinds = {}
+    for i, k in ipairs(opts.kinds) do
+      if type(k) ~= "string" then
+        error(string.format("app:events: kinds[%d] must be a string, got %s", i, type(k)), 4)
+      end
+      kinds[k] = true
+    end
+  end
+  if not (kinds or opts.task_id or opts.root_task_id or opts.run_id) then return nil end
+  return function(ev)
+    if ev.kind == "gap" then return true end -- events were lost: say so to every reader
+    return (not kinds or kinds[ev.kind]) and (not opts.task_id or ev.task_id == opts.task_id)
+      and (not opts.root_task_id or ev.root_task_id == opts.root_task_id)
+      and (not opts.run_id or ev.run_id == opts.run_id)
+  end
+end
+
+-- Events after `since`, oldest first, at most `limit`; with task_id,
+-- root_task_id, run_id or kinds only those that match (the stream is read
+-- in batches and filtered here).
 function App:events(opts)
   options.check("app:events", opts, events_spec)
   opts = opts or {}
-  return self._core:events(opts.since or 0, opts.limit or 1000)
+  local since, limit = opts.since or 0, opts.limit or 1000
+  local keep = event_filter(opts)
+  if not keep then return self._core:events(since, limit) end
+  local out = {}
+  while #out < limit do
+    local batch = self._core:events(since, 1000)
+    if #batch == 0 then break end
+    for _, ev in ipairs(batch) do
+      since = ev.kind == "gap" and ev.payload.next_seq - 1 or ev.seq
+      if keep(ev) then
+        out[#out + 1] = ev
+        if #out >= limit then break end
+      end
+    end
+  end
+  return out
+end
+
+local function refresh_tick(self)
+  local tick
+  for _, w in ipairs(self._watchers) do
+    if w.interval and (not tick or w.interval < tick) then tick = w.interval end
+  end
+  self._tick = tick
+end
+
+-- fn(events) is called on the host thread, inside the pump (poll, and
+-- every blocking call: app:run, app:wait...), with the events appended
+-- since its last call (after `since`, by default from now). With
+-- interval_s it is also called (maybe with no events) at least that often
+-- while the host blocks, for clocks and progress. Returns a function that
+-- removes it.
+function App:watch(fn, opts)
+  options.arg("app:watch", "fn", fn, "callable", 3)
+  options.check("app:watch", opts, { since = "integer",
+    interval_s = function(v) return options.positive(v) end })
+  opts = opts or {}
+  local w = { fn = fn, since = opts.since or self._core:stats().last_seq, interval = opts.interval_s,
+    last = core.now() }
+  self._watchers[#self._watchers + 1] = w
+  refresh_tick(self)
+  return function()
+    for i, x in ipairs(self._watchers) do
+      if x == w then table.remove(self._watchers, i) break end
+    end
+    refresh_tick(self)
+  end
+end
+
+function App:_notify_watchers()
+  if self._notifying then return end
+  self._notifying = true
+  local now = core.now()
+  for _, w in ipairs(self._watchers) do
+    local evs = self._core:events(w.since, 100000)
+    if #evs > 0 or (w.interval and now - w.last >= w.interval) then
+      w.last = now
+      local last = evs[#evs]
+      if last then w.since = last.kind == "gap" and last.payload.next_seq - 1 or last.seq end
+      self._in_cb = self._in_cb + 1
+      local ok, err = xpcall(w.fn, tools.on_error, evs)
+      self._in_cb = self._in_cb - 1
+      if not ok then callback_error(self, "watch callback", err) end
+    end
+  end
+  self._notifying = false
 end
 
 function App:on(name, fn)
@@ -435,6 +536,7 @@ function App:stats()
   local s = self._core:stats()
   s.finished = nil
   s.idle = nil
+  s.cost = s.usage.cost -- with a price table (README "Usage and cost")
   s.closing = self._closed
   s.draining = self._closed and s.workers or 0
   return s
@@ -447,6 +549,65 @@ function App:closing()
   local ids = {}
   for _, rec in ipairs(self._core:list{ status = "running" }) do ids[#ids + 1] = rec.task_id end
   return { draining = self._core:stats().workers, tasks = ids }
+end
+
+-- The tree of a task (or of a foreground run, by its run_id): the record
+-- of each task with `children`, in enqueue order (tree.lua).
+function App:tree(root_id)
+  options.arg("app:tree", "root_id", root_id, "string", 3)
+  local root = tree.build(self:list(), root_id, self._runs[root_id])
+  if not root and self._reg.store then
+    local rec = self:get(root_id) -- left memory: the file still has it
+    if rec then root = tree.build({ rec }, root_id) end
+  end
+  if not root then error(string.format("app:tree: unknown task or run id %q", root_id), 2) end
+  return root
+end
+
+-- The events a picture of root's tree needs (tree.lua).
+function App:_tree_events(root)
+  local evs, since = {}, 0
+  local ids = tree.ids(root)
+  while true do
+    local batch = self._core:events(since, 5000)
+    if #batch == 0 then break end
+    for _, ev in ipairs(batch) do
+      since = ev.kind == "gap" and ev.payload.next_seq - 1 or ev.seq
+      if (ev.task_id and ids[ev.task_id]) or (ev.run_id and ids[ev.run_id]) or
+        (ev.payload and ev.payload.root_run_id and ids[ev.payload.root_run_id]) then
+        evs[#evs + 1] = ev
+      end
+    end
+  end
+  return evs
+end
+
+-- One self-contained HTML page (inline SVG, no network): a Gantt chart of
+-- root's task tree (trace.lua). opts.format = "svg" gives the SVG alone.
+function App:trace_html(root_id, opts)
+  options.check("app:trace_html", opts, { format = function(v)
+    if v == "html" or v == "svg" then return true end
+    return nil, 'must be "html" or "svg"'
+  end, title = "string" })
+  local root = self:tree(root_id)
+  local rows = tree.rows(root, self:_tree_events(root), core.wall_ms())
+  opts = opts or {}
+  if opts.format == "svg" then return trace.svg(rows, opts) end
+  return trace.html(rows, opts)
+end
+
+-- From now on a SIGINT (Ctrl-C) cancels this app's foreground runs, which
+-- cancel their trees as they end, instead of Lua's "interrupted!" error
+-- (core/interrupt.c); a second SIGINT ends the process with status 130.
+-- For command-line hosts; app:interrupted() tells whether one came.
+function App:cancel_on_interrupt()
+  self._core:catch_interrupt()
+  self._interrupts = self._interrupts or core.interrupted()
+  return self
+end
+
+function App:interrupted()
+  return self._interrupts ~= nil and core.interrupted() > self._interrupts
 end
 
 local close_spec = {
@@ -487,16 +648,33 @@ local run_spec = {
   thread_id = text_id,
 }
 
+-- What app:tree shows of recent foreground runs (they have no record).
+local KEEP_RUNS = 64
+
+function App:_run_started(run_id, agent_id, fg)
+  local info = { kind = "run", run_id = run_id, agent_id = agent_id, status = "running",
+    started_ms = core.wall_ms(), usage = fg.usage }
+  self._runs[run_id] = info
+  self._run_order[#self._run_order + 1] = run_id
+  if #self._run_order > KEEP_RUNS then self._runs[table.remove(self._run_order, 1)] = nil end
+  return info
+end
+
 function App:_run(agent_id, prompt, opts, history)
   local run_id = core.new_id("run_")
   local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
-  local fg = { deadline = timeout and core.now() + timeout }
+  local fg = { deadline = timeout and core.now() + timeout, usage = usage.zero() }
+  if self._interrupts then fg.check_interrupt = function() return self:interrupted() end end
   self._fg_runs[run_id] = fg
+  local info = self:_run_started(run_id, agent_id, fg)
   local ok, res = pcall(runner.run, self._env, agent_id, prompt, {
     run_id = run_id, thread_id = opts.thread_id, depth = 0, fg = fg, history = history,
     catch_cancel = true,
   })
   self._fg_runs[run_id] = nil
+  info.finished_ms = core.wall_ms()
+  info.status = ok and res.status or "failed"
+  if ok and fg.interrupted then res.interrupted = true end
   if not ok then error(res, 0) end
   -- app:close() called from an inline host tool takes effect now (R-5)
   if self._close_pending and self._in_cb == 0 then
@@ -633,6 +811,10 @@ local function host_env(self)
     local fg = ctx._fg
     if not fg then return false end
     if fg.cancelled then return true end
+    if self:interrupted() then
+      fg.cancelled, fg.interrupted = true, true
+      return true
+    end
     if fg.deadline and core.now() >= fg.deadline then
       fg.cancelled, fg.timed_out = true, true
       return true
@@ -666,6 +848,10 @@ local function host_env(self)
   end
   function env.call_host(ctx, name, args)
     return host_tool_result(self, name, args, ctx:info())
+  end
+  function env.report_usage(ctx, u)
+    self._core:add_usage(ctx.task_id, u)
+    if ctx._fg then usage.add(ctx._fg.usage, u) end
   end
   return env
 end
@@ -704,6 +890,9 @@ function app.new(reg, boot)
     _closed = false,
     _fg_runs = {},
     _threads = {},
+    _watchers = {},
+    _runs = {},
+    _run_order = {},
   }, App)
   for name in pairs(LIFECYCLE) do self._listeners[name] = {} end
   -- before recovery, so config hooks hear of tasks it ends (R-40 "lost")

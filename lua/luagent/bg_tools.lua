@@ -264,7 +264,8 @@ local function refusal(err)
 end
 
 -- A tool call the background half answers: control tools, and background
--- tools (enqueued; the model gets the synthetic ack, R-31). nil otherwise.
+-- tools (enqueued; the model gets the synthetic ack, R-31, and the third
+-- value is the new task's id). nil otherwise.
 function bg.call(run, tool, call, args)
   if tool.control then
     local ok, res = pcall(tool.run, run, args)
@@ -298,7 +299,7 @@ function bg.call(run, tool, call, args)
   end
   local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
   if not ok then return refusal(rec) end
-  return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name })
+  return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name }), nil, rec.task_id
 end
 
 local function describe(run, rec)

@@ -247,6 +247,7 @@ local config_spec = {
   max_tool_output_bytes = options.at_least(1),
   event_buffer = options.at_least(1),
   close_grace_s = function(v) return options.non_negative(v) end,
+  pricing = "table",
 }
 
 local CONFIG_HOOKS = { "on_task_enqueued", "on_task_started", "on_task_retry", "on_task_finished",

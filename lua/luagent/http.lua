@@ -88,7 +88,7 @@ function http.request(ctx, req, on_event)
     if host then host:_pump() end
     -- news for the host and cancellers wake the poll (curl_multi_wakeup):
     -- the period only bounds how late a missed wakeup could be seen
-    local wait = 1
+    local wait = host and host._tick and math.min(1, host._tick) or 1 -- app:watch intervals
     if fg and fg.deadline then
       wait = math.max(0, math.min(wait, fg.deadline - core.now()))
     end

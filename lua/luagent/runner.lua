@@ -8,6 +8,7 @@ local options = require("luagent.options")
 local context = require("luagent.context")
 local tools = require("luagent.tools")
 local bg = require("luagent.bg_tools")
+local usage = require("luagent.usage")
 
 local runner = {}
 
@@ -36,20 +37,21 @@ local function emit(run, kind, payload)
   run.ctx:emit(kind, payload)
 end
 
-local function normalize_usage(u)
-  if type(u) ~= "table" then return nil end
-  local p = math.tointeger(u.prompt_tokens) or 0
-  local c = math.tointeger(u.completion_tokens) or 0
-  local t = math.tointeger(u.total_tokens) or (p + c)
-  return { prompt_tokens = p, completion_tokens = c, total_tokens = t }
+-- The name a model's calls are priced and reported under.
+local function model_name(model)
+  return type(model.model) == "string" and model.model or model.name
 end
 
-local function add_usage(run, u)
-  u = normalize_usage(u)
-  if not u then return end
-  run.usage.prompt_tokens = run.usage.prompt_tokens + u.prompt_tokens
-  run.usage.completion_tokens = run.usage.completion_tokens + u.completion_tokens
-  run.usage.total_tokens = run.usage.total_tokens + u.total_tokens
+-- Count one model call: the provider's usage, or an estimate when it sent
+-- none (so max_tokens still fires), priced from the config. The run's
+-- usage grows, and the core hears of it at once, so the task's usage and
+-- every ancestor's tree_usage are current while the run goes on.
+local function count_usage(run, request, reply)
+  local u = reply.usage or usage.estimate(request, reply)
+  u.cost = usage.cost(run.reg.pricing, model_name(run.model), u)
+  usage.add(run.usage, u)
+  run.env.report_usage(run.ctx, u)
+  return u
 end
 
 -- One shape of tool call for every model: `arguments` is the decoded
@@ -140,7 +142,9 @@ local function call_model(run)
     options = {},
   }
   emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
+  local t0 = core.now()
   local ok, reply = xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
+  local latency = core.now() - t0
   if not ok then
     if tools.is_abort(reply) then error(reply, 0) end
     return nil, model_error(reply)
@@ -152,8 +156,8 @@ local function call_model(run)
   return {
     text = type(reply.text) == "string" and reply.text or nil,
     tool_calls = normalize_calls(reply.tool_calls),
-    usage = normalize_usage(reply.usage),
-  }
+    usage = usage.normalize(reply.usage),
+  }, nil, request, latency
 end
 
 local function tool_message(run, call, result)
@@ -173,7 +177,7 @@ local function run_tool_call(run, call)
   emit(run, "tool_start", { tool = call.name, tool_call_id = call.id,
     arguments = args_summary(call) })
   local step = step_view(run)
-  local result, traceback
+  local result, traceback, spawned
   for _, h in ipairs(hooks_of(run, "before_tool")) do
     local d = call_hook("before_tool", h, call, step)
     if type(d) == "table" then
@@ -213,7 +217,7 @@ local function run_tool_call(run, call)
       if not args then
         result = tools.fail("validation", err)
       else
-        result, traceback = bg.call(run, tool, call, args)
+        result, traceback, spawned = bg.call(run, tool, call, args)
         if result == nil then
           result, traceback = context.invoke(run.ctx, tool, args)
         end
@@ -236,6 +240,7 @@ local function run_tool_call(run, call)
     error = result.ok ~= true and result.error or nil,
     kind = result.cause and result.cause.kind or nil,
     traceback = traceback,
+    task_id = spawned, -- the background task the call started
   })
 end
 
@@ -337,14 +342,22 @@ local function loop(run)
       end
     end
     local notice = bg.notice(run)
-    local reply, err = call_model(run)
+    local reply, err, request, latency = call_model(run)
     if notice and reply then bg.delivered(run, notice) end
     if not reply then return finish(run, "failed", err) end
     run.iteration = run.iteration + 1
     run.last_reply = reply
-    add_usage(run, reply.usage)
-    emit(run, "lm_call", { iteration = run.iteration, usage = reply.usage or json.null,
-      tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+    local counted = count_usage(run, request, reply)
+    emit(run, "lm_call", {
+      iteration = run.iteration, model = model_name(run.model), latency_s = latency,
+      usage = reply.usage, usage_reported = reply.usage ~= nil,
+      usage_estimated = reply.usage == nil or nil,
+      estimated_usage = reply.usage == nil and counted or nil,
+      cost = counted.cost,
+      tool_calls = reply.tool_calls and #reply.tool_calls or 0,
+      -- a foreground run's nested runs have run ids of their own
+      root_run_id = not run.task_id and run.ctx.root_key or nil,
+    })
     run.messages[#run.messages + 1] = {
       role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
     }
@@ -423,12 +436,15 @@ local function watch_foreground(fg)
     if not fg.cancelled and fg.deadline and core.now() >= fg.deadline then
       fg.cancelled, fg.timed_out = true, true
     end
+    if not fg.cancelled and fg.check_interrupt and fg.check_interrupt() then
+      fg.cancelled, fg.interrupted = true, true
+    end
     if not fg.cancelled then return end
     if not tight[coroutine.running()] then
-      -- a timeout strikes wherever the run is; an explicit cancel once
-      -- luagent raised it (ctx:check_cancel calls fg.arm), so a host
-      -- callback that called app:cancel still returns normally
-      if not fg.timed_out then return end
+      -- a timeout or an interrupt strikes wherever the run is; an explicit
+      -- cancel once luagent raised it (ctx:check_cancel calls fg.arm), so
+      -- a host callback that called app:cancel still returns normally
+      if not fg.timed_out and not fg.interrupted then return end
       arm()
     end
     local info = debug.getinfo(2, "S")
@@ -478,7 +494,7 @@ function runner.run(env, agent_id, prompt, o)
     env = env, reg = reg, agent = agent, run_id = run_id, ctx = ctx,
     model = agent.model or reg.model,
     messages = {},
-    usage = { prompt_tokens = 0, completion_tokens = 0, total_tokens = 0 },
+    usage = usage.zero(),
     iteration = 0,
     started = core.now(),
     task_id = o.task_id,

@@ -5,6 +5,7 @@
 local defs = require("luagent.defs")
 local json = require("luagent.json")
 local options = require("luagent.options")
+local usage = require("luagent.usage")
 
 local spec = {}
 
@@ -121,6 +122,7 @@ function spec.compile(cfg)
   reg.max_tool_output_bytes = cfg.max_tool_output_bytes or 16384
   reg.event_buffer = cfg.event_buffer or 10000
   reg.close_grace_s = cfg.close_grace_s or 5
+  reg.pricing = usage.check_pricing(cfg.pricing)
   for _, t in ipairs(cfg.tools or {}) do
     add_tool(reg, t, "config.tools")
     reg.app_tools[t.name] = true
@@ -252,6 +254,7 @@ function spec.snapshot(reg)
     max_tool_output_bytes = reg.max_tool_output_bytes,
     event_buffer = reg.event_buffer,
     close_grace_s = reg.close_grace_s,
+    pricing = reg.pricing,
   })
 end
 
@@ -285,6 +288,7 @@ function spec.apply_snapshot(reg, snap_json)
   reg.max_tool_output_bytes = snap.max_tool_output_bytes
   reg.event_buffer = snap.event_buffer
   reg.close_grace_s = snap.close_grace_s
+  reg.pricing = snap.pricing
   if reg.model and snap.model then overlay(reg.model, snap.model) end
   for id, a in pairs(reg.agents) do
     if snap.agents[id] then overlay(a, snap.agents[id]) end

@@ -16,6 +16,7 @@ local function worker_env(reg, handle)
   function env.should_stop() return core.task_should_stop() end
   function env.sleep(_, seconds) core.task_sleep(seconds) end
   function env.wait(_, ids, any, timeout) return core.task_wait(ids, any, timeout) end
+  function env.report_usage(ctx, u) handle:add_usage(ctx.task_id, u) end
   function env.call_host(ctx, name, args)
     local text = core.task_call_host(name, json.encode(args), json.encode(ctx:info()))
     return json.decode(text)

@@ -273,8 +273,9 @@ end
 
 local function usage_of(u)
   if type(u) ~= "table" then return nil end
+  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
   return { prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens,
-    total_tokens = u.total_tokens }
+    total_tokens = u.total_tokens, cached_tokens = details.cached_tokens } -- priced apart
 end
 
 local function reply_from_message(msg, usage)
