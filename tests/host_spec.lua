@@ -51,6 +51,9 @@ describe("the example C host against an installed luagent", function()
     assert.equals(0, s.other_tid, out)
     assert.is_true(s.worker_inits >= 1, out)
     assert.equals(2 * RUNS, #srv:requests())
+    -- after close{ grace_s = 0 } the idle workers wound down within the
+    -- host's 30 frames of grace
+    assert.equals(0, s.left_draining, out)
     -- the per-frame task count
     assert.matches("frame +%d+: %d+ running, %d+ queued, %d+ finished", out)
     return s

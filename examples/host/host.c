@@ -6,7 +6,8 @@
  * agent runs, and then, once a frame: moves the player, calls app:poll with a
  * budget (the host tool player_position is answered there, from the C game
  * state, on this thread), and shows the task counts when they change. When
- * every run has finished it closes the app without waiting and exits.
+ * every run has finished it closes the app without waiting, lets the
+ * workers wind down for at most 30 more frames, and exits.
  *
  * Two builds of the same file:
  *   static (libluagent.a, the Lua half built in; no package.path):
@@ -146,6 +147,16 @@ static lua_Integer int_field(lua_State *L, int idx, const char *k) {
   return v;
 }
 
+/* Sleeps to the next frame boundary (a game would render here). */
+static void wait_next_frame(struct timespec *next) {
+  next->tv_nsec += FRAME_NS;
+  if (next->tv_nsec >= 1000000000L) {
+    next->tv_nsec -= 1000000000L;
+    next->tv_sec++;
+  }
+  clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -274,13 +285,7 @@ int main(int argc, char **argv) {
     last_queued = queued;
     last_done = game.finished;
 
-    /* sleep to the next frame boundary (a game would render here) */
-    next.tv_nsec += FRAME_NS;
-    if (next.tv_nsec >= 1000000000L) {
-      next.tv_nsec -= 1000000000L;
-      next.tv_sec++;
-    }
-    clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    wait_next_frame(&next);
   }
 
   /* quit: close without waiting for anything still stuck, then lua_close
@@ -292,6 +297,19 @@ int main(int argc, char **argv) {
   double c0 = now_s();
   call(L, 2, 0, "app:close");
   double close_ms = (now_s() - c0) * 1000.0;
+  /* a few more frames (half a second at most) while the workers wind down;
+   * one stuck in a C call would simply be left behind, detached */
+  long drain_frames = 0;
+  lua_Integer draining = 0;
+  for (;;) {
+    method(L, "closing");
+    call(L, 1, 1, "app:closing");
+    draining = int_field(L, -1, "draining");
+    lua_pop(L, 1);
+    if (draining == 0 || drain_frames == 30) break;
+    drain_frames++;
+    wait_next_frame(&next);
+  }
   luaL_unref(L, LUA_REGISTRYINDEX, app_ref);
   c0 = now_s();
   lua_close(L);
@@ -309,6 +327,7 @@ int main(int argc, char **argv) {
          atomic_load(&worker_inits));
   printf("poll_ms p50=%.3f p99=%.3f worst=%.3f close_ms=%.3f lua_close_ms=%.3f\n", p50, p99, worst,
          close_ms, lua_close_ms);
+  printf("drain_frames=%ld left_draining=%lld\n", drain_frames, (long long)draining);
   int ok = game.completed == runs && game.host_calls > 0 && game.host_calls == game.host_calls_on_main;
   return ok ? 0 : 1;
 }
