@@ -154,7 +154,36 @@ do
   run("file, full", "full")
 end
 
--- 6. the frame of a C host: app:poll with runs in flight --------------------
+-- 6. memory over a million short tasks with default settings ---------------
+do
+  local MARKS = { 200000, tonumber(os.getenv("BENCH_MEM_TASKS")) or 1000000 }
+  local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+return luagent.config{
+  background_tasks = { enabled = true },
+  tools = { luagent.tool{ name = "noop", handler = function(args) return args.i end } },
+}]])
+  print(string.format("\nmemory: %d short tasks through one app, default settings", MARKS[#MARKS]))
+  local done, rss, t0 = 0, {}, core.now()
+  for _, mark in ipairs(MARKS) do
+    -- in batches below the default max_queue
+    while done < mark do
+      for _ = 1, 1000 do
+        done = done + 1
+        app:enqueue_tool("noop", { i = done })
+      end
+      app:run_until_idle()
+    end
+    collectgarbage()
+    rss[#rss + 1] = rss_kb()
+    print(string.format("  after %7d tasks  RSS %7.1f MiB  (%d tasks in memory, %.0f s)", mark,
+      rss[#rss] / 1024, app:stats().in_memory, core.now() - t0))
+  end
+  print(string.format("  RSS change from %d to %d tasks: %+.1f%%", MARKS[1], MARKS[#MARKS],
+    (rss[#rss] - rss[1]) / rss[1] * 100))
+end
+
+-- 7. the frame of a C host: app:poll with runs in flight --------------------
 do
   local RUNS = tonumber(os.getenv("BENCH_HOST_RUNS")) or 100
   local fake = require("support.fake_openai_client")

@@ -46,7 +46,7 @@ static void take_slot(lg_app *a, lg_task *t) {
   t->aq->holders++;
 }
 
-static void give_slot(lg_app *a, lg_task *t) {
+void give_slot(lg_app *a, lg_task *t) {
   if (!t->holds_slot) return;
   t->holds_slot = 0;
   a->holders--;
@@ -63,6 +63,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_at = now; /* after the slot is acquired */
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
+  t->stop_mono = 0;
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -82,6 +83,7 @@ static void admit(lg_app *a, lg_task *t) {
       return;
     }
   }
+  watchdog_start(a);
   if (lg_worker_spawn(a, t) != 0) {
     /* No thread: fail this attempt rather than hang. */
     give_slot(a, t);
@@ -280,62 +282,20 @@ void finish_task(lg_app *a, lg_task *t, int status) {
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
   notify_waiters(a);
   bump(a);
+  a->nfinished++;
+  evict_sync(a, t);
 }
 
 /* ------------------------------------------------------------- eviction */
-
-/* Finished tasks leave memory keep_finished_s after they end, so a host
- * that runs for days does not grow without bound. Kept: tasks a notice has
- * claimed (or whose runs hold claims), and any task not yet finished. A
- * file store keeps the records (per store.retention); only memory forgets. */
-static int evictable(const lg_task *t, int64_t cutoff) {
-  return TS_TERMINAL(t->status) && t->finished_at > 0 && t->finished_at < cutoff &&
-         !t->claimed && t->claims_held == 0 && !t->worker && t->waited == 0 &&
-         (t->delivered || !t->scoped); /* announced before it is forgotten */
-}
 
 /* Tasks a worker is waiting on stay in memory until its wait returns. */
 static void mark_waited(lg_app *a, char **ids, int n, int delta) {
   for (int i = 0; i < n; i++) {
     lg_task *x = task_find(a, ids[i]);
-    if (x) x->waited += delta;
+    if (!x) continue;
+    x->waited += delta;
+    evict_sync(a, x);
   }
-}
-
-static void evict(lg_app *a, lg_task *t) {
-  if (t->parent) {
-    lg_task **pp = &t->parent->first_child;
-    while (*pp && *pp != t) pp = &(*pp)->next_sibling;
-    if (*pp) *pp = t->next_sibling;
-  }
-  for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
-  task_remove(a, t);
-  task_free(t);
-}
-
-static void evict_finished(lg_app *a) {
-  if (a->cfg.keep_finished_s < 0) return;
-  int64_t now = lg_wall_ms();
-  if (now - a->last_evict < 1000) return; /* at most one pass a second */
-  a->last_evict = now;
-  int64_t cutoff = now - (int64_t)(a->cfg.keep_finished_s * 1000.0);
-  size_t n = 0, cap = 0;
-  lg_task **v = NULL;
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i]; t; t = t->hnext) {
-      if (!evictable(t, cutoff)) continue;
-      if (n == cap) {
-        size_t nc = cap ? cap * 2 : 64;
-        lg_task **nv = realloc(v, nc * sizeof *nv);
-        if (!nv) break;
-        v = nv;
-        cap = nc;
-      }
-      v[n++] = t;
-    }
-  }
-  for (size_t i = 0; i < n; i++) evict(a, v[i]);
-  free(v);
 }
 
 void set_error(lg_task *t, const char *kind, const char *msg) {
@@ -388,6 +348,7 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   }
   int expected = STOP_NONE;
   int first = atomic_compare_exchange_strong(&t->stop, &expected, reason);
+  if (first) t->stop_mono = lg_mono_ms(); /* the watchdog counts from here */
   if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
     task_event(a, t, "cancel_requested", "{}", "cancel requested");
@@ -438,6 +399,7 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
            lg_status_name(t->status));
   buf_add_jstr(out, t->id, strlen(t->id));
   buf_addc(out, '}');
+  evict_finished(a); /* t is not used after this */
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -466,6 +428,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   pthread_mutex_init(&a->mu, NULL);
   cond_init(&a->host_cv);
   cond_init(&a->workers_cv);
+  cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
   a->next_event_seq = 1;
   a->t0 = lg_mono_s();
@@ -495,11 +458,7 @@ static void app_free(lg_app *a) {
     nx = it->next;
     lg_host_item_free(it);
   }
-  for (lg_counter *c = a->descendants, *nx; c; c = nx) {
-    nx = c->next;
-    free(c->key);
-    free(c);
-  }
+  counters_free(a);
   for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
   free(a->ring);
   free(a->cfg.boot_json);
@@ -508,6 +467,7 @@ static void app_free(lg_app *a) {
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->host_cv);
   pthread_cond_destroy(&a->workers_cv);
+  pthread_cond_destroy(&a->watch_cv);
   free(a);
 }
 
@@ -516,19 +476,6 @@ void lg_app_release(lg_app *a) {
 }
 
 /* ------------------------------------------------------------- enqueue */
-
-int *descendant_counter(lg_app *a, const char *key) {
-  for (lg_counter *c = a->descendants; c; c = c->next)
-    if (strcmp(c->key, key) == 0) return &c->n;
-  lg_counter *c = calloc(1, sizeof *c);
-  if (!c || !(c->key = strdup(key))) {
-    free(c);
-    return NULL;
-  }
-  c->next = a->descendants;
-  a->descendants = c;
-  return &c->n;
-}
 
 /* What a UI shows of a new task without reading its record: kind, agent,
  * tool, and the head of its prompt (README "Events"). */
@@ -578,11 +525,17 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->scoped = r->scoped;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
+  lg_counter *count = NULL; /* the run tree's, when it has one */
 
   pthread_mutex_lock(&a->mu);
   evict_finished(a);
   if (a->closing) {
     err_set(err, "rejected", "the app is closed");
+    goto fail;
+  }
+  if (parent && parent->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    err_set(err, "rejected", "the calling task is finished (its worker was retired)");
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
@@ -607,14 +560,19 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
     goto fail;
   }
-  int *count = NULL;
   if (r->root_key || parent) {
-    count = descendant_counter(a, t->root_key);
-    if (count && *count >= a->cfg.max_descendants) {
+    count = counter_get(a, t->root_key);
+    if (count && count->n >= a->cfg.max_descendants) {
       err_set(err, "limit", "max_descendants (%d) reached for this run tree",
               a->cfg.max_descendants);
       goto fail;
     }
+  }
+  /* the enqueue order is 64-bit and never wraps: at its limit (2^64
+   * enqueues) new work is refused rather than ordered wrongly */
+  if (a->next_seq == UINT64_MAX) {
+    err_set(err, "limit", "the app ran out of task sequence numbers");
+    goto fail;
   }
   lg_agentq *q = aq_get(a, t->agent_id);
   if (!q) {
@@ -652,7 +610,10 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  if (count) (*count)++;
+  if (count) {
+    count->n++;
+    counter_attach(count, t);
+  }
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
@@ -695,6 +656,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   }
   return 0;
 fail:
+  if (count) counter_drop_unused(a, count);
   pthread_mutex_unlock(&a->mu);
   task_free(t);
   return -1;
@@ -715,6 +677,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   int pending_host = 0;
   for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
   s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
+  s->in_memory = (long long)a->ntasks;
   memcpy(s->finished, a->finished, sizeof s->finished);
   s->usage = a->usage;
   s->last_seq = a->next_event_seq - 1;
@@ -739,6 +702,7 @@ static void wait_entry(const lg_task *t, buf_t *b) {
            t->attempts);
   if (TS_TERMINAL(t->status)) {
     add_raw_field(b, "result", t->result_json);
+    if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
     add_error(b, t);
     lg_usage_fields(b, t, 1);
   } else {
@@ -813,6 +777,13 @@ int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int ti
   return rc;
 }
 
+void lg_hold(lg_app *a, char **ids, int n, int delta) {
+  pthread_mutex_lock(&a->mu);
+  mark_waited(a, ids, n, delta);
+  if (delta < 0) evict_finished(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
 /* --------------------------------------------------------------- close */
 
 int lg_close(lg_app *a, int mode, double grace_s, int wait) {
@@ -831,6 +802,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
       }
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
+    watchdog_poke(a); /* it leaves */
     bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
@@ -848,10 +820,32 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
 
 /* -------------------------------------------------------- worker side */
 
+/* Take a worker off the app's list: it no longer counts against
+ * max_workers, takes no task and is not woken. Its thread may still be
+ * closing its state (or, retired, running code that never returns); close
+ * waits for it through live_threads. */
+void worker_unlink(lg_app *a, lg_worker *w) {
+  if (w->unlinked) return;
+  w->unlinked = 1;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    a->workers = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+  if (w->idle) {
+    w->idle = 0;
+    a->nidle--;
+  }
+  a->nworkers--;
+}
+
 lg_task *lg_worker_next(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  w->busy_since = 0;
   for (;;) {
+    if (atomic_load(&w->retired)) break; /* its task was finished without it */
     if (w->task) {
       lg_task *t = w->task;
       pthread_mutex_unlock(&a->mu);
@@ -871,12 +865,12 @@ lg_task *lg_worker_next(lg_worker *w) {
     cond_wait_until(&w->cv, &a->mu, min_deadline(idle_deadline, next_retry_mono(a)));
     if (a->retry_head) schedule(a);
   }
-  /* leaving: stop being counted as an idle thread */
-  if (w->idle) {
-    w->idle = 0;
-    a->nidle--;
-  }
+  /* Leaving: off the list before the state is closed (its finalizers may
+   * take long), so a fresh worker can start meanwhile. */
   w->exiting = 1;
+  worker_unlink(a, w);
+  schedule(a);
+  bump(a);
   pthread_mutex_unlock(&a->mu);
   return NULL;
 }
@@ -904,10 +898,24 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
   return (int64_t)d;
 }
 
+/* An agent task's record says how its run ended (completed, budget_exceeded,
+ * stopped, failed) next to the task status, which only says the run
+ * returned; it always matches the AgentResult kept in result. */
+static void set_run_status(lg_task *t, const lg_outcome *o) {
+  if (t->kind != TK_AGENT) return;
+  snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
+  if (atomic_load(&w->retired)) {
+    /* the watchdog finished the task: what came back is ignored */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   w->task = NULL;
+  w->busy_since = lg_mono_ms(); /* until lg_worker_next: the watchdog sees a stuck GC step */
   t->worker = NULL;
   give_slot(a, t);
   a->running_n--;
@@ -947,6 +955,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
+    set_run_status(t, o);
     if (o->error_kind) {
       set_error(t, o->error_kind, o->error_message);
       t->error_status = o->error_status;
@@ -960,6 +969,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     if (o->ok) {
       free(t->result_json);
       t->result_json = lg_strdup(o->result_json);
+      set_run_status(t, o);
     }
     set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");
@@ -1000,13 +1010,14 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
 void lg_worker_exit(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    a->workers = w->next;
-  if (w->next) w->next->prev = w->prev;
-  if (w->idle) a->nidle--;
-  a->nworkers--;
+  worker_unlink(a, w);
+  if (w->task) {
+    /* retired: its finished task may leave memory now that nothing reads it */
+    w->task->worker = NULL;
+    evict_sync(a, w->task);
+    w->task = NULL;
+    evict_finished(a);
+  }
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
   /* a thread left: work held back for want of threads may now start */
@@ -1024,8 +1035,10 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   int64_t end = lg_mono_ms() + (int64_t)(seconds * 1000.0);
   pthread_mutex_lock(&a->mu);
   int stop = 0;
+  w->in_core = 1;
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+  w->in_core = 0;
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1100,6 +1113,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     }
     t->wait_n = n;
     t->wait_any = any;
+    w->in_core = 1;
     mark_waited(a, ids, n, 1);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
@@ -1114,12 +1128,16 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
+    w->in_core = 0;
   }
   if (!stop) {
     int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
     wait_value(a, t, ids, n, any, timed_out, out, err);
   }
-  if (waited) mark_waited(a, ids, n, -1);
+  if (waited) {
+    mark_waited(a, ids, n, -1);
+    evict_finished(a);
+  }
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1139,6 +1157,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   int stop = lg_task_should_stop(t);
   if (stop) goto out;
   it->waiter = w;
+  w->in_core = 1;
   t->host_call = it;
   a->host_calls_pending++;
   hq_push(a, it);
@@ -1161,6 +1180,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   hq_unlink(a, it); /* still queued if the host never took it: drop it */
   if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
+  w->in_core = 0;
   bump(a);
 out:
   pthread_mutex_unlock(&a->mu);

@@ -84,8 +84,11 @@ struct lg_task {
   int scoped;          /* started by an agent run: announced to it */
   int error_status; /* HTTP status of a model error, 0 if none */
   lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
+  char run_status[16]; /* agent tasks: the status of the AgentResult in result */
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
+  int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
+  int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
   lg_worker *worker;               /* set while a worker runs it */
@@ -100,6 +103,11 @@ struct lg_task {
   lg_digest ring[LG_TASK_RING];
   int ring_n, ring_head;
   lg_task *hnext; /* hash chain */
+  /* leaving memory (evict.c) */
+  lg_task *enext, *eprev; /* the list of finished tasks free to leave, oldest first */
+  int in_elist, restored;
+  int64_t evictable_at;   /* wall ms it became free to leave */
+  struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
 };
 
 /* An agent's queue: a heap of its queued tasks, best first. */
@@ -134,6 +142,8 @@ typedef struct {
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
+  long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
+  double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
@@ -146,6 +156,10 @@ struct lg_worker {
   lg_task *task;     /* assigned or running task */
   int idle, exiting;
   int64_t idle_since;
+  int unlinked;      /* off the app's list: leaving, or retired */
+  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
+  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
+  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
   void *lua;         /* lua_State*, touched only by this thread */
   void *multi;       /* CURLM* of this worker, or NULL */
   atomic_int in_http;
@@ -162,10 +176,12 @@ typedef struct {
   char *json;
 } lg_event;
 
+/* Tasks a run tree spawned (R-28), kept while a task of the tree is in
+ * memory (tasks.c). */
 typedef struct lg_counter {
   char *key;
-  int n;
-  struct lg_counter *next;
+  int n, refs;
+  struct lg_counter *next; /* hash chain */
 } lg_counter;
 
 struct lg_app {
@@ -183,7 +199,10 @@ struct lg_app {
   uint64_t next_seq;
   int queued, holders, waiting, resuming_n, running_n;
   lg_task *retry_head, *resume_head, *resume_tail;
-  lg_counter *descendants; /* spawned per root */
+  lg_counter **ctab; /* descendant counters by root key (tasks.c) */
+  size_t ctab_cap, ncounters;
+  lg_task *ehead, *etail; /* finished tasks free to leave memory, oldest first (evict.c) */
+  size_t nfinished;       /* finished tasks in memory */
   /* workers */
   lg_worker *workers;
   int nworkers, nidle, live_threads;
@@ -198,13 +217,15 @@ struct lg_app {
   /* events */
   lg_event *ring;
   int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq;
+  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
+  int seq_exhausted;
   /* counters of finished tasks, by status */
   long long finished[6];
   lg_usage usage; /* every model call of the app, foreground runs included */
   double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
   int closing, closed;
-  int64_t last_evict; /* wall ms of the last eviction pass */
+  pthread_cond_t watch_cv; /* the watchdog's (watchdog.c) */
+  int watchdog_on;
   lg_store *store;
 };
 
@@ -249,6 +270,9 @@ int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
  * 0 when not, -1 on bad ids (err set). */
 int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
                   buf_t *out, lg_err *err);
+/* A host wait on ids begins (delta 1) or ends (-1): while it lasts, those
+ * tasks stay in memory, as for a worker's wait. */
+void lg_hold(lg_app *a, char **ids, int n, int delta);
 
 /* host side */
 uint64_t lg_gen(lg_app *a);
@@ -282,6 +306,7 @@ void lg_usage_json(buf_t *b, const lg_usage *u);
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;
+  long long in_memory; /* task records in memory, finished ones included */
   long long finished[6];
   lg_usage usage;
   int64_t last_seq; /* of the newest event */
@@ -299,7 +324,7 @@ void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
-  const char *result_json, *usage_json, *error_kind, *error_message;
+  const char *result_json, *usage_json, *error_kind, *error_message, *run_status;
   lg_usage usage, tree_usage;
   int attempts, delivered, cancel_requested, error_status;
   int64_t enqueued_at, started_at, finished_at, retry_at;
@@ -319,6 +344,7 @@ typedef struct {
   const char *result_json;
   const char *usage_json;
   int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
+  const char *run_status; /* for agent runs: the AgentResult's status */
   const char *error_kind, *error_message;
   int error_status;      /* HTTP status of a model error, or 0 */
   int raised_stop;       /* the cancel sentinel unwound the task */

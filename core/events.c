@@ -74,7 +74,7 @@ void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t
 
 #define LOG_QUEUE_MAX 1000
 
-static void log_locked(lg_app *a, const char *level, const char *msg) {
+void host_log(lg_app *a, const char *level, const char *msg) {
   int queued = 0;
   for (lg_host_item *it = a->hq_head; it; it = it->next) queued += it->type == HI_LOG;
   if (queued >= LOG_QUEUE_MAX) return; /* a host that never pumps must not grow us forever */
@@ -103,7 +103,7 @@ void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   pthread_mutex_lock(&a->mu);
-  log_locked(a, level, msg);
+  host_log(a, level, msg);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -123,6 +123,16 @@ static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, c
 
 /* Append one event. fields: task may be NULL (then ids come from e). */
 static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char *summary) {
+  /* seq is 64-bit and never wraps: the last one handed out is
+   * INT64_MAX - 1 (centuries of events at any real rate); after it events
+   * are dropped and the host is told once, so a cursor never goes back */
+  if (a->next_event_seq >= INT64_MAX) {
+    if (!a->seq_exhausted) {
+      a->seq_exhausted = 1;
+      host_log(a, "error", "luagent: event seq reached its limit; later events are not recorded");
+    }
+    return;
+  }
   int64_t seq = a->next_event_seq++;
   int64_t ts = lg_wall_ms();
   char iso[32];
@@ -172,6 +182,11 @@ void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
+  if (t && t->retired) {
+    /* code of a task the watchdog finished, running on regardless */
+    pthread_mutex_unlock(&a->mu);
+    return;
+  }
   emit_locked(a, e, t, summary);
   if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
     lg_host_item *it = calloc(1, sizeof *it);
@@ -195,6 +210,14 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   int n = 0;
   buf_addc(out, '[');
+  /* a negative cursor means "from the start, without a gap marker"; none
+   * is past INT64_MAX - 1 (see emit_locked), so since + 1 cannot overflow */
+  int gap_ok = since >= 0;
+  if (since < 0) since = -1;
+  if (since >= INT64_MAX - 1) {
+    buf_addc(out, ']');
+    return 0;
+  }
   pthread_mutex_lock(&a->mu);
   lg_store *st = a->store;
   /* What the ring no longer holds comes from the file. The ring may move on
@@ -223,7 +246,7 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   if (a->ring_n > 0 && n < limit) {
     int64_t oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
-    if (from < oldest && since >= 0) {
+    if (from < oldest && gap_ok) {
       if (n) buf_addc(out, ',');
       buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
                (long long)from, (long long)(oldest - from), (long long)oldest);

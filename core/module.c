@@ -30,6 +30,8 @@ typedef struct {
 static app_ud *check_app(lua_State *L) {
   app_ud *u = luaL_checkudata(L, 1, APP_MT);
   if (!u->app) luaL_error(L, "luagent: the app is closed");
+  /* code of a task whose worker was retired runs on: its calls are refused */
+  if (u->worker_handle && lg_worker_retired(L)) lg_raise_cancel(L);
   return u;
 }
 
@@ -161,6 +163,8 @@ static int l_app_new(lua_State *L) {
   s.worker_idle_s = opt_field_num(L, 1, "worker_idle_s", 30);
   s.event_buffer = (int)opt_field_int(L, 1, "event_buffer", 10000);
   s.keep_finished_s = opt_field_num(L, 1, "keep_finished_s", -1);
+  s.keep_finished_max = (long)opt_field_int(L, 1, "keep_finished_max", -1);
+  s.stop_grace_s = opt_field_num(L, 1, "stop_grace_s", 1);
   s.boot_json = (char *)opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)opt_field_str(L, 1, "lua_cpath");
@@ -342,6 +346,15 @@ static int l_app_wait_check(lua_State *L) {
   return 2;
 }
 
+/* hold(ids, delta): a host wait on ids begins (1) or ends (-1) */
+static int l_app_hold(lua_State *L) {
+  app_ud *u = check_app(L);
+  int n;
+  char **ids = check_ids(L, 2, &n);
+  lg_hold(u->app, ids, n, luaL_checkinteger(L, 3) < 0 ? -1 : 1);
+  return 0;
+}
+
 static int l_app_gen(lua_State *L) {
   app_ud *u = check_app(L);
   lua_pushinteger(L, (lua_Integer)lg_gen(u->app));
@@ -461,6 +474,8 @@ static int l_app_stats(lua_State *L) {
 #undef SETI
   lua_pushboolean(L, s.idle);
   lua_setfield(L, -2, "idle");
+  lua_pushinteger(L, (lua_Integer)s.in_memory);
+  lua_setfield(L, -2, "in_memory");
   lua_createtable(L, 0, 4);
   for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
     lua_pushinteger(L, s.finished[i]);
@@ -514,6 +529,7 @@ static int l_app_close(lua_State *L) {
 static lg_worker *check_worker(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
   if (!w || !w->current) luaL_error(L, "luagent: not inside a background task");
+  if (atomic_load(&w->retired)) lg_raise_cancel(L); /* its task is finished */
   return w;
 }
 
@@ -839,6 +855,7 @@ static int l_app_restore(lua_State *L) {
   r.parent_task_id = opt_field_str(L, 2, "parent_task_id");
   r.root_task_id = opt_field_str(L, 2, "root_task_id");
   r.status = opt_field_str(L, 2, "status");
+  r.run_status = opt_field_str(L, 2, "run_status");
   r.attempts = (int)opt_field_int(L, 2, "attempts", 0);
   lua_getfield(L, 2, "delivered");
   r.delivered = lua_toboolean(L, -1);
@@ -967,7 +984,8 @@ static const luaL_Reg app_methods[] = {
     {"thread_put", l_app_thread_put},
     {"claim", l_app_claim},
     {"unclaim", l_app_unclaim},
-    {"wait_check", l_app_wait_check}, {"gen", l_app_gen},
+    {"wait_check", l_app_wait_check}, {"hold", l_app_hold},
+    {"gen", l_app_gen},
     {"block", l_app_block},           {"take", l_app_take},
     {"reply", l_app_reply},           {"set_wants", l_app_set_wants},
     {"emit", l_app_emit},             {"events", l_app_events},

@@ -97,6 +97,7 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->error_kind = lg_strdup(r->error_kind);
   t->error_message = lg_strdup(r->error_message);
   t->error_status = r->error_status;
+  if (r->run_status) snprintf(t->run_status, sizeof t->run_status, "%s", r->run_status);
   t->depth = e->depth;
   t->max_depth = e->max_depth;
   t->scoped = e->scoped;
@@ -116,7 +117,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
   pthread_mutex_lock(&a->mu);
-  if (task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) || task_insert(a, t) != 0) {
+  if (a->next_seq == UINT64_MAX || task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) ||
+      task_insert(a, t) != 0) {
     pthread_mutex_unlock(&a->mu);
     err_set(err, "store", "cannot restore task %s", r->task_id);
     task_free(t);
@@ -129,8 +131,16 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
     t->parent->first_child = t;
   }
   if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    int *count = descendant_counter(a, t->root_key);
-    if (count) (*count)++;
+    lg_counter *count = counter_get(a, t->root_key);
+    if (count) {
+      count->n++;
+      counter_attach(count, t);
+    }
+  }
+  t->restored = 1;
+  if (TS_TERMINAL(t->status)) {
+    a->nfinished++;
+    evict_sync(a, t);
   }
   lg_id_floor(t->enqueued_at);
   pthread_mutex_unlock(&a->mu);
@@ -142,7 +152,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
 int64_t lg_restore_done(lg_app *a) {
   int64_t max_seq = lg_store_max_event_seq(a->store);
   pthread_mutex_lock(&a->mu);
-  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq + 1;
+  /* a damaged file may hold any number: never past the limit (events.c) */
+  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
   lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
   size_t n = 0;
   for (size_t i = 0; v && i < a->tab_cap; i++)
@@ -186,6 +197,7 @@ int64_t lg_restore_done(lg_app *a) {
   }
   free(v);
   schedule(a);
+  evict_finished(a);
   bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
@@ -231,10 +243,15 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
 /* R-33: finished children of a scope that no model call has carried yet,
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
-static void end_claim(lg_task *t) {
-  if (t->claimed_by) t->claimed_by->claims_held--;
+static void end_claim(lg_app *a, lg_task *t) {
+  lg_task *by = t->claimed_by;
   t->claimed = 0;
   t->claimed_by = NULL;
+  evict_sync(a, t);
+  if (by) {
+    by->claims_held--;
+    evict_sync(a, by);
+  }
 }
 
 /* A task that ends (or is retried) gives back what its runs claimed: its Lua
@@ -244,21 +261,24 @@ void release_claims(lg_app *a, lg_task *claimer) {
   if (claimer->claims_held <= 0) return;
   for (size_t i = 0; i < a->tab_cap; i++)
     for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (t->claimed_by == claimer) end_claim(t);
+      if (t->claimed_by == claimer) end_claim(a, t);
   claimer->claims_held = 0;
+  evict_sync(a, claimer);
 }
 
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   lg_filter cf = *f;
   cf.claimable = 1;
   pthread_mutex_lock(&a->mu);
-  size_t n;
-  lg_task **v = select_tasks(a, &cf, &n);
+  size_t n = 0;
+  /* a finished claimer (its worker retired) would hold the claims forever */
+  lg_task **v = claimer && claimer->retired ? NULL : select_tasks(a, &cf, &n);
   buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
     if (i) buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
+    evict_sync(a, v[i]); /* claimed: it stays */
     if (claimer) claimer->claims_held++;
     record_json(v[i], out);
   }
@@ -270,7 +290,8 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = task_find(a, id);
-  if (t) end_claim(t);
+  if (t) end_claim(a, t);
+  evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
 
@@ -280,10 +301,11 @@ int lg_set_delivered(lg_app *a, const char *id) {
   int found = t != NULL, changed = 0;
   if (t && !t->delivered) {
     t->delivered = 1;
-    end_claim(t);
+    end_claim(a, t);
     persist(a, t);
     changed = 1;
   }
+  evict_finished(a); /* t is not used after this */
   lg_store *st = changed ? a->store : NULL;
   uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);

@@ -118,6 +118,86 @@ void task_free(lg_task *t) {
   free(t);
 }
 
+/* ---------------------------------------------------- descendant counters */
+
+/* How many tasks a run tree spawned (R-28 max_descendants), by root key: a
+ * hash, since every enqueue of a child looks one up. A counter lives while
+ * a task of its tree is in memory, the root task included, so counters of
+ * trees long gone do not pile up. */
+static lg_counter **counter_slot(lg_app *a, const char *key) {
+  lg_counter **pp = &a->ctab[hash_str(key) & (a->ctab_cap - 1)];
+  while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
+  return pp;
+}
+
+static int counters_grow(lg_app *a) {
+  size_t cap = a->ctab_cap ? a->ctab_cap * 2 : 64;
+  lg_counter **tab = calloc(cap, sizeof *tab);
+  if (!tab) return -1;
+  for (size_t i = 0; i < a->ctab_cap; i++) {
+    for (lg_counter *c = a->ctab[i], *nx; c; c = nx) {
+      nx = c->next;
+      size_t k = hash_str(c->key) & (cap - 1);
+      c->next = tab[k];
+      tab[k] = c;
+    }
+  }
+  free(a->ctab);
+  a->ctab = tab;
+  a->ctab_cap = cap;
+  return 0;
+}
+
+lg_counter *counter_get(lg_app *a, const char *key) {
+  if ((a->ncounters + 1) * 4 > a->ctab_cap * 3 && counters_grow(a) != 0 && !a->ctab_cap) return NULL;
+  lg_counter **pp = counter_slot(a, key);
+  if (*pp) return *pp;
+  lg_counter *c = calloc(1, sizeof *c);
+  if (!c || !(c->key = strdup(key))) {
+    free(c);
+    return NULL;
+  }
+  *pp = c;
+  a->ncounters++;
+  lg_task *root = task_find(a, key); /* the root task, while it is in memory */
+  if (root && !root->rootc) counter_attach(c, root);
+  return c;
+}
+
+void counter_attach(lg_counter *c, lg_task *t) {
+  t->rootc = c;
+  c->refs++;
+}
+
+static void counter_free(lg_app *a, lg_counter *c) {
+  lg_counter **pp = counter_slot(a, c->key);
+  if (*pp == c) *pp = c->next;
+  a->ncounters--;
+  free(c->key);
+  free(c);
+}
+
+void counter_detach(lg_app *a, lg_task *t) {
+  lg_counter *c = t->rootc;
+  t->rootc = NULL;
+  if (c && --c->refs == 0) counter_free(a, c);
+}
+
+void counter_drop_unused(lg_app *a, lg_counter *c) {
+  if (c && c->refs == 0) counter_free(a, c);
+}
+
+void counters_free(lg_app *a) {
+  for (size_t i = 0; i < a->ctab_cap; i++) {
+    for (lg_counter *c = a->ctab[i], *nx; c; c = nx) {
+      nx = c->next;
+      free(c->key);
+      free(c);
+    }
+  }
+  free(a->ctab);
+}
+
 /* ---------------------------------------------------------- agent queues */
 
 /* Best first: boosted (R-27 lending), then higher priority, then FIFO. */
@@ -272,6 +352,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
   add_raw_field(b, "result", t->result_json);
+  if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
   add_error(b, t);
   lg_usage_fields(b, t, 1);
   buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");

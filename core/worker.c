@@ -62,6 +62,11 @@ lg_worker *lg_current_worker(lua_State *L) {
   return w;
 }
 
+int lg_worker_retired(lua_State *L) {
+  lg_worker *w = lg_current_worker(L);
+  return w && atomic_load(&w->retired);
+}
+
 /* ---------------------------------------------------------------- hook */
 
 static const char *const hook_names[] = {"call", "return", "line", "count", "tail call"};
@@ -271,6 +276,7 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
     o.result_json = lua_tostring(L, 2);
     o.usage_json = lua_tostring(L, 3);
     const char *st = lua_tostring(L, 4);
+    o.run_status = st;
     if (st && strcmp(st, "failed") == 0) o.agent_status = TS_FAILED;
     if (lua_istable(L, 5)) {
       lua_getfield(L, 5, "kind");
@@ -330,7 +336,9 @@ static void *worker_main(void *arg) {
       break;
     }
     w->current = t;
-    run_task(w, L, run_ref, t);
+    /* retired while it booted: the task is finished without it */
+    if (!atomic_load(&w->retired)) run_task(w, L, run_ref, t);
+    w->current = NULL;
     t = lg_worker_next(w);
   }
   free(boot_err);

@@ -11,6 +11,9 @@ int lg_is_cancel(lua_State *L, int idx);
 int lg_raise_cancel(lua_State *L);
 /* The worker owning L, or NULL in a host state. */
 lg_worker *lg_current_worker(lua_State *L);
+/* Is L a worker state whose worker the watchdog retired (its task is
+ * finished without it)? What it still asks of the core is refused. */
+int lg_worker_retired(lua_State *L);
 /* http.c: free the worker's multi handle (worker thread, at exit). */
 void lg_http_worker_cleanup(lg_worker *w);
 

@@ -9,8 +9,10 @@
 -- luagent.tool).
 --
 -- The command runs through io.popen under coreutils' `timeout`, so it never
--- outlives timeout_s. A running command is a blocking C call: cancelling its
--- task takes effect when the command returns (at the latest at timeout_s).
+-- outlives timeout_s. A running command is a blocking C call: a cancel (or
+-- the task's deadline) ends the task background_tasks.stop_grace_s later by
+-- retiring its worker, while the command runs on until it returns (at the
+-- latest at timeout_s).
 local luagent = require("luagent")
 local options = require("luagent.options")
 

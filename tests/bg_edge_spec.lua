@@ -185,8 +185,10 @@ describe("finished tasks leaving memory (keep_finished_s)", function()
     return not in_memory(app, id)
   end
 
-  it("keeps a child no run has been told about until it is announced (R-33)", function()
-    local app <close> = luagent.load_string([[
+  -- by age (keep_finished_s) and by count (keep_finished.max)
+  for _, keep in ipairs({ "keep_finished_s = 1", "keep_finished = { max = 3 }" }) do
+  it("keeps a child no run has been told about until it is announced (R-33; " .. keep .. ")", function()
+    local app <close> = luagent.load_string(([[
 local luagent = require "luagent"
 local function noticed(req)
   for _, m in ipairs(req.messages) do
@@ -200,11 +202,11 @@ return luagent.config{
     if turn2 or #req.messages > 2 then return { text = "no notice" } end
     return { tool_calls = { { name = "work", arguments = {} } } }
   end),
-  background_tasks = { enabled = true, keep_finished_s = 1 },
+  background_tasks = { enabled = true, KEEP },
   tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
             luagent.tool{ name = "noop", handler = function() end } },
   agents = { luagent.agent{ id = "sup", tools = { "work" } } },
-} ]], "=bg_edge_keep")
+} ]]):gsub("KEEP", keep), "=bg_edge_keep")
     assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
     local child = app:list()[1]
     assert.equal("completed", app:wait({ child.task_id }).tasks[1].status)
@@ -213,7 +215,10 @@ return luagent.config{
     assert.is_true(evicted(app, marker.task_id))
     assert.is_truthy(app:get(child.task_id), "an unannounced child stays in memory")
     assert.equal("NOTICE SEEN", app:chat("sup", "and?", { thread_id = "t" }).final)
+    -- announced: it may leave now
+    assert.is_true(evicted(app, child.task_id))
   end)
+  end
 
   it("with a file store, cancel and wait still know a task that left memory", function()
     local dir = H.tmpdir()

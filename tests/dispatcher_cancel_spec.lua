@@ -159,7 +159,10 @@ describe("dispatcher: cancellation (R-25)", function()
         os.execute("cat '" .. args.fifo .. "' >/dev/null") -- blocks until the test writes
         return "late value"
       end }
-      return luagent.config{ background_tasks = { enabled = true }, tools = { stuck } } ]])
+      -- no retiring (stop_grace_s) while the test holds the call: this is
+      -- about what a task in a C call looks like until it returns
+      return luagent.config{ background_tasks = { enabled = true, stop_grace_s = 60 },
+                             tools = { stuck } } ]])
     local r = stuck:enqueue_tool("stuck", { fifo = fifo })
     assert.is_truthy(H.await_kind(stuck, "stuck", r.task_id))
     local c = stuck:cancel(r.task_id) -- waits a second for the task to stop: it cannot

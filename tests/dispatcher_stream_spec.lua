@@ -327,7 +327,7 @@ return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 
     local first = app:enqueue_tool("echo", { n = 1 })
     assert.equal("completed", app:wait({ first.task_id }).tasks[1].status)
     local held = app:enqueue_tool("block", {})
-    -- eviction runs at most once a second, when tasks end or are enqueued
+    -- a task leaves memory when tasks end or are enqueued after its ttl
     local t0 = H.now()
     while app:get(first.task_id) and H.now() - t0 < 8 do
       app:wait({ app:enqueue_tool("echo", {}).task_id })

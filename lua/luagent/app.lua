@@ -291,6 +291,11 @@ end
 function App:_wait_tasks(ids, any, deadline, stop)
   local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
   if not ok then error(err, 0) end
+  -- the tasks stay in memory until the wait returns, however many finish
+  -- meanwhile (keep_finished.max)
+  self._core:hold(ids, 1)
+  local core_app = self._core
+  local _ <close> = setmetatable({}, { __close = function() core_app:hold(ids, -1) end })
   local value = self:_wait_until(function()
     local d, v = self._core:wait_check(ids, any, false)
     if d then return v end
@@ -873,7 +878,9 @@ function app.new(reg, boot)
     max_workers = s.max_workers,
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
-    keep_finished_s = s.keep_finished_s == false and -1 or s.keep_finished_s,
+    keep_finished_s = s.keep_finished and s.keep_finished.ttl_s or -1,
+    keep_finished_max = s.keep_finished and s.keep_finished.max or -1,
+    stop_grace_s = s.stop_grace_s == false and -1 or s.stop_grace_s,
     boot_json = json.encode(boot),
     lua_path = package.path,
     lua_cpath = package.cpath,

@@ -10,6 +10,9 @@ local usage = require("luagent.usage")
 local spec = {}
 
 local function non_negative(v) return options.non_negative(v) end
+-- at least a second, so a task cannot leave memory before the code that
+-- enqueued it had a chance to wait on it
+local function ttl_ok(v) return type(v) == "number" and v >= 1 and v < math.huge end
 local function positive(v) return options.positive(v) end
 
 local function one_of(...)
@@ -38,13 +41,48 @@ local bg_spec = {
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
   retry_backoff_max_s = non_negative,
-  -- at least a second, so a task cannot leave memory before the code that
-  -- enqueued it had a chance to wait on it
-  keep_finished_s = function(v)
-    if v == false or (options.positive(v) and v >= 1) then return true end
-    return nil, "must be a number of seconds >= 1, or false (keep forever)"
+  -- how long a task told to stop may run on before its worker is retired
+  stop_grace_s = function(v)
+    if v == false or (type(v) == "number" and v > 0 and v < math.huge) then return true end
+    return nil, "must be a number of seconds > 0, or false (never retire a worker)"
+  end,
+  keep_finished = function(v)
+    if v == false or type(v) == "table" then return true end
+    return nil, "must be a table { max, ttl_s } or false (keep every finished task)"
+  end,
+  keep_finished_s = function(v) -- the older name of keep_finished.ttl_s
+    if v == false or ttl_ok(v) then return true end
+    return nil, "must be a number of seconds >= 1, or false (keep every finished task)"
   end,
 }
+
+local keep_finished_spec = {
+  max = function(v)
+    if v == false or (math.type(v) == "integer" and v >= 1) then return true end
+    return nil, "must be an integer >= 1, or false (no bound on the count)"
+  end,
+  ttl_s = function(v)
+    if v == false or ttl_ok(v) then return true end
+    return nil, "must be a number of seconds >= 1, or false (no bound on the age)"
+  end,
+}
+
+-- Finished tasks in memory: at most `max`, none older than `ttl_s` (false:
+-- no bound of that kind); keep_finished = false (or the older
+-- keep_finished_s = false) keeps them all. Returns {max, ttl_s} or false.
+local function keep_finished_settings(bt)
+  local kf, alias = bt.keep_finished, bt.keep_finished_s
+  if kf ~= nil and alias ~= nil then
+    error("luagent.config background_tasks: keep_finished_s is the older name of " ..
+      "keep_finished.ttl_s; give one of them", 0)
+  end
+  if kf == false or alias == false then return false end
+  kf = options.check("luagent.config background_tasks.keep_finished", kf, keep_finished_spec, 5)
+  local max, ttl = kf.max, kf.ttl_s
+  if max == nil then max = 10000 end
+  if ttl == nil then ttl = alias or 3600 end
+  return { max = max or nil, ttl_s = ttl or nil }
+end
 
 -- background_tasks with the defaults of DESIGN §4 filled in.
 function spec.background_settings(bt)
@@ -64,9 +102,9 @@ function spec.background_settings(bt)
     on_parent_end = bt.on_parent_end or "leave",
     retry_backoff_s = bt.retry_backoff_s or 1,
     retry_backoff_max_s = bt.retry_backoff_max_s or 30,
-    -- finished tasks leave memory after a day (false: never)
-    keep_finished_s = bt.keep_finished_s == nil and 86400 or bt.keep_finished_s,
+    stop_grace_s = bt.stop_grace_s == nil and 1 or bt.stop_grace_s,
   }
+  s.keep_finished = keep_finished_settings(bt)
   s.max_workers = bt.max_workers or s.global_concurrency * (s.max_depth + 1) + 2
   -- a chain of waits max_depth deep needs that many threads (R-27)
   if s.max_workers < s.max_depth + 1 then
@@ -80,8 +118,21 @@ end
 local store_spec = {
   path = options.no_nul,
   durability = one_of("normal", "full"),
-  retention = "table",
+  retention = function(v)
+    if v == false or type(v) == "table" then return true end
+    return nil, "must be a table { completed_s, failed_s } or false (keep every record)"
+  end,
 }
+
+local function seconds_or_false(v)
+  if v == false or (type(v) == "number" and v > 0 and v < math.huge) then return true end
+  return nil, "must be a number of seconds > 0, or false (keep them)"
+end
+
+-- How long a file store keeps finished tasks and their events, by default
+-- (README "The store"): completed ones a week, failed, cancelled and timed
+-- out ones (kept for post-mortems) 30 days.
+local RETENTION = { completed_s = 7 * 86400, failed_s = 30 * 86400 }
 
 local function store_settings(st)
   if st == nil then return nil end
@@ -90,10 +141,15 @@ local function store_settings(st)
   if not st.path then
     error("luagent.config store: path is required (omit store for memory only)", 0)
   end
-  local retention = options.check("luagent.config store retention", st.retention, {
-    completed_s = positive, failed_s = positive }, 4)
-  return { path = st.path, durability = st.durability or "normal",
-    retention = { completed_s = retention.completed_s, failed_s = retention.failed_s } }
+  local kept = {}
+  if st.retention ~= false then
+    local r = options.check("luagent.config store retention", st.retention, {
+      completed_s = seconds_or_false, failed_s = seconds_or_false }, 4)
+    for k, default in pairs(RETENTION) do
+      if r[k] == nil then kept[k] = default elseif r[k] ~= false then kept[k] = r[k] end
+    end
+  end
+  return { path = st.path, durability = st.durability or "normal", retention = kept }
 end
 
 local function add_tool(reg, t, where)

@@ -47,6 +47,70 @@ end
 
 local kinds = { tool = run_tool_task }
 
+-- A worker state shares its process with the host and every other worker,
+-- so what would end or stall the process for all of them is refused with a
+-- task error (README "Worker states"): os.exit, os.setlocale (the C locale
+-- is process-wide: it would change how every thread formats numbers),
+-- debug.debug and reading the host's standard input (io.read, io.lines()
+-- and io.stdin while the default input is standard input). It is a fence
+-- against accidents, not a sandbox.
+local STDIN = "standard input belongs to the host"
+
+local function refuse(what, why)
+  error(setmetatable({ kind = "runtime",
+    message = string.format("%s is not allowed in a task: %s", what, why) }, core.error_mt), 3)
+end
+
+local function fence_stdlib()
+  os.exit = function() refuse("os.exit", "it would end the host process") end
+  debug.debug = function() refuse("debug.debug", "it reads the host's standard input") end
+  local setlocale = os.setlocale
+  os.setlocale = function(locale, ...)
+    -- asking for the current locale changes nothing
+    if locale ~= nil then refuse("os.setlocale", "the locale is shared by every thread of the host") end
+    return setlocale(locale, ...)
+  end
+  local stdin, input, read, lines = io.stdin, io.input, io.read, io.lines
+  local fenced_stdin = setmetatable({}, {
+    __index = function() refuse("io.stdin", STDIN) end,
+    __name = "luagent fenced stdin",
+  })
+  local function on_stdin() return input() == stdin end
+  io.stdin = fenced_stdin
+  io.input = function(file, ...)
+    if file == nil then
+      local cur = input()
+      return cur == stdin and fenced_stdin or cur
+    end
+    if file == fenced_stdin then refuse("io.input(io.stdin)", STDIN) end
+    return input(file, ...)
+  end
+  io.read = function(...)
+    if on_stdin() then refuse("io.read on standard input", STDIN) end
+    return read(...)
+  end
+  io.lines = function(name, ...)
+    if name == nil and on_stdin() then refuse("io.lines() on standard input", STDIN) end
+    return lines(name, ...)
+  end
+end
+
+-- An xpcall's message handler does not run for luagent's cancel error. Lua
+-- runs the handler of an error raised by a hook with hooks off, so a
+-- handler that loops (or sorts with a comparator that does, or calls a
+-- __tostring that does) could never be stopped; the cancel error needs no
+-- handling anyway, since it is raised again at the next instruction.
+local function guard_xpcall()
+  local raw, is_cancel = xpcall, core.is_cancel
+  _G.xpcall = function(f, handler, ...)
+    if type(handler) ~= "function" then return raw(f, handler, ...) end -- raw's own error
+    return raw(f, function(e)
+      if is_cancel(e) then return e end
+      return handler(e)
+    end, ...)
+  end
+end
+
 local function run_task(env, info_json)
   local info = json.decode(info_json)
   local ctx = context.new(env, {
@@ -69,6 +133,8 @@ local function run_task(env, info_json)
 end
 
 function worker.boot(boot_json)
+  fence_stdlib() -- before the startup script, which may keep references
+  guard_xpcall()
   local boot = json.decode(boot_json)
   local chunk, err
   if boot.path then
