@@ -681,6 +681,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   memcpy(s->finished, a->finished, sizeof s->finished);
   s->usage = a->usage;
   s->last_seq = a->next_event_seq - 1;
+  s->threads = a->live_threads;
   pthread_mutex_unlock(&a->mu);
 }
 

@@ -104,6 +104,25 @@ print(string.format("took=%%.6f all=%%s draining=%%d tasks=%%d task_is=%%s statu
     assert.equals(0, app:stats().draining)
   end)
 
+  it("a worker the watchdog retired before the close still counts as draining", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local app = luagent.load_string((STUCK_SRC:gsub("background_tasks = { enabled = true }",
+      "background_tasks = { enabled = true, stop_grace_s = 0.1 }")))
+    local rec = app:enqueue_tool("stuck", { marker = marker, seconds = 1 }, { timeout_s = 0.1 })
+    assert.is_true(wait_marker(app, marker))
+    os.remove(marker)
+    local deadline = core.now() + 10
+    while app:get(rec.task_id).status == "running" and core.now() < deadline do app:poll{ wait_ms = 10 } end
+    assert.equals("timed_out", app:get(rec.task_id).status)
+    assert.matches("its worker was retired", app:get(rec.task_id).error.message, 1, true)
+    assert.is_false(app:close{ grace_s = 0 })
+    assert.same({ draining = 1, tasks = {} }, app:closing())
+    assert.equals(1, app:stats().draining)
+    while app:closing().draining > 0 and core.now() < deadline do app:poll{ wait_ms = 10 } end
+    assert.equals(0, app:closing().draining)
+  end)
+
   it("rejects wait = false with a grace period, and a wait that is not a boolean", function()
     local app = luagent.load_string(STUCK_SRC)
     assert.has_error(function() app:close{ wait = false, grace_s = 1 } end,

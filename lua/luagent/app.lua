@@ -535,25 +535,27 @@ function App:host_tool(name, fn)
   return self
 end
 
--- After close, `workers` counts the threads still draining: ones stuck in
--- a C call, detached from the app (README, "A quit that never freezes").
+-- After close, `draining` counts the worker threads still alive: ones
+-- stuck in a C call, detached from the app (README, "A quit that never
+-- freezes"); retired ones count too.
 function App:stats()
   local s = self._core:stats()
   s.finished = nil
   s.idle = nil
   s.cost = s.usage.cost -- with a price table (README "Usage and cost")
   s.closing = self._closed
-  s.draining = self._closed and s.workers or 0
+  s.draining = self._closed and s.threads or 0
+  s.threads = nil
   return s
 end
 
 -- nil while the app is open; after close, what is still draining:
--- { draining = worker threads still alive, tasks = ids of their tasks }.
+-- { draining = worker threads still alive, tasks = ids of unfinished tasks }.
 function App:closing()
   if not self._closed then return nil end
   local ids = {}
   for _, rec in ipairs(self._core:list{ status = "running" }) do ids[#ids + 1] = rec.task_id end
-  return { draining = self._core:stats().workers, tasks = ids }
+  return { draining = self._core:stats().threads, tasks = ids }
 end
 
 -- The tree of a task (or of a foreground run, by its run_id): the record
@@ -629,7 +631,7 @@ local close_spec = {
 -- `wait = false` is `grace_s = 0`: signal everything, wait for nothing.
 function App:close(opts)
   options.check("app:close", opts, close_spec)
-  if self._closed then return self._core:stats().workers == 0 end
+  if self._closed then return self._core:stats().threads == 0 end
   if self._in_cb > 0 then
     self._close_pending = opts or {}
     return nil
