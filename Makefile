@@ -6,7 +6,9 @@
 #   make sanitize   the whole suite under ASan+UBSan
 #   make tsan       the whole suite under ThreadSanitizer
 #   make bench      benchmarks (bench/README.md)
-#   make fuzz       fuzz the SSE parser with libFuzzer (clang)
+#   make fuzz       every libFuzzer target, FUZZ_SECONDS (60) each (tests/c/README.md)
+#   make run-fuzz-<sse|json|tool_args>   one of them, without installing clang
+#   make ci         what CI runs (.ci/run): test, sanitize, tsan, fuzz
 #   make install    module, Lua files, command, luagent.h, libluagent.a, luagent.pc
 
 LUA       ?= lua5.4
@@ -17,6 +19,7 @@ LUA_INCDIR  ?= $(shell $(PKG) --variable=includedir lua5.4 2>/dev/null)/lua5.4
 CURL_CFLAGS ?= $(shell $(PKG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   ?= $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
 SQLITE_LIBS ?= $(shell $(PKG) --libs sqlite3 2>/dev/null || echo -lsqlite3)
+LUA_LIBS    ?= $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -40,7 +43,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev l
 # (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
 TEST_PKGS := chromium
 
-.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests
+.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests ci
 
 all: $(MODULE)
 
@@ -143,17 +146,48 @@ build/test_sse: tests/c/test_sse.c tests/c/check.h core/sse.c core/sse.h
 c-tests: build/test_sse
 	./build/test_sse
 
+# Fuzzers (clang + libFuzzer, tests/c/README.md). Each target has a seed
+# corpus in tests/fuzz/corpus/<target>/; what a run adds goes to
+# build/fuzz/<target>/, a crash to build/fuzz/crash-<target>-<hash>.
+FUZZ_TARGETS := sse json tool_args
+FUZZ_FLAGS   := -std=c11 -D_GNU_SOURCE $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=undefined
+FUZZ_PKGS    := clang libclang-rt-14-dev
+
 build/fuzz_sse: tests/fuzz/fuzz_sse.c core/sse.c core/sse.h
 	@mkdir -p build
-	$(FUZZ_CC) -std=c11 $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Icore -o $@ tests/fuzz/fuzz_sse.c core/sse.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Icore -o $@ tests/fuzz/fuzz_sse.c core/sse.c
+
+build/fuzz_json: tests/fuzz/fuzz_json.c core/json.c core/util.c core/internal.h
+	@mkdir -p build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Icore -I$(LUA_INCDIR) -o $@ tests/fuzz/fuzz_json.c core/json.c \
+	  core/util.c $(LUA_LIBS) -lm -lpthread
+
+# the whole core, and the Lua modules read from this checkout at run time
+build/fuzz_tool_args: tests/fuzz/fuzz_tool_args.c $(SRC) $(HDR)
+	@mkdir -p build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Icore -I$(LUA_INCDIR) $(CURL_CFLAGS) -DLUAGENT_ROOT='"$(CURDIR)"' \
+	  -o $@ tests/fuzz/fuzz_tool_args.c $(SRC) $(LUA_LIBS) $(LDLIBS)
 
 fuzz:
-	@$(MAKE) --no-print-directory deps DEB_PKGS="clang libclang-rt-14-dev"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(FUZZ_PKGS)"
 	@$(MAKE) --no-print-directory run-fuzz
 
-run-fuzz: build/fuzz_sse
-	@mkdir -p build/fuzz_corpus
-	./build/fuzz_sse -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/ build/fuzz_corpus
+# one after the other (`make -j2 run-fuzz` runs two at a time)
+run-fuzz: $(addprefix run-fuzz-,$(FUZZ_TARGETS))
+
+run-fuzz-%: build/fuzz_%
+	@mkdir -p build/fuzz/$*
+	@echo "fuzz $*: $(FUZZ_SECONDS) s (log: build/fuzz/$*.log)"
+	@./build/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	  -artifact_prefix=build/fuzz/crash-$*- build/fuzz/$* tests/fuzz/corpus/$* \
+	  >build/fuzz/$*.log 2>&1; rc=$$?; \
+	  grep -E '^#[0-9]+[[:space:]]+DONE|^Done [0-9]+ runs|^stat::number_of_executed_units' build/fuzz/$*.log; \
+	  if [ $$rc = 0 ]; then echo "fuzz $*: no crash"; \
+	  else tail -n 40 build/fuzz/$*.log; echo "fuzz $*: FAILED (exit $$rc)"; fi; exit $$rc
+
+ci:
+	bash .ci/run
 
 clean:
 	rm -rf luagent build

@@ -29,8 +29,13 @@ void buf_add(buf_t *b, const void *s, size_t n);
 void buf_adds(buf_t *b, const char *s);
 void buf_addc(buf_t *b, char c);
 void buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Append a JSON string literal (quotes included) for the n bytes of s. */
+/* Append a JSON string literal (quotes included) for the n bytes of s; a
+ * byte that starts no valid UTF-8 sequence is written as U+FFFD. */
 void buf_add_jstr(buf_t *b, const char *s, size_t n);
+/* Length (1-4) of the well-formed UTF-8 sequence at s (n bytes left), 0 if
+ * none starts there. */
+size_t lg_utf8_seq(const char *s, size_t n);
+#define LG_UTF8_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
 /* Append `"key":` (key must not need escaping). */
 void buf_add_jkey(buf_t *b, const char *key);
 /* Returns a malloc'd NUL-terminated copy and resets the buffer (NULL on oom). */
@@ -64,6 +69,9 @@ const char *lg_status_name(int s);
 int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen);
 /* Pushes the decoded value and returns 0, or pushes nothing and returns -1. */
 int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
+/* 0 if lg_json_decode would accept the text, else -1 with the message it
+ * would give; plain C (no Lua state), safe under any mutex. */
+int lg_json_check(const char *s, size_t len, char *err, size_t errlen);
 /* Decode, raising a Lua error on bad input. */
 void lg_json_push(lua_State *L, const char *s, size_t len);
 /* Pushes the `luagent.json` C table: encode, decode, array, is_array,

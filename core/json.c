@@ -158,9 +158,12 @@ static int enc_float(enc_t *e, double x) {
     if (strtod(tmp, NULL) == x) break;
   }
   locale_end(old);
-  /* An integral float prints like the equal integer ("2"): equal values give
-   * equal bytes, and decode turns it into that integer. */
+  /* An integral float below 2^53 prints like the equal integer ("2"): equal
+   * values give equal bytes, and decode turns it into that integer. From
+   * 2^53 on decode keeps a float a float, so plain digits get a ".0" (else
+   * they would read back as an integer). */
   buf_adds(e->out, tmp);
+  if (fabs(x) >= TWO53 && !strpbrk(tmp, ".e")) buf_add(e->out, ".0", 2);
   return 0;
 }
 
@@ -343,6 +346,8 @@ int lg_json_encode(lua_State *L, int idx, buf_t *out, char *err, size_t errlen) 
 
 /* ---- decoder --------------------------------------------------------------- */
 
+/* With L NULL the decoder only checks the text (lg_json_check): the same
+ * grammar and the same messages, no Lua and no allocation. */
 typedef struct {
   lua_State *L;
   const char *s, *p, *e; /* input, cursor, end */
@@ -377,7 +382,14 @@ static int hex4(const char *p) {
   return v;
 }
 
+/* The writers below take o == NULL (checking only) and then write nothing. */
+static char *put_c(char *o, char c) {
+  if (o) *o++ = c;
+  return o;
+}
+
 static char *put_utf8(char *o, unsigned cp) {
+  if (!o) return NULL;
   if (cp < 0x80) {
     *o++ = (char)cp;
   } else if (cp < 0x800) {
@@ -396,12 +408,31 @@ static char *put_utf8(char *o, unsigned cp) {
   return o;
 }
 
-/* Pushes the string at d->p (a '"'). Strings without escapes are pushed
- * straight from the input; otherwise the unescaped bytes go into a
- * luaL_Buffer, which is never longer than the literal. */
+/* Raw bytes of a string literal, as UTF-8: a byte that starts no valid
+ * sequence becomes U+FFFD (README, JSON), as the encoder writes it. */
+static char *put_raw(char *o, const char *r, const char *end) {
+  while (o && r < end) {
+    size_t k = lg_utf8_seq(r, (size_t)(end - r));
+    if (k) {
+      memcpy(o, r, k);
+      o += k;
+      r += k;
+    } else {
+      memcpy(o, LG_UTF8_REPLACEMENT, 3);
+      o += 3;
+      r++;
+    }
+  }
+  return o;
+}
+
+/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
+ * straight from the input; otherwise the bytes go into a luaL_Buffer sized
+ * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
 static int dec_string(dec_t *d) {
   const char *open = d->p, *q = open + 1;
   int esc = 0;
+  size_t bad = 0; /* bytes that start no valid UTF-8 sequence */
   for (;; q++) {
     if (q >= d->e) return dec_error(d, open, "unterminated string");
     unsigned char c = (unsigned char)*q;
@@ -410,32 +441,40 @@ static int dec_string(dec_t *d) {
     if (c == '\\') {
       esc = 1;
       if (++q >= d->e) return dec_error(d, open, "unterminated string");
+    } else if (c >= 0x80) {
+      /* a valid sequence holds no '"' or '\\', so it never hides one */
+      size_t k = lg_utf8_seq(q, (size_t)(d->e - q));
+      if (k) q += k - 1;
+      else bad++;
     }
   }
   const char *r = open + 1;
   d->p = q + 1;
-  if (!esc) {
-    lua_pushlstring(d->L, r, (size_t)(q - r));
+  if (!esc && !bad) {
+    if (d->L) lua_pushlstring(d->L, r, (size_t)(q - r));
     return 0;
   }
+  if (!esc && !d->L) return 0;
   luaL_Buffer b;
-  char *o0 = luaL_buffinitsize(d->L, &b, (size_t)(q - r)), *o = o0;
+  char *o0 = d->L ? luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
   while (r < q) {
     if (*r != '\\') {
-      *o++ = *r++;
+      const char *run = r;
+      while (r < q && *r != '\\') r++;
+      o = put_raw(o, run, r);
       continue;
     }
     const char *at = r;
     r += 2;
     switch (at[1]) {
-      case '"': *o++ = '"'; break;
-      case '\\': *o++ = '\\'; break;
-      case '/': *o++ = '/'; break;
-      case 'b': *o++ = '\b'; break;
-      case 'f': *o++ = '\f'; break;
-      case 'n': *o++ = '\n'; break;
-      case 'r': *o++ = '\r'; break;
-      case 't': *o++ = '\t'; break;
+      case '"': o = put_c(o, '"'); break;
+      case '\\': o = put_c(o, '\\'); break;
+      case '/': o = put_c(o, '/'); break;
+      case 'b': o = put_c(o, '\b'); break;
+      case 'f': o = put_c(o, '\f'); break;
+      case 'n': o = put_c(o, '\n'); break;
+      case 'r': o = put_c(o, '\r'); break;
+      case 't': o = put_c(o, '\t'); break;
       case 'u': {
         int cp = q - r >= 4 ? hex4(r) : -1;
         if (cp < 0) return dec_error(d, at, "invalid escape");
@@ -458,7 +497,7 @@ static int dec_string(dec_t *d) {
         return dec_error(d, at, "invalid escape");
     }
   }
-  luaL_pushresultsize(&b, (size_t)(o - o0));
+  if (d->L) luaL_pushresultsize(&b, (size_t)(o - o0));
   return 0;
 }
 
@@ -499,7 +538,7 @@ static int dec_number(dec_t *d) {
       if (!neg) i = (lua_Integer)v;
       else if (v == (uint64_t)1 << 63) i = LUA_MININTEGER;
       else i = -(lua_Integer)v;
-      lua_pushinteger(d->L, i);
+      if (d->L) lua_pushinteger(d->L, i);
       return 0;
     }
   }
@@ -515,6 +554,7 @@ static int dec_number(dec_t *d) {
   locale_end(old);
   if (buf != tmp) free(buf);
   if (isinf(x)) return dec_error(d, start, "invalid number (out of range)");
+  if (!d->L) return 0;
   if (x == floor(x) && fabs(x) < TWO53) lua_pushinteger(d->L, (lua_Integer)x);
   else lua_pushnumber(d->L, (lua_Number)x);
   return 0;
@@ -531,7 +571,7 @@ static int dec_value(dec_t *d);
 
 static int dec_enter(dec_t *d) {
   if (++d->depth > MAXDEPTH) return dec_error(d, d->p, "nesting too deep");
-  if (!lua_checkstack(d->L, 8)) return dec_error(d, d->p, "Lua stack overflow");
+  if (d->L && !lua_checkstack(d->L, 8)) return dec_error(d, d->p, "Lua stack overflow");
   d->p++;
   skip_ws(d);
   return 0;
@@ -540,15 +580,17 @@ static int dec_enter(dec_t *d) {
 static int dec_array(dec_t *d) {
   lua_State *L = d->L;
   if (dec_enter(d)) return -1;
-  lua_newtable(L);
-  lua_pushvalue(L, d->mt);
-  lua_setmetatable(L, -2);
+  if (L) {
+    lua_newtable(L);
+    lua_pushvalue(L, d->mt);
+    lua_setmetatable(L, -2);
+  }
   if (peek(d) == ']') {
     d->p++;
   } else {
     for (lua_Integer i = 1;; i++) {
       if (dec_value(d)) return -1;
-      lua_rawseti(L, -2, i);
+      if (L) lua_rawseti(L, -2, i);
       skip_ws(d);
       int c = peek(d);
       if (c != ',' && c != ']') return dec_error(d, d->p, "expected ',' or ']'");
@@ -563,7 +605,7 @@ static int dec_array(dec_t *d) {
 static int dec_object(dec_t *d) {
   lua_State *L = d->L;
   if (dec_enter(d)) return -1;
-  lua_newtable(L);
+  if (L) lua_newtable(L);
   if (peek(d) == '}') {
     d->p++;
   } else {
@@ -576,11 +618,11 @@ static int dec_object(dec_t *d) {
       d->p++;
       if (dec_value(d)) return -1;
       /* A null member leaves the key absent (and drops an earlier duplicate). */
-      if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
+      if (L && lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
         lua_pop(L, 1);
         lua_pushnil(L);
       }
-      lua_rawset(L, -3);
+      if (L) lua_rawset(L, -3);
       skip_ws(d);
       int c = peek(d);
       if (c != ',' && c != '}') return dec_error(d, d->p, "expected ',' or '}'");
@@ -600,15 +642,15 @@ static int dec_value(dec_t *d) {
     case '"': return dec_string(d);
     case 't':
       if (dec_literal(d, "true", 4)) return -1;
-      lua_pushboolean(d->L, 1);
+      if (d->L) lua_pushboolean(d->L, 1);
       return 0;
     case 'f':
       if (dec_literal(d, "false", 5)) return -1;
-      lua_pushboolean(d->L, 0);
+      if (d->L) lua_pushboolean(d->L, 0);
       return 0;
     case 'n':
       if (dec_literal(d, "null", 4)) return -1;
-      lua_pushlightuserdata(d->L, LG_JSON_NULL);
+      if (d->L) lua_pushlightuserdata(d->L, LG_JSON_NULL);
       return 0;
     default:
       if (peek(d) == '-' || IS_DIGIT(peek(d))) return dec_number(d);
@@ -637,6 +679,18 @@ int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
   }
   lua_settop(L, top);
   return -1;
+}
+
+int lg_json_check(const char *s, size_t len, char *err, size_t errlen) {
+  if (!s) {
+    s = "";
+    len = 0;
+  }
+  dec_t d = {NULL, s, s, s + len, err, errlen, 0, 0};
+  if (err && errlen) err[0] = '\0';
+  if (dec_value(&d) != 0) return -1;
+  skip_ws(&d);
+  return d.p == d.e ? 0 : dec_error(&d, d.p, "trailing garbage");
 }
 
 void lg_json_push(lua_State *L, const char *s, size_t len) {

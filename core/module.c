@@ -827,11 +827,16 @@ static int l_app_store_open(lua_State *L) {
   return 0;
 }
 
+/* Every stored record, or an error: a read that fails is never half-read. */
 static int l_app_store_records(lua_State *L) {
   app_ud *u = check_app(L);
   buf_t out;
   buf_init(&out);
-  lg_store_records(u->app, &out);
+  char err[320];
+  if (lg_store_read_records(lg_app_store(u->app), &out, err, sizeof err) != 0) {
+    buf_free(&out);
+    return luaL_error(L, "%s", err);
+  }
   push_json_buf(L, &out);
   return 1;
 }
@@ -923,6 +928,23 @@ static int l_app_store_info(lua_State *L) {
     lua_pushstring(L, i.error);
     lua_setfield(L, -2, "error");
   }
+  lua_pushinteger(L, (lua_Integer)i.write_failures);
+  lua_setfield(L, -2, "write_failures");
+  lua_pushinteger(L, (lua_Integer)i.read_failures);
+  lua_setfield(L, -2, "read_failures");
+  buf_t ids;
+  buf_init(&ids);
+  lg_store_unsaved(lg_app_store(u->app), &ids);
+  push_json_buf(L, &ids);
+  lua_setfield(L, -2, "unsaved");
+  return 1;
+}
+
+/* Tests only: make the file store's writes fail as on a full disk. */
+static int l_app_store_limit_pages(lua_State *L) {
+  app_ud *u = check_app(L);
+  lua_Integer pages = luaL_checkinteger(L, 2);
+  lua_pushinteger(L, (lua_Integer)lg_store_limit_pages(lg_app_store(u->app), (int64_t)pages));
   return 1;
 }
 
@@ -931,9 +953,14 @@ static int l_app_thread_get(lua_State *L) {
   const char *key = check_text(L, 2);
   buf_t out;
   buf_init(&out);
-  if (lg_thread_get(u->app, key, &out) != 0) {
+  int rc = lg_thread_get(u->app, key, &out);
+  if (rc != 0) {
     buf_free(&out);
-    return 0;
+    if (rc == -1) return 0;
+    /* a conversation that cannot be read is not an empty one */
+    lg_store_info_t i;
+    lg_store_info(lg_app_store(u->app), &i);
+    return luaL_error(L, "%s", i.error);
   }
   lua_pushlstring(L, out.p ? out.p : "", out.len);
   buf_free(&out);
@@ -981,6 +1008,7 @@ static const luaL_Reg app_methods[] = {
     {"restore", l_app_restore},
     {"restore_done", l_app_restore_done},
     {"store_info", l_app_store_info},
+    {"store_limit_pages", l_app_store_limit_pages},
     {"thread_get", l_app_thread_get},
     {"thread_put", l_app_thread_put},
     {"claim", l_app_claim},

@@ -14,12 +14,16 @@ typedef struct lg_store lg_store;
 typedef struct lg_store_opts_s {
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
-  /* told (on the writer thread, no store lock held) when a write fails */
+  /* told (on the writer thread, no store lock held) each time a write or a
+   * read fails */
   void (*on_error)(void *ud, const char *message);
   void *ud;
 } lg_store_opts;
 
-/* Opens (creating, 0600) and locks the store; NULL with a message on error. */
+/* Opens (creating, 0600) and locks the store; NULL with a message on error.
+ * An existing file is checked whole first (PRAGMA quick_check, then every
+ * record, event and conversation must be JSON): a damaged one is refused
+ * with a message naming the path and the task id, event seq or thread. */
 lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, size_t errlen);
 
 /* Called under the dispatcher mutex: they only queue work, never do I/O. */
@@ -27,22 +31,37 @@ void lg_store_task(lg_store *st, const char *task_id, int status, const char *js
 void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
 void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
- * dispatcher mutex) until it is committed. -1 if a write failed. */
+ * dispatcher mutex) until it is committed. -1 if the write that held the
+ * ticket failed (later writes may succeed again: a failure is not sticky). */
 uint64_t lg_store_ticket(lg_store *st);
 int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen);
 /* Flush, close and release the lock (idempotent); free after close. */
 void lg_store_close(lg_store *st);
 void lg_store_free(lg_store *st);
 
-/* Reads, on the host thread. */
+/* Reads, on the host thread. Each one checks how its statement ended: a read
+ * that fails is reported through on_error (from the writer thread, so a
+ * caller may hold its own mutex) and counted in lg_store_info. */
 typedef void (*lg_store_row_fn)(void *ud, const char *json, size_t len);
+/* The number of records, -1 if the read failed. */
 int lg_store_read_tasks(lg_store *st, lg_store_row_fn fn, void *ud);
+/* Every stored record as one JSON array, in enqueue order; -1 with a
+ * message if the read failed (nothing half-read is returned). */
+int lg_store_read_records(lg_store *st, buf_t *out, char *err, size_t errlen);
+/* The highest stored event seq (as found at open if the read fails). */
 int64_t lg_store_max_event_seq(lg_store *st);
-/* Events with since < seq < before, as a comma-separated list of objects. */
+/* Events with since < seq < before, as a comma-separated list of objects;
+ * 0 (nothing) if the read failed. */
 int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit, buf_t *out);
+/* 0 found, -1 none, -2 the read failed (lg_store_info has the message). */
 int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
-/* A task's stored record (with the internal fields); -1 if none. */
+/* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
+
+/* Tests only: PRAGMA max_page_count on the write connection, after what is
+ * queued now is committed, to make writes fail as on a full disk; <= 0
+ * restores the limit found at open. Returns the limit in force. */
+int64_t lg_store_limit_pages(lg_store *st, int64_t pages);
 
 /* How the store runs (for checks): the write connection's settings as it
  * reported them at open. Strings live as long as the store. */
@@ -51,9 +70,14 @@ typedef struct {
   int synchronous; /* 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA */
   const char *journal_mode;
   int schema_version;
-  char error[256]; /* the first failed write, "" if none */
+  char error[320];      /* the latest failed write or read, "" if none */
+  uint64_t write_failures, read_failures;
 } lg_store_info_t;
 void lg_store_info(lg_store *st, lg_store_info_t *out);
+/* Ids of the tasks whose latest record is only in memory (its write failed
+ * and no later one succeeded), as a JSON array in id order. The writer
+ * writes them again with every later batch and at close. */
+void lg_store_unsaved(lg_store *st, buf_t *out);
 
 /* Sets core.store_reader, a read-only view of a store file that takes no
  * lock (store_reader.c), in the module table at the top of the stack. */

@@ -64,6 +64,35 @@ void buf_addf(buf_t *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+size_t lg_utf8_seq(const char *p, size_t n) {
+  const unsigned char *s = (const unsigned char *)p;
+  if (n == 0) return 0;
+  unsigned char c = s[0];
+  if (c < 0x80) return 1;
+  /* Unicode's table of well-formed sequences: the second byte's range rules
+   * out overlong forms (E0, F0), surrogates (ED) and values above U+10FFFF
+   * (F4); C0, C1 and F5..FF start nothing */
+  size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) {
+    len = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    len = 3;
+    if (c == 0xE0) lo = 0xA0;
+    if (c == 0xED) hi = 0x9F;
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    len = 4;
+    if (c == 0xF0) lo = 0x90;
+    if (c == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (n < len || s[1] < lo || s[1] > hi) return 0;
+  for (size_t i = 2; i < len; i++)
+    if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+  return len;
+}
+
 void buf_add_jstr(buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   buf_reserve(b, n + 2);
@@ -82,6 +111,20 @@ void buf_add_jstr(buf_t *b, const char *s, size_t n) {
       case '\b': esc = "\\b"; break;
       case '\f': esc = "\\f"; break;
       default:
+        if (c >= 0x80) {
+          /* JSON is UTF-8: a byte that starts no valid sequence is written
+           * as U+FFFD (README, JSON) */
+          size_t k = lg_utf8_seq(s + i, n - i);
+          if (k) {
+            run += k;
+            i += k - 1;
+            continue;
+          }
+          buf_add(b, s + i - run, run);
+          run = 0;
+          buf_add(b, LG_UTF8_REPLACEMENT, 3);
+          continue;
+        }
         if (c < 0x20 || c == 0x7f) {
           u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
           u[4] = hex[c >> 4]; u[5] = hex[c & 15];

@@ -1,7 +1,7 @@
 # The C surface for hosts (README, "Install" and "Embedding in a game or
 # app"): libluagent.a with the Lua half built in, luagent.h and luagent.pc,
 # `make install`, and the example C host. Included by the Makefile, which
-# defines OUT, SRC, HDR, ALL_CFLAGS, LDLIBS, LUA and LUA_INCDIR.
+# defines OUT, SRC, HDR, ALL_CFLAGS, LDLIBS, LUA, LUA_INCDIR and LUA_LIBS.
 #
 #   make                   also builds $(OUT)/libluagent.a next to the module
 #   make install           module, Lua files, command, header, library, .pc,
@@ -12,7 +12,6 @@
 
 AR      ?= ar
 OBJCOPY ?= objcopy
-LUA_LIBS ?= $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 LIB      := $(OUT)/libluagent.a
 OBJDIR   := build/obj/$(OUT)

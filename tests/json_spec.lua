@@ -73,8 +73,18 @@ describe("luagent.json", function()
       assert.equals("2", json.encode(2.0))
       assert.equals(json.encode({ a = 28 }), json.encode({ a = 28.0 }))
       assert.equals("-0", json.encode(-0.0))
-      assert.equals("9007199254740992", json.encode(2.0 ^ 53))
       assert.equals("1e+20", json.encode(1e20))
+    end)
+
+    it("keep integral floats from 2^53 on floats, with a .0 where digits alone would read as an integer", function()
+      assert.equals("9007199254740992.0", json.encode(2.0 ^ 53))
+      assert.equals("-11111111111111112.0", json.encode(-11111111111111111.0))
+      for _, x in ipairs({ 2.0 ^ 53, 11111111111111112.0, -2.0 ^ 56, 2.0 ^ 60 }) do
+        local back = json.decode(json.encode(x))
+        assert.equals("float", math.type(back))
+        assert.equals(x, back)
+      end
+      assert.equals("9007199254740992", json.encode(9007199254740992)) -- the integer
     end)
 
     it("round-trip bit-exactly", function()
@@ -363,10 +373,12 @@ describe("luagent.json", function()
       assert.equals("\u{fffd}x", json.decode('"\\ud83dx"'))
     end)
 
-    it("pass raw bytes through", function()
-      local s = "h\u{e9}llo \u{1f600} \xff\xfe"
+    it("pass valid UTF-8 through and turn each invalid byte into U+FFFD", function()
+      local s = "h\u{e9}llo \u{1f600} "
       assert.equals('"' .. s .. '"', json.encode(s))
       assert.equals(s, json.decode('"' .. s .. '"'))
+      assert.equals('"' .. s .. '\u{fffd}\u{fffd}"', json.encode(s .. "\xff\xfe"))
+      assert.equals(s .. "\u{fffd}\u{fffd}", json.decode('"' .. s .. '\xff\xfe"'))
     end)
 
     it("decode long strings with and without escapes", function()

@@ -535,6 +535,14 @@ function App:host_tool(name, fn)
   return self
 end
 
+-- How the file store is doing, or nil with memory only: { path,
+-- journal_mode, synchronous, schema_version, write_failures, read_failures,
+-- error (the latest failure), unsaved (ids of tasks whose latest record is
+-- only in memory because its write failed) }.
+function App:store_info()
+  return self._core:store_info()
+end
+
 -- After close, `draining` counts the worker threads still alive: ones
 -- stuck in a C call, detached from the app (README, "A quit that never
 -- freezes"); retired ones count too.
