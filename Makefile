@@ -9,6 +9,7 @@
 #   make fuzz       every libFuzzer target, FUZZ_SECONDS (60) each (tests/c/README.md)
 #   make run-fuzz-<sse|json|tool_args>   one of them, without installing clang
 #   make ci         what CI runs (.ci/run): test, sanitize, tsan, fuzz
+#   make install    module, Lua files, command, luagent.h, libluagent.a, luagent.pc
 
 LUA       ?= lua5.4
 BUSTED    ?= $(LUA) /usr/bin/busted
@@ -42,7 +43,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev l
 # (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
 TEST_PKGS := chromium
 
-.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install objects ci
+.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests objects ci
 
 all: $(MODULE)
 
@@ -50,21 +51,9 @@ $(MODULE): $(SRC) $(HDR) Makefile
 	@mkdir -p $(OUT)
 	$(CC) $(ALL_CFLAGS) $(LIBFLAG) -o $@ $(SRC) $(LDFLAGS) $(LDLIBS)
 
-# `luarocks make` passes LUADIR, LIBDIR and BINDIR.
-LUADIR ?= /usr/local/share/lua/5.4
-LIBDIR ?= /usr/local/lib/lua/5.4
-BINDIR ?= /usr/local/bin
-LUA_SRC := $(shell find lua/luagent -name '*.lua')
-
-install: $(MODULE)
-	install -d $(DESTDIR)$(LIBDIR)/luagent $(DESTDIR)$(BINDIR)
-	install -m 0755 $(MODULE) $(DESTDIR)$(LIBDIR)/luagent/core.so
-	for f in $(LUA_SRC); do \
-	  d=$(DESTDIR)$(LUADIR)/$$(dirname $${f#lua/}); install -d $$d && install -m 0644 $$f $$d/; \
-	done
-	install -d $(DESTDIR)$(LUADIR)/luagent/plugins
-	install -m 0644 plugins/*.lua $(DESTDIR)$(LUADIR)/luagent/plugins/
-	install -m 0755 bin/luagent $(DESTDIR)$(BINDIR)/luagent
+# libluagent.a, luagent.pc, `make install` (the paths `luarocks make` passes
+# too), the example C host
+include mk/embed.mk
 
 # Install what is missing when we can (root), else print the exact command.
 deps:
@@ -112,7 +101,7 @@ TSAN_INIT = $(shell $(CC) -print-file-name=libstdc++.so)
 # runs in build/<name>/run: links to the sources, with luagent/core.so being
 # the sanitizer build (and build/test_sse built there, before the preload).
 SAN_STAGE = rm -rf build/$(1)/run && mkdir -p build/$(1)/run/luagent && \
-  for f in .busted Makefile bench bin core examples lua plugins rockspec tests; do \
+  for f in .busted Makefile bench bin core examples lua luagent.pc.in mk plugins rockspec tests tools; do \
     if [ -e $$f ]; then ln -s $(CURDIR)/$$f build/$(1)/run/$$f; fi; \
   done && \
   ln -s $(CURDIR)/build/$(1)/luagent/core.so build/$(1)/run/luagent/core.so && \
@@ -138,7 +127,7 @@ tsan: test-deps
 	  $(BUSTED) $(BUSTED_ARGS)
 
 bench: deps
-	@$(MAKE) --no-print-directory all build/raw_curl
+	@$(MAKE) --no-print-directory all build/raw_curl build/host
 	@$(LUA) bench/run.lua
 
 build/raw_curl: bench/raw_curl.c
@@ -150,25 +139,22 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 SAN_FLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
-build/test_sse: tests/c/test_sse.c core/sse.c core/sse.h
+build/test_sse: tests/c/test_sse.c tests/c/check.h core/sse.c core/sse.h
 	@mkdir -p build
 	$(CC) -std=c11 $(WARN) -g -O1 $(SAN_FLAGS) -Icore -o $@ tests/c/test_sse.c core/sse.c
 
 c-tests: build/test_sse
 	./build/test_sse
 
-# One object per core file, for the symbol check of tests/c_spec.lua (nm).
-OBJ := $(patsubst core/%.c,build/obj/%.o,$(SRC))
-build/obj/%.o: core/%.c $(HDR) Makefile
-	@mkdir -p build/obj
-	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+# One object per core file (mk/embed.mk builds them for libluagent.a), for
+# the symbol check of tests/c_spec.lua (nm).
+objects: $(LIB_OBJS)
 
-objects: $(OBJ)
-
-# A C host calling the control tools' entries (tests/c_spec.lua runs it).
-build/test_control: tests/c/test_control.c $(OBJ)
-	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -I$(LUA_INCDIR) -Icore -o $@ $< $(OBJ) \
-	  $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4) $(LDLIBS)
+# A C host calling the control tools' entries (tests/c_spec.lua runs it),
+# linked like any host: libluagent.a and what luagent.pc lists.
+build/test_control: tests/c/test_control.c $(LIB) core/luagent.h
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -I$(LUA_INCDIR) -Icore -o $@ $< $(LIB) $(HOST_LIBS)
 
 # Fuzzers (clang + libFuzzer, tests/c/README.md). Each target has a seed
 # corpus in tests/fuzz/corpus/<target>/; what a run adds goes to

@@ -5,6 +5,21 @@ local luagent = require("luagent")
 local core = require("luagent.core")
 
 local TASKS = tonumber(os.getenv("BENCH_TASKS")) or 10000
+
+-- BENCH_ONLY=host,poll runs only the sections named (bench/README.md)
+local SECTIONS = { "dispatch", "latency", "memory", "model", "store", "scale", "poll", "churn", "host" }
+local ONLY = os.getenv("BENCH_ONLY") or ""
+local function want(name)
+  return ONLY == "" or ("," .. ONLY .. ","):find("," .. name .. ",", 1, true) ~= nil
+end
+for name in ONLY:gmatch("[^,]+") do
+  local known = false
+  for _, s in ipairs(SECTIONS) do known = known or s == name end
+  if not known then
+    io.stderr:write(string.format("BENCH_ONLY: no section %q (sections: %s)\n", name, table.concat(SECTIONS, ", ")))
+    os.exit(2)
+  end
+end
 local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 300
 
 local function config(bt, extra)
@@ -37,24 +52,26 @@ end
 print(string.format("luagent %s bench (%s)\n", luagent.version, os.date("!%Y-%m-%d %H:%M UTC")))
 
 -- 1. dispatch throughput --------------------------------------------------
-print(string.format("dispatch: %d trivial tool tasks (enqueue all, then wait)", TASKS))
-for _, n in ipairs({ 1, 2, 4 }) do
-  local app <close> = luagent.load_string(config(n))
-  -- warm the workers up so state creation is not counted
-  local warm = {}
-  for i = 1, n do warm[i] = app:enqueue_tool("noop", { i = i }).task_id end
-  app:wait(warm)
-  local t0 = core.now()
-  for i = 1, TASKS do app:enqueue_tool("noop", { i = i }) end
-  local t1 = core.now()
-  app:run_until_idle()
-  local t2 = core.now()
-  print(string.format("  %d worker%s  %8.0f tasks/s   (enqueue %6.1f us/task)", n, n == 1 and " " or "s",
-    TASKS / (t2 - t0), (t1 - t0) / TASKS * 1e6))
+if want("dispatch") then
+  print(string.format("dispatch: %d trivial tool tasks (enqueue all, then wait)", TASKS))
+  for _, n in ipairs({ 1, 2, 4 }) do
+    local app <close> = luagent.load_string(config(n))
+    -- warm the workers up so state creation is not counted
+    local warm = {}
+    for i = 1, n do warm[i] = app:enqueue_tool("noop", { i = i }).task_id end
+    app:wait(warm)
+    local t0 = core.now()
+    for i = 1, TASKS do app:enqueue_tool("noop", { i = i }) end
+    local t1 = core.now()
+    app:run_until_idle()
+    local t2 = core.now()
+    print(string.format("  %d worker%s  %8.0f tasks/s   (enqueue %6.1f us/task)", n, n == 1 and " " or "s",
+      TASKS / (t2 - t0), (t1 - t0) / TASKS * 1e6))
+  end
 end
 
 -- 2. enqueue -> start latency with an idle worker ---------------------------
-do
+if want("latency") then
   local app <close> = luagent.load_string(config(1))
   app:wait({ app:enqueue_tool("now", {}).task_id })
   local lat = {}
@@ -70,7 +87,7 @@ do
 end
 
 -- 3. memory per idle worker state -------------------------------------------
-do
+if want("memory") then
   local N = 16
   collectgarbage()
   local before = rss_kb()
@@ -89,7 +106,7 @@ do
 end
 
 -- 4. model path: luagent.openai vs raw libcurl -------------------------------
-do
+if want("model") then
   local fake = require("support.fake_openai_client")
   local srv = fake.start()
   local replies = {}
@@ -126,7 +143,7 @@ return luagent.config{
 end
 
 -- 5. store: enqueue throughput ---------------------------------------------
-do
+if want("store") then
   local N = math.min(TASKS, 5000)
   print(string.format("\nstore: enqueue %d tool tasks (each durable before enqueue returns)", N))
   local function run(label, store)
@@ -177,7 +194,7 @@ end
 
 local function ratio(x, y) return y > 0 and x / y or 0 end
 
-do
+if want("scale") then
   local fake = require("support.fake_openai_client")
   local srv = fake.start()
   local PARKED = tonumber(os.getenv("BENCH_PARKED")) or 50000
@@ -236,8 +253,13 @@ do
   local f1 = finish_cost(W)
   print(string.format("  task CPU (enqueue+finish) %5.1f us, %5.1f us with %d waiting   ratio %.2f",
     f0, f1, W, ratio(f1, f0)))
+  srv:stop()
+end
 
-  -- 7. poll: the host's frame cost while 100 agent runs are in flight -------
+-- 7. poll: the host's frame cost while 100 agent runs are in flight -------
+if want("poll") then
+  local fake = require("support.fake_openai_client")
+  local srv = fake.start()
   local RUNS_IN_FLIGHT, POLLS = 100, 600
   local replies = {}
   for i = 1, RUNS_IN_FLIGHT * 120 do
@@ -274,7 +296,7 @@ do
 end
 
 -- 8. memory over a million short tasks with default settings ---------------
-do
+if want("churn") then
   local MARKS = { 200000, tonumber(os.getenv("BENCH_MEM_TASKS")) or 1000000 }
   local app <close> = luagent.load_string([[
 local luagent = require "luagent"
@@ -300,4 +322,34 @@ return luagent.config{
   end
   print(string.format("  RSS change from %d to %d tasks: %+.1f%%", MARKS[1], MARKS[#MARKS],
     (rss[#rss] - rss[1]) / rss[1] * 100))
+end
+
+-- 9. the frame of a C host: app:poll with runs in flight --------------------
+if want("host") then
+  local RUNS = tonumber(os.getenv("BENCH_HOST_RUNS")) or 100
+  local fake = require("support.fake_openai_client")
+  local srv = fake.start()
+  -- every run asks the host once, then answers; the model takes 1 s per
+  -- reply, so all runs are in flight together for a few hundred frames
+  local replies = {}
+  for i = 1, RUNS do
+    replies[i] = { tool_calls = { { id = "call_pos", name = "player_position", arguments = {} } },
+                   delay_ms = 1000 }
+    replies[RUNS + i] = { text = "the player is near", delay_ms = 1000 }
+  end
+  srv:script(replies)
+  local p = io.popen(string.format("OPENAI_BASE_URL=%s OPENAI_MODEL=bench ./build/host --quiet --runs %d " ..
+    "--concurrency %d --timeout-s 60 examples/host/agents.lua 2>&1", srv.url, RUNS, RUNS))
+  local out = p:read("a")
+  p:close()
+  srv:stop()
+  local s = {}
+  for k, v in out:gmatch("([%w_]+)=([%d%.]+)") do s[k] = tonumber(v) end
+  print(string.format("\nC host frame (examples/host/host.c, 60 Hz, poll budget 2 ms), %d runs in flight:", RUNS))
+  if s.completed ~= RUNS then
+    print("  failed: " .. out:gsub("\n", "\n  "))
+  else
+    print(string.format("  app:poll per frame  p50 %.3f ms  p99 %.3f ms  worst %.3f ms  (%d frames, %d host calls)",
+      s.p50, s.p99, s.worst, s.frames, s.host_calls))
+  end
 end

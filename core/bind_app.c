@@ -104,6 +104,7 @@ static int l_app_stats(lua_State *L) {
   SETI(lent_slots);
   SETI(host_calls_pending);
   SETI(last_seq);
+  SETI(threads);
 #undef SETI
   lua_pushboolean(L, s.idle);
   lua_setfield(L, -2, "idle");

@@ -215,7 +215,8 @@ struct lg_app {
   /* workers */
   lg_worker *workers;
   atomic_int nworkers;
-  int nidle, live_threads;
+  int nidle;
+  atomic_int live_threads; /* threads not yet ended, retired ones too; stats reads it without mu */
   /* host side */
   uint64_t gen;
   int host_blocked;

@@ -689,6 +689,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->last_seq = a->next_event_seq - 1;
   pthread_mutex_unlock(&a->ev_mu);
   s->in_memory = (long long)a->ntasks;
+  s->threads = a->live_threads;
 }
 
 

@@ -169,6 +169,7 @@ typedef struct {
   long long finished[6];
   lg_usage usage;
   int64_t last_seq; /* of the newest event */
+  int threads;      /* worker threads alive, retired or detached ones too */
 } lg_stats;
 void lg_get_stats(lg_app *a, lg_stats *s);
 

@@ -100,7 +100,7 @@ static const luaL_Reg *const app_parts[] = {
 
 static const luaL_Reg *const func_parts[] = {
     core_funcs, lg_bind_app_funcs, lg_bind_tasks_funcs, lg_bind_host_funcs, lg_bind_http_funcs,
-    lg_bind_fg_funcs, NULL};
+    lg_bind_fg_funcs, lg_bind_embed_funcs, NULL};
 
 LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   pthread_once(&pin_once, pin_module);
@@ -124,6 +124,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_newtable(L);
   for (int i = 0; func_parts[i]; i++) luaL_setfuncs(L, func_parts[i], 0);
   lg_store_reader_open(L);
+  lg_bind_embed_open(L);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
   lg_push_cancel(L);

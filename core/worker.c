@@ -31,10 +31,10 @@
 static pthread_mutex_t boot_mu = PTHREAD_MUTEX_INITIALIZER;
 static char worker_key, cancel_key, user_hook_key;
 
-static lg_worker_init_fn init_fn;
+static luagent_worker_init_fn init_fn;
 static void *init_ud;
 
-void luagent_set_worker_init(lg_worker_init_fn fn, void *ud) {
+void luagent_set_worker_init(luagent_worker_init_fn fn, void *ud) {
   pthread_mutex_lock(&boot_mu);
   init_fn = fn;
   init_ud = ud;
@@ -205,10 +205,8 @@ static int boot_protected(lua_State *L) {
   lua_setfield(L, -2, "path");
   lua_pushstring(L, a->cfg.lua_cpath ? a->cfg.lua_cpath : "");
   lua_setfield(L, -2, "cpath");
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, luaopen_luagent_core);
-  lua_setfield(L, -2, "luagent.core");
-  lua_pop(L, 2);
+  lua_pop(L, 1);
+  luagent_open(L); /* luagent.core, and the built-in Lua half if any */
   lua_getglobal(L, "debug");
   lua_pushcfunction(L, l_sethook);
   lua_setfield(L, -2, "sethook");

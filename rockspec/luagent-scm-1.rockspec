@@ -11,30 +11,48 @@ luagent runs LLM agents written in Lua. A C core (pthreads, libcurl, SQLite)
 runs them on worker threads that each own a Lua state, enforces global and
 per-agent concurrency caps, timeouts, retries and cancellation, keeps every
 task in a store, streams merged trace events, and gives the model four
-control tools: bg_list, bg_check, bg_cancel, bg_wait.]],
+control tools: bg_list, bg_check, bg_cancel, bg_wait. For C hosts it installs
+luagent.h, libluagent.a (the Lua half built in) and luagent.pc.]],
   license = "MIT",
 }
 dependencies = {
   "lua >= 5.4, < 5.5",
   "argparse >= 0.7", -- the luagent command (Debian: lua-argparse)
 }
+-- libcurl's flags come from pkg-config in the Makefile (Debian keeps
+-- curl.h in a multiarch directory that a header probe would miss).
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
   SQLITE = { header = "sqlite3.h", library = "sqlite3" },
 }
 build = {
   type = "make",
+  -- a build directory of its own, made afresh: never a build of the
+  -- checkout with other flags
+  build_target = "fresh",
+  install_target = "install-lib",
+  variables = {
+    OUT = "build/rock/luagent",
+    LUA = "$(LUA)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    SQLITE_LIBS = "-L$(SQLITE_LIBDIR) -lsqlite3",
+  },
   build_variables = {
     CFLAGS = "$(CFLAGS)",
     LIBFLAG = "$(LIBFLAG)",
-    LUA_INCDIR = "$(LUA_INCDIR)",
-    CURL_CFLAGS = "-I$(CURL_INCDIR)",
-    CURL_LIBS = "-L$(CURL_LIBDIR) -lcurl",
-    SQLITE_LIBS = "-L$(SQLITE_LIBDIR) -lsqlite3",
   },
+  -- the C surface sits next to the module, in the tree's lib/lua/5.4:
+  -- libluagent.a, include/luagent.h, pkgconfig/luagent.pc
   install_variables = {
+    PREFIX = "$(PREFIX)",
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",
-    BINDIR = "$(BINDIR)",
+    STATICLIBDIR = "$(LIBDIR)",
+    INCDIR = "$(LIBDIR)/include",
+    PKGCONFIGDIR = "$(LIBDIR)/pkgconfig",
+    DOCDIR = "$(DOCDIR)",
+  },
+  -- LuaRocks writes a wrapper for it in the tree's bin/
+  install = {
+    bin = { luagent = "bin/luagent" },
   },
 }

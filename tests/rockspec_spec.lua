@@ -1,24 +1,38 @@
--- The rockspec installs into an empty tree, and `require "luagent"` works
--- from that tree with lua5.4 (workers included).
+-- The rockspec installs into an empty tree from a clean copy of the sources:
+-- `require "luagent"` works from that tree (workers included), the
+-- installed `luagent` command runs with no `luarocks path`, and the C
+-- surface (luagent.h, libluagent.a, luagent.pc) builds the example host.
+local I = require "support.install_helpers"
+local fake = require "support.fake_openai_client"
+
 describe("rockspec", function()
-  it("installs with luarocks make into an empty tree and runs a background task from it", function()
-    local tree = os.tmpname()
-    os.remove(tree)
-    local log = tree .. ".log"
-    -- build from a copy of the sources, so no build of this checkout (a
-    -- sanitizer build, say) is picked up or overwritten
-    local src = tree .. ".src"
-    assert(os.execute(string.format("env -u LD_PRELOAD sh -c \"mkdir -p '%s' && " ..
-      "cp -r Makefile core lua bin plugins rockspec '%s'/\"", src, src)))
-    local cmd = string.format("cd '" .. src .. "' && env -u LD_PRELOAD -u CFLAGS luarocks --lua-version=5.4 --tree=%s make --deps-mode=none " ..
-      "rockspec/luagent-scm-1.rockspec CURL_INCDIR=/usr/include/x86_64-linux-gnu >%s 2>&1", tree, log)
-    local ok = os.execute(cmd)
-    local f = io.open(log)
-    local out = f and f:read("a") or ""
-    if f then f:close() end
-    assert.is_true(ok == true, out)
-    local script = tree .. "/check.lua"
-    f = assert(io.open(script, "w"))
+  local dir, tree, log_text
+  setup(function()
+    dir = I.tmpdir("rock")
+    tree = dir .. "/tree"
+    local src = I.copy_sources(dir)
+    -- stale builds with other flags, newer than the sources: `luarocks make`
+    -- must build afresh in a directory of its own and install neither
+    I.ok("cd " .. I.q(src) .. " && mkdir -p luagent build/rock/luagent && " ..
+      "echo stale > luagent/core.so && echo stale > build/rock/luagent/core.so")
+    local out, code = I.sh("cd " .. I.q(src) .. " && env -u CFLAGS -u CURL_INCDIR " ..
+      "luarocks --lua-version=5.4 --tree=" .. I.q(tree) ..
+      " make --deps-mode=none rockspec/luagent-scm-1.rockspec")
+    log_text = out
+    assert(code == 0, "luarocks make failed:\n" .. out)
+  end)
+  teardown(function() I.cleanup(dir) end)
+
+  it("builds with the rockspec's flags in its own directory, finding curl without CURL_INCDIR", function()
+    assert.matches("-o build/rock/luagent/core.so", log_text, 1, true)
+    -- LuaRocks' CFLAGS (-O2 -fPIC), not the Makefile's default (-O2 -g)
+    assert.matches("-Wmissing-prototypes -O2 -fPIC -I", log_text, 1, true)
+    assert.matches("-I/usr/include/x86_64-linux-gnu", log_text, 1, true)
+  end)
+
+  it("runs a background task from the tree with lua5.4", function()
+    local script = dir .. "/check.lua"
+    local f = assert(io.open(script, "w"))
     f:write([[
 local luagent = require "luagent"
 assert(package.searchpath("luagent.core", package.cpath):find(TREE, 1, true))
@@ -30,12 +44,53 @@ local w = app:wait({ app:enqueue_tool("t", {}).task_id })
 print(w.tasks[1].status, w.tasks[1].result)
 ]])
     f:close()
-    local run = string.format("cd /tmp && env -u LD_PRELOAD LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua' " ..
-      "LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e 'TREE=%q' %s 2>&1", tree, tree, tree, tree, script)
-    local p = io.popen(run)
-    local res = p:read("a")
-    p:close()
-    os.execute("env -u LD_PRELOAD rm -rf '" .. tree .. "' '" .. log .. "' '" .. src .. "'")
-    assert.equals("completed\ttrue\n", res)
+    local out = I.ok(string.format("cd /tmp && LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua' " ..
+      "LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.4 -e 'TREE=%q' %s", tree, tree, tree, tree, I.q(script)))
+    assert.equals("completed\ttrue\n", out)
+  end)
+
+  it("installs a luagent command that finds its tree with no luarocks path", function()
+    local srv = fake.start()
+    finally(function() srv:stop() end)
+    srv:script({ { text = "hello from the fake model" } })
+    local cfg = dir .. "/agents.lua"
+    local f = assert(io.open(cfg, "w"))
+    f:write(string.format([[
+local luagent = require "luagent"
+return luagent.config{ model = luagent.openai{ base_url = %q, model = "m", max_retries = 0 },
+  agents = { luagent.agent{ id = "a", instructions = "Say hello." } } } ]], srv.url))
+    f:close()
+    local out = I.ok("cd / && env -u LUA_PATH -u LUA_PATH_5_4 -u LUA_CPATH -u LUA_CPATH_5_4 " ..
+      I.q(tree .. "/bin/luagent") .. " run " .. I.q(cfg) .. " a hi")
+    assert.equals("hello from the fake model\n", out)
+    assert.equals(1, #srv:requests())
+  end)
+
+  it("installs luagent.h, libluagent.a and luagent.pc next to the module; the example host builds against them", function()
+    local lib = tree .. "/lib/lua/5.4"
+    for _, p in ipairs({ "/luagent/core.so", "/libluagent.a", "/include/luagent.h", "/pkgconfig/luagent.pc" }) do
+      assert.truthy(io.open(lib .. p), "missing " .. lib .. p)
+    end
+    local doc = I.ok("luarocks --lua-version=5.4 --tree=" .. I.q(tree) .. " show --rock-dir luagent"):gsub("\n$", "") ..
+      "/doc/examples/host"
+    local host = dir .. "/host"
+    I.ok("cd /tmp && export PKG_CONFIG_PATH=" .. I.q(lib .. "/pkgconfig") .. " && cc " .. I.q(doc .. "/host.c") ..
+      " $(pkg-config --cflags --libs luagent) -o " .. I.q(host))
+    -- the scripted model of agents.lua (no OPENAI_* set): no package.path
+    local out = I.ok("cd / && env -u OPENAI_BASE_URL -u OPENAI_API_KEY -u LUA_PATH -u LUA_CPATH " ..
+      I.q(host) .. " --quiet --runs 3 " .. I.q(doc .. "/agents.lua"))
+    local s = I.summary(out)
+    assert.equals(3, s.completed, out)
+    assert.equals(3, s.host_calls, out)
+    assert.equals(3, s.main_thread_calls, out)
+  end)
+
+  it("says which Lua luagent needs when another Lua loads it", function()
+    local out, code = I.sh("command -v lua5.1")
+    if code ~= 0 then return pending("no lua5.1 here") end
+    out = I.sh(string.format("cd /tmp && LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua' " ..
+      "LUA_CPATH='%s/lib/lua/5.4/?.so' lua5.1 -e 'require \"luagent\"'", tree, tree, tree))
+    assert.matches("luagent needs Lua 5.4, but this is Lua 5.1 (run it with lua5.4)", out, 1, true)
+    assert.not_matches("undefined symbol", out, 1, true)
   end)
 end)

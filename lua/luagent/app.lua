@@ -539,12 +539,27 @@ function App:store_info()
   return self._core:store_info()
 end
 
+-- After close, `draining` counts the worker threads still alive: ones
+-- stuck in a C call, detached from the app (README, "A quit that never
+-- freezes"); retired ones count too.
 function App:stats()
   local s = self._core:stats()
   s.finished = nil
   s.idle = nil
   s.cost = s.usage.cost -- with a price table (README "Usage and cost")
+  s.closing = self._closed
+  s.draining = self._closed and s.threads or 0
+  s.threads = nil
   return s
+end
+
+-- nil while the app is open; after close, what is still draining:
+-- { draining = worker threads still alive, tasks = ids of unfinished tasks }.
+function App:closing()
+  if not self._closed then return nil end
+  local ids = {}
+  for _, rec in ipairs(self._core:list{ status = "running" }) do ids[#ids + 1] = rec.task_id end
+  return { draining = self._core:stats().threads, tasks = ids }
 end
 
 -- The tree of a task (or of a foreground run, by its run_id): the record
@@ -612,20 +627,26 @@ local close_spec = {
     return nil, 'must be "cancel" or "suspend"'
   end,
   grace_s = function(v) return options.non_negative(v) end,
+  wait = "boolean",
 }
 
 -- R-25a. Inside a host callback it takes effect when the outermost pump
--- returns. Returns true when every worker stopped within the grace period.
+-- returns. Returns true when every worker stopped within the grace period;
+-- `wait = false` is `grace_s = 0`: signal everything, wait for nothing.
 function App:close(opts)
   options.check("app:close", opts, close_spec)
-  if self._closed then return true end
+  if self._closed then return self._core:stats().threads == 0 end
   if self._in_cb > 0 then
     self._close_pending = opts or {}
     return nil
   end
   opts = opts or {}
+  if opts.wait == false and opts.grace_s ~= nil and opts.grace_s > 0 then
+    error("app:close: wait = false and grace_s > 0 contradict each other", 2)
+  end
   self._closed = true
-  local all = self._core:close(opts.mode, opts.grace_s or self._reg.close_grace_s)
+  local grace = opts.wait == false and 0 or opts.grace_s or self._reg.close_grace_s
+  local all = self._core:close(opts.mode, grace)
   self:_pump()
   return all
 end

@@ -1,5 +1,9 @@
 -- luagent: LLM agents for Lua 5.4 with background agent runs on worker
 -- threads (a C core: dispatcher, workers, store, HTTP).
+if _VERSION ~= "Lua 5.4" then
+  -- before the C core, whose loading would fail on a missing Lua symbol
+  error(string.format("luagent needs Lua 5.4, but this is %s (run it with lua5.4)", _VERSION), 2)
+end
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")

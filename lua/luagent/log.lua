@@ -1,5 +1,8 @@
 -- Where luagent's warnings and errors go (R-7): a function the host sets with
--- luagent.set_log, called on the host thread; never stderr.
+-- luagent.set_log, and the C sink of luagent_set_log (core/luagent.h), both
+-- called on the host thread; never stderr.
+local core = require("luagent.core")
+
 local log = {}
 
 local sink = nil
@@ -10,6 +13,7 @@ end
 
 function log.emit(level, message)
   if sink then pcall(sink, level, message) end
+  core.log(level, tostring(message))
 end
 
 return log

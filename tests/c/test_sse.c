@@ -2,27 +2,11 @@
  * and exits non-zero when a check failed.
  *   cc -std=c11 -Wall -Wextra -Werror -Icore -o build/test_sse tests/c/test_sse.c core/sse.c */
 #include "sse.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int failures, test_no, test_failed;
-
-#define CHECK(c)                                                             \
-  do {                                                                       \
-    if (!(c)) {                                                              \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-      test_failed = 1;                                                       \
-    }                                                                        \
-  } while (0)
-
-static void done(const char *name) {
-  test_no++;
-  printf("%sok %d - %s\n", test_failed ? "not " : "", test_no, name);
-  failures += test_failed;
-  test_failed = 0;
-}
 
 /* Events rendered as "event=data|" into a fixed buffer; counts calls. */
 typedef struct {
