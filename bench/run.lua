@@ -36,6 +36,8 @@ end
 
 print(string.format("luagent %s bench (%s)\n", luagent.version, os.date("!%Y-%m-%d %H:%M UTC")))
 
+dofile("bench/targets.lua")
+
 -- 1. dispatch throughput --------------------------------------------------
 print(string.format("dispatch: %d trivial tool tasks (enqueue all, then wait)", TASKS))
 for _, n in ipairs({ 1, 2, 4 }) do

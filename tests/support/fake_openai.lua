@@ -40,6 +40,9 @@
 --                    OpenAI-style error JSON naming the status
 --   headers          extra response headers, e.g. {"Retry-After": "1"}
 --   body             see status
+--   after_tool       a reply served instead of this one when the request's
+--                    last message is a tool result (so concurrent runs that
+--                    each go model -> tool -> model can share one script)
 --   echo_headers     with a non-200 status (and no body) or a stream_error:
 --                    the error message lists the request's headers, values
 --                    and all ("request headers: name: value; ..."), as some
@@ -523,6 +526,11 @@ local function send_completion(c, req)
     return
   end
   if type(reply) ~= "table" then reply = { text = tostring(reply) } end
+  local msgs = req.json and req.json.messages
+  local last = type(msgs) == "table" and msgs[#msgs]
+  if type(reply.after_tool) == "table" and type(last) == "table" and last.role == "tool" then
+    reply = reply.after_tool
+  end
   sleep_ms(tonumber(reply.delay_ms))
   local stream = req.json and req.json.stream == true
   local status = math.floor(tonumber(reply.status) or 200)
