@@ -148,25 +148,62 @@ local function parameters_of(schema)
   return p
 end
 
-local function wire_tools(tools)
-  if not tools or #tools == 0 then return nil end
-  local out = {}
-  for i, t in ipairs(tools) do
-    out[i] = { type = "function", ["function"] = {
-      name = t.name,
-      description = t.description ~= "" and t.description or nil,
-      parameters = parameters_of(t.input_schema),
-    } }
-  end
-  return json.array(out)
+local function wire_tool(t)
+  return { type = "function", ["function"] = {
+    name = t.name,
+    description = t.description ~= "" and t.description or nil,
+    parameters = parameters_of(t.input_schema),
+  } }
 end
 
+-- A tool's entry as JSON text, encoded once: runs call the model with the
+-- same tools again and again. Keyed by the schema table (schema tables do not
+-- change while in use), then by name and description.
+local tool_text_cache = setmetatable({}, { __mode = "k" })
+local NO_SCHEMA = {}
+
+local function tool_text(t)
+  local by_schema = type(t.input_schema) == "table" and t.input_schema or NO_SCHEMA
+  local texts = tool_text_cache[by_schema]
+  if not texts then
+    texts = {}
+    tool_text_cache[by_schema] = texts
+  end
+  local key = tostring(t.name) .. "\0" .. tostring(t.description)
+  local text = texts[key]
+  if not text then
+    text = json.encode(wire_tool(t))
+    texts[key] = text
+  end
+  return text
+end
+
+local function wire_tools_text(tools)
+  if not tools or #tools == 0 then return nil end
+  local parts = {}
+  for i, t in ipairs(tools) do parts[i] = tool_text(t) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+-- a < b as the encoder orders object keys (bytes, not the locale)
+local function key_after(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- The request body. The encoder writes keys sorted, so the cached tools
+-- text is spliced in where "tools" sorts: the same bytes as encoding the
+-- whole table.
 function openai.body(self, request)
   local body = {}
   for k, v in pairs(self.params or {}) do body[k] = v end
   body.model = self.model
   body.messages = to_wire(request.messages)
-  body.tools = wire_tools(request.tools)
+  body.tools = nil
   if self.stream then
     body.stream = true
     body.stream_options = { include_usage = true }
@@ -174,7 +211,19 @@ function openai.body(self, request)
     -- the reply is read as one JSON body: params cannot turn streaming on
     body.stream, body.stream_options = nil, nil
   end
-  return json.encode(body)
+  local tools_text = wire_tools_text(request.tools)
+  if not tools_text then return json.encode(body) end
+  local after
+  for k, v in pairs(body) do
+    if type(k) == "string" and key_after(k, "tools") then
+      after = after or {}
+      after[k] = v
+    end
+  end
+  for k in pairs(after or {}) do body[k] = nil end
+  local head = json.encode(body)
+  local tail = after and "," .. json.encode(after):sub(2) or "}"
+  return head:sub(1, -2) .. ',"tools":' .. tools_text .. tail
 end
 
 -- API keys and secret header values live here, not in the model table:
