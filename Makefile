@@ -5,7 +5,7 @@
 #   make demo       run the example (scripted model unless OPENAI_API_KEY/OPENAI_BASE_URL is set)
 #   make sanitize   the whole suite under ASan+UBSan
 #   make tsan       the whole suite under ThreadSanitizer
-#   make bench      benchmarks (bench/README.md)
+#   make bench      benchmarks (bench/README.md); make bench-peers: the Node peers alone
 #   make fuzz       every libFuzzer target, FUZZ_SECONDS (60) each (tests/c/README.md)
 #   make run-fuzz-<sse|json|tool_args>   one of them, without installing clang
 #   make ci         what CI runs (.ci/run): test, sanitize, tsan, fuzz
