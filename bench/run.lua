@@ -6,33 +6,8 @@ local core = require("luagent.core")
 
 local TASKS = tonumber(os.getenv("BENCH_TASKS")) or 10000
 local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 300
-
-local function config(bt, extra)
-  return string.format([[
-local luagent = require "luagent"
-return luagent.config{
-  background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = %d,
-                       max_workers = %d, max_depth = 0, max_queue = 1000000 },
-  tools = {
-    luagent.tool{ name = "noop", handler = function(args) return args.i end },
-    luagent.tool{ name = "now", handler = function() return require("luagent.core").now() end },
-    luagent.tool{ name = "hold", handler = function(_, ctx) ctx:sleep(0.3) end },
-  },
-  %s
-}]], bt, bt, bt, extra or "")
-end
-
-local function percentile(sorted, p)
-  local i = math.max(1, math.ceil(#sorted * p))
-  return sorted[i]
-end
-
-local function rss_kb()
-  for line in io.lines("/proc/self/status") do
-    local v = line:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local common = dofile("bench/common.lua")
+local config, percentile, rss_kb = common.tool_config, common.percentile, common.rss_kb
 
 print(string.format("luagent %s bench (%s)\n", luagent.version, os.date("!%Y-%m-%d %H:%M UTC")))
 

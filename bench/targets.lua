@@ -11,20 +11,10 @@ local fake = require("support.fake_openai_client")
 local RUNS = tonumber(os.getenv("BENCH_RUNS")) or 1000
 local DISPATCH = tonumber(os.getenv("BENCH_DISPATCH")) or 20000
 local DELTAS = 50
-
-local function percentile(sorted, p)
-  local i = math.max(1, math.ceil(#sorted * p))
-  return sorted[i]
-end
+local common = dofile("bench/common.lua")
+local tool_config, percentile, rss_kb = common.tool_config, common.percentile, common.rss_kb
 
 local function ratio(x, y) return (y and y > 0) and x / y or 0 end
-
-local function rss_kb()
-  for line in io.lines("/proc/self/status") do
-    local v = line:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
 
 local function write_file(path, s)
   local f = assert(io.open(path, "wb"))
@@ -156,22 +146,6 @@ end
 srv:stop()
 
 -- 3. dispatch: trivial tool tasks, 2 workers, next to luv's thread pool --------
-local function tool_config(n, extra)
-  return string.format([[
-local luagent = require "luagent"
-return luagent.config{
-  background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = %d,
-                       max_workers = %d, max_depth = 0, max_queue = 10000000 },
-  tools = {
-    luagent.tool{ name = "noop", input_schema = { type = "object", properties = { i = { type = "integer" } } },
-      handler = function(args) return args.i end },
-    luagent.tool{ name = "now", handler = function() return require("luagent.core").now() end },
-    luagent.tool{ name = "hold", handler = function(_, ctx) ctx:sleep(0.3) end },
-  },
-  %s
-}]], n, n, n, extra or "")
-end
-
 do
   local app <close> = luagent.load_string(tool_config(2))
   local warm = {}
