@@ -227,6 +227,9 @@ struct lg_app {
   pthread_cond_t watch_cv; /* the watchdog's (watchdog.c) */
   int watchdog_on;
   lg_store *store;
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
+  struct lg_rate *rates;
+  struct lg_budget *budgets;
 };
 
 /* lifecycle callbacks the host wants queued */
@@ -247,6 +250,9 @@ typedef struct {
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
+  const char *parent_id; /* a host-side enqueue on behalf of this waiting task (admission) */
+  const struct lg_budget_limits *tree_budget; /* a root's budget for its tree */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */

@@ -2,6 +2,7 @@
  * only as JSON text and C scalars (R-3): the dispatcher writes JSON under its
  * mutex, and this file decodes it into Lua values after the mutex is
  * released (R-4). Arguments are checked before any core call. */
+#include "bind_budgets.h"
 #include "dispatcher.h"
 #include "http.h"
 #include "interrupt.h"
@@ -33,6 +34,8 @@ static app_ud *check_app(lua_State *L) {
   if (u->worker_handle && lg_worker_retired(L)) lg_raise_cancel(L);
   return u;
 }
+
+lg_app *lg_bind_check_app(lua_State *L) { return check_app(L)->app; }
 
 /* Decode JSON written by the core; the buffer is freed first so a Lua error
  * in decoding cannot leak it. */
@@ -237,6 +240,8 @@ static int l_app_enqueue(lua_State *L) {
   r.timeout_s = opt_field_num(L, 2, "timeout_s", -1);
   r.retries = (int)opt_field_int(L, 2, "retries", -1);
   r.priority = opt_field_int(L, 2, "priority", LLONG_MIN);
+  lg_budget_limits tree_budget;
+  lg_bind_budget_fields(L, 2, &r, &tree_budget);
   lg_err err = {{0}, {0}};
   buf_t out;
   buf_init(&out);
@@ -1058,6 +1063,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   /* metatables live in the registry: reused when busted reloads us */
   if (luaL_newmetatable(L, APP_MT)) {
     luaL_newlib(L, app_methods);
+    luaL_setfuncs(L, lg_bind_budget_methods, 0);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_app_gc);
     lua_setfield(L, -2, "__gc");
@@ -1070,6 +1076,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_pop(L, 1);
   open_http(L);
   luaL_newlib(L, core_funcs);
+  luaL_setfuncs(L, lg_bind_budget_funcs, 0);
   lg_store_reader_open(L);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
