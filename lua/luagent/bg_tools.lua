@@ -6,6 +6,7 @@ local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
 local options = require("luagent.options")
+local budget = require("luagent.budget")
 
 local bg = {}
 
@@ -111,7 +112,7 @@ control.bg_list = {
         }
       end
     end
-    return tools.ok({ tasks = json.array(out) })
+    return tools.ok({ tasks = json.array(out), budget_left = budget.left(run) })
   end,
 }
 
@@ -135,6 +136,7 @@ control.bg_check = {
       value.events = json.array(core_app:digests(rec.task_id, args.last_n_events) or {})
     end
     if TERMINAL[rec.status] then core_app:set_delivered(rec.task_id) end
+    value.budget_left = budget.left(run) -- the tree's budget (README "Tree budgets")
     return tools.ok(value)
   end,
 }
@@ -297,8 +299,11 @@ function bg.call(run, tool, call, args)
     end
     error(err, 0)
   end
-  local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
-  if not ok then return refusal(rec) end
+  local ok, rec = pcall(budget.enqueue, run.ctx, req) -- through hooks.admit
+  if not ok then
+    if tools.is_abort(rec) then error(rec, 0) end
+    return refusal(rec)
+  end
   return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name }), nil, rec.task_id
 end
 
