@@ -14,19 +14,6 @@ static double field_num(lua_State *L, int t, const char *k, double d) {
   return v;
 }
 
-static void push_json(lua_State *L, buf_t *b) {
-  if (b->oom) {
-    buf_free(b);
-    luaL_error(L, "luagent: out of memory");
-  }
-  lua_pushlstring(L, b->p ? b->p : "null", b->p ? b->len : 4);
-  buf_free(b);
-  size_t n;
-  const char *s = lua_tolstring(L, -1, &n);
-  lg_json_push(L, s, n);
-  lua_remove(L, -2);
-}
-
 /* ------------------------------------------------------------ rate budgets */
 
 /* rate_define(key, {requests, tokens, max_concurrency, window_s}) */
@@ -78,7 +65,7 @@ static int l_rate_stats(lua_State *L) {
   buf_t b;
   buf_init(&b);
   lg_rate_stats(a, &b);
-  push_json(L, &b);
+  lg_bind_push_json(L, &b);
   return 1;
 }
 
@@ -156,7 +143,7 @@ static int l_tree_budget(lua_State *L) {
     buf_free(&b);
     return 0;
   }
-  push_json(L, &b);
+  lg_bind_push_json(L, &b);
   return 1;
 }
 
@@ -170,19 +157,11 @@ static int l_tree_usage(lua_State *L) {
   lg_app *a = lg_bind_check_app(L);
   const char *key = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "u");
   lg_usage d;
-  memset(&d, 0, sizeof d);
-  d.prompt = (long long)field_num(L, 3, "prompt_tokens", 0);
-  d.completion = (long long)field_num(L, 3, "completion_tokens", 0);
-  d.total = (long long)field_num(L, 3, "total_tokens", (double)(d.prompt + d.completion));
-  d.cached = (long long)field_num(L, 3, "cached_tokens", 0);
-  lua_getfield(L, 3, "cost");
-  d.has_cost = lua_isnumber(L, -1);
-  d.cost = d.has_cost ? lua_tonumber(L, -1) : 0;
-  lua_getfield(L, 3, "estimated");
-  d.estimated = lua_toboolean(L, -1);
-  lua_pop(L, 2);
-  d.set = 1;
+  lg_bind_read_usage(L, lua_gettop(L), "u", &d);
   lg_budget_add_usage(a, key, &d);
   return 0;
 }

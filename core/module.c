@@ -35,7 +35,6 @@ static app_ud *check_app(lua_State *L) {
   return u;
 }
 
-lg_app *lg_bind_check_app(lua_State *L) { return check_app(L)->app; }
 
 /* Decode JSON written by the core; the buffer is freed first so a Lua error
  * in decoding cannot leak it. */
@@ -51,6 +50,10 @@ static void push_json_buf(lua_State *L, buf_t *b) {
   lg_json_push(L, s, n);
   lua_remove(L, -2);
 }
+
+/* for bind_budgets.c */
+lg_app *lg_bind_check_app(lua_State *L) { return check_app(L)->app; }
+void lg_bind_push_json(lua_State *L, buf_t *b) { push_json_buf(L, b); }
 
 /* The JSON a lookup wrote, or no value when it found nothing (rc != 0). */
 static int push_found(lua_State *L, int rc, buf_t *b) {
@@ -138,6 +141,8 @@ static void read_usage(lua_State *L, int t, const char *k, lg_usage *u) {
   }
   lua_pop(L, 1);
 }
+
+void lg_bind_read_usage(lua_State *L, int t, const char *k, lg_usage *u) { read_usage(L, t, k, u); }
 
 static lg_task *calling_task(lua_State *L) {
   lg_worker *w = lg_current_worker(L);
