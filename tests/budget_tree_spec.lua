@@ -216,4 +216,38 @@ describe("admission", function()
     assert.equal(2, third.active.browser)
     assert.is_number(third.stats.running)
   end)
+
+  it('"queue" asks again after a pause until the hook admits', function()
+    srv:script{
+      { for_model = "m", tool_calls = { call("browse", { prompt = "1" }) } },
+      { for_model = "m", text = "done" },
+      { for_model = "browser", text = "page" },
+    }
+    local S = {}
+    local app <close> = H.app(srv, {}, [[
+      local BROWSER = ]] .. H.model_src(srv, { model = "browser" }) .. [[
+      local browse = luagent.delegate{ agent = "browser", name = "browse", background = { enabled = true } }
+      return luagent.config{
+        model = MODEL,
+        background_tasks = { enabled = true },
+        hooks = {
+          admit = function(req)
+            S.asked = (S.asked or 0) + 1
+            if S.asked < 3 then return "queue", "not yet" end
+            return "admit"
+          end,
+        },
+        agents = {
+          luagent.agent{ id = "sup", tools = { browse } },
+          luagent.agent{ id = "browser", model = BROWSER },
+        },
+      } ]], S)
+    local res = app:run("sup", "browse", { timeout_s = 30 })
+    assert.equal("completed", res.status)
+    assert.equal(3, S.asked)
+    assert.is_true(tool_values(srv)[1].ok)
+    local queued = H.of_kind(H.events(app), "admit_queued")
+    assert.equal(1, #queued)
+    assert.equal("not yet", queued[1].payload.reason)
+  end)
 end)
