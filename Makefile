@@ -42,7 +42,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev l
 # (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
 TEST_PKGS := chromium
 
-.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install ci
+.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install objects ci
 
 all: $(MODULE)
 
@@ -156,6 +156,19 @@ build/test_sse: tests/c/test_sse.c core/sse.c core/sse.h
 
 c-tests: build/test_sse
 	./build/test_sse
+
+# One object per core file, for the symbol check of tests/c_spec.lua (nm).
+OBJ := $(patsubst core/%.c,build/obj/%.o,$(SRC))
+build/obj/%.o: core/%.c $(HDR) Makefile
+	@mkdir -p build/obj
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+objects: $(OBJ)
+
+# A C host calling the control tools' entries (tests/c_spec.lua runs it).
+build/test_control: tests/c/test_control.c $(OBJ)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -g -I$(LUA_INCDIR) -Icore -o $@ $< $(OBJ) \
+	  $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4) $(LDLIBS)
 
 # Fuzzers (clang + libFuzzer, tests/c/README.md). Each target has a seed
 # corpus in tests/fuzz/corpus/<target>/; what a run adds goes to

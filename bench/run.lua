@@ -180,7 +180,126 @@ do
   run("file, full", "full")
 end
 
--- 6. memory over a million short tasks with default settings ---------------
+-- 6. scale: costs that must not grow with unrelated work ------------------
+local function fake_model_config(srv, bt, extra)
+  return string.format([[
+local luagent = require "luagent"
+return luagent.config{
+  model = luagent.openai{ model = "bench", base_url = %q, api_key = "k", max_retries = 0 },
+  background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = %d,
+                       max_workers = %d, max_depth = 0, max_queue = 1000000 },
+  tools = {
+    luagent.tool{ name = "noop", handler = function(args) return args.i end },
+    luagent.tool{ name = "park", handler = function(_, ctx) ctx:sleep(3600) end },
+    luagent.tool{ name = "waiter", handler = function(args, ctx) ctx:wait(args.latch, { timeout_s = 3600 }) end },
+    luagent.tool{ name = "tick", handler = function() return "tick" end },
+    luagent.tool{ name = "side", background = { enabled = true }, handler = function() return 1 end },
+  },
+  agents = { luagent.agent{ id = "a", instructions = "Answer.", tools = { "side", "tick" },
+    budget = { max_iterations = 100000 } } },
+  %s
+}]], srv.url, bt, bt, bt, extra or "")
+end
+
+local function ratio(x, y) return y > 0 and x / y or 0 end
+
+do
+  local fake = require("support.fake_openai_client")
+  local srv = fake.start()
+  local PARKED = tonumber(os.getenv("BENCH_PARKED")) or 50000
+  local RUNS = math.min(CALLS, 200)
+  local function model_cpu(app)
+    local replies = {}
+    for i = 1, RUNS + 10 do replies[i] = { text = "ok" } end
+    srv:script(replies)
+    for _ = 1, 10 do app:run("a", "warm") end
+    local c0 = os.clock()
+    for _ = 1, RUNS do
+      local r = app:run("a", "hello")
+      assert(r.status == "completed", r.error and r.error.message)
+    end
+    return (os.clock() - c0) / RUNS * 1e6
+  end
+  print(string.format("\nscale (targets: ratios <= 1.2, list <= 0.1 ms):"))
+  -- (a) model path CPU per run, with 0 and with PARKED queued tasks of
+  -- another agent (its per-agent slots are all taken, so they stay queued)
+  local app = luagent.load_string(fake_model_config(srv, 8))
+  local base = model_cpu(app)
+  for _ = 1, 8 do app:enqueue_tool("park", {}, { agent_id = "parked" }) end
+  for i = 1, PARKED do app:enqueue_tool("noop", { i = i }, { agent_id = "parked" }) end
+  local loaded = model_cpu(app)
+  print(string.format("  model path CPU/run      %7.0f us idle  %7.0f us with %d queued   ratio %.2f",
+    base, loaded, PARKED, ratio(loaded, base)))
+  -- (c) list{limit = 10} with the table that large
+  local L = 1000
+  local t0 = core.now()
+  for _ = 1, L do app:list({ limit = 10 }) end
+  print(string.format("  list{limit=10}          %7.3f ms with %d tasks", (core.now() - t0) / L * 1000,
+    PARKED + 8))
+  app:close({ mode = "cancel", grace_s = 5 })
+  -- (b) finishing a task with 400 tasks waiting on something else vs none
+  local W, N = 400, math.min(TASKS, 4000)
+  local function finish_cost(waiters)
+    local cfg = fake_model_config(srv, 8):gsub("max_workers = 8", "max_workers = 420")
+    local wapp = luagent.load_string(cfg)
+    local latch = wapp:enqueue_tool("park", {}, { agent_id = "latch" }).task_id
+    for _ = 1, waiters do wapp:enqueue_tool("waiter", { latch = latch }, { agent_id = "w" }) end
+    local deadline = core.now() + 60
+    while wapp:stats().waiting < waiters and core.now() < deadline do wapp:poll({ wait_ms = 10 }) end
+    local warm = {}
+    for i = 1, 64 do warm[i] = wapp:enqueue_tool("noop", { i = i }).task_id end
+    wapp:wait(warm, { timeout_s = 60 })
+    local ids = {}
+    local c0 = os.clock()
+    for i = 1, N do ids[i] = wapp:enqueue_tool("noop", { i = i }).task_id end
+    local v = wapp:wait(ids, { timeout_s = 120 })
+    local cpu = (os.clock() - c0) / N * 1e6
+    assert(v.done)
+    wapp:close({ mode = "cancel", grace_s = 10 })
+    return cpu
+  end
+  local f0 = finish_cost(0)
+  local f1 = finish_cost(W)
+  print(string.format("  task CPU (enqueue+finish) %5.1f us, %5.1f us with %d waiting   ratio %.2f",
+    f0, f1, W, ratio(f1, f0)))
+
+  -- 7. poll: the host's frame cost while 100 agent runs are in flight -------
+  local RUNS_IN_FLIGHT, POLLS = 100, 600
+  local replies = {}
+  for i = 1, RUNS_IN_FLIGHT * 120 do
+    replies[i] = { tool_calls = { { name = "tick", arguments = {} } }, delay_ms = 40 }
+  end
+  srv:script(replies)
+  local pcfg = fake_model_config(srv, RUNS_IN_FLIGHT)
+    :gsub("max_workers = %d+", "max_workers = " .. (RUNS_IN_FLIGHT + 8))
+  local papp = luagent.load_string(pcfg)
+  for i = 1, RUNS_IN_FLIGHT do papp:enqueue_background("a", "run " .. i) end
+  local deadline = core.now() + 60
+  while papp:stats().running + papp:stats().waiting < RUNS_IN_FLIGHT and core.now() < deadline do
+    papp:poll({ wait_ms = 10 })
+  end
+  local socket = require("socket")
+  local walls, cpus = {}, {}
+  for i = 1, POLLS do
+    local w0, c0 = core.now(), core.thread_cpu()
+    papp:poll()
+    walls[i], cpus[i] = (core.now() - w0) * 1000, (core.thread_cpu() - c0) * 1000
+    socket.sleep(0.004) -- the rest of the frame
+  end
+  local in_flight = papp:stats().running + papp:stats().waiting
+  table.sort(walls)
+  table.sort(cpus)
+  print(string.format("\npoll: %d polls, %d agent runs in flight against the fake server (targets: p99 <= 0.5 ms, worst <= 2 ms)",
+    POLLS, in_flight))
+  print(string.format("  wall  p50 %.3f ms  p99 %.3f ms  worst %.3f ms", percentile(walls, 0.5),
+    percentile(walls, 0.99), walls[#walls]))
+  print(string.format("  CPU   p50 %.3f ms  p99 %.3f ms  worst %.3f ms", percentile(cpus, 0.5),
+    percentile(cpus, 0.99), cpus[#cpus]))
+  papp:close({ mode = "cancel", grace_s = 10 })
+  srv:stop()
+end
+
+-- 8. memory over a million short tasks with default settings ---------------
 do
   local MARKS = { 200000, tonumber(os.getenv("BENCH_MEM_TASKS")) or 1000000 }
   local app <close> = luagent.load_string([[

@@ -1,9 +1,9 @@
 /* Lua bindings of the rate and tree budgets (README "Rate limits", "Tree
  * budgets"). Values cross as C scalars and JSON text written by the core,
  * decoded after its mutex is released (R-4). */
-#include "bind_budgets.h"
+#include "bind.h"
+#include "budget.h"
 #include "ratelimit.h"
-#include "worker.h"
 
 #include <string.h>
 
@@ -18,7 +18,7 @@ static double field_num(lua_State *L, int t, const char *k, double d) {
 
 /* rate_define(key, {requests, tokens, max_concurrency, window_s}) */
 static int l_rate_define(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   const char *key = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lg_rate_limits l = {
@@ -33,7 +33,7 @@ static int l_rate_define(lua_State *L) {
 
 /* rate_try(key, est) -> true, probe | false, reason, wait_s (0: until a call ends) */
 static int l_rate_try(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   const char *key = luaL_checkstring(L, 2);
   long long est = (long long)luaL_optinteger(L, 3, 0);
   lg_rate_grant g = {0, 0};
@@ -53,7 +53,7 @@ static int l_rate_try(lua_State *L) {
 
 /* rate_done(key, est, probe, used (-1: unknown), pause_s) */
 static int l_rate_done(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   const char *key = luaL_checkstring(L, 2);
   lg_rate_grant g = {(long long)luaL_checkinteger(L, 3), lua_toboolean(L, 4)};
   lg_rate_done(a, key, &g, (long long)luaL_optinteger(L, 5, -1), luaL_optnumber(L, 6, 0));
@@ -61,20 +61,18 @@ static int l_rate_done(lua_State *L) {
 }
 
 static int l_rate_stats(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   buf_t b;
-  buf_init(&b);
+  lg_buf_init(&b);
   lg_rate_stats(a, &b);
-  lg_bind_push_json(L, &b);
+  lg_push_json_buf(L, &b);
   return 1;
 }
 
 /* core.rate_wait(key, est, timeout_s?) in a worker: true, probe | false
  * (timed out); raises the cancel error when its task must stop. */
 static int l_rate_wait(lua_State *L) {
-  lg_worker *w = lg_current_worker(L);
-  if (!w || !w->current) return luaL_error(L, "luagent: not inside a background task");
-  if (atomic_load(&w->retired)) return lg_raise_cancel(L);
+  lg_worker *w = lg_check_worker(L);
   const char *key = luaL_checkstring(L, 1);
   long long est = (long long)luaL_optinteger(L, 2, 0);
   double timeout = luaL_optnumber(L, 3, -1);
@@ -114,7 +112,7 @@ void lg_bind_budget_fields(lua_State *L, int t, lg_enqueue_req *r, lg_budget_lim
 
 /* tree_budget_define(key, limits): a foreground root run's budget */
 static int l_tree_budget_define(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   const char *key = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lg_budget_limits l;
@@ -125,7 +123,7 @@ static int l_tree_budget_define(lua_State *L) {
 
 /* tree_spent(key) -> the spent limit's name or nil, stop_children */
 static int l_tree_spent(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   int stop = 0;
   const char *why = lg_budget_spent(a, luaL_checkstring(L, 2), &stop);
   if (!why) return 0;
@@ -136,32 +134,32 @@ static int l_tree_spent(lua_State *L) {
 
 /* tree_budget(key) -> {left, usage, tasks, elapsed_s, on_exhausted, spent?} or nil */
 static int l_tree_budget(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   buf_t b;
-  buf_init(&b);
+  lg_buf_init(&b);
   if (lg_budget_json(a, luaL_checkstring(L, 2), &b) != 0) {
-    buf_free(&b);
+    lg_buf_free(&b);
     return 0;
   }
-  lg_bind_push_json(L, &b);
+  lg_push_json_buf(L, &b);
   return 1;
 }
 
 static int l_tree_budget_close(lua_State *L) {
-  lg_budget_close(lg_bind_check_app(L), luaL_checkstring(L, 2));
+  lg_budget_close(lg_check_app(L)->app, luaL_checkstring(L, 2));
   return 0;
 }
 
 /* tree_usage(key, usage): one model call of the tree (after add_usage) */
 static int l_tree_usage(lua_State *L) {
-  lg_app *a = lg_bind_check_app(L);
+  lg_app *a = lg_check_app(L)->app;
   const char *key = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "u");
   lg_usage d;
-  lg_bind_read_usage(L, lua_gettop(L), "u", &d);
+  lg_read_usage(L, lua_gettop(L), "u", &d);
   lg_budget_add_usage(a, key, &d);
   return 0;
 }

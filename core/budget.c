@@ -34,7 +34,7 @@ static lg_budget *find(lg_app *a, const char *key) {
 static int tree_live(lg_app *a, const lg_budget *b) {
   if (!b->closed) {
     if (!b->root_is_task) return 1;
-    lg_task *root = task_find(a, b->key);
+    lg_task *root = lg_task_find(a, b->key);
     if (root && !TS_TERMINAL(root->status)) return 1;
   }
   for (size_t i = 0; i < a->tab_cap; i++)
@@ -100,11 +100,11 @@ int lg_budget_admit_locked(lg_app *a, const char *key, lg_err *err) {
   if (!b) return 0;
   const char *why = spent(b);
   if (why) {
-    err_set(err, "budget", "the tree's budget is spent (tree_budget.%s): no new tasks", why);
+    lg_err_set(err, "budget", "the tree's budget is spent (tree_budget.%s): no new tasks", why);
     return -1;
   }
   if (b->l.max_tasks >= 0 && b->tasks >= b->l.max_tasks) {
-    err_set(err, "budget", "the tree's budget is spent (tree_budget.max_tasks = %lld tasks started)",
+    lg_err_set(err, "budget", "the tree's budget is spent (tree_budget.max_tasks = %lld tasks started)",
             b->l.max_tasks);
     return -1;
   }
@@ -139,6 +139,32 @@ const char *lg_budget_spent(lg_app *a, const char *key, int *stop) {
   return why; /* a string literal */
 }
 
+/* {tokens, cost, seconds, tasks}: what is left of each limit the budget has */
+static void add_left(const lg_budget *b, double elapsed, buf_t *out) {
+  lg_buf_addc(out, '{');
+  const char *sep = "";
+  if (b->l.max_tokens >= 0) {
+    long long left = b->l.max_tokens - b->used.total;
+    lg_buf_addf(out, "%s\"tokens\":%lld", sep, left > 0 ? left : 0);
+    sep = ",";
+  }
+  if (b->l.max_cost >= 0) {
+    double left = b->l.max_cost - b->used.cost;
+    lg_buf_addf(out, "%s\"cost\":%.17g", sep, left > 0 ? left : 0);
+    sep = ",";
+  }
+  if (b->l.max_wall_s >= 0) {
+    double left = b->l.max_wall_s - elapsed;
+    lg_buf_addf(out, "%s\"seconds\":%.3f", sep, left > 0 ? left : 0);
+    sep = ",";
+  }
+  if (b->l.max_tasks >= 0) {
+    long long left = b->l.max_tasks - b->tasks;
+    lg_buf_addf(out, "%s\"tasks\":%lld", sep, left > 0 ? left : 0);
+  }
+  lg_buf_addc(out, '}');
+}
+
 int lg_budget_json(lg_app *a, const char *key, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   lg_budget *b = find(a, key);
@@ -147,36 +173,28 @@ int lg_budget_json(lg_app *a, const char *key, buf_t *out) {
     return -1;
   }
   double elapsed = (double)(lg_mono_ms() - b->started_mono) / 1000.0;
-  buf_adds(out, "{\"left\":{");
-  const char *sep = "";
-  if (b->l.max_tokens >= 0) {
-    long long left = b->l.max_tokens - b->used.total;
-    buf_addf(out, "%s\"tokens\":%lld", sep, left > 0 ? left : 0);
-    sep = ",";
-  }
-  if (b->l.max_cost >= 0) {
-    double left = b->l.max_cost - b->used.cost;
-    buf_addf(out, "%s\"cost\":%.17g", sep, left > 0 ? left : 0);
-    sep = ",";
-  }
-  if (b->l.max_wall_s >= 0) {
-    double left = b->l.max_wall_s - elapsed;
-    buf_addf(out, "%s\"seconds\":%.3f", sep, left > 0 ? left : 0);
-    sep = ",";
-  }
-  if (b->l.max_tasks >= 0) {
-    long long left = b->l.max_tasks - b->tasks;
-    buf_addf(out, "%s\"tasks\":%lld", sep, left > 0 ? left : 0);
-  }
-  buf_adds(out, "},\"usage\":");
+  lg_buf_adds(out, "{\"left\":");
+  add_left(b, elapsed, out);
+  lg_buf_adds(out, ",\"usage\":");
   lg_usage_json(out, &b->used);
-  buf_addf(out, ",\"tasks\":%lld,\"elapsed_s\":%.3f,\"on_exhausted\":\"%s\"", b->tasks, elapsed,
+  lg_buf_addf(out, ",\"tasks\":%lld,\"elapsed_s\":%.3f,\"on_exhausted\":\"%s\"", b->tasks, elapsed,
            b->l.stop_children ? "stop_children" : "refuse_spawns");
   const char *why = spent(b);
-  if (why) buf_addf(out, ",\"spent\":\"%s\"", why);
-  buf_addc(out, '}');
+  if (why) lg_buf_addf(out, ",\"spent\":\"%s\"", why);
+  lg_buf_addc(out, '}');
   pthread_mutex_unlock(&a->mu);
   return 0;
+}
+
+void lg_budget_left_field(lg_app *a, const char *key, buf_t *out) {
+  if (!key) return;
+  pthread_mutex_lock(&a->mu);
+  lg_budget *b = find(a, key);
+  if (b) {
+    lg_buf_adds(out, ",\"budget_left\":");
+    add_left(b, (double)(lg_mono_ms() - b->started_mono) / 1000.0, out);
+  }
+  pthread_mutex_unlock(&a->mu);
 }
 
 void lg_budget_close(lg_app *a, const char *key) {

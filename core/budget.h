@@ -27,6 +27,8 @@ void lg_budget_add_usage(lg_app *a, const char *key, const lg_usage *d);
 const char *lg_budget_spent(lg_app *a, const char *key, int *stop);
 /* {"limits":{...},"left":{...},"usage":{...},"tasks":n,"spent":name?,"on_exhausted":...}; -1: none */
 int lg_budget_json(lg_app *a, const char *key, buf_t *out);
+/* `,"budget_left":{...}` for tree `key` when it has a budget (takes app->mu). */
+void lg_budget_left_field(lg_app *a, const char *key, buf_t *out);
 /* A foreground root run returned: its budget may go once its tree is done. */
 void lg_budget_close(lg_app *a, const char *key);
 void lg_budget_free_all(lg_app *a);

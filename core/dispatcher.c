@@ -48,7 +48,7 @@ static void take_slot(lg_app *a, lg_task *t) {
   t->aq->holders++;
 }
 
-void give_slot(lg_app *a, lg_task *t) {
+void lg_give_slot(lg_app *a, lg_task *t) {
   if (!t->holds_slot) return;
   t->holds_slot = 0;
   a->holders--;
@@ -71,9 +71,9 @@ static void admit(lg_app *a, lg_task *t) {
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
   char summary[64];
   snprintf(summary, sizeof summary, "attempt %d started", t->attempts);
-  task_event(a, t, "task_started", payload, summary);
-  queue_callback(a, W_STARTED, "task_started", t);
-  persist(a, t);
+  lg_task_event(a, t, "task_started", payload, summary);
+  lg_queue_callback(a, W_STARTED, "task_started", t);
+  lg_persist(a, t);
   /* hand it to an idle worker, or start one */
   for (lg_worker *w = a->workers; w; w = w->next) {
     if (w->idle && !w->task && !w->exiting) {
@@ -85,27 +85,27 @@ static void admit(lg_app *a, lg_task *t) {
       return;
     }
   }
-  watchdog_start(a);
+  lg_watchdog_start(a);
   if (lg_worker_spawn(a, t) != 0) {
     /* No thread: fail this attempt rather than hang. */
-    give_slot(a, t);
+    lg_give_slot(a, t);
     a->running_n--;
     free(t->error_kind);
     free(t->error_message);
     t->error_kind = strdup("worker");
     t->error_message = strdup("could not start a worker thread");
-    finish_task(a, t, TS_FAILED);
+    lg_finish_task(a, t, TS_FAILED);
   }
 }
 
 /* Put a task counted in a->queued back on its agent's queue. The heap only
  * grows here; if it cannot, the task fails rather than sit in no queue. */
-void requeue(lg_app *a, lg_task *t) {
+void lg_requeue(lg_app *a, lg_task *t) {
   t->phase = PH_QUEUED;
-  if (aq_push(t->aq, t) == 0) return;
+  if (lg_aq_push(t->aq, t) == 0) return;
   a->queued--;
-  set_error(t, "runtime", "out of memory while queueing the task");
-  finish_task(a, t, TS_FAILED);
+  lg_set_error(t, "runtime", "out of memory while queueing the task");
+  lg_finish_task(a, t, TS_FAILED);
 }
 
 /* An agent's best task that may start now. Usually the head of its queue;
@@ -117,7 +117,7 @@ static lg_task *agent_candidate(const lg_app *a, const lg_agentq *q) {
   lg_task *best = NULL;
   for (int i = 1; i < q->n; i++) {
     lg_task *t = q->heap[i];
-    if (thread_ok(a, t) && (!best || task_before(t, best))) best = t;
+    if (thread_ok(a, t) && (!best || lg_task_before(t, best))) best = t;
   }
   return best;
 }
@@ -129,7 +129,7 @@ static void retry_due(lg_app *a, int64_t now) {
     if (t->retry_at <= now) {
       *pp = t->lnext;
       t->lnext = NULL;
-      requeue(a, t);
+      lg_requeue(a, t);
     } else {
       pp = &t->lnext;
     }
@@ -142,8 +142,15 @@ static int subtree_holds_slot(const lg_task *c) {
   return 0;
 }
 
-void schedule(lg_app *a) {
-  if (a->closing) return;
+/* Tell the host when the next retry is due (it runs timers when no worker
+ * does, without taking app->mu before then). */
+static void publish_retry_due(lg_app *a) { atomic_store(&a->retry_due, lg_next_retry_mono(a)); }
+
+void lg_schedule(lg_app *a) {
+  if (a->closing) {
+    atomic_store(&a->retry_due, 0);
+    return;
+  }
   retry_due(a, lg_wall_ms());
   /* Tasks coming back from a wait take a slot ahead of queued tasks (R-27).
    * A lender whose own descendants hold the slots it needs takes its slot
@@ -172,16 +179,17 @@ void schedule(lg_app *a) {
     for (lg_agentq *q = a->agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
       lg_task *h = agent_candidate(a, q);
-      if (h && (!best || task_before(h, best))) best = h;
+      if (h && (!best || lg_task_before(h, best))) best = h;
     }
     if (!best) break;
-    aq_remove(best->aq, best);
+    lg_aq_remove(best->aq, best);
     admit(a, best);
   }
+  publish_retry_due(a);
 }
 
 /* Earliest retry time, for the workers' timed waits (0 = none). */
-int64_t next_retry_mono(lg_app *a) {
+int64_t lg_next_retry_mono(lg_app *a) {
   int64_t best = 0;
   for (lg_task *t = a->retry_head; t; t = t->lnext)
     if (!best || t->retry_at < best) best = t->retry_at;
@@ -202,7 +210,7 @@ static void boost_tree(lg_app *a, lg_task *t, int boost) {
   for (lg_task *c = t; c; c = c->next_sibling) {
     if (c->phase == PH_QUEUED && c->boost < boost) {
       c->boost = boost;
-      heap_up(c->aq, c->heap_idx);
+      lg_heap_up(c->aq, c->heap_idx);
     } else if (c->boost < boost) {
       c->boost = boost;
     }
@@ -217,7 +225,7 @@ static void lend(lg_app *a, lg_task *w) {
     int b = in_wait_set(w, c->id) ? 2 : 1;
     if (c->phase == PH_QUEUED && c->boost < b) {
       c->boost = b;
-      heap_up(c->aq, c->heap_idx);
+      lg_heap_up(c->aq, c->heap_idx);
     } else if (c->boost < b) {
       c->boost = b;
     }
@@ -225,10 +233,10 @@ static void lend(lg_app *a, lg_task *w) {
   }
   /* waited-on tasks that are not children (same scope, other parent) */
   for (int i = 0; i < w->wait_n; i++) {
-    lg_task *x = task_find(a, w->wait_ids[i]);
+    lg_task *x = lg_task_find(a, w->wait_ids[i]);
     if (x && x->phase == PH_QUEUED && x->boost < 2) {
       x->boost = 2;
-      heap_up(x->aq, x->heap_idx);
+      lg_heap_up(x->aq, x->heap_idx);
     }
   }
 }
@@ -240,67 +248,48 @@ static int inherited_boost(const lg_task *parent) {
   return b;
 }
 
-/* -------------------------------------------------------------- waiters */
-
-static int wait_satisfied(lg_app *a, lg_task *w) {
-  int done = 0;
-  for (int i = 0; i < w->wait_n; i++) {
-    lg_task *x = task_find(a, w->wait_ids[i]);
-    if (!x || TS_TERMINAL(x->status)) done++;
-  }
-  return w->wait_any ? done > 0 : done == w->wait_n;
-}
-
-static void notify_waiters(lg_app *a) {
-  for (lg_worker *w = a->workers; w; w = w->next) {
-    lg_task *t = w->task;
-    if (t && t->phase == PH_WAITING && t->wait_n > 0 && wait_satisfied(a, t))
-      pthread_cond_signal(&w->cv);
-  }
-}
-
 /* ------------------------------------------------------- finish, cancel */
 
 static void cascade(lg_app *a, lg_task *t);
 
-void finish_task(lg_app *a, lg_task *t, int status) {
+void lg_finish_task(lg_app *a, lg_task *t, int status) {
   t->status = status;
   t->phase = PH_DONE;
   t->finished_at = lg_wall_ms(); /* before the slot is released */
   a->finished[status]++;
   buf_t p;
-  buf_init(&p);
-  buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
-  add_error(&p, t);
-  add_raw_field(&p, "late_result", t->late_result_json);
-  buf_addc(&p, '}');
+  lg_buf_init(&p);
+  lg_buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
+  lg_add_error(&p, t);
+  lg_add_raw_field(&p, "late_result", t->late_result_json);
+  lg_buf_addc(&p, '}');
   char summary[128];
   snprintf(summary, sizeof summary, "%s%s%s", lg_status_name(status), t->error_message ? ": " : "",
            t->error_message ? t->error_message : "");
-  task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
-  buf_free(&p);
-  queue_callback(a, W_FINISHED, "task_finished", t);
-  persist(a, t);
+  lg_task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
+  lg_buf_free(&p);
+  lg_queue_callback(a, W_FINISHED, "task_finished", t);
+  lg_persist(a, t);
   if (status == TS_FAILED || status == TS_TIMED_OUT || status == TS_CANCELLED) cascade(a, t);
-  notify_waiters(a);
-  bump(a);
+  lg_waits_task_done(a, t);
+  /* after its callback is queued: stats never see idle with it pending */
+  if (t->live) {
+    t->live = 0;
+    /* a worker's finish counts out after its eviction pass, so a host that
+     * sees idle also sees the bound on finished tasks kept */
+    if (a->busy_deferred >= 0)
+      a->busy_deferred++;
+    else
+      a->busy--;
+  }
+  lg_bump(a);
   a->nfinished++;
-  evict_sync(a, t);
+  lg_evict_sync(a, t);
 }
 
 /* ------------------------------------------------------------- eviction */
 
-/* Tasks a worker is waiting on stay in memory until its wait returns. */
-static void mark_waited(lg_app *a, char **ids, int n, int delta) {
-  for (int i = 0; i < n; i++) {
-    lg_task *x = task_find(a, ids[i]);
-    if (!x) continue;
-    x->waited += delta;
-    evict_sync(a, x);
-  }
-}
-
-void set_error(lg_task *t, const char *kind, const char *msg) {
+void lg_set_error(lg_task *t, const char *kind, const char *msg) {
   t->error_status = 0;
   free(t->error_kind);
   free(t->error_message);
@@ -326,13 +315,13 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
   if (t->phase == PH_RECOVERING) { /* restored, in no queue yet */
     t->cancel_requested = 1;
-    set_error(t, "cancelled", "cancelled with its parent");
-    finish_task(a, t, TS_CANCELLED);
+    lg_set_error(t, "cancelled", "cancelled with its parent");
+    lg_finish_task(a, t, TS_CANCELLED);
     return 1;
   }
   if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
     if (t->phase == PH_QUEUED) {
-      aq_remove(t->aq, t);
+      lg_aq_remove(t->aq, t);
     } else {
       for (lg_task **pp = &a->retry_head; *pp; pp = &(*pp)->lnext)
         if (*pp == t) {
@@ -343,9 +332,9 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
     }
     a->queued--;
     t->cancel_requested = 1;
-    set_error(t, "cancelled", reason == STOP_CLOSE_CANCEL ? "cancelled: the app was closed"
+    lg_set_error(t, "cancelled", reason == STOP_CLOSE_CANCEL ? "cancelled: the app was closed"
                                                           : "cancelled before it started");
-    finish_task(a, t, TS_CANCELLED);
+    lg_finish_task(a, t, TS_CANCELLED);
     return 1;
   }
   int expected = STOP_NONE;
@@ -353,8 +342,8 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   if (first) t->stop_mono = lg_mono_ms(); /* the watchdog counts from here */
   if (first && (reason == STOP_CANCEL || reason == STOP_CLOSE_CANCEL)) {
     t->cancel_requested = 1;
-    task_event(a, t, "cancel_requested", "{}", "cancel requested");
-    persist(a, t);
+    lg_task_event(a, t, "cancel_requested", "{}", "cancel requested");
+    lg_persist(a, t);
   }
   if (t->phase == PH_RESUMING) {
     /* it no longer needs the slot it was queued for (even when it was
@@ -364,7 +353,7 @@ static int stop_task(lg_app *a, lg_task *t, int reason) {
   }
   if (!first) return 1; /* already stopping */
   if (t->worker) lg_worker_wake(t->worker);
-  bump(a);
+  lg_bump(a);
   return 1;
 }
 
@@ -377,19 +366,19 @@ static void cascade(lg_app *a, lg_task *t) {
 
 int lg_cancel(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (!t) {
     /* one that left memory is finished: report its stored status */
     buf_t rec;
-    buf_init(&rec);
+    lg_buf_init(&rec);
     char st[16];
-    int found = stored_record(a, id, &rec, st) == 0;
-    buf_free(&rec);
+    int found = lg_stored_record(a, id, &rec, st) == 0;
+    lg_buf_free(&rec);
     pthread_mutex_unlock(&a->mu);
     if (!found) return -1;
-    buf_addf(out, "{\"ok\":false,\"status\":\"%s\",\"task_id\":", st);
-    buf_add_jstr(out, id, strlen(id));
-    buf_addc(out, '}');
+    lg_buf_addf(out, "{\"ok\":false,\"status\":\"%s\",\"task_id\":", st);
+    lg_buf_add_jstr(out, id, strlen(id));
+    lg_buf_addc(out, '}');
     return 0;
   }
   int ok = 0;
@@ -397,11 +386,11 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out) {
     ok = stop_task(a, t, STOP_CANCEL);
     cascade(a, t);
   }
-  buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
+  lg_buf_addf(out, "{\"ok\":%s,\"status\":\"%s\",\"task_id\":", ok ? "true" : "false",
            lg_status_name(t->status));
-  buf_add_jstr(out, t->id, strlen(t->id));
-  buf_addc(out, '}');
-  evict_finished(a); /* t is not used after this */
+  lg_buf_add_jstr(out, t->id, strlen(t->id));
+  lg_buf_addc(out, '}');
+  lg_evict_finished(a); /* t is not used after this */
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -428,15 +417,24 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
-  cond_init(&a->host_cv);
-  cond_init(&a->workers_cv);
-  cond_init(&a->watch_cv);
+  pthread_mutex_init(&a->hq_mu, NULL);
+  pthread_mutex_init(&a->ev_mu, NULL);
+  lg_cond_init(&a->host_cv);
+  lg_cond_init(&a->workers_cv);
+  lg_cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
+  a->busy_deferred = -1;
   a->next_event_seq = 1;
   a->t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
+
+int lg_app_max_output(const lg_app *a) {
+  return a->cfg.max_output_bytes > 0 ? a->cfg.max_output_bytes : 16384;
+}
+
+double lg_app_default_wait_s(const lg_app *a) { return a->cfg.default_wait_timeout_s; }
 
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
@@ -445,10 +443,11 @@ static void app_free(lg_app *a) {
   for (size_t i = 0; i < a->tab_cap; i++) {
     for (lg_task *t = a->tab[i], *nx; t; t = nx) {
       nx = t->hnext;
-      task_free(t);
+      lg_task_free(t);
     }
   }
   free(a->tab);
+  lg_scopes_free(a);
   for (lg_agentq *q = a->agents, *nx; q; q = nx) {
     nx = q->next;
     free(q->heap);
@@ -460,7 +459,7 @@ static void app_free(lg_app *a) {
     nx = it->next;
     lg_host_item_free(it);
   }
-  counters_free(a);
+  lg_counters_free(a);
   lg_rate_free_all(a);
   lg_budget_free_all(a);
   for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
@@ -469,6 +468,8 @@ static void app_free(lg_app *a) {
   free(a->cfg.lua_path);
   free(a->cfg.lua_cpath);
   pthread_mutex_destroy(&a->mu);
+  pthread_mutex_destroy(&a->hq_mu);
+  pthread_mutex_destroy(&a->ev_mu);
   pthread_cond_destroy(&a->host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
@@ -485,29 +486,29 @@ void lg_app_release(lg_app *a) {
  * tool, and the head of its prompt (README "Events"). */
 #define PROMPT_HEAD 200
 static void enqueued_payload(const lg_task *t, buf_t *p) {
-  buf_addf(p, "{\"kind\":\"%s\"", t->kind == TK_AGENT ? "agent" : "tool");
-  add_str_field(p, "agent_id", t->agent_id);
-  add_str_field(p, "tool", t->tool);
-  add_str_field(p, "tool_call_id", t->tool_call_id);
-  add_str_field(p, "parent_run_id", t->parent_run_id);
+  lg_buf_addf(p, "{\"kind\":\"%s\"", t->kind == TK_AGENT ? "agent" : "tool");
+  lg_add_str_field(p, "agent_id", t->agent_id);
+  lg_add_str_field(p, "tool", t->tool);
+  lg_add_str_field(p, "tool_call_id", t->tool_call_id);
+  lg_add_str_field(p, "parent_run_id", t->parent_run_id);
   if (t->prompt) {
     size_t n = strlen(t->prompt);
     if (n > PROMPT_HEAD) {
       n = PROMPT_HEAD;
       while (n > 0 && ((unsigned char)t->prompt[n] & 0xC0) == 0x80) n--; /* whole UTF-8 chars */
     }
-    buf_adds(p, ",\"prompt\":");
-    buf_add_jstr(p, t->prompt, n);
-    if (n < strlen(t->prompt)) buf_adds(p, ",\"prompt_cut\":true");
+    lg_buf_adds(p, ",\"prompt\":");
+    lg_buf_add_jstr(p, t->prompt, n);
+    if (n < strlen(t->prompt)) lg_buf_adds(p, ",\"prompt_cut\":true");
   }
-  buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
+  lg_buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
            t->max_retries, t->timeout_s);
 }
 
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
   lg_task *t = calloc(1, sizeof *t);
   if (!t) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     return -1;
   }
   lg_make_id("tsk_", t->id);
@@ -532,17 +533,17 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   lg_counter *count = NULL; /* the run tree's, when it has one */
 
   pthread_mutex_lock(&a->mu);
-  evict_finished(a);
+  lg_evict_finished(a);
   if (a->closing) {
-    err_set(err, "rejected", "the app is closed");
+    lg_err_set(err, "rejected", "the app is closed");
     goto fail;
   }
   if (parent && parent->retired) {
     /* code of a task the watchdog finished, running on regardless */
-    err_set(err, "rejected", "the calling task is finished (its worker was retired)");
+    lg_err_set(err, "rejected", "the calling task is finished (its worker was retired)");
     goto fail;
   }
-  if (!parent && r->parent_id) parent = task_find(a, r->parent_id); /* admitted on the host */
+  if (!parent && r->parent_id) parent = lg_task_find(a, r->parent_id); /* admitted on the host */
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
@@ -553,22 +554,22 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
   if (parent && parent->max_depth >= 0 && t->depth > parent->max_depth) {
-    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
+    lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
     goto fail;
   }
   if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   /* depth and fan-out limits */
   if (t->depth > a->cfg.max_depth) {
-    err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
+    lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
     goto fail;
   }
   if (r->root_key || parent) {
-    count = counter_get(a, t->root_key);
+    count = lg_counter_get(a, t->root_key);
     if (count && count->n >= a->cfg.max_descendants) {
-      err_set(err, "limit", "max_descendants (%d) reached for this run tree",
+      lg_err_set(err, "limit", "max_descendants (%d) reached for this run tree",
               a->cfg.max_descendants);
       goto fail;
     }
@@ -576,27 +577,27 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   /* the enqueue order is 64-bit and never wraps: at its limit (2^64
    * enqueues) new work is refused rather than ordered wrongly */
   if (a->next_seq == UINT64_MAX) {
-    err_set(err, "limit", "the app ran out of task sequence numbers");
+    lg_err_set(err, "limit", "the app ran out of task sequence numbers");
     goto fail;
   }
-  lg_agentq *q = aq_get(a, t->agent_id);
+  lg_agentq *q = lg_aq_get(a, t->agent_id);
   if (!q) {
-    err_set(err, "runtime", "out of memory");
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   /* backpressure */
   if (a->cfg.reject) {
     if (a->holders + a->queued >= a->cfg.global_concurrency) {
-      err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
+      lg_err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
       goto fail;
     }
     if (q->holders + q->n >= a->cfg.per_agent_concurrency) {
-      err_set(err, "rejected", "per_agent_concurrency (%d) reached for agent '%s'",
+      lg_err_set(err, "rejected", "per_agent_concurrency (%d) reached for agent '%s'",
               a->cfg.per_agent_concurrency, t->agent_id);
       goto fail;
     }
   } else if (a->queued >= a->cfg.max_queue) {
-    err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
+    lg_err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
     goto fail;
   }
   /* a tree budget: spent trees start nothing more (core/budget.c) */
@@ -608,18 +609,18 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->phase = PH_QUEUED;
   t->enqueued_at = lg_wall_ms();
   t->boost = inherited_boost(parent);
-  if (aq_push(q, t) != 0) {
-    err_set(err, "runtime", "out of memory");
+  if (lg_aq_push(q, t) != 0) {
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  if (task_insert(a, t) != 0) {
-    aq_remove(q, t);
-    err_set(err, "runtime", "out of memory");
+  if (lg_task_insert(a, t) != 0) {
+    lg_aq_remove(q, t);
+    lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   if (count) {
     count->n++;
-    counter_attach(count, t);
+    lg_counter_attach(count, t);
   }
   if (r->tree_budget && !parent && !r->root_key) lg_budget_define_locked(a, t->id, r->tree_budget, 1);
   if (parent) {
@@ -627,24 +628,26 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     parent->first_child = t;
   }
   a->queued++;
-  record_json(t, out);
+  a->busy++;
+  t->live = 1;
+  lg_record_json(t, out);
   {
     char summary[96];
     snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
              t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
     buf_t p;
-    buf_init(&p);
+    lg_buf_init(&p);
     enqueued_payload(t, &p);
-    task_event(a, t, "task_enqueued", p.oom || !p.p ? "{}" : p.p, summary);
-    buf_free(&p);
+    lg_task_event(a, t, "task_enqueued", p.oom || !p.p ? "{}" : p.p, summary);
+    lg_buf_free(&p);
   }
-  queue_callback(a, W_ENQUEUED, "task_enqueued", t);
-  persist(a, t);
+  lg_queue_callback(a, W_ENQUEUED, "task_enqueued", t);
+  lg_persist(a, t);
   uint64_t ticket = lg_store_ticket(a->store);
   lg_store *st = a->store;
   char id[sizeof t->id];
   memcpy(id, t->id, sizeof id);
-  schedule(a);
+  lg_schedule(a);
   pthread_mutex_unlock(&a->mu);
   /* durable before enqueue returns; the commit is not under our lock */
   char msg[300];
@@ -652,145 +655,50 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     /* not in the store: the caller is told, and the task does not go on
      * running as if it had been accepted */
     pthread_mutex_lock(&a->mu);
-    lg_task *x = task_find(a, id);
+    lg_task *x = lg_task_find(a, id);
     if (x && !TS_TERMINAL(x->status)) {
       stop_task(a, x, STOP_CANCEL);
-      if (!TS_TERMINAL(x->status)) set_error(x, "store", msg);
+      if (!TS_TERMINAL(x->status)) lg_set_error(x, "store", msg);
     }
     pthread_mutex_unlock(&a->mu);
-    buf_reset(out);
-    err_set(err, "store", "%s", msg);
+    lg_buf_reset(out);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   return 0;
 fail:
-  if (count) counter_drop_unused(a, count);
+  if (count) lg_counter_drop_unused(a, count);
   pthread_mutex_unlock(&a->mu);
-  task_free(t);
+  lg_task_free(t);
   return -1;
 }
 
 /* ----------------------------------------------------------------- stats */
 
+/* Without app->mu: the counters are atomics the scheduler writes under it.
+ * idle reads `busy` first: a task queues its task_finished callback before
+ * it stops counting as busy, so idle is never seen with work left. */
 void lg_get_stats(lg_app *a, lg_stats *s) {
-  pthread_mutex_lock(&a->mu);
+  int busy = a->busy;
+  int pending_host = lg_host_work_pending(a);
   /* running: slot holders; waiting: running tasks that lent their slot
    * (waiting, queued to take a slot back, or unwinding after a cancel) */
   s->queued = a->queued;
   s->running = a->holders;
-  s->waiting = a->running_n - a->holders;
+  s->waiting = a->running_n - s->running;
+  if (s->waiting < 0) s->waiting = 0;
   s->workers = a->nworkers;
   s->lent_slots = s->waiting;
   s->host_calls_pending = a->host_calls_pending;
-  int pending_host = 0;
-  for (lg_host_item *it = a->hq_head; it; it = it->next) pending_host += it->type != HI_LOG;
-  s->idle = a->queued == 0 && a->running_n == 0 && a->host_calls_pending == 0 && pending_host == 0;
-  s->in_memory = (long long)a->ntasks;
-  memcpy(s->finished, a->finished, sizeof s->finished);
+  s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
+  for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
+  pthread_mutex_lock(&a->ev_mu);
   s->usage = a->usage;
   s->last_seq = a->next_event_seq - 1;
-  pthread_mutex_unlock(&a->mu);
+  pthread_mutex_unlock(&a->ev_mu);
+  s->in_memory = (long long)a->ntasks;
 }
 
-/* --------------------------------------------------------------- waits */
-
-static int is_self_or_ancestor(const lg_task *caller, const lg_task *x) {
-  for (const lg_task *p = caller; p; p = p->parent)
-    if (p == x) return 1;
-  return 0;
-}
-
-static void wait_entry(const lg_task *t, buf_t *b) {
-  buf_adds(b, "{\"task_id\":");
-  buf_add_jstr(b, t->id, strlen(t->id));
-  add_str_field(b, "status", lg_status_name(t->status));
-  add_str_field(b, "agent_id", t->agent_id);
-  add_str_field(b, "tool", t->tool);
-  buf_addf(b, ",\"kind\":\"%s\",\"attempts\":%d", t->kind == TK_AGENT ? "agent" : "tool",
-           t->attempts);
-  if (TS_TERMINAL(t->status)) {
-    add_raw_field(b, "result", t->result_json);
-    if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
-    add_error(b, t);
-    lg_usage_fields(b, t, 1);
-  } else {
-    double elapsed = t->started_at ? (double)(lg_wall_ms() - t->started_at) / 1000.0 : 0.0;
-    buf_addf(b, ",\"progress\":{\"elapsed_s\":%.3f", elapsed);
-    if (t->ring_n > 0) {
-      buf_adds(b, ",\"last_event\":");
-      digest_json(b, &t->ring[(t->ring_head + t->ring_n - 1) % LG_TASK_RING]);
-    }
-    lg_usage_fields(b, t, 1);
-    buf_addc(b, '}');
-  }
-  buf_addc(b, '}');
-}
-
-static int wait_value(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                      buf_t *out, lg_err *err) {
-  int done = 0;
-  for (int i = 0; i < n; i++) {
-    lg_task *t = task_find(a, ids[i]);
-    if (!t) {
-      /* a task that left memory is finished; a file store still has it */
-      buf_t rec;
-      buf_init(&rec);
-      char st[16];
-      int stored = stored_record(a, ids[i], &rec, st) == 0;
-      buf_free(&rec);
-      if (!stored) {
-        err_set(err, "not_found", "unknown task id '%s'", ids[i]);
-        return -1;
-      }
-      done++;
-      continue;
-    }
-    if (caller && is_self_or_ancestor(caller, t)) {
-      err_set(err, "validation", "would wait on itself: task '%s' is the caller or its ancestor",
-              ids[i]);
-      return -1;
-    }
-    done += TS_TERMINAL(t->status);
-  }
-  int over = n == 0 || (any ? done > 0 : done == n);
-  if (!out) return over;
-  buf_addf(out, "{\"done\":%s,\"timed_out\":%s,\"tasks\":[", over ? "true" : "false",
-           !over && timed_out ? "true" : "false");
-  for (int i = 0; i < n; i++) {
-    if (i) buf_addc(out, ',');
-    lg_task *t = task_find(a, ids[i]);
-    char st[16];
-    if (t)
-      wait_entry(t, out);
-    else
-      stored_record(a, ids[i], out, st); /* the whole stored record */
-  }
-  buf_adds(out, "],\"pending\":[");
-  int k = 0;
-  for (int i = 0; i < n; i++) {
-    lg_task *t = task_find(a, ids[i]);
-    if (!t || TS_TERMINAL(t->status)) continue;
-    if (k++) buf_addc(out, ',');
-    buf_add_jstr(out, t->id, strlen(t->id));
-  }
-  buf_adds(out, "]}");
-  return over;
-}
-
-int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                  buf_t *out, lg_err *err) {
-  pthread_mutex_lock(&a->mu);
-  int rc = wait_value(a, caller, ids, n, any, timed_out, out, err);
-  pthread_mutex_unlock(&a->mu);
-  return rc;
-}
-
-void lg_hold(lg_app *a, char **ids, int n, int delta) {
-  pthread_mutex_lock(&a->mu);
-  mark_waited(a, ids, n, delta);
-  if (delta < 0) evict_finished(a);
-  pthread_mutex_unlock(&a->mu);
-}
 
 /* --------------------------------------------------------------- close */
 
@@ -810,12 +718,12 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
       }
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
-    watchdog_poke(a); /* it leaves */
-    bump(a);
+    lg_watchdog_poke(a); /* it leaves */
+    lg_bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);
   while (wait && a->live_threads > 0 && lg_mono_ms() < deadline)
-    cond_wait_until(&a->workers_cv, &a->mu, deadline);
+    lg_cond_wait_until(&a->workers_cv, &a->mu, deadline);
   int all = a->live_threads == 0;
   a->closed = 1;
   lg_store *st = all && wait ? a->store : NULL;
@@ -832,7 +740,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
  * max_workers, takes no task and is not woken. Its thread may still be
  * closing its state (or, retired, running code that never returns); close
  * waits for it through live_threads. */
-void worker_unlink(lg_app *a, lg_worker *w) {
+void lg_worker_unlink(lg_app *a, lg_worker *w) {
   if (w->unlinked) return;
   w->unlinked = 1;
   if (w->prev)
@@ -864,24 +772,26 @@ lg_task *lg_worker_next(lg_worker *w) {
       w->idle = 1;
       a->nidle++;
       w->idle_since = lg_mono_ms();
-      schedule(a); /* a free thread may admit a task held back by thread_ok */
+      lg_schedule(a); /* a free thread may admit a task held back by thread_ok */
       if (w->task) continue;
     }
     int64_t idle_deadline = w->idle_since + (int64_t)(a->cfg.worker_idle_s * 1000.0);
     int64_t now = lg_mono_ms();
     if (now >= idle_deadline && !(a->retry_head && a->nidle == 1)) break;
-    cond_wait_until(&w->cv, &a->mu, min_deadline(idle_deadline, next_retry_mono(a)));
-    if (a->retry_head) schedule(a);
+    lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(idle_deadline, lg_next_retry_mono(a)));
+    if (a->retry_head) lg_schedule(a);
   }
   /* Leaving: off the list before the state is closed (its finalizers may
    * take long), so a fresh worker can start meanwhile. */
   w->exiting = 1;
-  worker_unlink(a, w);
-  schedule(a);
-  bump(a);
+  lg_worker_unlink(a, w);
+  lg_schedule(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return NULL;
 }
+
+int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
 
 int lg_task_should_stop(lg_task *t) {
   if (atomic_load(&t->stop) != STOP_NONE) return 1;
@@ -922,12 +832,13 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     pthread_mutex_unlock(&a->mu);
     return;
   }
+  a->busy_deferred = 0;
   w->task = NULL;
   w->busy_since = lg_mono_ms(); /* until lg_worker_next: the watchdog sees a stuck GC step */
   t->worker = NULL;
-  give_slot(a, t);
+  lg_give_slot(a, t);
   a->running_n--;
-  release_claims(a, t);
+  lg_release_claims(a, t);
   /* code that raised luagent's cancel error itself cancelled its task */
   if (o->raised_stop) {
     int none = STOP_NONE;
@@ -945,41 +856,41 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     t->started_at = 0;
     atomic_store(&t->stop, STOP_NONE);
     a->queued++;
-    requeue(a, t);
-    task_event(a, t, "task_suspended", "{}", "suspended by close");
-    persist(a, t);
+    lg_requeue(a, t);
+    lg_task_event(a, t, "task_suspended", "{}", "suspended by close");
+    lg_persist(a, t);
   } else if (stop != STOP_NONE) {
     if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
     if (stop == STOP_TIMEOUT) {
       char m[96];
       snprintf(m, sizeof m, "timed out after %gs", t->timeout_s);
-      set_error(t, "timeout", m);
-      finish_task(a, t, TS_TIMED_OUT);
+      lg_set_error(t, "timeout", m);
+      lg_finish_task(a, t, TS_TIMED_OUT);
     } else {
-      set_error(t, "cancelled",
+      lg_set_error(t, "cancelled",
                 stop == STOP_CLOSE_CANCEL ? "cancelled: the app was closed" : "cancelled");
-      finish_task(a, t, TS_CANCELLED);
+      lg_finish_task(a, t, TS_CANCELLED);
     }
   } else if (o->ok && o->agent_status != TS_FAILED) {
     free(t->result_json);
     t->result_json = lg_strdup(o->result_json ? o->result_json : "null");
     set_run_status(t, o);
     if (o->error_kind) {
-      set_error(t, o->error_kind, o->error_message);
+      lg_set_error(t, o->error_kind, o->error_message);
       t->error_status = o->error_status;
     } else {
       free(t->error_kind);
       free(t->error_message);
       t->error_kind = t->error_message = NULL;
     }
-    finish_task(a, t, TS_COMPLETED);
+    lg_finish_task(a, t, TS_COMPLETED);
   } else {
     if (o->ok) {
       free(t->result_json);
       t->result_json = lg_strdup(o->result_json);
       set_run_status(t, o);
     }
-    set_error(t, o->error_kind ? o->error_kind : "runtime",
+    lg_set_error(t, o->error_kind ? o->error_kind : "runtime",
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
@@ -994,45 +905,51 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
       a->retry_head = t;
       a->queued++;
       buf_t p;
-      buf_init(&p);
-      buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+      lg_buf_init(&p);
+      lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
                (long long)(t->retry_at - lg_wall_ms()));
-      add_error(&p, t);
-      buf_addc(&p, '}');
+      lg_add_error(&p, t);
+      lg_buf_addc(&p, '}');
       char summary[128];
       snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
-      buf_free(&p);
-      queue_callback(a, W_RETRY, "task_retry", t);
-      persist(a, t);
-      bump(a);
+      lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+      lg_buf_free(&p);
+      lg_queue_callback(a, W_RETRY, "task_retry", t);
+      lg_persist(a, t);
+      lg_bump(a);
     } else {
-      finish_task(a, t, TS_FAILED);
+      lg_finish_task(a, t, TS_FAILED);
     }
   }
-  schedule(a);
-  evict_finished(a);
+  lg_schedule(a);
+  lg_evict_finished(a);
+  if (a->busy_deferred > 0) {
+    a->busy -= a->busy_deferred;
+    lg_bump(a); /* a host waiting for idle looks again */
+  }
+  a->busy_deferred = -1;
   pthread_mutex_unlock(&a->mu);
 }
 
 void lg_worker_exit(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
-  worker_unlink(a, w);
+  lg_worker_unlink(a, w);
   if (w->task) {
     /* retired: its finished task may leave memory now that nothing reads it */
     w->task->worker = NULL;
-    evict_sync(a, w->task);
+    lg_evict_sync(a, w->task);
     w->task = NULL;
-    evict_finished(a);
+    lg_evict_finished(a);
   }
   a->live_threads--;
   pthread_cond_broadcast(&a->workers_cv);
   /* a thread left: work held back for want of threads may now start */
-  schedule(a);
-  bump(a);
+  lg_schedule(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   pthread_cond_destroy(&w->cv);
+  pthread_cond_destroy(&w->hcv);
   free(w);
   lg_app_release(a);
 }
@@ -1045,7 +962,7 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   int stop = 0;
   w->in_core = 1;
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
-    cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+    lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
   w->in_core = 0;
   pthread_mutex_unlock(&a->mu);
   return stop;
@@ -1053,15 +970,15 @@ int lg_task_sleep(lg_worker *w, double seconds) {
 
 /* Give the slot back while waiting and take one back after. */
 static void begin_wait(lg_app *a, lg_task *t, const char *what) {
-  give_slot(a, t);
+  lg_give_slot(a, t);
   t->phase = PH_WAITING;
   a->waiting++;
   lend(a, t);
   char summary[96];
   snprintf(summary, sizeof summary, "waiting on %s", what);
-  task_event(a, t, "task_waiting", "{}", summary);
-  persist(a, t);
-  schedule(a);
+  lg_task_event(a, t, "task_waiting", "{}", summary);
+  lg_persist(a, t);
+  lg_schedule(a);
 }
 
 /* Returns 1 if the task must stop instead of resuming. */
@@ -1079,74 +996,62 @@ static int end_wait(lg_app *a, lg_worker *w, lg_task *t) {
     a->resume_head = t;
   a->resume_tail = t;
   a->resuming_n++;
-  schedule(a);
+  lg_schedule(a);
   while (t->phase == PH_RESUMING) {
     if (lg_task_should_stop(t)) {
       resume_unlink(a, t);
       t->phase = PH_UNWINDING;
       return 1;
     }
-    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+    lg_cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
   }
   /* stop_task took it off the resume list: it holds no slot, so it must
    * unwind instead of running on */
   if (t->phase != PH_ASSIGNED) return 1;
-  task_event(a, t, "task_resumed", "{}", "resumed");
+  lg_task_event(a, t, "task_resumed", "{}", "resumed");
   return 0;
 }
 
-int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf_t *out,
-                 lg_err *err) {
+/* Block the worker's task on a wait (lending its slot, R-27) until the wait
+ * is over, timeout_s passes (< 0: no limit) or the task must stop. */
+int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
   lg_app *a = w->app;
   lg_task *t = w->task;
   pthread_mutex_lock(&a->mu);
-  int over = wait_value(a, t, ids, n, any, 0, NULL, err);
-  if (over < 0) {
-    pthread_mutex_unlock(&a->mu);
-    return -1;
-  }
-  int stop = lg_task_should_stop(t), waited = 0;
-  if (!over && !stop) {
-    waited = 1;
-    t->wait_ids = calloc((size_t)n, sizeof *t->wait_ids);
-    int copied = 0;
-    while (t->wait_ids && copied < n && (t->wait_ids[copied] = lg_strdup(ids[copied]))) copied++;
-    if (copied < n) { /* an empty wait set would count as satisfied */
-      for (int i = 0; i < copied; i++) free(t->wait_ids[i]);
-      free(t->wait_ids);
-      t->wait_ids = NULL;
-      pthread_mutex_unlock(&a->mu);
-      err_set(err, "runtime", "out of memory");
-      return -1;
-    }
+  int stop = lg_task_should_stop(t);
+  if (!lg_wait_over(wt) && !stop) {
+    char **ids;
+    int n = lg_wait_ids(wt, &ids);
+    t->wait_ids = ids; /* borrowed from the wait for lending and records */
     t->wait_n = n;
-    t->wait_any = any;
+    t->wait_any = lg_wait_any(wt);
+    lg_wait_set_worker(wt, w);
     w->in_core = 1;
-    mark_waited(a, ids, n, 1);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
     int64_t end = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
-    while (!(stop = lg_task_should_stop(t)) && !wait_satisfied(a, t)) {
+    while (!(stop = lg_task_should_stop(t)) && !lg_wait_over(wt)) {
       if (end && lg_mono_ms() >= end) break;
-      cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
+      lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
     }
-    for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
-    free(t->wait_ids);
+    lg_wait_set_worker(wt, NULL);
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
     w->in_core = 0;
   }
-  if (!stop) {
-    int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
-    wait_value(a, t, ids, n, any, timed_out, out, err);
-  }
-  if (waited) {
-    mark_waited(a, ids, n, -1);
-    evict_finished(a);
-  }
   pthread_mutex_unlock(&a->mu);
+  return stop;
+}
+
+int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf_t *out,
+                 lg_err *err) {
+  lg_wait *wt = lg_wait_begin(w->app, w->task, ids, n, any, err);
+  if (!wt) return -1;
+  int stop = lg_task_block(w, wt, timeout_s);
+  if (!stop) lg_wait_value(wt, 1, out);
+  lg_wait_free(wt);
   return stop;
 }
 
@@ -1160,37 +1065,42 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->name = lg_strdup(name);
   it->json = lg_strdup(args_json);
   it->ctx_json = lg_strdup(ctx_json);
+  it->waiter = w;
+  it->task = t;
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
   pthread_mutex_lock(&a->mu);
   int stop = lg_task_should_stop(t);
-  if (stop) goto out;
-  it->waiter = w;
-  w->in_core = 1;
+  if (stop) {
+    pthread_mutex_unlock(&a->mu);
+    lg_host_item_free(it);
+    return stop;
+  }
   t->host_call = it;
   a->host_calls_pending++;
-  hq_push(a, it);
+  lg_hq_push(a, it);
   {
     char summary[96];
     buf_t p;
-    buf_init(&p);
-    buf_adds(&p, "{\"tool\":");
-    buf_add_jstr(&p, name, strlen(name));
-    buf_addc(&p, '}');
+    lg_buf_init(&p);
+    lg_buf_adds(&p, "{\"tool\":");
+    lg_buf_add_jstr(&p, name, strlen(name));
+    lg_buf_addc(&p, '}');
     snprintf(summary, sizeof summary, "host call %s", name);
-    task_event(a, t, "host_call", p.oom ? "{}" : p.p, summary);
-    buf_free(&p);
+    lg_task_event(a, t, "host_call", p.oom ? "{}" : p.p, summary);
+    lg_buf_free(&p);
   }
   begin_wait(a, t, "the host");
-  while (!it->replied && !(stop = lg_task_should_stop(t)))
-    cond_wait_until(&w->cv, &a->mu, t->deadline_mono);
+  w->in_core = 1;
+  pthread_mutex_unlock(&a->mu);
+  /* the reply comes through the host queue's lock, not the scheduler's */
+  stop = lg_hq_await_reply(a, w, it, t);
+  pthread_mutex_lock(&a->mu);
+  w->in_core = 0;
   a->host_calls_pending--;
   t->host_call = NULL;
-  hq_unlink(a, it); /* still queued if the host never took it: drop it */
-  if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
+  if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
-  w->in_core = 0;
-  bump(a);
-out:
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   lg_host_item_free(it);
   return stop;
@@ -1200,6 +1110,6 @@ out:
  * (root_key, max_depth); `attempts` counts the attempt now starting. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  record_json_x(t, out, 1);
+  lg_record_json_x(t, out, 1);
   pthread_mutex_unlock(&a->mu);
 }

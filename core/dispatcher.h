@@ -1,16 +1,18 @@
-/* The dispatcher: tasks, admission (caps, slot lending), waits, cancellation,
- * retries, events and the host work queue of one app. Everything here is
- * guarded by app->mu; no function declared here calls into Lua. */
+/* The scheduler's API: tasks, admission (caps, slot lending), waits,
+ * cancellation, retries, events and the host work queue of one app, as
+ * handles (lg_app, lg_task, lg_worker, lg_wait) and functions that take and
+ * give JSON text. The layouts are private (dispatch_internal.h); nothing
+ * declared here calls into Lua. Locks: docs/architecture.md, "Locks". */
 #ifndef LUAGENT_DISPATCHER_H
 #define LUAGENT_DISPATCHER_H
 
 #include "internal.h"
+#include "luagent.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-typedef struct lg_app lg_app;
 typedef struct lg_task lg_task;
 typedef struct lg_worker lg_worker;
 typedef struct lg_host_item lg_host_item;
@@ -21,20 +23,7 @@ enum { TK_TOOL, TK_AGENT };
 enum { TS_QUEUED, TS_RUNNING, TS_COMPLETED, TS_FAILED, TS_CANCELLED, TS_TIMED_OUT };
 #define TS_TERMINAL(s) ((s) >= TS_COMPLETED)
 
-/* Where a task is in its life; finer than the status users see. */
-enum {
-  PH_QUEUED,    /* in its agent's queue, waiting for admission */
-  PH_RETRY,     /* failed attempt, waiting for retry_at */
-  PH_ASSIGNED,  /* admitted (holds a slot), handed to a worker */
-  PH_WAITING,   /* on a worker, waiting on tasks or the host; slot lent */
-  PH_RESUMING,  /* wait over, queued to take a slot back */
-  PH_UNWINDING, /* cancelled while it held no slot; its Lua is unwinding */
-  PH_RECOVERING, /* restored from the store, not yet re-queued */
-  PH_DONE
-};
 
-/* Why a running task is being stopped; the first reason wins. */
-enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND };
 
 enum { CLOSE_CANCEL, CLOSE_SUSPEND };
 
@@ -43,13 +32,6 @@ typedef struct {
   char message[512];
 } lg_err;
 
-typedef struct {
-  int64_t seq, ts;
-  char kind[24];
-  char summary[128];
-} lg_digest;
-
-#define LG_TASK_RING 16
 
 /* Token usage and its cost (usage.c). `set`: something was reported;
  * `has_cost`: some call had a price; `estimated`: some call's usage was an
@@ -60,81 +42,19 @@ typedef struct {
   int set, has_cost, estimated;
 } lg_usage;
 
-struct lg_task {
-  char id[40];
-  int kind;
-  char *agent_id, *parent_agent_id, *thread_id, *tool, *tool_call_id;
-  char *run_id, *parent_run_id, *parent_task_id, *root_task_id, *root_key;
-  char *prompt, *args_json, *metadata_json, *result_json, *usage_json, *late_result_json;
-  char *error_kind, *error_message;
-  int depth;
-  int status, phase;
-  int64_t enqueued_at, started_at, finished_at, retry_at; /* wall ms, 0 = unset */
-  int64_t started_mono, deadline_mono;                    /* current attempt */
-  int attempts, max_retries;
-  double timeout_s;
-  long long priority;
-  uint64_t seq; /* enqueue order, FIFO tie-break */
-  atomic_int stop; /* STOP_* */
-  int cancel_requested, delivered, boost;
-  int claimed;      /* carried by a notice whose model call has not returned */
-  lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
-  int claims_held;     /* how many tasks this task's runs have claimed */
-  int waited;          /* worker waits on this task in progress (kept in memory) */
-  int scoped;          /* started by an agent run: announced to it */
-  int error_status; /* HTTP status of a model error, 0 if none */
-  lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
-  char run_status[16]; /* agent tasks: the status of the AgentResult in result */
-  int max_depth;    /* the spawning run's depth limit, -1 = the app's */
-  int holds_slot;
-  int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
-  int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
-  lg_task *parent;                 /* NULL when spawned by a host or foreground run */
-  lg_task *first_child, *next_sibling;
-  lg_worker *worker;               /* set while a worker runs it */
-  struct lg_agentq *aq;
-  int heap_idx;
-  lg_task *lnext;                  /* retry / resume lists */
-  /* wait state */
-  char **wait_ids;
-  int wait_n, wait_any;
-  lg_host_item *host_call;
-  /* per-task ring of event digests, for bg_check and wait progress */
-  lg_digest ring[LG_TASK_RING];
-  int ring_n, ring_head;
-  lg_task *hnext; /* hash chain */
-  /* leaving memory (evict.c) */
-  lg_task *enext, *eprev; /* the list of finished tasks free to leave, oldest first */
-  int in_elist, restored;
-  int64_t evictable_at;   /* wall ms it became free to leave */
-  struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
-};
-
-/* An agent's queue: a heap of its queued tasks, best first. */
-typedef struct lg_agentq {
-  char *name;
-  int holders; /* slot holders of this agent */
-  lg_task **heap;
-  int n, cap;
-  struct lg_agentq *hnext, *next;
-} lg_agentq;
-
 enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
 
-struct lg_host_item {
-  int type;
+/* What the host is handed of one item of host work; the strings stay valid
+ * until lg_host_item_free. */
+typedef struct {
+  int type; /* HI_* */
   uint64_t id;
-  char kind[24];        /* callback name, or log level */
-  char *name;           /* host tool name */
-  char *json;           /* args (host call), record/payload (callback), message (log) */
-  char *ctx_json;       /* host call: the calling run's context */
-  char task_id[40];
-  /* host call reply */
-  int replied;
-  char *reply_json;
-  lg_worker *waiter;
-  lg_host_item *next;
-};
+  const char *kind;     /* callback name, or log level */
+  const char *name;     /* host tool name, or NULL */
+  const char *json;     /* args (host call), record/payload (callback), message (log) */
+  const char *ctx_json; /* host call: the calling run's context, or NULL */
+  const char *task_id;  /* "" when none */
+} lg_host_work;
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
@@ -142,6 +62,7 @@ typedef struct {
   int default_retries, reject, max_queue, max_depth, max_descendants, max_workers;
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
+  int max_output_bytes;   /* max_tool_output_bytes: the bound of a tool message */
   long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
   double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
@@ -149,88 +70,9 @@ typedef struct {
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
 } lg_settings;
 
-struct lg_worker {
-  lg_app *app;
-  pthread_t thread;
-  pthread_cond_t cv;
-  lg_task *task;     /* assigned or running task */
-  int idle, exiting;
-  int64_t idle_since;
-  int unlinked;      /* off the app's list: leaving, or retired */
-  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
-  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
-  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
-  void *lua;         /* lua_State*, touched only by this thread */
-  void *multi;       /* CURLM* of this worker, or NULL */
-  atomic_int in_http;
-  lg_worker *next, *prev;
-  /* worker thread only */
-  pthread_t owner;   /* the thread that owns `lua` (debug checks) */
-  lg_task *current;  /* the task whose Lua is running (read by the hook) */
-  int hook_fired, hook_count;
-  int user_mask, user_count, user_acc; /* a chained debug.sethook */
-};
 
-typedef struct {
-  int64_t seq;
-  char *json;
-} lg_event;
 
-/* Tasks a run tree spawned (R-28), kept while a task of the tree is in
- * memory (tasks.c). */
-typedef struct lg_counter {
-  char *key;
-  int n, refs;
-  struct lg_counter *next; /* hash chain */
-} lg_counter;
 
-struct lg_app {
-  pthread_mutex_t mu;
-  pthread_cond_t host_cv, workers_cv;
-  atomic_int refs;
-  lg_settings cfg;
-  char id[40];
-  /* tasks */
-  lg_task **tab;
-  size_t tab_cap, ntasks;
-  lg_agentq **aqtab;
-  size_t aq_cap;
-  lg_agentq *agents;
-  uint64_t next_seq;
-  int queued, holders, waiting, resuming_n, running_n;
-  lg_task *retry_head, *resume_head, *resume_tail;
-  lg_counter **ctab; /* descendant counters by root key (tasks.c) */
-  size_t ctab_cap, ncounters;
-  lg_task *ehead, *etail; /* finished tasks free to leave memory, oldest first (evict.c) */
-  size_t nfinished;       /* finished tasks in memory */
-  /* workers */
-  lg_worker *workers;
-  int nworkers, nidle, live_threads;
-  /* host side */
-  uint64_t gen;
-  int host_blocked;
-  void *host_multi; /* CURLM* the host is polling, woken with the host */
-  lg_host_item *hq_head, *hq_tail;
-  int hq_n, host_calls_pending;
-  uint64_t next_item_id;
-  unsigned wants; /* bit per lifecycle callback kind */
-  /* events */
-  lg_event *ring;
-  int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
-  int seq_exhausted;
-  /* counters of finished tasks, by status */
-  long long finished[6];
-  lg_usage usage; /* every model call of the app, foreground runs included */
-  double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
-  int closing, closed;
-  pthread_cond_t watch_cv; /* the watchdog's (watchdog.c) */
-  int watchdog_on;
-  lg_store *store;
-  /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
-  struct lg_rate *rates;
-  struct lg_budget *budgets;
-};
 
 /* lifecycle callbacks the host wants queued */
 enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16 };
@@ -269,25 +111,39 @@ int lg_cancel(lg_app *a, const char *id, buf_t *out);
 /* Status string of a task; -1 unknown. */
 int lg_status(lg_app *a, const char *id, char out[16]);
 int lg_set_delivered(lg_app *a, const char *id);
+/* Several at once: one store commit for all of them. */
+void lg_set_delivered_many(lg_app *a, const char *const *ids, int n);
+/* Settings the control tools apply (fixed for the app's life). */
+int lg_app_max_output(const lg_app *a);
+double lg_app_default_wait_s(const lg_app *a);
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
 
-/* Wait helpers. caller: the waiting task (for the self/ancestor check) or NULL.
- * lg_wait_check writes the bg_wait value; returns 1 when the wait is over,
- * 0 when not, -1 on bad ids (err set). */
-int lg_wait_check(lg_app *a, lg_task *caller, char **ids, int n, int any, int timed_out,
-                  buf_t *out, lg_err *err);
-/* A host wait on ids begins (delta 1) or ends (-1): while it lasts, those
- * tasks stay in memory, as for a worker's wait. */
-void lg_hold(lg_app *a, char **ids, int n, int delta);
+/* Waits (waits.c). caller: the waiting task (for the self/ancestor check)
+ * or NULL. lg_wait_begin registers the ids once (NULL with err on an unknown
+ * id); lg_wait_over is a lock-free check; lg_wait_value writes the wait
+ * value ({done, timed_out, tasks, pending}); lg_wait_free unregisters. */
+lg_wait *lg_wait_begin(lg_app *a, lg_task *caller, char **ids, int n, int any, lg_err *err);
+int lg_wait_over(lg_wait *w);
+void lg_wait_value(lg_wait *w, int timed_out, buf_t *out);
+void lg_wait_free(lg_wait *w);
+int lg_wait_ids(lg_wait *w, char ***ids);
+int lg_wait_any(lg_wait *w);
+void lg_wait_set_worker(lg_wait *w, lg_worker *wk);
+/* caller_id: the waiting task's id (NULL: a host run) */
+lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n, int any,
+                             lg_err *err);
 
 /* host side */
 uint64_t lg_gen(lg_app *a);
 void lg_block(lg_app *a, uint64_t gen, double timeout_s);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
+void lg_host_item_read(const lg_host_item *it, lg_host_work *out);
 void lg_host_item_free(lg_host_item *it);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
+void *lg_host_multi(lg_app *a);
+int lg_host_work_pending(lg_app *a);
 
 typedef struct {
   const char *kind, *run_id, *task_id, *agent_id, *payload_json;
@@ -343,6 +199,9 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 void lg_unclaim(lg_app *a, const char *id);
 
+/* ---- control.c ---- */
+void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
+
 /* ---- worker side (called on the worker's own thread) ---- */
 lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */
 typedef struct {
@@ -362,9 +221,11 @@ void lg_worker_exit(lg_worker *w);
 int lg_task_sleep(lg_worker *w, double seconds);
 int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s,
                  buf_t *out, lg_err *err);
+int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s);
 int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, const char *ctx_json,
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);
+int64_t lg_task_deadline(const lg_task *t); /* mono ms of the attempt's deadline, 0 = none */
 /* The task info JSON handed to the worker's Lua entry. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out);
 

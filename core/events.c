@@ -1,11 +1,10 @@
-/* What leaves the dispatcher for observers: the event ring (§6) with each
+/* What leaves the dispatcher for observers: the event ring (README) with each
  * task's ring of event digests, and the queue of work for the host thread
  * (R-5): host tool calls, lifecycle callbacks and log lines, with the
  * generation counter a blocked host waits on. Everything is appended under
  * app->mu and drained by module.c on the host thread. Apart from
  * dispatcher.c because none of it decides what runs. */
 #include "dispatch_internal.h"
-#include "store.h"
 #include "http.h"
 
 #include <stdio.h>
@@ -14,35 +13,90 @@
 
 /* -------------------------------------------------------- host and wakeups */
 
-/* Something the host may be waiting for changed. */
-void bump(lg_app *a) {
+/* The host's path has its own locks (docs/architecture.md, "Locks"): the
+ * host work queue, the generation counter and the host's condition variable
+ * are guarded by app->hq_mu, the event ring by app->ev_mu. Both are taken
+ * for a few pointer moves only and may be taken with app->mu held, never
+ * the other way round, so poll, take, reply, events and stats never wait
+ * for the scheduler while it works. */
+
+static void bump_locked(lg_app *a) {
   a->gen++;
   if (a->host_blocked) pthread_cond_broadcast(&a->host_cv);
   if (a->host_multi) lg_http_wakeup(a->host_multi);
 }
 
-void hq_push(lg_app *a, lg_host_item *it) {
+/* Something the host may be waiting for changed. */
+void lg_bump(lg_app *a) {
+  pthread_mutex_lock(&a->hq_mu);
+  bump_locked(a);
+  pthread_mutex_unlock(&a->hq_mu);
+}
+
+static void hq_push_locked(lg_app *a, lg_host_item *it) {
   it->id = ++a->next_item_id;
   it->next = NULL;
+  it->where = HQ_QUEUED;
   if (a->hq_tail)
     a->hq_tail->next = it;
   else
     a->hq_head = it;
   a->hq_tail = it;
   a->hq_n++;
-  bump(a);
+  if (it->type != HI_LOG) a->hq_work++;
+  bump_locked(a);
 }
 
-void hq_unlink(lg_app *a, lg_host_item *it) {
-  lg_host_item **pp = &a->hq_head, *prev = NULL;
+void lg_hq_push(lg_app *a, lg_host_item *it) {
+  pthread_mutex_lock(&a->hq_mu);
+  hq_push_locked(a, it);
+  pthread_mutex_unlock(&a->hq_mu);
+}
+
+static void hq_unlink_locked(lg_app *a, lg_host_item *it) {
+  lg_host_item **head = it->where == HQ_INFLIGHT ? &a->inflight : &a->hq_head;
+  lg_host_item **pp = head, *prev = NULL;
   for (; *pp; prev = *pp, pp = &(*pp)->next) {
     if (*pp == it) {
       *pp = it->next;
-      if (a->hq_tail == it) a->hq_tail = prev;
-      a->hq_n--;
-      return;
+      if (it->where == HQ_QUEUED) {
+        if (a->hq_tail == it) a->hq_tail = prev;
+        a->hq_n--;
+        if (it->type != HI_LOG) a->hq_work--;
+      }
+      break;
     }
   }
+  it->next = NULL;
+  it->where = HQ_NONE;
+}
+
+void lg_hq_unlink(lg_app *a, lg_host_item *it) {
+  pthread_mutex_lock(&a->hq_mu);
+  hq_unlink_locked(a, it);
+  pthread_mutex_unlock(&a->hq_mu);
+}
+
+/* A worker waits for the host's reply to its call (HQ lock only). Returns 1
+ * when the task must stop first. Stop requests wake it (lg_worker_wake). */
+int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t) {
+  pthread_mutex_lock(&a->hq_mu);
+  int stop = 0;
+  while (!it->replied && !(stop = lg_task_should_stop(t)))
+    lg_cond_wait_until(&w->hcv, &a->hq_mu, t->deadline_mono);
+  hq_unlink_locked(a, it); /* still queued if the host never took it: drop it */
+  pthread_mutex_unlock(&a->hq_mu);
+  return stop;
+}
+
+void lg_host_item_read(const lg_host_item *it, lg_host_work *out) {
+  out->type = it->type;
+  out->id = it->id;
+  out->kind = it->kind;
+  out->name = it->name;
+  out->json = it->json;
+  out->ctx_json = it->ctx_json;
+  out->task_id = it->task_id;
 }
 
 void lg_host_item_free(lg_host_item *it) {
@@ -54,47 +108,28 @@ void lg_host_item_free(lg_host_item *it) {
   free(it);
 }
 
-void queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
+void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
   if (!(a->wants & want)) return;
   lg_host_item *it = calloc(1, sizeof *it);
   if (!it) return;
   buf_t b;
-  buf_init(&b);
-  record_json(t, &b);
+  lg_buf_init(&b);
+  lg_record_json(t, &b);
   it->type = HI_CALLBACK;
   snprintf(it->kind, sizeof it->kind, "%s", kind);
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
-  it->json = buf_detach(&b);
+  it->json = lg_buf_detach(&b);
   if (!it->json) {
     free(it);
     return;
   }
-  hq_push(a, it);
+  lg_hq_push(a, it);
 }
 
 #define LOG_QUEUE_MAX 1000
 
-void host_log(lg_app *a, const char *level, const char *msg) {
-  int queued = 0;
-  for (lg_host_item *it = a->hq_head; it; it = it->next) queued += it->type == HI_LOG;
-  if (queued >= LOG_QUEUE_MAX) return; /* a host that never pumps must not grow us forever */
-  lg_host_item *it = calloc(1, sizeof *it);
-  if (!it) return;
-  it->type = HI_LOG;
-  snprintf(it->kind, sizeof it->kind, "%s", level);
-  it->json = strdup(msg);
-  if (!it->json) {
-    free(it);
-    return;
-  }
-  hq_push(a, it);
-}
-
-void lg_wake(lg_app *a) {
-  pthread_mutex_lock(&a->mu);
-  bump(a);
-  pthread_mutex_unlock(&a->mu);
-}
+/* Wake a host blocked in lg_block or an HTTP poll (a signal's watcher). */
+void lg_wake(lg_app *a) { lg_bump(a); }
 
 void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   char msg[1024];
@@ -102,9 +137,19 @@ void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  pthread_mutex_lock(&a->mu);
-  host_log(a, level, msg);
-  pthread_mutex_unlock(&a->mu);
+  lg_host_item *it = calloc(1, sizeof *it);
+  if (!it) return;
+  it->type = HI_LOG;
+  snprintf(it->kind, sizeof it->kind, "%s", level);
+  it->json = strdup(msg);
+  pthread_mutex_lock(&a->hq_mu);
+  /* a host that never pumps must not grow us forever */
+  if (it->json && a->hq_n - a->hq_work < LOG_QUEUE_MAX) {
+    hq_push_locked(a, it);
+    it = NULL;
+  }
+  pthread_mutex_unlock(&a->hq_mu);
+  lg_host_item_free(it);
 }
 
 /* ---------------------------------------------------------------- events */
@@ -123,42 +168,47 @@ static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, c
 
 /* Append one event. fields: task may be NULL (then ids come from e). */
 static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char *summary) {
+  int64_t ts = lg_wall_ms();
+  pthread_mutex_lock(&a->ev_mu);
   /* seq is 64-bit and never wraps: the last one handed out is
    * INT64_MAX - 1 (centuries of events at any real rate); after it events
    * are dropped and the host is told once, so a cursor never goes back */
   if (a->next_event_seq >= INT64_MAX) {
-    if (!a->seq_exhausted) {
-      a->seq_exhausted = 1;
-      host_log(a, "error", "luagent: event seq reached its limit; later events are not recorded");
-    }
+    int first = !a->seq_exhausted;
+    a->seq_exhausted = 1;
+    pthread_mutex_unlock(&a->ev_mu);
+    if (first) lg_log(a, "error", "luagent: event seq reached its limit; later events are not recorded");
     return;
   }
   int64_t seq = a->next_event_seq++;
-  int64_t ts = lg_wall_ms();
   char iso[32];
   lg_iso8601(ts, iso);
   buf_t b;
-  buf_init(&b);
-  buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
-           lg_mono_s() - a->t0);
-  buf_add_jstr(&b, e->kind, strlen(e->kind));
-  add_str_field(&b, "run_id", e->run_id);
-  add_str_field(&b, "task_id", e->task_id);
+  lg_buf_init(&b);
+  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
+              lg_mono_s() - a->t0);
+  lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
+  lg_add_str_field(&b, "run_id", e->run_id);
+  lg_add_str_field(&b, "task_id", e->task_id);
   if (t) {
-    add_str_field(&b, "parent_task_id", t->parent_task_id);
-    add_str_field(&b, "root_task_id", t->root_task_id);
-    add_str_field(&b, "root_run_id", root_run_id(t));
+    lg_add_str_field(&b, "parent_task_id", t->parent_task_id);
+    lg_add_str_field(&b, "root_task_id", t->root_task_id);
+    lg_add_str_field(&b, "root_run_id", lg_root_run_id(t));
   }
-  add_str_field(&b, "agent_id", e->agent_id);
-  buf_addf(&b, ",\"depth\":%d", e->depth);
-  add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
-  buf_addc(&b, '}');
-  char *json = buf_detach(&b);
-  if (!json) return;
+  lg_add_str_field(&b, "agent_id", e->agent_id);
+  lg_buf_addf(&b, ",\"depth\":%d", e->depth);
+  lg_add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
+  lg_buf_addc(&b, '}');
+  char *json = lg_buf_detach(&b);
+  if (!json) {
+    pthread_mutex_unlock(&a->ev_mu);
+    return;
+  }
+  /* queued for the file in seq order (the store has its own lock) */
+  if (a->log_file) a->log_file->write(a->log_file_ud, seq, e->task_id, json);
   /* streamed tokens would crowd out what a digest is for (bg_check, wait
    * progress): they stay in the event stream only */
   if (t && strcmp(e->kind, "token") != 0) ring_digest(t, seq, ts, e->kind, summary);
-  lg_store_event(a->store, seq, e->task_id, json);
   if (a->ring_n == a->ring_cap) {
     free(a->ring[a->ring_head].json);
     a->ring[a->ring_head].seq = seq;
@@ -170,10 +220,11 @@ static void emit_locked(lg_app *a, const lg_event_in *e, lg_task *t, const char 
     ev->json = json;
     a->ring_n++;
   }
-  bump(a);
+  pthread_mutex_unlock(&a->ev_mu);
+  lg_bump(a);
 }
 
-void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
+void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
                 const char *summary) {
   lg_event_in e = {kind, t->run_id, t->id, t->agent_id, payload, t->depth};
   emit_locked(a, &e, t, summary);
@@ -181,7 +232,7 @@ void task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
 
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = e->task_id ? task_find(a, e->task_id) : NULL;
+  lg_task *t = e->task_id ? lg_task_find(a, e->task_id) : NULL;
   if (t && t->retired) {
     /* code of a task the watchdog finished, running on regardless */
     pthread_mutex_unlock(&a->mu);
@@ -196,7 +247,7 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
       it->json = strdup(e->payload_json ? e->payload_json : "{}");
       if (e->task_id) snprintf(it->task_id, sizeof it->task_id, "%s", e->task_id);
       if (it->json)
-        hq_push(a, it);
+        lg_hq_push(a, it);
       else
         free(it);
     }
@@ -209,36 +260,35 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
  * never sees a gap; with memory only an old cursor gets {"kind":"gap"}. */
 int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
   int n = 0;
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   /* a negative cursor means "from the start, without a gap marker"; none
    * is past INT64_MAX - 1 (see emit_locked), so since + 1 cannot overflow */
   int gap_ok = since >= 0;
   if (since < 0) since = -1;
   if (since >= INT64_MAX - 1) {
-    buf_addc(out, ']');
+    lg_buf_addc(out, ']');
     return 0;
   }
-  pthread_mutex_lock(&a->mu);
-  lg_store *st = a->store;
+  pthread_mutex_lock(&a->ev_mu);
+  const lg_log_file *file = a->log_file;
   /* What the ring no longer holds comes from the file. The ring may move on
    * while the file is read, so read until the ring starts at or before the
    * next wanted seq (each round reads only what the ring dropped meanwhile). */
   for (;;) {
     int64_t oldest = a->ring_n > 0 ? a->ring[a->ring_head].seq : a->next_event_seq;
-    if (!st || since + 1 >= oldest || n >= limit) break;
-    uint64_t ticket = lg_store_ticket(st);
-    pthread_mutex_unlock(&a->mu);
-    lg_store_sync(st, ticket, NULL, 0);
+    if (!file || since + 1 >= oldest || n >= limit) break;
+    uint64_t ticket = file->ticket(a->log_file_ud);
+    pthread_mutex_unlock(&a->ev_mu);
     buf_t part;
-    buf_init(&part);
-    int k = lg_store_read_events(st, since, oldest, limit - n, &part);
+    lg_buf_init(&part);
+    int k = file->read(a->log_file_ud, ticket, since, oldest, limit - n, &part);
     if (k > 0) {
-      if (n) buf_addc(out, ',');
-      buf_add(out, part.p, part.len);
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_add(out, part.p, part.len);
       n += k;
     }
-    buf_free(&part);
-    pthread_mutex_lock(&a->mu);
+    lg_buf_free(&part);
+    pthread_mutex_lock(&a->ev_mu);
     if (k == 0) break; /* nothing in the file (a closed store): the ring says gap */
     if (n >= limit) break;
     since = oldest - 1; /* the file held everything before `oldest` */
@@ -247,49 +297,49 @@ int lg_events(lg_app *a, int64_t since, int limit, buf_t *out) {
     int64_t oldest = a->ring[a->ring_head].seq;
     int64_t from = since + 1;
     if (from < oldest && gap_ok) {
-      if (n) buf_addc(out, ',');
-      buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_addf(out, "{\"kind\":\"gap\",\"seq\":%lld,\"payload\":{\"missed\":%lld,\"next_seq\":%lld}}",
                (long long)from, (long long)(oldest - from), (long long)oldest);
       n++;
     }
     if (from < oldest) from = oldest;
     for (int64_t s = from; s < a->next_event_seq && n < limit; s++) {
       const lg_event *ev = &a->ring[(a->ring_head + (s - oldest)) % a->ring_cap];
-      if (n) buf_addc(out, ',');
-      buf_adds(out, ev->json);
+      if (n) lg_buf_addc(out, ',');
+      lg_buf_adds(out, ev->json);
       n++;
     }
   }
-  buf_addc(out, ']');
-  pthread_mutex_unlock(&a->mu);
+  lg_buf_addc(out, ']');
+  pthread_mutex_unlock(&a->ev_mu);
   return n;
 }
 
 /* --------------------------------------------------------------- digests */
 
-void digest_json(buf_t *b, const lg_digest *d) {
+void lg_digest_json(buf_t *b, const lg_digest *d) {
   char iso[32];
   lg_iso8601(d->ts, iso);
-  buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
-  buf_add_jstr(b, d->kind, strlen(d->kind));
-  buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
-  buf_add_jstr(b, d->summary, strlen(d->summary));
-  buf_addc(b, '}');
+  lg_buf_addf(b, "{\"seq\":%lld,\"kind\":", (long long)d->seq);
+  lg_buf_add_jstr(b, d->kind, strlen(d->kind));
+  lg_buf_addf(b, ",\"ts\":\"%s\",\"summary\":", iso);
+  lg_buf_add_jstr(b, d->summary, strlen(d->summary));
+  lg_buf_addc(b, '}');
 }
 
 /* The last n event digests of a task, oldest first (bg_check). */
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (t) {
     if (n > t->ring_n) n = t->ring_n;
     if (n < 0) n = 0;
-    buf_addc(out, '[');
+    lg_buf_addc(out, '[');
     for (int i = t->ring_n - n; i < t->ring_n; i++) {
-      if (i > t->ring_n - n) buf_addc(out, ',');
-      digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
+      if (i > t->ring_n - n) lg_buf_addc(out, ',');
+      lg_digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
     }
-    buf_addc(out, ']');
+    lg_buf_addc(out, ']');
   }
   pthread_mutex_unlock(&a->mu);
   return t ? 0 : -1;
@@ -298,82 +348,101 @@ int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
 /* --------------------------------------------------------------- host */
 
 uint64_t lg_gen(lg_app *a) {
-  pthread_mutex_lock(&a->mu);
+  pthread_mutex_lock(&a->hq_mu);
   uint64_t g = a->gen;
-  pthread_mutex_unlock(&a->mu);
+  pthread_mutex_unlock(&a->hq_mu);
   return g;
 }
 
-void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
+/* Retry timers run on idle workers; a host that waits or polls alone must
+ * run them too, since no worker may be left (one that cannot boot its
+ * state exits). The scheduler publishes when the next one is due, so the
+ * host takes the scheduler's lock only when one is. */
+static void run_due_retries(lg_app *a) {
+  int64_t due = atomic_load(&a->retry_due);
+  if (!due || lg_mono_ms() < due) return;
   pthread_mutex_lock(&a->mu);
-  int64_t deadline = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
-  if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
-  /* idle workers keep retry timers; a host waiting alone must run them too */
-  while (a->gen == gen) {
-    int64_t d = min_deadline(deadline, next_retry_mono(a));
-    a->host_blocked++;
-    cond_wait_until(&a->host_cv, &a->mu, d);
-    a->host_blocked--;
-    if (a->retry_head) schedule(a);
-    if (deadline && lg_mono_ms() >= deadline) break;
-  }
+  lg_schedule(a);
   pthread_mutex_unlock(&a->mu);
 }
 
+void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
+  int64_t deadline = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
+  if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
+  pthread_mutex_lock(&a->hq_mu);
+  while (a->gen == gen) {
+    int64_t d = lg_min_deadline(deadline, atomic_load(&a->retry_due));
+    a->host_blocked++;
+    lg_cond_wait_until(&a->host_cv, &a->hq_mu, d);
+    a->host_blocked--;
+    pthread_mutex_unlock(&a->hq_mu);
+    run_due_retries(a);
+    pthread_mutex_lock(&a->hq_mu);
+    if (deadline && lg_mono_ms() >= deadline) break;
+  }
+  pthread_mutex_unlock(&a->hq_mu);
+}
+
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
-  pthread_mutex_lock(&a->mu);
-  /* Retry timers run on idle workers and in blocking host calls; a host
-   * that only polls (a game loop) must run them too, since no worker may
-   * be left (one that cannot boot its state exits). */
-  if (a->retry_head) schedule(a);
+  run_due_retries(a);
+  pthread_mutex_lock(&a->hq_mu);
   int n = 0;
   while (a->hq_head && n < max) {
     lg_host_item *it = a->hq_head;
-    hq_unlink(a, it);
-    if (it->type == HI_HOST_CALL && lg_task_should_stop(it->waiter->task)) {
+    if (it->type == HI_HOST_CALL && lg_task_should_stop(it->task)) {
       /* R-5: a call whose task was cancelled (or timed out) meanwhile is
        * dropped; its worker, woken by the stop, frees the item */
+      hq_unlink_locked(a, it);
       continue;
     }
     if (it->type == HI_HOST_CALL) {
       /* the waiting worker keeps the original; the host gets a copy */
       lg_host_item *c = calloc(1, sizeof *c);
-      if (!c) {
-        it->next = a->hq_head;
-        a->hq_head = it;
-        if (!a->hq_tail) a->hq_tail = it;
-        a->hq_n++;
-        break;
-      }
+      if (!c) break;
+      hq_unlink_locked(a, it);
+      it->next = a->inflight; /* where lg_host_reply finds it */
+      a->inflight = it;
+      it->where = HQ_INFLIGHT;
       *c = *it;
       c->name = lg_strdup(it->name);
       c->json = lg_strdup(it->json);
       c->ctx_json = lg_strdup(it->ctx_json);
       c->reply_json = NULL;
       c->next = NULL;
+      c->where = HQ_NONE;
       it->replied = 0;
       out[n++] = c;
     } else {
+      hq_unlink_locked(a, it);
       out[n++] = it;
     }
   }
-  pthread_mutex_unlock(&a->mu);
+  pthread_mutex_unlock(&a->hq_mu);
   return n;
 }
 
 void lg_host_reply(lg_app *a, uint64_t id, const char *json) {
-  pthread_mutex_lock(&a->mu);
-  for (lg_worker *w = a->workers; w; w = w->next) {
-    lg_task *t = w->task;
-    lg_host_item *c = t ? t->host_call : NULL;
-    if (c && c->id == id && !c->replied) {
-      c->reply_json = lg_strdup(json);
-      c->replied = 1;
-      pthread_cond_signal(&w->cv);
+  char *copy = lg_strdup(json);
+  pthread_mutex_lock(&a->hq_mu);
+  for (lg_host_item *it = a->inflight; it; it = it->next) {
+    if (it->id == id && !it->replied) {
+      it->reply_json = copy;
+      copy = NULL;
+      it->replied = 1;
+      pthread_cond_signal(&it->waiter->hcv);
       break;
     }
   }
-  pthread_mutex_unlock(&a->mu);
+  pthread_mutex_unlock(&a->hq_mu);
+  free(copy);
+}
+
+/* Host work that is not a log line (stats' idle). */
+int lg_host_work_pending(lg_app *a) {
+  pthread_mutex_lock(&a->hq_mu);
+  int n = a->hq_work;
+  pthread_mutex_unlock(&a->hq_mu);
+  return n;
 }
 
 void lg_set_wants(lg_app *a, unsigned wants) {
@@ -383,7 +452,14 @@ void lg_set_wants(lg_app *a, unsigned wants) {
 }
 
 void lg_set_host_multi(lg_app *a, void *multi) {
-  pthread_mutex_lock(&a->mu);
+  pthread_mutex_lock(&a->hq_mu);
   a->host_multi = multi;
-  pthread_mutex_unlock(&a->mu);
+  pthread_mutex_unlock(&a->hq_mu);
+}
+
+void *lg_host_multi(lg_app *a) {
+  pthread_mutex_lock(&a->hq_mu);
+  void *m = a->host_multi;
+  pthread_mutex_unlock(&a->hq_mu);
+  return m;
 }

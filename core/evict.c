@@ -8,10 +8,10 @@
  * records (per store.retention); only memory forgets.
  *
  * The tasks free to leave are kept on a list in that order, so making room
- * never scans the task table: evict_sync() puts a task on the list or
+ * never scans the task table: lg_evict_sync() puts a task on the list or
  * takes it off whenever something it depends on changes, and
- * evict_finished() drops from the head. Callers hold app->mu;
- * evict_finished() frees tasks, so it runs only where no caller holds a
+ * lg_evict_finished() drops from the head. Callers hold app->mu;
+ * lg_evict_finished() frees tasks, so it runs only where no caller holds a
  * pointer to a finished task (the end of the public entry points). */
 #include "dispatch_internal.h"
 
@@ -45,7 +45,7 @@ static void list_append(lg_app *a, lg_task *t, int64_t since) {
   t->in_elist = 1;
 }
 
-void evict_sync(lg_app *a, lg_task *t) {
+void lg_evict_sync(lg_app *a, lg_task *t) {
   int want = evictable(t);
   if (want && !t->in_elist) {
     /* a task restored from the store counts its age from when it ended */
@@ -63,13 +63,13 @@ static void evict(lg_app *a, lg_task *t) {
     if (*pp) *pp = t->next_sibling;
   }
   for (lg_task *c = t->first_child; c; c = c->next_sibling) c->parent = NULL;
-  counter_detach(a, t);
+  lg_counter_detach(a, t);
   a->nfinished--;
-  task_remove(a, t);
-  task_free(t);
+  lg_task_remove(a, t);
+  lg_task_free(t);
 }
 
-void evict_finished(lg_app *a) {
+void lg_evict_finished(lg_app *a) {
   long max = a->cfg.keep_finished_max;
   double ttl = a->cfg.keep_finished_s;
   if (max < 0 && ttl < 0) return;

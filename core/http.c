@@ -1,12 +1,11 @@
-/* HTTP over libcurl (R-6, R-23, §8). One transfer at a time per thread,
+/* HTTP over libcurl (R-6, R-23, README). One transfer at a time per thread,
  * driven through that thread's multi handle so that a canceller (or, for the
  * host, any news for the host) wakes it at once with curl_multi_wakeup.
  * Pure C: the write callback only appends bytes or parsed SSE events to C
  * buffers; Lua sees them after lg_http_poll returns (no Lua inside curl). */
 #include "http.h"
-#include "dispatcher.h"
+#include "internal.h"
 #include "sse.h"
-#include "worker.h"
 
 #include <curl/curl.h>
 #include <limits.h>
@@ -39,26 +38,6 @@ void *lg_http_multi_new(void) {
 
 void lg_http_multi_free(void *multi) {
   if (multi) curl_multi_cleanup((CURLM *)multi);
-}
-
-/* The worker's multi handle, made on first use. Published under the app
- * mutex because cancellers read it there (lg_worker_wake). */
-void *lg_http_worker_multi(lg_worker *w) {
-  if (!w->multi) {
-    void *m = lg_http_multi_new();
-    pthread_mutex_lock(&w->app->mu);
-    w->multi = m;
-    pthread_mutex_unlock(&w->app->mu);
-  }
-  return w->multi;
-}
-
-void lg_http_worker_cleanup(lg_worker *w) {
-  pthread_mutex_lock(&w->app->mu);
-  void *m = w->multi;
-  w->multi = NULL;
-  pthread_mutex_unlock(&w->app->mu);
-  lg_http_multi_free(m);
 }
 
 struct lg_http {
@@ -115,7 +94,7 @@ static size_t feed_sse(lg_http *h, const char *p, size_t len) {
     return 0;
   }
   h->total += len;
-  int r = sse_feed(&h->sse, p, len, on_sse, h);
+  int r = lg_sse_feed(&h->sse, p, len, on_sse, h);
   if (r < 0) {
     h->too_big = 1; /* a line or an event over the limit (or no memory) */
     return 0;
@@ -168,14 +147,14 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     if (h->truncate || h->status < 200 || h->status >= 300) {
       /* keep the status and the start of the body: an error reply always,
        * any reply when the caller asked for truncation (ctx:http) */
-      buf_add(&h->resp, p, h->max_bytes - h->resp.len);
+      lg_buf_add(&h->resp, p, h->max_bytes - h->resp.len);
       h->body_cut = 1;
       return 0;
     }
     h->too_big = 1;
     return 0;
   }
-  buf_add(&h->resp, p, len);
+  lg_buf_add(&h->resp, p, len);
   if (h->resp.oom) return 0;
   if (h->sniffing) {
     int v = sniff_sse(h->resp.p, h->resp.len);
@@ -183,10 +162,10 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
     if (v == 1) {
       /* what came so far is the start of the stream */
       buf_t start = h->resp;
-      buf_init(&h->resp);
+      lg_buf_init(&h->resp);
       h->sse_mode = 1;
       size_t fed = feed_sse(h, start.p, start.len), want = start.len;
-      buf_free(&start);
+      lg_buf_free(&start);
       if (fed != want) return 0;
     }
   }
@@ -212,8 +191,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   size_t len = size * n;
   h->last_byte_ms = lg_mono_ms();
   /* a new status line (redirect or 100-continue) starts a new header block */
-  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) buf_reset(&h->hdrs);
-  if (h->hdrs.len + len < 256 * 1024) buf_add(&h->hdrs, p, len);
+  if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) lg_buf_reset(&h->hdrs);
+  if (h->hdrs.len + len < 256 * 1024) lg_buf_add(&h->hdrs, p, len);
   return len;
 }
 
@@ -227,10 +206,10 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
   h->max_bytes = r->max_bytes;
   h->stream = r->stream;
   h->truncate = r->truncate;
-  sse_init(&h->sse);
+  lg_sse_init(&h->sse);
   if (r->max_bytes) h->sse.max = r->max_bytes;
-  buf_init(&h->resp);
-  buf_init(&h->hdrs);
+  lg_buf_init(&h->resp);
+  lg_buf_init(&h->hdrs);
   h->easy = curl_easy_init();
   if (!h->easy || !multi) {
     snprintf(err, errlen, "cannot start an HTTP transfer");
@@ -308,7 +287,7 @@ static void check_done(lg_http *h) {
       h->result = m->data.result;
     }
   }
-  if (h->done && h->sse_mode) sse_finish(&h->sse, on_sse, h);
+  if (h->done && h->sse_mode) lg_sse_finish(&h->sse, on_sse, h);
 }
 
 int lg_http_poll(lg_http *h, int timeout_ms) {
@@ -351,7 +330,7 @@ void lg_http_info(lg_http *h, lg_http_result *out) {
   out->body_len = h->resp.len;
   out->done = h->done;
   out->sse = h->sse_mode;
-  out->sse_pending = h->sse_mode && sse_pending(&h->sse);
+  out->sse_pending = h->sse_mode && lg_sse_pending(&h->sse);
   out->too_big = h->too_big;
   out->body_cut = h->body_cut;
   if (h->oom) {
@@ -383,9 +362,9 @@ void lg_http_free(lg_http *h) {
   if (h->easy) curl_easy_cleanup(h->easy);
   curl_slist_free_all(h->headers);
   free(h->body);
-  buf_free(&h->resp);
-  buf_free(&h->hdrs);
-  sse_free(&h->sse);
+  lg_buf_free(&h->resp);
+  lg_buf_free(&h->hdrs);
+  lg_sse_free(&h->sse);
   for (lg_http_event *e = h->ev_head, *nx; e; e = nx) {
     nx = e->next;
     free(e);

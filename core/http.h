@@ -6,14 +6,11 @@
 
 #include <stddef.h>
 
-struct lg_worker;
-
 void lg_http_global_init(void);
 /* Wake a thread blocked in lg_http_poll on this multi handle (any thread). */
 void lg_http_wakeup(void *multi);
 void *lg_http_multi_new(void);
 void lg_http_multi_free(void *multi);
-void *lg_http_worker_multi(struct lg_worker *w);
 
 typedef struct {
   const char *method, *url, *body;

@@ -21,25 +21,25 @@ typedef struct {
   int oom;
 } buf_t;
 
-void buf_init(buf_t *b);
-void buf_free(buf_t *b);
-void buf_reset(buf_t *b);
-void buf_reserve(buf_t *b, size_t extra);
-void buf_add(buf_t *b, const void *s, size_t n);
-void buf_adds(buf_t *b, const char *s);
-void buf_addc(buf_t *b, char c);
-void buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void lg_buf_init(buf_t *b);
+void lg_buf_free(buf_t *b);
+void lg_buf_reset(buf_t *b);
+void lg_buf_reserve(buf_t *b, size_t extra);
+void lg_buf_add(buf_t *b, const void *s, size_t n);
+void lg_buf_adds(buf_t *b, const char *s);
+void lg_buf_addc(buf_t *b, char c);
+void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append a JSON string literal (quotes included) for the n bytes of s; a
  * byte that starts no valid UTF-8 sequence is written as U+FFFD. */
-void buf_add_jstr(buf_t *b, const char *s, size_t n);
+void lg_buf_add_jstr(buf_t *b, const char *s, size_t n);
 /* Length (1-4) of the well-formed UTF-8 sequence at s (n bytes left), 0 if
  * none starts there. */
 size_t lg_utf8_seq(const char *s, size_t n);
 #define LG_UTF8_REPLACEMENT "\xEF\xBF\xBD" /* U+FFFD */
 /* Append `"key":` (key must not need escaping). */
-void buf_add_jkey(buf_t *b, const char *key);
+void lg_buf_add_jkey(buf_t *b, const char *key);
 /* Returns a malloc'd NUL-terminated copy and resets the buffer (NULL on oom). */
-char *buf_detach(buf_t *b);
+char *lg_buf_detach(buf_t *b);
 
 char *lg_strdup(const char *s);           /* NULL-safe strdup */
 char *lg_strndup(const char *s, size_t n);

@@ -125,23 +125,23 @@ static int enc_error(enc_t *e, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   buf_t p;
-  buf_init(&p);
-  buf_addc(&p, '$');
+  lg_buf_init(&p);
+  lg_buf_addc(&p, '$');
   for (int i = 0; i < e->depth && p.len < e->errlen; i++) {
     const seg_t *s = &e->seg[i];
     if (!s->key) {
-      buf_addf(&p, "[%lld]", (long long)s->u.idx);
+      lg_buf_addf(&p, "[%lld]", (long long)s->u.idx);
     } else if (is_ident(s->key, s->u.klen)) {
-      buf_addc(&p, '.');
-      buf_add(&p, s->key, s->u.klen);
+      lg_buf_addc(&p, '.');
+      lg_buf_add(&p, s->key, s->u.klen);
     } else {
-      buf_addc(&p, '[');
-      buf_add_jstr(&p, s->key, s->u.klen < 64 ? s->u.klen : 64);
-      buf_addc(&p, ']');
+      lg_buf_addc(&p, '[');
+      lg_buf_add_jstr(&p, s->key, s->u.klen < 64 ? s->u.klen : 64);
+      lg_buf_addc(&p, ']');
     }
   }
   snprintf(e->err, e->errlen, "%s at %s", msg, p.oom ? "$" : p.p);
-  buf_free(&p);
+  lg_buf_free(&p);
   return -1;
 }
 
@@ -162,8 +162,8 @@ static int enc_float(enc_t *e, double x) {
    * values give equal bytes, and decode turns it into that integer. From
    * 2^53 on decode keeps a float a float, so plain digits get a ".0" (else
    * they would read back as an integer). */
-  buf_adds(e->out, tmp);
-  if (fabs(x) >= TWO53 && !strpbrk(tmp, ".e")) buf_add(e->out, ".0", 2);
+  lg_buf_adds(e->out, tmp);
+  if (fabs(x) >= TWO53 && !strpbrk(tmp, ".e")) lg_buf_add(e->out, ".0", 2);
   return 0;
 }
 
@@ -198,11 +198,11 @@ static int enc_object(enc_t *e, int idx, size_t n, int d) {
     k++;
   }
   qsort(keys, k, sizeof *keys, okey_cmp);
-  buf_addc(e->out, '{');
+  lg_buf_addc(e->out, '{');
   for (size_t i = 0; i < k; i++) {
-    if (i) buf_addc(e->out, ',');
-    buf_add_jstr(e->out, keys[i].s, keys[i].len);
-    buf_addc(e->out, ':');
+    if (i) lg_buf_addc(e->out, ',');
+    lg_buf_add_jstr(e->out, keys[i].s, keys[i].len);
+    lg_buf_addc(e->out, ':');
     e->seg[d].key = keys[i].s;
     e->seg[d].u.klen = keys[i].len;
     lua_rawgeti(L, anchor, keys[i].slot);
@@ -210,7 +210,7 @@ static int enc_object(enc_t *e, int idx, size_t n, int d) {
     if (enc_value(e, lua_gettop(L))) return -1;
     lua_pop(L, 1);
   }
-  buf_addc(e->out, '}');
+  lg_buf_addc(e->out, '}');
   lua_pop(L, 2);
   return 0;
 }
@@ -262,18 +262,18 @@ static int enc_table(enc_t *e, int idx) {
   if (nstr) {
     if (enc_object(e, idx, nstr, d)) return -1;
   } else if (nint || marked) {
-    buf_addc(e->out, '[');
+    lg_buf_addc(e->out, '[');
     for (lua_Integer i = 1; i <= nint; i++) {
-      if (i > 1) buf_addc(e->out, ',');
+      if (i > 1) lg_buf_addc(e->out, ',');
       e->seg[d].key = NULL;
       e->seg[d].u.idx = i;
       lua_rawgeti(L, idx, i);
       if (enc_value(e, lua_gettop(L))) return -1;
       lua_pop(L, 1);
     }
-    buf_addc(e->out, ']');
+    lg_buf_addc(e->out, ']');
   } else {
-    buf_add(e->out, "{}", 2);
+    lg_buf_add(e->out, "{}", 2);
   }
   e->depth = d;
   return 0;
@@ -283,28 +283,28 @@ static int enc_value(enc_t *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
     case LUA_TNIL:
-      buf_add(e->out, "null", 4);
+      lg_buf_add(e->out, "null", 4);
       return 0;
     case LUA_TBOOLEAN:
-      buf_adds(e->out, lua_toboolean(L, idx) ? "true" : "false");
+      lg_buf_adds(e->out, lua_toboolean(L, idx) ? "true" : "false");
       return 0;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
-        buf_addf(e->out, "%lld", (long long)lua_tointeger(L, idx));
+        lg_buf_addf(e->out, "%lld", (long long)lua_tointeger(L, idx));
         return 0;
       }
       return enc_float(e, (double)lua_tonumber(L, idx));
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
-      buf_add_jstr(e->out, s, n);
+      lg_buf_add_jstr(e->out, s, n);
       return 0;
     }
     case LUA_TTABLE:
       return enc_table(e, idx);
     case LUA_TLIGHTUSERDATA:
       if (lua_touserdata(L, idx) == LG_JSON_NULL) {
-        buf_add(e->out, "null", 4);
+        lg_buf_add(e->out, "null", 4);
         return 0;
       }
       return enc_error(e, "cannot encode light userdata");
@@ -702,7 +702,7 @@ void lg_json_push(lua_State *L, const char *s, size_t len) {
 /* ---- Lua functions --------------------------------------------------------- */
 
 static int buf_gc(lua_State *L) {
-  buf_free(lua_touserdata(L, 1));
+  lg_buf_free(lua_touserdata(L, 1));
   return 0;
 }
 
@@ -713,7 +713,7 @@ static int l_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   buf_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-  buf_init(b);
+  lg_buf_init(b);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &buf_mt_key) != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, 0, 1);
@@ -724,11 +724,11 @@ static int l_encode(lua_State *L) {
   }
   lua_setmetatable(L, -2);
   if (lg_json_encode(L, 1, b, err, sizeof err) != 0) {
-    buf_free(b);
+    lg_buf_free(b);
     return luaL_error(L, "luagent.json.encode: %s", err);
   }
   lua_pushlstring(L, b->p ? b->p : "", b->len);
-  buf_free(b);
+  lg_buf_free(b);
   return 1;
 }
 

@@ -219,10 +219,10 @@ int lg_rate_wait(lg_worker *w, const char *key, long long est, double timeout_s,
       rc = 2;
       break;
     }
-    int64_t until = min_deadline(wait_ms > 0 ? now + wait_ms : 0, end);
-    if (t) until = min_deadline(until, t->deadline_mono);
-    if (add_waiter(r, w) != 0) until = min_deadline(until, now + 10); /* oom: poll */
-    cond_wait_until(&w->cv, &a->mu, until);
+    int64_t until = lg_min_deadline(wait_ms > 0 ? now + wait_ms : 0, end);
+    if (t) until = lg_min_deadline(until, t->deadline_mono);
+    if (add_waiter(r, w) != 0) until = lg_min_deadline(until, now + 10); /* oom: poll */
+    lg_cond_wait_until(&w->cv, &a->mu, until);
     remove_waiter(r, w);
   }
   w->in_core = 0;
@@ -251,7 +251,7 @@ void lg_rate_done(lg_app *a, const char *key, const lg_rate_grant *g, long long 
       r->probe_needed = 1;
     }
     for (int i = 0; i < r->nwaiters; i++) lg_worker_wake(r->waiters[i]);
-    bump(a); /* a foreground run waiting on the host */
+    lg_bump(a); /* a foreground run waiting on the host */
   }
   pthread_mutex_unlock(&a->mu);
 }
@@ -259,15 +259,15 @@ void lg_rate_done(lg_app *a, const char *key, const lg_rate_grant *g, long long 
 void lg_rate_stats(lg_app *a, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   int64_t now = lg_mono_ms();
-  buf_addc(out, '{');
+  lg_buf_addc(out, '{');
   for (lg_rate *r = a->rates; r; r = r->next) {
-    if (r != a->rates) buf_addc(out, ',');
-    buf_add_jstr(out, r->key, strlen(r->key));
+    if (r != a->rates) lg_buf_addc(out, ',');
+    lg_buf_add_jstr(out, r->key, strlen(r->key));
     double paused = r->paused_until > now ? (double)(r->paused_until - now) / 1000.0 : 0;
-    buf_addf(out, ":{\"in_flight\":%d,\"waiting\":%d,\"pauses\":%lld,\"paused_s\":%.3f}",
+    lg_buf_addf(out, ":{\"in_flight\":%d,\"waiting\":%d,\"pauses\":%lld,\"paused_s\":%.3f}",
              r->in_flight, r->nwaiters, r->pauses, paused);
   }
-  buf_addc(out, '}');
+  lg_buf_addc(out, '}');
   pthread_mutex_unlock(&a->mu);
 }
 

@@ -1,5 +1,5 @@
 /* The dispatcher's side of the store (R-14, R-40): every change of a record
- * is queued for the store through persist(); the store is opened and
+ * is queued for the store through lg_persist(); the store is opened and
  * attached, stored records are read back and restored, and lg_restore_done
  * re-queues or fails what was not finished. Thread state is here too, and
  * the claimed/delivered flags of finished children (R-33), since marking a
@@ -15,13 +15,13 @@
 
 /* --------------------------------------------------------- store writes */
 
-void persist(lg_app *a, lg_task *t) {
+void lg_persist(lg_app *a, lg_task *t) {
   if (!a->store) return;
   buf_t b;
-  buf_init(&b);
-  record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, t->status, b.p, b.len);
-  buf_free(&b);
+  lg_buf_init(&b);
+  lg_record_json_x(t, &b, 1);
+  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), b.p, b.len);
+  lg_buf_free(&b);
 }
 
 /* ------------------------------------------------- store and recovery */
@@ -30,6 +30,20 @@ void persist(lg_app *a, lg_task *t) {
  * enqueue. The store is closed before the app is freed, so `a` is alive. */
 static void store_failed(void *ud, const char *message) { lg_log(ud, "error", "%s", message); }
 
+/* The event log's view of the store (dispatch_internal.h, lg_log_file). */
+static void log_write(void *ud, int64_t seq, const char *task_id, const char *json) {
+  lg_store_event(ud, seq, task_id, json);
+}
+
+static uint64_t log_ticket(void *ud) { return lg_store_ticket(ud); }
+
+static int log_read(void *ud, uint64_t ticket, int64_t since, int64_t before, int limit, buf_t *out) {
+  lg_store_sync(ud, ticket, NULL, 0);
+  return lg_store_read_events(ud, since, before, limit, out);
+}
+
+static const lg_log_file store_log = {log_write, log_ticket, log_read};
+
 int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg_err *err) {
   char msg[sizeof err->message];
   lg_store_opts o = *opts;
@@ -37,11 +51,15 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
   o.ud = a;
   lg_store *st = lg_store_open(path, &o, msg, sizeof msg);
   if (!st) {
-    err_set(err, "store", "%s", msg);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   pthread_mutex_lock(&a->mu);
+  pthread_mutex_lock(&a->ev_mu); /* the event log writes to it too */
   a->store = st;
+  a->log_file = &store_log;
+  a->log_file_ud = st;
+  pthread_mutex_unlock(&a->ev_mu);
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -55,15 +73,15 @@ lg_store *lg_app_store(lg_app *a) {
 
 static void add_row(void *ud, const char *json, size_t len) {
   buf_t *b = ud;
-  if (b->len > 1) buf_addc(b, ',');
-  buf_add(b, json, len);
+  if (b->len > 1) lg_buf_addc(b, ',');
+  lg_buf_add(b, json, len);
 }
 
 /* Every stored record as a JSON array, in enqueue order. */
 void lg_store_records(lg_app *a, buf_t *out) {
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   lg_store_read_tasks(a->store, add_row, out);
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
 }
 
 /* Put a stored task back as it was written; lg_restore_done then applies
@@ -71,7 +89,7 @@ void lg_store_records(lg_app *a, buf_t *out) {
 int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   lg_task *t = calloc(1, sizeof *t);
   if (!t) {
-    err_set(err, "store", "out of memory");
+    lg_err_set(err, "store", "out of memory");
     return -1;
   }
   const lg_enqueue_req *e = &r->base;
@@ -113,34 +131,34 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->retry_at = r->retry_at;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
-  int st = status_from_name(r->status ? r->status : "");
+  int st = lg_status_from_name(r->status ? r->status : "");
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;
   pthread_mutex_lock(&a->mu);
-  if (a->next_seq == UINT64_MAX || task_find(a, t->id) || !(t->aq = aq_get(a, t->agent_id)) ||
-      task_insert(a, t) != 0) {
+  if (a->next_seq == UINT64_MAX || lg_task_find(a, t->id) || !(t->aq = lg_aq_get(a, t->agent_id)) ||
+      lg_task_insert(a, t) != 0) {
     pthread_mutex_unlock(&a->mu);
-    err_set(err, "store", "cannot restore task %s", r->task_id);
-    task_free(t);
+    lg_err_set(err, "store", "cannot restore task %s", r->task_id);
+    lg_task_free(t);
     return -1;
   }
   t->seq = a->next_seq++;
-  t->parent = t->parent_task_id ? task_find(a, t->parent_task_id) : NULL;
+  t->parent = t->parent_task_id ? lg_task_find(a, t->parent_task_id) : NULL;
   if (t->parent) {
     t->next_sibling = t->parent->first_child;
     t->parent->first_child = t;
   }
   if (t->parent || (e->root_key && strcmp(e->root_key, t->id) != 0)) {
-    lg_counter *count = counter_get(a, t->root_key);
+    lg_counter *count = lg_counter_get(a, t->root_key);
     if (count) {
       count->n++;
-      counter_attach(count, t);
+      lg_counter_attach(count, t);
     }
   }
   t->restored = 1;
   if (TS_TERMINAL(t->status)) {
     a->nfinished++;
-    evict_sync(a, t);
+    lg_evict_sync(a, t);
   }
   lg_id_floor(t->enqueued_at);
   pthread_mutex_unlock(&a->mu);
@@ -159,46 +177,48 @@ int64_t lg_restore_done(lg_app *a) {
   for (size_t i = 0; v && i < a->tab_cap; i++)
     for (lg_task *t = a->tab[i]; t; t = t->hnext)
       if (t->phase == PH_RECOVERING) v[n++] = t;
-  if (v) qsort(v, n, sizeof *v, cmp_seq);
+  if (v) qsort(v, n, sizeof *v, lg_cmp_seq);
   for (size_t i = 0; i < n; i++) {
     lg_task *t = v[i];
     if (TS_TERMINAL(t->status)) continue; /* finished meanwhile by a cascade */
     if (t->status == TS_RUNNING && t->cancel_requested) {
       /* the cancel was asked for and the process went away first: it
        * stopped, so it is cancelled (R-25), never run again */
-      set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
+      lg_set_error(t, "cancelled", "cancelled (the process stopped before the task did)");
       t->phase = PH_DONE;
-      finish_task(a, t, TS_CANCELLED);
+      lg_finish_task(a, t, TS_CANCELLED);
       continue;
     }
     if (t->status == TS_RUNNING) {
       if (t->attempts <= t->max_retries) {
-        set_error(t, "lost", "the process stopped while the task ran; queued again");
+        lg_set_error(t, "lost", "the process stopped while the task ran; queued again");
         t->status = TS_QUEUED;
         t->started_at = 0;
-        task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
+        lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
       } else {
-        set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
+        lg_set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
         t->phase = PH_DONE;
-        finish_task(a, t, TS_FAILED);
+        lg_finish_task(a, t, TS_FAILED);
         continue;
       }
     }
     a->queued++;
+    a->busy++;
+    t->live = 1;
     if (t->retry_at > 0 && t->retry_at > lg_wall_ms()) {
       t->phase = PH_RETRY;
       t->lnext = a->retry_head;
       a->retry_head = t;
     } else {
       t->retry_at = 0;
-      requeue(a, t);
+      lg_requeue(a, t);
     }
-    persist(a, t);
+    lg_persist(a, t);
   }
   free(v);
-  schedule(a);
-  evict_finished(a);
-  bump(a);
+  lg_schedule(a);
+  lg_evict_finished(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
 }
@@ -207,7 +227,7 @@ int64_t lg_restore_done(lg_app *a) {
  * keep_finished_s) and its status; -1 when there is no file store or no
  * such record. Called with app->mu held: a read on the store's own read
  * connection, by primary key. */
-int stored_record(lg_app *a, const char *id, buf_t *out, char status[16]) {
+int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]) {
   size_t start = out->len;
   if (lg_store_read_task(a->store, id, out) != 0) return -1;
   const char *p = out->p ? strstr(out->p + start, "\"status\":\"") : NULL;
@@ -234,7 +254,7 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
   pthread_mutex_unlock(&a->mu);
   char msg[256];
   if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
-    err_set(err, "store", "%s", msg);
+    lg_err_set(err, "store", "%s", msg);
     return -1;
   }
   return 0;
@@ -244,26 +264,26 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err) {
  * oldest first; they are claimed so a concurrent run of the same scope does
  * not announce them too. lg_set_delivered or lg_unclaim ends the claim. */
 static void end_claim(lg_app *a, lg_task *t) {
-  lg_task *by = t->claimed_by;
+  lg_task *c = t->claimed_by;
+  if (c) {
+    c->claims_held--;
+    if (t->cl_prev) t->cl_prev->cl_next = t->cl_next; else c->claims_head = t->cl_next;
+    if (t->cl_next) t->cl_next->cl_prev = t->cl_prev;
+  }
+  t->cl_prev = t->cl_next = NULL;
   t->claimed = 0;
   t->claimed_by = NULL;
-  evict_sync(a, t);
-  if (by) {
-    by->claims_held--;
-    evict_sync(a, by);
-  }
+  lg_evict_sync(a, t);
+  if (c) lg_evict_sync(a, c);
 }
 
 /* A task that ends (or is retried) gives back what its runs claimed: its Lua
  * may not have unwound far enough to do it (a cancel raises at every
  * instruction). */
-void release_claims(lg_app *a, lg_task *claimer) {
-  if (claimer->claims_held <= 0) return;
-  for (size_t i = 0; i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (t->claimed_by == claimer) end_claim(a, t);
+void lg_release_claims(lg_app *a, lg_task *claimer) {
+  while (claimer->claims_head) end_claim(a, claimer->claims_head);
   claimer->claims_held = 0;
-  evict_sync(a, claimer);
+  lg_evict_sync(a, claimer);
 }
 
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
@@ -272,45 +292,59 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   size_t n = 0;
   /* a finished claimer (its worker retired) would hold the claims forever */
-  lg_task **v = claimer && claimer->retired ? NULL : select_tasks(a, &cf, &n);
-  buf_addc(out, '[');
+  lg_task **v = claimer && claimer->retired ? NULL : lg_select_tasks(a, &cf, &n);
+  lg_buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
-    if (i) buf_addc(out, ',');
+    if (i) lg_buf_addc(out, ',');
     v[i]->claimed = 1;
     v[i]->claimed_by = claimer;
-    evict_sync(a, v[i]); /* claimed: it stays */
-    if (claimer) claimer->claims_held++;
-    record_json(v[i], out);
+    lg_evict_sync(a, v[i]); /* claimed: it stays */
+    if (claimer) {
+      claimer->claims_held++;
+      v[i]->cl_prev = NULL;
+      v[i]->cl_next = claimer->claims_head;
+      if (claimer->claims_head) claimer->claims_head->cl_prev = v[i];
+      claimer->claims_head = v[i];
+    }
+    lg_record_json(v[i], out);
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
   free(v);
   pthread_mutex_unlock(&a->mu);
 }
 
 void lg_unclaim(lg_app *a, const char *id) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (t) end_claim(a, t);
-  evict_finished(a);
+  lg_evict_finished(a);
   pthread_mutex_unlock(&a->mu);
 }
 
-int lg_set_delivered(lg_app *a, const char *id) {
+/* Mark tasks delivered; returns how many were found. R-33: the flags are in
+ * the store (one commit for all) before anyone acts on them, so a restart
+ * never announces a child again that was already delivered. */
+static int deliver(lg_app *a, const char *const *ids, int n) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  int found = t != NULL, changed = 0;
-  if (t && !t->delivered) {
-    t->delivered = 1;
-    end_claim(a, t);
-    persist(a, t);
-    changed = 1;
+  int found = 0, changed = 0;
+  for (int i = 0; i < n; i++) {
+    lg_task *t = lg_task_find(a, ids[i]);
+    found += t != NULL;
+    if (t && !t->delivered) {
+      t->delivered = 1;
+      end_claim(a, t);
+      lg_persist(a, t);
+      changed = 1;
+    }
   }
-  evict_finished(a); /* t is not used after this */
+  lg_evict_finished(a); /* t is not used after this */
   lg_store *st = changed ? a->store : NULL;
   uint64_t ticket = lg_store_ticket(st);
   pthread_mutex_unlock(&a->mu);
-  /* R-33: the flag is in the store before anyone acts on it, so a restart
-   * never announces a child again that was already delivered */
   lg_store_sync(st, ticket, NULL, 0);
-  return found ? 0 : -1;
+  return found;
 }
+
+void lg_set_delivered_many(lg_app *a, const char *const *ids, int n) { deliver(a, ids, n); }
+
+int lg_set_delivered(lg_app *a, const char *id) { return deliver(a, &id, 1) > 0 ? 0 : -1; }

@@ -9,21 +9,21 @@
 
 static const unsigned char bom_bytes[3] = {0xEF, 0xBB, 0xBF};
 
-void sse_init(sse_parser *p) {
+void lg_sse_init(sse_parser *p) {
   memset(p, 0, sizeof *p);
   p->max = SSE_DEFAULT_MAX;
 }
 
-void sse_free(sse_parser *p) {
+void lg_sse_free(sse_parser *p) {
   size_t max = p->max;
   free(p->line);
   free(p->data);
   free(p->event);
-  sse_init(p);
+  lg_sse_init(p);
   p->max = max;
 }
 
-int sse_pending(const sse_parser *p) {
+int lg_sse_pending(const sse_parser *p) {
   return p->line_len > 0 || p->has_data || p->has_event || p->bom > 0;
 }
 
@@ -126,7 +126,7 @@ static int feed(sse_parser *p, const char *s, size_t n, sse_event_cb cb, void *u
   return 0;
 }
 
-int sse_feed(sse_parser *p, const char *buf, size_t len, sse_event_cb cb, void *ud) {
+int lg_sse_feed(sse_parser *p, const char *buf, size_t len, sse_event_cb cb, void *ud) {
   if (p->status) return p->status;
   /* a BOM at the very start is skipped, even when split across feeds */
   while (p->bom >= 0 && len) {
@@ -144,7 +144,7 @@ int sse_feed(sse_parser *p, const char *buf, size_t len, sse_event_cb cb, void *
   return p->status;
 }
 
-int sse_finish(sse_parser *p, sse_event_cb cb, void *ud) {
+int lg_sse_finish(sse_parser *p, sse_event_cb cb, void *ud) {
   (void)cb, (void)ud; /* an unfinished event is dropped, never dispatched */
   return p->status;
 }

@@ -36,18 +36,18 @@ typedef struct sse_parser {
 typedef int (*sse_event_cb)(void *ud, const char *event, size_t event_len,
                             const char *data, size_t data_len);
 
-void sse_init(sse_parser *p);
+void lg_sse_init(sse_parser *p);
 /* 0 ok, 1 stopped by cb, -1 out of memory or a line/event over p->max. The
  * status is sticky: after 1 or -1 the parser ignores input and returns it
  * again (bytes after the stopping event are not parsed). */
-int sse_feed(sse_parser *p, const char *buf, size_t len, sse_event_cb cb, void *ud);
+int lg_sse_feed(sse_parser *p, const char *buf, size_t len, sse_event_cb cb, void *ud);
 /* End of stream. An unfinished event is discarded, as the spec says; check
- * sse_pending() to report a truncated stream. Returns the sticky status. */
-int sse_finish(sse_parser *p, sse_event_cb cb, void *ud);
+ * lg_sse_pending() to report a truncated stream. Returns the sticky status. */
+int lg_sse_finish(sse_parser *p, sse_event_cb cb, void *ud);
 /* Non-zero when bytes of an unfinished event (a partial line, or fields not
  * yet dispatched by an empty line) are buffered. */
-int sse_pending(const sse_parser *p);
-/* Frees the buffers; the parser is then as after sse_init. */
-void sse_free(sse_parser *p);
+int lg_sse_pending(const sse_parser *p);
+/* Frees the buffers; the parser is then as after lg_sse_init. */
+void lg_sse_free(sse_parser *p);
 
 #endif

@@ -33,7 +33,8 @@ typedef struct op {
   int type;
   int64_t seq;
   char *key, *json;
-  int status;
+  const char *status; /* a task's status name (a static string) */
+  int finished;       /* the task ended: its record ages for retention */
   struct op *next;
 } op;
 
@@ -389,9 +390,9 @@ static int run_op(lg_store *st, const op *o) {
     case OP_TASK:
       s = st->put_task;
       sqlite3_bind_text(s, 1, o->key, -1, SQLITE_STATIC);
-      sqlite3_bind_text(s, 2, lg_status_name(o->status), -1, SQLITE_STATIC);
+      sqlite3_bind_text(s, 2, o->status, -1, SQLITE_STATIC);
       sqlite3_bind_text(s, 3, o->json, -1, SQLITE_STATIC);
-      if (o->status >= 2)
+      if (o->finished)
         sqlite3_bind_int64(s, 4, o->seq); /* finished time, for retention */
       else
         sqlite3_bind_null(s, 4);
@@ -786,11 +787,13 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
   return o;
 }
 
-void lg_store_task(lg_store *st, const char *task_id, int status, const char *json, size_t len) {
+void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
+                   const char *json, size_t len) {
   if (!st) return;
   op *o = new_op(OP_TASK, task_id, json, len);
   if (!o) return;
   o->status = status;
+  o->finished = finished;
   o->seq = lg_wall_ms();
   push(st, o);
 }
@@ -910,16 +913,16 @@ void lg_store_info(lg_store *st, lg_store_info_t *out) {
 }
 
 void lg_store_unsaved(lg_store *st, buf_t *out) {
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   if (st) {
     pthread_mutex_lock(&st->mu);
     for (size_t i = 0; i < st->nunsaved; i++) {
-      if (i) buf_addc(out, ',');
-      buf_add_jstr(out, st->unsaved[i]->key, strlen(st->unsaved[i]->key));
+      if (i) lg_buf_addc(out, ',');
+      lg_buf_add_jstr(out, st->unsaved[i]->key, strlen(st->unsaved[i]->key));
     }
     pthread_mutex_unlock(&st->mu);
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
 }
 
 /* A read statement on the read connection (rmu held): 0 ready, 1 nothing
@@ -976,8 +979,8 @@ typedef struct {
 
 static void add_listed(void *ud, const char *json, size_t len) {
   list_ud *l = ud;
-  if (l->n++) buf_addc(l->b, ',');
-  buf_add(l->b, json, len);
+  if (l->n++) lg_buf_addc(l->b, ',');
+  lg_buf_add(l->b, json, len);
 }
 
 /* Drop what a failed read added to b. */
@@ -989,12 +992,12 @@ static void cut_back(buf_t *b, size_t len) {
 int lg_store_read_records(lg_store *st, buf_t *out, char *err, size_t errlen) {
   size_t start = out->len;
   list_ud l = {out, 0};
-  buf_addc(out, '[');
+  lg_buf_addc(out, '[');
   if (st && scan_tasks(st, add_listed, &l, err, errlen) < 0) {
     cut_back(out, start);
     return -1;
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
   if (out->oom) {
     snprintf(err, errlen, "store %s: out of memory reading the records", st ? st->path : "");
     return -1;

@@ -1,4 +1,4 @@
-/* Persistence behind the dispatcher (§7). The memory store is the
+/* Persistence behind the dispatcher (README). The memory store is the
  * dispatcher's own task table, so a NULL store means "memory only" and every
  * call is then a no-op. A file store is SQLite (store.c). */
 #ifndef LUAGENT_STORE_H
@@ -27,7 +27,10 @@ typedef struct lg_store_opts_s {
 lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, size_t errlen);
 
 /* Called under the dispatcher mutex: they only queue work, never do I/O. */
-void lg_store_task(lg_store *st, const char *task_id, int status, const char *json, size_t len);
+/* status: the task's status name, a string that lives as long as the
+ * process; finished: it ended (its record ages for retention). */
+void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
+                   const char *json, size_t len);
 void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
 void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
@@ -78,9 +81,5 @@ void lg_store_info(lg_store *st, lg_store_info_t *out);
  * and no later one succeeded), as a JSON array in id order. The writer
  * writes them again with every later batch and at close. */
 void lg_store_unsaved(lg_store *st, buf_t *out);
-
-/* Sets core.store_reader, a read-only view of a store file that takes no
- * lock (store_reader.c), in the module table at the top of the stack. */
-void lg_store_reader_open(lua_State *L);
 
 #endif

@@ -4,6 +4,7 @@
  * reads a store while the app that owns it runs (WAL readers never block
  * the writer) as well as after it has stopped. Rows are the JSON the store
  * keeps; they are decoded into Lua values here, on the calling thread. */
+#include "bind.h"
 #include "store.h"
 
 #include <lauxlib.h>

@@ -18,7 +18,7 @@ static const char *const status_names[] = {"queued",    "running",   "completed"
 
 const char *lg_status_name(int s) { return status_names[s]; }
 
-int status_from_name(const char *s) {
+int lg_status_from_name(const char *s) {
   for (int i = 0; i < 6; i++)
     if (strcmp(s, status_names[i]) == 0) return i;
   return -1;
@@ -27,12 +27,12 @@ int status_from_name(const char *s) {
 /* ------------------------------------------------------------------ time */
 
 static void deadline_ts(struct timespec *ts, int64_t mono_ms) {
-  /* condition variables use CLOCK_MONOTONIC (see cond_init) */
+  /* condition variables use CLOCK_MONOTONIC (see lg_cond_init) */
   ts->tv_sec = (time_t)(mono_ms / 1000);
   ts->tv_nsec = (long)(mono_ms % 1000) * 1000000L;
 }
 
-void cond_init(pthread_cond_t *cv) {
+void lg_cond_init(pthread_cond_t *cv) {
   pthread_condattr_t at;
   pthread_condattr_init(&at);
   pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
@@ -41,7 +41,7 @@ void cond_init(pthread_cond_t *cv) {
 }
 
 /* Wait on cv until signalled or mono deadline (0 = none). */
-void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
+void lg_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
   if (deadline <= 0) {
     pthread_cond_wait(cv, mu);
     return;
@@ -51,7 +51,7 @@ void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) 
   pthread_cond_timedwait(cv, mu, &ts);
 }
 
-int64_t min_deadline(int64_t a, int64_t b) {
+int64_t lg_min_deadline(int64_t a, int64_t b) {
   if (a <= 0) return b;
   if (b <= 0) return a;
   return a < b ? a : b;
@@ -65,18 +65,75 @@ static uint64_t hash_str(const char *s) {
   return h;
 }
 
-lg_task *task_find(lg_app *a, const char *id) {
+lg_task *lg_task_find(lg_app *a, const char *id) {
   if (!a->tab_cap) return NULL;
   for (lg_task *t = a->tab[hash_str(id) & (a->tab_cap - 1)]; t; t = t->hnext)
     if (strcmp(t->id, id) == 0) return t;
   return NULL;
 }
 
-int task_insert(lg_app *a, lg_task *t) {
+static uint64_t scope_hash(const char *agent, const char *thread) {
+  return hash_str(agent) * 31 + hash_str(thread);
+}
+
+static lg_scopeq *scope_find(lg_app *a, const char *agent, const char *thread, int create) {
+  if (!a->sc_cap) {
+    if (!create) return NULL;
+    a->sctab = calloc(256, sizeof *a->sctab);
+    if (!a->sctab) return NULL;
+    a->sc_cap = 256;
+  }
+  size_t k = scope_hash(agent, thread) & (a->sc_cap - 1);
+  for (lg_scopeq *q = a->sctab[k]; q; q = q->hnext)
+    if (strcmp(q->agent_id, agent) == 0 && strcmp(q->thread_id, thread) == 0) return q;
+  if (!create) return NULL;
+  lg_scopeq *q = calloc(1, sizeof *q);
+  if (!q || !(q->agent_id = strdup(agent)) || !(q->thread_id = strdup(thread))) {
+    if (q) free(q->agent_id);
+    free(q);
+    return NULL;
+  }
+  q->hnext = a->sctab[k];
+  a->sctab[k] = q;
+  return q;
+}
+
+static void scope_drop(lg_app *a, lg_scopeq *q) {
+  size_t k = scope_hash(q->agent_id, q->thread_id) & (a->sc_cap - 1);
+  for (lg_scopeq **pp = &a->sctab[k]; *pp; pp = &(*pp)->hnext)
+    if (*pp == q) {
+      *pp = q->hnext;
+      break;
+    }
+  free(q->agent_id);
+  free(q->thread_id);
+  free(q);
+}
+
+void lg_scopes_free(lg_app *a) {
+  for (size_t i = 0; i < a->sc_cap; i++)
+    for (lg_scopeq *q = a->sctab[i], *nx; q; q = nx) {
+      nx = q->hnext;
+      free(q->agent_id);
+      free(q->thread_id);
+      free(q);
+    }
+  free(a->sctab);
+}
+
+int lg_task_insert(lg_app *a, lg_task *t) {
+  lg_scopeq *q = NULL;
+  if (t->parent_agent_id && t->thread_id) {
+    q = scope_find(a, t->parent_agent_id, t->thread_id, 1);
+    if (!q) return -1;
+  }
   if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
     size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
     lg_task **tab = calloc(cap, sizeof *tab);
-    if (!tab) return -1;
+    if (!tab) {
+      if (q && q->n == 0) scope_drop(a, q);
+      return -1;
+    }
     for (size_t i = 0; i < a->tab_cap; i++) {
       for (lg_task *x = a->tab[i], *nx; x; x = nx) {
         nx = x->hnext;
@@ -93,28 +150,57 @@ int task_insert(lg_app *a, lg_task *t) {
   t->hnext = a->tab[k];
   a->tab[k] = t;
   a->ntasks++;
+  /* enqueue order: seq only grows, so appending keeps both lists sorted */
+  t->all_prev = a->all_tail;
+  t->all_next = NULL;
+  if (a->all_tail)
+    a->all_tail->all_next = t;
+  else
+    a->all_head = t;
+  a->all_tail = t;
+  t->scq = q;
+  if (q) {
+    t->sc_prev = q->tail;
+    t->sc_next = NULL;
+    if (q->tail)
+      q->tail->sc_next = t;
+    else
+      q->head = t;
+    q->tail = t;
+    q->n++;
+  }
   return 0;
 }
 
-void task_remove(lg_app *a, lg_task *t) {
+void lg_task_remove(lg_app *a, lg_task *t) {
   for (lg_task **pp = &a->tab[hash_str(t->id) & (a->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
     if (*pp == t) {
       *pp = t->hnext;
       a->ntasks--;
-      return;
+      break;
     }
+  }
+  if (t->all_prev) t->all_prev->all_next = t->all_next; else a->all_head = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev; else a->all_tail = t->all_prev;
+  t->all_prev = t->all_next = NULL;
+  lg_scopeq *q = t->scq;
+  if (q) {
+    if (t->sc_prev) t->sc_prev->sc_next = t->sc_next; else q->head = t->sc_next;
+    if (t->sc_next) t->sc_next->sc_prev = t->sc_prev; else q->tail = t->sc_prev;
+    t->sc_prev = t->sc_next = NULL;
+    t->scq = NULL;
+    if (--q->n == 0) scope_drop(a, q);
   }
 }
 
-void task_free(lg_task *t) {
+void lg_task_free(lg_task *t) {
   char **strs[] = {&t->agent_id,      &t->parent_agent_id, &t->thread_id,      &t->tool,
                    &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
                    &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
                    &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
                    &t->error_kind,    &t->error_message};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
-  for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
-  free(t->wait_ids);
+  free(t->waits);
   free(t);
 }
 
@@ -148,7 +234,7 @@ static int counters_grow(lg_app *a) {
   return 0;
 }
 
-lg_counter *counter_get(lg_app *a, const char *key) {
+lg_counter *lg_counter_get(lg_app *a, const char *key) {
   if ((a->ncounters + 1) * 4 > a->ctab_cap * 3 && counters_grow(a) != 0 && !a->ctab_cap) return NULL;
   lg_counter **pp = counter_slot(a, key);
   if (*pp) return *pp;
@@ -159,12 +245,12 @@ lg_counter *counter_get(lg_app *a, const char *key) {
   }
   *pp = c;
   a->ncounters++;
-  lg_task *root = task_find(a, key); /* the root task, while it is in memory */
-  if (root && !root->rootc) counter_attach(c, root);
+  lg_task *root = lg_task_find(a, key); /* the root task, while it is in memory */
+  if (root && !root->rootc) lg_counter_attach(c, root);
   return c;
 }
 
-void counter_attach(lg_counter *c, lg_task *t) {
+void lg_counter_attach(lg_counter *c, lg_task *t) {
   t->rootc = c;
   c->refs++;
 }
@@ -177,17 +263,17 @@ static void counter_free(lg_app *a, lg_counter *c) {
   free(c);
 }
 
-void counter_detach(lg_app *a, lg_task *t) {
+void lg_counter_detach(lg_app *a, lg_task *t) {
   lg_counter *c = t->rootc;
   t->rootc = NULL;
   if (c && --c->refs == 0) counter_free(a, c);
 }
 
-void counter_drop_unused(lg_app *a, lg_counter *c) {
+void lg_counter_drop_unused(lg_app *a, lg_counter *c) {
   if (c && c->refs == 0) counter_free(a, c);
 }
 
-void counters_free(lg_app *a) {
+void lg_counters_free(lg_app *a) {
   for (size_t i = 0; i < a->ctab_cap; i++) {
     for (lg_counter *c = a->ctab[i], *nx; c; c = nx) {
       nx = c->next;
@@ -201,13 +287,13 @@ void counters_free(lg_app *a) {
 /* ---------------------------------------------------------- agent queues */
 
 /* Best first: boosted (R-27 lending), then higher priority, then FIFO. */
-int task_before(const lg_task *x, const lg_task *y) {
+int lg_task_before(const lg_task *x, const lg_task *y) {
   if (x->boost != y->boost) return x->boost > y->boost;
   if (x->priority != y->priority) return x->priority > y->priority;
   return x->seq < y->seq;
 }
 
-lg_agentq *aq_get(lg_app *a, const char *name) {
+lg_agentq *lg_aq_get(lg_app *a, const char *name) {
   if (!a->aq_cap) {
     a->aqtab = calloc(64, sizeof *a->aqtab);
     if (!a->aqtab) return NULL;
@@ -236,10 +322,10 @@ static void heap_swap(lg_agentq *q, int i, int j) {
   q->heap[j]->heap_idx = j;
 }
 
-void heap_up(lg_agentq *q, int i) {
+void lg_heap_up(lg_agentq *q, int i) {
   while (i > 0) {
     int p = (i - 1) / 2;
-    if (!task_before(q->heap[i], q->heap[p])) break;
+    if (!lg_task_before(q->heap[i], q->heap[p])) break;
     heap_swap(q, i, p);
     i = p;
   }
@@ -248,15 +334,15 @@ void heap_up(lg_agentq *q, int i) {
 static void heap_down(lg_agentq *q, int i) {
   for (;;) {
     int l = 2 * i + 1, r = l + 1, m = i;
-    if (l < q->n && task_before(q->heap[l], q->heap[m])) m = l;
-    if (r < q->n && task_before(q->heap[r], q->heap[m])) m = r;
+    if (l < q->n && lg_task_before(q->heap[l], q->heap[m])) m = l;
+    if (r < q->n && lg_task_before(q->heap[r], q->heap[m])) m = r;
     if (m == i) break;
     heap_swap(q, i, m);
     i = m;
   }
 }
 
-int aq_push(lg_agentq *q, lg_task *t) {
+int lg_aq_push(lg_agentq *q, lg_task *t) {
   if (q->n == q->cap) {
     int cap = q->cap ? q->cap * 2 : 16;
     lg_task **h = realloc(q->heap, (size_t)cap * sizeof *h);
@@ -266,11 +352,11 @@ int aq_push(lg_agentq *q, lg_task *t) {
   }
   q->heap[q->n] = t;
   t->heap_idx = q->n++;
-  heap_up(q, t->heap_idx);
+  lg_heap_up(q, t->heap_idx);
   return 0;
 }
 
-void aq_remove(lg_agentq *q, lg_task *t) {
+void lg_aq_remove(lg_agentq *q, lg_task *t) {
   int i = t->heap_idx;
   if (i < 0 || i >= q->n || q->heap[i] != t) return;
   q->n--;
@@ -278,107 +364,107 @@ void aq_remove(lg_agentq *q, lg_task *t) {
     q->heap[i] = q->heap[q->n];
     q->heap[i]->heap_idx = i;
     heap_down(q, i);
-    heap_up(q, i);
+    lg_heap_up(q, i);
   }
   t->heap_idx = -1;
 }
 
 /* --------------------------------------------------------------- records */
 
-void add_str_field(buf_t *b, const char *k, const char *v) {
+void lg_add_str_field(buf_t *b, const char *k, const char *v) {
   if (!v) return;
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_add_jstr(b, v, strlen(v));
+  lg_buf_addc(b, ',');
+  lg_buf_add_jkey(b, k);
+  lg_buf_add_jstr(b, v, strlen(v));
 }
 
-void add_raw_field(buf_t *b, const char *k, const char *json) {
+void lg_add_raw_field(buf_t *b, const char *k, const char *json) {
   if (!json) return;
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_adds(b, json);
+  lg_buf_addc(b, ',');
+  lg_buf_add_jkey(b, k);
+  lg_buf_adds(b, json);
 }
 
 static void add_time_field(buf_t *b, const char *k, int64_t ms) {
   if (!ms) return;
   char iso[32];
   lg_iso8601(ms, iso);
-  buf_addc(b, ',');
-  buf_add_jkey(b, k);
-  buf_addf(b, "\"%s\"", iso);
+  lg_buf_addc(b, ',');
+  lg_buf_add_jkey(b, k);
+  lg_buf_addf(b, "\"%s\"", iso);
 }
 
-void add_error(buf_t *b, const lg_task *t) {
+void lg_add_error(buf_t *b, const lg_task *t) {
   if (!t->error_kind) return;
-  buf_adds(b, ",\"error\":{\"kind\":");
-  buf_add_jstr(b, t->error_kind, strlen(t->error_kind));
-  buf_adds(b, ",\"message\":");
+  lg_buf_adds(b, ",\"error\":{\"kind\":");
+  lg_buf_add_jstr(b, t->error_kind, strlen(t->error_kind));
+  lg_buf_adds(b, ",\"message\":");
   const char *m = t->error_message ? t->error_message : "";
-  buf_add_jstr(b, m, strlen(m));
-  if (t->error_status) buf_addf(b, ",\"status\":%d", t->error_status);
-  buf_addc(b, '}');
+  lg_buf_add_jstr(b, m, strlen(m));
+  if (t->error_status) lg_buf_addf(b, ",\"status\":%d", t->error_status);
+  lg_buf_addc(b, '}');
 }
 
 /* The foreground run a task's tree was started by (its root key when that
  * is not the root task's id), or NULL for a tree a host enqueue started. */
-const char *root_run_id(const lg_task *t) {
+const char *lg_root_run_id(const lg_task *t) {
   if (!t->root_key || !t->root_task_id || strcmp(t->root_key, t->root_task_id) == 0) return NULL;
   return t->root_key;
 }
 
 /* internal: also the fields only recovery needs (the store's copy). */
-void record_json_x(const lg_task *t, buf_t *b, int internal) {
-  buf_adds(b, "{\"task_id\":");
-  buf_add_jstr(b, t->id, strlen(t->id));
-  add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
-  add_str_field(b, "agent_id", t->agent_id);
-  add_str_field(b, "parent_agent_id", t->parent_agent_id);
-  add_str_field(b, "thread_id", t->thread_id);
-  add_str_field(b, "tool", t->tool);
-  add_str_field(b, "tool_call_id", t->tool_call_id);
-  add_str_field(b, "run_id", t->run_id);
-  add_str_field(b, "parent_run_id", t->parent_run_id);
-  add_str_field(b, "parent_task_id", t->parent_task_id);
-  add_str_field(b, "root_task_id", t->root_task_id);
-  add_str_field(b, "root_run_id", root_run_id(t));
-  buf_addf(b, ",\"depth\":%d", t->depth);
-  add_str_field(b, "prompt", t->prompt);
-  add_raw_field(b, "args", t->args_json);
-  add_str_field(b, "status", status_names[t->status]);
+void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
+  lg_buf_adds(b, "{\"task_id\":");
+  lg_buf_add_jstr(b, t->id, strlen(t->id));
+  lg_add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
+  lg_add_str_field(b, "agent_id", t->agent_id);
+  lg_add_str_field(b, "parent_agent_id", t->parent_agent_id);
+  lg_add_str_field(b, "thread_id", t->thread_id);
+  lg_add_str_field(b, "tool", t->tool);
+  lg_add_str_field(b, "tool_call_id", t->tool_call_id);
+  lg_add_str_field(b, "run_id", t->run_id);
+  lg_add_str_field(b, "parent_run_id", t->parent_run_id);
+  lg_add_str_field(b, "parent_task_id", t->parent_task_id);
+  lg_add_str_field(b, "root_task_id", t->root_task_id);
+  lg_add_str_field(b, "root_run_id", lg_root_run_id(t));
+  lg_buf_addf(b, ",\"depth\":%d", t->depth);
+  lg_add_str_field(b, "prompt", t->prompt);
+  lg_add_raw_field(b, "args", t->args_json);
+  lg_add_str_field(b, "status", status_names[t->status]);
   add_time_field(b, "enqueued_at", t->enqueued_at);
   add_time_field(b, "started_at", t->started_at);
   add_time_field(b, "finished_at", t->finished_at);
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
-  buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
+  lg_buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
-  add_raw_field(b, "result", t->result_json);
-  if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
-  add_error(b, t);
+  lg_add_raw_field(b, "result", t->result_json);
+  if (t->run_status[0]) lg_add_str_field(b, "run_status", t->run_status);
+  lg_add_error(b, t);
   lg_usage_fields(b, t, 1);
-  buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
+  lg_buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
   if (t->wait_n > 0) {
-    buf_adds(b, ",\"waiting_on\":[");
+    lg_buf_adds(b, ",\"waiting_on\":[");
     for (int i = 0; i < t->wait_n; i++) {
-      if (i) buf_addc(b, ',');
-      buf_add_jstr(b, t->wait_ids[i], strlen(t->wait_ids[i]));
+      if (i) lg_buf_addc(b, ',');
+      lg_buf_add_jstr(b, t->wait_ids[i], strlen(t->wait_ids[i]));
     }
-    buf_addc(b, ']');
+    lg_buf_addc(b, ']');
   }
-  buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
-  add_raw_field(b, "metadata", t->metadata_json);
+  lg_buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
+  lg_add_raw_field(b, "metadata", t->metadata_json);
   if (internal) {
-    add_str_field(b, "root_key", t->root_key);
-    if (t->max_depth >= 0) buf_addf(b, ",\"max_depth\":%d", t->max_depth);
-    if (t->scoped) buf_adds(b, ",\"scoped\":true");
+    lg_add_str_field(b, "root_key", t->root_key);
+    if (t->max_depth >= 0) lg_buf_addf(b, ",\"max_depth\":%d", t->max_depth);
+    if (t->scoped) lg_buf_adds(b, ",\"scoped\":true");
   }
-  buf_addc(b, '}');
+  lg_buf_addc(b, '}');
 }
 
-void record_json(const lg_task *t, buf_t *b) { record_json_x(t, b, 0); }
+void lg_record_json(const lg_task *t, buf_t *b) { lg_record_json_x(t, b, 0); }
 
 /* --------------------------------------------------------------- helpers */
 
-void err_set(lg_err *e, const char *kind, const char *fmt, ...) {
+void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...) {
   snprintf(e->kind, sizeof e->kind, "%s", kind);
   va_list ap;
   va_start(ap, fmt);
@@ -386,11 +472,11 @@ void err_set(lg_err *e, const char *kind, const char *fmt, ...) {
   va_end(ap);
 }
 
-int eq_opt(const char *want, const char *have) {
+int lg_eq_opt(const char *want, const char *have) {
   return !want || (have && strcmp(want, have) == 0);
 }
 
-int cmp_seq(const void *x, const void *y) {
+int lg_cmp_seq(const void *x, const void *y) {
   const lg_task *a = *(lg_task *const *)x, *b = *(lg_task *const *)y;
   return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
@@ -401,8 +487,8 @@ int cmp_seq(const void *x, const void *y) {
  * from a file store, which has every committed record. */
 int lg_get(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
-  if (t) record_json(t, out);
+  lg_task *t = lg_task_find(a, id);
+  if (t) lg_record_json(t, out);
   lg_store *st = a->store;
   pthread_mutex_unlock(&a->mu);
   if (t) return 0;
@@ -411,7 +497,7 @@ int lg_get(lg_app *a, const char *id, buf_t *out) {
 
 int lg_status(lg_app *a, const char *id, char out[16]) {
   pthread_mutex_lock(&a->mu);
-  lg_task *t = task_find(a, id);
+  lg_task *t = lg_task_find(a, id);
   if (t) snprintf(out, 16, "%s", status_names[t->status]);
   pthread_mutex_unlock(&a->mu);
   return t ? 0 : -1;
@@ -425,35 +511,44 @@ static int task_matches(const lg_filter *f, int want, const lg_task *t) {
   } else if (!f->include_finished && TS_TERMINAL(t->status)) {
     return 0;
   }
-  return eq_opt(f->agent_id, t->agent_id) && eq_opt(f->parent_agent_id, t->parent_agent_id) &&
-         eq_opt(f->thread_id, t->thread_id) && eq_opt(f->parent_run_id, t->parent_run_id) &&
-         eq_opt(f->parent_task_id, t->parent_task_id);
+  return lg_eq_opt(f->agent_id, t->agent_id) && lg_eq_opt(f->parent_agent_id, t->parent_agent_id) &&
+         lg_eq_opt(f->thread_id, t->thread_id) && lg_eq_opt(f->parent_run_id, t->parent_run_id) &&
+         lg_eq_opt(f->parent_task_id, t->parent_task_id);
 }
 
 /* The tasks matching f, in enqueue order, at most f->limit: a malloc'd
- * array (NULL with *n = 0 when there is none or no memory). */
-lg_task **select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
-  int want = f->status ? status_from_name(f->status) : -1;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+ * array (NULL with *n = 0 when there is none or no memory). A scope filter
+ * walks that scope's list only; both lists are in enqueue order, so there
+ * is nothing to sort and a limit stops the walk. */
+lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
+  int want = f->status ? lg_status_from_name(f->status) : -1;
   *n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
-      if (task_matches(f, want, t)) v[(*n)++] = t;
-  if (v) qsort(v, *n, sizeof *v, cmp_seq);
-  if (f->limit > 0 && (size_t)f->limit < *n) *n = (size_t)f->limit;
+  lg_task *start = a->all_head;
+  size_t most = a->ntasks;
+  int by_scope = f->parent_agent_id && f->thread_id;
+  if (by_scope) {
+    lg_scopeq *q = scope_find(a, f->parent_agent_id, f->thread_id, 0);
+    start = q ? q->head : NULL;
+    most = q ? (size_t)q->n : 0;
+  }
+  if (f->limit > 0 && (size_t)f->limit < most) most = (size_t)f->limit;
+  lg_task **v = malloc((most + 1) * sizeof *v);
+  if (!v) return NULL;
+  for (lg_task *t = start; t && *n < most; t = by_scope ? t->sc_next : t->all_next)
+    if (task_matches(f, want, t)) v[(*n)++] = t;
   return v;
 }
 
 void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   size_t n;
-  lg_task **v = select_tasks(a, f, &n);
-  buf_addc(out, '[');
+  lg_task **v = lg_select_tasks(a, f, &n);
+  lg_buf_addc(out, '[');
   for (size_t i = 0; i < n; i++) {
-    if (i) buf_addc(out, ',');
-    record_json(v[i], out);
+    if (i) lg_buf_addc(out, ',');
+    lg_record_json(v[i], out);
   }
-  buf_addc(out, ']');
+  lg_buf_addc(out, ']');
   free(v);
   pthread_mutex_unlock(&a->mu);
 }

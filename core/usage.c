@@ -3,7 +3,8 @@
  * every descendant), and the app keeps the total of all model calls,
  * foreground runs included. Runs report each model call as it returns
  * (runner.lua), so a parent's tree_usage is current while its children
- * still run. Guarded by app->mu like the rest of the dispatcher. */
+ * still run. Tasks' usage is guarded by app->mu, the app total also by
+ * app->ev_mu (so stats need not wait for the scheduler). */
 #include "dispatch_internal.h"
 
 #include <stdio.h>
@@ -23,43 +24,45 @@ static void usage_add(lg_usage *u, const lg_usage *d) {
 
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   pthread_mutex_lock(&a->mu);
+  pthread_mutex_lock(&a->ev_mu); /* the app total: stats reads it under ev_mu alone */
   usage_add(&a->usage, d);
-  lg_task *t = task_id ? task_find(a, task_id) : NULL;
+  pthread_mutex_unlock(&a->ev_mu);
+  lg_task *t = task_id ? lg_task_find(a, task_id) : NULL;
   if (t) {
     usage_add(&t->usage, d);
     for (lg_task *p = t; p; p = p->parent) {
       usage_add(&p->tree_usage, d);
-      persist(a, p);
+      lg_persist(a, p);
     }
   }
-  bump(a);
+  lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return t || !task_id ? 0 : -1;
 }
 
 void lg_usage_json(buf_t *b, const lg_usage *u) {
-  buf_addf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld", u->prompt,
+  lg_buf_addf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld", u->prompt,
            u->completion, u->total);
-  if (u->cached) buf_addf(b, ",\"cached_tokens\":%lld", u->cached);
-  if (u->has_cost) buf_addf(b, ",\"cost\":%.17g", u->cost);
-  if (u->estimated) buf_adds(b, ",\"estimated\":true");
-  buf_addc(b, '}');
+  if (u->cached) lg_buf_addf(b, ",\"cached_tokens\":%lld", u->cached);
+  if (u->has_cost) lg_buf_addf(b, ",\"cost\":%.17g", u->cost);
+  if (u->estimated) lg_buf_adds(b, ",\"estimated\":true");
+  lg_buf_addc(b, '}');
 }
 
 /* A task that never reported a model call keeps the usage its outcome
  * gave (usage_json); it has no descendants' usage to add then. */
 void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree) {
   if (t->usage.set) {
-    buf_adds(b, ",\"usage\":");
+    lg_buf_adds(b, ",\"usage\":");
     lg_usage_json(b, &t->usage);
   } else {
-    add_raw_field(b, "usage", t->usage_json);
+    lg_add_raw_field(b, "usage", t->usage_json);
   }
   if (!with_tree) return;
   if (t->tree_usage.set) {
-    buf_adds(b, ",\"tree_usage\":");
+    lg_buf_adds(b, ",\"tree_usage\":");
     lg_usage_json(b, &t->tree_usage);
   } else {
-    add_raw_field(b, "tree_usage", t->usage_json);
+    lg_add_raw_field(b, "tree_usage", t->usage_json);
   }
 }

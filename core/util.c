@@ -10,16 +10,16 @@
 #include <fcntl.h>
 #include <pthread.h>
 
-void buf_init(buf_t *b) { memset(b, 0, sizeof *b); }
+void lg_buf_init(buf_t *b) { memset(b, 0, sizeof *b); }
 
-void buf_free(buf_t *b) {
+void lg_buf_free(buf_t *b) {
   free(b->p);
   memset(b, 0, sizeof *b);
 }
 
-void buf_reset(buf_t *b) { b->len = 0; }
+void lg_buf_reset(buf_t *b) { b->len = 0; }
 
-void buf_reserve(buf_t *b, size_t extra) {
+void lg_buf_reserve(buf_t *b, size_t extra) {
   if (b->oom) return;
   if (b->len + extra + 1 <= b->cap) return;
   size_t cap = b->cap ? b->cap : 64;
@@ -33,19 +33,19 @@ void buf_reserve(buf_t *b, size_t extra) {
   b->cap = cap;
 }
 
-void buf_add(buf_t *b, const void *s, size_t n) {
-  buf_reserve(b, n);
+void lg_buf_add(buf_t *b, const void *s, size_t n) {
+  lg_buf_reserve(b, n);
   if (b->oom) return;
   if (n) memcpy(b->p + b->len, s, n);
   b->len += n;
   b->p[b->len] = '\0';
 }
 
-void buf_adds(buf_t *b, const char *s) { buf_add(b, s, strlen(s)); }
+void lg_buf_adds(buf_t *b, const char *s) { lg_buf_add(b, s, strlen(s)); }
 
-void buf_addc(buf_t *b, char c) { buf_add(b, &c, 1); }
+void lg_buf_addc(buf_t *b, char c) { lg_buf_add(b, &c, 1); }
 
-void buf_addf(buf_t *b, const char *fmt, ...) {
+void lg_buf_addf(buf_t *b, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   char tmp[256];
@@ -53,10 +53,10 @@ void buf_addf(buf_t *b, const char *fmt, ...) {
   va_end(ap);
   if (n < 0) return;
   if ((size_t)n < sizeof tmp) {
-    buf_add(b, tmp, (size_t)n);
+    lg_buf_add(b, tmp, (size_t)n);
     return;
   }
-  buf_reserve(b, (size_t)n);
+  lg_buf_reserve(b, (size_t)n);
   if (b->oom) return;
   va_start(ap, fmt);
   vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -93,10 +93,10 @@ size_t lg_utf8_seq(const char *p, size_t n) {
   return len;
 }
 
-void buf_add_jstr(buf_t *b, const char *s, size_t n) {
+void lg_buf_add_jstr(buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
-  buf_reserve(b, n + 2);
-  buf_addc(b, '"');
+  lg_buf_reserve(b, n + 2);
+  lg_buf_addc(b, '"');
   size_t run = 0; /* bytes copied verbatim in one go */
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
@@ -120,42 +120,42 @@ void buf_add_jstr(buf_t *b, const char *s, size_t n) {
             i += k - 1;
             continue;
           }
-          buf_add(b, s + i - run, run);
+          lg_buf_add(b, s + i - run, run);
           run = 0;
-          buf_add(b, LG_UTF8_REPLACEMENT, 3);
+          lg_buf_add(b, LG_UTF8_REPLACEMENT, 3);
           continue;
         }
         if (c < 0x20 || c == 0x7f) {
           u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
           u[4] = hex[c >> 4]; u[5] = hex[c & 15];
-          buf_add(b, s + i - run, run);
+          lg_buf_add(b, s + i - run, run);
           run = 0;
-          buf_add(b, u, 6);
+          lg_buf_add(b, u, 6);
           continue;
         }
         run++;
         continue;
     }
-    buf_add(b, s + i - run, run);
+    lg_buf_add(b, s + i - run, run);
     run = 0;
-    buf_adds(b, esc);
+    lg_buf_adds(b, esc);
   }
-  buf_add(b, s + n - run, run);
-  buf_addc(b, '"');
+  lg_buf_add(b, s + n - run, run);
+  lg_buf_addc(b, '"');
 }
 
-void buf_add_jkey(buf_t *b, const char *key) {
-  buf_addc(b, '"');
-  buf_adds(b, key);
-  buf_add(b, "\":", 2);
+void lg_buf_add_jkey(buf_t *b, const char *key) {
+  lg_buf_addc(b, '"');
+  lg_buf_adds(b, key);
+  lg_buf_add(b, "\":", 2);
 }
 
-char *buf_detach(buf_t *b) {
+char *lg_buf_detach(buf_t *b) {
   if (b->oom) {
-    buf_free(b);
+    lg_buf_free(b);
     return NULL;
   }
-  if (!b->p) buf_reserve(b, 0);
+  if (!b->p) lg_buf_reserve(b, 0);
   char *p = b->p;
   if (p) p[b->len] = '\0';
   memset(b, 0, sizeof *b);

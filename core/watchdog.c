@@ -28,20 +28,20 @@
 /* When a running task was first told to stop (0: it was not). */
 static int64_t stop_time(const lg_task *t, int64_t now) {
   int64_t at = t->stop_mono;
-  if (t->deadline_mono > 0 && t->deadline_mono <= now) at = min_deadline(at, t->deadline_mono);
+  if (t->deadline_mono > 0 && t->deadline_mono <= now) at = lg_min_deadline(at, t->deadline_mono);
   return at;
 }
 
 static void retire(lg_app *a, lg_worker *w) {
   lg_task *t = w->task;
   atomic_store(&w->retired, 1);
-  worker_unlink(a, w);
+  lg_worker_unlink(a, w);
   char msg[256];
   if (!t) {
     snprintf(msg, sizeof msg, "luagent: a worker was retired: Lua between tasks (a finalizer) ran "
              "for more than %gs", a->cfg.stop_grace_s);
-    host_log(a, "warn", msg);
-    schedule(a);
+    lg_log(a, "warn", "%s", msg);
+    lg_schedule(a);
     return;
   }
   /* the hook may not have seen the deadline: it never fired */
@@ -51,24 +51,24 @@ static void retire(lg_app *a, lg_worker *w) {
   /* t stays in memory while its worker lives (t->worker is kept): the
    * retired thread's hook still reads it */
   t->retired = 1;
-  give_slot(a, t);
+  lg_give_slot(a, t);
   a->running_n--;
-  release_claims(a, t);
+  lg_release_claims(a, t);
   if (stop == STOP_TIMEOUT) {
     snprintf(msg, sizeof msg, "timed out after %gs; its worker was retired: the task's code did not "
              "stop within %gs of its deadline", t->timeout_s, a->cfg.stop_grace_s);
-    set_error(t, "timeout", msg);
-    finish_task(a, t, TS_TIMED_OUT);
+    lg_set_error(t, "timeout", msg);
+    lg_finish_task(a, t, TS_TIMED_OUT);
   } else {
     snprintf(msg, sizeof msg, "cancelled; its worker was retired: the task's code did not stop "
              "within %gs of the cancel", a->cfg.stop_grace_s);
-    set_error(t, "cancelled", msg);
-    finish_task(a, t, TS_CANCELLED);
+    lg_set_error(t, "cancelled", msg);
+    lg_finish_task(a, t, TS_CANCELLED);
   }
   char line[400];
   snprintf(line, sizeof line, "luagent: task %s: %s", t->id, msg);
-  host_log(a, "warn", line);
-  schedule(a);
+  lg_log(a, "warn", "%s", line);
+  lg_schedule(a);
 }
 
 /* Retire what is overdue; returns whether any worker is left to watch. */
@@ -82,7 +82,7 @@ static int watch(lg_app *a) {
     int64_t since = w->task ? stop_time(w->task, now) : w->busy_since;
     if (since > 0 && now - since >= grace) retire(a, w);
   }
-  evict_finished(a);
+  lg_evict_finished(a);
   return a->workers != NULL;
 }
 
@@ -93,7 +93,7 @@ static void *watchdog_main(void *arg) {
   if (tick < 10) tick = 10;
   while (!a->closing) {
     int busy = watch(a);
-    cond_wait_until(&a->watch_cv, &a->mu, busy ? lg_mono_ms() + tick : 0);
+    lg_cond_wait_until(&a->watch_cv, &a->mu, busy ? lg_mono_ms() + tick : 0);
   }
   a->watchdog_on = 0;
   pthread_mutex_unlock(&a->mu);
@@ -101,7 +101,7 @@ static void *watchdog_main(void *arg) {
   return NULL;
 }
 
-void watchdog_start(lg_app *a) {
+void lg_watchdog_start(lg_app *a) {
   if (a->watchdog_on) {
     pthread_cond_signal(&a->watch_cv); /* it may sleep with no worker to watch */
     return;
@@ -120,13 +120,13 @@ void watchdog_start(lg_app *a) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
     lg_app_release(a); /* not the last reference: the caller holds the app */
-    host_log(a, "warn", "luagent: could not start the watchdog thread; a task whose code cannot "
+    lg_log(a, "warn", "%s", "luagent: could not start the watchdog thread; a task whose code cannot "
              "be stopped will hold its worker");
     return;
   }
   a->watchdog_on = 1;
 }
 
-void watchdog_poke(lg_app *a) {
+void lg_watchdog_poke(lg_app *a) {
   if (a->watchdog_on) pthread_cond_signal(&a->watch_cv);
 }

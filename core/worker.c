@@ -4,7 +4,7 @@
  * closes. Cancellation and timeouts reach Lua through a count hook that the
  * worker installs itself; it raises the cancel sentinel and then fires on
  * every instruction, so a user pcall cannot swallow it. */
-#include "dispatcher.h"
+#include "dispatch_internal.h"
 #include "http.h"
 #include "luagent.h"
 #include "worker.h"
@@ -261,14 +261,14 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
 
 static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
   buf_t info;
-  buf_init(&info);
+  lg_buf_init(&info);
   lg_task_info(w->app, t, &info);
   arm_hook(L, w);
   lua_settop(L, 0);
   lua_pushcfunction(L, msgh);
   lua_rawgeti(L, LUA_REGISTRYINDEX, run_ref);
   lua_pushlstring(L, info.p ? info.p : "{}", info.len);
-  buf_free(&info);
+  lg_buf_free(&info);
   int rc = lua_pcall(L, 1, 5, 1);
   lg_outcome o = {0};
   o.agent_status = -1;
@@ -358,6 +358,7 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
   pthread_condattr_init(&at);
   pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
   pthread_cond_init(&w->cv, &at);
+  pthread_cond_init(&w->hcv, &at);
   pthread_condattr_destroy(&at);
   w->task = first;
   /* Workers never take the host's signals. */
@@ -374,6 +375,7 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
   if (rc != 0) {
     lg_app_release(a);
     pthread_cond_destroy(&w->cv);
+    pthread_cond_destroy(&w->hcv);
     free(w);
     return -1;
   }
@@ -388,5 +390,37 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
 
 void lg_worker_wake(lg_worker *w) {
   pthread_cond_signal(&w->cv);
+  /* a worker waiting for the host's reply waits under the host queue's lock */
+  pthread_mutex_lock(&w->app->hq_mu);
+  pthread_cond_signal(&w->hcv);
+  pthread_mutex_unlock(&w->app->hq_mu);
   if (atomic_load(&w->in_http)) lg_http_wakeup(w->multi);
 }
+
+/* The worker's multi handle, made on first use. Published under the app
+ * mutex because cancellers read it there (lg_worker_wake). */
+void *lg_http_worker_multi(lg_worker *w) {
+  if (!w->multi) {
+    void *m = lg_http_multi_new();
+    pthread_mutex_lock(&w->app->mu);
+    w->multi = m;
+    pthread_mutex_unlock(&w->app->mu);
+  }
+  return w->multi;
+}
+
+void lg_http_worker_cleanup(lg_worker *w) {
+  pthread_mutex_lock(&w->app->mu);
+  void *m = w->multi;
+  w->multi = NULL;
+  pthread_mutex_unlock(&w->app->mu);
+  lg_http_multi_free(m);
+}
+
+lg_task *lg_worker_current(lg_worker *w) { return w ? w->current : NULL; }
+
+lg_app *lg_worker_app(lg_worker *w) { return w->app; }
+
+/* Published before the stop flag is checked, so a canceller either sees it
+ * and wakes the transfer or the worker sees the flag (R-23). */
+void lg_worker_set_in_http(lg_worker *w, int on) { atomic_store(&w->in_http, on); }

@@ -11,10 +11,15 @@ int lg_is_cancel(lua_State *L, int idx);
 int lg_raise_cancel(lua_State *L);
 /* The worker owning L, or NULL in a host state. */
 lg_worker *lg_current_worker(lua_State *L);
+/* The worker's multi handle (made on first use), freed at its exit. */
+void *lg_http_worker_multi(lg_worker *w);
 /* Is L a worker state whose worker the watchdog retired (its task is
  * finished without it)? What it still asks of the core is refused. */
 int lg_worker_retired(lua_State *L);
-/* http.c: free the worker's multi handle (worker thread, at exit). */
 void lg_http_worker_cleanup(lg_worker *w);
+/* What the bindings may know of the calling worker. */
+lg_task *lg_worker_current(lg_worker *w); /* the task whose Lua runs, or NULL */
+lg_app *lg_worker_app(lg_worker *w);
+void lg_worker_set_in_http(lg_worker *w, int on);
 
 #endif

@@ -1,6 +1,6 @@
 -- Background tasks, acceptance: bg_check (status, result or error, event
 -- digests) and bg_cancel (a running child and its own children; a finished
--- task keeps its terminal status), DESIGN §5, R-25.
+-- task keeps its terminal status), README, R-25.
 --
 -- Two chat turns on one thread: the first spawns the children, the test
 -- waits (on events) until the grandchildren run, the second inspects and

@@ -1,5 +1,5 @@
 -- Background tasks, acceptance: the merged event stream of a two-level
--- fan-out (R-29, DESIGN §6): one totally ordered stream, lifecycle order per
+-- fan-out (R-29, README): one totally ordered stream, lifecycle order per
 -- task, ids on every event, and resuming from a cursor.
 local B = require "support.bg_helpers"
 

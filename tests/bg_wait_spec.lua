@@ -1,4 +1,4 @@
--- Background tasks, acceptance: bg_wait (DESIGN §5): mode "any" returns at
+-- Background tasks, acceptance: bg_wait (README): mode "any" returns at
 -- the first finished task, a timeout returns the pending ids with progress
 -- digests, a later wait collects the rest; the legacy task_id form.
 --

@@ -1,4 +1,4 @@
--- Dispatcher acceptance: bad input (R-10, §3.2) and scripts that fail in
+-- Dispatcher acceptance: bad input (R-10, docs/architecture.md) and scripts that fail in
 -- workers (R-1, R-11).
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent

@@ -1,5 +1,5 @@
 -- Dispatcher acceptance: idle draining and streams (R-29), close (R-25a),
--- JSON crossing (R-3), ids and the event stream (§4, §6).
+-- JSON crossing (R-3), ids and the event stream (README).
 local H = require "support.dispatch_helpers"
 
 local FANOUT = [[

@@ -1,4 +1,4 @@
--- Cancellation and timeouts of model calls in flight (R-23, R-6, DESIGN §8):
+-- Cancellation and timeouts of model calls in flight (R-23, R-6, README):
 -- a stalled stream is aborted at once by app:cancel, by a task's deadline,
 -- by a foreground run's timeout or cancel, and by the model's own timeout_s.
 local fake = require "support.fake_openai_client"

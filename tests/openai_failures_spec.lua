@@ -1,4 +1,4 @@
--- luagent.openai when the provider misbehaves (DESIGN §8, R-13): cut
+-- luagent.openai when the provider misbehaves (README, R-13): cut
 -- streams, in-stream errors with HTTP 200, bodies that are not JSON, the
 -- wrong content type, bodies over max_response_bytes. Each ends the run
 -- `failed` with error.kind "model" and a message that says what happened and

@@ -1,5 +1,5 @@
 -- luagent.openai against the fake OpenAI-compatible server, real HTTP:
--- what goes on the wire (DESIGN §8, §3.0). Plain answers, tool-call round
+-- what goes on the wire (README, docs/architecture.md). Plain answers, tool-call round
 -- trips with ids kept verbatim, several calls in one reply, bodies that
 -- OpenAI accepts (no empty tools/tool_calls, list keywords as arrays, empty
 -- required dropped, properties always an object), base_url forms, the

@@ -1,4 +1,4 @@
--- luagent.openai retries (DESIGN §8, R-13): Retry-After is honoured,
+-- luagent.openai retries (README, R-13): Retry-After is honoured,
 -- retryable statuses are retried up to max_retries and then end the run
 -- `failed` with error = {kind = "model", status, message}; 4xx auth and
 -- request errors are never retried.

@@ -1,4 +1,4 @@
--- The API key (DESIGN §6, R-13): it reaches the provider as an
+-- The API key (README, R-13): it reaches the provider as an
 -- `Authorization: Bearer` header and nowhere else, and never appears in
 -- events (any kind), task records, errors, run results or saved chat
 -- threads -- also when the provider echoes it back in an error body, a

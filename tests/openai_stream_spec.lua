@@ -1,4 +1,4 @@
--- luagent.openai with stream = true against the fake server (DESIGN §8):
+-- luagent.openai with stream = true against the fake server (README):
 -- text deltas become token events in order, tool-call deltas split
 -- anywhere (inside strings, inside UTF-8 characters' neighbours) assemble by
 -- index, usage comes from the final chunk, in the host and in workers.

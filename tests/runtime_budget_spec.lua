@@ -1,4 +1,4 @@
--- Agent runtime: budgets (DESIGN §3 AgentResult). Each budget ends the run
+-- Agent runtime: budgets (README, "Agent hooks" and AgentResult). Each budget ends the run
 -- budget_exceeded with error = {kind = "budget", budget = <name>} and keeps
 -- the transcript so far.
 local R = require "support.runtime_helpers"

@@ -1,5 +1,5 @@
 -- Agent runtime: bad definitions are rejected at load with a message that
--- names the definition (DESIGN §3.2, R-10); shared tool objects are fine.
+-- names the definition (docs/architecture.md, R-10); shared tool objects are fine.
 local R = require "support.runtime_helpers"
 
 local function rejected(body, ...)

@@ -1,4 +1,4 @@
--- Agent runtime: agent hooks (DESIGN §3 agent spec). What each hook can do,
+-- Agent runtime: agent hooks (README, "Agent hooks"). What each hook can do,
 -- and that hooks given as a list run in order and compose.
 local R = require "support.runtime_helpers"
 local json = R.json

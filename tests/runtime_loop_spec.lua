@@ -1,4 +1,4 @@
--- Agent runtime: the loop (DESIGN §3, §3.0), tool problems going back to the
+-- Agent runtime: the loop (docs/architecture.md), tool problems going back to the
 -- model (R-12), integer arguments, tool message content and tool-call ids.
 local R = require "support.runtime_helpers"
 local json = R.json
@@ -256,7 +256,7 @@ describe("runtime integer arguments and argument forms", function()
   end)
 end)
 
-describe("runtime tool messages and ids (§3.0)", function()
+describe("runtime tool messages and ids", function()
   it("a tool message's content is the JSON of the whole ToolResult", function()
     local app <close> = R.app([[
       local t = luagent.tool{ name = "t", handler = function()

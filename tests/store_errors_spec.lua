@@ -1,7 +1,7 @@
 -- File store, acceptance: a store that cannot be opened is a clear error at
 -- luagent.load naming the path (R-14), never a silent fallback to memory;
 -- foreign files and newer schemas are refused; the lock file keeps a second
--- app or process out (§7).
+-- app or process out (README).
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 local luagent = require "luagent"

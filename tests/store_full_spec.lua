@@ -88,12 +88,18 @@ describe("store: writes that fail after load", function()
     -- and every failure was told, to app:on("error") and to set_log alike
     -- (setting the limit again first waits for what is queued: the records
     -- of the refused tasks, cancelled in memory, fail too)
+    -- (a record left unsaved is tried again with later batches, so the
+    -- count may still grow: settle on the count the store reports last)
     app._core:store_limit_pages(1)
     local failures = app:store_info().write_failures
     assert.is_true(failures >= 4)
     deadline = H.now() + 10
-    while #errors < failures and H.now() < deadline do app:poll{ wait_ms = 20 } end
-    assert.equal(failures, #errors)
+    while H.now() < deadline do
+      failures = app:store_info().write_failures
+      if #errors >= failures then break end
+      app:poll{ wait_ms = 20 }
+    end
+    assert.equal(app:store_info().write_failures, #errors)
     assert.same(errors, logs)
     for _, m in ipairs(errors) do
       assert.is_truthy(m:find(db, 1, true), m)
@@ -111,7 +117,7 @@ describe("store: writes that fail after load", function()
       info = app:store_info()
     until #info.unsaved == 0 or H.now() > deadline
     assert.same({}, info.unsaved)
-    assert.equal(failures, info.write_failures) -- nothing failed since
+    assert.equal(#errors, info.write_failures) -- nothing failed since
     app:close()
 
     -- a restart finds every task as it ended in memory

@@ -1,6 +1,6 @@
 -- File store, acceptance: what one app writes a new app on the same file
 -- reads back identically (records, results, events, threads; R-26), file
--- modes, durability and retention (§7).
+-- modes, durability and retention (README).
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 

@@ -1,4 +1,4 @@
--- Token events in a file store (§6): consecutive tokens of one run are
+-- Token events in a file store (README): consecutive tokens of one run are
 -- stored coalesced; their joined text is exactly what was streamed.
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent

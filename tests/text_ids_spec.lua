@@ -141,7 +141,7 @@ describe("ids are text without NUL", function()
     c_refused(core_app.enqueue, core_app, { kind = "tool", tool = "job", agent_id = "host",
       thread_id = "victim\0x", args = "{}" })
     c_refused(core_app.list, core_app, { thread_id = "victim\0x", include_finished = true })
-    c_refused(core_app.wait_check, core_app, { rec.task_id .. "\0x" }, false, false)
+    c_refused(core_app.wait_begin, core_app, { rec.task_id .. "\0x" }, false)
     c_refused(R.core.realpath, "/tmp\0/etc")
     assert.equal(1, #app:list{})
     assert.is_false(app:get(rec.task_id).cancel_requested)

@@ -275,6 +275,7 @@ function App:cancel(id)
   if fg then
     local was = not fg.cancelled
     fg.cancelled = true
+    if fg.watch then fg.watch:cancel() end
     return { ok = was, status = "running", run_id = id }
   end
   local r = self._core:cancel(id)
@@ -289,23 +290,18 @@ function App:cancel(id)
   return r
 end
 
--- The wait value (bg_wait's shape) once the tasks are done or `deadline`
--- passes; unknown ids raise at once. stop: as for _wait_until.
+-- The wait value once the tasks are done or `deadline` passes; unknown ids
+-- raise at once. The core registers the ids once and builds the value once:
+-- a wakeup only asks whether the wait is over. stop: as for _wait_until.
 function App:_wait_tasks(ids, any, deadline, stop)
-  local ok, err = pcall(self._core.wait_check, self._core, ids, any, false)
-  if not ok then error(err, 0) end
-  -- the tasks stay in memory until the wait returns, however many finish
-  -- meanwhile (keep_finished.max)
-  self._core:hold(ids, 1)
-  local core_app = self._core
-  local _ <close> = setmetatable({}, { __close = function() core_app:hold(ids, -1) end })
-  local value = self:_wait_until(function()
-    local d, v = self._core:wait_check(ids, any, false)
-    if d then return v end
-  end, deadline, stop)
-  if value then return value end
-  local _, v = self._core:wait_check(ids, any, true)
-  return v
+  local w <close> = self._core:wait_begin(ids, any)
+  return self:_block_on(w, deadline, stop)
+end
+
+-- Pump until the core's wait `w` is over or `deadline` passes.
+function App:_block_on(w, deadline, stop)
+  self:_wait_until(function() if w:over() then return true end end, deadline, stop)
+  return w:value(true)
 end
 
 function App:wait(ids, opts)
@@ -663,7 +659,7 @@ function App:_run(agent_id, prompt, opts, history)
   local run_id = core.new_id("run_")
   local timeout = opts.timeout_s or (opts.timeout_ms and opts.timeout_ms / 1000)
   local fg = { deadline = timeout and core.now() + timeout, usage = usage.zero() }
-  if self._interrupts then fg.check_interrupt = function() return self:interrupted() end end
+  if self._interrupts then fg.interrupt_base = self._interrupts end
   self._fg_runs[run_id] = fg
   local info = self:_run_started(run_id, agent_id, fg)
   local tree_budget = budget.for_root(self._reg, agent_id, opts)
@@ -849,6 +845,13 @@ local function host_env(self)
     if not v.done then ctx:check_cancel() end -- the run's own deadline or budget
     return v
   end
+  -- block on a wait the core made (bg_wait), pumping
+  function env.block(ctx, w, timeout)
+    if self._in_cb > 0 then error("ctx:wait: blocking call inside a host callback", 0) end
+    ctx:check_cancel()
+    self:_block_on(w, wake_at(ctx, core.now() + timeout), stopper(ctx))
+    if not w:over() then ctx:check_cancel() end
+  end
   function env.call_host(ctx, name, args)
     return host_tool_result(self, name, args, ctx:info())
   end
@@ -896,6 +899,7 @@ function app.new(reg, boot)
     max_workers = s.max_workers,
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
+    max_tool_output_bytes = reg.max_tool_output_bytes,
     keep_finished_s = s.keep_finished and s.keep_finished.ttl_s or -1,
     keep_finished_max = s.keep_finished and s.keep_finished.max or -1,
     stop_grace_s = s.stop_grace_s == false and -1 or s.stop_grace_s,

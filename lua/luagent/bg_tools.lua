@@ -1,4 +1,4 @@
--- The background half of a run (DESIGN §5): the LM-facing control tools
+-- The background half of a run (README): the LM-facing control tools
 -- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).
@@ -22,33 +22,13 @@ local function eligible(tool)
 end
 bg.eligible = eligible
 
-local function thread_of(run) return run.ctx.thread_id end
-
--- R-32: only tasks spawned in this (agent, thread) scope are visible. A run
--- that is a sub-agent (a task some run spawned, or a nested run inside one)
--- shares its thread with the whole tree, so its scope is narrowed to the
--- children of its own task: sibling runs of one agent never see, nor are
--- told about, each other's children.
-local function in_scope(run, rec)
-  return rec ~= nil and rec.parent_agent_id == run.agent.id and rec.thread_id == thread_of(run)
-    and (run.bg_task_scope == nil or rec.parent_task_id == run.bg_task_scope)
-end
-
--- The filter of core:list for the run's scope.
-local function scope_filter(run, include_finished)
-  return { parent_agent_id = run.agent.id, thread_id = thread_of(run),
-    parent_task_id = run.bg_task_scope, include_finished = include_finished }
-end
-
--- The record of a task id the model gave, or nil (ids that are not text,
--- e.g. with a NUL byte, name no task).
-local function lookup(run, id)
-  if not options.text_id(id) then return nil end
-  return run.env.core:get(id)
-end
-
-local function not_found(id)
-  return tools.fail("not_found", string.format("no background task %q in this conversation", tostring(id)))
+-- R-32: the caller's scope, which the core checks for every control tool
+-- and notice: tasks spawned by this agent on this thread; a run that is a
+-- sub-agent (its task was spawned by a run) sees only its own task's
+-- children, so sibling runs of one agent never see each other's.
+local function scope(run)
+  return { agent_id = run.agent.id, thread_id = run.ctx.thread_id, task_id = run.task_id,
+    root_key = run.ctx.root_key } -- its tree budget's budget_left (README "Tree budgets")
 end
 
 local function cut(s, n)
@@ -69,28 +49,6 @@ local function shown_result(run, rec)
   return r
 end
 
-local function entry(run, rec)
-  local e = {
-    task_id = rec.task_id, status = rec.status, tool = rec.tool, agent_id = rec.agent_id,
-    enqueued_at = rec.enqueued_at, started_at = rec.started_at, finished_at = rec.finished_at,
-    attempts = rec.attempts, usage = rec.usage,
-  }
-  if TERMINAL[rec.status] then
-    if rec.status == "completed" then
-      local value, run_status = shown_result(run, rec)
-      e.result = value
-      if run_status and run_status ~= "completed" then
-        -- an agent run that ended budget_exceeded or stopped: say why
-        e.run_status = run_status
-        e.error = rec.error
-      end
-    else
-      e.error = rec.error
-    end
-  end
-  return e
-end
-
 local control = {}
 
 control.bg_list = {
@@ -101,19 +59,7 @@ control.bg_list = {
       include_finished = { type = "boolean", description = "Also list finished tasks." },
     },
   },
-  run = function(run, args)
-    local recs = run.env.core:list(scope_filter(run, true))
-    local out = {}
-    for _, rec in ipairs(recs) do
-      if args.include_finished or not TERMINAL[rec.status] then
-        out[#out + 1] = {
-          task_id = rec.task_id, status = rec.status, tool = rec.tool, agent_id = rec.agent_id,
-          enqueued_at = rec.enqueued_at, started_at = rec.started_at,
-        }
-      end
-    end
-    return tools.ok({ tasks = json.array(out), budget_left = budget.left(run) })
-  end,
+  run = function(run, args) return run.env.core:bg_list(scope(run), json.encode(args)) end,
 }
 
 control.bg_check = {
@@ -127,18 +73,7 @@ control.bg_check = {
     },
     required = { "task_id" },
   },
-  run = function(run, args)
-    local core_app = run.env.core
-    local rec = lookup(run, args.task_id)
-    if not in_scope(run, rec) then return not_found(args.task_id) end
-    local value = entry(run, rec)
-    if args.last_n_events and args.last_n_events > 0 then
-      value.events = json.array(core_app:digests(rec.task_id, args.last_n_events) or {})
-    end
-    if TERMINAL[rec.status] then core_app:set_delivered(rec.task_id) end
-    value.budget_left = budget.left(run) -- the tree's budget (README "Tree budgets")
-    return tools.ok(value)
-  end,
+  run = function(run, args) return run.env.core:bg_check(scope(run), json.encode(args)) end,
 }
 
 control.bg_cancel = {
@@ -150,15 +85,14 @@ control.bg_cancel = {
   },
   run = function(run, args)
     local core_app = run.env.core
-    local rec = lookup(run, args.task_id)
-    if not in_scope(run, rec) then return not_found(args.task_id) end
-    local r = core_app:cancel(rec.task_id)
-    if r.ok and not TERMINAL[r.status] then
+    local r = core_app:bg_cancel(scope(run), json.encode(args))
+    local v = r.value
+    if r.ok and v.ok and not TERMINAL[v.status] then
       -- report the status after up to a second, not a guess (R-25)
-      run.ctx:wait({ rec.task_id }, { timeout_s = 1 })
-      r.status = core_app:status(rec.task_id)
+      run.ctx:wait({ v.task_id }, { timeout_s = 1 })
+      v.status = core_app:status(v.task_id)
     end
-    return tools.ok({ ok = r.ok, status = r.status, task_id = rec.task_id })
+    return r
   end,
 }
 
@@ -174,46 +108,12 @@ control.bg_wait = {
     },
   },
   run = function(run, args)
-    local ids = args.task_ids
-    if ids == nil and type(args.task_id) == "string" then ids = { args.task_id } end -- legacy form
-    if type(ids) ~= "table" or #ids == 0 then
-      return tools.fail("validation", "bg_wait needs task_ids, a non-empty list of task ids")
-    end
     local core_app = run.env.core
-    for _, id in ipairs(ids) do
-      if not in_scope(run, lookup(run, id)) then return not_found(id) end
-    end
-    local w = run.ctx:wait(ids, {
-      mode = args.mode or "all",
-      timeout_s = args.timeout_s or settings(run).default_wait_timeout_s,
-    })
-    -- the results share one tool message (cut to max_tool_output_bytes):
-    -- what does not fit is left out, stays undelivered, and the model is
-    -- told to fetch it (R-33: a child is never marked seen unseen)
-    local room = run.reg.max_tool_output_bytes - 256
-    local out = {}
-    for i, t in ipairs(w.tasks) do
-      if TERMINAL[t.status] then
-        local rec = core_app:get(t.task_id)
-        local e = entry(run, rec)
-        local ok, text = pcall(json.encode, e)
-        local size = ok and #text or room + 1
-        if size <= room or i == 1 then
-          room = room - size
-          out[i] = e
-          core_app:set_delivered(t.task_id)
-        else
-          e.result, e.error = nil, nil
-          e.omitted = "too large for this message: call bg_check with this task_id"
-          out[i] = e
-        end
-      else
-        out[i] = { task_id = t.task_id, status = t.status, tool = t.tool, agent_id = t.agent_id,
-          progress = t.progress }
-      end
-    end
-    return tools.ok({ done = w.done, timed_out = w.timed_out, tasks = json.array(out),
-      pending = json.array(w.pending) })
+    local w, timeout = core_app:bg_wait_begin(scope(run), json.encode(args))
+    if not w then return timeout end -- answered at once: bad ids, another scope
+    local wait <close> = w
+    run.ctx:_block(wait, timeout)
+    return core_app:bg_wait_finish(wait)
   end,
 }
 
@@ -231,10 +131,6 @@ bg.control = control
 function bg.prepare(run)
   run.bg_enabled = settings(run).enabled
   if not run.bg_enabled then return end
-  if run.task_id then
-    local rec = run.env.core:get(run.task_id)
-    if rec and rec.parent_run_id then run.bg_task_scope = run.task_id end
-  end
   -- the runs of one foreground run (it and its nested runs), whose children
   -- on_parent_end = "cancel" stops when it returns
   local fg = run.ctx._fg
@@ -330,9 +226,7 @@ end
 function bg.notice(run)
   if not run.bg_enabled then return nil end
   -- claimed, so a concurrent run of the same scope does not announce them too
-  local f = scope_filter(run, true)
-  local recs = run.env.core:claim({ parent_agent_id = f.parent_agent_id, thread_id = f.thread_id,
-    parent_task_id = f.parent_task_id })
+  local recs = run.env.core:claim(scope(run))
   -- the whole message stays within max_tool_output_bytes; children that do
   -- not fit stay undelivered and come in a later notice
   local bound = run.reg.max_tool_output_bytes
@@ -361,7 +255,7 @@ function bg.notice(run)
 end
 
 function bg.delivered(run, ids)
-  for _, id in ipairs(ids) do run.env.core:set_delivered(id) end
+  run.env.core:set_delivered(ids) -- one store commit for the batch
   run.bg_notice = nil
   run.bg_claimed = nil
 end

@@ -57,14 +57,6 @@ function budget.stop(run)
     message = string.format("the tree's budget is spent (tree_budget.%s)", why) }
 end
 
--- What bg_list and bg_check show the model: what is left of each limit
--- of the tree's budget ({tokens, cost, seconds, tasks}), or nil.
-function budget.left(run)
-  if not run.tree_budgeted then return nil end
-  local b = run.env.core:tree_budget(run.ctx.root_key)
-  return b and b.left
-end
-
 -- ---------------------------------------------------------------- admission
 
 local ADMIT_TOOL = "luagent.admit" -- the host tool name (tool names cannot hold a dot)

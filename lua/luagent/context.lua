@@ -1,4 +1,4 @@
--- The run context `ctx` handed to tool handlers and hooks (DESIGN §3.1).
+-- The run context `ctx` handed to tool handlers and hooks (README).
 -- The same object works in the host state (foreground runs) and in worker
 -- states (tasks); what differs (how to sleep, wait, reach the host) comes
 -- from its env, built by app.lua or worker.lua.
@@ -175,7 +175,7 @@ function context.max_depth_for(ctx)
   return m
 end
 
--- The error a spawn or nested run past a limit raises (R-28, §3.2).
+-- The error a spawn or nested run past a limit raises (R-28, docs/architecture.md).
 function context.limit_error(message)
   return setmetatable({ kind = "limit", message = message }, core.error_mt)
 end
@@ -274,6 +274,14 @@ function Ctx:wait(ids, opts)
     error(tools.budget_error(d), 0)
   end
   return self._env.wait(self, list, any, timeout)
+end
+
+-- Block on a wait the core made (bg_wait) for up to `timeout` seconds; the
+-- run's wall budget and cancel apply as in ctx:wait.
+function Ctx:_block(w, timeout)
+  local d, left = budget_left(self, timeout)
+  self._env.block(self, w, d and left or timeout)
+  if d and not w:over() then error(tools.budget_error(d), 0) end
 end
 
 -- ctx:call_tool(name, args) -> ToolResult; never raises except the cancel

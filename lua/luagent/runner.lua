@@ -405,74 +405,39 @@ local function instructions(run)
   return ins
 end
 
--- Foreground runs have no worker hook (R-23), so a handler could swallow
--- the cancel error in a pcall and loop. A top-level foreground run
--- therefore watches its coroutine with a count hook (only when no other
--- hook is set): it notices a cancel or a timeout even in code that never
--- calls ctx, and from then on raises the cancel error at every instruction
--- of code that is not luagent's own, so the runner can still wind down.
-local LUAGENT_SRC = debug.getinfo(1, "S").source:match("^(@.*[/\\])[^/\\]*$")
-local WATCH_COUNT = 1000
-
-local function luagent_code(info)
-  return info.what == "C" or (LUAGENT_SRC ~= nil and info.source:sub(1, #LUAGENT_SRC) == LUAGENT_SRC)
-end
+-- Foreground runs have no worker, so a handler could swallow the cancel
+-- error in a pcall and loop. A top-level foreground run therefore gets the
+-- same C count hook as a worker for its duration (core/fg_watch.c): it
+-- notices a timeout or an interrupt even in code that never calls ctx, and
+-- from then on raises the cancel error at every instruction of code that is
+-- not luagent's own, so the runner can still wind down. A hook the host had
+-- set keeps firing (chained) and is put back when the run ends.
 
 -- Host work pumped while a foreground run waits (host tools and callbacks
 -- of other tasks) is not the run's code: the watch must not strike there.
-local watch_suspended = 0
-
 function runner.unwatched(fn, ...)
-  watch_suspended = watch_suspended + 1
+  core.fg_suspend(1)
   local ok, err = pcall(fn, ...)
-  watch_suspended = watch_suspended - 1
+  core.fg_suspend(-1)
   if not ok then error(err, 0) end
 end
 
 local function watch_foreground(fg)
-  local co = coroutine.running()
-  -- (not when luagent's own code cannot be told apart, e.g. loaded from strings)
-  if LUAGENT_SRC == nil or debug.gethook(co) ~= nil then return end
-  fg.hooked = { [co] = true }
-  local tight, hook = {}, nil
-  -- from now on raise at every instruction of this coroutine
-  local function arm()
-    local here = coroutine.running()
-    if fg.over or tight[here] then return end
-    local h = debug.gethook(here)
-    if h ~= nil and h ~= hook then return end -- someone else's hook: leave it
-    tight[here], fg.hooked[here] = true, true
-    debug.sethook(here, hook, "", 1)
-  end
-  hook = function()
-    if fg.over or watch_suspended > 0 then return end
-    if not fg.cancelled and fg.deadline and core.now() >= fg.deadline then
-      fg.cancelled, fg.timed_out = true, true
-    end
-    if not fg.cancelled and fg.check_interrupt and fg.check_interrupt() then
-      fg.cancelled, fg.interrupted = true, true
-    end
-    if not fg.cancelled then return end
-    if not tight[coroutine.running()] then
-      -- a timeout or an interrupt strikes wherever the run is; an explicit
-      -- cancel once luagent raised it (ctx:check_cancel calls fg.arm), so
-      -- a host callback that called app:cancel still returns normally
-      if not fg.timed_out and not fg.interrupted then return end
-      arm()
-    end
-    local info = debug.getinfo(2, "S")
-    if info and not luagent_code(info) then error(core.cancel_error, 0) end
-  end
-  fg.arm = arm
-  debug.sethook(co, hook, "", WATCH_COUNT)
+  local w = core.fg_watch(fg.deadline, fg.interrupt_base)
+  fg.watch = w
+  if fg.cancelled then w:cancel() end
+  -- ctx:check_cancel arms it once luagent raised the cancel error
+  fg.arm = function() w:arm() end
 end
 
 local function unwatch_foreground(fg)
-  fg.over = true
-  for co in pairs(fg.hooked or {}) do
-    if coroutine.status(co) ~= "dead" then debug.sethook(co) end
+  local why = fg.watch:close()
+  fg.watch, fg.arm = nil, nil
+  if why == "timeout" then
+    fg.cancelled, fg.timed_out = true, true
+  elseif why == "interrupt" then
+    fg.cancelled, fg.interrupted = true, true
   end
-  fg.hooked = nil
 end
 
 -- Where this run's turn starts in its messages (app:chat saves from

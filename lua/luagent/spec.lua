@@ -84,7 +84,7 @@ local function keep_finished_settings(bt)
   return { max = max or nil, ttl_s = ttl or nil }
 end
 
--- background_tasks with the defaults of DESIGN §4 filled in.
+-- background_tasks with its defaults (README) filled in.
 function spec.background_settings(bt)
   options.check("luagent.config background_tasks", bt, bg_spec, 4)
   local s = {

@@ -1,5 +1,5 @@
 -- Calling tools: argument parsing and validation, running a handler, and the
--- ToolResult shape every tool returns (DESIGN §3.2, R-12).
+-- ToolResult shape every tool returns (docs/architecture.md, R-12).
 local core = require("luagent.core")
 local json = require("luagent.json")
 local schema = require("luagent.schema")
@@ -144,7 +144,7 @@ function tools.model_spec(tool)
   return { name = tool.name, description = tool.description, input_schema = tool.input_schema }
 end
 
--- The JSON of a ToolResult, cut to max bytes with a marker saying so (§3.0).
+-- The JSON of a ToolResult, cut to max bytes with a marker saying so (docs/architecture.md).
 -- s cut to at most n bytes, never inside a UTF-8 sequence; `mark(cut, s)`
 -- (default: "...") says so after a cut.
 function tools.cut(s, n, mark)

@@ -16,6 +16,7 @@ local function worker_env(reg, handle)
   function env.should_stop() return core.task_should_stop() end
   function env.sleep(_, seconds) core.task_sleep(seconds) end
   function env.wait(_, ids, any, timeout) return core.task_wait(ids, any, timeout) end
+  function env.block(_, w, timeout) core.task_block(w, timeout) end
   function env.report_usage(ctx, u) handle:add_usage(ctx.task_id, u) end
   -- a provider's rate budget (ratelimit.lua): true, probe | false (timed out)
   function env.rate_wait(_, key, est, timeout) return core.rate_wait(key, est, timeout) end

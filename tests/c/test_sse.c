@@ -54,15 +54,15 @@ static int on_event(void *ud, const char *ev, size_t evlen, const char *data, si
 /* Parse s (n bytes) fed in pieces of `step` bytes (0: in one go). */
 static int parse(const char *s, size_t n, size_t step, rec *r, int *pending) {
   sse_parser p;
-  sse_init(&p);
+  lg_sse_init(&p);
   memset(r, 0, sizeof *r);
   int rc = 0;
   if (!step) step = n ? n : 1;
   for (size_t i = 0; i < n && rc == 0; i += step)
-    rc = sse_feed(&p, s + i, n - i < step ? n - i : step, on_event, r);
-  if (rc == 0) rc = sse_finish(&p, on_event, r);
-  if (pending) *pending = sse_pending(&p);
-  sse_free(&p);
+    rc = lg_sse_feed(&p, s + i, n - i < step ? n - i : step, on_event, r);
+  if (rc == 0) rc = lg_sse_finish(&p, on_event, r);
+  if (pending) *pending = lg_sse_pending(&p);
+  lg_sse_free(&p);
   return rc;
 }
 
@@ -89,17 +89,17 @@ static void splits(const char *name, const char *in, size_t n, const char *want)
   for (size_t a = 0; a <= n; a++) {
     for (size_t b = a; b <= n; b++) {
       sse_parser p;
-      sse_init(&p);
+      lg_sse_init(&p);
       memset(&r, 0, sizeof r);
-      int rc = sse_feed(&p, in, a, on_event, &r);
-      rc |= sse_feed(&p, in + a, b - a, on_event, &r);
-      rc |= sse_feed(&p, in + b, n - b, on_event, &r);
-      rc |= sse_finish(&p, on_event, &r);
-      if (!test_failed && (rc != 0 || strcmp(r.out, want) != 0 || sse_pending(&p) != pw || r.bad)) {
+      int rc = lg_sse_feed(&p, in, a, on_event, &r);
+      rc |= lg_sse_feed(&p, in + a, b - a, on_event, &r);
+      rc |= lg_sse_feed(&p, in + b, n - b, on_event, &r);
+      rc |= lg_sse_finish(&p, on_event, &r);
+      if (!test_failed && (rc != 0 || strcmp(r.out, want) != 0 || lg_sse_pending(&p) != pw || r.bad)) {
         fprintf(stderr, "%s: split %zu/%zu got [%s]\n", name, a, b, r.out);
         test_failed = 1;
       }
-      sse_free(&p);
+      lg_sse_free(&p);
     }
   }
   done(name);
@@ -159,16 +159,16 @@ int main(void) {
   { /* the callback stops the parser; the status sticks */
     sse_parser p;
     rec r;
-    sse_init(&p);
+    lg_sse_init(&p);
     memset(&r, 0, sizeof r);
     r.stop_after = 1;
     const char *in = "data: 1\n\ndata: 2\n\n";
-    CHECK(sse_feed(&p, in, strlen(in), on_event, &r) == 1);
+    CHECK(lg_sse_feed(&p, in, strlen(in), on_event, &r) == 1);
     CHECK(r.count == 1 && strcmp(r.out, "message=1|") == 0);
-    CHECK(sse_feed(&p, "data: 3\n\n", 9, on_event, &r) == 1);
+    CHECK(lg_sse_feed(&p, "data: 3\n\n", 9, on_event, &r) == 1);
     CHECK(r.count == 1);
-    CHECK(sse_finish(&p, on_event, &r) == 1);
-    sse_free(&p);
+    CHECK(lg_sse_finish(&p, on_event, &r) == 1);
+    lg_sse_free(&p);
     done("stop from callback");
   }
 
@@ -194,32 +194,32 @@ int main(void) {
     memset(big, 'x', sizeof big);
     memcpy(big, "data: ", 6);
     for (size_t step = 1; step <= sizeof big; step += 37) {
-      sse_init(&p);
+      lg_sse_init(&p);
       p.max = 100;
       memset(&r, 0, sizeof r);
       int rc = 0;
       for (size_t i = 0; i < sizeof big && rc == 0; i += step)
-        rc = sse_feed(&p, big + i, sizeof big - i < step ? sizeof big - i : step, on_event, &r);
+        rc = lg_sse_feed(&p, big + i, sizeof big - i < step ? sizeof big - i : step, on_event, &r);
       CHECK(rc == -1);
-      CHECK(sse_feed(&p, "\n\n", 2, on_event, &r) == -1);
+      CHECK(lg_sse_feed(&p, "\n\n", 2, on_event, &r) == -1);
       CHECK(r.count == 0);
-      sse_free(&p);
+      lg_sse_free(&p);
     }
-    sse_init(&p);
+    lg_sse_init(&p);
     p.max = 100;
     memset(&r, 0, sizeof r);
     big[99] = '\n'; /* a 99-byte line is fine... */
-    CHECK(sse_feed(&p, big, 100, on_event, &r) == 0);
+    CHECK(lg_sse_feed(&p, big, 100, on_event, &r) == 0);
     big[59] = '\n'; /* ...but two data lines make a 148-byte event */
-    CHECK(sse_feed(&p, big, 60, on_event, &r) == -1);
-    sse_free(&p);
-    sse_init(&p);
+    CHECK(lg_sse_feed(&p, big, 60, on_event, &r) == -1);
+    lg_sse_free(&p);
+    lg_sse_init(&p);
     p.max = 100;
     memset(&r, 0, sizeof r);
-    CHECK(sse_feed(&p, big, 60, on_event, &r) == 0);
-    CHECK(sse_feed(&p, "\n", 1, on_event, &r) == 0);
-    CHECK(sse_feed(&p, big, 60, on_event, &r) == 0 && r.count == 1);
-    sse_free(&p);
+    CHECK(lg_sse_feed(&p, big, 60, on_event, &r) == 0);
+    CHECK(lg_sse_feed(&p, "\n", 1, on_event, &r) == 0);
+    CHECK(lg_sse_feed(&p, big, 60, on_event, &r) == 0 && r.count == 1);
+    lg_sse_free(&p);
     done("line and event over the limit fail");
   }
 
@@ -232,28 +232,28 @@ int main(void) {
       memset(in + 6, 'y', n - 6);
       memcpy(in + n, "\n\n", 2);
       sse_parser p;
-      sse_init(&p);
+      lg_sse_init(&p);
       rec r;
       memset(&r, 0, sizeof r);
       int rc = 0;
       for (size_t i = 0; i < n + 2 && rc == 0; i += 65521)
-        rc = sse_feed(&p, in + i, n + 2 - i < 65521 ? n + 2 - i : 65521, on_event, &r);
-      CHECK(rc == 0 && r.count == 1 && !sse_pending(&p));
+        rc = lg_sse_feed(&p, in + i, n + 2 - i < 65521 ? n + 2 - i : 65521, on_event, &r);
+      CHECK(rc == 0 && r.count == 1 && !lg_sse_pending(&p));
       CHECK(r.last_dlen == n - 6);
-      sse_free(&p);
+      lg_sse_free(&p);
       free(in);
     }
     done("multi-megabyte event");
   }
 
-  { /* the parser is reusable after sse_free, and a NULL callback is allowed */
+  { /* the parser is reusable after lg_sse_free, and a NULL callback is allowed */
     sse_parser p;
-    sse_init(&p);
-    CHECK(sse_feed(&p, "data: x\n\n", 9, NULL, NULL) == 0);
-    sse_free(&p);
-    sse_free(&p);
-    CHECK(sse_feed(&p, "data: x", 7, NULL, NULL) == 0 && sse_pending(&p));
-    sse_free(&p);
+    lg_sse_init(&p);
+    CHECK(lg_sse_feed(&p, "data: x\n\n", 9, NULL, NULL) == 0);
+    lg_sse_free(&p);
+    lg_sse_free(&p);
+    CHECK(lg_sse_feed(&p, "data: x", 7, NULL, NULL) == 0 && lg_sse_pending(&p));
+    lg_sse_free(&p);
     done("free, reuse and NULL callback");
   }
 

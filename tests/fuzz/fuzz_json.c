@@ -82,11 +82,11 @@ static int same_value(lua_State *L, int a, int b) {
 static const char *encode_top(lua_State *L, size_t *len) {
   char err[256];
   buf_t b;
-  buf_init(&b);
+  lg_buf_init(&b);
   int rc = lg_json_encode(L, -1, &b, err, sizeof err);
   CHECK(rc == 0 && !b.oom);
   lua_pushlstring(L, b.p ? b.p : "", b.len);
-  buf_free(&b);
+  lg_buf_free(&b);
   const char *s = lua_tolstring(L, -1, len);
   CHECK(valid_utf8(s, *len));
   CHECK(lg_json_check(s, *len, err, sizeof err) == 0);

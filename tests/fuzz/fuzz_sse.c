@@ -43,7 +43,7 @@ static int on_event(void *ud, const char *ev, size_t evlen, const char *d, size_
 static void parse(const uint8_t *s, size_t n, int step, uint32_t seed, size_t max,
                   size_t stop_after, run *r, int *rc, int *pending) {
   sse_parser p;
-  sse_init(&p);
+  lg_sse_init(&p);
   if (max) p.max = max;
   memset(r, 0, sizeof *r);
   r->hash = 14695981039346656037u;
@@ -61,14 +61,14 @@ static void parse(const uint8_t *s, size_t n, int step, uint32_t seed, size_t ma
       k = (seed >> 16) % 17; /* 0..16, empty feeds included */
       if (k > n - i) k = n - i;
     }
-    *rc = sse_feed(&p, (const char *)s + i, k, on_event, r);
+    *rc = lg_sse_feed(&p, (const char *)s + i, k, on_event, r);
     i += k;
     if (step == 0) break;
   }
-  int frc = sse_finish(&p, on_event, r);
+  int frc = lg_sse_finish(&p, on_event, r);
   CHECK(frc == *rc);
-  *pending = sse_pending(&p);
-  sse_free(&p);
+  *pending = lg_sse_pending(&p);
+  lg_sse_free(&p);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

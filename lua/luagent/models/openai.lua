@@ -1,4 +1,4 @@
--- luagent.openai{...}: Chat Completions over libcurl (DESIGN §8). Works with
+-- luagent.openai{...}: Chat Completions over libcurl (README). Works with
 -- OpenAI and the OpenAI-compatible servers people run locally (Ollama,
 -- llama.cpp server, vLLM, LM Studio). Streaming turns text deltas into
 -- `token` events and assembles tool-call deltas by index. Provider errors
@@ -422,7 +422,7 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
     finished = false }
   local stream_err
-  -- returns true to stop reading: the call has ended (§8)
+  -- returns true to stop reading: the call has ended (README)
   local function on_event(data)
     if stream_err then return true end
     if type(data) == "table" then -- an `event: error`

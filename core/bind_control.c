@@ -1,0 +1,92 @@
+/* Bindings of the control tools (control.c, R-32, R-33): bg_list, bg_check,
+ * bg_cancel, bg_wait and notice claims, each with the caller's scope. */
+#include "bind.h"
+
+#include <stdlib.h>
+
+/* {agent_id, thread_id, task_id} -> scope (strings anchored in the table) */
+static void check_scope(lua_State *L, int idx, luagent_scope *s) {
+  luaL_checktype(L, idx, LUA_TTABLE);
+  s->agent_id = lg_opt_field_str(L, idx, "agent_id");
+  s->thread_id = lg_opt_field_str(L, idx, "thread_id");
+  s->task_id = lg_opt_field_str(L, idx, "task_id");
+  s->root_key = lg_opt_field_str(L, idx, "root_key");
+}
+
+/* Decode a ToolResult the core wrote (malloc'd; NULL: out of memory). */
+static int push_tool_result(lua_State *L, char *json) {
+  if (!json) return luaL_error(L, "luagent: out of memory");
+  lua_pushstring(L, json);
+  free(json);
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  lg_json_push(L, s, n);
+  lua_remove(L, -2);
+  return 1;
+}
+
+typedef char *(*control_fn)(lg_app *, const luagent_scope *, const char *);
+
+static int control_call(lua_State *L, control_fn fn) {
+  app_ud *u = lg_check_app(L);
+  luagent_scope s;
+  check_scope(L, 2, &s);
+  return push_tool_result(L, fn(u->app, &s, luaL_optstring(L, 3, "{}")));
+}
+
+static int l_app_bg_list(lua_State *L) { return control_call(L, luagent_bg_list); }
+
+static int l_app_bg_check(lua_State *L) { return control_call(L, luagent_bg_check); }
+
+static int l_app_bg_cancel(lua_State *L) { return control_call(L, luagent_bg_cancel); }
+
+/* bg_wait_begin(scope, args_json) -> wait, timeout_s | nil, ToolResult */
+static int l_app_bg_wait_begin(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  luagent_scope s;
+  check_scope(L, 2, &s);
+  const char *args = luaL_optstring(L, 3, "{}");
+  luaL_checkstack(L, 4, NULL);
+  double timeout;
+  char *answer = NULL;
+  lg_wait *w = luagent_bg_wait_begin(u->app, &s, args, &timeout, &answer);
+  if (!w) {
+    lua_pushnil(L);
+    push_tool_result(L, answer);
+    return 2;
+  }
+  lg_push_wait(L, w);
+  lua_pushnumber(L, timeout);
+  return 2;
+}
+
+static int l_app_bg_wait_finish(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  wait_ud *w = lg_check_wait(L, 2);
+  lg_count_wait_decode();
+  return push_tool_result(L, luagent_bg_wait_finish(u->app, w->w));
+}
+
+/* claim(scope) -> records of the scope's finished, undelivered children */
+static int l_app_claim(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  luagent_scope s;
+  check_scope(L, 2, &s);
+  buf_t out;
+  lg_buf_init(&out);
+  lg_control_claim(u->app, &s, lg_calling_task(L), &out);
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_unclaim(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lg_unclaim(u->app, lg_check_text(L, 2));
+  return 0;
+}
+
+const luaL_Reg lg_bind_control_methods[] = {
+    {"bg_list", l_app_bg_list},             {"bg_check", l_app_bg_check},
+    {"bg_cancel", l_app_bg_cancel},         {"bg_wait_begin", l_app_bg_wait_begin},
+    {"bg_wait_finish", l_app_bg_wait_finish}, {"claim", l_app_claim},
+    {"unclaim", l_app_unclaim},             {NULL, NULL}};

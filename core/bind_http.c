@@ -1,0 +1,176 @@
+/* Bindings of HTTP transfers (http.c) on the calling thread's multi handle:
+ * a worker's own, or the host's, which the app wakes with the host. */
+#include "bind.h"
+#include "http.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define HTTP_MT "luagent.http"
+
+typedef struct {
+  lg_http *h;
+} http_ud;
+
+static lg_http *check_http(lua_State *L) {
+  http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+  if (!u->h) luaL_error(L, "luagent: the HTTP transfer is closed");
+  return u->h;
+}
+
+/* The multi handle of the calling thread: the worker's own, or the host's
+ * (registered with the app so that news for the host wakes its poll). */
+static void *calling_multi(lua_State *L, int app_idx) {
+  lg_worker *w = lg_current_worker(L);
+  if (w) return lg_http_worker_multi(w);
+  app_ud *u = luaL_checkudata(L, app_idx, APP_MT);
+  if (!u->app) luaL_error(L, "luagent: the app is closed");
+  void *m = lg_host_multi(u->app);
+  if (!m) {
+    m = lg_http_multi_new();
+    lg_set_host_multi(u->app, m);
+  }
+  return m;
+}
+
+/* http_start(app, { method, url, headers = {"Name: value"...}, body,
+ * timeout_s, connect_timeout_s, idle_timeout_s, max_bytes, stream }) -> transfer */
+static int l_http_start(lua_State *L) {
+  luaL_checktype(L, 2, LUA_TTABLE);
+  void *multi = calling_multi(L, 1);
+  lg_http_req r;
+  memset(&r, 0, sizeof r);
+  r.method = lg_opt_field_str(L, 2, "method");
+  r.url = lg_opt_field_str(L, 2, "url");
+  if (!r.url) return luaL_error(L, "luagent: http request needs a url");
+  lua_getfield(L, 2, "body");
+  r.body = lua_tolstring(L, -1, &r.body_len);
+  lua_pop(L, 1); /* anchored in the table */
+  r.timeout_s = lg_opt_field_num(L, 2, "timeout_s", 0);
+  r.connect_timeout_s = lg_opt_field_num(L, 2, "connect_timeout_s", 0);
+  r.idle_timeout_s = lg_opt_field_num(L, 2, "idle_timeout_s", 0);
+  r.max_bytes = (size_t)lg_opt_field_int(L, 2, "max_bytes", 0);
+  lua_getfield(L, 2, "stream");
+  r.stream = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "truncate");
+  r.truncate = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  lua_getfield(L, 2, "headers");
+  int hidx = lua_gettop(L);
+  const char **hv = NULL;
+  if (lua_istable(L, hidx)) {
+    int n = (int)luaL_len(L, hidx);
+    hv = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *hv, 0);
+    for (int i = 0; i < n; i++) {
+      lua_rawgeti(L, hidx, i + 1);
+      size_t len_i = 0;
+      hv[i] = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len_i) : NULL;
+      lua_pop(L, 1);
+      if (!hv[i]) return luaL_error(L, "luagent: http headers must be strings");
+      if (strlen(hv[i]) != len_i) return luaL_error(L, "luagent: http headers must not contain a NUL byte");
+    }
+    r.headers = hv;
+    r.nheaders = n;
+  }
+  http_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
+  u->h = NULL;
+  luaL_setmetatable(L, HTTP_MT);
+  lua_pushvalue(L, 1); /* keep the app (and its multi) alive while we live */
+  lua_setiuservalue(L, -2, 1);
+  char err[256];
+  u->h = lg_http_start(multi, &r, err, sizeof err);
+  if (!u->h) return luaL_error(L, "luagent: %s", err);
+  return 1;
+}
+
+/* poll(timeout_s) -> done, events, stop. In a worker, `stop` means the task
+ * must stop (cancel or deadline): the caller raises the cancel error. */
+static int l_http_poll(lua_State *L) {
+  lg_http *h = check_http(L);
+  double t = luaL_optnumber(L, 2, 0.1);
+  int ms = t > 0 ? (int)(t * 1000.0) : 0;
+  lg_worker *w = lg_current_worker(L);
+  lg_task *task = lg_worker_current(w);
+  int done, stop = 0;
+  if (task) {
+    /* publish "in HTTP" before checking the flag, so a canceller either
+     * sees it and wakes us or we see its flag */
+    lg_worker_set_in_http(w, 1);
+    if (lg_task_should_stop(task)) {
+      stop = 1;
+    } else if (lg_task_deadline(task) > 0) {
+      int64_t left = lg_task_deadline(task) - lg_mono_ms();
+      if (left < ms) ms = left > 0 ? (int)left : 0;
+    }
+  }
+  done = stop ? 0 : lg_http_poll(h, ms);
+  if (task) {
+    lg_worker_set_in_http(w, 0);
+    if (!done && lg_task_should_stop(task)) stop = 1;
+  }
+  lua_pushboolean(L, done);
+  lg_http_event *ev = lg_http_take_events(h);
+  lua_newtable(L);
+  int i = 0;
+  while (ev) {
+    lg_http_event *nx = ev->next;
+    if (ev->is_error) {
+      lua_createtable(L, 0, 1);
+      lua_pushlstring(L, ev->data, ev->len);
+      lua_setfield(L, -2, "error");
+    } else {
+      lua_pushlstring(L, ev->data, ev->len);
+    }
+    free(ev);
+    lua_rawseti(L, -2, ++i);
+    ev = nx;
+  }
+  lua_pushboolean(L, stop);
+  return 3;
+}
+
+static int l_http_result(lua_State *L) {
+  lg_http *h = check_http(L);
+  lg_http_result r;
+  lg_http_info(h, &r);
+  lua_createtable(L, 0, 10);
+  lua_pushinteger(L, r.status);
+  lua_setfield(L, -2, "status");
+  if (r.content_type) {
+    lua_pushstring(L, r.content_type);
+    lua_setfield(L, -2, "content_type");
+  }
+  lua_pushlstring(L, r.headers, r.headers_len);
+  lua_setfield(L, -2, "headers_raw");
+  lua_pushlstring(L, r.body, r.body_len);
+  lua_setfield(L, -2, "body");
+  lua_pushboolean(L, r.done);
+  lua_setfield(L, -2, "done");
+  lua_pushboolean(L, r.sse);
+  lua_setfield(L, -2, "sse");
+  lua_pushboolean(L, r.sse_pending);
+  lua_setfield(L, -2, "sse_pending");
+  lua_pushboolean(L, r.body_cut);
+  lua_setfield(L, -2, "body_cut");
+  if (r.error) {
+    lua_pushstring(L, r.error);
+    lua_setfield(L, -2, "error");
+    lua_pushstring(L, r.error_kind);
+    lua_setfield(L, -2, "error_kind");
+  }
+  return 1;
+}
+
+static int l_http_close(lua_State *L) {
+  http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+  lg_http_free(u->h);
+  u->h = NULL;
+  return 0;
+}
+
+static const luaL_Reg http_methods[] = {
+    {"poll", l_http_poll}, {"result", l_http_result}, {"close", l_http_close}, {NULL, NULL}};
+
+const luaL_Reg lg_bind_http_funcs[] = {{"http_start", l_http_start}, {NULL, NULL}};
+
+void lg_bind_http_open(lua_State *L) { lg_open_handle_mt(L, HTTP_MT, http_methods, l_http_close); }

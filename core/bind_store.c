@@ -1,0 +1,175 @@
+/* Bindings of the store (R-14, R-40) and of threads: opening a file store,
+ * reading its records back, restoring them, how it runs, thread messages. */
+#include "bind.h"
+#include "store.h"
+
+#include <string.h>
+
+static int l_app_store_open(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  const char *path = lg_check_text(L, 2);
+  lg_store_opts o;
+  memset(&o, 0, sizeof o);
+  o.durability_full = lua_toboolean(L, 3);
+  o.completed_s = luaL_optnumber(L, 4, 0);
+  o.failed_s = luaL_optnumber(L, 5, 0);
+  lg_err err = {{0}, {0}};
+  if (lg_app_open_store(u->app, path, &o, &err) != 0) return luaL_error(L, "%s", err.message);
+  return 0;
+}
+
+/* Every stored record, or an error: a read that fails is never half-read. */
+static int l_app_store_records(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  buf_t out;
+  lg_buf_init(&out);
+  char err[320];
+  if (lg_store_read_records(lg_app_store(u->app), &out, err, sizeof err) != 0) {
+    lg_buf_free(&out);
+    return luaL_error(L, "%s", err);
+  }
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
+static int64_t field_time(lua_State *L, int t, const char *k) {
+  return lg_parse_iso8601(lg_opt_field_str(L, t, k));
+}
+
+/* restore(record): a record as the store kept it. */
+static int l_app_restore(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lg_restore_req r;
+  memset(&r, 0, sizeof r);
+  lg_enqueue_req *e = &r.base;
+  lg_read_task_fields(L, 2, e);
+  e->timeout_s = lg_opt_field_num(L, 2, "timeout_s", 300);
+  e->retries = (int)lg_opt_field_int(L, 2, "max_retries", 0);
+  e->priority = lg_opt_field_int(L, 2, "priority", 0);
+  r.task_id = lg_opt_field_str(L, 2, "task_id");
+  r.run_id = lg_opt_field_str(L, 2, "run_id");
+  r.parent_task_id = lg_opt_field_str(L, 2, "parent_task_id");
+  r.root_task_id = lg_opt_field_str(L, 2, "root_task_id");
+  r.status = lg_opt_field_str(L, 2, "status");
+  r.run_status = lg_opt_field_str(L, 2, "run_status");
+  r.attempts = (int)lg_opt_field_int(L, 2, "attempts", 0);
+  lua_getfield(L, 2, "delivered");
+  r.delivered = lua_toboolean(L, -1);
+  lua_getfield(L, 2, "cancel_requested");
+  r.cancel_requested = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  r.enqueued_at = field_time(L, 2, "enqueued_at");
+  r.started_at = field_time(L, 2, "started_at");
+  r.finished_at = field_time(L, 2, "finished_at");
+  r.retry_at = field_time(L, 2, "retry_at");
+  lg_read_usage(L, 2, "usage", &r.usage);
+  lg_read_usage(L, 2, "tree_usage", &r.tree_usage);
+  lua_getfield(L, 2, "error");
+  if (lua_istable(L, -1)) {
+    r.error_kind = lg_opt_field_str(L, -1, "kind");
+    r.error_message = lg_opt_field_str(L, -1, "message");
+    r.error_status = (int)lg_opt_field_int(L, -1, "status", 0);
+  }
+  /* JSON parts are re-encoded; the strings stay on the stack until the call */
+  const char *json_keys[] = {"args", "metadata", "result", "usage"};
+  const char **json_out[] = {&e->args_json, &e->metadata_json, &r.result_json, &r.usage_json};
+  for (int i = 0; i < 4; i++) {
+    lua_getfield(L, 2, json_keys[i]);
+    if (!lua_isnil(L, -1)) {
+      buf_t b;
+      lg_buf_init(&b);
+      char msg[256];
+      if (lg_json_encode(L, -1, &b, msg, sizeof msg) == 0) {
+        lua_pushlstring(L, b.p ? b.p : "null", b.p ? b.len : 4);
+        *json_out[i] = lua_tostring(L, -1);
+      }
+      lg_buf_free(&b);
+    }
+  }
+  if (!r.task_id) return luaL_error(L, "luagent: a stored record has no task_id");
+  lg_err err = {{0}, {0}};
+  if (lg_restore(u->app, &r, &err) != 0) return luaL_error(L, "%s", err.message);
+  return 0;
+}
+
+/* Applies R-40; returns the highest event seq the file held before. */
+static int l_app_restore_done(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_pushinteger(L, (lua_Integer)lg_restore_done(u->app));
+  return 1;
+}
+
+/* How the file store runs, or nil for memory only. */
+static int l_app_store_info(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lg_store_info_t i;
+  lg_store_info(lg_app_store(u->app), &i);
+  if (!i.path) return 0;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, i.path);
+  lua_setfield(L, -2, "path");
+  lua_pushinteger(L, i.synchronous);
+  lua_setfield(L, -2, "synchronous");
+  lua_pushstring(L, i.journal_mode);
+  lua_setfield(L, -2, "journal_mode");
+  lua_pushinteger(L, i.schema_version);
+  lua_setfield(L, -2, "schema_version");
+  if (i.error[0]) {
+    lua_pushstring(L, i.error);
+    lua_setfield(L, -2, "error");
+  }
+  lua_pushinteger(L, (lua_Integer)i.write_failures);
+  lua_setfield(L, -2, "write_failures");
+  lua_pushinteger(L, (lua_Integer)i.read_failures);
+  lua_setfield(L, -2, "read_failures");
+  buf_t ids;
+  lg_buf_init(&ids);
+  lg_store_unsaved(lg_app_store(u->app), &ids);
+  lg_push_json_buf(L, &ids);
+  lua_setfield(L, -2, "unsaved");
+  return 1;
+}
+
+/* Tests only: make the file store's writes fail as on a full disk. */
+static int l_app_store_limit_pages(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_Integer pages = luaL_checkinteger(L, 2);
+  lua_pushinteger(L, (lua_Integer)lg_store_limit_pages(lg_app_store(u->app), (int64_t)pages));
+  return 1;
+}
+
+static int l_app_thread_get(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  const char *key = lg_check_text(L, 2);
+  buf_t out;
+  lg_buf_init(&out);
+  int rc = lg_thread_get(u->app, key, &out);
+  if (rc != 0) {
+    lg_buf_free(&out);
+    if (rc == -1) return 0;
+    /* a conversation that cannot be read is not an empty one */
+    lg_store_info_t i;
+    lg_store_info(lg_app_store(u->app), &i);
+    return luaL_error(L, "%s", i.error);
+  }
+  lua_pushlstring(L, out.p ? out.p : "", out.len);
+  lg_buf_free(&out);
+  return 1;
+}
+
+static int l_app_thread_put(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  const char *key = lg_check_text(L, 2);
+  const char *json = lg_check_text(L, 3);
+  lg_err err = {{0}, {0}};
+  if (lg_thread_put(u->app, key, json, &err) != 0) return lg_raise_err(L, &err);
+  return 0;
+}
+
+const luaL_Reg lg_bind_store_methods[] = {
+    {"store_open", l_app_store_open},   {"store_records", l_app_store_records},
+    {"restore", l_app_restore},         {"restore_done", l_app_restore_done},
+    {"store_info", l_app_store_info},   {"store_limit_pages", l_app_store_limit_pages},
+    {"thread_get", l_app_thread_get},
+    {"thread_put", l_app_thread_put},   {NULL, NULL}};

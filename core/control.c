@@ -1,0 +1,507 @@
+/* The control tools the model is given (bg_list, bg_check, bg_cancel,
+ * bg_wait; rules R-30..R-33 of docs/architecture.md): one entry each, taking
+ * the caller's scope and the model's arguments as JSON and returning the
+ * model-facing ToolResult as JSON. Scope is checked here for all four, so a
+ * task of another scope is `not_found` whatever asks (a Lua run, a C host).
+ *
+ * This layer sits above the scheduler and uses only its API: records come as
+ * JSON text (from memory or the store, the same shape) and are read with
+ * jtext.h. Lua keeps what is policy: the descriptions and schemas the model
+ * sees, and where notices go in the prompt. */
+#include "budget.h"
+#include "dispatcher.h"
+#include "jtext.h"
+#include "luagent.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ results */
+
+static char *finish_out(buf_t *b) {
+  if (b->oom) {
+    lg_buf_free(b);
+    return NULL;
+  }
+  return lg_buf_detach(b);
+}
+
+/* Like Lua's %q for the ids we make (and a safe quote of any other). */
+static void add_quoted(buf_t *b, const char *s, size_t n) {
+  lg_buf_addc(b, '"');
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\') lg_buf_addc(b, '\\');
+    lg_buf_addc(b, s[i]);
+  }
+  lg_buf_addc(b, '"');
+}
+
+static char *fail_json(const char *kind, const char *msg, size_t n) {
+  buf_t b;
+  lg_buf_init(&b);
+  lg_buf_adds(&b, "{\"ok\":false,\"error\":");
+  lg_buf_add_jstr(&b, msg, n);
+  lg_buf_adds(&b, ",\"cause\":{\"kind\":");
+  lg_buf_add_jstr(&b, kind, strlen(kind));
+  lg_buf_adds(&b, ",\"message\":");
+  lg_buf_add_jstr(&b, msg, n);
+  lg_buf_adds(&b, "}}");
+  return finish_out(&b);
+}
+
+static char *fail_str(const char *kind, const char *msg) { return fail_json(kind, msg, strlen(msg)); }
+
+static char *not_found(const char *id, size_t n) {
+  buf_t m;
+  lg_buf_init(&m);
+  lg_buf_adds(&m, "no background task ");
+  add_quoted(&m, id, n);
+  lg_buf_adds(&m, " in this conversation");
+  char *r = m.oom ? NULL : fail_json("not_found", m.p, m.len);
+  lg_buf_free(&m);
+  return r;
+}
+
+/* ------------------------------------------------------------- scope */
+
+typedef struct {
+  const luagent_scope *s;
+  char *narrow; /* a sub-agent run sees only its own task's children */
+} scope_t;
+
+/* R-32: a run that is a sub-agent (its task was spawned by a run) shares its
+ * tree's thread, so its scope is narrowed to the children of its own task. */
+static void scope_open(lg_app *a, const luagent_scope *s, scope_t *sc) {
+  sc->s = s;
+  sc->narrow = NULL;
+  if (!s->task_id) return;
+  buf_t rec;
+  lg_buf_init(&rec);
+  /* a task we cannot read narrows too: an unknown caller sees nothing */
+  int narrow = 1;
+  if (lg_get(a, s->task_id, &rec) == 0 && !rec.oom)
+    narrow = lg_jspan_is_str(lg_jtext_field(rec.p, rec.len, "parent_run_id"));
+  if (narrow) sc->narrow = lg_strdup(s->task_id);
+  lg_buf_free(&rec);
+}
+
+static void scope_close(scope_t *sc) { free(sc->narrow); }
+
+/* The scheduler's filter for the tasks of a scope. */
+static void scope_filter(const scope_t *sc, lg_filter *f) {
+  memset(f, 0, sizeof *f);
+  f->parent_agent_id = sc->s->agent_id;
+  f->thread_id = sc->s->thread_id;
+  f->parent_task_id = sc->narrow;
+}
+
+static int in_scope(const scope_t *sc, lg_jspan rec) {
+  return rec.p && lg_jspan_eq(lg_jspan_field(rec, "parent_agent_id"), sc->s->agent_id) &&
+         lg_jspan_eq(lg_jspan_field(rec, "thread_id"), sc->s->thread_id) &&
+         (!sc->narrow || lg_jspan_eq(lg_jspan_field(rec, "parent_task_id"), sc->narrow));
+}
+
+/* The record of `id` when it is in scope (rec filled), else 0. */
+static int scoped_record(lg_app *a, const scope_t *sc, const char *id, buf_t *rec) {
+  if (lg_get(a, id, rec) != 0 || rec->oom) return 0;
+  lg_jspan r = {rec->p, rec->len};
+  return in_scope(sc, r);
+}
+
+/* ----------------------------------------------------------- entries */
+
+static int terminal_status(lg_jspan st) {
+  return lg_jspan_eq(st, "completed") || lg_jspan_eq(st, "failed") ||
+         lg_jspan_eq(st, "cancelled") || lg_jspan_eq(st, "timed_out");
+}
+
+/* s cut to at most n bytes, never inside a UTF-8 sequence, with a marker
+ * saying so (the cut of the Lua side, tools.cut). */
+static void add_cut_str(buf_t *b, const char *s, size_t len, size_t n) {
+  if (len <= n) {
+    lg_buf_add_jstr(b, s, len);
+    return;
+  }
+  size_t k = n, i = n;
+  while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+  if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) k = i - 1;
+  buf_t c;
+  lg_buf_init(&c);
+  lg_buf_add(&c, s, k);
+  lg_buf_addf(&c, "...[cut to %zu of %zu bytes]", k, len);
+  lg_buf_add_jstr(b, c.p ? c.p : "", c.len);
+  if (c.oom) b->oom = 1;
+  lg_buf_free(&c);
+}
+
+/* What the model is shown of a task (bg_check, bg_wait): for agent runs
+ * their final text, cut to the tool output limit, and how the run ended
+ * when that was not `completed`; for tools the handler's value. */
+static void add_entry(buf_t *b, lg_jspan rec, size_t max_out, int omit_result) {
+  static const char *const keys[] = {"status",     "tool",        "agent_id", "enqueued_at",
+                                     "started_at", "finished_at", "attempts", "usage"};
+  lg_buf_adds(b, "{\"task_id\":");
+  lg_jspan id = lg_jspan_field(rec, "task_id");
+  lg_buf_add(b, id.p ? id.p : "null", id.p ? id.n : 4);
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    lg_jspan_put(b, keys[i], lg_jspan_field(rec, keys[i]));
+  lg_jspan st = lg_jspan_field(rec, "status");
+  if (terminal_status(st)) {
+    lg_jspan result = lg_jspan_field(rec, "result"), error = lg_jspan_field(rec, "error");
+    if (lg_jspan_eq(st, "completed")) {
+      if (lg_jspan_eq(lg_jspan_field(rec, "kind"), "agent") && result.p && result.p[0] == '{') {
+        lg_jspan final = lg_jspan_field(result, "final");
+        lg_jspan run_status = lg_jspan_field(result, "status");
+        if (!omit_result && lg_jspan_is_str(final)) {
+          buf_t text;
+          lg_buf_init(&text);
+          lg_jspan_str(final, &text);
+          lg_buf_adds(b, ",\"result\":");
+          add_cut_str(b, text.p ? text.p : "", text.len, max_out);
+          lg_buf_free(&text);
+        } else if (!omit_result) {
+          lg_jspan_put(b, "result", final);
+        }
+        if (run_status.p && !lg_jspan_eq(run_status, "completed")) {
+          /* an agent run that ended budget_exceeded or stopped: say why */
+          lg_jspan_put(b, "run_status", run_status);
+          if (!omit_result) lg_jspan_put(b, "error", error);
+        }
+      } else if (!omit_result) {
+        lg_jspan_put(b, "result", result);
+      }
+    } else if (!omit_result) {
+      lg_jspan_put(b, "error", error);
+    }
+  }
+  if (omit_result)
+    lg_buf_adds(b, ",\"omitted\":\"too large for this message: call bg_check with this task_id\"");
+  lg_buf_addc(b, '}');
+}
+
+static lg_jspan args_field(const char *args, const char *key) {
+  return lg_jtext_field(args, args ? strlen(args) : 0, key);
+}
+
+static double span_num(lg_jspan v, double dflt) {
+  if (!v.p || !(v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9'))) return dflt;
+  char tmp[64];
+  size_t n = v.n < sizeof tmp - 1 ? v.n : sizeof tmp - 1;
+  memcpy(tmp, v.p, n);
+  tmp[n] = '\0';
+  return strtod(tmp, NULL);
+}
+
+static int valid_utf8(const unsigned char *p, size_t n) {
+  for (size_t i = 0; i < n;) {
+    unsigned c = p[i];
+    size_t k = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 9;
+    if (k == 9 || (k == 1 && c < 0xC2) || i + k >= n + (k ? 0 : 1)) return 0;
+    for (size_t j = 1; j <= k; j++)
+      if ((p[i + j] & 0xC0) != 0x80) return 0;
+    i += k + 1;
+  }
+  return 1;
+}
+
+/* A task id argument as a C string (malloc'd, *out), or NULL. A string that
+ * is not text (a NUL byte, invalid UTF-8) names no task: C would cut it at
+ * the NUL and find another one. */
+static char *span_cstr(lg_jspan v) {
+  if (!lg_jspan_is_str(v)) return NULL;
+  buf_t b;
+  lg_buf_init(&b);
+  lg_jspan_str(v, &b);
+  int text = !b.oom && !memchr(b.p ? b.p : "", '\0', b.len) &&
+             valid_utf8((const unsigned char *)(b.p ? b.p : ""), b.len);
+  lg_buf_addc(&b, '\0');
+  if (b.oom || !text) {
+    lg_buf_free(&b);
+    return NULL;
+  }
+  return b.p;
+}
+
+/* The not_found answer for an id argument that is not text. */
+static char *not_found_span(lg_jspan v) {
+  return lg_jspan_is_str(v) ? not_found(v.p + 1, v.n - 2) : not_found(v.p ? v.p : "", v.p ? v.n : 0);
+}
+
+/* ------------------------------------------------------------ bg_list */
+
+char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) {
+  int all = lg_jspan_is_true(args_field(args_json, "include_finished"));
+  scope_t sc;
+  scope_open(a, s, &sc);
+  lg_filter f;
+  scope_filter(&sc, &f);
+  f.include_finished = 1;
+  buf_t recs;
+  lg_buf_init(&recs);
+  lg_list(a, &f, &recs);
+  scope_close(&sc);
+  buf_t b;
+  lg_buf_init(&b);
+  lg_buf_adds(&b, "{\"ok\":true,\"value\":{\"tasks\":[");
+  lg_jspan arr = {recs.p, recs.len}, rec;
+  int k = 0;
+  for (const char *cur = NULL; (cur = lg_jspan_next(arr, cur, &rec));) {
+    if (!all && terminal_status(lg_jspan_field(rec, "status"))) continue;
+    static const char *const keys[] = {"status", "tool", "agent_id", "enqueued_at", "started_at"};
+    if (k++) lg_buf_addc(&b, ',');
+    lg_buf_adds(&b, "{\"task_id\":");
+    lg_jspan id = lg_jspan_field(rec, "task_id");
+    lg_buf_add(&b, id.p, id.n);
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+      lg_jspan_put(&b, keys[i], lg_jspan_field(rec, keys[i]));
+    lg_buf_addc(&b, '}');
+  }
+  lg_buf_addc(&b, ']');
+  lg_budget_left_field(a, s->root_key, &b); /* the tree's budget (core/budget.c) */
+  lg_buf_adds(&b, "}}");
+  if (recs.oom) b.oom = 1;
+  lg_buf_free(&recs);
+  return finish_out(&b);
+}
+
+/* ----------------------------------------------------------- bg_check */
+
+char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json) {
+  lg_jspan idv = args_field(args_json, "task_id");
+  char *id = span_cstr(idv);
+  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
+  if (!id) return fail_str("validation", "bg_check needs task_id, a task id string");
+  scope_t sc;
+  scope_open(a, s, &sc);
+  buf_t rec;
+  lg_buf_init(&rec);
+  int ok = scoped_record(a, &sc, id, &rec);
+  scope_close(&sc);
+  char *r;
+  if (!ok) {
+    r = not_found(id, strlen(id));
+  } else {
+    lg_jspan rv = {rec.p, rec.len};
+    int n = (int)span_num(args_field(args_json, "last_n_events"), 0);
+    if (n > 16) n = 16;
+    buf_t b;
+    lg_buf_init(&b);
+    lg_buf_adds(&b, "{\"ok\":true,\"value\":");
+    add_entry(&b, rv, (size_t)lg_app_max_output(a), 0);
+    if (n > 0) {
+      b.len--; /* reopen the entry */
+      lg_buf_adds(&b, ",\"events\":");
+      buf_t d;
+      lg_buf_init(&d);
+      if (lg_task_digests(a, id, n, &d) == 0 && !d.oom)
+        lg_buf_add(&b, d.p, d.len);
+      else
+        lg_buf_adds(&b, "[]");
+      lg_buf_free(&d);
+      lg_buf_addc(&b, '}');
+    }
+    if (s->root_key && b.len > 0) { /* the tree's budget (core/budget.c) */
+      b.len--; /* reopen the entry */
+      lg_budget_left_field(a, s->root_key, &b);
+      lg_buf_addc(&b, '}');
+    }
+    lg_buf_addc(&b, '}');
+    if (terminal_status(lg_jspan_field(rv, "status"))) lg_set_delivered(a, id);
+    r = finish_out(&b);
+  }
+  lg_buf_free(&rec);
+  free(id);
+  return r;
+}
+
+/* ---------------------------------------------------------- bg_cancel */
+
+char *luagent_bg_cancel(lg_app *a, const luagent_scope *s, const char *args_json) {
+  lg_jspan idv = args_field(args_json, "task_id");
+  char *id = span_cstr(idv);
+  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
+  if (!id) return fail_str("validation", "bg_cancel needs task_id, a task id string");
+  scope_t sc;
+  scope_open(a, s, &sc);
+  buf_t rec;
+  lg_buf_init(&rec);
+  int ok = scoped_record(a, &sc, id, &rec);
+  scope_close(&sc);
+  lg_buf_free(&rec);
+  char *r;
+  if (!ok) {
+    r = not_found(id, strlen(id));
+  } else {
+    buf_t b, c;
+    lg_buf_init(&b);
+    lg_buf_init(&c);
+    if (lg_cancel(a, id, &c) == 0 && !c.oom) {
+      lg_buf_adds(&b, "{\"ok\":true,\"value\":");
+      lg_buf_add(&b, c.p, c.len);
+      lg_buf_addc(&b, '}');
+      r = finish_out(&b);
+    } else {
+      lg_buf_free(&b);
+      r = not_found(id, strlen(id));
+    }
+    lg_buf_free(&c);
+  }
+  free(id);
+  return r;
+}
+
+/* ------------------------------------------------------------ bg_wait */
+
+lg_wait *luagent_bg_wait_begin(lg_app *a, const luagent_scope *s, const char *args_json,
+                               double *timeout_s, char **answer) {
+  *answer = NULL;
+  lg_jspan ids = args_field(args_json, "task_ids");
+  lg_jspan legacy = args_field(args_json, "task_id");
+  lg_jspan one = {NULL, 0};
+  int n = 0;
+  lg_jspan item;
+  if (!ids.p && lg_jspan_is_str(legacy)) {
+    one = legacy;
+    n = 1;
+  } else if (ids.p && ids.p[0] == '[') {
+    for (const char *cur = NULL; (cur = lg_jspan_next(ids, cur, &item));) n++;
+  }
+  if (n == 0) {
+    *answer = fail_str("validation", "bg_wait needs task_ids, a non-empty list of task ids");
+    return NULL;
+  }
+  char **v = calloc((size_t)n, sizeof *v);
+  if (!v) return NULL;
+  scope_t sc;
+  scope_open(a, s, &sc);
+  int k = 0;
+  const char *cur = NULL;
+  for (; k < n; k++) {
+    if (one.p)
+      item = one;
+    else
+      cur = lg_jspan_next(ids, cur, &item);
+    v[k] = span_cstr(item);
+    buf_t rec;
+    lg_buf_init(&rec);
+    int ok = v[k] && scoped_record(a, &sc, v[k], &rec);
+    lg_buf_free(&rec);
+    if (!ok) {
+      *answer = v[k] ? not_found(v[k], strlen(v[k])) : not_found_span(item);
+      k++;
+      break;
+    }
+  }
+  lg_wait *w = NULL;
+  if (k == n && !*answer) {
+    lg_err err = {{0}, {0}};
+    w = lg_wait_begin_by_id(a, s->task_id, v, n, lg_jspan_eq(args_field(args_json, "mode"), "any"),
+                            &err);
+    if (!w) *answer = fail_str(err.kind[0] ? err.kind : "runtime", err.message);
+  }
+  scope_close(&sc);
+  for (int i = 0; i < n; i++) free(v[i]);
+  free(v);
+  *timeout_s = span_num(args_field(args_json, "timeout_s"), lg_app_default_wait_s(a));
+  return w;
+}
+
+/* The bg_wait reply: finished tasks with their results while they fit in
+ * one tool message (the rest say so and stay undelivered, R-33: a child is
+ * never marked seen unseen), pending ones with their progress. */
+char *luagent_bg_wait_finish(lg_app *a, lg_wait *w) {
+  buf_t val;
+  lg_buf_init(&val);
+  lg_wait_value(w, 1, &val);
+  if (val.oom) {
+    lg_buf_free(&val);
+    return NULL;
+  }
+  lg_jspan vs = {val.p, val.len};
+  size_t max_out = (size_t)lg_app_max_output(a);
+  long room = (long)max_out - 256;
+  char **ids;
+  int n = lg_wait_ids(w, &ids);
+  const char **done = calloc((size_t)(n ? n : 1), sizeof *done);
+  int ndone = 0;
+  buf_t b;
+  lg_buf_init(&b);
+  lg_buf_adds(&b, "{\"ok\":true,\"value\":{\"done\":");
+  lg_jspan d = lg_jspan_field(vs, "done"), to = lg_jspan_field(vs, "timed_out");
+  lg_buf_add(&b, d.p, d.n);
+  lg_buf_adds(&b, ",\"timed_out\":");
+  lg_buf_add(&b, to.p, to.n);
+  lg_buf_adds(&b, ",\"tasks\":[");
+  lg_jspan tasks = lg_jspan_field(vs, "tasks"), t;
+  int i = 0;
+  for (const char *cur = NULL; (cur = lg_jspan_next(tasks, cur, &t)); i++) {
+    if (i) lg_buf_addc(&b, ',');
+    lg_jspan st = lg_jspan_field(t, "status");
+    buf_t rec;
+    lg_buf_init(&rec);
+    if (terminal_status(st) && i < n && lg_get(a, ids[i], &rec) == 0 && !rec.oom) {
+      lg_jspan rv = {rec.p, rec.len};
+      size_t at = b.len;
+      add_entry(&b, rv, max_out, 0);
+      long size = (long)(b.len - at);
+      if (size <= room || i == 0) {
+        room -= size;
+        if (done) done[ndone++] = ids[i];
+      } else {
+        b.len = at;
+        add_entry(&b, rv, max_out, 1);
+      }
+    } else {
+      static const char *const keys[] = {"status", "tool", "agent_id", "progress"};
+      lg_buf_adds(&b, "{\"task_id\":");
+      lg_jspan id = lg_jspan_field(t, "task_id");
+      lg_buf_add(&b, id.p, id.n);
+      for (size_t j = 0; j < sizeof keys / sizeof *keys; j++)
+        lg_jspan_put(&b, keys[j], lg_jspan_field(t, keys[j]));
+      lg_buf_addc(&b, '}');
+    }
+    lg_buf_free(&rec);
+  }
+  lg_buf_adds(&b, "],\"pending\":");
+  lg_jspan pending = lg_jspan_field(vs, "pending");
+  lg_buf_add(&b, pending.p ? pending.p : "[]", pending.p ? pending.n : 2);
+  lg_buf_adds(&b, "}}");
+  if (done && ndone) lg_set_delivered_many(a, done, ndone);
+  free(done);
+  lg_buf_free(&val);
+  return finish_out(&b);
+}
+
+/* R-33: the scope's finished children no model call has carried yet,
+ * claimed for the notice of `claimer`'s next model call. */
+void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out) {
+  scope_t sc;
+  scope_open(a, s, &sc);
+  lg_filter f;
+  scope_filter(&sc, &f);
+  lg_claim(a, claimer, &f, out);
+  scope_close(&sc);
+}
+
+int luagent_wait_over(lg_wait *w) { return lg_wait_over(w); }
+void luagent_wait_free(lg_wait *w) { lg_wait_free(w); }
+void luagent_free(void *p) { free(p); }
+
+/* The blocking form, for C hosts that have no host work to pump meanwhile. */
+char *luagent_bg_wait(lg_app *a, const luagent_scope *s, const char *args_json) {
+  double timeout_s;
+  char *answer;
+  lg_wait *w = luagent_bg_wait_begin(a, s, args_json, &timeout_s, &answer);
+  if (!w) return answer;
+  int64_t end = lg_mono_ms() + (int64_t)(timeout_s * 1000.0);
+  while (!lg_wait_over(w)) {
+    uint64_t gen = lg_gen(a);
+    if (lg_wait_over(w)) break;
+    int64_t left = end - lg_mono_ms();
+    if (left <= 0) break;
+    lg_block(a, gen, (double)left / 1000.0);
+  }
+  char *r = luagent_bg_wait_finish(a, w);
+  lg_wait_free(w);
+  return r;
+}
