@@ -150,20 +150,6 @@ static int l_tree_budget_close(lua_State *L) {
   return 0;
 }
 
-/* tree_usage(key, usage): one model call of the tree (after add_usage) */
-static int l_tree_usage(lua_State *L) {
-  lg_app *a = lg_check_app(L)->app;
-  const char *key = luaL_checkstring(L, 2);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  lua_createtable(L, 0, 1);
-  lua_pushvalue(L, 3);
-  lua_setfield(L, -2, "u");
-  lg_usage d;
-  lg_read_usage(L, lua_gettop(L), "u", &d);
-  lg_budget_add_usage(a, key, &d);
-  return 0;
-}
-
 const luaL_Reg lg_bind_budget_methods[] = {
     {"rate_define", l_rate_define},
     {"rate_try", l_rate_try},
@@ -173,7 +159,6 @@ const luaL_Reg lg_bind_budget_methods[] = {
     {"tree_spent", l_tree_spent},
     {"tree_budget", l_tree_budget},
     {"tree_budget_close", l_tree_budget_close},
-    {"tree_usage", l_tree_usage},
     {NULL, NULL}};
 
 const luaL_Reg lg_bind_budget_funcs[] = {{"rate_wait", l_rate_wait}, {NULL, NULL}};

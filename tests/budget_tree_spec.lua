@@ -156,6 +156,23 @@ describe("admission", function()
   teardown(function() srv:stop() end)
   before_each(function() srv:reset() end)
 
+  -- A supervisor `sup` that can browse in the background, and the hook
+  -- (the source of a function(req), seeing the test's table S).
+  local function admit_app(S, hook_src)
+    return H.app(srv, {}, [[
+      local BROWSER = ]] .. H.model_src(srv, { model = "browser" }) .. [[
+      local browse = luagent.delegate{ agent = "browser", name = "browse", background = { enabled = true } }
+      return luagent.config{
+        model = MODEL,
+        background_tasks = { enabled = true },
+        hooks = { admit = ]] .. hook_src .. [[ },
+        agents = {
+          luagent.agent{ id = "sup", tools = { browse } },
+          luagent.agent{ id = "browser", model = BROWSER },
+        },
+      } ]], S)
+  end
+
   it("a hook rejecting a third concurrent browser agent refuses the third spawn with its reason", function()
     local script = {
       { for_model = "m", tool_calls = { call("browse", { prompt = "1" }), call("browse", { prompt = "2" }),
@@ -167,27 +184,14 @@ describe("admission", function()
     for i = 1, 2 do script[#script + 1] = { for_model = "browser", text = "page " .. i, delay_ms = 300 } end
     srv:script(script)
     local S = {}
-    local app <close> = H.app(srv, {}, [[
-      local BROWSER = ]] .. H.model_src(srv, { model = "browser" }) .. [[
-      local browse = luagent.delegate{ agent = "browser", name = "browse", background = { enabled = true } }
-      return luagent.config{
-        model = MODEL,
-        background_tasks = { enabled = true },
-        hooks = {
-          admit = function(req)
-            S.requests = S.requests or {}
-            S.requests[#S.requests + 1] = req
-            if req.agent_id == "browser" and (req.active.browser or 0) >= 2 then
-              return "reject", "at most 2 browser agents at a time"
-            end
-            return "admit"
-          end,
-        },
-        agents = {
-          luagent.agent{ id = "sup", tools = { browse } },
-          luagent.agent{ id = "browser", model = BROWSER },
-        },
-      } ]], S)
+    local app <close> = admit_app(S, [[function(req)
+      S.requests = S.requests or {}
+      S.requests[#S.requests + 1] = req
+      if req.agent_id == "browser" and (req.active.browser or 0) >= 2 then
+        return "reject", "at most 2 browser agents at a time"
+      end
+      return "admit"
+    end]])
     -- the supervisor runs in a worker: the hook runs here, pumped by app:wait
     local rec = app:enqueue_background("sup", "browse three pages")
     local w = app:wait({ rec.task_id }, { timeout_s = 30 })
@@ -224,24 +228,11 @@ describe("admission", function()
       { for_model = "browser", text = "page" },
     }
     local S = {}
-    local app <close> = H.app(srv, {}, [[
-      local BROWSER = ]] .. H.model_src(srv, { model = "browser" }) .. [[
-      local browse = luagent.delegate{ agent = "browser", name = "browse", background = { enabled = true } }
-      return luagent.config{
-        model = MODEL,
-        background_tasks = { enabled = true },
-        hooks = {
-          admit = function(req)
-            S.asked = (S.asked or 0) + 1
-            if S.asked < 3 then return "queue", "not yet" end
-            return "admit"
-          end,
-        },
-        agents = {
-          luagent.agent{ id = "sup", tools = { browse } },
-          luagent.agent{ id = "browser", model = BROWSER },
-        },
-      } ]], S)
+    local app <close> = admit_app(S, [[function(req)
+      S.asked = (S.asked or 0) + 1
+      if S.asked < 3 then return "queue", "not yet" end
+      return "admit"
+    end]])
     local res = app:run("sup", "browse", { timeout_s = 30 })
     assert.equal("completed", res.status)
     assert.equal(3, S.asked)

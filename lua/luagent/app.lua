@@ -876,7 +876,7 @@ local function host_env(self)
     end
   end
   function env.report_usage(ctx, u)
-    self._core:add_usage(ctx.task_id, u)
+    self._core:add_usage(ctx.task_id, u, ctx.root_key) -- and its tree budget's
     if ctx._fg then usage.add(ctx._fg.usage, u) end
   end
   return env

@@ -42,11 +42,6 @@ function budget.prepare(run)
   run.tree_budgeted = run.env.core:tree_budget(run.ctx.root_key) ~= nil
 end
 
--- One model call of the run's tree, counted against its budget.
-function budget.count(run, u)
-  if run.tree_budgeted then run.env.core:tree_usage(run.ctx.root_key, u) end
-end
-
 -- Before a model call: the error that ends the run when its tree's budget
 -- is spent and runs must stop (on_exhausted = "stop_children"), else nil.
 function budget.stop(run)

@@ -52,8 +52,7 @@ local function count_usage(run, request, reply)
   local u = reply.usage or usage.estimate(request, reply)
   u.cost = usage.cost(run.reg.pricing, model_name(run.model), u)
   usage.add(run.usage, u)
-  run.env.report_usage(run.ctx, u)
-  budget.count(run, u) -- the tree's budget (README "Tree budgets")
+  run.env.report_usage(run.ctx, u) -- also to the tree's budget (README "Tree budgets")
   return u
 end
 
