@@ -58,7 +58,7 @@ describe("rate budgets", function()
     assert.equal(40, st.accepted)
     assert.is_true(st.rejected >= 1, "the server's limit was never reached")
     assert.equal(1, st.max_per_pause)
-    local rate = app:stats().rate[srv.url]
+    local rate = app:rate_stats()[srv.url]
     assert.is_true(rate.pauses >= 1)
     assert.equal(0, rate.in_flight)
     local waits = H.of_kind(H.events(app), "rate_wait")

@@ -219,6 +219,7 @@ describe("admission", function()
     assert.is_true(third.tree.usage.total_tokens > 0)
     assert.equal(2, third.active.browser)
     assert.is_number(third.stats.running)
+    assert.is_table(third.rate)
   end)
 
   it('"queue" asks again after a pause until the hook admits', function()

@@ -544,11 +544,16 @@ end
 
 function App:stats()
   local s = self._core:stats()
-  s.rate = self._core:rate_stats() -- per provider (README "Rate limits")
   s.finished = nil
   s.idle = nil
   s.cost = s.usage.cost -- with a price table (README "Usage and cost")
   return s
+end
+
+-- { [provider] = { in_flight, waiting, pauses, paused_s } } (README "Rate
+-- limits"). Unlike app:stats it takes the scheduler's lock.
+function App:rate_stats()
+  return self._core:rate_stats()
 end
 
 -- The tree of a task (or of a foreground run, by its run_id): the record

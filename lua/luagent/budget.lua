@@ -87,6 +87,7 @@ local function admit_request(app, req, info)
     tree = tree_view(app, req.root_key),
     active = active,
     stats = app:stats(),
+    rate = app:rate_stats(),
   }
 end
 
