@@ -102,6 +102,32 @@ return luagent.config{
     tonumber(rc) or 0, tonumber(rw) or 0))
 end
 
+-- 4b. rate budget: the cost of an uncontended budget per model call --------
+do
+  local ratelimit = require("luagent.ratelimit")
+  local context = require("luagent.context")
+  local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+return luagent.config{ agents = { luagent.agent{ id = "a" } } }]])
+  local ctx = context.new(app._env, { run_id = "run_bench", agent_id = "a", depth = 0 })
+  local limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000000,
+    max_concurrency = 1000 }
+  local N = 200000
+  ratelimit.acquire(ctx, "bench", limits, 100):done(120) -- defined once, as in a run
+  local c0 = os.clock()
+  for _ = 1, N do ratelimit.acquire(ctx, "bench", limits, 100):done(120) end
+  local lua_us = (os.clock() - c0) / N * 1e6
+  local h = app._core
+  c0 = os.clock()
+  for _ = 1, N do
+    local _, probe = h:rate_try("bench", 100)
+    h:rate_done("bench", 100, probe, 120, 0)
+  end
+  local c_us = (os.clock() - c0) / N * 1e6
+  print(string.format("\nrate budget, uncontended (take + give back, %d calls): %.2f us/call " ..
+    "(core only %.2f us)", N, lua_us, c_us))
+end
+
 -- 5. store: enqueue throughput ---------------------------------------------
 do
   local N = math.min(TASKS, 5000)

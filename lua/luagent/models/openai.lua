@@ -10,6 +10,7 @@ local options = require("luagent.options")
 local defs = require("luagent.defs")
 local http = require("luagent.http")
 local tools = require("luagent.tools")
+local ratelimit = require("luagent.ratelimit")
 
 local openai = {}
 
@@ -49,6 +50,7 @@ local openai_spec = {
   params = "table",
   max_response_bytes = options.at_least(1),
   retry_backoff_s = function(v) return options.non_negative(v) end,
+  limits = "table", -- checked by ratelimit.check
 }
 
 -- Replace invalid UTF-8 with U+FFFD: providers reject it outright.
@@ -596,27 +598,42 @@ local function complete(self, request, ctx)
   end
   local hidden = hidden_texts(self, key)
   local body = openai.body(self, request)
-  local deadline = core.now() + self.call_timeout_s
+  -- the provider's rate budget (README "Rate limits"): every attempt takes
+  -- its share first; a 429 pauses the provider for every caller
+  local rate_key = ratelimit.key_of(self)
+  local est = #body // 4
+  local deadline
   local attempt = 0
   while true do
+    local grant <close> = ratelimit.acquire(ctx, rate_key, self.limits, est,
+      deadline and math.max(0, deadline - core.now()))
+    if not grant then
+      error({ kind = "model", message = string.format("the model call ran out of time " ..
+        "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
+    end
+    -- the call's clock starts with its first request, not with its wait for budget
+    deadline = deadline or core.now() + self.call_timeout_s
     local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
     local by_call = left < self.timeout_s
     local timeout = by_call and math.max(0.001, left) or self.timeout_s
     local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
+    local limited = err and err.status == 429
+    local wait = err and backoff(self, attempt + 1, err.retry_after)
+    grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
     if reply then return reply end
     local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
       error({ kind = "model", status = err.status, message = msg }, 0)
     end
     attempt = attempt + 1
-    local wait = backoff(self, attempt, err.retry_after)
     if core.now() + wait >= deadline then
       error({ kind = "model", status = err.status, message = message(hidden, string.format(
         "%s (no retry: the next attempt would start after call_timeout_s = %gs)", err.message,
         self.call_timeout_s)) }, 0)
     end
     ctx:emit("retry", { attempt = attempt, status = err.status, message = msg, wait_s = wait })
-    ctx:sleep(wait)
+    -- after a 429 the next attempt waits in the rate budget, with everyone's
+    if not limited then ctx:sleep(wait) end
   end
 end
 
@@ -659,6 +676,8 @@ function openai.new(def)
     params = def.params,
     max_response_bytes = def.max_response_bytes or 32 * 1024 * 1024,
     retry_backoff_s = def.retry_backoff_s or 0.5,
+    limits = ratelimit.check("luagent.openai", def.limits, 2),
+    own_limits = true, -- complete takes budget per attempt (ratelimit.lua)
     complete = complete,
   }, "model")
   secrets[model] = { api_key = def.api_key, headers = secret }
