@@ -5,6 +5,7 @@
 #include "dispatcher.h"
 #include "http.h"
 #include "interrupt.h"
+#include "procgroup.h"
 #include "luagent.h"
 #include "store.h"
 #include "worker.h"
@@ -32,6 +33,12 @@ static app_ud *check_app(lua_State *L) {
   /* code of a task whose worker was retired runs on: its calls are refused */
   if (u->worker_handle && lg_worker_retired(L)) lg_raise_cancel(L);
   return u;
+}
+
+/* ---- for procgroup.c ---- */
+lg_app *lg_app_at(lua_State *L, int idx) {
+  app_ud *u = luaL_checkudata(L, idx, APP_MT);
+  return u->app;
 }
 
 /* Decode JSON written by the core; the buffer is freed first so a Lua error
@@ -1071,6 +1078,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   open_http(L);
   luaL_newlib(L, core_funcs);
   lg_store_reader_open(L);
+  lg_pg_open(L);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
   lg_push_cancel(L);

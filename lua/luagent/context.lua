@@ -298,6 +298,39 @@ function context.invoke(ctx, tool, args)
   return tools.run_handler(tool, args, ctx)
 end
 
+local spawn_spec = {
+  cmd = "string",
+  cwd = "string",
+  timeout_s = positive,
+  max_output_bytes = options.at_least(0),
+  grace_s = non_negative,
+}
+
+-- ctx:spawn{ cmd, cwd?, timeout_s?, max_output_bytes? (16384), grace_s? (2) }
+-- runs `sh -c cmd` in a process group of its own and waits for it (C,
+-- core/procgroup.c). A cancel, the task's deadline, the run's wall budget
+-- or timeout_s kills the whole group: TERM, then KILL after grace_s.
+-- Returns { exit_code, output, pgid, truncated?, timed_out?, killed? };
+-- raises the cancel error when the run was stopped.
+function Ctx:spawn(opts)
+  if type(opts) ~= "table" or type(opts.cmd) ~= "string" then
+    error("ctx:spawn: argument must be a table with a string cmd", 2)
+  end
+  options.check("ctx:spawn", opts, spawn_spec)
+  local env, d = self._env, self._deadline
+  local function should_stop()
+    return env.should_stop(self) or (d ~= nil and core.now() >= d.at)
+  end
+  local r = core.spawn_run(env.core, {
+    cmd = opts.cmd, cwd = opts.cwd, timeout_s = opts.timeout_s,
+    max_output_bytes = opts.max_output_bytes, grace_s = opts.grace_s,
+    run_id = self.run_id, task_id = self.task_id, agent_id = self.agent_id, depth = self.depth,
+  }, should_stop)
+  if r.stopped then self:check_cancel() end
+  r.stopped = nil
+  return r
+end
+
 -- What a host callback learns about the run that called it.
 function Ctx:info()
   return {
