@@ -12,6 +12,7 @@
  * recovery.c, so each can be read without the others. What they share is
  * declared in dispatch_internal.h. */
 #include "dispatch_internal.h"
+#include "stall.h"
 #include "store.h"
 
 #include <limits.h>
@@ -64,6 +65,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
   t->stop_mono = 0;
+  lg_stall_resume(t);
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -544,6 +546,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->root_task_id = lg_strdup(parent ? parent->root_task_id : t->id);
   t->root_key = lg_strdup(r->root_key ? r->root_key : parent ? parent->root_key : t->id);
   t->timeout_s = r->timeout_s >= 0 ? r->timeout_s : a->cfg.default_timeout_s;
+  t->stale_ms = r->stale_after_s > 0 ? (int64_t)(r->stale_after_s * 1000.0) : 0;
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
@@ -877,6 +880,7 @@ lg_task *lg_worker_next(lg_worker *w) {
 
 int lg_task_should_stop(lg_task *t) {
   if (atomic_load(&t->stop) != STOP_NONE) return 1;
+  if (t->stale_ms > 0 && lg_stall_check(t, lg_mono_ms())) return 1;
   if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
     int expected = STOP_NONE;
     atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
@@ -904,6 +908,32 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
 static void set_run_status(lg_task *t, const lg_outcome *o) {
   if (t->kind != TK_AGENT) return;
   snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
+/* R-24: back to the queue after a backoff; never `failed` in between.
+ * What the failed attempt started stops with it (R-25), so the next
+ * attempt does not find — and duplicate — a half-done fan-out. */
+static void retry_later(lg_app *a, lg_task *t) {
+  cascade(a, t);
+  t->status = TS_QUEUED;
+  t->phase = PH_RETRY;
+  t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
+  t->lnext = a->retry_head;
+  a->retry_head = t;
+  a->queued++;
+  buf_t p;
+  buf_init(&p);
+  buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+           (long long)(t->retry_at - lg_wall_ms()));
+  add_error(&p, t);
+  buf_addc(&p, '}');
+  char summary[128];
+  snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
+  task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+  buf_free(&p);
+  queue_callback(a, W_RETRY, "task_retry", t);
+  persist(a, t);
+  bump(a);
 }
 
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
@@ -940,6 +970,16 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     requeue(a, t);
     task_event(a, t, "task_suspended", "{}", "suspended by close");
     persist(a, t);
+  } else if (stop == STOP_STALL) {
+    char m[160];
+    lg_stall_message(t, m, sizeof m);
+    set_error(t, "stalled", m);
+    if (t->attempts <= t->max_retries && !a->closing) {
+      atomic_store(&t->stop, STOP_NONE);
+      retry_later(a, t);
+    } else {
+      finish_task(a, t, TS_TIMED_OUT);
+    }
   } else if (stop != STOP_NONE) {
     if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
     if (stop == STOP_TIMEOUT) {
@@ -975,29 +1015,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
-      /* R-24: back to the queue after a backoff; never `failed` in between.
-       * What the failed attempt started stops with it (R-25), so the next
-       * attempt does not find — and duplicate — a half-done fan-out. */
-      cascade(a, t);
-      t->status = TS_QUEUED;
-      t->phase = PH_RETRY;
-      t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
-      t->lnext = a->retry_head;
-      a->retry_head = t;
-      a->queued++;
-      buf_t p;
-      buf_init(&p);
-      buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
-               (long long)(t->retry_at - lg_wall_ms()));
-      add_error(&p, t);
-      buf_addc(&p, '}');
-      char summary[128];
-      snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
-      buf_free(&p);
-      queue_callback(a, W_RETRY, "task_retry", t);
-      persist(a, t);
-      bump(a);
+      retry_later(a, t);
     } else {
       finish_task(a, t, TS_FAILED);
     }
@@ -1036,9 +1054,11 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   pthread_mutex_lock(&a->mu);
   int stop = 0;
   w->in_core = 1;
+  lg_stall_pause(t);
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     cond_wait_until(&w->cv, &a->mu, min_deadline(end, t->deadline_mono));
   w->in_core = 0;
+  lg_stall_resume(t);
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1114,6 +1134,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     t->wait_n = n;
     t->wait_any = any;
     w->in_core = 1;
+    lg_stall_pause(t);
     mark_waited(a, ids, n, 1);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
@@ -1129,6 +1150,7 @@ int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s, buf
     t->wait_n = 0;
     stop = end_wait(a, w, t);
     w->in_core = 0;
+    lg_stall_resume(t);
   }
   if (!stop) {
     int timed_out = !wait_value(a, t, ids, n, any, 0, NULL, err);
@@ -1158,6 +1180,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   if (stop) goto out;
   it->waiter = w;
   w->in_core = 1;
+  lg_stall_pause(t);
   t->host_call = it;
   a->host_calls_pending++;
   hq_push(a, it);
@@ -1181,6 +1204,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   if (!stop && it->replied) buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
   w->in_core = 0;
+  lg_stall_resume(t);
   bump(a);
 out:
   pthread_mutex_unlock(&a->mu);

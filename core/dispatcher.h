@@ -34,7 +34,8 @@ enum {
 };
 
 /* Why a running task is being stopped; the first reason wins. */
-enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND };
+enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND,
+       STOP_STALL /* stall.c */ };
 
 enum { CLOSE_CANCEL, CLOSE_SUSPEND };
 
@@ -89,6 +90,8 @@ struct lg_task {
   int holds_slot;
   int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
   int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
+  int64_t stale_ms;                  /* stale_after_s in ms, 0 = off (stall.c) */
+  _Atomic int64_t progress_mono;     /* last sign of life, 0 = waiting in the core */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
   lg_worker *worker;               /* set while a worker runs it */
@@ -247,6 +250,7 @@ typedef struct {
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
+  double stale_after_s; /* 0: no stall detection (stall.c) */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */

@@ -6,6 +6,7 @@
 #include "http.h"
 #include "interrupt.h"
 #include "procgroup.h"
+#include "stall.h"
 #include "luagent.h"
 #include "store.h"
 #include "worker.h"
@@ -226,6 +227,7 @@ static void read_task_fields(lua_State *L, int t, lg_enqueue_req *r) {
   r->parent_run_id = opt_field_str(L, t, "parent_run_id");
   r->parent_agent_id = opt_field_str(L, t, "parent_agent_id");
   r->root_key = opt_field_str(L, t, "root_key");
+  r->stale_after_s = opt_field_num(L, t, "stale_after_s", 0);
   r->depth = (int)opt_field_int(L, t, "depth", 0);
   r->max_depth = (int)opt_field_int(L, t, "max_depth", -1);
   lua_getfield(L, t, "scoped");
@@ -1079,6 +1081,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   luaL_newlib(L, core_funcs);
   lg_store_reader_open(L);
   lg_pg_open(L);
+  lg_stall_open(L);
   lg_json_open(L);
   lua_setfield(L, -2, "json");
   lg_push_cancel(L);

@@ -351,6 +351,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
   buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
+  if (t->stale_ms > 0) buf_addf(b, ",\"stale_after_s\":%.17g", (double)t->stale_ms / 1000.0);
   add_raw_field(b, "result", t->result_json);
   if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);
   add_error(b, t);

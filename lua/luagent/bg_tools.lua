@@ -279,6 +279,7 @@ function bg.call(run, tool, call, args)
     tool_call_id = call.id,
     timeout_s = tool.background.timeout_s,
     retries = tool.background.retries,
+    stale_after_s = tool.background.stale_after_s,
   }
   if tool.delegate then
     req.kind, req.agent_id, req.prompt = "agent", tool.delegate, args.prompt

@@ -33,6 +33,7 @@ local enqueue_spec = {
   retries = options.at_least(0),
   priority = "integer",
   metadata = "table",
+  stale_after_s = positive,
 }
 context.enqueue_spec = enqueue_spec
 
@@ -63,6 +64,7 @@ function context.request_options(req, opts, where, level)
   end
   req.retries = opts.retries
   req.priority = opts.priority
+  req.stale_after_s = opts.stale_after_s
   if opts.metadata ~= nil then
     local at, why = bad_key(opts.metadata, "metadata", {})
     if at then error(string.format("%s: option \"metadata\": %s %s", where, at, why), level + 1) end
@@ -83,6 +85,7 @@ function context.tool_defaults(req, tool)
   if type(b) ~= "table" then return req end
   if req.timeout_s == nil then req.timeout_s = b.timeout_s end
   if req.retries == nil then req.retries = b.retries end
+  if req.stale_after_s == nil then req.stale_after_s = b.stale_after_s end
   return req
 end
 
@@ -141,6 +144,12 @@ function Ctx:sleep(seconds)
     error(tools.budget_error(d), 0)
   end
   self._env.sleep(self, seconds)
+end
+
+-- The run is alive: resets its task's stale_after_s clock (a no-op in a
+-- foreground run, which has no stall detection).
+function Ctx:heartbeat()
+  core.task_heartbeat()
 end
 
 -- Summaries feed bg_check digests; keep them short and readable.
