@@ -56,16 +56,53 @@ local function cut(s, n)
   end)
 end
 
+-- The full result of a finished task as text, the one every page is cut
+-- from: an agent run's final text, a tool's value (a string as it is,
+-- anything else as JSON). The record keeps it whole (memory, within
+-- keep_finished, and the file store).
+local function full_text(rec)
+  local r = rec.result
+  if rec.kind == "agent" and type(r) == "table" then r = r.final end
+  if type(r) == "string" then return r end
+  return json.encode(r == nil and json.null or r)
+end
+
+-- The page of text at byte `offset` (moved back to the start of a UTF-8
+-- sequence), at most `limit` bytes, never ending inside a sequence; and
+-- the offset just after it.
+local function page(text, offset, limit)
+  while offset > 0 and offset < #text and text:byte(offset + 1) >= 0x80
+    and text:byte(offset + 1) < 0xC0 do
+    offset = offset - 1
+  end
+  local s = tools.cut(text:sub(offset + 1), limit, function() return "" end)
+  if #s == 0 and offset < #text then s = text:sub(offset + 1, offset + limit) end
+  return s, offset, offset + #s
+end
+
+-- A result longer than max_result_bytes reaches the parent's context as
+-- its first page and a note saying how much was cut and how to read on.
+local function bounded(run, rec, value, max)
+  local text = full_text(rec)
+  max = math.min(max or math.huge, run.reg.max_result_bytes)
+  if #text <= max then return value end
+  local head, _, next_offset = page(text, 0, max)
+  return head .. string.format("\n[luagent: result cut: showing bytes 0-%d of %d; " ..
+    "call bg_check{task_id = %q, offset = %d} for the rest, a page at a time]",
+    next_offset, #text, rec.task_id, next_offset)
+end
+
 -- What the model is shown of a finished task: for agent runs their final
--- text (not the message list), for tools the handler's value.
-local function shown_result(run, rec)
+-- text (not the message list), for tools the handler's value; bounded by
+-- max_result_bytes.
+local function shown_result(run, rec, max)
   local r = rec.result
   if rec.kind == "agent" and type(r) == "table" then
     local final = r.final
-    if type(final) == "string" then final = cut(final, run.reg.max_tool_output_bytes) end
+    if type(final) == "string" then final = bounded(run, rec, final, max) end
     return final, r.status
   end
-  return r
+  return bounded(run, rec, r, max)
 end
 
 local function entry(run, rec)
@@ -88,6 +125,26 @@ local function entry(run, rec)
     end
   end
   return e
+end
+
+-- bg_check{ task_id, offset, limit }: a page of the full result; next_offset
+-- is where the next page starts (absent after the last one).
+local function result_page(run, rec, args)
+  if rec.status ~= "completed" then
+    return tools.fail("not_found", string.format("task %s has no result to page: it is %s",
+      rec.task_id, rec.status))
+  end
+  local text = full_text(rec)
+  local limit = math.min(args.limit or run.reg.max_result_bytes, run.reg.max_result_bytes)
+  local offset = args.offset or 0
+  if offset > #text then
+    return tools.fail("validation", string.format("offset %d is past the end of the result (%d bytes)",
+      offset, #text))
+  end
+  local s, from, upto = page(text, offset, limit)
+  run.env.core:set_delivered(rec.task_id)
+  return tools.ok({ task_id = rec.task_id, status = rec.status, total_bytes = #text, offset = from,
+    text = s, next_offset = upto < #text and upto or nil })
 end
 
 local control = {}
@@ -123,6 +180,9 @@ control.bg_check = {
       task_id = { type = "string", description = "The task_id from a background tool's reply or bg_list." },
       last_n_events = { type = "integer", minimum = 0, maximum = 16,
         description = "How many recent events to include." },
+      offset = { type = "integer", minimum = 0,
+        description = "Read the task's full result from this byte on (a page at a time)." },
+      limit = { type = "integer", minimum = 1, description = "At most this many bytes of the page." },
     },
     required = { "task_id" },
   },
@@ -130,6 +190,7 @@ control.bg_check = {
     local core_app = run.env.core
     local rec = lookup(run, args.task_id)
     if not in_scope(run, rec) then return not_found(args.task_id) end
+    if args.offset or args.limit then return result_page(run, rec, args) end
     local value = entry(run, rec)
     if args.last_n_events and args.last_n_events > 0 then
       value.events = json.array(core_app:digests(rec.task_id, args.last_n_events) or {})
@@ -308,13 +369,13 @@ local function describe(run, rec)
   local head = string.format("- task %s (%s) %s", rec.task_id, who, rec.status)
   local n = math.min(2000, run.reg.max_tool_output_bytes)
   if rec.status == "completed" then
-    local value, run_status = shown_result(run, rec)
+    local value, run_status = shown_result(run, rec, n)
     local text = type(value) == "string" and value or json.encode(value == nil and json.null or value)
     if run_status and run_status ~= "completed" then
       head = head .. " (run " .. run_status .. ")"
       if rec.error and rec.error.message then text = rec.error.message .. "; final: " .. text end
     end
-    return head .. ": " .. cut(text, n)
+    return head .. ": " .. text
   end
   local msg = rec.error and rec.error.message or rec.status
   return head .. ": " .. cut(tostring(msg), math.min(500, n))

@@ -247,6 +247,7 @@ local config_spec = {
   tools = "table",
   hooks = "table",
   max_tool_output_bytes = options.at_least(1),
+  max_result_bytes = options.at_least(64),
   event_buffer = options.at_least(1),
   close_grace_s = function(v) return options.non_negative(v) end,
   pricing = "table",
