@@ -12,6 +12,7 @@
  * recovery.c, so each can be read without the others. What they share is
  * declared in dispatch_internal.h. */
 #include "dispatch_internal.h"
+#include "idem.h"
 #include "stall.h"
 #include "store.h"
 
@@ -541,6 +542,21 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
+  if (r->idempotency_key) {
+    lg_task *had = lg_idem_find(a, parent ? parent->id : NULL, r->idempotency_key);
+    if (had && !lg_idem_matches(had, r)) {
+      err_set(err, "conflict", "idempotency_key %s already names task %s, made by another request "
+              "(kind, agent, tool and arguments or prompt must match)", r->idempotency_key, had->id);
+      goto fail;
+    }
+    if (had) {
+      record_json(had, out);
+      pthread_mutex_unlock(&a->mu);
+      task_free(t);
+      return 0;
+    }
+    t->idem_key = lg_strdup(r->idempotency_key);
+  }
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
   t->root_task_id = lg_strdup(parent ? parent->root_task_id : t->id);

@@ -91,6 +91,7 @@ struct lg_task {
   int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
   int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
   int64_t stale_ms;                  /* stale_after_s in ms, 0 = off (stall.c) */
+  char *idem_key;                    /* idempotency_key, NULL = none (idem.c) */
   _Atomic int64_t progress_mono;     /* last sign of life, 0 = waiting in the core */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
@@ -251,6 +252,7 @@ typedef struct {
   int retries;      /* < 0: default */
   long long priority;
   double stale_after_s; /* 0: no stall detection (stall.c) */
+  const char *idempotency_key; /* NULL: none (idem.c) */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */

@@ -228,6 +228,7 @@ static void read_task_fields(lua_State *L, int t, lg_enqueue_req *r) {
   r->parent_agent_id = opt_field_str(L, t, "parent_agent_id");
   r->root_key = opt_field_str(L, t, "root_key");
   r->stale_after_s = opt_field_num(L, t, "stale_after_s", 0);
+  r->idempotency_key = opt_field_str(L, t, "idempotency_key");
   r->depth = (int)opt_field_int(L, t, "depth", 0);
   r->max_depth = (int)opt_field_int(L, t, "max_depth", -1);
   lua_getfield(L, t, "scoped");

@@ -111,7 +111,7 @@ void task_free(lg_task *t) {
                    &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
                    &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
                    &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
-                   &t->error_kind,    &t->error_message};
+                   &t->error_kind,    &t->error_message,   &t->idem_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
   for (int i = 0; i < t->wait_n; i++) free(t->wait_ids[i]);
   free(t->wait_ids);
@@ -351,6 +351,7 @@ void record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
   buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
+  add_str_field(b, "idempotency_key", t->idem_key);
   if (t->stale_ms > 0) buf_addf(b, ",\"stale_after_s\":%.17g", (double)t->stale_ms / 1000.0);
   add_raw_field(b, "result", t->result_json);
   if (t->run_status[0]) add_str_field(b, "run_status", t->run_status);

@@ -34,6 +34,7 @@ local enqueue_spec = {
   priority = "integer",
   metadata = "table",
   stale_after_s = positive,
+  idempotency_key = text_id,
 }
 context.enqueue_spec = enqueue_spec
 
@@ -65,6 +66,7 @@ function context.request_options(req, opts, where, level)
   req.retries = opts.retries
   req.priority = opts.priority
   req.stale_after_s = opts.stale_after_s
+  req.idempotency_key = opts.idempotency_key
   if opts.metadata ~= nil then
     local at, why = bad_key(opts.metadata, "metadata", {})
     if at then error(string.format("%s: option \"metadata\": %s %s", where, at, why), level + 1) end
