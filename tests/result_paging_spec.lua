@@ -7,19 +7,18 @@ local json = luagent.json
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
--- 1 MB of text with multi-byte characters, so pages must not split one
-local function big_text()
-  local parts = {}
-  local i = 0
-  local size = 0
+-- 1 MB of text with multi-byte characters, so pages must not split one;
+-- the same source makes it in the host and in the config script
+local BIG_SRC = [[
+  local parts, i, size = {}, 0, 0
   while size < 1024 * 1024 do
     i = i + 1
     local line = string.format("line %06d: façade – ünïcödé ✓\n", i)
     parts[#parts + 1] = line
     size = size + #line
   end
-  return table.concat(parts)
-end
+  return table.concat(parts)]]
+local big_text = assert(load(BIG_SRC, "=big_text"))
 
 local MAX = 4096
 
@@ -64,15 +63,7 @@ return luagent.config{
     budget = { max_iterations = 1000 } } },
   tools = { luagent.tool{ name = "big", input_schema = { type = "object" },
     background = { enabled = true }, handler = function() return big_text() end } },
-} ]], [[
-  local parts, i, size = {}, 0, 0
-  while size < 1024 * 1024 do
-    i = i + 1
-    local line = string.format("line %06d: façade – ünïcödé ✓\n", i)
-    parts[#parts + 1] = line
-    size = size + #line
-  end
-  return table.concat(parts)]], MAX), "=paging_cfg")
+} ]], BIG_SRC, MAX), "=paging_cfg")
     _G.__paging_seen = nil
     local res = app:run("sup", "go")
     assert.equal("completed", res.status)
