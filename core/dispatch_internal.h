@@ -1,5 +1,5 @@
 /* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
- * recovery.c, usage.c, watchdog.c, evict.c) and the worker threads (worker.c): the struct layouts and the
+ * recovery.c, usage.c, watchdog.c, evict.c, idem.c, stall.c) and the worker threads (worker.c): the struct layouts and the
  * helpers one of these files defines and another calls. They have external
  * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
  * so none is exported. The bindings and the control tools do not include
@@ -49,7 +49,8 @@ enum {
 };
 
 /* Why a running task is being stopped; the first reason wins. */
-enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND };
+enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND,
+       STOP_STALL /* stall.c */ };
 
 typedef struct {
   int64_t seq, ts;
@@ -89,6 +90,10 @@ struct lg_task {
   int holds_slot;
   int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
   int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
+  int64_t stale_ms;              /* stale_after_s in ms, 0 = off (stall.c) */
+  _Atomic int64_t progress_mono; /* last sign of life, 0 = waiting in the core (stall.c) */
+  char *idem_key;                /* idempotency_key, NULL = none (idem.c) */
+  lg_task *ihnext;               /* chain of the idempotency index (idem.c) */
   lg_task *parent;                 /* NULL when spawned by a host or foreground run */
   lg_task *first_child, *next_sibling;
   lg_worker *worker;               /* set while a worker runs it */
@@ -198,6 +203,8 @@ struct lg_app {
   lg_task *all_head, *all_tail; /* enqueue order */
   lg_scopeq **sctab;
   size_t sc_cap;
+  lg_task **itab; /* tasks with an idempotency key, by (scope, key) (idem.c) */
+  size_t itab_cap, nidem;
   lg_agentq **aqtab;
   size_t aq_cap;
   lg_agentq *agents;
@@ -317,6 +324,23 @@ void lg_counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's l
 void lg_counter_detach(lg_app *a, lg_task *t);          /* freed with its last task */
 void lg_counter_drop_unused(lg_app *a, lg_counter *c);  /* created, then nobody came */
 void lg_counters_free(lg_app *a);
+
+/* ---- stall.c: stall detection (README, "Stalls") ---- */
+void lg_stall_touch(lg_task *t);             /* a sign of life (not while paused) */
+void lg_stall_resume(lg_task *t);            /* the clock starts (again) now */
+void lg_stall_pause(lg_task *t);             /* waiting in the core: the clock stops */
+int64_t lg_stall_at(lg_task *t);             /* when it stalls (mono ms), 0: never */
+int lg_stall_check(lg_task *t, int64_t now); /* 1 and STOP_STALL once stalled */
+void lg_stall_message(const lg_task *t, char *out, size_t n);
+
+/* ---- idem.c: the idempotency index (README, "Idempotent enqueues") ---- */
+int lg_idem_add(lg_app *a, lg_task *t);  /* t with idem_key; -1: out of memory */
+void lg_idem_drop(lg_app *a, lg_task *t); /* off the index (a no-op without a key) */
+void lg_idem_free(lg_app *a);
+/* The task enqueued with key in scope (a parent task id, NULL: the app). */
+lg_task *lg_idem_find(lg_app *a, const char *scope, const char *key);
+/* Whether t was made by the same request as r. */
+int lg_idem_matches(const lg_task *t, const lg_enqueue_req *r);
 
 /* ---- evict.c: finished tasks leaving memory ---- */
 void lg_evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */

@@ -64,6 +64,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
   t->stop_mono = 0;
+  lg_stall_resume(t);
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -432,6 +433,10 @@ int lg_app_max_output(const lg_app *a) {
   return a->cfg.max_output_bytes > 0 ? a->cfg.max_output_bytes : 16384;
 }
 
+int lg_app_max_result(const lg_app *a) {
+  return a->cfg.max_result_bytes > 0 ? a->cfg.max_result_bytes : 8192;
+}
+
 double lg_app_default_wait_s(const lg_app *a) { return a->cfg.default_wait_timeout_s; }
 
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
@@ -445,6 +450,7 @@ static void app_free(lg_app *a) {
     }
   }
   free(a->tab);
+  lg_idem_free(a);
   lg_scopes_free(a);
   for (lg_agentq *q = a->agents, *nx; q; q = nx) {
     nx = q->next;
@@ -540,11 +546,28 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     goto fail;
   }
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
+  if (r->idempotency_key) {
+    lg_task *had = lg_idem_find(a, parent ? parent->id : NULL, r->idempotency_key);
+    if (had && !lg_idem_matches(had, r)) {
+      lg_err_set(err, "conflict", "idempotency_key %s already names task %s, made by another "
+                 "request (kind, agent, tool and arguments or prompt must match)",
+                 r->idempotency_key, had->id);
+      goto fail;
+    }
+    if (had) {
+      lg_record_json(had, out);
+      pthread_mutex_unlock(&a->mu);
+      lg_task_free(t);
+      return 0;
+    }
+    t->idem_key = lg_strdup(r->idempotency_key);
+  }
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
   t->root_task_id = lg_strdup(parent ? parent->root_task_id : t->id);
   t->root_key = lg_strdup(r->root_key ? r->root_key : parent ? parent->root_key : t->id);
   t->timeout_s = r->timeout_s >= 0 ? r->timeout_s : a->cfg.default_timeout_s;
+  t->stale_ms = r->stale_after_s > 0 ? (int64_t)(r->stale_after_s * 1000.0) : 0;
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
@@ -787,6 +810,7 @@ int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
 
 int lg_task_should_stop(lg_task *t) {
   if (atomic_load(&t->stop) != STOP_NONE) return 1;
+  if (t->stale_ms > 0 && lg_stall_check(t, lg_mono_ms())) return 1;
   if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
     int expected = STOP_NONE;
     atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
@@ -814,6 +838,32 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
 static void set_run_status(lg_task *t, const lg_outcome *o) {
   if (t->kind != TK_AGENT) return;
   snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
+/* R-24: back to the queue after a backoff; never `failed` in between.
+ * What the failed attempt started stops with it (R-25), so the next
+ * attempt does not find — and duplicate — a half-done fan-out. */
+static void retry_later(lg_app *a, lg_task *t) {
+  cascade(a, t);
+  t->status = TS_QUEUED;
+  t->phase = PH_RETRY;
+  t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
+  t->lnext = a->retry_head;
+  a->retry_head = t;
+  a->queued++;
+  buf_t p;
+  lg_buf_init(&p);
+  lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+              (long long)(t->retry_at - lg_wall_ms()));
+  lg_add_error(&p, t);
+  lg_buf_addc(&p, '}');
+  char summary[128];
+  snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
+  lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+  lg_buf_free(&p);
+  lg_queue_callback(a, W_RETRY, "task_retry", t);
+  lg_persist(a, t);
+  lg_bump(a);
 }
 
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
@@ -851,6 +901,16 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     lg_requeue(a, t);
     lg_task_event(a, t, "task_suspended", "{}", "suspended by close");
     lg_persist(a, t);
+  } else if (stop == STOP_STALL) {
+    char m[160];
+    lg_stall_message(t, m, sizeof m);
+    lg_set_error(t, "stalled", m);
+    if (t->attempts <= t->max_retries && !a->closing) {
+      atomic_store(&t->stop, STOP_NONE);
+      retry_later(a, t);
+    } else {
+      lg_finish_task(a, t, TS_TIMED_OUT);
+    }
   } else if (stop != STOP_NONE) {
     if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
     if (stop == STOP_TIMEOUT) {
@@ -886,29 +946,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
-      /* R-24: back to the queue after a backoff; never `failed` in between.
-       * What the failed attempt started stops with it (R-25), so the next
-       * attempt does not find — and duplicate — a half-done fan-out. */
-      cascade(a, t);
-      t->status = TS_QUEUED;
-      t->phase = PH_RETRY;
-      t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
-      t->lnext = a->retry_head;
-      a->retry_head = t;
-      a->queued++;
-      buf_t p;
-      lg_buf_init(&p);
-      lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
-               (long long)(t->retry_at - lg_wall_ms()));
-      lg_add_error(&p, t);
-      lg_buf_addc(&p, '}');
-      char summary[128];
-      snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
-      lg_buf_free(&p);
-      lg_queue_callback(a, W_RETRY, "task_retry", t);
-      lg_persist(a, t);
-      lg_bump(a);
+      retry_later(a, t);
     } else {
       lg_finish_task(a, t, TS_FAILED);
     }
@@ -953,9 +991,11 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   pthread_mutex_lock(&a->mu);
   int stop = 0;
   w->in_core = 1;
+  lg_stall_pause(t);
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
   w->in_core = 0;
+  lg_stall_resume(t);
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1019,6 +1059,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_any = lg_wait_any(wt);
     lg_wait_set_worker(wt, w);
     w->in_core = 1;
+    lg_stall_pause(t);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
@@ -1032,6 +1073,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_n = 0;
     stop = end_wait(a, w, t);
     w->in_core = 0;
+    lg_stall_resume(t);
   }
   pthread_mutex_unlock(&a->mu);
   return stop;
@@ -1067,6 +1109,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
     lg_host_item_free(it);
     return stop;
   }
+  lg_stall_pause(t);
   t->host_call = it;
   a->host_calls_pending++;
   lg_hq_push(a, it);
@@ -1092,6 +1135,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   t->host_call = NULL;
   if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
+  lg_stall_resume(t);
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   lg_host_item_free(it);

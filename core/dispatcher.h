@@ -63,6 +63,7 @@ typedef struct {
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
   int max_output_bytes;   /* max_tool_output_bytes: the bound of a tool message */
+  int max_result_bytes;   /* how much of a child's result reaches its parent (control.c) */
   long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
   double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
@@ -92,6 +93,8 @@ typedef struct {
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
+  double stale_after_s;        /* 0: no stall detection (stall.c) */
+  const char *idempotency_key; /* NULL: none (idem.c) */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */
@@ -112,8 +115,11 @@ int lg_set_delivered(lg_app *a, const char *id);
 void lg_set_delivered_many(lg_app *a, const char *const *ids, int n);
 /* Settings the control tools apply (fixed for the app's life). */
 int lg_app_max_output(const lg_app *a);
+int lg_app_max_result(const lg_app *a);
 double lg_app_default_wait_s(const lg_app *a);
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
+/* The task is alive: restarts its stale_after_s clock (stall.c). NULL: no-op. */
+void lg_task_heartbeat(lg_task *t);
 
 /* Waits (waits.c). caller: the waiting task (for the self/ancestor check)
  * or NULL. lg_wait_begin registers the ids once (NULL with err on an unknown
@@ -198,6 +204,10 @@ void lg_unclaim(lg_app *a, const char *id);
 
 /* ---- control.c ---- */
 void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
+/* A result text as the parent is shown it: whole when it fits in max, else
+ * its first page and a note naming bg_check{task_id = id, offset} (README,
+ * "Big results"). Appended to out. */
+void lg_control_bounded(const char *text, size_t len, size_t max, const char *id, buf_t *out);
 
 /* ---- worker side (called on the worker's own thread) ---- */
 lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */

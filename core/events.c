@@ -239,6 +239,7 @@ void lg_emit(lg_app *a, const lg_event_in *e, const char *summary) {
     return;
   }
   emit_locked(a, e, t, summary);
+  if (t) lg_stall_touch(t); /* the run said something: it is alive */
   if (strcmp(e->kind, "error") == 0 && (a->wants & W_ERROR)) {
     lg_host_item *it = calloc(1, sizeof *it);
     if (it) {

@@ -120,6 +120,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->max_depth = e->max_depth;
   t->scoped = e->scoped;
   t->timeout_s = e->timeout_s;
+  t->idem_key = lg_strdup(e->idempotency_key);
+  t->stale_ms = e->stale_after_s > 0 ? (int64_t)(e->stale_after_s * 1000.0) : 0;
   t->max_retries = e->retries;
   t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
   t->attempts = r->attempts;

@@ -146,6 +146,10 @@ int lg_task_insert(lg_app *a, lg_task *t) {
     a->tab = tab;
     a->tab_cap = cap;
   }
+  if (lg_idem_add(a, t) != 0) {
+    if (q && q->n == 0) scope_drop(a, q);
+    return -1;
+  }
   size_t k = hash_str(t->id) & (a->tab_cap - 1);
   t->hnext = a->tab[k];
   a->tab[k] = t;
@@ -180,6 +184,7 @@ void lg_task_remove(lg_app *a, lg_task *t) {
       break;
     }
   }
+  lg_idem_drop(a, t);
   if (t->all_prev) t->all_prev->all_next = t->all_next; else a->all_head = t->all_next;
   if (t->all_next) t->all_next->all_prev = t->all_prev; else a->all_tail = t->all_prev;
   t->all_prev = t->all_next = NULL;
@@ -198,7 +203,7 @@ void lg_task_free(lg_task *t) {
                    &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
                    &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
                    &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
-                   &t->error_kind,    &t->error_message};
+                   &t->error_kind,    &t->error_message,   &t->idem_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
   free(t->waits);
   free(t);
@@ -437,6 +442,8 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
   lg_buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
+  lg_add_str_field(b, "idempotency_key", t->idem_key);
+  if (t->stale_ms > 0) lg_buf_addf(b, ",\"stale_after_s\":%.17g", (double)t->stale_ms / 1000.0);
   lg_add_raw_field(b, "result", t->result_json);
   if (t->run_status[0]) lg_add_str_field(b, "run_status", t->run_status);
   lg_add_error(b, t);
