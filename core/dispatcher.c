@@ -840,11 +840,23 @@ static void set_run_status(lg_task *t, const lg_outcome *o) {
   snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
 }
 
+/* A failed attempt's children stop with it (R-24, R-25), except those
+ * with an idempotency key: the next attempt re-attaches to them by the same
+ * key instead of starting them again (README, "Idempotent enqueues"). */
+static void cascade_unkeyed(lg_app *a, lg_task *t) {
+  for (lg_task *c = t->first_child; c; c = c->next_sibling) {
+    if (c->idem_key) continue; /* it and what it started run on */
+    if (!TS_TERMINAL(c->status)) stop_task(a, c, STOP_CANCEL);
+    cascade(a, c);
+  }
+}
+
 /* R-24: back to the queue after a backoff; never `failed` in between.
- * What the failed attempt started stops with it (R-25), so the next
- * attempt does not find — and duplicate — a half-done fan-out. */
+ * What the failed attempt started without a key stops with it, so the next
+ * attempt does not find — and duplicate — a half-done fan-out; what it
+ * started with one is found again by the next attempt's enqueues. */
 static void retry_later(lg_app *a, lg_task *t) {
-  cascade(a, t);
+  cascade_unkeyed(a, t);
   t->status = TS_QUEUED;
   t->phase = PH_RETRY;
   t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);

@@ -162,6 +162,26 @@ local function refusal(err)
   return tools.fail("runtime", tostring(err))
 end
 
+-- FNV-1a of s, 32 bits, as 8 hex digits: a short, stable digest of a
+-- request for the key below.
+local function digest(s)
+  local h = 0x811C9DC5
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 0x01000193) & 0xFFFFFFFF end
+  return string.format("%08x", h)
+end
+
+-- The key a run's background call is enqueued with when the run belongs to
+-- a task (README, "Re-attaching"): the agent and depth of the run, how many
+-- background calls it made before this one, the tool and a digest of the
+-- request. The task's id is the scope, so the same call of a later attempt
+-- (a retry, a resume after suspend, recovery) finds the child the earlier
+-- one started instead of starting it again.
+local function spawn_key(run, req)
+  run.bg_spawns = (run.bg_spawns or 0) + 1
+  return string.format("spawn:%s:%d:%d:%s:%s", run.agent.id, run.ctx.depth or 0, run.bg_spawns,
+    req.tool, digest(req.kind .. "\0" .. (req.prompt or req.args or "")))
+end
+
 -- A tool call the background half answers: control tools, and background
 -- tools (enqueued; the model gets the synthetic ack, R-31, and the third
 -- value is the new task's id). nil otherwise.
@@ -188,6 +208,7 @@ function bg.call(run, tool, call, args)
     if not ok then return tools.fail("validation", "arguments are not JSON: " .. tostring(text)) end
     req.args = text
   end
+  if run.task_id then req.idempotency_key = spawn_key(run, req) end
   -- the same parent fields and depth limit as ctx:enqueue_* (R-28)
   local ok_fields, err = pcall(run.ctx._parent_fields, run.ctx, req)
   if not ok_fields then
@@ -199,7 +220,7 @@ function bg.call(run, tool, call, args)
   end
   local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
   if not ok then return refusal(rec) end
-  return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name }), nil, rec.task_id
+  return tools.ok({ task_id = rec.task_id, status = rec.status, tool = tool.name }), nil, rec.task_id
 end
 
 local function describe(run, rec)
