@@ -248,6 +248,9 @@ struct lg_app {
   lg_store *store;
   const lg_log_file *log_file; /* NULL for memory only */
   void *log_file_ud;
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
+  struct lg_rate *rates;
+  struct lg_budget *budgets;
 };
 
 

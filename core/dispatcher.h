@@ -95,6 +95,9 @@ typedef struct {
   long long priority;
   double stale_after_s;        /* 0: no stall detection (stall.c) */
   const char *idempotency_key; /* NULL: none (idem.c) */
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
+  const char *parent_id; /* a host-side enqueue on behalf of this waiting task (admission) */
+  const struct lg_budget_limits *tree_budget; /* a root's budget for its tree */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */
