@@ -174,7 +174,7 @@ void lg_schedule(lg_app *a) {
   /* New work: the best startable task among agents below their cap. */
   while (a->holders < a->cfg.global_concurrency && free_threads(a) > 0) {
     lg_task *best = NULL;
-    for (lg_agentq *q = a->agents; q; q = q->next) {
+    for (lg_agentq *q = a->tasks.agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
       lg_task *h = agent_candidate(a, q);
       if (h && (!best || lg_task_before(h, best))) best = h;
@@ -438,21 +438,21 @@ void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
 static void app_free(lg_app *a) {
   lg_store_free(a->store);
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i], *nx; t; t = nx) {
+  for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+    for (lg_task *t = a->tasks.tab[i], *nx; t; t = nx) {
       nx = t->hnext;
       lg_task_free(t);
     }
   }
-  free(a->tab);
+  free(a->tasks.tab);
   lg_scopes_free(a);
-  for (lg_agentq *q = a->agents, *nx; q; q = nx) {
+  for (lg_agentq *q = a->tasks.agents, *nx; q; q = nx) {
     nx = q->next;
     free(q->heap);
     free(q->name);
     free(q);
   }
-  free(a->aqtab);
+  free(a->tasks.aqtab);
   for (lg_host_item *it = a->hq_head, *nx; it; it = nx) {
     nx = it->next;
     lg_host_item_free(it);
@@ -688,7 +688,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->usage = a->usage;
   s->last_seq = a->next_event_seq - 1;
   pthread_mutex_unlock(&a->ev_mu);
-  s->in_memory = (long long)a->ntasks;
+  s->in_memory = (long long)a->tasks.ntasks;
 }
 
 
@@ -699,8 +699,8 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
   if (!a->closing) {
     a->closing = 1;
     int reason = mode == CLOSE_SUSPEND ? STOP_CLOSE_SUSPEND : STOP_CLOSE_CANCEL;
-    for (size_t i = 0; i < a->tab_cap; i++) {
-      for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+    for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+      for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext) {
         if (TS_TERMINAL(t->status)) continue;
         if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
           if (mode == CLOSE_CANCEL) stop_task(a, t, reason);

@@ -8,6 +8,7 @@
 
 #include "internal.h"
 #include "luagent.h"
+#include "task_types.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,29 +19,13 @@ typedef struct lg_worker lg_worker;
 typedef struct lg_host_item lg_host_item;
 typedef struct lg_store lg_store;
 
-enum { TK_TOOL, TK_AGENT };
-
-enum { TS_QUEUED, TS_RUNNING, TS_COMPLETED, TS_FAILED, TS_CANCELLED, TS_TIMED_OUT };
-#define TS_TERMINAL(s) ((s) >= TS_COMPLETED)
 
 
 
 enum { CLOSE_CANCEL, CLOSE_SUSPEND };
 
-typedef struct {
-  char kind[16];
-  char message[512];
-} lg_err;
 
 
-/* Token usage and its cost (usage.c). `set`: something was reported;
- * `has_cost`: some call had a price; `estimated`: some call's usage was an
- * estimate (the provider reported none). */
-typedef struct {
-  long long prompt, completion, total, cached;
-  double cost;
-  int set, has_cost, estimated;
-} lg_usage;
 
 enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
 
@@ -97,11 +82,6 @@ typedef struct {
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err);
 int lg_get(lg_app *a, const char *id, buf_t *out);
-typedef struct {
-  const char *status, *agent_id, *parent_agent_id, *thread_id, *parent_run_id, *parent_task_id;
-  int limit, include_finished;
-  int claimable; /* finished, not delivered, not claimed (R-33 notices) */
-} lg_filter;
 void lg_list(lg_app *a, const lg_filter *f, buf_t *out);
 /* Request cancellation. Writes {"ok":..,"status":..,"task_id":..}; -1 unknown. */
 int lg_cancel(lg_app *a, const char *id, buf_t *out);
@@ -159,9 +139,6 @@ void lg_wake(lg_app *a);
  * total only), to the tree_usage of the task and every ancestor, and to the
  * app total. -1: unknown task (the app total still counts it). */
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d);
-/* `,"usage":{...},"tree_usage":{...}` of a record (nothing when none). */
-void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree);
-void lg_usage_json(buf_t *b, const lg_usage *u);
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;

@@ -172,10 +172,10 @@ int64_t lg_restore_done(lg_app *a) {
   pthread_mutex_lock(&a->mu);
   /* a damaged file may hold any number: never past the limit (events.c) */
   if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  lg_task **v = malloc((a->tasks.ntasks + 1) * sizeof *v);
   size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+  for (size_t i = 0; v && i < a->tasks.tab_cap; i++)
+    for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext)
       if (t->phase == PH_RECOVERING) v[n++] = t;
   if (v) qsort(v, n, sizeof *v, lg_cmp_seq);
   for (size_t i = 0; i < n; i++) {
