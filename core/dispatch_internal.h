@@ -9,6 +9,7 @@
 #define LUAGENT_DISPATCH_INTERNAL_H
 
 #include "dispatcher.h"
+#include "events.h"
 #include "tasks.h"
 
 #include <pthread.h>
@@ -18,24 +19,6 @@
 /* ---- the layouts: private to the scheduler and the worker threads ----
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
-enum { HQ_NONE, HQ_QUEUED, HQ_INFLIGHT }; /* where a host item is linked */
-
-struct lg_host_item {
-  int type;
-  uint64_t id;
-  char kind[24];        /* callback name, or log level */
-  char *name;           /* host tool name */
-  char *json;           /* args (host call), record/payload (callback), message (log) */
-  char *ctx_json;       /* host call: the calling run's context */
-  char task_id[40];
-  /* host call reply */
-  int replied;
-  char *reply_json;
-  lg_worker *waiter;
-  lg_task *task;        /* host call: the calling task (its stop flag is atomic) */
-  int where;            /* HQ_* */
-  lg_host_item *next;
-};
 
 
 struct lg_worker {
@@ -61,28 +44,13 @@ struct lg_worker {
   int user_mask, user_count, user_acc; /* a chained debug.sethook */
 };
 
-typedef struct {
-  int64_t seq;
-  char *json;
-} lg_event;
 
-/* The file store as the event log sees it: where new events go and where
- * the events the ring dropped are read back. The scheduler sets it when a
- * store opens (recovery.c); the log knows no store. */
-typedef struct {
-  void (*write)(void *ud, int64_t seq, const char *task_id, const char *json); /* queued */
-  uint64_t (*ticket)(void *ud); /* what is queued so far (taken under ev_mu) */
-  /* after that ticket is committed: events since < seq < before, at most
-   * limit, appended to out as JSON objects with commas; returns how many */
-  int (*read)(void *ud, uint64_t ticket, int64_t since, int64_t before, int limit, buf_t *out);
-} lg_log_file;
 
 
 struct lg_app {
   pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
-  pthread_mutex_t hq_mu; /* host work queue, gen, host_cv (taken after mu, never before) */
-  pthread_mutex_t ev_mu; /* the event ring (taken after mu, never before) */
-  pthread_cond_t host_cv, workers_cv;
+  pthread_cond_t workers_cv;
+  lg_eventlog log; /* the event ring and the host work queue, with their locks (events.c) */
   atomic_int refs;
   lg_settings cfg;
   char id[40];
@@ -101,49 +69,18 @@ struct lg_app {
   atomic_int nworkers;
   int nidle, live_threads;
   /* host side */
-  uint64_t gen;
-  int host_blocked;
-  void *host_multi; /* CURLM* the host is polling, woken with the host */
-  lg_host_item *hq_head, *hq_tail;
-  lg_host_item *inflight; /* host calls the host has taken and not answered */
-  int hq_n, hq_work;      /* queued items; those that are not log lines */
   atomic_int host_calls_pending;
-  uint64_t next_item_id;
-  unsigned wants; /* bit per lifecycle callback kind */
-  /* events */
-  lg_event *ring;
-  int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
-  int seq_exhausted;
   /* counters of finished tasks, by status */
   atomic_llong finished[6];
   lg_usage usage; /* every model call of the app, foreground runs included (under ev_mu) */
-  double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
   int closing, closed;
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
   lg_store *store;
-  const lg_log_file *log_file; /* NULL for memory only */
-  void *log_file_ud;
 };
 
 
 
-/* ---- events.c: event ring, digests, host work queue ---- */
-void lg_bump(lg_app *a); /* something the host may be waiting for changed */
-void lg_hq_push(lg_app *a, lg_host_item *it);
-void lg_hq_unlink(lg_app *a, lg_host_item *it);
-int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
-void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t);
-void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
-                const char *summary);
-void lg_digest_json(buf_t *b, const lg_digest *d);
-
-void host_log(lg_app *a, const char *level, const char *msg); /* a log line for the host */
-
-/* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
-void watchdog_start(lg_app *a); /* once, when the first worker starts */
-void watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
 
 /* ---- recovery.c: the store side ---- */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
@@ -168,6 +105,20 @@ void lg_worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer count
 /* ---- evict.c: finished tasks leaving memory ---- */
 void lg_evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */
 void lg_evict_finished(lg_app *a);         /* only where no caller holds a finished task */
+
+/* ---- the event log of an app (events.h) ---- */
+static inline void lg_bump(lg_app *a) { lg_ev_bump(&a->log); } /* something the host may be waiting for changed */
+static inline void lg_hq_push(lg_app *a, lg_host_item *it) { lg_ev_push(&a->log, it); }
+static inline void lg_hq_unlink(lg_app *a, lg_host_item *it) { lg_ev_unlink(&a->log, it); }
+static inline void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
+  lg_ev_callback(&a->log, want, kind, t);
+}
+static inline void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
+                                 const char *summary) {
+  lg_ev_task_event(&a->log, t, kind, payload, summary);
+}
+/* app_log.c: a worker waits for the host's reply; 1 when its task must stop first */
+int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
 
 /* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
 void lg_watchdog_start(lg_app *a); /* once, when the first worker starts */

@@ -405,25 +405,25 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   a->cfg.boot_json = lg_strdup(s->boot_json);
   a->cfg.lua_path = lg_strdup(s->lua_path);
   a->cfg.lua_cpath = lg_strdup(s->lua_cpath);
-  a->ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
-  a->ring = calloc((size_t)a->ring_cap, sizeof *a->ring);
-  if (!a->ring || (s->boot_json && !a->cfg.boot_json)) {
-    free(a->ring);
+  a->log.ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
+  a->log.ring = calloc((size_t)a->log.ring_cap, sizeof *a->log.ring);
+  if (!a->log.ring || (s->boot_json && !a->cfg.boot_json)) {
+    free(a->log.ring);
     free(a->cfg.boot_json);
     free(a);
     snprintf(err->message, sizeof err->message, "out of memory");
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->hq_mu, NULL);
-  pthread_mutex_init(&a->ev_mu, NULL);
-  lg_cond_init(&a->host_cv);
+  pthread_mutex_init(&a->log.hq_mu, NULL);
+  pthread_mutex_init(&a->log.ev_mu, NULL);
+  lg_cond_init(&a->log.host_cv);
   lg_cond_init(&a->workers_cv);
   lg_cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
   a->busy_deferred = -1;
-  a->next_event_seq = 1;
-  a->t0 = lg_mono_s();
+  a->log.next_event_seq = 1;
+  a->log.t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
@@ -453,20 +453,20 @@ static void app_free(lg_app *a) {
     free(q);
   }
   free(a->tasks.aqtab);
-  for (lg_host_item *it = a->hq_head, *nx; it; it = nx) {
+  for (lg_host_item *it = a->log.hq_head, *nx; it; it = nx) {
     nx = it->next;
     lg_host_item_free(it);
   }
   lg_counters_free(a);
-  for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
-  free(a->ring);
+  for (int i = 0; i < a->log.ring_n; i++) free(a->log.ring[(a->log.ring_head + i) % a->log.ring_cap].json);
+  free(a->log.ring);
   free(a->cfg.boot_json);
   free(a->cfg.lua_path);
   free(a->cfg.lua_cpath);
   pthread_mutex_destroy(&a->mu);
-  pthread_mutex_destroy(&a->hq_mu);
-  pthread_mutex_destroy(&a->ev_mu);
-  pthread_cond_destroy(&a->host_cv);
+  pthread_mutex_destroy(&a->log.hq_mu);
+  pthread_mutex_destroy(&a->log.ev_mu);
+  pthread_cond_destroy(&a->log.host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
   free(a);
@@ -684,10 +684,10 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->host_calls_pending = a->host_calls_pending;
   s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
   for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
-  pthread_mutex_lock(&a->ev_mu);
+  pthread_mutex_lock(&a->log.ev_mu);
   s->usage = a->usage;
-  s->last_seq = a->next_event_seq - 1;
-  pthread_mutex_unlock(&a->ev_mu);
+  s->last_seq = a->log.next_event_seq - 1;
+  pthread_mutex_unlock(&a->log.ev_mu);
   s->in_memory = (long long)a->tasks.ntasks;
 }
 
@@ -784,16 +784,6 @@ lg_task *lg_worker_next(lg_worker *w) {
 }
 
 int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
-
-int lg_task_should_stop(lg_task *t) {
-  if (atomic_load(&t->stop) != STOP_NONE) return 1;
-  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
-    int expected = STOP_NONE;
-    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
-    return 1;
-  }
-  return 0;
-}
 
 static int64_t backoff_ms(const lg_app *a, int attempt) {
   double base = a->cfg.retry_backoff_s * 1000.0;
@@ -1057,7 +1047,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->name = lg_strdup(name);
   it->json = lg_strdup(args_json);
   it->ctx_json = lg_strdup(ctx_json);
-  it->waiter = w;
+  it->waiter = &w->hcv;
   it->task = t;
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
   pthread_mutex_lock(&a->mu);

@@ -8,6 +8,7 @@
 
 #include "internal.h"
 #include "luagent.h"
+#include "event_types.h"
 #include "task_types.h"
 
 #include <pthread.h>
@@ -16,7 +17,6 @@
 
 typedef struct lg_task lg_task;
 typedef struct lg_worker lg_worker;
-typedef struct lg_host_item lg_host_item;
 typedef struct lg_store lg_store;
 
 
@@ -27,19 +27,6 @@ enum { CLOSE_CANCEL, CLOSE_SUSPEND };
 
 
 
-enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
-
-/* What the host is handed of one item of host work; the strings stay valid
- * until lg_host_item_free. */
-typedef struct {
-  int type; /* HI_* */
-  uint64_t id;
-  const char *kind;     /* callback name, or log level */
-  const char *name;     /* host tool name, or NULL */
-  const char *json;     /* args (host call), record/payload (callback), message (log) */
-  const char *ctx_json; /* host call: the calling run's context, or NULL */
-  const char *task_id;  /* "" when none */
-} lg_host_work;
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
@@ -59,8 +46,6 @@ typedef struct {
 
 
 
-/* lifecycle callbacks the host wants queued */
-enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16 };
 
 /* ---- app ---- */
 lg_app *lg_app_new(const lg_settings *s, lg_err *err);
@@ -114,18 +99,12 @@ lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n
 uint64_t lg_gen(lg_app *a);
 void lg_block(lg_app *a, uint64_t gen, double timeout_s);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
-void lg_host_item_read(const lg_host_item *it, lg_host_work *out);
-void lg_host_item_free(lg_host_item *it);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
 void *lg_host_multi(lg_app *a);
 int lg_host_work_pending(lg_app *a);
 
-typedef struct {
-  const char *kind, *run_id, *task_id, *agent_id, *payload_json;
-  int depth;
-} lg_event_in;
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary);
 /* Events with seq > since, at most limit. Writes a JSON array; returns the
  * number written. A cursor older than the ring gives a first {"kind":"gap"}. */

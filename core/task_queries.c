@@ -40,3 +40,20 @@ void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
   free(v);
   pthread_mutex_unlock(&a->mu);
 }
+/* The last n event digests of a task, oldest first (bg_check). */
+int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = lg_task_find(a, id);
+  if (t) {
+    if (n > t->ring_n) n = t->ring_n;
+    if (n < 0) n = 0;
+    lg_buf_addc(out, '[');
+    for (int i = t->ring_n - n; i < t->ring_n; i++) {
+      if (i > t->ring_n - n) lg_buf_addc(out, ',');
+      lg_digest_json(out, &t->ring[(t->ring_head + i) % LG_TASK_RING]);
+    }
+    lg_buf_addc(out, ']');
+  }
+  pthread_mutex_unlock(&a->mu);
+  return t ? 0 : -1;
+}

@@ -368,6 +368,20 @@ void lg_aq_remove(lg_agentq *q, lg_task *t) {
   t->heap_idx = -1;
 }
 
+/* ------------------------------------------------------------ stopping */
+
+/* A stop asked for (STOP_*), or the attempt's deadline passed, which
+ * then counts as a timeout. */
+int lg_task_should_stop(lg_task *t) {
+  if (atomic_load(&t->stop) != STOP_NONE) return 1;
+  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
+    int expected = STOP_NONE;
+    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
+    return 1;
+  }
+  return 0;
+}
+
 /* --------------------------------------------------------------- records */
 
 void lg_add_str_field(buf_t *b, const char *k, const char *v) {

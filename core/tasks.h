@@ -162,6 +162,9 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal);
 void lg_record_json(const lg_task *t, buf_t *b);
 const char *lg_root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
 
+/* 1 when the task must stop: asked to, or past its attempt's deadline. */
+int lg_task_should_stop(lg_task *t);
+
 int lg_eq_opt(const char *want, const char *have); /* filter match; NULL wants any */
 int lg_cmp_seq(const void *x, const void *y);      /* qsort of lg_task * by enqueue order */
 void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...)

@@ -24,9 +24,9 @@ static void usage_add(lg_usage *u, const lg_usage *d) {
 
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   pthread_mutex_lock(&a->mu);
-  pthread_mutex_lock(&a->ev_mu); /* the app total: stats reads it under ev_mu alone */
+  pthread_mutex_lock(&a->log.ev_mu); /* the app total: stats reads it under ev_mu alone */
   usage_add(&a->usage, d);
-  pthread_mutex_unlock(&a->ev_mu);
+  pthread_mutex_unlock(&a->log.ev_mu);
   lg_task *t = task_id ? lg_task_find(a, task_id) : NULL;
   if (t) {
     usage_add(&t->usage, d);

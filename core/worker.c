@@ -391,9 +391,9 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
 void lg_worker_wake(lg_worker *w) {
   pthread_cond_signal(&w->cv);
   /* a worker waiting for the host's reply waits under the host queue's lock */
-  pthread_mutex_lock(&w->app->hq_mu);
+  pthread_mutex_lock(&w->app->log.hq_mu);
   pthread_cond_signal(&w->hcv);
-  pthread_mutex_unlock(&w->app->hq_mu);
+  pthread_mutex_unlock(&w->app->log.hq_mu);
   if (atomic_load(&w->in_http)) lg_http_wakeup(w->multi);
 }
 
