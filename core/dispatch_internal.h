@@ -10,6 +10,7 @@
 
 #include "dispatcher.h"
 #include "events.h"
+#include "worker_link.h"
 #include "tasks.h"
 
 #include <pthread.h>
@@ -21,28 +22,6 @@
  * and the functions of dispatcher.h. */
 
 
-struct lg_worker {
-  lg_app *app;
-  pthread_t thread;
-  pthread_cond_t cv;  /* with app->mu */
-  pthread_cond_t hcv; /* with app->hq_mu: waiting for the host's reply */
-  lg_task *task;     /* assigned or running task */
-  int idle, exiting;
-  int64_t idle_since;
-  int unlinked;      /* off the app's list: leaving, or retired */
-  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
-  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
-  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
-  void *lua;         /* lua_State*, touched only by this thread */
-  void *multi;       /* CURLM* of this worker, or NULL */
-  atomic_int in_http;
-  lg_worker *next, *prev;
-  /* worker thread only */
-  pthread_t owner;   /* the thread that owns `lua` (debug checks) */
-  lg_task *current;  /* the task whose Lua is running (read by the hook) */
-  int hook_fired, hook_count;
-  int user_mask, user_count, user_acc; /* a chained debug.sethook */
-};
 
 
 
@@ -100,6 +79,11 @@ int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /*
 void lg_set_error(lg_task *t, const char *kind, const char *msg);
 void lg_give_slot(lg_app *a, lg_task *t);
 void lg_worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
+/* the worker side (lg_worker_ops): called on the worker's own thread */
+lg_task *lg_worker_next(lg_worker *w); /* blocks; NULL: exit */
+void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
+void lg_worker_exit(lg_worker *w);
+void lg_task_info(lg_app *a, lg_task *t, buf_t *out); /* the JSON handed to the worker's Lua entry */
 
 
 /* ---- evict.c: finished tasks leaving memory ---- */

@@ -53,6 +53,29 @@ void lg_give_slot(lg_app *a, lg_task *t) {
   t->aq->holders--;
 }
 
+/* What a worker thread calls of the scheduler (worker_link.h). */
+static const lg_worker_ops worker_ops = {lg_worker_next, lg_worker_done, lg_worker_exit, lg_task_info};
+
+/* Start a worker for t and count it in (under a->mu); 0 ok. The worker
+ * holds a reference to the app until lg_worker_exit. */
+static int lg_worker_spawn(lg_app *a, lg_task *first) {
+  lg_worker_link link = {a, &worker_ops, &a->mu, &a->log.hq_mu,
+                         a->cfg.lua_path, a->cfg.lua_cpath, a->cfg.boot_json};
+  lg_app_retain(a);
+  lg_worker *w = lg_worker_start(&link, first);
+  if (!w) {
+    lg_app_release(a);
+    return -1;
+  }
+  first->worker = w;
+  w->next = a->workers;
+  if (a->workers) a->workers->prev = w;
+  a->workers = w;
+  a->nworkers++;
+  a->live_threads++;
+  return 0;
+}
+
 static void admit(lg_app *a, lg_task *t) {
   int64_t now = lg_wall_ms();
   a->queued--;

@@ -155,20 +155,7 @@ void lg_unclaim(lg_app *a, const char *id);
 /* ---- control.c ---- */
 void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
 
-/* ---- worker side (called on the worker's own thread) ---- */
-lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */
-typedef struct {
-  int ok;                /* handler returned */
-  const char *result_json;
-  const char *usage_json;
-  int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
-  const char *run_status; /* for agent runs: the AgentResult's status */
-  const char *error_kind, *error_message;
-  int error_status;      /* HTTP status of a model error, or 0 */
-  int raised_stop;       /* the cancel sentinel unwound the task */
-} lg_outcome;
-void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
-void lg_worker_exit(lg_worker *w);
+/* ---- a running task's calls (on its worker's own thread) ---- */
 /* Blocking calls of a running task. Return 0, or 1 when the task must stop
  * (the caller raises the cancel sentinel). */
 int lg_task_sleep(lg_worker *w, double seconds);
@@ -179,12 +166,6 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);
 int64_t lg_task_deadline(const lg_task *t); /* mono ms of the attempt's deadline, 0 = none */
-/* The task info JSON handed to the worker's Lua entry. */
-void lg_task_info(lg_app *a, lg_task *t, buf_t *out);
 
-
-/* worker.c */
-int lg_worker_spawn(lg_app *a, lg_task *first); /* under a->mu; 0 ok */
-void lg_worker_wake(lg_worker *w);               /* under a->mu */
 
 #endif
