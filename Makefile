@@ -5,7 +5,7 @@
 #   make demo       run the example (scripted model unless OPENAI_API_KEY/OPENAI_BASE_URL is set)
 #   make sanitize   the whole suite under ASan+UBSan
 #   make tsan       the whole suite under ThreadSanitizer
-#   make bench      benchmarks (bench/README.md)
+#   make bench      benchmarks (bench/README.md); make bench-peers: the Node peers alone
 #   make fuzz       every libFuzzer target, FUZZ_SECONDS (60) each (tests/c/README.md)
 #   make run-fuzz-<sse|json|tool_args>   one of them, without installing clang
 #   make ci         what CI runs (.ci/run): test, sanitize, tsan, fuzz
@@ -42,7 +42,7 @@ DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev l
 # (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
 TEST_PKGS := chromium
 
-.PHONY: all test test-deps demo deps sanitize tsan bench fuzz run-fuzz clean c-tests install objects ci
+.PHONY: all test test-deps demo deps sanitize tsan bench bench-peers bench-peers-deps fuzz run-fuzz clean c-tests install objects ci
 
 all: $(MODULE)
 
@@ -137,9 +137,28 @@ tsan: test-deps
 	  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 history_size=4 suppressions=$(CURDIR)/tests/support/tsan.supp" \
 	  $(BUSTED) $(BUSTED_ARGS)
 
-bench: deps
-	@$(MAKE) --no-print-directory all build/raw_curl
-	@$(LUA) bench/run.lua
+# lua-luv: luv's thread pool, the floor the dispatch figures are put next to.
+BENCH_PKGS := lua-luv
+
+bench:
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(BENCH_PKGS)"
+	@$(MAKE) --no-print-directory all build/raw_curl build/raw_sqlite
+	@UV_THREADPOOL_SIZE=2 $(LUA) bench/run.lua
+	@if command -v node >/dev/null && [ -d bench/peers/node_modules ]; then \
+	  $(MAKE) --no-print-directory bench-peers; \
+	else echo "peers: skipped (node or bench/peers/node_modules missing: make bench-peers-deps)"; fi
+
+# the Node peers (bench/peers/README.md): installed from npm, never needed by make test
+bench-peers-deps:
+	cd bench/peers && npm install --no-audit --no-fund
+
+bench-peers: all
+	@[ -d bench/peers/node_modules ] || $(MAKE) --no-print-directory bench-peers-deps
+	@$(LUA) bench/peers/run.lua
+
+build/raw_sqlite: bench/raw_sqlite.c
+	@mkdir -p build
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -o $@ $< $(SQLITE_LIBS)
 
 build/raw_curl: bench/raw_curl.c
 	@mkdir -p build

@@ -6,35 +6,12 @@ local core = require("luagent.core")
 
 local TASKS = tonumber(os.getenv("BENCH_TASKS")) or 10000
 local CALLS = tonumber(os.getenv("BENCH_CALLS")) or 300
-
-local function config(bt, extra)
-  return string.format([[
-local luagent = require "luagent"
-return luagent.config{
-  background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = %d,
-                       max_workers = %d, max_depth = 0, max_queue = 1000000 },
-  tools = {
-    luagent.tool{ name = "noop", handler = function(args) return args.i end },
-    luagent.tool{ name = "now", handler = function() return require("luagent.core").now() end },
-    luagent.tool{ name = "hold", handler = function(_, ctx) ctx:sleep(0.3) end },
-  },
-  %s
-}]], bt, bt, bt, extra or "")
-end
-
-local function percentile(sorted, p)
-  local i = math.max(1, math.ceil(#sorted * p))
-  return sorted[i]
-end
-
-local function rss_kb()
-  for line in io.lines("/proc/self/status") do
-    local v = line:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local common = dofile("bench/common.lua")
+local config, percentile, rss_kb = common.tool_config, common.percentile, common.rss_kb
 
 print(string.format("luagent %s bench (%s)\n", luagent.version, os.date("!%Y-%m-%d %H:%M UTC")))
+
+dofile("bench/targets.lua")
 
 -- 1. dispatch throughput --------------------------------------------------
 print(string.format("dispatch: %d trivial tool tasks (enqueue all, then wait)", TASKS))
@@ -123,6 +100,32 @@ return luagent.config{
   print(string.format("  luagent app:run + openai   CPU %7.0f us/call   wall %7.0f us/call", cpu, wall))
   print(string.format("  raw libcurl, same request  CPU %7.0f us/call   wall %7.0f us/call",
     tonumber(rc) or 0, tonumber(rw) or 0))
+end
+
+-- 4b. rate budget: the cost of an uncontended budget per model call --------
+do
+  local ratelimit = require("luagent.ratelimit")
+  local context = require("luagent.context")
+  local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+return luagent.config{ agents = { luagent.agent{ id = "a" } } }]])
+  local ctx = context.new(app._env, { run_id = "run_bench", agent_id = "a", depth = 0 })
+  local limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000000,
+    max_concurrency = 1000 }
+  local N = 200000
+  ratelimit.acquire(ctx, "bench", limits, 100):done(120) -- defined once, as in a run
+  local c0 = os.clock()
+  for _ = 1, N do ratelimit.acquire(ctx, "bench", limits, 100):done(120) end
+  local lua_us = (os.clock() - c0) / N * 1e6
+  local h = app._core
+  c0 = os.clock()
+  for _ = 1, N do
+    local _, probe = h:rate_try("bench", 100)
+    h:rate_done("bench", 100, probe, 120, 0)
+  end
+  local c_us = (os.clock() - c0) / N * 1e6
+  print(string.format("\nrate budget, uncontended (take + give back, %d calls): %.2f us/call " ..
+    "(core only %.2f us)", N, lua_us, c_us))
 end
 
 -- 5. store: enqueue throughput ---------------------------------------------

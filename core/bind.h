@@ -62,6 +62,12 @@ extern const luaL_Reg lg_bind_store_methods[];                            /* bin
 extern const luaL_Reg lg_bind_control_methods[];                          /* bind_control.c */
 extern const luaL_Reg lg_bind_http_funcs[];                               /* bind_http.c */
 extern const luaL_Reg lg_bind_fg_funcs[];                                 /* fg_watch.c */
+extern const luaL_Reg lg_bind_budget_methods[], lg_bind_budget_funcs[];   /* bind_budgets.c */
+/* parent_task_id (an enqueue the host makes for a waiting task) and
+ * tree_budget of the request table at t; *l holds the limits r points at
+ * (bind_budgets.c). */
+struct lg_budget_limits;
+void lg_bind_budget_fields(lua_State *L, int t, lg_enqueue_req *r, struct lg_budget_limits *l);
 int lg_bind_app_gc(lua_State *L);       /* the app handle's __gc (R-25a: only signals) */
 void lg_bind_tasks_open(lua_State *L);  /* the wait handle's metatable */
 void lg_bind_http_open(lua_State *L);   /* the transfer handle's metatable */

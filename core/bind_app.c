@@ -1,6 +1,7 @@
 /* Bindings of an app's life: its creation from the settings, the worker
  * states' view of it, stats, usage, close and __gc. */
 #include "bind.h"
+#include "budget.h"
 #include "http.h"
 
 #include <limits.h>
@@ -123,7 +124,8 @@ static int l_app_stats(lua_State *L) {
   return 1;
 }
 
-/* add_usage(task_id or nil, usage): one model call's usage (usage.c). */
+/* add_usage(task_id or nil, usage, root_key?): one model call's usage
+ * (usage.c), and its tree budget's when the tree has one (budget.c). */
 static int l_app_add_usage(lua_State *L) {
   app_ud *u = lg_check_app(L);
   const char *id = luaL_optstring(L, 2, NULL);
@@ -133,6 +135,8 @@ static int l_app_add_usage(lua_State *L) {
   lua_setfield(L, -2, "u");
   lg_usage d;
   lg_read_usage(L, lua_gettop(L), "u", &d);
+  const char *root = luaL_optstring(L, 4, NULL);
+  if (root) lg_budget_add_usage(u->app, root, &d);
   lua_pushboolean(L, lg_add_usage(u->app, id, &d) == 0);
   return 1;
 }

@@ -10,6 +10,7 @@ static void check_scope(lua_State *L, int idx, luagent_scope *s) {
   s->agent_id = lg_opt_field_str(L, idx, "agent_id");
   s->thread_id = lg_opt_field_str(L, idx, "thread_id");
   s->task_id = lg_opt_field_str(L, idx, "task_id");
+  s->root_key = lg_opt_field_str(L, idx, "root_key");
 }
 
 /* Decode a ToolResult the core wrote (malloc'd; NULL: out of memory). */

@@ -2,6 +2,7 @@
  * values, and the blocking calls a background task makes (sleep, wait,
  * block, should_stop). */
 #include "bind.h"
+#include "budget.h"
 
 #include <limits.h>
 #include <string.h>
@@ -17,6 +18,8 @@ static int l_app_enqueue(lua_State *L) {
   r.timeout_s = lg_opt_field_num(L, 2, "timeout_s", -1);
   r.retries = (int)lg_opt_field_int(L, 2, "retries", -1);
   r.priority = lg_opt_field_int(L, 2, "priority", LLONG_MIN);
+  lg_budget_limits tree_budget; /* rate and tree budgets (bind_budgets.c) */
+  lg_bind_budget_fields(L, 2, &r, &tree_budget);
   lg_err err = {{0}, {0}};
   buf_t out;
   lg_buf_init(&out);

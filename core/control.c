@@ -8,6 +8,7 @@
  * JSON text (from memory or the store, the same shape) and are read with
  * jtext.h. Lua keeps what is policy: the descriptions and schemas the model
  * sees, and where notices go in the prompt. */
+#include "budget.h"
 #include "dispatcher.h"
 #include "jtext.h"
 #include "luagent.h"
@@ -255,7 +256,9 @@ char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) 
       lg_jspan_put(&b, keys[i], lg_jspan_field(rec, keys[i]));
     lg_buf_addc(&b, '}');
   }
-  lg_buf_adds(&b, "]}}");
+  lg_buf_addc(&b, ']');
+  lg_budget_left_field(a, s->root_key, &b); /* the tree's budget (core/budget.c) */
+  lg_buf_adds(&b, "}}");
   if (recs.oom) b.oom = 1;
   lg_buf_free(&recs);
   return finish_out(&b);
@@ -295,6 +298,11 @@ char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json)
       else
         lg_buf_adds(&b, "[]");
       lg_buf_free(&d);
+      lg_buf_addc(&b, '}');
+    }
+    if (s->root_key && b.len > 0) { /* the tree's budget (core/budget.c) */
+      b.len--; /* reopen the entry */
+      lg_budget_left_field(a, s->root_key, &b);
       lg_buf_addc(&b, '}');
     }
     lg_buf_addc(&b, '}');

@@ -56,6 +56,9 @@ struct lg_app {
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
   lg_store *store;
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
+  struct lg_rate *rates;
+  struct lg_budget *budgets;
 };
 
 

@@ -11,7 +11,9 @@
  * observers (event ring, host work queue) in events.c, and the store side in
  * recovery.c, so each can be read without the others. What they share is
  * declared in dispatch_internal.h. */
+#include "budget.h"
 #include "dispatch_internal.h"
+#include "ratelimit.h"
 #include "store.h"
 
 #include <limits.h>
@@ -481,6 +483,8 @@ static void app_free(lg_app *a) {
     lg_host_item_free(it);
   }
   lg_counters_free(a);
+  lg_rate_free_all(a);
+  lg_budget_free_all(a);
   for (int i = 0; i < a->log.ring_n; i++) free(a->log.ring[(a->log.ring_head + i) % a->log.ring_cap].json);
   free(a->log.ring);
   free(a->cfg.boot_json);
@@ -562,6 +566,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     lg_err_set(err, "rejected", "the calling task is finished (its worker was retired)");
     goto fail;
   }
+  if (!parent && r->parent_id) parent = lg_task_find(a, r->parent_id); /* admitted on the host */
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
@@ -618,6 +623,8 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     lg_err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
     goto fail;
   }
+  /* a tree budget: spent trees start nothing more (core/budget.c) */
+  if ((r->root_key || parent) && lg_budget_admit_locked(a, t->root_key, err) != 0) goto fail;
   /* everything the heap orders by is set before the push */
   t->aq = q;
   t->seq = a->next_seq++;
@@ -638,6 +645,7 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     count->n++;
     lg_counter_attach(count, t);
   }
+  if (r->tree_budget && !parent && !r->root_key) lg_budget_define_locked(a, t->id, r->tree_budget, 1);
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;

@@ -62,6 +62,9 @@ typedef struct {
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
+  /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
+  const char *parent_id; /* a host-side enqueue on behalf of this waiting task (admission) */
+  const struct lg_budget_limits *tree_budget; /* a root's budget for its tree */
 } lg_enqueue_req;
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */

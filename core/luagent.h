@@ -47,6 +47,8 @@ typedef struct {
   const char *thread_id; /* the calling run's thread */
   const char *task_id;   /* the task the calling run belongs to, or NULL (a host run);
                           * a sub-agent run sees only its own task's children */
+  const char *root_key;  /* the calling run's tree (its root task or foreground run id), or
+                          * NULL: bg_list and bg_check show its tree budget's budget_left */
 } luagent_scope;
 
 /* The app behind the Lua value at idx (an app of luagent.load/new, or its

@@ -96,11 +96,11 @@ static const luaL_Reg core_funcs[] = {
 
 static const luaL_Reg *const app_parts[] = {
     lg_bind_app_methods,   lg_bind_tasks_methods, lg_bind_host_methods, lg_bind_events_methods,
-    lg_bind_store_methods, lg_bind_control_methods, NULL};
+    lg_bind_store_methods, lg_bind_control_methods, lg_bind_budget_methods, NULL};
 
 static const luaL_Reg *const func_parts[] = {
     core_funcs, lg_bind_app_funcs, lg_bind_tasks_funcs, lg_bind_host_funcs, lg_bind_http_funcs,
-    lg_bind_fg_funcs, NULL};
+    lg_bind_fg_funcs, lg_bind_budget_funcs, NULL};
 
 LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   pthread_once(&pin_once, pin_module);

@@ -104,6 +104,31 @@ describe("openai adapter: requests", function()
     assert.equal("call_Zq9-xY_01", res.messages[4].tool_call_id)
   end)
 
+  -- the tools part of a body is encoded once per tool and spliced in
+  it("sends bodies byte for byte as one encoding of the whole request, params after tools included", function()
+    local app <close> = H.simple(srv, { params = { temperature = 0.5, top_p = 1, user = "u-1", n = 1 } },
+      { pre = ADD, tools = "{ add, echo }" })
+    local function script()
+      srv:script{ { tool_calls = { { name = "add", arguments = { a = 1, b = 2 } } } }, { text = "3" } }
+    end
+    script()
+    assert.equal("completed", app:run("a", "one").status)
+    script()
+    local rec = app:enqueue_background("a", "two")
+    assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
+    script()
+    assert.equal("completed", app:run("a", "three").status)
+    local reqs = srv:requests()
+    assert.equal(6, #reqs)
+    for _, r in ipairs(reqs) do
+      -- (decoding drops an object's null members: the assistant's content)
+      assert.equal(H.json.encode(H.json.decode(r.body)), (r.body:gsub('"content":null,', "")))
+      assert.truthy(r.body:find('"tools":[{"function":{"description":"Add two integers.","name":"add"', 1, true), r.body)
+      assert.truthy(r.body:find('"type":"function"}],"top_p":1,"user":"u-1"}', 1, true), r.body)
+      assert.equal(0.5, r.json.temperature)
+    end
+  end)
+
   it("runs two tool calls of one reply in order and answers each by id", function()
     local app <close> = H.simple(srv, {}, { pre = ADD, tools = "{ add, echo }" })
     srv:script{

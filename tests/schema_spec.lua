@@ -451,4 +451,35 @@ describe("schema.check", function()
     cyclic.properties.self = cyclic -- a Lua-level cycle
     assert.is_true(schema.check(cyclic))
   end)
+
+  -- validate answers from a check compiled once per schema table and walks
+  -- the value again only to word the errors: both must agree on validity
+  it("gives the same verdict on the second and later calls, nested and cyclic schemas included", function()
+    local node = { type = "object", properties = { n = { type = "integer", minimum = 0 } } }
+    node.properties.next = node -- a Lua-level cycle
+    local s = {
+      type = "object",
+      properties = {
+        tags = { type = "array", items = { type = "string", maxLength = 3 } },
+        pair = { items = { { type = "integer" }, { enum = { "a", "b" } } } },
+        any = { anyOf = { { type = "string" }, { type = "object", required = { "x" } } } },
+        maybe = { type = "string", nullable = true },
+        list = node,
+      },
+      additionalProperties = { type = "boolean" },
+      required = { "tags" },
+    }
+    for _ = 1, 2 do
+      ok(s, obj{ tags = arr{ "ab" }, pair = arr{ 1, "b" }, any = obj{ x = 1 }, maybe = NULL, flag = true,
+        list = obj{ n = 1, next = obj{ n = 2 } } })
+      bad(s, obj{ tags = arr{ "abcd" } }, "$.tags[0]", "at most 3")
+      bad(s, obj{ tags = arr{}, pair = arr{ 1, "c" } }, "$.pair[1]")
+      bad(s, obj{ tags = arr{}, any = obj{ y = 1 } }, "missing required property")
+      bad(s, obj{ tags = arr{}, flag = 1 }, "$.flag", "expected boolean")
+      bad(s, obj{ tags = arr{}, list = obj{ next = obj{ n = -1 } } }, "$.list.next.n", "must be >= 0")
+      bad(s, obj{}, "missing required property \"tags\"")
+    end
+    local err = bad({ type = "object", additionalProperties = false }, obj{ a = 1 }, "unexpected property")
+    assert.equal(err, select(2, schema.validate({ type = "object", additionalProperties = false }, obj{ a = 1 }, OPTS)))
+  end)
 end)

@@ -11,6 +11,7 @@ local runner = require("luagent.runner")
 local usage = require("luagent.usage")
 local tree = require("luagent.tree")
 local trace = require("luagent.trace")
+local budget = require("luagent.budget")
 
 local text_id = options.text_id
 
@@ -210,6 +211,7 @@ function App:enqueue_tool(name, args, opts)
   req.depth = 0
   context.request_options(req, opts, "app:enqueue_tool", 2)
   context.tool_defaults(req, tool)
+  req.tree_budget = budget.check("app:enqueue_tool", opts.tree_budget, 2)
   local ok, rec = pcall(self._core.enqueue, self._core, req)
   if not ok then error(rec, 2) end
   return rec
@@ -229,6 +231,7 @@ function App:enqueue_background(agent_id, prompt, opts)
   end
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt, depth = 0 }
   context.request_options(req, opts, "app:enqueue_background", 2)
+  req.tree_budget = budget.check("app:enqueue_background", budget.for_root(self._reg, agent_id, opts), 2)
   local ok, rec = pcall(self._core.enqueue, self._core, req)
   if not ok then error(rec, 2) end
   return rec
@@ -547,6 +550,12 @@ function App:stats()
   return s
 end
 
+-- { [provider] = { in_flight, waiting, pauses, paused_s } } (README "Rate
+-- limits"). Unlike app:stats it takes the scheduler's lock.
+function App:rate_stats()
+  return self._core:rate_stats()
+end
+
 -- The tree of a task (or of a foreground run, by its run_id): the record
 -- of each task with `children`, in enqueue order (tree.lua).
 function App:tree(root_id)
@@ -636,6 +645,7 @@ local run_spec = {
   timeout_s = function(v) return options.positive(v) end,
   timeout_ms = function(v) return options.positive(v) end,
   thread_id = text_id,
+  tree_budget = "table",
 }
 
 -- What app:tree shows of recent foreground runs (they have no record).
@@ -657,10 +667,13 @@ function App:_run(agent_id, prompt, opts, history)
   if self._interrupts then fg.interrupt_base = self._interrupts end
   self._fg_runs[run_id] = fg
   local info = self:_run_started(run_id, agent_id, fg)
+  local tree_budget = budget.for_root(self._reg, agent_id, opts)
+  if tree_budget then self._core:tree_budget_define(run_id, tree_budget) end
   local ok, res = pcall(runner.run, self._env, agent_id, prompt, {
     run_id = run_id, thread_id = opts.thread_id, depth = 0, fg = fg, history = history,
     catch_cancel = true,
   })
+  if tree_budget then self._core:tree_budget_close(run_id) end
   self._fg_runs[run_id] = nil
   info.finished_ms = core.wall_ms()
   info.status = ok and res.status or "failed"
@@ -683,6 +696,7 @@ function App:run(agent_id, prompt, opts)
   context.check_agent(self._reg, "app:run", agent_id)
   options.arg("app:run", "prompt", prompt, "string", 3)
   options.check("app:run", opts, run_spec)
+  budget.check("app:run", opts and opts.tree_budget, 2)
   local res = self:_run(agent_id, prompt, opts or {}, nil)
   res.history_end = nil
   return res
@@ -846,8 +860,28 @@ local function host_env(self)
   function env.call_host(ctx, name, args)
     return host_tool_result(self, name, args, ctx:info())
   end
+  -- a provider's rate budget (ratelimit.lua), pumping host work while it
+  -- waits: a call ending elsewhere wakes the block, a window by its time
+  function env.rate_wait(ctx, key, est, timeout)
+    local deadline = timeout and core.now() + timeout
+    local stop = stopper(ctx)
+    while true do
+      local gen = self._core:gen()
+      self:_pump()
+      local ok, a, b = self._core:rate_try(key, est)
+      if ok then return true, a end
+      stop()
+      local now = core.now()
+      if deadline and now >= deadline then return false end
+      local wait = b > 0 and b or 1
+      if deadline then wait = math.min(wait, deadline - now) end
+      wait = math.max(0, math.min(wait, wake_at(ctx, now + wait) - now))
+      if self._tick then wait = math.min(wait, self._tick) end
+      self._core:block(gen, wait)
+    end
+  end
   function env.report_usage(ctx, u)
-    self._core:add_usage(ctx.task_id, u)
+    self._core:add_usage(ctx.task_id, u, ctx.root_key) -- and its tree budget's
     if ctx._fg then usage.add(ctx._fg.usage, u) end
   end
   return env
@@ -914,6 +948,7 @@ function app.new(reg, boot)
     end
   end
   self._env = host_env(self)
+  budget.install(self) -- hooks.admit answers on this thread
   return self
 end
 

@@ -6,6 +6,7 @@ local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
 local options = require("luagent.options")
+local budget = require("luagent.budget")
 
 local bg = {}
 
@@ -26,7 +27,8 @@ bg.eligible = eligible
 -- sub-agent (its task was spawned by a run) sees only its own task's
 -- children, so sibling runs of one agent never see each other's.
 local function scope(run)
-  return { agent_id = run.agent.id, thread_id = run.ctx.thread_id, task_id = run.task_id }
+  return { agent_id = run.agent.id, thread_id = run.ctx.thread_id, task_id = run.task_id,
+    root_key = run.ctx.root_key } -- its tree budget's budget_left (README "Tree budgets")
 end
 
 local function cut(s, n)
@@ -193,8 +195,11 @@ function bg.call(run, tool, call, args)
     end
     error(err, 0)
   end
-  local ok, rec = pcall(run.env.core.enqueue, run.env.core, req)
-  if not ok then return refusal(rec) end
+  local ok, rec = pcall(budget.enqueue, run.ctx, req) -- through hooks.admit
+  if not ok then
+    if tools.is_abort(rec) then error(rec, 0) end
+    return refusal(rec)
+  end
   return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name }), nil, rec.task_id
 end
 

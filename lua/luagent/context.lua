@@ -7,6 +7,7 @@ local json = require("luagent.json")
 local options = require("luagent.options")
 local spec = require("luagent.spec")
 local tools = require("luagent.tools")
+local budget = require("luagent.budget")
 
 local context = {}
 
@@ -33,6 +34,7 @@ local enqueue_spec = {
   retries = options.at_least(0),
   priority = "integer",
   metadata = "table",
+  tree_budget = "table", -- a root's (README "Tree budgets"): not for ctx:enqueue_*
 }
 context.enqueue_spec = enqueue_spec
 
@@ -198,6 +200,7 @@ end
 local ctx_enqueue_spec = {}
 for k, kind in pairs(enqueue_spec) do ctx_enqueue_spec[k] = kind end
 ctx_enqueue_spec.agent_id = nil -- a task's children belong to its agent
+ctx_enqueue_spec.tree_budget = nil -- they are in their root's tree
 
 function Ctx:enqueue_tool(name, args, opts)
   options.check("ctx:enqueue_tool", opts, ctx_enqueue_spec)
@@ -206,7 +209,7 @@ function Ctx:enqueue_tool(name, args, opts)
   context.request_options(req, opts or {}, "ctx:enqueue_tool", 2)
   context.tool_defaults(req, tool)
   self:_parent_fields(req)
-  local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
+  local ok, rec = pcall(budget.enqueue, self, req) -- through hooks.admit
   if not ok then raise_api(rec, 2) end
   return rec
 end
@@ -228,7 +231,7 @@ function Ctx:enqueue_background(agent_id, prompt, opts)
   local req = { kind = "agent", agent_id = agent_id, prompt = prompt }
   context.request_options(req, opts or {}, "ctx:enqueue_background", 2)
   self:_parent_fields(req)
-  local ok, rec = pcall(self._env.core.enqueue, self._env.core, req)
+  local ok, rec = pcall(budget.enqueue, self, req) -- through hooks.admit
   if not ok then raise_api(rec, 2) end
   return rec
 end

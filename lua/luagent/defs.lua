@@ -149,6 +149,7 @@ local agent_spec = {
   budget = "table",
   hooks = "table",
   max_depth = options.at_least(0),
+  tree_budget = "table", -- for the trees it is the root of (README "Tree budgets")
 }
 
 local function is_model(m)
@@ -205,6 +206,7 @@ function defs.agent(def)
     },
     hooks = hooks,
     max_depth = def.max_depth,
+    tree_budget = require("luagent.budget").check(where, def.tree_budget, 2),
   }, "agent")
 end
 
@@ -257,6 +259,7 @@ local config_hook_spec = {}
 for _, n in ipairs(CONFIG_HOOKS) do
   config_hook_spec[n] = "callable"
 end
+config_hook_spec.admit = "callable" -- spawns' admission (README "Admission"), not a lifecycle callback
 
 -- luagent.config{...}: what a startup script returns (R-1).
 function defs.config(def)

@@ -9,6 +9,8 @@ local context = require("luagent.context")
 local tools = require("luagent.tools")
 local bg = require("luagent.bg_tools")
 local usage = require("luagent.usage")
+local budget = require("luagent.budget")
+local ratelimit = require("luagent.ratelimit")
 
 local runner = {}
 
@@ -50,7 +52,7 @@ local function count_usage(run, request, reply)
   local u = reply.usage or usage.estimate(request, reply)
   u.cost = usage.cost(run.reg.pricing, model_name(run.model), u)
   usage.add(run.usage, u)
-  run.env.report_usage(run.ctx, u)
+  run.env.report_usage(run.ctx, u) -- also to the tree's budget (README "Tree budgets")
   return u
 end
 
@@ -142,9 +144,17 @@ local function call_model(run)
     options = {},
   }
   emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
+  -- a model with limits of its own waits for its provider's rate budget
+  -- (README "Rate limits"); luagent.openai takes it per attempt itself
+  local grant <close> = ratelimit.for_call(run.ctx, run.model, request)
   local t0 = core.now()
   local ok, reply = xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
   local latency = core.now() - t0
+  if grant then
+    local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
+    local limited = not ok and type(reply) == "table" and reply.status == 429
+    grant:done(u and u.total_tokens, limited and (tonumber(reply.retry_after) or 1) or 0)
+  end
   if not ok then
     if tools.is_abort(reply) then error(reply, 0) end
     return nil, model_error(reply)
@@ -321,6 +331,8 @@ end
 local function loop(run)
   while true do
     run.ctx:check_cancel()
+    local spent = budget.stop(run)
+    if spent then return finish(run, "budget_exceeded", spent) end
     local hit = budget_hit(run)
     if hit then
       return finish(run, "budget_exceeded", { kind = "budget", budget = hit,
@@ -479,6 +491,7 @@ function runner.run(env, agent_id, prompt, o)
           agent_id) }, 0)
     end
     bg.prepare(run)
+    budget.prepare(run)
     run.tool_specs = {}
     for _, t in ipairs(run.tool_list) do run.tool_specs[#run.tool_specs + 1] = tools.model_spec(t) end
     run.messages[1] = { role = "system", content = instructions(run) }

@@ -565,14 +565,177 @@ function validate_node(s, v, path, ctx, depth)
   end
 end
 
+-- Compiled checks -----------------------------------------------------------
+--
+-- Arguments are checked on every tool call, nearly always valid. A schema is
+-- compiled once (per table: schema tables do not change while in use) into a
+-- check that only answers valid or not: the keywords the node has, in ORDER,
+-- children compiled the same way, no paths built. Only an invalid value is
+-- walked again by validate_node, which words the errors. The structural
+-- keywords are compiled; every other keyword runs its own checker above on a
+-- scratch context, so both walks agree on what is valid.
+
+local compiled_cache = setmetatable({}, { __mode = "k" })
+local compile
+
+local function accept() return true end
+local function reject() return false end
+
+local function compile_type(t)
+  local tests = {}
+  for _, name in ipairs(type_list(t)) do
+    if type_tests[name] then tests[#tests + 1] = type_tests[name] end
+  end
+  if #tests == 1 then return tests[1] end
+  return function(v, ctx)
+    for i = 1, #tests do
+      if tests[i](v, ctx) then return true end
+    end
+    return false
+  end
+end
+
+local function compile_properties(props)
+  local names, checks = {}, {}
+  for _, name in ipairs(schema_keys(props)) do
+    names[#names + 1] = name
+    checks[#checks + 1] = compile(props[name])
+  end
+  return function(v, ctx, depth)
+    if not is_json_object(v) then return true end
+    for i = 1, #names do
+      local pv = v[names[i]]
+      if pv ~= nil and not checks[i](pv, ctx, depth + 1) then return false end
+    end
+    return true
+  end
+end
+
+local function compile_additional(extra, s)
+  if extra == true then return accept end
+  local props = type(s.properties) == "table" and s.properties or {}
+  local check = extra ~= false and compile(extra) or nil
+  return function(v, ctx, depth)
+    if not is_json_object(v) then return true end
+    for k, pv in pairs(v) do
+      if props[k] == nil and (not check or not check(pv, ctx, depth + 1)) then return false end
+    end
+    return true
+  end
+end
+
+local function compile_items(items)
+  if is_array(items) then -- tuple form
+    local checks = {}
+    for i, sub in ipairs(items) do checks[i] = compile(sub) end
+    return function(v, ctx, depth)
+      if not is_json_array(v) then return true end
+      for i = 1, #checks do
+        if v[i] == nil then break end
+        if not checks[i](v[i], ctx, depth + 1) then return false end
+      end
+      return true
+    end
+  end
+  local check = compile(items)
+  return function(v, ctx, depth)
+    if not is_json_array(v) then return true end
+    for i = 1, #v do
+      if not check(v[i], ctx, depth + 1) then return false end
+    end
+    return true
+  end
+end
+
+-- A keyword compiled as its own checker: it fails by adding an error.
+local function keyword_step(kw, kv, s)
+  local run = keywords[kw]
+  return function(v, ctx, depth)
+    run(kv, s, v, "$", ctx, depth)
+    return #ctx.errors == 0
+  end
+end
+
+local function compile_node(s)
+  local nullable = s.nullable == true
+  local type_ok = s.type ~= nil and compile_type(s.type) or nil
+  local steps = {}
+  for _, kw in ipairs(ORDER) do
+    local kv = s[kw]
+    if kv ~= nil then
+      if kw == "properties" and type(kv) == "table" then
+        steps[#steps + 1] = compile_properties(kv)
+      elseif kw == "additionalProperties" then
+        steps[#steps + 1] = compile_additional(kv, s)
+      elseif kw == "items" and type(kv) == "table" then
+        steps[#steps + 1] = compile_items(kv)
+      else
+        steps[#steps + 1] = keyword_step(kw, kv, s)
+      end
+    end
+  end
+  local n = #steps
+  return function(v, ctx, depth)
+    if depth > MAX_DEPTH then return false end
+    if nullable and ctx.is_null(v) then return true end
+    if type_ok then
+      if not type_ok(v, ctx) then return false end
+    elseif not JSON_LUA_TYPES[type(v)] and not ctx.is_null(v) then
+      return false
+    end
+    for i = 1, n do
+      if not steps[i](v, ctx, depth) then return false end
+    end
+    return true
+  end
+end
+
+function compile(s)
+  if s == true or s == nil then return accept end
+  if s == false then return reject end
+  if type(s) ~= "table" then
+    return function(v, ctx, depth) -- what validate_node makes of it
+      validate_node(s, v, "$", ctx, depth)
+      return #ctx.errors == 0
+    end
+  end
+  local c = compiled_cache[s]
+  if c then return c end
+  -- a table may contain itself: its children call it through this stub
+  local real
+  compiled_cache[s] = function(v, ctx, depth) return real(v, ctx, depth) end
+  real = compile_node(s)
+  compiled_cache[s] = real
+  return real
+end
+
+local last_null, last_null_test
+local function cached_null_test(null)
+  if null == nil then null = default_null() end
+  if null == nil then return null_test(nil) end
+  if not rawequal(null, last_null) then last_null, last_null_test = null, null_test(null) end
+  return last_null_test
+end
+
 -- validate(s, value, opts) -> true | nil, message. opts.null: the JSON null
 -- sentinel (default: luagent.core's); opts.max_errors (default 5).
+-- The compiled check's context: it stops at its first error, so its list is
+-- empty again whenever the check passes and it can be reused.
+local scratch = { errors = {}, max = 1 }
+
 function schema.validate(s, value, opts)
   opts = opts or {}
+  local is_null = cached_null_test(opts.null)
+  if scratch.errors[1] then scratch.errors = {} end -- left by a check that raised
+  scratch.is_null, scratch.root = is_null, s
+  local valid = compile(s)(value, scratch, 0)
+  scratch.root = nil
+  if valid then return true end
+  scratch.errors, scratch.more = {}, nil
   local ctx = {
     errors = {},
     max = opts.max_errors or MAX_ERRORS,
-    is_null = null_test(opts.null),
+    is_null = is_null,
     root = s,
   }
   validate_node(s, value, "$", ctx, 0)

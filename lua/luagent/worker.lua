@@ -17,7 +17,9 @@ local function worker_env(reg, handle)
   function env.sleep(_, seconds) core.task_sleep(seconds) end
   function env.wait(_, ids, any, timeout) return core.task_wait(ids, any, timeout) end
   function env.block(_, w, timeout) core.task_block(w, timeout) end
-  function env.report_usage(ctx, u) handle:add_usage(ctx.task_id, u) end
+  function env.report_usage(ctx, u) handle:add_usage(ctx.task_id, u, ctx.root_key) end
+  -- a provider's rate budget (ratelimit.lua): true, probe | false (timed out)
+  function env.rate_wait(_, key, est, timeout) return core.rate_wait(key, est, timeout) end
   function env.call_host(ctx, name, args)
     local text = core.task_call_host(name, json.encode(args), json.encode(ctx:info()))
     return json.decode(text)

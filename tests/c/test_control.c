@@ -54,8 +54,8 @@ int main(void) {
   if (!app) return 1;
   char args[256];
   snprintf(args, sizeof args, "{\"task_id\":\"%s\"}", id);
-  luagent_scope own = {"A", "t1", NULL}, other_agent = {"B", "t1", NULL},
-                other_thread = {"A", "t2", NULL};
+  luagent_scope own = {"A", "t1", NULL, NULL}, other_agent = {"B", "t1", NULL, NULL},
+                other_thread = {"A", "t2", NULL, NULL};
 
   char *r = luagent_bg_list(app, &own, "{\"include_finished\":true}");
   expect(r && strstr(r, id) && strstr(r, "\"ok\":true"), "bg_list own scope", r);

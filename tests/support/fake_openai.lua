@@ -20,13 +20,23 @@
 --   POST /_script      body {"replies": [...], "mode": "replace"|"append"}
 --                      (default replace) -> {"queued": n}
 --   GET  /_requests    the JSON array of logged requests
---   POST /_reset       clears script and log
+--   POST /_reset       clears script, log and the rate limit
+--   POST /_limit       body {"requests": n, "window_s": s, "retry_after": "1"}:
+--                      a completion above n per window (fixed windows from the
+--                      first completion after this call) gets 429 with that
+--                      Retry-After and is not logged nor answered from the
+--                      script; {} turns the limit off
+--   GET  /_limit       {"rejected": n (429s sent), "accepted": n,
+--                      "max_per_pause": the most 429s sent within one pause
+--                      (retry_after seconds from a 429 that began one)}
 --   GET  /_health      200 "ok"
 --   POST /_shutdown    200, then the server exits
 -- With the script empty a completion gets 500 and
 -- {"error":{"message":"fake_openai: no scripted reply left","type":"server_error"}}.
 --
 -- Reply fields (all optional; `{}` is an empty assistant message)
+--   for_model        only a request for this model takes the reply (the
+--                    first matching entry of the script is used)
 --   text             assistant content
 --   tool_calls       [{id, name, arguments}], arguments a table (encoded to
 --                    JSON) or a raw string sent as-is; content is then null
@@ -40,6 +50,9 @@
 --                    OpenAI-style error JSON naming the status
 --   headers          extra response headers, e.g. {"Retry-After": "1"}
 --   body             see status
+--   after_tool       a reply served instead of this one when the request's
+--                    last message is a tool result (so concurrent runs that
+--                    each go model -> tool -> model can share one script)
 --   echo_headers     with a non-200 status (and no body) or a stream_error:
 --                    the error message lists the request's headers, values
 --                    and all ("request headers: name: value; ..."), as some
@@ -73,6 +86,8 @@
 -- with index and arguments only), a chunk with finish_reason, a usage chunk
 -- with empty choices when stream_options.include_usage, then data: [DONE].
 -- "N events" above counts data: lines in that order.
+-- In tool_calls arguments (a table), a string "{{task_id:N}}" becomes the Nth
+-- distinct task id ("tsk_...") found in the request's tool messages.
 
 local socket = require "socket"
 local cjson = require "cjson"
@@ -303,6 +318,82 @@ end
 
 local script, log = {}, {}
 local id_seq = 0
+-- the server-side rate limit (POST /_limit) and what it did
+local limit, limit_state = nil, nil
+
+local function new_limit_state()
+  return { window_start = nil, in_window = 0, rejected = 0, accepted = 0, max_per_pause = 0,
+           pause_end = nil, in_pause = 0 }
+end
+
+-- true when this completion is over the limit (and counts it)
+local function over_limit()
+  if not limit then return false end
+  local st, t = limit_state, now()
+  if not st.window_start or t >= st.window_start + limit.window_s then
+    -- the fixed window that holds t
+    local base = st.window_start or t
+    st.window_start = base + math.floor((t - base) / limit.window_s) * limit.window_s
+    st.in_window = 0
+  end
+  if st.in_window < limit.requests then
+    st.in_window = st.in_window + 1
+    st.accepted = st.accepted + 1
+    return false
+  end
+  st.rejected = st.rejected + 1
+  if st.pause_end and t < st.pause_end then
+    st.in_pause = st.in_pause + 1
+  else
+    st.pause_end, st.in_pause = t + (tonumber(limit.retry_after) or 1), 1
+  end
+  if st.in_pause > st.max_per_pause then st.max_per_pause = st.in_pause end
+  return true
+end
+
+-- "{{task_id:N}}" strings in a reply's tool-call arguments -> the Nth task
+-- id the request's tool messages carry
+local function task_ids_of(req)
+  local ids, seen = {}, {}
+  for _, m in ipairs(req.json and type(req.json.messages) == "table" and req.json.messages or {}) do
+    if type(m) == "table" and m.role == "tool" and type(m.content) == "string" then
+      for id in m.content:gmatch('"task_id":"(tsk_[%w_%-]+)"') do
+        if not seen[id] then
+          seen[id] = true
+          ids[#ids + 1] = id
+        end
+      end
+    end
+  end
+  return ids
+end
+
+local function substitute(v, ids)
+  if type(v) == "string" then
+    local n = v:match("^{{task_id:(%d+)}}$")
+    if n then return ids[tonumber(n)] or v end
+    return v
+  end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = substitute(x, ids) end
+  return setmetatable(out, getmetatable(v))
+end
+
+-- The first scripted reply this request may take (for_model), removed.
+local function take_reply(req)
+  local model = req.json and req.json.model
+  for i, r in ipairs(script) do
+    if type(r) ~= "table" or r.for_model == nil or r.for_model == model then
+      table.remove(script, i)
+      if type(r) == "table" and type(r.tool_calls) == "table" then
+        r = substitute(r, task_ids_of(req))
+      end
+      return r
+    end
+  end
+  return nil
+end
 
 local function next_id()
   id_seq = id_seq + 1
@@ -516,13 +607,18 @@ local function send_stream(c, req, reply)
 end
 
 local function send_completion(c, req)
-  local reply = table.remove(script, 1)
+  local reply = take_reply(req)
   if not reply then
     respond(c, req, 500, "application/json",
             error_json("fake_openai: no scripted reply left", "server_error"))
     return
   end
   if type(reply) ~= "table" then reply = { text = tostring(reply) } end
+  local msgs = req.json and req.json.messages
+  local last = type(msgs) == "table" and msgs[#msgs]
+  if type(reply.after_tool) == "table" and type(last) == "table" and last.role == "tool" then
+    reply = reply.after_tool
+  end
   sleep_ms(tonumber(reply.delay_ms))
   local stream = req.json and req.json.stream == true
   local status = math.floor(tonumber(reply.status) or 200)
@@ -571,6 +667,11 @@ local function handle(c, req)
   if m == "POST" and path:match("/chat/completions/?$") then
     local ok, decoded = pcall(cjson.decode, req.body)
     req.json = ok and type(decoded) == "table" and decoded or nil
+    if over_limit() then
+      return respond(c, req, 429, "application/json",
+        error_json("fake_openai: rate limit reached", "rate_limit_error", "rate_limit_exceeded"),
+        { headers = { ["Retry-After"] = tostring(limit.retry_after or "1") } })
+    end
     log[#log + 1] = { method = m, path = req.path, headers = req.headers, body = req.body,
                       json = req.json }
     return send_completion(c, req)
@@ -586,8 +687,22 @@ local function handle(c, req)
     return respond(c, req, 200, "application/json", cjson.encode({ queued = #script }))
   elseif m == "GET" and path == "/_requests" then
     return respond(c, req, 200, "application/json", #log == 0 and "[]" or cjson.encode(log))
+  elseif m == "POST" and path == "/_limit" then
+    local ok, t = pcall(cjson.decode, req.body)
+    if not ok or type(t) ~= "table" then
+      return respond(c, req, 400, "application/json", error_json("bad limit", "invalid_request_error"))
+    end
+    limit = tonumber(t.requests) and { requests = tonumber(t.requests),
+      window_s = tonumber(t.window_s) or 60, retry_after = t.retry_after or "1" } or nil
+    limit_state = new_limit_state()
+    return respond(c, req, 200, "application/json", '{"ok":true}')
+  elseif m == "GET" and path == "/_limit" then
+    local st = limit_state or new_limit_state()
+    return respond(c, req, 200, "application/json", cjson.encode({ rejected = st.rejected,
+      accepted = st.accepted, max_per_pause = st.max_per_pause }))
   elseif m == "POST" and path == "/_reset" then
     script, log = {}, {}
+    limit, limit_state = nil, nil
     return respond(c, req, 200, "application/json", '{"ok":true}')
   elseif m == "POST" and path == "/_shutdown" then
     req.keep_alive = false

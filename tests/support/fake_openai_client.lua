@@ -84,6 +84,16 @@ function server_mt:reset()
   self:call("POST", "/_reset")
 end
 
+-- A server-side rate limit: { requests, window_s, retry_after } (nil: off).
+function server_mt:limit(l)
+  self:call("POST", "/_limit", cjson.encode(l or {}))
+end
+
+-- What the limit did: { rejected, accepted, max_per_pause }.
+function server_mt:limit_stats()
+  return cjson.decode(self:call("GET", "/_limit"))
+end
+
 -- Ask the server to exit, close its stdin and wait for it. Idempotent.
 function server_mt:stop()
   if not self.proc then return end

@@ -10,6 +10,7 @@ local options = require("luagent.options")
 local defs = require("luagent.defs")
 local http = require("luagent.http")
 local tools = require("luagent.tools")
+local ratelimit = require("luagent.ratelimit")
 
 local openai = {}
 
@@ -49,6 +50,7 @@ local openai_spec = {
   params = "table",
   max_response_bytes = options.at_least(1),
   retry_backoff_s = function(v) return options.non_negative(v) end,
+  limits = "table", -- checked by ratelimit.check
 }
 
 -- Replace invalid UTF-8 with U+FFFD: providers reject it outright.
@@ -148,25 +150,62 @@ local function parameters_of(schema)
   return p
 end
 
-local function wire_tools(tools)
-  if not tools or #tools == 0 then return nil end
-  local out = {}
-  for i, t in ipairs(tools) do
-    out[i] = { type = "function", ["function"] = {
-      name = t.name,
-      description = t.description ~= "" and t.description or nil,
-      parameters = parameters_of(t.input_schema),
-    } }
-  end
-  return json.array(out)
+local function wire_tool(t)
+  return { type = "function", ["function"] = {
+    name = t.name,
+    description = t.description ~= "" and t.description or nil,
+    parameters = parameters_of(t.input_schema),
+  } }
 end
 
+-- A tool's entry as JSON text, encoded once: runs call the model with the
+-- same tools again and again. Keyed by the schema table (schema tables do not
+-- change while in use), then by name and description.
+local tool_text_cache = setmetatable({}, { __mode = "k" })
+local NO_SCHEMA = {}
+
+local function tool_text(t)
+  local by_schema = type(t.input_schema) == "table" and t.input_schema or NO_SCHEMA
+  local texts = tool_text_cache[by_schema]
+  if not texts then
+    texts = {}
+    tool_text_cache[by_schema] = texts
+  end
+  local key = tostring(t.name) .. "\0" .. tostring(t.description)
+  local text = texts[key]
+  if not text then
+    text = json.encode(wire_tool(t))
+    texts[key] = text
+  end
+  return text
+end
+
+local function wire_tools_text(tools)
+  if not tools or #tools == 0 then return nil end
+  local parts = {}
+  for i, t in ipairs(tools) do parts[i] = tool_text(t) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+-- a < b as the encoder orders object keys (bytes, not the locale)
+local function key_after(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- The request body. The encoder writes keys sorted, so the cached tools
+-- text is spliced in where "tools" sorts: the same bytes as encoding the
+-- whole table.
 function openai.body(self, request)
   local body = {}
   for k, v in pairs(self.params or {}) do body[k] = v end
   body.model = self.model
   body.messages = to_wire(request.messages)
-  body.tools = wire_tools(request.tools)
+  body.tools = nil
   if self.stream then
     body.stream = true
     body.stream_options = { include_usage = true }
@@ -174,7 +213,19 @@ function openai.body(self, request)
     -- the reply is read as one JSON body: params cannot turn streaming on
     body.stream, body.stream_options = nil, nil
   end
-  return json.encode(body)
+  local tools_text = wire_tools_text(request.tools)
+  if not tools_text then return json.encode(body) end
+  local after
+  for k, v in pairs(body) do
+    if type(k) == "string" and key_after(k, "tools") then
+      after = after or {}
+      after[k] = v
+    end
+  end
+  for k in pairs(after or {}) do body[k] = nil end
+  local head = json.encode(body)
+  local tail = after and "," .. json.encode(after):sub(2) or "}"
+  return head:sub(1, -2) .. ',"tools":' .. tools_text .. tail
 end
 
 -- API keys and secret header values live here, not in the model table:
@@ -547,27 +598,42 @@ local function complete(self, request, ctx)
   end
   local hidden = hidden_texts(self, key)
   local body = openai.body(self, request)
-  local deadline = core.now() + self.call_timeout_s
+  -- the provider's rate budget (README "Rate limits"): every attempt takes
+  -- its share first; a 429 pauses the provider for every caller
+  local rate_key = ratelimit.key_of(self)
+  local est = #body // 4
+  local deadline
   local attempt = 0
   while true do
+    local grant <close> = ratelimit.acquire(ctx, rate_key, self.limits, est,
+      deadline and math.max(0, deadline - core.now()))
+    if not grant then
+      error({ kind = "model", message = string.format("the model call ran out of time " ..
+        "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
+    end
+    -- the call's clock starts with its first request, not with its wait for budget
+    deadline = deadline or core.now() + self.call_timeout_s
     local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
     local by_call = left < self.timeout_s
     local timeout = by_call and math.max(0.001, left) or self.timeout_s
     local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
+    local limited = err and err.status == 429
+    local wait = err and backoff(self, attempt + 1, err.retry_after)
+    grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
     if reply then return reply end
     local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
       error({ kind = "model", status = err.status, message = msg }, 0)
     end
     attempt = attempt + 1
-    local wait = backoff(self, attempt, err.retry_after)
     if core.now() + wait >= deadline then
       error({ kind = "model", status = err.status, message = message(hidden, string.format(
         "%s (no retry: the next attempt would start after call_timeout_s = %gs)", err.message,
         self.call_timeout_s)) }, 0)
     end
     ctx:emit("retry", { attempt = attempt, status = err.status, message = msg, wait_s = wait })
-    ctx:sleep(wait)
+    -- after a 429 the next attempt waits in the rate budget, with everyone's
+    if not limited then ctx:sleep(wait) end
   end
 end
 
@@ -610,6 +676,8 @@ function openai.new(def)
     params = def.params,
     max_response_bytes = def.max_response_bytes or 32 * 1024 * 1024,
     retry_backoff_s = def.retry_backoff_s or 0.5,
+    limits = ratelimit.check("luagent.openai", def.limits, 2),
+    own_limits = true, -- complete takes budget per attempt (ratelimit.lua)
     complete = complete,
   }, "model")
   secrets[model] = { api_key = def.api_key, headers = secret }
