@@ -1,9 +1,12 @@
-/* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
- * recovery.c, usage.c, watchdog.c, evict.c) and the worker threads (worker.c): the struct layouts and the
- * helpers one of these files defines and another calls. They have external
- * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
- * so none is exported. The bindings and the control tools do not include
- * this header: they see handles and the functions of dispatcher.h only.
+/* Private to the scheduler (dispatcher.c, task_queries.c, app_log.c,
+ * waits.c, recovery.c, usage.c, watchdog.c, evict.c, ratelimit.c,
+ * budget.c): the app's layout, which embeds the task table (tasks.h) and
+ * the event log (events.h), and the helpers one of these files defines and
+ * another calls. The table, the log and the workers (worker_link.h) sit
+ * below and do not include this header. They have external linkage
+ * (prefixed lg_) but the module is built with -fvisibility=hidden, so none
+ * is exported. The bindings and the control tools do not include this
+ * header either: they see handles and the functions of dispatcher.h only.
  * Functions taking an lg_app expect app->mu held unless they say otherwise. */
 #ifndef LUAGENT_DISPATCH_INTERNAL_H
 #define LUAGENT_DISPATCH_INTERNAL_H
@@ -17,7 +20,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* ---- the layouts: private to the scheduler and the worker threads ----
+/* ---- the app's layout: private to the scheduler ----
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
 

@@ -18,7 +18,8 @@ typedef struct {
   char message[512];
 } lg_err;
 
-/* Token usage and its cost (usage.c). `set`: something was reported;
+/* Token usage and its cost (added up in usage.c, written as JSON in
+ * tasks.c). `set`: something was reported;
  * `has_cost`: some call had a price; `estimated`: some call's usage was an
  * estimate (the provider reported none). */
 typedef struct {
