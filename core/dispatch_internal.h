@@ -24,11 +24,6 @@
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
 
-
-
-
-
-
 struct lg_app {
   pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
   pthread_cond_t workers_cv;
@@ -54,7 +49,7 @@ struct lg_app {
   atomic_int host_calls_pending;
   /* counters of finished tasks, by status */
   atomic_llong finished[6];
-  lg_usage usage; /* every model call of the app, foreground runs included (under ev_mu) */
+  lg_usage usage; /* every model call of the app, foreground runs included (under log.ev_mu) */
   int closing, closed;
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
@@ -63,9 +58,6 @@ struct lg_app {
   struct lg_rate *rates;
   struct lg_budget *budgets;
 };
-
-
-
 
 /* ---- recovery.c: the store side ---- */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
@@ -90,7 +82,6 @@ lg_task *lg_worker_next(lg_worker *w); /* blocks; NULL: exit */
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
 void lg_worker_exit(lg_worker *w);
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out); /* the JSON handed to the worker's Lua entry */
-
 
 /* ---- evict.c: finished tasks leaving memory ---- */
 void lg_evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */

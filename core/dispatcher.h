@@ -19,14 +19,7 @@ typedef struct lg_task lg_task;
 typedef struct lg_worker lg_worker;
 typedef struct lg_store lg_store;
 
-
-
-
 enum { CLOSE_CANCEL, CLOSE_SUSPEND };
-
-
-
-
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
@@ -41,11 +34,6 @@ typedef struct {
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
 } lg_settings;
-
-
-
-
-
 
 /* ---- app ---- */
 lg_app *lg_app_new(const lg_settings *s, lg_err *err);
@@ -169,6 +157,5 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);
 int64_t lg_task_deadline(const lg_task *t); /* mono ms of the attempt's deadline, 0 = none */
-
 
 #endif

@@ -212,7 +212,6 @@ void lg_ev_task_event(lg_eventlog *l, lg_task *t, const char *kind, const char *
   lg_ev_emit(l, &e, t, summary);
 }
 
-
 void lg_ev_error_callback(lg_eventlog *l, const lg_event_in *e) {
   if (strcmp(e->kind, "error") != 0 || !(l->wants & W_ERROR)) return;
   lg_host_item *it = calloc(1, sizeof *it);
@@ -299,7 +298,6 @@ void lg_digest_json(buf_t *b, const lg_digest *d) {
   lg_buf_add_jstr(b, d->summary, strlen(d->summary));
   lg_buf_addc(b, '}');
 }
-
 
 /* --------------------------------------------------------------- host */
 

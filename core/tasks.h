@@ -170,7 +170,6 @@ int lg_cmp_seq(const void *x, const void *y);      /* qsort of lg_task * by enqu
 void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-
 /* ---- tasks.c: descendant counters (R-28) ---- */
 lg_counter *lg_table_counter_get(lg_table *tb, const char *key); /* found or created; NULL: oom */
 void lg_counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's life */
