@@ -55,6 +55,29 @@ void lg_give_slot(lg_app *a, lg_task *t) {
   t->aq->holders--;
 }
 
+/* What a worker thread calls of the scheduler (worker_link.h). */
+static const lg_worker_ops worker_ops = {lg_worker_next, lg_worker_done, lg_worker_exit, lg_task_info};
+
+/* Start a worker for t and count it in (under a->mu); 0 ok. The worker
+ * holds a reference to the app until lg_worker_exit. */
+static int lg_worker_spawn(lg_app *a, lg_task *first) {
+  lg_worker_link link = {a, &worker_ops, &a->mu, &a->log.hq_mu,
+                         a->cfg.lua_path, a->cfg.lua_cpath, a->cfg.boot_json};
+  lg_app_retain(a);
+  lg_worker *w = lg_worker_start(&link, first);
+  if (!w) {
+    lg_app_release(a);
+    return -1;
+  }
+  first->worker = w;
+  w->next = a->workers;
+  if (a->workers) a->workers->prev = w;
+  a->workers = w;
+  a->nworkers++;
+  a->live_threads++;
+  return 0;
+}
+
 static void admit(lg_app *a, lg_task *t) {
   int64_t now = lg_wall_ms();
   a->queued--;
@@ -177,7 +200,7 @@ void lg_schedule(lg_app *a) {
   /* New work: the best startable task among agents below their cap. */
   while (a->holders < a->cfg.global_concurrency && free_threads(a) > 0) {
     lg_task *best = NULL;
-    for (lg_agentq *q = a->agents; q; q = q->next) {
+    for (lg_agentq *q = a->tasks.agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
       lg_task *h = agent_candidate(a, q);
       if (h && (!best || lg_task_before(h, best))) best = h;
@@ -408,25 +431,25 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   a->cfg.boot_json = lg_strdup(s->boot_json);
   a->cfg.lua_path = lg_strdup(s->lua_path);
   a->cfg.lua_cpath = lg_strdup(s->lua_cpath);
-  a->ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
-  a->ring = calloc((size_t)a->ring_cap, sizeof *a->ring);
-  if (!a->ring || (s->boot_json && !a->cfg.boot_json)) {
-    free(a->ring);
+  a->log.ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
+  a->log.ring = calloc((size_t)a->log.ring_cap, sizeof *a->log.ring);
+  if (!a->log.ring || (s->boot_json && !a->cfg.boot_json)) {
+    free(a->log.ring);
     free(a->cfg.boot_json);
     free(a);
     snprintf(err->message, sizeof err->message, "out of memory");
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->hq_mu, NULL);
-  pthread_mutex_init(&a->ev_mu, NULL);
-  lg_cond_init(&a->host_cv);
+  pthread_mutex_init(&a->log.hq_mu, NULL);
+  pthread_mutex_init(&a->log.ev_mu, NULL);
+  lg_cond_init(&a->log.host_cv);
   lg_cond_init(&a->workers_cv);
   lg_cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
   a->busy_deferred = -1;
-  a->next_event_seq = 1;
-  a->t0 = lg_mono_s();
+  a->log.next_event_seq = 1;
+  a->log.t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
@@ -445,38 +468,38 @@ void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
 static void app_free(lg_app *a) {
   lg_store_free(a->store);
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i], *nx; t; t = nx) {
+  for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+    for (lg_task *t = a->tasks.tab[i], *nx; t; t = nx) {
       nx = t->hnext;
       lg_task_free(t);
     }
   }
-  free(a->tab);
+  free(a->tasks.tab);
   lg_idem_free(a);
   lg_scopes_free(a);
-  for (lg_agentq *q = a->agents, *nx; q; q = nx) {
+  for (lg_agentq *q = a->tasks.agents, *nx; q; q = nx) {
     nx = q->next;
     free(q->heap);
     free(q->name);
     free(q);
   }
-  free(a->aqtab);
-  for (lg_host_item *it = a->hq_head, *nx; it; it = nx) {
+  free(a->tasks.aqtab);
+  for (lg_host_item *it = a->log.hq_head, *nx; it; it = nx) {
     nx = it->next;
     lg_host_item_free(it);
   }
   lg_counters_free(a);
   lg_rate_free_all(a);
   lg_budget_free_all(a);
-  for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
-  free(a->ring);
+  for (int i = 0; i < a->log.ring_n; i++) free(a->log.ring[(a->log.ring_head + i) % a->log.ring_cap].json);
+  free(a->log.ring);
   free(a->cfg.boot_json);
   free(a->cfg.lua_path);
   free(a->cfg.lua_cpath);
   pthread_mutex_destroy(&a->mu);
-  pthread_mutex_destroy(&a->hq_mu);
-  pthread_mutex_destroy(&a->ev_mu);
-  pthread_cond_destroy(&a->host_cv);
+  pthread_mutex_destroy(&a->log.hq_mu);
+  pthread_mutex_destroy(&a->log.ev_mu);
+  pthread_cond_destroy(&a->log.host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
   free(a);
@@ -715,11 +738,11 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->host_calls_pending = a->host_calls_pending;
   s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
   for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
-  pthread_mutex_lock(&a->ev_mu);
+  pthread_mutex_lock(&a->log.ev_mu);
   s->usage = a->usage;
-  s->last_seq = a->next_event_seq - 1;
-  pthread_mutex_unlock(&a->ev_mu);
-  s->in_memory = (long long)a->ntasks;
+  s->last_seq = a->log.next_event_seq - 1;
+  pthread_mutex_unlock(&a->log.ev_mu);
+  s->in_memory = (long long)a->tasks.ntasks;
 }
 
 
@@ -730,8 +753,8 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
   if (!a->closing) {
     a->closing = 1;
     int reason = mode == CLOSE_SUSPEND ? STOP_CLOSE_SUSPEND : STOP_CLOSE_CANCEL;
-    for (size_t i = 0; i < a->tab_cap; i++) {
-      for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+    for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+      for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext) {
         if (TS_TERMINAL(t->status)) continue;
         if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
           if (mode == CLOSE_CANCEL) stop_task(a, t, reason);
@@ -816,15 +839,8 @@ lg_task *lg_worker_next(lg_worker *w) {
 
 int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
 
-int lg_task_should_stop(lg_task *t) {
-  if (atomic_load(&t->stop) != STOP_NONE) return 1;
-  if (t->stale_ms > 0 && lg_stall_check(t, lg_mono_ms())) return 1;
-  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
-    int expected = STOP_NONE;
-    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
-    return 1;
-  }
-  return 0;
+void lg_task_heartbeat(lg_task *t) {
+  if (t) lg_stall_touch(t);
 }
 
 static int64_t backoff_ms(const lg_app *a, int attempt) {
@@ -1119,7 +1135,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->name = lg_strdup(name);
   it->json = lg_strdup(args_json);
   it->ctx_json = lg_strdup(ctx_json);
-  it->waiter = w;
+  it->waiter = &w->hcv;
   it->task = t;
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
   pthread_mutex_lock(&a->mu);

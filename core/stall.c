@@ -10,7 +10,8 @@
  * watchdog read it; ctx:heartbeat reaches lg_task_heartbeat through the
  * bindings (bind_tasks.c). Code the hook cannot reach (a C call that blocks) is
  * noticed by the watchdog (watchdog.c), which retires its worker. */
-#include "dispatch_internal.h"
+#include "tasks.h"
+#include "internal.h"
 
 #include <stdio.h>
 
@@ -48,8 +49,4 @@ int lg_stall_check(lg_task *t, int64_t now) {
 void lg_stall_message(const lg_task *t, char *out, size_t n) {
   snprintf(out, n, "stalled: no event, model or tool progress and no heartbeat for %gs "
            "(stale_after_s)", (double)t->stale_ms / 1000.0);
-}
-
-void lg_task_heartbeat(lg_task *t) {
-  if (t) lg_stall_touch(t);
 }
