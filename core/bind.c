@@ -139,6 +139,8 @@ void lg_read_task_fields(lua_State *L, int t, lg_enqueue_req *r) {
   r->parent_run_id = lg_opt_field_str(L, t, "parent_run_id");
   r->parent_agent_id = lg_opt_field_str(L, t, "parent_agent_id");
   r->root_key = lg_opt_field_str(L, t, "root_key");
+  r->stale_after_s = lg_opt_field_num(L, t, "stale_after_s", 0);
+  r->idempotency_key = lg_opt_field_str(L, t, "idempotency_key");
   r->depth = (int)lg_opt_field_int(L, t, "depth", 0);
   r->max_depth = (int)lg_opt_field_int(L, t, "max_depth", -1);
   lua_getfield(L, t, "scoped");

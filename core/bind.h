@@ -62,6 +62,7 @@ extern const luaL_Reg lg_bind_store_methods[];                            /* bin
 extern const luaL_Reg lg_bind_control_methods[];                          /* bind_control.c */
 extern const luaL_Reg lg_bind_http_funcs[];                               /* bind_http.c */
 extern const luaL_Reg lg_bind_fg_funcs[];                                 /* fg_watch.c */
+extern const luaL_Reg lg_bind_spawn_funcs[];                              /* bind_spawn.c */
 extern const luaL_Reg lg_bind_embed_funcs[];                              /* bind_embed.c */
 extern const luaL_Reg lg_bind_budget_methods[], lg_bind_budget_funcs[];   /* bind_budgets.c */
 /* parent_task_id (an enqueue the host makes for a waiting task) and
@@ -73,6 +74,7 @@ int lg_bind_app_gc(lua_State *L);       /* the app handle's __gc (R-25a: only si
 void lg_bind_tasks_open(lua_State *L);  /* the wait handle's metatable */
 void lg_bind_http_open(lua_State *L);   /* the transfer handle's metatable */
 void lg_bind_fg_open(lua_State *L);     /* the foreground watch's metatable */
+void lg_bind_spawn_open(lua_State *L);  /* the process group handle's metatable */
 void lg_bind_embed_open(lua_State *L);  /* core.embedded, in the module table on top */
 /* Sets core.store_reader, a read-only view of a store file that takes no
  * lock (store_reader.c), in the module table at the top of the stack. */

@@ -48,6 +48,7 @@ static int l_app_new(lua_State *L) {
   s.keep_finished_max = (long)need_num(L, 1, "keep_finished_max");  /* < 0: no bound on count */
   s.stop_grace_s = need_num(L, 1, "stop_grace_s");                  /* < 0: never retire */
   s.max_output_bytes = need_int(L, 1, "max_tool_output_bytes");
+  s.max_result_bytes = need_int(L, 1, "max_result_bytes");
   s.boot_json = (char *)lg_opt_field_str(L, 1, "boot_json");
   s.lua_path = (char *)lg_opt_field_str(L, 1, "lua_path");
   s.lua_cpath = (char *)lg_opt_field_str(L, 1, "lua_cpath");

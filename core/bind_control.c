@@ -67,6 +67,29 @@ static int l_app_bg_wait_finish(lua_State *L) {
   return push_tool_result(L, luagent_bg_wait_finish(u->app, w->w));
 }
 
+/* bounded_result(text, max, task_id) -> text, or its first page and a note
+ * when it is longer than max or max_result_bytes (what a notice shows of a
+ * big result; the same cut as bg_check's). */
+static int l_app_bounded_result(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  size_t n;
+  const char *text = luaL_checklstring(L, 2, &n);
+  lua_Integer max = luaL_checkinteger(L, 3);
+  const char *id = lg_check_text(L, 4);
+  luaL_argcheck(L, max >= 1, 3, "must be >= 1");
+  if (max > lg_app_max_result(u->app)) max = lg_app_max_result(u->app);
+  buf_t out;
+  lg_buf_init(&out);
+  lg_control_bounded(text, n, (size_t)max, id, &out);
+  if (out.oom) {
+    lg_buf_free(&out);
+    return luaL_error(L, "luagent: out of memory");
+  }
+  lua_pushlstring(L, out.p ? out.p : "", out.len);
+  lg_buf_free(&out);
+  return 1;
+}
+
 /* claim(scope) -> records of the scope's finished, undelivered children */
 static int l_app_claim(lua_State *L) {
   app_ud *u = lg_check_app(L);
@@ -89,4 +112,5 @@ const luaL_Reg lg_bind_control_methods[] = {
     {"bg_list", l_app_bg_list},             {"bg_check", l_app_bg_check},
     {"bg_cancel", l_app_bg_cancel},         {"bg_wait_begin", l_app_bg_wait_begin},
     {"bg_wait_finish", l_app_bg_wait_finish}, {"claim", l_app_claim},
-    {"unclaim", l_app_unclaim},             {NULL, NULL}};
+    {"unclaim", l_app_unclaim},             {"bounded_result", l_app_bounded_result},
+    {NULL, NULL}};

@@ -188,6 +188,12 @@ static int l_task_should_stop(lua_State *L) {
   return 1;
 }
 
+/* task_heartbeat(): the calling task is alive (a no-op outside a task). */
+static int l_task_heartbeat(lua_State *L) {
+  lg_task_heartbeat(lg_calling_task(L));
+  return 0;
+}
+
 const luaL_Reg lg_bind_tasks_methods[] = {
     {"enqueue", l_app_enqueue},     {"get", l_app_get},
     {"status", l_app_status},       {"list", l_app_list},
@@ -198,6 +204,6 @@ const luaL_Reg lg_bind_tasks_methods[] = {
 const luaL_Reg lg_bind_tasks_funcs[] = {
     {"task_sleep", l_task_sleep},   {"task_wait", l_task_wait},
     {"task_block", l_task_block},   {"task_should_stop", l_task_should_stop},
-    {NULL, NULL}};
+    {"task_heartbeat", l_task_heartbeat}, {NULL, NULL}};
 
 void lg_bind_tasks_open(lua_State *L) { lg_open_handle_mt(L, WAIT_MT, wait_methods, l_wait_close); }

@@ -37,8 +37,8 @@ static int tree_live(lg_app *a, const lg_budget *b) {
     lg_task *root = lg_task_find(a, b->key);
     if (root && !TS_TERMINAL(root->status)) return 1;
   }
-  for (size_t i = 0; i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+  for (size_t i = 0; i < a->tasks.tab_cap; i++)
+    for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext)
       if (!TS_TERMINAL(t->status) && t->root_key && strcmp(t->root_key, b->key) == 0) return 1;
   return 0;
 }

@@ -13,6 +13,8 @@
 #include "jtext.h"
 #include "luagent.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,28 +117,89 @@ static int terminal_status(lg_jspan st) {
          lg_jspan_eq(st, "cancelled") || lg_jspan_eq(st, "timed_out");
 }
 
-/* s cut to at most n bytes, never inside a UTF-8 sequence, with a marker
- * saying so (the cut of the Lua side, tools.cut). */
-static void add_cut_str(buf_t *b, const char *s, size_t len, size_t n) {
-  if (len <= n) {
-    lg_buf_add_jstr(b, s, len);
-    return;
-  }
+/* How much of s (len bytes) fits in n bytes without ending inside a UTF-8
+ * sequence (the cut of the Lua side, tools.cut). */
+static size_t utf8_fit(const char *s, size_t len, size_t n) {
+  if (len <= n) return len;
   size_t k = n, i = n;
   while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
   if (i > 0 && (unsigned char)s[i - 1] >= 0xC0) k = i - 1;
-  buf_t c;
-  lg_buf_init(&c);
-  lg_buf_add(&c, s, k);
-  lg_buf_addf(&c, "...[cut to %zu of %zu bytes]", k, len);
-  lg_buf_add_jstr(b, c.p ? c.p : "", c.len);
-  if (c.oom) b->oom = 1;
-  lg_buf_free(&c);
+  return k;
+}
+
+/* ------------------------------------------------------ big results */
+
+/* The full result of a finished task as text, the one every page is cut
+ * from (README, "Big results"): an agent run's final text, a tool's value
+ * (a string as it is, anything else as its JSON). The record keeps it
+ * whole (in memory within keep_finished, and in the file store). */
+static void full_text(lg_jspan rec, buf_t *out) {
+  lg_jspan v = lg_jspan_field(rec, "result");
+  if (lg_jspan_eq(lg_jspan_field(rec, "kind"), "agent") && v.p && v.p[0] == '{')
+    v = lg_jspan_field(v, "final");
+  if (lg_jspan_is_str(v))
+    lg_jspan_str(v, out);
+  else
+    lg_buf_add(out, v.p ? v.p : "null", v.p ? v.n : 4);
+}
+
+/* The page of text at byte offset (moved back to the start of a UTF-8
+ * sequence), at most limit bytes and never ending inside a sequence:
+ * *from is where it starts, the return value its length. */
+static size_t page_of(const char *text, size_t len, size_t offset, size_t limit, size_t *from) {
+  while (offset > 0 && offset < len && ((unsigned char)text[offset] & 0xC0) == 0x80) offset--;
+  *from = offset;
+  size_t left = len - offset;
+  size_t n = utf8_fit(text + offset, left, limit);
+  if (n == 0 && left > 0) n = left < limit ? left : limit; /* one sequence longer than a page */
+  return n;
+}
+
+/* A result text longer than max reaches the parent's context as its first
+ * page and a note saying how much was cut and how to read on; appends that
+ * text to out, or nothing and returns 0 when the text fits. */
+static int add_bounded(buf_t *out, const char *text, size_t len, size_t max, const char *id,
+                       size_t id_n) {
+  if (len <= max) return 0;
+  size_t from, n = page_of(text, len, 0, max, &from);
+  lg_buf_add(out, text, n);
+  lg_buf_addf(out, "\n[luagent: result cut: showing bytes 0-%zu of %zu; call bg_check{task_id = ", n,
+              len);
+  add_quoted(out, id, id_n);
+  lg_buf_addf(out, ", offset = %zu} for the rest, a page at a time]", n);
+  return 1;
+}
+
+void lg_control_bounded(const char *text, size_t len, size_t max, const char *id, buf_t *out) {
+  if (!add_bounded(out, text, len, max, id, strlen(id))) lg_buf_add(out, text, len);
+}
+
+/* `,"result":` and what the model is shown of a completed task's result
+ * (value: the agent's final or the tool's value), bounded by max. */
+static void put_result(buf_t *b, lg_jspan rec, lg_jspan value, size_t max) {
+  buf_t text, cut;
+  lg_buf_init(&text);
+  lg_buf_init(&cut);
+  full_text(rec, &text);
+  lg_jspan id = lg_jspan_field(rec, "task_id");
+  buf_t idb;
+  lg_buf_init(&idb);
+  lg_jspan_str(id, &idb);
+  lg_buf_adds(b, ",\"result\":");
+  if (add_bounded(&cut, text.p ? text.p : "", text.len, max, idb.p ? idb.p : "", idb.len))
+    lg_buf_add_jstr(b, cut.p ? cut.p : "", cut.len);
+  else
+    lg_buf_add(b, value.p ? value.p : "null", value.p ? value.n : 4);
+  if (text.oom || cut.oom || idb.oom) b->oom = 1;
+  lg_buf_free(&text);
+  lg_buf_free(&cut);
+  lg_buf_free(&idb);
 }
 
 /* What the model is shown of a task (bg_check, bg_wait): for agent runs
- * their final text, cut to the tool output limit, and how the run ended
- * when that was not `completed`; for tools the handler's value. */
+ * their final text and how the run ended when that was not `completed`; for
+ * tools the handler's value; a result longer than max_out (the smaller of
+ * max_result_bytes and the tool output limit) as its first page and a note. */
 static void add_entry(buf_t *b, lg_jspan rec, size_t max_out, int omit_result) {
   static const char *const keys[] = {"status",     "tool",        "agent_id", "enqueued_at",
                                      "started_at", "finished_at", "attempts", "usage"};
@@ -152,23 +215,14 @@ static void add_entry(buf_t *b, lg_jspan rec, size_t max_out, int omit_result) {
       if (lg_jspan_eq(lg_jspan_field(rec, "kind"), "agent") && result.p && result.p[0] == '{') {
         lg_jspan final = lg_jspan_field(result, "final");
         lg_jspan run_status = lg_jspan_field(result, "status");
-        if (!omit_result && lg_jspan_is_str(final)) {
-          buf_t text;
-          lg_buf_init(&text);
-          lg_jspan_str(final, &text);
-          lg_buf_adds(b, ",\"result\":");
-          add_cut_str(b, text.p ? text.p : "", text.len, max_out);
-          lg_buf_free(&text);
-        } else if (!omit_result) {
-          lg_jspan_put(b, "result", final);
-        }
+        if (!omit_result && final.p) put_result(b, rec, final, max_out);
         if (run_status.p && !lg_jspan_eq(run_status, "completed")) {
           /* an agent run that ended budget_exceeded or stopped: say why */
           lg_jspan_put(b, "run_status", run_status);
           if (!omit_result) lg_jspan_put(b, "error", error);
         }
-      } else if (!omit_result) {
-        lg_jspan_put(b, "result", result);
+      } else if (!omit_result && result.p) {
+        put_result(b, rec, result, max_out);
       }
     } else if (!omit_result) {
       lg_jspan_put(b, "error", error);
@@ -227,6 +281,64 @@ static char *not_found_span(lg_jspan v) {
   return lg_jspan_is_str(v) ? not_found(v.p + 1, v.n - 2) : not_found(v.p ? v.p : "", v.p ? v.n : 0);
 }
 
+/* The bound of a result in a tool message or notice. */
+static size_t result_bound(lg_app *a) {
+  int out = lg_app_max_output(a), res = lg_app_max_result(a);
+  return (size_t)(out < res ? out : res);
+}
+
+/* bg_check{task_id, offset?, limit?}: a page of the full result of a task in
+ * scope (rec); next_offset is where the next page starts, absent after the
+ * last one. A page is at most max_result_bytes. */
+static char *result_page(lg_app *a, lg_jspan rec, const char *id, const char *args_json) {
+  lg_jspan st = lg_jspan_field(rec, "status");
+  if (!lg_jspan_eq(st, "completed")) {
+    buf_t m;
+    lg_buf_init(&m);
+    lg_buf_addf(&m, "task %s has no result to page: it is ", id);
+    lg_jspan_str(st, &m);
+    char *r = m.oom ? NULL : fail_json("not_found", m.p, m.len);
+    lg_buf_free(&m);
+    return r;
+  }
+  lg_jspan ov = args_field(args_json, "offset"), lv = args_field(args_json, "limit");
+  double off = span_num(ov, ov.p ? -1 : 0), lim = span_num(lv, lv.p ? 0 : (double)INT_MAX);
+  if (off < 0 || off != (double)(long long)off)
+    return fail_str("validation", "bg_check: offset must be an integer >= 0");
+  if (lim < 1 || lim != (double)(long long)lim)
+    return fail_str("validation", "bg_check: limit must be an integer >= 1");
+  size_t max = (size_t)lg_app_max_result(a);
+  size_t limit = lim < (double)max ? (size_t)lim : max;
+  buf_t text;
+  lg_buf_init(&text);
+  full_text(rec, &text);
+  if (text.oom) {
+    lg_buf_free(&text);
+    return NULL;
+  }
+  const char *tp = text.p ? text.p : "";
+  if (off > (double)text.len) {
+    char m[160];
+    snprintf(m, sizeof m, "offset %.0f is past the end of the result (%zu bytes)", off, text.len);
+    lg_buf_free(&text);
+    return fail_str("validation", m);
+  }
+  size_t from, n = page_of(tp, text.len, (size_t)off, limit, &from);
+  buf_t b;
+  lg_buf_init(&b);
+  lg_buf_adds(&b, "{\"ok\":true,\"value\":{");
+  if (from + n < text.len) lg_buf_addf(&b, "\"next_offset\":%zu,", from + n);
+  lg_buf_addf(&b, "\"offset\":%zu", from);
+  lg_jspan_put(&b, "status", st);
+  lg_jspan_put(&b, "task_id", lg_jspan_field(rec, "task_id"));
+  lg_buf_adds(&b, ",\"text\":");
+  lg_buf_add_jstr(&b, tp + from, n);
+  lg_buf_addf(&b, ",\"total_bytes\":%zu}}", text.len);
+  lg_buf_free(&text);
+  lg_set_delivered(a, id);
+  return finish_out(&b);
+}
+
 /* ------------------------------------------------------------ bg_list */
 
 char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) {
@@ -280,6 +392,9 @@ char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json)
   char *r;
   if (!ok) {
     r = not_found(id, strlen(id));
+  } else if (args_field(args_json, "offset").p || args_field(args_json, "limit").p) {
+    lg_jspan rv = {rec.p, rec.len};
+    r = result_page(a, rv, id, args_json);
   } else {
     lg_jspan rv = {rec.p, rec.len};
     int n = (int)span_num(args_field(args_json, "last_n_events"), 0);
@@ -287,7 +402,7 @@ char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json)
     buf_t b;
     lg_buf_init(&b);
     lg_buf_adds(&b, "{\"ok\":true,\"value\":");
-    add_entry(&b, rv, (size_t)lg_app_max_output(a), 0);
+    add_entry(&b, rv, result_bound(a), 0);
     if (n > 0) {
       b.len--; /* reopen the entry */
       lg_buf_adds(&b, ",\"events\":");
@@ -442,14 +557,14 @@ char *luagent_bg_wait_finish(lg_app *a, lg_wait *w) {
     if (terminal_status(st) && i < n && lg_get(a, ids[i], &rec) == 0 && !rec.oom) {
       lg_jspan rv = {rec.p, rec.len};
       size_t at = b.len;
-      add_entry(&b, rv, max_out, 0);
+      add_entry(&b, rv, result_bound(a), 0);
       long size = (long)(b.len - at);
       if (size <= room || i == 0) {
         room -= size;
         if (done) done[ndone++] = ids[i];
       } else {
         b.len = at;
-        add_entry(&b, rv, max_out, 1);
+        add_entry(&b, rv, result_bound(a), 1);
       }
     } else {
       static const char *const keys[] = {"status", "tool", "agent_id", "progress"};

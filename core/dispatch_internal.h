@@ -1,206 +1,39 @@
-/* Private to the scheduler (dispatcher.c, tasks.c, events.c, waits.c,
- * recovery.c, usage.c, watchdog.c, evict.c) and the worker threads (worker.c): the struct layouts and the
- * helpers one of these files defines and another calls. They have external
- * linkage (prefixed lg_) but the module is built with -fvisibility=hidden,
- * so none is exported. The bindings and the control tools do not include
- * this header: they see handles and the functions of dispatcher.h only.
+/* Private to the scheduler (dispatcher.c, task_queries.c, app_log.c,
+ * waits.c, recovery.c, usage.c, watchdog.c, evict.c, ratelimit.c,
+ * budget.c, idem.c): the app's layout, which embeds the task table (tasks.h) and
+ * the event log (events.h), and the helpers one of these files defines and
+ * another calls. The table, the log and the workers (worker_link.h) sit
+ * below and do not include this header. They have external linkage
+ * (prefixed lg_) but the module is built with -fvisibility=hidden, so none
+ * is exported. The bindings and the control tools do not include this
+ * header either: they see handles and the functions of dispatcher.h only.
  * Functions taking an lg_app expect app->mu held unless they say otherwise. */
 #ifndef LUAGENT_DISPATCH_INTERNAL_H
 #define LUAGENT_DISPATCH_INTERNAL_H
 
 #include "dispatcher.h"
+#include "events.h"
+#include "worker_link.h"
+#include "tasks.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
-/* ---- the layouts: private to the scheduler and the worker threads ----
+/* ---- the app's layout: private to the scheduler ----
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
-enum { HQ_NONE, HQ_QUEUED, HQ_INFLIGHT }; /* where a host item is linked */
-
-struct lg_host_item {
-  int type;
-  uint64_t id;
-  char kind[24];        /* callback name, or log level */
-  char *name;           /* host tool name */
-  char *json;           /* args (host call), record/payload (callback), message (log) */
-  char *ctx_json;       /* host call: the calling run's context */
-  char task_id[40];
-  /* host call reply */
-  int replied;
-  char *reply_json;
-  lg_worker *waiter;
-  lg_task *task;        /* host call: the calling task (its stop flag is atomic) */
-  int where;            /* HQ_* */
-  lg_host_item *next;
-};
-
-/* Where a task is in its life; finer than the status users see. */
-enum {
-  PH_QUEUED,    /* in its agent's queue, waiting for admission */
-  PH_RETRY,     /* failed attempt, waiting for retry_at */
-  PH_ASSIGNED,  /* admitted (holds a slot), handed to a worker */
-  PH_WAITING,   /* on a worker, waiting on tasks or the host; slot lent */
-  PH_RESUMING,  /* wait over, queued to take a slot back */
-  PH_UNWINDING, /* cancelled while it held no slot; its Lua is unwinding */
-  PH_RECOVERING, /* restored from the store, not yet re-queued */
-  PH_DONE
-};
-
-/* Why a running task is being stopped; the first reason wins. */
-enum { STOP_NONE, STOP_CANCEL, STOP_TIMEOUT, STOP_CLOSE_CANCEL, STOP_CLOSE_SUSPEND };
-
-typedef struct {
-  int64_t seq, ts;
-  char kind[24];
-  char summary[128];
-} lg_digest;
-
-#define LG_TASK_RING 16
-
-struct lg_task {
-  char id[40];
-  int kind;
-  char *agent_id, *parent_agent_id, *thread_id, *tool, *tool_call_id;
-  char *run_id, *parent_run_id, *parent_task_id, *root_task_id, *root_key;
-  char *prompt, *args_json, *metadata_json, *result_json, *usage_json, *late_result_json;
-  char *error_kind, *error_message;
-  int depth;
-  int status, phase;
-  int live; /* counted in app->busy (queued or running, not yet finished) */
-  int64_t enqueued_at, started_at, finished_at, retry_at; /* wall ms, 0 = unset */
-  int64_t started_mono, deadline_mono;                    /* current attempt */
-  int attempts, max_retries;
-  double timeout_s;
-  long long priority;
-  uint64_t seq; /* enqueue order, FIFO tie-break */
-  atomic_int stop; /* STOP_* */
-  int cancel_requested, delivered, boost;
-  int claimed;      /* carried by a notice whose model call has not returned */
-  lg_task *claimed_by; /* the task whose run claimed it (NULL: a host run) */
-  int claims_held;     /* how many tasks this task's runs have claimed */
-  int waited;          /* worker waits on this task in progress (kept in memory) */
-  int scoped;          /* started by an agent run: announced to it */
-  int error_status; /* HTTP status of a model error, 0 if none */
-  lg_usage usage, tree_usage; /* its own model calls; itself plus descendants */
-  char run_status[16]; /* agent tasks: the status of the AgentResult in result */
-  int max_depth;    /* the spawning run's depth limit, -1 = the app's */
-  int holds_slot;
-  int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
-  int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
-  lg_task *parent;                 /* NULL when spawned by a host or foreground run */
-  lg_task *first_child, *next_sibling;
-  lg_worker *worker;               /* set while a worker runs it */
-  struct lg_agentq *aq;
-  int heap_idx;
-  lg_task *lnext;                  /* retry / resume lists */
-  /* wait state: the ids of the wait this task's worker blocks on (borrowed
-   * from the lg_wait), and the waits registered with this task */
-  char **wait_ids;
-  int wait_n, wait_any;
-  struct lg_wait **waits;
-  int nwaits, waits_cap;
-  lg_host_item *host_call;
-  /* per-task ring of event digests, for bg_check and wait progress */
-  lg_digest ring[LG_TASK_RING];
-  int ring_n, ring_head;
-  lg_task *hnext; /* hash chain */
-  lg_task *all_prev, *all_next;  /* every task, in enqueue order */
-  struct lg_scopeq *scq;         /* its (parent_agent_id, thread_id) scope, or NULL */
-  lg_task *sc_prev, *sc_next;    /* the scope's tasks, in enqueue order */
-  lg_task *claims_head;          /* the tasks this task's runs claimed */
-  lg_task *cl_prev, *cl_next;    /* in its claimer's list */
-  /* leaving memory (evict.c) */
-  lg_task *enext, *eprev; /* the list of finished tasks free to leave, oldest first */
-  int in_elist, restored;
-  int64_t evictable_at;   /* wall ms it became free to leave */
-  struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
-};
-
-/* The tasks one (agent, thread) spawned: what its control tools and notices
- * look at, so they cost the size of the scope, not of the table. */
-typedef struct lg_scopeq {
-  char *agent_id, *thread_id;
-  lg_task *head, *tail;
-  int n;
-  struct lg_scopeq *hnext;
-} lg_scopeq;
-
-/* An agent's queue: a heap of its queued tasks, best first. */
-typedef struct lg_agentq {
-  char *name;
-  int holders; /* slot holders of this agent */
-  lg_task **heap;
-  int n, cap;
-  struct lg_agentq *hnext, *next;
-} lg_agentq;
-
-struct lg_worker {
-  lg_app *app;
-  pthread_t thread;
-  pthread_cond_t cv;  /* with app->mu */
-  pthread_cond_t hcv; /* with app->hq_mu: waiting for the host's reply */
-  lg_task *task;     /* assigned or running task */
-  int idle, exiting;
-  int64_t idle_since;
-  int unlinked;      /* off the app's list: leaving, or retired */
-  int in_core;       /* inside a blocking core call (sleep, wait, host call) */
-  int64_t busy_since; /* running Lua between tasks (a GC step) since, mono ms */
-  atomic_int retired; /* given up by the watchdog (watchdog.c); read by its own thread */
-  void *lua;         /* lua_State*, touched only by this thread */
-  void *multi;       /* CURLM* of this worker, or NULL */
-  atomic_int in_http;
-  lg_worker *next, *prev;
-  /* worker thread only */
-  pthread_t owner;   /* the thread that owns `lua` (debug checks) */
-  lg_task *current;  /* the task whose Lua is running (read by the hook) */
-  int hook_fired, hook_count;
-  int user_mask, user_count, user_acc; /* a chained debug.sethook */
-};
-
-typedef struct {
-  int64_t seq;
-  char *json;
-} lg_event;
-
-/* Tasks a run tree spawned (R-28), kept while a task of the tree is in
- * memory (tasks.c). */
-/* The file store as the event log sees it: where new events go and where
- * the events the ring dropped are read back. The scheduler sets it when a
- * store opens (recovery.c); the log knows no store. */
-typedef struct {
-  void (*write)(void *ud, int64_t seq, const char *task_id, const char *json); /* queued */
-  uint64_t (*ticket)(void *ud); /* what is queued so far (taken under ev_mu) */
-  /* after that ticket is committed: events since < seq < before, at most
-   * limit, appended to out as JSON objects with commas; returns how many */
-  int (*read)(void *ud, uint64_t ticket, int64_t since, int64_t before, int limit, buf_t *out);
-} lg_log_file;
-
-typedef struct lg_counter {
-  char *key;
-  int n, refs;
-  struct lg_counter *next; /* hash chain */
-} lg_counter;
 
 struct lg_app {
   pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
-  pthread_mutex_t hq_mu; /* host work queue, gen, host_cv (taken after mu, never before) */
-  pthread_mutex_t ev_mu; /* the event ring (taken after mu, never before) */
-  pthread_cond_t host_cv, workers_cv;
+  pthread_cond_t workers_cv;
+  lg_eventlog log; /* the event ring and the host work queue, with their locks (events.c) */
   atomic_int refs;
   lg_settings cfg;
   char id[40];
-  /* tasks */
-  lg_task **tab;
-  size_t tab_cap;
-  atomic_size_t ntasks; /* stats reads it without mu */
-  lg_task *all_head, *all_tail; /* enqueue order */
-  lg_scopeq **sctab;
-  size_t sc_cap;
-  lg_agentq **aqtab;
-  size_t aq_cap;
-  lg_agentq *agents;
+  lg_table tasks; /* the task table (tasks.c) */
+  lg_task **itab; /* tasks with an idempotency key, by (scope, key) (idem.c) */
+  size_t itab_cap, nidem;
   uint64_t next_seq;
   /* counters stats() reads without app->mu (written under it) */
   atomic_int queued, holders, running_n, busy;
@@ -208,8 +41,6 @@ struct lg_app {
   int waiting, resuming_n;
   _Atomic int64_t retry_due; /* mono ms the next retry is due (0: none), for the host */
   lg_task *retry_head, *resume_head, *resume_tail;
-  lg_counter **ctab; /* descendant counters by root key (tasks.c) */
-  size_t ctab_cap, ncounters;
   lg_task *ehead, *etail; /* finished tasks free to leave memory, oldest first (evict.c) */
   size_t nfinished;       /* finished tasks in memory */
   /* workers */
@@ -218,83 +49,18 @@ struct lg_app {
   int nidle;
   atomic_int live_threads; /* threads not yet ended, retired ones too; stats reads it without mu */
   /* host side */
-  uint64_t gen;
-  int host_blocked;
-  void *host_multi; /* CURLM* the host is polling, woken with the host */
-  lg_host_item *hq_head, *hq_tail;
-  lg_host_item *inflight; /* host calls the host has taken and not answered */
-  int hq_n, hq_work;      /* queued items; those that are not log lines */
   atomic_int host_calls_pending;
-  uint64_t next_item_id;
-  unsigned wants; /* bit per lifecycle callback kind */
-  /* events */
-  lg_event *ring;
-  int ring_cap, ring_n, ring_head;
-  int64_t next_event_seq; /* never past INT64_MAX (events.c) */
-  int seq_exhausted;
   /* counters of finished tasks, by status */
   atomic_llong finished[6];
-  lg_usage usage; /* every model call of the app, foreground runs included (under ev_mu) */
-  double t0;      /* lg_mono_s() at creation: events' `t` counts from here */
+  lg_usage usage; /* every model call of the app, foreground runs included (under log.ev_mu) */
   int closing, closed;
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
   lg_store *store;
-  const lg_log_file *log_file; /* NULL for memory only */
-  void *log_file_ud;
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
   struct lg_budget *budgets;
 };
-
-
-/* ---- tasks.c: clocks, task table, agent queues, records, helpers ---- */
-void lg_cond_init(pthread_cond_t *cv); /* a condition variable on CLOCK_MONOTONIC */
-void lg_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline); /* 0 = none */
-int64_t lg_min_deadline(int64_t a, int64_t b); /* the earlier one; 0 = none */
-int lg_status_from_name(const char *s);        /* TS_*, or -1 */
-
-lg_task *lg_task_find(lg_app *a, const char *id);
-int lg_task_insert(lg_app *a, lg_task *t); /* -1: out of memory */
-void lg_task_remove(lg_app *a, lg_task *t);
-void lg_scopes_free(lg_app *a);
-lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n); /* enqueue order; free() */
-void lg_task_free(lg_task *t);
-
-int lg_task_before(const lg_task *x, const lg_task *y);
-lg_agentq *lg_aq_get(lg_app *a, const char *name); /* found or created; NULL: oom */
-void lg_heap_up(lg_agentq *q, int i);
-int lg_aq_push(lg_agentq *q, lg_task *t);
-void lg_aq_remove(lg_agentq *q, lg_task *t);
-
-/* `,"k":...` appended to a JSON object; nothing when the value is absent. */
-void lg_add_str_field(buf_t *b, const char *k, const char *v);
-void lg_add_raw_field(buf_t *b, const char *k, const char *json);
-void lg_add_error(buf_t *b, const lg_task *t);
-void lg_record_json_x(const lg_task *t, buf_t *b, int internal);
-void lg_record_json(const lg_task *t, buf_t *b);
-const char *lg_root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
-
-int lg_eq_opt(const char *want, const char *have); /* filter match; NULL wants any */
-int lg_cmp_seq(const void *x, const void *y);      /* qsort of lg_task * by enqueue order */
-void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* ---- events.c: event ring, digests, host work queue ---- */
-void lg_bump(lg_app *a); /* something the host may be waiting for changed */
-void lg_hq_push(lg_app *a, lg_host_item *it);
-void lg_hq_unlink(lg_app *a, lg_host_item *it);
-int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
-void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t);
-void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
-                const char *summary);
-void lg_digest_json(buf_t *b, const lg_digest *d);
-
-void host_log(lg_app *a, const char *level, const char *msg); /* a log line for the host */
-
-/* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
-void watchdog_start(lg_app *a); /* once, when the first worker starts */
-void watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
 
 /* ---- recovery.c: the store side ---- */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
@@ -314,20 +80,69 @@ int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /*
 void lg_set_error(lg_task *t, const char *kind, const char *msg);
 void lg_give_slot(lg_app *a, lg_task *t);
 void lg_worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
+/* the worker side (lg_worker_ops): called on the worker's own thread */
+lg_task *lg_worker_next(lg_worker *w); /* blocks; NULL: exit */
+void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
+void lg_worker_exit(lg_worker *w);
+void lg_task_info(lg_app *a, lg_task *t, buf_t *out); /* the JSON handed to the worker's Lua entry */
 
-/* ---- tasks.c: descendant counters (R-28) ---- */
-lg_counter *lg_counter_get(lg_app *a, const char *key); /* found or created; NULL: oom */
-void lg_counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's life */
-void lg_counter_detach(lg_app *a, lg_task *t);          /* freed with its last task */
-void lg_counter_drop_unused(lg_app *a, lg_counter *c);  /* created, then nobody came */
-void lg_counters_free(lg_app *a);
+
+/* ---- idem.c: the idempotency index (README, "Idempotent enqueues") ---- */
+int lg_idem_add(lg_app *a, lg_task *t);  /* t with idem_key; -1: out of memory */
+void lg_idem_drop(lg_app *a, lg_task *t); /* off the index (a no-op without a key) */
+void lg_idem_free(lg_app *a);
+/* The task enqueued with key in scope (a parent task id, NULL: the app). */
+lg_task *lg_idem_find(lg_app *a, const char *scope, const char *key);
+/* Whether t was made by the same request as r. */
+int lg_idem_matches(const lg_task *t, const lg_enqueue_req *r);
 
 /* ---- evict.c: finished tasks leaving memory ---- */
 void lg_evict_sync(lg_app *a, lg_task *t); /* after anything evictable depends on changed */
 void lg_evict_finished(lg_app *a);         /* only where no caller holds a finished task */
 
+/* ---- the event log of an app (events.h) ---- */
+static inline void lg_bump(lg_app *a) { lg_ev_bump(&a->log); } /* something the host may be waiting for changed */
+static inline void lg_hq_push(lg_app *a, lg_host_item *it) { lg_ev_push(&a->log, it); }
+static inline void lg_hq_unlink(lg_app *a, lg_host_item *it) { lg_ev_unlink(&a->log, it); }
+static inline void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {
+  lg_ev_callback(&a->log, want, kind, t);
+}
+static inline void lg_task_event(lg_app *a, lg_task *t, const char *kind, const char *payload,
+                                 const char *summary) {
+  lg_ev_task_event(&a->log, t, kind, payload, summary);
+}
+/* app_log.c: a worker waits for the host's reply; 1 when its task must stop first */
+int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
+
 /* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
 void lg_watchdog_start(lg_app *a); /* once, when the first worker starts */
 void lg_watchdog_poke(lg_app *a);  /* something to watch changed (a cancel, close) */
+
+/* ---- the task table of an app (tasks.h), under app->mu ---- */
+static inline lg_task *lg_task_find(lg_app *a, const char *id) { return lg_table_find(&a->tasks, id); }
+/* The table and the idempotency index (idem.c) together. */
+static inline int lg_task_insert(lg_app *a, lg_task *t) {
+  if (lg_idem_add(a, t) != 0) return -1;
+  if (lg_table_insert(&a->tasks, t) == 0) return 0;
+  lg_idem_drop(a, t);
+  return -1;
+}
+static inline void lg_task_remove(lg_app *a, lg_task *t) {
+  lg_idem_drop(a, t);
+  lg_table_remove(&a->tasks, t);
+}
+static inline void lg_scopes_free(lg_app *a) { lg_table_scopes_free(&a->tasks); }
+static inline lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
+  return lg_table_select(&a->tasks, f, n);
+}
+static inline lg_agentq *lg_aq_get(lg_app *a, const char *name) { return lg_table_aq_get(&a->tasks, name); }
+static inline lg_counter *lg_counter_get(lg_app *a, const char *key) {
+  return lg_table_counter_get(&a->tasks, key);
+}
+static inline void lg_counter_detach(lg_app *a, lg_task *t) { lg_table_counter_detach(&a->tasks, t); }
+static inline void lg_counter_drop_unused(lg_app *a, lg_counter *c) {
+  lg_table_counter_drop_unused(&a->tasks, c);
+}
+static inline void lg_counters_free(lg_app *a) { lg_table_counters_free(&a->tasks); }
 
 #endif

@@ -55,6 +55,29 @@ void lg_give_slot(lg_app *a, lg_task *t) {
   t->aq->holders--;
 }
 
+/* What a worker thread calls of the scheduler (worker_link.h). */
+static const lg_worker_ops worker_ops = {lg_worker_next, lg_worker_done, lg_worker_exit, lg_task_info};
+
+/* Start a worker for t and count it in (under a->mu); 0 ok. The worker
+ * holds a reference to the app until lg_worker_exit. */
+static int lg_worker_spawn(lg_app *a, lg_task *first) {
+  lg_worker_link link = {a, &worker_ops, &a->mu, &a->log.hq_mu,
+                         a->cfg.lua_path, a->cfg.lua_cpath, a->cfg.boot_json};
+  lg_app_retain(a);
+  lg_worker *w = lg_worker_start(&link, first);
+  if (!w) {
+    lg_app_release(a);
+    return -1;
+  }
+  first->worker = w;
+  w->next = a->workers;
+  if (a->workers) a->workers->prev = w;
+  a->workers = w;
+  a->nworkers++;
+  a->live_threads++;
+  return 0;
+}
+
 static void admit(lg_app *a, lg_task *t) {
   int64_t now = lg_wall_ms();
   a->queued--;
@@ -66,6 +89,7 @@ static void admit(lg_app *a, lg_task *t) {
   t->started_mono = lg_mono_ms();
   t->deadline_mono = t->timeout_s > 0 ? t->started_mono + (int64_t)(t->timeout_s * 1000.0) : 0;
   t->stop_mono = 0;
+  lg_stall_resume(t);
   a->running_n++;
   char payload[96];
   snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
@@ -176,7 +200,7 @@ void lg_schedule(lg_app *a) {
   /* New work: the best startable task among agents below their cap. */
   while (a->holders < a->cfg.global_concurrency && free_threads(a) > 0) {
     lg_task *best = NULL;
-    for (lg_agentq *q = a->agents; q; q = q->next) {
+    for (lg_agentq *q = a->tasks.agents; q; q = q->next) {
       if (q->n == 0 || !slot_free(a, q)) continue;
       lg_task *h = agent_candidate(a, q);
       if (h && (!best || lg_task_before(h, best))) best = h;
@@ -407,25 +431,25 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   a->cfg.boot_json = lg_strdup(s->boot_json);
   a->cfg.lua_path = lg_strdup(s->lua_path);
   a->cfg.lua_cpath = lg_strdup(s->lua_cpath);
-  a->ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
-  a->ring = calloc((size_t)a->ring_cap, sizeof *a->ring);
-  if (!a->ring || (s->boot_json && !a->cfg.boot_json)) {
-    free(a->ring);
+  a->log.ring_cap = s->event_buffer > 0 ? s->event_buffer : 10000;
+  a->log.ring = calloc((size_t)a->log.ring_cap, sizeof *a->log.ring);
+  if (!a->log.ring || (s->boot_json && !a->cfg.boot_json)) {
+    free(a->log.ring);
     free(a->cfg.boot_json);
     free(a);
     snprintf(err->message, sizeof err->message, "out of memory");
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->hq_mu, NULL);
-  pthread_mutex_init(&a->ev_mu, NULL);
-  lg_cond_init(&a->host_cv);
+  pthread_mutex_init(&a->log.hq_mu, NULL);
+  pthread_mutex_init(&a->log.ev_mu, NULL);
+  lg_cond_init(&a->log.host_cv);
   lg_cond_init(&a->workers_cv);
   lg_cond_init(&a->watch_cv);
   atomic_init(&a->refs, 1);
   a->busy_deferred = -1;
-  a->next_event_seq = 1;
-  a->t0 = lg_mono_s();
+  a->log.next_event_seq = 1;
+  a->log.t0 = lg_mono_s();
   lg_make_id("app_", a->id);
   return a;
 }
@@ -434,43 +458,48 @@ int lg_app_max_output(const lg_app *a) {
   return a->cfg.max_output_bytes > 0 ? a->cfg.max_output_bytes : 16384;
 }
 
+int lg_app_max_result(const lg_app *a) {
+  return a->cfg.max_result_bytes > 0 ? a->cfg.max_result_bytes : 8192;
+}
+
 double lg_app_default_wait_s(const lg_app *a) { return a->cfg.default_wait_timeout_s; }
 
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
 
 static void app_free(lg_app *a) {
   lg_store_free(a->store);
-  for (size_t i = 0; i < a->tab_cap; i++) {
-    for (lg_task *t = a->tab[i], *nx; t; t = nx) {
+  for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+    for (lg_task *t = a->tasks.tab[i], *nx; t; t = nx) {
       nx = t->hnext;
       lg_task_free(t);
     }
   }
-  free(a->tab);
+  free(a->tasks.tab);
+  lg_idem_free(a);
   lg_scopes_free(a);
-  for (lg_agentq *q = a->agents, *nx; q; q = nx) {
+  for (lg_agentq *q = a->tasks.agents, *nx; q; q = nx) {
     nx = q->next;
     free(q->heap);
     free(q->name);
     free(q);
   }
-  free(a->aqtab);
-  for (lg_host_item *it = a->hq_head, *nx; it; it = nx) {
+  free(a->tasks.aqtab);
+  for (lg_host_item *it = a->log.hq_head, *nx; it; it = nx) {
     nx = it->next;
     lg_host_item_free(it);
   }
   lg_counters_free(a);
   lg_rate_free_all(a);
   lg_budget_free_all(a);
-  for (int i = 0; i < a->ring_n; i++) free(a->ring[(a->ring_head + i) % a->ring_cap].json);
-  free(a->ring);
+  for (int i = 0; i < a->log.ring_n; i++) free(a->log.ring[(a->log.ring_head + i) % a->log.ring_cap].json);
+  free(a->log.ring);
   free(a->cfg.boot_json);
   free(a->cfg.lua_path);
   free(a->cfg.lua_cpath);
   pthread_mutex_destroy(&a->mu);
-  pthread_mutex_destroy(&a->hq_mu);
-  pthread_mutex_destroy(&a->ev_mu);
-  pthread_cond_destroy(&a->host_cv);
+  pthread_mutex_destroy(&a->log.hq_mu);
+  pthread_mutex_destroy(&a->log.ev_mu);
+  pthread_cond_destroy(&a->log.host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
   free(a);
@@ -545,11 +574,28 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   }
   if (!parent && r->parent_id) parent = lg_task_find(a, r->parent_id); /* admitted on the host */
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
+  if (r->idempotency_key) {
+    lg_task *had = lg_idem_find(a, parent ? parent->id : NULL, r->idempotency_key);
+    if (had && !lg_idem_matches(had, r)) {
+      lg_err_set(err, "conflict", "idempotency_key %s already names task %s, made by another "
+                 "request (kind, agent, tool and arguments or prompt must match)",
+                 r->idempotency_key, had->id);
+      goto fail;
+    }
+    if (had) {
+      lg_record_json(had, out);
+      pthread_mutex_unlock(&a->mu);
+      lg_task_free(t);
+      return 0;
+    }
+    t->idem_key = lg_strdup(r->idempotency_key);
+  }
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
   t->root_task_id = lg_strdup(parent ? parent->root_task_id : t->id);
   t->root_key = lg_strdup(r->root_key ? r->root_key : parent ? parent->root_key : t->id);
   t->timeout_s = r->timeout_s >= 0 ? r->timeout_s : a->cfg.default_timeout_s;
+  t->stale_ms = r->stale_after_s > 0 ? (int64_t)(r->stale_after_s * 1000.0) : 0;
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
@@ -692,11 +738,11 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   s->host_calls_pending = a->host_calls_pending;
   s->idle = busy == 0 && s->host_calls_pending == 0 && pending_host == 0;
   for (int i = 0; i < 6; i++) s->finished[i] = a->finished[i];
-  pthread_mutex_lock(&a->ev_mu);
+  pthread_mutex_lock(&a->log.ev_mu);
   s->usage = a->usage;
-  s->last_seq = a->next_event_seq - 1;
-  pthread_mutex_unlock(&a->ev_mu);
-  s->in_memory = (long long)a->ntasks;
+  s->last_seq = a->log.next_event_seq - 1;
+  pthread_mutex_unlock(&a->log.ev_mu);
+  s->in_memory = (long long)a->tasks.ntasks;
   s->threads = a->live_threads;
 }
 
@@ -708,8 +754,8 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
   if (!a->closing) {
     a->closing = 1;
     int reason = mode == CLOSE_SUSPEND ? STOP_CLOSE_SUSPEND : STOP_CLOSE_CANCEL;
-    for (size_t i = 0; i < a->tab_cap; i++) {
-      for (lg_task *t = a->tab[i]; t; t = t->hnext) {
+    for (size_t i = 0; i < a->tasks.tab_cap; i++) {
+      for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext) {
         if (TS_TERMINAL(t->status)) continue;
         if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
           if (mode == CLOSE_CANCEL) stop_task(a, t, reason);
@@ -794,14 +840,8 @@ lg_task *lg_worker_next(lg_worker *w) {
 
 int64_t lg_task_deadline(const lg_task *t) { return t->deadline_mono; }
 
-int lg_task_should_stop(lg_task *t) {
-  if (atomic_load(&t->stop) != STOP_NONE) return 1;
-  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
-    int expected = STOP_NONE;
-    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
-    return 1;
-  }
-  return 0;
+void lg_task_heartbeat(lg_task *t) {
+  if (t) lg_stall_touch(t);
 }
 
 static int64_t backoff_ms(const lg_app *a, int attempt) {
@@ -823,6 +863,44 @@ static int64_t backoff_ms(const lg_app *a, int attempt) {
 static void set_run_status(lg_task *t, const lg_outcome *o) {
   if (t->kind != TK_AGENT) return;
   snprintf(t->run_status, sizeof t->run_status, "%s", o->run_status ? o->run_status : "");
+}
+
+/* A failed attempt's children stop with it (R-24, R-25), except those
+ * with an idempotency key: the next attempt re-attaches to them by the same
+ * key instead of starting them again (README, "Idempotent enqueues"). */
+static void cascade_unkeyed(lg_app *a, lg_task *t) {
+  for (lg_task *c = t->first_child; c; c = c->next_sibling) {
+    if (c->idem_key) continue; /* it and what it started run on */
+    if (!TS_TERMINAL(c->status)) stop_task(a, c, STOP_CANCEL);
+    cascade(a, c);
+  }
+}
+
+/* R-24: back to the queue after a backoff; never `failed` in between.
+ * What the failed attempt started without a key stops with it, so the next
+ * attempt does not find — and duplicate — a half-done fan-out; what it
+ * started with one is found again by the next attempt's enqueues. */
+static void retry_later(lg_app *a, lg_task *t) {
+  cascade_unkeyed(a, t);
+  t->status = TS_QUEUED;
+  t->phase = PH_RETRY;
+  t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
+  t->lnext = a->retry_head;
+  a->retry_head = t;
+  a->queued++;
+  buf_t p;
+  lg_buf_init(&p);
+  lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
+              (long long)(t->retry_at - lg_wall_ms()));
+  lg_add_error(&p, t);
+  lg_buf_addc(&p, '}');
+  char summary[128];
+  snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
+  lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
+  lg_buf_free(&p);
+  lg_queue_callback(a, W_RETRY, "task_retry", t);
+  lg_persist(a, t);
+  lg_bump(a);
 }
 
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
@@ -860,6 +938,16 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
     lg_requeue(a, t);
     lg_task_event(a, t, "task_suspended", "{}", "suspended by close");
     lg_persist(a, t);
+  } else if (stop == STOP_STALL) {
+    char m[160];
+    lg_stall_message(t, m, sizeof m);
+    lg_set_error(t, "stalled", m);
+    if (t->attempts <= t->max_retries && !a->closing) {
+      atomic_store(&t->stop, STOP_NONE);
+      retry_later(a, t);
+    } else {
+      lg_finish_task(a, t, TS_TIMED_OUT);
+    }
   } else if (stop != STOP_NONE) {
     if (o->ok && o->result_json) t->late_result_json = lg_strdup(o->result_json);
     if (stop == STOP_TIMEOUT) {
@@ -895,29 +983,7 @@ void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o) {
               o->error_message ? o->error_message : "task failed");
     t->error_status = o->error_status;
     if (t->attempts <= t->max_retries && !a->closing) {
-      /* R-24: back to the queue after a backoff; never `failed` in between.
-       * What the failed attempt started stops with it (R-25), so the next
-       * attempt does not find — and duplicate — a half-done fan-out. */
-      cascade(a, t);
-      t->status = TS_QUEUED;
-      t->phase = PH_RETRY;
-      t->retry_at = lg_wall_ms() + backoff_ms(a, t->attempts);
-      t->lnext = a->retry_head;
-      a->retry_head = t;
-      a->queued++;
-      buf_t p;
-      lg_buf_init(&p);
-      lg_buf_addf(&p, "{\"attempt\":%d,\"retry_in_ms\":%lld", t->attempts,
-               (long long)(t->retry_at - lg_wall_ms()));
-      lg_add_error(&p, t);
-      lg_buf_addc(&p, '}');
-      char summary[128];
-      snprintf(summary, sizeof summary, "retry after: %s", t->error_message);
-      lg_task_event(a, t, "task_retry", p.oom ? "{}" : p.p, summary);
-      lg_buf_free(&p);
-      lg_queue_callback(a, W_RETRY, "task_retry", t);
-      lg_persist(a, t);
-      lg_bump(a);
+      retry_later(a, t);
     } else {
       lg_finish_task(a, t, TS_FAILED);
     }
@@ -962,9 +1028,11 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   pthread_mutex_lock(&a->mu);
   int stop = 0;
   w->in_core = 1;
+  lg_stall_pause(t);
   while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
   w->in_core = 0;
+  lg_stall_resume(t);
   pthread_mutex_unlock(&a->mu);
   return stop;
 }
@@ -1028,6 +1096,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_any = lg_wait_any(wt);
     lg_wait_set_worker(wt, w);
     w->in_core = 1;
+    lg_stall_pause(t);
     char what[64];
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
@@ -1041,6 +1110,7 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     t->wait_n = 0;
     stop = end_wait(a, w, t);
     w->in_core = 0;
+    lg_stall_resume(t);
   }
   pthread_mutex_unlock(&a->mu);
   return stop;
@@ -1066,7 +1136,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   it->name = lg_strdup(name);
   it->json = lg_strdup(args_json);
   it->ctx_json = lg_strdup(ctx_json);
-  it->waiter = w;
+  it->waiter = &w->hcv;
   it->task = t;
   snprintf(it->task_id, sizeof it->task_id, "%s", t->id);
   pthread_mutex_lock(&a->mu);
@@ -1076,6 +1146,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
     lg_host_item_free(it);
     return stop;
   }
+  lg_stall_pause(t);
   t->host_call = it;
   a->host_calls_pending++;
   lg_hq_push(a, it);
@@ -1101,6 +1172,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   t->host_call = NULL;
   if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
   stop = end_wait(a, w, t) || stop;
+  lg_stall_resume(t);
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   lg_host_item_free(it);

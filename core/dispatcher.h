@@ -8,6 +8,8 @@
 
 #include "internal.h"
 #include "luagent.h"
+#include "event_types.h"
+#include "task_types.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,46 +17,9 @@
 
 typedef struct lg_task lg_task;
 typedef struct lg_worker lg_worker;
-typedef struct lg_host_item lg_host_item;
 typedef struct lg_store lg_store;
 
-enum { TK_TOOL, TK_AGENT };
-
-enum { TS_QUEUED, TS_RUNNING, TS_COMPLETED, TS_FAILED, TS_CANCELLED, TS_TIMED_OUT };
-#define TS_TERMINAL(s) ((s) >= TS_COMPLETED)
-
-
-
 enum { CLOSE_CANCEL, CLOSE_SUSPEND };
-
-typedef struct {
-  char kind[16];
-  char message[512];
-} lg_err;
-
-
-/* Token usage and its cost (usage.c). `set`: something was reported;
- * `has_cost`: some call had a price; `estimated`: some call's usage was an
- * estimate (the provider reported none). */
-typedef struct {
-  long long prompt, completion, total, cached;
-  double cost;
-  int set, has_cost, estimated;
-} lg_usage;
-
-enum { HI_HOST_CALL, HI_CALLBACK, HI_LOG };
-
-/* What the host is handed of one item of host work; the strings stay valid
- * until lg_host_item_free. */
-typedef struct {
-  int type; /* HI_* */
-  uint64_t id;
-  const char *kind;     /* callback name, or log level */
-  const char *name;     /* host tool name, or NULL */
-  const char *json;     /* args (host call), record/payload (callback), message (log) */
-  const char *ctx_json; /* host call: the calling run's context, or NULL */
-  const char *task_id;  /* "" when none */
-} lg_host_work;
 
 typedef struct {
   int global_concurrency, per_agent_concurrency;
@@ -63,19 +28,13 @@ typedef struct {
   double retry_backoff_s, retry_backoff_max_s;
   double keep_finished_s; /* finished tasks leave memory after this; < 0 = never */
   int max_output_bytes;   /* max_tool_output_bytes: the bound of a tool message */
+  int max_result_bytes;   /* how much of a child's result reaches its parent (control.c) */
   long keep_finished_max; /* at most this many finished tasks in memory; < 0 = no bound */
   double stop_grace_s;    /* a task told to stop that runs on this long retires its worker; < 0 = never */
   int event_buffer;
   char *boot_json;            /* what a worker's Lua entry needs to boot (worker.lua) */
   char *lua_path, *lua_cpath; /* package.path/cpath for worker states */
 } lg_settings;
-
-
-
-
-
-/* lifecycle callbacks the host wants queued */
-enum { W_ENQUEUED = 1, W_STARTED = 2, W_RETRY = 4, W_FINISHED = 8, W_ERROR = 16 };
 
 /* ---- app ---- */
 lg_app *lg_app_new(const lg_settings *s, lg_err *err);
@@ -92,6 +51,8 @@ typedef struct {
   double timeout_s; /* < 0: default */
   int retries;      /* < 0: default */
   long long priority;
+  double stale_after_s;        /* 0: no stall detection (stall.c) */
+  const char *idempotency_key; /* NULL: none (idem.c) */
   /* rate and tree budgets (core/ratelimit.c, core/budget.c) */
   const char *parent_id; /* a host-side enqueue on behalf of this waiting task (admission) */
   const struct lg_budget_limits *tree_budget; /* a root's budget for its tree */
@@ -100,11 +61,6 @@ typedef struct {
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err);
 int lg_get(lg_app *a, const char *id, buf_t *out);
-typedef struct {
-  const char *status, *agent_id, *parent_agent_id, *thread_id, *parent_run_id, *parent_task_id;
-  int limit, include_finished;
-  int claimable; /* finished, not delivered, not claimed (R-33 notices) */
-} lg_filter;
 void lg_list(lg_app *a, const lg_filter *f, buf_t *out);
 /* Request cancellation. Writes {"ok":..,"status":..,"task_id":..}; -1 unknown. */
 int lg_cancel(lg_app *a, const char *id, buf_t *out);
@@ -115,8 +71,11 @@ int lg_set_delivered(lg_app *a, const char *id);
 void lg_set_delivered_many(lg_app *a, const char *const *ids, int n);
 /* Settings the control tools apply (fixed for the app's life). */
 int lg_app_max_output(const lg_app *a);
+int lg_app_max_result(const lg_app *a);
 double lg_app_default_wait_s(const lg_app *a);
 int lg_task_digests(lg_app *a, const char *id, int n, buf_t *out);
+/* The task is alive: restarts its stale_after_s clock (stall.c). NULL: no-op. */
+void lg_task_heartbeat(lg_task *t);
 
 /* Waits (waits.c). caller: the waiting task (for the self/ancestor check)
  * or NULL. lg_wait_begin registers the ids once (NULL with err on an unknown
@@ -137,18 +96,12 @@ lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n
 uint64_t lg_gen(lg_app *a);
 void lg_block(lg_app *a, uint64_t gen, double timeout_s);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
-void lg_host_item_read(const lg_host_item *it, lg_host_work *out);
-void lg_host_item_free(lg_host_item *it);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
 void *lg_host_multi(lg_app *a);
 int lg_host_work_pending(lg_app *a);
 
-typedef struct {
-  const char *kind, *run_id, *task_id, *agent_id, *payload_json;
-  int depth;
-} lg_event_in;
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary);
 /* Events with seq > since, at most limit. Writes a JSON array; returns the
  * number written. A cursor older than the ring gives a first {"kind":"gap"}. */
@@ -162,9 +115,6 @@ void lg_wake(lg_app *a);
  * total only), to the tree_usage of the task and every ancestor, and to the
  * app total. -1: unknown task (the app total still counts it). */
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d);
-/* `,"usage":{...},"tree_usage":{...}` of a record (nothing when none). */
-void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree);
-void lg_usage_json(buf_t *b, const lg_usage *u);
 
 typedef struct {
   int queued, running, waiting, workers, lent_slots, host_calls_pending, idle;
@@ -202,21 +152,12 @@ void lg_unclaim(lg_app *a, const char *id);
 
 /* ---- control.c ---- */
 void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
+/* A result text as the parent is shown it: whole when it fits in max, else
+ * its first page and a note naming bg_check{task_id = id, offset} (README,
+ * "Big results"). Appended to out. */
+void lg_control_bounded(const char *text, size_t len, size_t max, const char *id, buf_t *out);
 
-/* ---- worker side (called on the worker's own thread) ---- */
-lg_task *lg_worker_next(lg_worker *w);            /* blocks; NULL: exit */
-typedef struct {
-  int ok;                /* handler returned */
-  const char *result_json;
-  const char *usage_json;
-  int agent_status;      /* for agent runs: TS_* the result maps to, or -1 */
-  const char *run_status; /* for agent runs: the AgentResult's status */
-  const char *error_kind, *error_message;
-  int error_status;      /* HTTP status of a model error, or 0 */
-  int raised_stop;       /* the cancel sentinel unwound the task */
-} lg_outcome;
-void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
-void lg_worker_exit(lg_worker *w);
+/* ---- a running task's calls (on its worker's own thread) ---- */
 /* Blocking calls of a running task. Return 0, or 1 when the task must stop
  * (the caller raises the cancel sentinel). */
 int lg_task_sleep(lg_worker *w, double seconds);
@@ -227,12 +168,5 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);
 int64_t lg_task_deadline(const lg_task *t); /* mono ms of the attempt's deadline, 0 = none */
-/* The task info JSON handed to the worker's Lua entry. */
-void lg_task_info(lg_app *a, lg_task *t, buf_t *out);
-
-
-/* worker.c */
-int lg_worker_spawn(lg_app *a, lg_task *first); /* under a->mu; 0 ok */
-void lg_worker_wake(lg_worker *w);               /* under a->mu */
 
 #endif

@@ -100,7 +100,7 @@ static const luaL_Reg *const app_parts[] = {
 
 static const luaL_Reg *const func_parts[] = {
     core_funcs, lg_bind_app_funcs, lg_bind_tasks_funcs, lg_bind_host_funcs, lg_bind_http_funcs,
-    lg_bind_fg_funcs, lg_bind_budget_funcs, lg_bind_embed_funcs, NULL};
+    lg_bind_fg_funcs, lg_bind_spawn_funcs, lg_bind_budget_funcs, lg_bind_embed_funcs, NULL};
 
 LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   pthread_once(&pin_once, pin_module);
@@ -121,6 +121,7 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lg_bind_http_open(L);
   lg_bind_tasks_open(L);
   lg_bind_fg_open(L);
+  lg_bind_spawn_open(L);
   lua_newtable(L);
   for (int i = 0; func_parts[i]; i++) luaL_setfuncs(L, func_parts[i], 0);
   lg_store_reader_open(L);

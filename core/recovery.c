@@ -55,11 +55,11 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
     return -1;
   }
   pthread_mutex_lock(&a->mu);
-  pthread_mutex_lock(&a->ev_mu); /* the event log writes to it too */
+  pthread_mutex_lock(&a->log.ev_mu); /* the event log writes to it too */
   a->store = st;
-  a->log_file = &store_log;
-  a->log_file_ud = st;
-  pthread_mutex_unlock(&a->ev_mu);
+  a->log.log_file = &store_log;
+  a->log.log_file_ud = st;
+  pthread_mutex_unlock(&a->log.ev_mu);
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -120,6 +120,8 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->max_depth = e->max_depth;
   t->scoped = e->scoped;
   t->timeout_s = e->timeout_s;
+  t->idem_key = lg_strdup(e->idempotency_key);
+  t->stale_ms = e->stale_after_s > 0 ? (int64_t)(e->stale_after_s * 1000.0) : 0;
   t->max_retries = e->retries;
   t->priority = e->priority == LLONG_MIN ? 0 : e->priority;
   t->attempts = r->attempts;
@@ -171,11 +173,11 @@ int64_t lg_restore_done(lg_app *a) {
   int64_t max_seq = lg_store_max_event_seq(a->store);
   pthread_mutex_lock(&a->mu);
   /* a damaged file may hold any number: never past the limit (events.c) */
-  if (max_seq >= a->next_event_seq) a->next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
-  lg_task **v = malloc((a->ntasks + 1) * sizeof *v);
+  if (max_seq >= a->log.next_event_seq) a->log.next_event_seq = max_seq < INT64_MAX ? max_seq + 1 : INT64_MAX;
+  lg_task **v = malloc((a->tasks.ntasks + 1) * sizeof *v);
   size_t n = 0;
-  for (size_t i = 0; v && i < a->tab_cap; i++)
-    for (lg_task *t = a->tab[i]; t; t = t->hnext)
+  for (size_t i = 0; v && i < a->tasks.tab_cap; i++)
+    for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext)
       if (t->phase == PH_RECOVERING) v[n++] = t;
   if (v) qsort(v, n, sizeof *v, lg_cmp_seq);
   for (size_t i = 0; i < n; i++) {

@@ -1,12 +1,11 @@
 /* The data the dispatcher works on: the task table (a hash by task id),
  * the per-agent queues (heaps, best first), task records as JSON, the
- * read-only queries over the table, and the small helpers every dispatcher
+ * selection of tasks by filter, and the small helpers every dispatcher
  * file uses (status names, timed condition waits, filters, errors). Kept
  * apart from dispatcher.c so the scheduling code reads as decisions over
- * these structures, not their upkeep. Callers hold app->mu, except the
- * queries at the end, which take it. */
-#include "dispatch_internal.h"
-#include "store.h"
+ * these structures, not their upkeep. The table is data: it knows no
+ * scheduler, whose callers hold app->mu around every call (tasks.h). */
+#include "tasks.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,9 +64,9 @@ static uint64_t hash_str(const char *s) {
   return h;
 }
 
-lg_task *lg_task_find(lg_app *a, const char *id) {
-  if (!a->tab_cap) return NULL;
-  for (lg_task *t = a->tab[hash_str(id) & (a->tab_cap - 1)]; t; t = t->hnext)
+lg_task *lg_table_find(lg_table *tb, const char *id) {
+  if (!tb->tab_cap) return NULL;
+  for (lg_task *t = tb->tab[hash_str(id) & (tb->tab_cap - 1)]; t; t = t->hnext)
     if (strcmp(t->id, id) == 0) return t;
   return NULL;
 }
@@ -76,15 +75,15 @@ static uint64_t scope_hash(const char *agent, const char *thread) {
   return hash_str(agent) * 31 + hash_str(thread);
 }
 
-static lg_scopeq *scope_find(lg_app *a, const char *agent, const char *thread, int create) {
-  if (!a->sc_cap) {
+static lg_scopeq *scope_find(lg_table *tb, const char *agent, const char *thread, int create) {
+  if (!tb->sc_cap) {
     if (!create) return NULL;
-    a->sctab = calloc(256, sizeof *a->sctab);
-    if (!a->sctab) return NULL;
-    a->sc_cap = 256;
+    tb->sctab = calloc(256, sizeof *tb->sctab);
+    if (!tb->sctab) return NULL;
+    tb->sc_cap = 256;
   }
-  size_t k = scope_hash(agent, thread) & (a->sc_cap - 1);
-  for (lg_scopeq *q = a->sctab[k]; q; q = q->hnext)
+  size_t k = scope_hash(agent, thread) & (tb->sc_cap - 1);
+  for (lg_scopeq *q = tb->sctab[k]; q; q = q->hnext)
     if (strcmp(q->agent_id, agent) == 0 && strcmp(q->thread_id, thread) == 0) return q;
   if (!create) return NULL;
   lg_scopeq *q = calloc(1, sizeof *q);
@@ -93,14 +92,14 @@ static lg_scopeq *scope_find(lg_app *a, const char *agent, const char *thread, i
     free(q);
     return NULL;
   }
-  q->hnext = a->sctab[k];
-  a->sctab[k] = q;
+  q->hnext = tb->sctab[k];
+  tb->sctab[k] = q;
   return q;
 }
 
-static void scope_drop(lg_app *a, lg_scopeq *q) {
-  size_t k = scope_hash(q->agent_id, q->thread_id) & (a->sc_cap - 1);
-  for (lg_scopeq **pp = &a->sctab[k]; *pp; pp = &(*pp)->hnext)
+static void scope_drop(lg_table *tb, lg_scopeq *q) {
+  size_t k = scope_hash(q->agent_id, q->thread_id) & (tb->sc_cap - 1);
+  for (lg_scopeq **pp = &tb->sctab[k]; *pp; pp = &(*pp)->hnext)
     if (*pp == q) {
       *pp = q->hnext;
       break;
@@ -110,54 +109,54 @@ static void scope_drop(lg_app *a, lg_scopeq *q) {
   free(q);
 }
 
-void lg_scopes_free(lg_app *a) {
-  for (size_t i = 0; i < a->sc_cap; i++)
-    for (lg_scopeq *q = a->sctab[i], *nx; q; q = nx) {
+void lg_table_scopes_free(lg_table *tb) {
+  for (size_t i = 0; i < tb->sc_cap; i++)
+    for (lg_scopeq *q = tb->sctab[i], *nx; q; q = nx) {
       nx = q->hnext;
       free(q->agent_id);
       free(q->thread_id);
       free(q);
     }
-  free(a->sctab);
+  free(tb->sctab);
 }
 
-int lg_task_insert(lg_app *a, lg_task *t) {
+int lg_table_insert(lg_table *tb, lg_task *t) {
   lg_scopeq *q = NULL;
   if (t->parent_agent_id && t->thread_id) {
-    q = scope_find(a, t->parent_agent_id, t->thread_id, 1);
+    q = scope_find(tb, t->parent_agent_id, t->thread_id, 1);
     if (!q) return -1;
   }
-  if ((a->ntasks + 1) * 4 > a->tab_cap * 3) {
-    size_t cap = a->tab_cap ? a->tab_cap * 2 : 256;
+  if ((tb->ntasks + 1) * 4 > tb->tab_cap * 3) {
+    size_t cap = tb->tab_cap ? tb->tab_cap * 2 : 256;
     lg_task **tab = calloc(cap, sizeof *tab);
     if (!tab) {
-      if (q && q->n == 0) scope_drop(a, q);
+      if (q && q->n == 0) scope_drop(tb, q);
       return -1;
     }
-    for (size_t i = 0; i < a->tab_cap; i++) {
-      for (lg_task *x = a->tab[i], *nx; x; x = nx) {
+    for (size_t i = 0; i < tb->tab_cap; i++) {
+      for (lg_task *x = tb->tab[i], *nx; x; x = nx) {
         nx = x->hnext;
         size_t k = hash_str(x->id) & (cap - 1);
         x->hnext = tab[k];
         tab[k] = x;
       }
     }
-    free(a->tab);
-    a->tab = tab;
-    a->tab_cap = cap;
+    free(tb->tab);
+    tb->tab = tab;
+    tb->tab_cap = cap;
   }
-  size_t k = hash_str(t->id) & (a->tab_cap - 1);
-  t->hnext = a->tab[k];
-  a->tab[k] = t;
-  a->ntasks++;
+  size_t k = hash_str(t->id) & (tb->tab_cap - 1);
+  t->hnext = tb->tab[k];
+  tb->tab[k] = t;
+  tb->ntasks++;
   /* enqueue order: seq only grows, so appending keeps both lists sorted */
-  t->all_prev = a->all_tail;
+  t->all_prev = tb->all_tail;
   t->all_next = NULL;
-  if (a->all_tail)
-    a->all_tail->all_next = t;
+  if (tb->all_tail)
+    tb->all_tail->all_next = t;
   else
-    a->all_head = t;
-  a->all_tail = t;
+    tb->all_head = t;
+  tb->all_tail = t;
   t->scq = q;
   if (q) {
     t->sc_prev = q->tail;
@@ -172,16 +171,16 @@ int lg_task_insert(lg_app *a, lg_task *t) {
   return 0;
 }
 
-void lg_task_remove(lg_app *a, lg_task *t) {
-  for (lg_task **pp = &a->tab[hash_str(t->id) & (a->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
+void lg_table_remove(lg_table *tb, lg_task *t) {
+  for (lg_task **pp = &tb->tab[hash_str(t->id) & (tb->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
     if (*pp == t) {
       *pp = t->hnext;
-      a->ntasks--;
+      tb->ntasks--;
       break;
     }
   }
-  if (t->all_prev) t->all_prev->all_next = t->all_next; else a->all_head = t->all_next;
-  if (t->all_next) t->all_next->all_prev = t->all_prev; else a->all_tail = t->all_prev;
+  if (t->all_prev) t->all_prev->all_next = t->all_next; else tb->all_head = t->all_next;
+  if (t->all_next) t->all_next->all_prev = t->all_prev; else tb->all_tail = t->all_prev;
   t->all_prev = t->all_next = NULL;
   lg_scopeq *q = t->scq;
   if (q) {
@@ -189,7 +188,7 @@ void lg_task_remove(lg_app *a, lg_task *t) {
     if (t->sc_next) t->sc_next->sc_prev = t->sc_prev; else q->tail = t->sc_prev;
     t->sc_prev = t->sc_next = NULL;
     t->scq = NULL;
-    if (--q->n == 0) scope_drop(a, q);
+    if (--q->n == 0) scope_drop(tb, q);
   }
 }
 
@@ -198,7 +197,7 @@ void lg_task_free(lg_task *t) {
                    &t->tool_call_id,  &t->run_id,          &t->parent_run_id,  &t->parent_task_id,
                    &t->root_task_id,  &t->root_key,        &t->prompt,         &t->args_json,
                    &t->metadata_json, &t->result_json,     &t->usage_json,     &t->late_result_json,
-                   &t->error_kind,    &t->error_message};
+                   &t->error_kind,    &t->error_message,   &t->idem_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
   free(t->waits);
   free(t);
@@ -210,33 +209,33 @@ void lg_task_free(lg_task *t) {
  * hash, since every enqueue of a child looks one up. A counter lives while
  * a task of its tree is in memory, the root task included, so counters of
  * trees long gone do not pile up. */
-static lg_counter **counter_slot(lg_app *a, const char *key) {
-  lg_counter **pp = &a->ctab[hash_str(key) & (a->ctab_cap - 1)];
+static lg_counter **counter_slot(lg_table *tb, const char *key) {
+  lg_counter **pp = &tb->ctab[hash_str(key) & (tb->ctab_cap - 1)];
   while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
   return pp;
 }
 
-static int counters_grow(lg_app *a) {
-  size_t cap = a->ctab_cap ? a->ctab_cap * 2 : 64;
+static int counters_grow(lg_table *tb) {
+  size_t cap = tb->ctab_cap ? tb->ctab_cap * 2 : 64;
   lg_counter **tab = calloc(cap, sizeof *tab);
   if (!tab) return -1;
-  for (size_t i = 0; i < a->ctab_cap; i++) {
-    for (lg_counter *c = a->ctab[i], *nx; c; c = nx) {
+  for (size_t i = 0; i < tb->ctab_cap; i++) {
+    for (lg_counter *c = tb->ctab[i], *nx; c; c = nx) {
       nx = c->next;
       size_t k = hash_str(c->key) & (cap - 1);
       c->next = tab[k];
       tab[k] = c;
     }
   }
-  free(a->ctab);
-  a->ctab = tab;
-  a->ctab_cap = cap;
+  free(tb->ctab);
+  tb->ctab = tab;
+  tb->ctab_cap = cap;
   return 0;
 }
 
-lg_counter *lg_counter_get(lg_app *a, const char *key) {
-  if ((a->ncounters + 1) * 4 > a->ctab_cap * 3 && counters_grow(a) != 0 && !a->ctab_cap) return NULL;
-  lg_counter **pp = counter_slot(a, key);
+lg_counter *lg_table_counter_get(lg_table *tb, const char *key) {
+  if ((tb->ncounters + 1) * 4 > tb->ctab_cap * 3 && counters_grow(tb) != 0 && !tb->ctab_cap) return NULL;
+  lg_counter **pp = counter_slot(tb, key);
   if (*pp) return *pp;
   lg_counter *c = calloc(1, sizeof *c);
   if (!c || !(c->key = strdup(key))) {
@@ -244,8 +243,8 @@ lg_counter *lg_counter_get(lg_app *a, const char *key) {
     return NULL;
   }
   *pp = c;
-  a->ncounters++;
-  lg_task *root = lg_task_find(a, key); /* the root task, while it is in memory */
+  tb->ncounters++;
+  lg_task *root = lg_table_find(tb, key); /* the root task, while it is in memory */
   if (root && !root->rootc) lg_counter_attach(c, root);
   return c;
 }
@@ -255,33 +254,33 @@ void lg_counter_attach(lg_counter *c, lg_task *t) {
   c->refs++;
 }
 
-static void counter_free(lg_app *a, lg_counter *c) {
-  lg_counter **pp = counter_slot(a, c->key);
+static void counter_free(lg_table *tb, lg_counter *c) {
+  lg_counter **pp = counter_slot(tb, c->key);
   if (*pp == c) *pp = c->next;
-  a->ncounters--;
+  tb->ncounters--;
   free(c->key);
   free(c);
 }
 
-void lg_counter_detach(lg_app *a, lg_task *t) {
+void lg_table_counter_detach(lg_table *tb, lg_task *t) {
   lg_counter *c = t->rootc;
   t->rootc = NULL;
-  if (c && --c->refs == 0) counter_free(a, c);
+  if (c && --c->refs == 0) counter_free(tb, c);
 }
 
-void lg_counter_drop_unused(lg_app *a, lg_counter *c) {
-  if (c && c->refs == 0) counter_free(a, c);
+void lg_table_counter_drop_unused(lg_table *tb, lg_counter *c) {
+  if (c && c->refs == 0) counter_free(tb, c);
 }
 
-void lg_counters_free(lg_app *a) {
-  for (size_t i = 0; i < a->ctab_cap; i++) {
-    for (lg_counter *c = a->ctab[i], *nx; c; c = nx) {
+void lg_table_counters_free(lg_table *tb) {
+  for (size_t i = 0; i < tb->ctab_cap; i++) {
+    for (lg_counter *c = tb->ctab[i], *nx; c; c = nx) {
       nx = c->next;
       free(c->key);
       free(c);
     }
   }
-  free(a->ctab);
+  free(tb->ctab);
 }
 
 /* ---------------------------------------------------------- agent queues */
@@ -293,24 +292,24 @@ int lg_task_before(const lg_task *x, const lg_task *y) {
   return x->seq < y->seq;
 }
 
-lg_agentq *lg_aq_get(lg_app *a, const char *name) {
-  if (!a->aq_cap) {
-    a->aqtab = calloc(64, sizeof *a->aqtab);
-    if (!a->aqtab) return NULL;
-    a->aq_cap = 64;
+lg_agentq *lg_table_aq_get(lg_table *tb, const char *name) {
+  if (!tb->aq_cap) {
+    tb->aqtab = calloc(64, sizeof *tb->aqtab);
+    if (!tb->aqtab) return NULL;
+    tb->aq_cap = 64;
   }
-  size_t k = hash_str(name) & (a->aq_cap - 1);
-  for (lg_agentq *q = a->aqtab[k]; q; q = q->hnext)
+  size_t k = hash_str(name) & (tb->aq_cap - 1);
+  for (lg_agentq *q = tb->aqtab[k]; q; q = q->hnext)
     if (strcmp(q->name, name) == 0) return q;
   lg_agentq *q = calloc(1, sizeof *q);
   if (!q || !(q->name = strdup(name))) {
     free(q);
     return NULL;
   }
-  q->hnext = a->aqtab[k];
-  a->aqtab[k] = q;
-  q->next = a->agents;
-  a->agents = q;
+  q->hnext = tb->aqtab[k];
+  tb->aqtab[k] = q;
+  q->next = tb->agents;
+  tb->agents = q;
   return q;
 }
 
@@ -367,6 +366,21 @@ void lg_aq_remove(lg_agentq *q, lg_task *t) {
     lg_heap_up(q, i);
   }
   t->heap_idx = -1;
+}
+
+/* ------------------------------------------------------------ stopping */
+
+/* A stop asked for (STOP_*), or the attempt's deadline passed, which
+ * then counts as a timeout. */
+int lg_task_should_stop(lg_task *t) {
+  if (atomic_load(&t->stop) != STOP_NONE) return 1;
+  if (t->stale_ms > 0 && lg_stall_check(t, lg_mono_ms())) return 1;
+  if (t->deadline_mono > 0 && lg_mono_ms() >= t->deadline_mono) {
+    int expected = STOP_NONE;
+    atomic_compare_exchange_strong(&t->stop, &expected, STOP_TIMEOUT);
+    return 1;
+  }
+  return 0;
 }
 
 /* --------------------------------------------------------------- records */
@@ -437,6 +451,8 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
   lg_buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
            t->max_retries, t->timeout_s);
+  lg_add_str_field(b, "idempotency_key", t->idem_key);
+  if (t->stale_ms > 0) lg_buf_addf(b, ",\"stale_after_s\":%.17g", (double)t->stale_ms / 1000.0);
   lg_add_raw_field(b, "result", t->result_json);
   if (t->run_status[0]) lg_add_str_field(b, "run_status", t->run_status);
   lg_add_error(b, t);
@@ -481,28 +497,6 @@ int lg_cmp_seq(const void *x, const void *y) {
   return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-/* ----------------------------------------------------------- queries */
-
-/* A task's record; one that left memory (keep_finished_s) is read back
- * from a file store, which has every committed record. */
-int lg_get(lg_app *a, const char *id, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = lg_task_find(a, id);
-  if (t) lg_record_json(t, out);
-  lg_store *st = a->store;
-  pthread_mutex_unlock(&a->mu);
-  if (t) return 0;
-  return lg_store_read_task(st, id, out);
-}
-
-int lg_status(lg_app *a, const char *id, char out[16]) {
-  pthread_mutex_lock(&a->mu);
-  lg_task *t = lg_task_find(a, id);
-  if (t) snprintf(out, 16, "%s", status_names[t->status]);
-  pthread_mutex_unlock(&a->mu);
-  return t ? 0 : -1;
-}
-
 static int task_matches(const lg_filter *f, int want, const lg_task *t) {
   if (f->claimable) {
     if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) return 0;
@@ -520,14 +514,14 @@ static int task_matches(const lg_filter *f, int want, const lg_task *t) {
  * array (NULL with *n = 0 when there is none or no memory). A scope filter
  * walks that scope's list only; both lists are in enqueue order, so there
  * is nothing to sort and a limit stops the walk. */
-lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
+lg_task **lg_table_select(lg_table *tb, const lg_filter *f, size_t *n) {
   int want = f->status ? lg_status_from_name(f->status) : -1;
   *n = 0;
-  lg_task *start = a->all_head;
-  size_t most = a->ntasks;
+  lg_task *start = tb->all_head;
+  size_t most = tb->ntasks;
   int by_scope = f->parent_agent_id && f->thread_id;
   if (by_scope) {
-    lg_scopeq *q = scope_find(a, f->parent_agent_id, f->thread_id, 0);
+    lg_scopeq *q = scope_find(tb, f->parent_agent_id, f->thread_id, 0);
     start = q ? q->head : NULL;
     most = q ? (size_t)q->n : 0;
   }
@@ -539,16 +533,31 @@ lg_task **lg_select_tasks(lg_app *a, const lg_filter *f, size_t *n) {
   return v;
 }
 
-void lg_list(lg_app *a, const lg_filter *f, buf_t *out) {
-  pthread_mutex_lock(&a->mu);
-  size_t n;
-  lg_task **v = lg_select_tasks(a, f, &n);
-  lg_buf_addc(out, '[');
-  for (size_t i = 0; i < n; i++) {
-    if (i) lg_buf_addc(out, ',');
-    lg_record_json(v[i], out);
+/* ----------------------------------------------------------- usage */
+
+void lg_usage_json(buf_t *b, const lg_usage *u) {
+  lg_buf_addf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld", u->prompt,
+           u->completion, u->total);
+  if (u->cached) lg_buf_addf(b, ",\"cached_tokens\":%lld", u->cached);
+  if (u->has_cost) lg_buf_addf(b, ",\"cost\":%.17g", u->cost);
+  if (u->estimated) lg_buf_adds(b, ",\"estimated\":true");
+  lg_buf_addc(b, '}');
+}
+
+/* A task that never reported a model call keeps the usage its outcome
+ * gave (usage_json); it has no descendants' usage to add then. */
+void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree) {
+  if (t->usage.set) {
+    lg_buf_adds(b, ",\"usage\":");
+    lg_usage_json(b, &t->usage);
+  } else {
+    lg_add_raw_field(b, "usage", t->usage_json);
   }
-  lg_buf_addc(out, ']');
-  free(v);
-  pthread_mutex_unlock(&a->mu);
+  if (!with_tree) return;
+  if (t->tree_usage.set) {
+    lg_buf_adds(b, ",\"tree_usage\":");
+    lg_usage_json(b, &t->tree_usage);
+  } else {
+    lg_add_raw_field(b, "tree_usage", t->usage_json);
+  }
 }

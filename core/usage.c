@@ -24,9 +24,9 @@ static void usage_add(lg_usage *u, const lg_usage *d) {
 
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   pthread_mutex_lock(&a->mu);
-  pthread_mutex_lock(&a->ev_mu); /* the app total: stats reads it under ev_mu alone */
+  pthread_mutex_lock(&a->log.ev_mu); /* the app total: stats reads it under ev_mu alone */
   usage_add(&a->usage, d);
-  pthread_mutex_unlock(&a->ev_mu);
+  pthread_mutex_unlock(&a->log.ev_mu);
   lg_task *t = task_id ? lg_task_find(a, task_id) : NULL;
   if (t) {
     usage_add(&t->usage, d);
@@ -38,31 +38,4 @@ int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return t || !task_id ? 0 : -1;
-}
-
-void lg_usage_json(buf_t *b, const lg_usage *u) {
-  lg_buf_addf(b, "{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,\"total_tokens\":%lld", u->prompt,
-           u->completion, u->total);
-  if (u->cached) lg_buf_addf(b, ",\"cached_tokens\":%lld", u->cached);
-  if (u->has_cost) lg_buf_addf(b, ",\"cost\":%.17g", u->cost);
-  if (u->estimated) lg_buf_adds(b, ",\"estimated\":true");
-  lg_buf_addc(b, '}');
-}
-
-/* A task that never reported a model call keeps the usage its outcome
- * gave (usage_json); it has no descendants' usage to add then. */
-void lg_usage_fields(buf_t *b, const lg_task *t, int with_tree) {
-  if (t->usage.set) {
-    lg_buf_adds(b, ",\"usage\":");
-    lg_usage_json(b, &t->usage);
-  } else {
-    lg_add_raw_field(b, "usage", t->usage_json);
-  }
-  if (!with_tree) return;
-  if (t->tree_usage.set) {
-    lg_buf_adds(b, ",\"tree_usage\":");
-    lg_usage_json(b, &t->tree_usage);
-  } else {
-    lg_add_raw_field(b, "tree_usage", t->usage_json);
-  }
 }

@@ -29,6 +29,8 @@
 static int64_t stop_time(const lg_task *t, int64_t now) {
   int64_t at = t->stop_mono;
   if (t->deadline_mono > 0 && t->deadline_mono <= now) at = lg_min_deadline(at, t->deadline_mono);
+  /* a stall is noticed here too: code stuck in C never reaches the hook */
+  if (lg_stall_check((lg_task *)t, now)) at = lg_min_deadline(at, lg_stall_at((lg_task *)t));
   return at;
 }
 
@@ -54,7 +56,16 @@ static void retire(lg_app *a, lg_worker *w) {
   lg_give_slot(a, t);
   a->running_n--;
   lg_release_claims(a, t);
-  if (stop == STOP_TIMEOUT) {
+  if (stop == STOP_STALL) {
+    /* not retried: the stuck attempt's code still runs on its retired
+     * thread, and a second attempt beside it could repeat its effects */
+    char why[160];
+    lg_stall_message(t, why, sizeof why);
+    snprintf(msg, sizeof msg, "%s; its worker was retired: the task's code did not stop within "
+             "%gs", why, a->cfg.stop_grace_s);
+    lg_set_error(t, "stalled", msg);
+    lg_finish_task(a, t, TS_TIMED_OUT);
+  } else if (stop == STOP_TIMEOUT) {
     snprintf(msg, sizeof msg, "timed out after %gs; its worker was retired: the task's code did not "
              "stop within %gs of its deadline", t->timeout_s, a->cfg.stop_grace_s);
     lg_set_error(t, "timeout", msg);

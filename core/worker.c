@@ -4,10 +4,10 @@
  * closes. Cancellation and timeouts reach Lua through a count hook that the
  * worker installs itself; it raises the cancel sentinel and then fires on
  * every instruction, so a user pcall cannot swallow it. */
-#include "dispatch_internal.h"
 #include "http.h"
 #include "luagent.h"
 #include "worker.h"
+#include "worker_link.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -197,13 +197,12 @@ static char *error_text(lua_State *L, int idx) {
 
 static int boot_protected(lua_State *L) {
   lg_worker *w = lua_touserdata(L, 1);
-  lg_app *a = w->app;
   luaL_openlibs(L);
   lua_gc(L, LUA_GCRESTART);
   lua_getglobal(L, "package");
-  lua_pushstring(L, a->cfg.lua_path ? a->cfg.lua_path : "");
+  lua_pushstring(L, w->lua_path ? w->lua_path : "");
   lua_setfield(L, -2, "path");
-  lua_pushstring(L, a->cfg.lua_cpath ? a->cfg.lua_cpath : "");
+  lua_pushstring(L, w->lua_cpath ? w->lua_cpath : "");
   lua_setfield(L, -2, "cpath");
   lua_pop(L, 1);
   luagent_open(L); /* luagent.core, and the built-in Lua half if any */
@@ -218,7 +217,7 @@ static int boot_protected(lua_State *L) {
   lua_pushstring(L, "luagent.worker");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "boot");
-  lua_pushstring(L, a->cfg.boot_json ? a->cfg.boot_json : "{}");
+  lua_pushstring(L, w->boot_json ? w->boot_json : "{}");
   lua_call(L, 1, 1); /* returns run_task(info_json) */
   luaL_checktype(L, -1, LUA_TFUNCTION);
   return 1;
@@ -264,7 +263,7 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
 static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
   buf_t info;
   lg_buf_init(&info);
-  lg_task_info(w->app, t, &info);
+  w->ops->task_info(w->app, t, &info);
   arm_hook(L, w);
   lua_settop(L, 0);
   lua_pushcfunction(L, msgh);
@@ -305,7 +304,7 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
     o.error_message = msg;
   }
   w->current = NULL;
-  lg_worker_done(w, t, &o); /* copies what it keeps */
+  w->ops->done(w, t, &o); /* copies what it keeps */
   free(msg);
   lua_settop(L, 0);
   arm_hook(L, w);
@@ -317,7 +316,7 @@ static void *worker_main(void *arg) {
   lua_State *L = NULL;
   int run_ref = LUA_NOREF;
   char *boot_err = NULL;
-  lg_task *t = lg_worker_next(w);
+  lg_task *t = w->ops->next(w);
   if (t) {
     w->current = t; /* the first task's deadline also bounds the boot */
     pthread_mutex_lock(&boot_mu);
@@ -335,26 +334,32 @@ static void *worker_main(void *arg) {
       o.error_message = boot_err ? boot_err : "worker could not start";
       o.raised_stop = lg_task_should_stop(t);
       w->current = NULL;
-      lg_worker_done(w, t, &o);
+      w->ops->done(w, t, &o);
       break;
     }
     w->current = t;
     /* retired while it booted: the task is finished without it */
     if (!atomic_load(&w->retired)) run_task(w, L, run_ref, t);
     w->current = NULL;
-    t = lg_worker_next(w);
+    t = w->ops->next(w);
   }
   free(boot_err);
   if (L) lua_close(L); /* finalizers run here, on the owning thread */
   lg_http_worker_cleanup(w);
-  lg_worker_exit(w);
+  w->ops->exit(w);
   return NULL;
 }
 
-int lg_worker_spawn(lg_app *a, lg_task *first) {
+lg_worker *lg_worker_start(const lg_worker_link *link, lg_task *first) {
   lg_worker *w = calloc(1, sizeof *w);
-  if (!w) return -1;
-  w->app = a;
+  if (!w) return NULL;
+  w->app = link->app;
+  w->ops = link->ops;
+  w->app_mu = link->app_mu;
+  w->hq_mu = link->hq_mu;
+  w->lua_path = link->lua_path;
+  w->lua_cpath = link->lua_cpath;
+  w->boot_json = link->boot_json;
   pthread_condattr_t at;
   pthread_condattr_init(&at);
   pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
@@ -369,32 +374,24 @@ int lg_worker_spawn(lg_app *a, lg_task *first) {
   pthread_attr_t pa;
   pthread_attr_init(&pa);
   pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
-  lg_app_retain(a);
   int rc = pthread_create(&w->thread, &pa, worker_main, w);
   pthread_attr_destroy(&pa);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
-    lg_app_release(a);
     pthread_cond_destroy(&w->cv);
     pthread_cond_destroy(&w->hcv);
     free(w);
-    return -1;
+    return NULL;
   }
-  first->worker = w;
-  w->next = a->workers;
-  if (a->workers) a->workers->prev = w;
-  a->workers = w;
-  a->nworkers++;
-  a->live_threads++;
-  return 0;
+  return w;
 }
 
 void lg_worker_wake(lg_worker *w) {
   pthread_cond_signal(&w->cv);
   /* a worker waiting for the host's reply waits under the host queue's lock */
-  pthread_mutex_lock(&w->app->hq_mu);
+  pthread_mutex_lock(w->hq_mu);
   pthread_cond_signal(&w->hcv);
-  pthread_mutex_unlock(&w->app->hq_mu);
+  pthread_mutex_unlock(w->hq_mu);
   if (atomic_load(&w->in_http)) lg_http_wakeup(w->multi);
 }
 
@@ -403,18 +400,18 @@ void lg_worker_wake(lg_worker *w) {
 void *lg_http_worker_multi(lg_worker *w) {
   if (!w->multi) {
     void *m = lg_http_multi_new();
-    pthread_mutex_lock(&w->app->mu);
+    pthread_mutex_lock(w->app_mu);
     w->multi = m;
-    pthread_mutex_unlock(&w->app->mu);
+    pthread_mutex_unlock(w->app_mu);
   }
   return w->multi;
 }
 
 void lg_http_worker_cleanup(lg_worker *w) {
-  pthread_mutex_lock(&w->app->mu);
+  pthread_mutex_lock(w->app_mu);
   void *m = w->multi;
   w->multi = NULL;
-  pthread_mutex_unlock(&w->app->mu);
+  pthread_mutex_unlock(w->app_mu);
   lg_http_multi_free(m);
 }
 

@@ -2,8 +2,12 @@
 #ifndef LUAGENT_WORKER_H
 #define LUAGENT_WORKER_H
 
-#include "dispatcher.h"
+#include "luagent.h"
+#include "task_types.h"
+
 #include <lua.h>
+
+typedef struct lg_worker lg_worker;
 
 /* The cancel sentinel: a light userdata, the same in every state. */
 void lg_push_cancel(lua_State *L);

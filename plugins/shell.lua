@@ -8,19 +8,15 @@
 -- cannot chain another one past the patterns), background (as for
 -- luagent.tool).
 --
--- The command runs through io.popen under coreutils' `timeout`, so it never
--- outlives timeout_s. A running command is a blocking C call: a cancel (or
--- the task's deadline) ends the task background_tasks.stop_grace_s later by
--- retiring its worker, while the command runs on until it returns (at the
--- latest at timeout_s).
+-- The command runs through ctx:spawn in a process group of its own: a
+-- cancel, the task's deadline, timeout_s or the app's close kill the whole
+-- group (TERM, then KILL after grace_s, 2 s), background jobs included, and
+-- so does the command's end for anything it left running. Each kill is a
+-- `process_killed` event of the task.
 local luagent = require("luagent")
 local options = require("luagent.options")
 
 local shell = {}
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 local spec = {
   name = "string",
@@ -29,6 +25,7 @@ local spec = {
   timeout_s = function(v) return options.positive(v) end,
   max_output_bytes = "integer",
   allow = "table",
+  grace_s = function(v) return options.non_negative(v) end,
   background = { "table", "boolean" },
 }
 
@@ -65,18 +62,10 @@ function shell.new(opts)
         if not ok then error("command not allowed: " .. cmd, 0) end
       end
       ctx:check_cancel()
-      local line = string.format("%stimeout -k 2 %s sh -c %s 2>&1; echo \"\n__luagent_exit=$?\"",
-        opts.cwd and ("cd " .. quote(opts.cwd) .. " && ") or "", tostring(timeout), quote(cmd))
-      local p = assert(io.popen(line, "r"))
-      local out = p:read("a")
-      p:close()
-      ctx:check_cancel()
-      local body, code = out:match("^(.*)\n__luagent_exit=(%d+)\n?$")
-      body, code = body or out, tonumber(code) or -1
-      local cut = #body > max
-      if cut then body = body:sub(1, max) end
-      return { exit_code = code, output = body, truncated = cut or nil,
-        timed_out = (code == 124 or code == 137) or nil }
+      local r = ctx:spawn{ cmd = cmd, cwd = opts.cwd, timeout_s = timeout, max_output_bytes = max,
+        grace_s = opts.grace_s }
+      return { exit_code = r.exit_code, output = r.output, truncated = r.truncated,
+        timed_out = r.timed_out, killed = r.killed }
     end,
   }
 end

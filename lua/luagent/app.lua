@@ -926,6 +926,7 @@ function app.new(reg, boot)
     worker_idle_s = s.worker_idle_s,
     event_buffer = reg.event_buffer,
     max_tool_output_bytes = reg.max_tool_output_bytes,
+    max_result_bytes = reg.max_result_bytes,
     keep_finished_s = s.keep_finished and s.keep_finished.ttl_s or -1,
     keep_finished_max = s.keep_finished and s.keep_finished.max or -1,
     stop_grace_s = s.stop_grace_s == false and -1 or s.stop_grace_s,

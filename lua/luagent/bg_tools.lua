@@ -1,5 +1,6 @@
 -- The background half of a run (README): the LM-facing control tools
--- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32), background tool
+-- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32; the core checks
+-- scope and pages big results, control.c), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).
 local json = require("luagent.json")
@@ -37,16 +38,15 @@ local function cut(s, n)
   end)
 end
 
--- What the model is shown of a finished task: for agent runs their final
--- text (not the message list), for tools the handler's value.
-local function shown_result(run, rec)
-  local r = rec.result
-  if rec.kind == "agent" and type(r) == "table" then
-    local final = r.final
-    if type(final) == "string" then final = cut(final, run.reg.max_tool_output_bytes) end
-    return final, r.status
-  end
-  return r
+-- What a notice shows of a finished task, as text: for agent runs their
+-- final text (not the message list), for tools the handler's value; longer
+-- than max (or max_result_bytes) it is its first page and a note naming
+-- bg_check{task_id, offset}, cut by the core as bg_check pages it.
+local function shown_result(run, rec, max)
+  local r, run_status = rec.result, nil
+  if rec.kind == "agent" and type(r) == "table" then r, run_status = r.final, r.status end
+  local text = type(r) == "string" and r or json.encode(r == nil and json.null or r)
+  return run.env.core:bounded_result(text, max, rec.task_id), run_status
 end
 
 local control = {}
@@ -70,6 +70,9 @@ control.bg_check = {
       task_id = { type = "string", description = "The task_id from a background tool's reply or bg_list." },
       last_n_events = { type = "integer", minimum = 0, maximum = 16,
         description = "How many recent events to include." },
+      offset = { type = "integer", minimum = 0,
+        description = "Read the task's full result from this byte on (a page at a time)." },
+      limit = { type = "integer", minimum = 1, description = "At most this many bytes of the page." },
     },
     required = { "task_id" },
   },
@@ -161,6 +164,26 @@ local function refusal(err)
   return tools.fail("runtime", tostring(err))
 end
 
+-- FNV-1a of s, 32 bits, as 8 hex digits: a short, stable digest of a
+-- request for the key below.
+local function digest(s)
+  local h = 0x811C9DC5
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 0x01000193) & 0xFFFFFFFF end
+  return string.format("%08x", h)
+end
+
+-- The key a run's background call is enqueued with when the run belongs to
+-- a task (README, "Re-attaching"): the agent and depth of the run, how many
+-- background calls it made before this one, the tool and a digest of the
+-- request. The task's id is the scope, so the same call of a later attempt
+-- (a retry, a resume after suspend, recovery) finds the child the earlier
+-- one started instead of starting it again.
+local function spawn_key(run, req)
+  run.bg_spawns = (run.bg_spawns or 0) + 1
+  return string.format("spawn:%s:%d:%d:%s:%s", run.agent.id, run.ctx.depth or 0, run.bg_spawns,
+    req.tool, digest(req.kind .. "\0" .. (req.prompt or req.args or "")))
+end
+
 -- A tool call the background half answers: control tools, and background
 -- tools (enqueued; the model gets the synthetic ack, R-31, and the third
 -- value is the new task's id). nil otherwise.
@@ -177,6 +200,7 @@ function bg.call(run, tool, call, args)
     tool_call_id = call.id,
     timeout_s = tool.background.timeout_s,
     retries = tool.background.retries,
+    stale_after_s = tool.background.stale_after_s,
   }
   if tool.delegate then
     req.kind, req.agent_id, req.prompt = "agent", tool.delegate, args.prompt
@@ -186,6 +210,7 @@ function bg.call(run, tool, call, args)
     if not ok then return tools.fail("validation", "arguments are not JSON: " .. tostring(text)) end
     req.args = text
   end
+  if run.task_id then req.idempotency_key = spawn_key(run, req) end
   -- the same parent fields and depth limit as ctx:enqueue_* (R-28)
   local ok_fields, err = pcall(run.ctx._parent_fields, run.ctx, req)
   if not ok_fields then
@@ -200,7 +225,7 @@ function bg.call(run, tool, call, args)
     if tools.is_abort(rec) then error(rec, 0) end
     return refusal(rec)
   end
-  return tools.ok({ task_id = rec.task_id, status = "queued", tool = tool.name }), nil, rec.task_id
+  return tools.ok({ task_id = rec.task_id, status = rec.status, tool = tool.name }), nil, rec.task_id
 end
 
 local function describe(run, rec)
@@ -208,13 +233,12 @@ local function describe(run, rec)
   local head = string.format("- task %s (%s) %s", rec.task_id, who, rec.status)
   local n = math.min(2000, run.reg.max_tool_output_bytes)
   if rec.status == "completed" then
-    local value, run_status = shown_result(run, rec)
-    local text = type(value) == "string" and value or json.encode(value == nil and json.null or value)
+    local text, run_status = shown_result(run, rec, n)
     if run_status and run_status ~= "completed" then
       head = head .. " (run " .. run_status .. ")"
       if rec.error and rec.error.message then text = rec.error.message .. "; final: " .. text end
     end
-    return head .. ": " .. cut(text, n)
+    return head .. ": " .. text
   end
   local msg = rec.error and rec.error.message or rec.status
   return head .. ": " .. cut(tostring(msg), math.min(500, n))

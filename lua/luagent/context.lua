@@ -34,6 +34,8 @@ local enqueue_spec = {
   retries = options.at_least(0),
   priority = "integer",
   metadata = "table",
+  stale_after_s = positive,
+  idempotency_key = text_id,
   tree_budget = "table", -- a root's (README "Tree budgets"): not for ctx:enqueue_*
 }
 context.enqueue_spec = enqueue_spec
@@ -65,6 +67,8 @@ function context.request_options(req, opts, where, level)
   end
   req.retries = opts.retries
   req.priority = opts.priority
+  req.stale_after_s = opts.stale_after_s
+  req.idempotency_key = opts.idempotency_key
   if opts.metadata ~= nil then
     local at, why = bad_key(opts.metadata, "metadata", {})
     if at then error(string.format("%s: option \"metadata\": %s %s", where, at, why), level + 1) end
@@ -85,6 +89,7 @@ function context.tool_defaults(req, tool)
   if type(b) ~= "table" then return req end
   if req.timeout_s == nil then req.timeout_s = b.timeout_s end
   if req.retries == nil then req.retries = b.retries end
+  if req.stale_after_s == nil then req.stale_after_s = b.stale_after_s end
   return req
 end
 
@@ -143,6 +148,12 @@ function Ctx:sleep(seconds)
     error(tools.budget_error(d), 0)
   end
   self._env.sleep(self, seconds)
+end
+
+-- The run is alive: resets its task's stale_after_s clock (a no-op in a
+-- foreground run, which has no stall detection).
+function Ctx:heartbeat()
+  core.task_heartbeat()
 end
 
 -- Summaries feed bg_check digests; keep them short and readable.
@@ -307,6 +318,39 @@ function context.invoke(ctx, tool, args)
     return context.run_delegate(ctx, tool, args) -- set by runner.lua
   end
   return tools.run_handler(tool, args, ctx)
+end
+
+local spawn_spec = {
+  cmd = "string",
+  cwd = "string",
+  timeout_s = positive,
+  max_output_bytes = options.at_least(0),
+  grace_s = non_negative,
+}
+
+-- ctx:spawn{ cmd, cwd?, timeout_s?, max_output_bytes? (16384), grace_s? (2) }
+-- runs `sh -c cmd` in a process group of its own and waits for it (C,
+-- core/procgroup.c). A cancel, the task's deadline, the run's wall budget
+-- or timeout_s kills the whole group: TERM, then KILL after grace_s.
+-- Returns { exit_code, output, pgid, truncated?, timed_out?, killed? };
+-- raises the cancel error when the run was stopped.
+function Ctx:spawn(opts)
+  if type(opts) ~= "table" or type(opts.cmd) ~= "string" then
+    error("ctx:spawn: argument must be a table with a string cmd", 2)
+  end
+  options.check("ctx:spawn", opts, spawn_spec)
+  local env, d = self._env, self._deadline
+  local function should_stop()
+    return env.should_stop(self) or (d ~= nil and core.now() >= d.at)
+  end
+  local r = core.spawn_run(env.core, {
+    cmd = opts.cmd, cwd = opts.cwd, timeout_s = opts.timeout_s,
+    max_output_bytes = opts.max_output_bytes, grace_s = opts.grace_s,
+    run_id = self.run_id, task_id = self.task_id, agent_id = self.agent_id, depth = self.depth,
+  }, should_stop)
+  if r.stopped then self:check_cancel() end
+  r.stopped = nil
+  return r
 end
 
 -- What a host callback learns about the run that called it.

@@ -54,6 +54,7 @@ local background_spec = {
   timeout_s = positive,
   timeout_ms = positive,
   retries = options.at_least(0),
+  stale_after_s = positive,
 }
 
 local function check_background(where, bg, level)
@@ -64,7 +65,8 @@ local function check_background(where, bg, level)
     return { enabled = true }
   end
   options.check(where .. " background", bg, background_spec, level + 2)
-  local out = { enabled = bg.enabled ~= false, retries = bg.retries }
+  local out = { enabled = bg.enabled ~= false, retries = bg.retries,
+    stale_after_s = bg.stale_after_s }
   out.timeout_s = bg.timeout_s or (bg.timeout_ms and bg.timeout_ms / 1000)
   return out
 end
@@ -247,6 +249,7 @@ local config_spec = {
   tools = "table",
   hooks = "table",
   max_tool_output_bytes = options.at_least(1),
+  max_result_bytes = options.at_least(64),
   event_buffer = options.at_least(1),
   close_grace_s = function(v) return options.non_negative(v) end,
   pricing = "table",

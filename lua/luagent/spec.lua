@@ -176,6 +176,7 @@ function spec.compile(cfg)
   reg.settings = spec.background_settings(cfg.background_tasks or {})
   reg.store = store_settings(cfg.store)
   reg.max_tool_output_bytes = cfg.max_tool_output_bytes or 16384
+  reg.max_result_bytes = cfg.max_result_bytes or 8192
   reg.event_buffer = cfg.event_buffer or 10000
   reg.close_grace_s = cfg.close_grace_s or 5
   reg.pricing = usage.check_pricing(cfg.pricing)
@@ -308,6 +309,7 @@ function spec.snapshot(reg)
     agents = agents,
     tools = tools,
     max_tool_output_bytes = reg.max_tool_output_bytes,
+    max_result_bytes = reg.max_result_bytes,
     event_buffer = reg.event_buffer,
     close_grace_s = reg.close_grace_s,
     pricing = reg.pricing,
@@ -342,6 +344,7 @@ function spec.apply_snapshot(reg, snap_json)
   reg.settings = snap.settings
   reg.store = snap.store
   reg.max_tool_output_bytes = snap.max_tool_output_bytes
+  reg.max_result_bytes = snap.max_result_bytes
   reg.event_buffer = snap.event_buffer
   reg.close_grace_s = snap.close_grace_s
   reg.pricing = snap.pricing
