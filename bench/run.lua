@@ -322,8 +322,10 @@ return luagent.config{
     end
     collectgarbage()
     rss[#rss + 1] = rss_kb()
-    print(string.format("  after %7d tasks  RSS %7.1f MiB  (%d tasks in memory, %.0f s)", mark,
-      rss[#rss] / 1024, app:stats().in_memory, core.now() - t0))
+    -- worker threads start lazily (up to max_workers): each new one adds
+    -- its Lua state and a malloc arena, so the count explains a step in RSS
+    print(string.format("  after %7d tasks  RSS %7.1f MiB  (%d tasks in memory, %d workers, %.0f s)",
+      mark, rss[#rss] / 1024, app:stats().in_memory, app:stats().workers, core.now() - t0))
   end
   print(string.format("  RSS change from %d to %d tasks: %+.1f%%", MARKS[1], MARKS[#MARKS],
     (rss[#rss] - rss[1]) / rss[1] * 100))
