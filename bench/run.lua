@@ -281,10 +281,15 @@ if want("poll") then
   end
   local socket = require("socket")
   local walls, cpus = {}, {}
+  local blocked, preempted = 0, 0 -- polls that slept in the kernel / were descheduled
   for i = 1, POLLS do
+    local v0, n0 = core.thread_switches()
     local w0, c0 = core.now(), core.thread_cpu()
     papp:poll()
     walls[i], cpus[i] = (core.now() - w0) * 1000, (core.thread_cpu() - c0) * 1000
+    local v1, n1 = core.thread_switches()
+    if v1 > v0 then blocked = blocked + 1 end
+    if n1 > n0 then preempted = preempted + 1 end
     socket.sleep(0.004) -- the rest of the frame
   end
   local in_flight = papp:stats().running + papp:stats().waiting
@@ -296,6 +301,9 @@ if want("poll") then
     percentile(walls, 0.99), walls[#walls]))
   print(string.format("  CPU   p50 %.3f ms  p99 %.3f ms  worst %.3f ms", percentile(cpus, 0.5),
     percentile(cpus, 0.99), cpus[#cpus]))
+  -- a poll that blocked slept in the kernel (a lock, a wait); one that was
+  -- preempted lost the CPU to another thread of this 2-core machine
+  print(string.format("  polls that blocked %d, polls preempted %d (of %d)", blocked, preempted, POLLS))
   papp:close({ mode = "cancel", grace_s = 10 })
   srv:stop()
 end

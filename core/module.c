@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static int err_tostring(lua_State *L) {
@@ -37,6 +38,17 @@ static int l_thread_cpu(lua_State *L) {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
   return 1;
+}
+
+/* Context switches of the calling thread so far: voluntary (it blocked:
+ * a lock, a wait, I/O) and involuntary (the kernel preempted it). The poll
+ * bench uses them to tell a poll that waited from one that was descheduled. */
+static int l_thread_switches(lua_State *L) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_THREAD, &ru) != 0) return 0;
+  lua_pushinteger(L, (lua_Integer)ru.ru_nvcsw);
+  lua_pushinteger(L, (lua_Integer)ru.ru_nivcsw);
+  return 2;
 }
 
 static int l_wall_ms(lua_State *L) {
@@ -90,6 +102,7 @@ static void pin_module(void) {
 static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},   {"is_cancel", l_is_cancel},
     {"now", l_now},               {"thread_cpu", l_thread_cpu},
+    {"thread_switches", l_thread_switches},
     {"wall_ms", l_wall_ms},       {"new_id", l_new_id},
     {"realpath", l_realpath},     {"debug_counters", l_debug_counters},
     {NULL, NULL}};
