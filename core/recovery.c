@@ -15,15 +15,6 @@
 
 /* --------------------------------------------------------- store writes */
 
-void lg_persist(lg_app *a, lg_task *t) {
-  if (!a->store) return;
-  buf_t b;
-  lg_buf_init(&b);
-  lg_record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), b.p, b.len);
-  lg_buf_free(&b);
-}
-
 /* ------------------------------------------------- store and recovery */
 
 /* A failed write reaches the host as an error log (R-7), not only the next
