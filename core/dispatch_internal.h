@@ -1,4 +1,4 @@
-/* Private to the scheduler (dispatcher.c, task_queries.c, app_log.c,
+/* Private to the scheduler (dispatcher.c, sched.c, task_queries.c, app_log.c,
  * waits.c, recovery.c, usage.c, watchdog.c, evict.c, ratelimit.c,
  * budget.c, idem.c): the app's layout, which embeds the task table (tasks.h) and
  * the event log (events.h), and the helpers one of these files defines and
@@ -23,6 +23,15 @@
 /* ---- the app's layout: private to the scheduler ----
  * Bindings (module.c) and the control tools (control.c) see only handles
  * and the functions of dispatcher.h. */
+
+/* What the task-state core (sched.c) needs of the files above it, set once
+ * by lg_app_new (dispatcher.c): sched.c calls them through here, so no call
+ * runs back up (docs/architecture.md, "Layers"). */
+typedef struct {
+  const lg_worker_ops *ops;                   /* handed to each worker it starts */
+  void (*on_worker_start)(lg_app *a);         /* before a worker starts: lg_watchdog_start */
+  void (*on_task_end)(lg_app *a, lg_task *t); /* t ended: lg_waits_task_done */
+} lg_sched_up;
 
 struct lg_app {
   pthread_mutex_t mu;    /* the scheduler's lock: tasks, queues, workers */
@@ -60,27 +69,34 @@ struct lg_app {
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
   struct lg_budget *budgets;
+  lg_sched_up up; /* sched.c's calls up (above) */
 };
 
-/* ---- recovery.c: the store side ---- */
-void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
 
 /* ---- waits.c ---- */
 lg_wait *lg_wait_begin_locked(lg_app *a, lg_task *caller, char **ids, int n, int any, lg_err *err);
 void lg_wait_value_locked(lg_app *a, lg_wait *w, int timed_out, buf_t *out);
 void lg_waits_task_done(lg_app *a, lg_task *t); /* t ended: count it into its waits */
 
-/* ---- dispatcher.c: scheduling ---- */
+/* ---- sched.c: a task's state, below the other scheduler files ---- */
 void lg_schedule(lg_app *a);
 int64_t lg_next_retry_mono(lg_app *a); /* earliest retry time, mono ms (0 = none) */
 void lg_finish_task(lg_app *a, lg_task *t, int status);
 void lg_requeue(lg_app *a, lg_task *t); /* back on its agent's queue (counted queued) */
-void lg_release_claims(lg_app *a, lg_task *claimer); /* recovery.c */
-int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]); /* recovery.c */
 void lg_set_error(lg_task *t, const char *kind, const char *msg);
 void lg_give_slot(lg_app *a, lg_task *t);
 void lg_worker_unlink(lg_app *a, lg_worker *w); /* off the list; no longer counted */
-/* the worker side (lg_worker_ops): called on the worker's own thread */
+/* Stop one task: queued ones end at once, running ones are told; 0: already ended. */
+int lg_stop_task(lg_app *a, lg_task *t, int reason);
+void lg_cascade(lg_app *a, lg_task *t); /* stop t's live descendants */
+void lg_resume_unlink(lg_app *a, lg_task *t); /* off the list of tasks taking a slot back */
+void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
+
+/* ---- recovery.c: the store side ---- */
+void lg_release_claims(lg_app *a, lg_task *claimer);
+int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]);
+
+/* ---- dispatcher.c: the worker side (lg_worker_ops), on the worker's own thread ---- */
 lg_task *lg_worker_next(lg_worker *w); /* blocks; NULL: exit */
 void lg_worker_done(lg_worker *w, lg_task *t, const lg_outcome *o);
 void lg_worker_exit(lg_worker *w);

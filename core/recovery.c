@@ -1,6 +1,6 @@
 /* The dispatcher's side of the store (R-14, R-40): every change of a record
- * is queued for the store through lg_persist(); the store is opened and
- * attached, stored records are read back and restored, and lg_restore_done
+ * is queued for the store through lg_persist() (sched.c, below this file,
+ * since finishing a task writes it); the store is opened and attached, stored records are read back and restored, and lg_restore_done
  * re-queues or fails what was not finished. Thread state is here too, and
  * the claimed/delivered flags of finished children (R-33), since marking a
  * child delivered must reach the file before anyone acts on it. The I/O
@@ -12,17 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* --------------------------------------------------------- store writes */
-
-void lg_persist(lg_app *a, lg_task *t) {
-  if (!a->store) return;
-  buf_t b;
-  lg_buf_init(&b);
-  lg_record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), b.p, b.len);
-  lg_buf_free(&b);
-}
 
 /* ------------------------------------------------- store and recovery */
 

@@ -2,7 +2,7 @@
  * layout, and what a worker thread asks of the scheduler that started it
  * (its next task, its outcome, its exit, a task's info), as the functions
  * of the lg_worker_ops the scheduler hands every worker it starts
- * (dispatcher.c). So a worker calls the scheduler without importing it,
+ * (defined in dispatcher.c, handed on by sched.c). So a worker calls the scheduler without importing it,
  * and the scheduler starts and wakes workers through the two functions at
  * the end. Nothing here knows the scheduler's layouts. */
 #ifndef LUAGENT_WORKER_LINK_H
