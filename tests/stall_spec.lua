@@ -41,7 +41,9 @@ describe("stall detection", function()
 
   it("one that calls ctx:heartbeat() runs on past stale_after_s", function()
     local app <close> = app_with(BEATER)
-    local rec = app:enqueue_tool("beat", { n = 8 }, { stale_after_s = 0.3 })
+    -- 12 steps of a 0.1 s C sleep outlast the limit; a step (a shell and
+    -- a sleep, slower under a sanitizer's preload) stays well within it
+    local rec = app:enqueue_tool("beat", { n = 12 }, { stale_after_s = 1 })
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status)
     assert.equal("done", w.tasks[1].result)
