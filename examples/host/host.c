@@ -16,7 +16,7 @@
  *   through package.path/cpath, LUA_PATH/LUA_CPATH):
  *     cc -DHOST_REQUIRE host.c $(pkg-config --cflags luagent) $(pkg-config --libs lua5.4)
  *
- *   host [--runs N] [--concurrency N] [--timeout-s S] [--quiet] [config.lua]
+ *   host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--quiet] [config.lua]
  *
  * The last lines it prints are a summary the specs read (key=value). Exit
  * status 0 when every run completed and every host-tool call was answered
@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #define FRAME_NS (1000000000L / 60)
-#define POLL_BUDGET_MS 2
+#define POLL_BUDGET_MS 2.0 /* default; --budget-ms sets it */
 
 /* ------------------------------------------------------- game state */
 
@@ -167,7 +167,7 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
   const char *config = "examples/host/agents.lua";
   int runs = 8, concurrency = 8, quiet = 0;
-  double timeout_s = 60;
+  double timeout_s = 60, budget_ms = POLL_BUDGET_MS;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
       runs = atoi(argv[++i]);
@@ -175,12 +175,14 @@ int main(int argc, char **argv) {
       concurrency = atoi(argv[++i]);
     else if (strcmp(argv[i], "--timeout-s") == 0 && i + 1 < argc)
       timeout_s = atof(argv[++i]);
+    else if (strcmp(argv[i], "--budget-ms") == 0 && i + 1 < argc)
+      budget_ms = atof(argv[++i]);
     else if (strcmp(argv[i], "--quiet") == 0)
       quiet = 1;
     else if (argv[i][0] != '-')
       config = argv[i];
     else {
-      fprintf(stderr, "usage: host [--runs N] [--concurrency N] [--timeout-s S] [--quiet] [config.lua]\n");
+      fprintf(stderr, "usage: host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--quiet] [config.lua]\n");
       return 2;
     }
   }
@@ -267,7 +269,7 @@ int main(int argc, char **argv) {
 
     method(L, "poll");
     lua_createtable(L, 0, 1);
-    lua_pushinteger(L, POLL_BUDGET_MS);
+    lua_pushnumber(L, budget_ms);
     lua_setfield(L, -2, "budget_ms");
     double t0 = now_s();
     call(L, 2, 0, "app:poll");
