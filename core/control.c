@@ -376,23 +376,45 @@ char *luagent_bg_list(lg_app *a, const luagent_scope *s, const char *args_json) 
   return finish_out(&b);
 }
 
+/* The task a bg_check/bg_cancel call names, looked up in the caller's
+ * scope: returns its id (the caller frees it) with the record in rec, or
+ * NULL with the model-facing answer in *answer (not_found, validation). */
+static char *scoped_task_arg(lg_app *a, const luagent_scope *s, const char *args_json,
+                             const char *tool, buf_t *rec, char **answer) {
+  lg_jspan idv = args_field(args_json, "task_id");
+  char *id = span_cstr(idv);
+  lg_buf_init(rec);
+  if (!id) {
+    if (lg_jspan_is_str(idv)) {
+      *answer = not_found_span(idv);
+    } else {
+      char msg[96];
+      snprintf(msg, sizeof msg, "%s needs task_id, a task id string", tool);
+      *answer = fail_str("validation", msg);
+    }
+    return NULL;
+  }
+  scope_t sc;
+  scope_open(a, s, &sc);
+  int ok = scoped_record(a, &sc, id, rec);
+  scope_close(&sc);
+  if (!ok) {
+    *answer = not_found(id, strlen(id));
+    lg_buf_free(rec);
+    free(id);
+    return NULL;
+  }
+  return id;
+}
+
 /* ----------------------------------------------------------- bg_check */
 
 char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json) {
-  lg_jspan idv = args_field(args_json, "task_id");
-  char *id = span_cstr(idv);
-  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
-  if (!id) return fail_str("validation", "bg_check needs task_id, a task id string");
-  scope_t sc;
-  scope_open(a, s, &sc);
   buf_t rec;
-  lg_buf_init(&rec);
-  int ok = scoped_record(a, &sc, id, &rec);
-  scope_close(&sc);
-  char *r;
-  if (!ok) {
-    r = not_found(id, strlen(id));
-  } else if (args_field(args_json, "offset").p || args_field(args_json, "limit").p) {
+  char *r = NULL;
+  char *id = scoped_task_arg(a, s, args_json, "bg_check", &rec, &r);
+  if (!id) return r;
+  if (args_field(args_json, "offset").p || args_field(args_json, "limit").p) {
     lg_jspan rv = {rec.p, rec.len};
     r = result_page(a, rv, id, args_json);
   } else {
@@ -432,21 +454,12 @@ char *luagent_bg_check(lg_app *a, const luagent_scope *s, const char *args_json)
 /* ---------------------------------------------------------- bg_cancel */
 
 char *luagent_bg_cancel(lg_app *a, const luagent_scope *s, const char *args_json) {
-  lg_jspan idv = args_field(args_json, "task_id");
-  char *id = span_cstr(idv);
-  if (!id && lg_jspan_is_str(idv)) return not_found_span(idv);
-  if (!id) return fail_str("validation", "bg_cancel needs task_id, a task id string");
-  scope_t sc;
-  scope_open(a, s, &sc);
   buf_t rec;
-  lg_buf_init(&rec);
-  int ok = scoped_record(a, &sc, id, &rec);
-  scope_close(&sc);
+  char *r = NULL;
+  char *id = scoped_task_arg(a, s, args_json, "bg_cancel", &rec, &r);
+  if (!id) return r;
   lg_buf_free(&rec);
-  char *r;
-  if (!ok) {
-    r = not_found(id, strlen(id));
-  } else {
+  {
     buf_t b, c;
     lg_buf_init(&b);
     lg_buf_init(&c);
