@@ -193,3 +193,28 @@ void lg_open_handle_mt(lua_State *L, const char *name, const luaL_Reg *methods,
   }
   lua_pop(L, 1);
 }
+
+void lg_set_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void lg_set_lstr(lua_State *L, const char *k, const char *v, size_t n) {
+  lua_pushlstring(L, v, n);
+  lua_setfield(L, -2, k);
+}
+
+void lg_set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void lg_set_num(lua_State *L, const char *k, lua_Number v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+void lg_set_bool(lua_State *L, const char *k, int v) {
+  lua_pushboolean(L, v);
+  lua_setfield(L, -2, k);
+}

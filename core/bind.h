@@ -35,6 +35,13 @@ int lg_push_found(lua_State *L, int rc, buf_t *b); /* the JSON, or nothing when 
 int lg_raise_err(lua_State *L, const lg_err *e);   /* raises {kind, message} */
 const char *lg_check_text(lua_State *L, int idx);  /* a string without NUL bytes */
 const char *lg_opt_text(lua_State *L, int idx, const char *d);
+/* Set field k of the table on top of the stack (the values as the
+ * matching lua_push* would push them). */
+void lg_set_str(lua_State *L, const char *k, const char *v);
+void lg_set_lstr(lua_State *L, const char *k, const char *v, size_t n);
+void lg_set_int(lua_State *L, const char *k, lua_Integer v);
+void lg_set_num(lua_State *L, const char *k, lua_Number v);
+void lg_set_bool(lua_State *L, const char *k, int v);
 const char *lg_opt_field_str(lua_State *L, int t, const char *k);
 double lg_opt_field_num(lua_State *L, int t, const char *k, double d);
 lua_Integer lg_opt_field_int(lua_State *L, int t, const char *k, lua_Integer d);

@@ -108,10 +108,8 @@ static int l_app_stats(lua_State *L) {
   SETI(last_seq);
   SETI(threads);
 #undef SETI
-  lua_pushboolean(L, s.idle);
-  lua_setfield(L, -2, "idle");
-  lua_pushinteger(L, (lua_Integer)s.in_memory);
-  lua_setfield(L, -2, "in_memory");
+  lg_set_bool(L, "idle", s.idle);
+  lg_set_int(L, "in_memory", (lua_Integer)s.in_memory);
   lua_createtable(L, 0, 4);
   for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
     lua_pushinteger(L, s.finished[i]);

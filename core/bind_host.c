@@ -36,27 +36,20 @@ static int l_app_take(lua_State *L) {
     lg_host_work it;
     lg_host_item_read(items[i], &it);
     lua_createtable(L, 0, 7);
-    lua_pushstring(L, item_types[it.type]);
-    lua_setfield(L, -2, "type");
-    lua_pushinteger(L, (lua_Integer)it.id);
-    lua_setfield(L, -2, "id");
-    lua_pushstring(L, it.kind);
-    lua_setfield(L, -2, "kind");
+    lg_set_str(L, "type", item_types[it.type]);
+    lg_set_int(L, "id", (lua_Integer)it.id);
+    lg_set_str(L, "kind", it.kind);
     if (it.name) {
-      lua_pushstring(L, it.name);
-      lua_setfield(L, -2, "name");
+      lg_set_str(L, "name", it.name);
     }
     if (it.json) {
-      lua_pushstring(L, it.json);
-      lua_setfield(L, -2, "json");
+      lg_set_str(L, "json", it.json);
     }
     if (it.ctx_json) {
-      lua_pushstring(L, it.ctx_json);
-      lua_setfield(L, -2, "ctx");
+      lg_set_str(L, "ctx", it.ctx_json);
     }
     if (it.task_id[0]) {
-      lua_pushstring(L, it.task_id);
-      lua_setfield(L, -2, "task_id");
+      lg_set_str(L, "task_id", it.task_id);
     }
     lua_rawseti(L, -2, i + 1);
     lg_host_item_free(items[i]);

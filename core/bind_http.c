@@ -116,8 +116,7 @@ static int l_http_poll(lua_State *L) {
     lg_http_event *nx = ev->next;
     if (ev->is_error) {
       lua_createtable(L, 0, 1);
-      lua_pushlstring(L, ev->data, ev->len);
-      lua_setfield(L, -2, "error");
+      lg_set_lstr(L, "error", ev->data, ev->len);
     } else {
       lua_pushlstring(L, ev->data, ev->len);
     }
@@ -134,29 +133,19 @@ static int l_http_result(lua_State *L) {
   lg_http_result r;
   lg_http_info(h, &r);
   lua_createtable(L, 0, 10);
-  lua_pushinteger(L, r.status);
-  lua_setfield(L, -2, "status");
+  lg_set_int(L, "status", r.status);
   if (r.content_type) {
-    lua_pushstring(L, r.content_type);
-    lua_setfield(L, -2, "content_type");
+    lg_set_str(L, "content_type", r.content_type);
   }
-  lua_pushlstring(L, r.headers, r.headers_len);
-  lua_setfield(L, -2, "headers_raw");
-  lua_pushlstring(L, r.body, r.body_len);
-  lua_setfield(L, -2, "body");
-  lua_pushboolean(L, r.done);
-  lua_setfield(L, -2, "done");
-  lua_pushboolean(L, r.sse);
-  lua_setfield(L, -2, "sse");
-  lua_pushboolean(L, r.sse_pending);
-  lua_setfield(L, -2, "sse_pending");
-  lua_pushboolean(L, r.body_cut);
-  lua_setfield(L, -2, "body_cut");
+  lg_set_lstr(L, "headers_raw", r.headers, r.headers_len);
+  lg_set_lstr(L, "body", r.body, r.body_len);
+  lg_set_bool(L, "done", r.done);
+  lg_set_bool(L, "sse", r.sse);
+  lg_set_bool(L, "sse_pending", r.sse_pending);
+  lg_set_bool(L, "body_cut", r.body_cut);
   if (r.error) {
-    lua_pushstring(L, r.error);
-    lua_setfield(L, -2, "error");
-    lua_pushstring(L, r.error_kind);
-    lua_setfield(L, -2, "error_kind");
+    lg_set_str(L, "error", r.error);
+    lg_set_str(L, "error_kind", r.error_kind);
   }
   return 1;
 }

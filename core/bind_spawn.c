@@ -122,12 +122,10 @@ static int l_spawn_run(lua_State *L) {
   if (WIFEXITED(p->status)) code = WEXITSTATUS(p->status);
   else if (WIFSIGNALED(p->status)) code = 128 + WTERMSIG(p->status);
   if (timed_out) code = 124;
-  lua_pushinteger(L, code);
-  lua_setfield(L, -2, "exit_code");
+  lg_set_int(L, "exit_code", code);
   lua_pushvalue(L, body);
   lua_setfield(L, -2, "output");
-  lua_pushinteger(L, g);
-  lua_setfield(L, -2, "pgid");
+  lg_set_int(L, "pgid", g);
   set_flag(L, "truncated", cut);
   set_flag(L, "timed_out", timed_out);
   set_flag(L, "stopped", stopped);

@@ -107,22 +107,15 @@ static int l_app_store_info(lua_State *L) {
   lg_store_info(lg_app_store(u->app), &i);
   if (!i.path) return 0;
   lua_createtable(L, 0, 5);
-  lua_pushstring(L, i.path);
-  lua_setfield(L, -2, "path");
-  lua_pushinteger(L, i.synchronous);
-  lua_setfield(L, -2, "synchronous");
-  lua_pushstring(L, i.journal_mode);
-  lua_setfield(L, -2, "journal_mode");
-  lua_pushinteger(L, i.schema_version);
-  lua_setfield(L, -2, "schema_version");
+  lg_set_str(L, "path", i.path);
+  lg_set_int(L, "synchronous", i.synchronous);
+  lg_set_str(L, "journal_mode", i.journal_mode);
+  lg_set_int(L, "schema_version", i.schema_version);
   if (i.error[0]) {
-    lua_pushstring(L, i.error);
-    lua_setfield(L, -2, "error");
+    lg_set_str(L, "error", i.error);
   }
-  lua_pushinteger(L, (lua_Integer)i.write_failures);
-  lua_setfield(L, -2, "write_failures");
-  lua_pushinteger(L, (lua_Integer)i.read_failures);
-  lua_setfield(L, -2, "read_failures");
+  lg_set_int(L, "write_failures", (lua_Integer)i.write_failures);
+  lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
   buf_t ids;
   lg_buf_init(&ids);
   lg_store_unsaved(lg_app_store(u->app), &ids);

@@ -78,8 +78,7 @@ static int l_realpath(lua_State *L) {
 
 static int l_debug_counters(lua_State *L) {
   lua_createtable(L, 0, 1);
-  lua_pushinteger(L, (lua_Integer)lg_wait_decodes());
-  lua_setfield(L, -2, "wait_decodes");
+  lg_set_int(L, "wait_decodes", (lua_Integer)lg_wait_decodes());
   return 1;
 }
 
