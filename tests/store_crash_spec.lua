@@ -123,11 +123,7 @@ end
 
 describe("store: kill -9 (R-20, R-40)", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function() H.rmdir(dir) end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   -- kill after k acknowledgements, the child pacing its enqueues
   for _, sc in ipairs({ { k = 1, pace = 0 }, { k = 5, pace = 0.003 }, { k = 13, pace = 0.001 },

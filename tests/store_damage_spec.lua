@@ -60,11 +60,7 @@ end
 
 describe("store: a damaged file is refused at load", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function() H.rmdir(dir) end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   it("4 KB of garbage in the middle of a store with 320 tasks", function()
     local ids = build(db)
@@ -143,14 +139,7 @@ end)
 
 describe("store: a read that fails after load", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function()
-    luagent.set_log(nil)
-    H.rmdir(dir)
-  end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   it("reaches app:on('error') and set_log, and old events come back as a gap", function()
     build(db)

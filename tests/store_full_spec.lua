@@ -34,14 +34,7 @@ end
 
 describe("store: writes that fail after load", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function()
-    luagent.set_log(nil)
-    H.rmdir(dir)
-  end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   it("are reported every time, raise from enqueue, leave the task unsaved, and heal", function()
     local logs = {}

@@ -24,11 +24,7 @@ end
 
 describe("store: under load", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function() H.rmdir(dir) end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   it("1,000 tasks on 4 workers: nothing fails, every event is stored once, in order", function()
     local app = H.app(body(db))

@@ -40,11 +40,7 @@ end
 
 describe("store: round trip through the file", function()
   local dir, db
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
-  end)
-  after_each(function() H.rmdir(dir) end)
+  H.each_store(function(d, path) dir, db = d, path end)
 
   it("a new app reads back records, results, events and threads, and continues the seq", function()
     local app = open(db)

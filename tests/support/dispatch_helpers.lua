@@ -48,6 +48,22 @@ function H.rmdir(p)
   if p and p:match("^/tmp/") then os.execute("rm -rf '" .. p .. "'") end
 end
 
+-- For the store specs: before each spec a fresh directory and the path of
+-- a store file in it, handed to set(dir, db); after it the directory goes
+-- and luagent.set_log is reset.
+function H.each_store(set)
+  local busted = require "busted" -- the spec's hooks: not globals of this module
+  local dir
+  busted.before_each(function()
+    dir = H.tmpdir()
+    set(dir, dir .. "/agents.db")
+  end)
+  busted.after_each(function()
+    luagent.set_log(nil)
+    H.rmdir(dir)
+  end)
+end
+
 function H.write(path, text)
   local f = assert(io.open(path, "w"))
   f:write(text)
