@@ -133,7 +133,6 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait);
 struct lg_store_opts_s;
 int lg_app_open_store(lg_app *a, const char *path, const struct lg_store_opts_s *o, lg_err *err);
 struct lg_store *lg_app_store(lg_app *a); /* NULL for memory only */
-void lg_store_records(lg_app *a, buf_t *out);
 typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;

@@ -60,19 +60,6 @@ lg_store *lg_app_store(lg_app *a) {
   return st;
 }
 
-static void add_row(void *ud, const char *json, size_t len) {
-  buf_t *b = ud;
-  if (b->len > 1) lg_buf_addc(b, ',');
-  lg_buf_add(b, json, len);
-}
-
-/* Every stored record as a JSON array, in enqueue order. */
-void lg_store_records(lg_app *a, buf_t *out) {
-  lg_buf_addc(out, '[');
-  lg_store_read_tasks(a->store, add_row, out);
-  lg_buf_addc(out, ']');
-}
-
 /* Put a stored task back as it was written; lg_restore_done then applies
  * R-40 to the ones that were not finished. */
 int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {

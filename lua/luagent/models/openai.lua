@@ -53,24 +53,9 @@ local openai_spec = {
   limits = "table", -- checked by ratelimit.check
 }
 
--- Replace invalid UTF-8 with U+FFFD: providers reject it outright.
-local function clean_utf8(s)
-  if type(s) ~= "string" or utf8.len(s) then return s end
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local ok, cp = pcall(utf8.codepoint, s, i)
-    if ok and cp then
-      local ch = utf8.char(cp)
-      out[#out + 1] = ch
-      i = i + #ch
-    else
-      out[#out + 1] = "\239\191\189"
-      i = i + 1
-    end
-  end
-  return table.concat(out)
-end
-openai.clean_utf8 = clean_utf8
+-- Contents and arguments reach the provider through luagent.json, which
+-- writes every byte that does not start valid UTF-8 as U+FFFD (providers
+-- reject invalid UTF-8 outright): no cleaning is needed here.
 
 local LIST_KEYWORDS = { required = true, enum = true, anyOf = true, oneOf = true, allOf = true,
   examples = true, prefixItems = true }
@@ -108,7 +93,7 @@ openai.normalize_schema = normalize_schema
 -- text when there is one (raw_arguments), else the table encoded.
 local function encode_args(c)
   local a = type(c.raw_arguments) == "string" and c.raw_arguments or c.arguments
-  if type(a) == "string" then return clean_utf8(a) end
+  if type(a) == "string" then return a end
   local ok, text = pcall(json.encode, a == nil and {} or a)
   return ok and text or "{}"
 end
@@ -125,15 +110,15 @@ local function to_wire(messages)
             ["function"] = { name = c.name, arguments = encode_args(c) } }
         end
         w.tool_calls = json.array(calls)
-        w.content = m.content ~= nil and clean_utf8(m.content) or json.null
+        w.content = m.content == nil and json.null or m.content
       else
-        w.content = clean_utf8(m.content or "")
+        w.content = m.content or ""
       end
     elseif m.role == "tool" then
       w.tool_call_id = m.tool_call_id
-      w.content = clean_utf8(m.content or "")
+      w.content = m.content or ""
     else
-      w.content = clean_utf8(m.content or "")
+      w.content = m.content or ""
       w.name = m.name
     end
     out[i] = w
