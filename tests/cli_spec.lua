@@ -194,7 +194,11 @@ describe("luagent command", function()
     assert.equal(0, C.luagent("run " .. cfg .. " calc add --store " .. db).code)
     -- the follower reads without a lock, so a second run can write meanwhile
     local p = io.popen("export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; " ..
-      "echo $$; exec timeout -s INT 30 lua5.4 bin/luagent events " .. db .. " --follow --json")
+      -- (--foreground: timeout hands our one SIGINT to the command alone;
+      -- without it timeout also signals its process group, so the command
+      -- gets a second SIGINT while its first is being handled and dies of it)
+      "echo $$; exec timeout --foreground -s INT 30 lua5.4 bin/luagent events " .. db ..
+      " --follow --json")
     local pid = p:read("l")
     local finals, second = 0, false
     for line in p:lines() do
