@@ -1,6 +1,8 @@
 /* Persistence behind the dispatcher (README). The memory store is the
  * dispatcher's own task table, so a NULL store means "memory only" and every
- * call is then a no-op. A file store is SQLite (store.c). */
+ * call is then a no-op. A store is one engine behind the same calls: an
+ * SQLite file (store_sqlite.c) or a PostgreSQL database (store_pg.c);
+ * store.c queues, commits and reads for both (store_engine.h). */
 #ifndef LUAGENT_STORE_H
 #define LUAGENT_STORE_H
 
@@ -12,6 +14,7 @@
 typedef struct lg_store lg_store;
 
 typedef struct lg_store_opts_s {
+  int postgres;                  /* the target is a PostgreSQL URL or conninfo, not a file */
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
   /* told (on the writer thread, no store lock held) each time a write or a
@@ -20,11 +23,13 @@ typedef struct lg_store_opts_s {
   void *ud;
 } lg_store_opts;
 
-/* Opens (creating, 0600) and locks the store; NULL with a message on error.
- * An existing file is checked whole first (PRAGMA quick_check, then every
- * record, event and conversation must be JSON): a damaged one is refused
- * with a message naming the path and the task id, event seq or thread. */
-lg_store *lg_store_open(const char *path, const lg_store_opts *o, char *err, size_t errlen);
+/* Opens the store; NULL with a message on error. A file is created 0600 and
+ * locked; an existing one is checked whole first (PRAGMA quick_check, then
+ * every record, event and conversation must be JSON): a damaged one is
+ * refused with a message naming the path and the task id, event seq or
+ * thread. A PostgreSQL database gets its schema created or migrated; one
+ * that holds other tables, or a newer schema, is refused. */
+lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, size_t errlen);
 
 /* Called under the dispatcher mutex: they only queue work, never do I/O. */
 /* status: the task's status name, a string that lives as long as the
@@ -69,7 +74,8 @@ int64_t lg_store_limit_pages(lg_store *st, int64_t pages);
 /* How the store runs (for checks): the write connection's settings as it
  * reported them at open. Strings live as long as the store. */
 typedef struct {
-  const char *path;
+  const char *path;   /* a file's path; a server's URL or conninfo without password */
+  const char *engine; /* "sqlite" or "postgresql" */
   int synchronous; /* 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA */
   const char *journal_mode;
   int schema_version;

@@ -1,0 +1,70 @@
+/* The engines behind the store (docs/architecture.md, "The store"). store.c
+ * owns what every engine shares: the queue callers fill under the
+ * dispatcher mutex, the one writer thread, group commit, tickets, failures
+ * and the unsaved records, token coalescing, the read lock. An engine owns
+ * its connections and SQL: SQLite (store_sqlite.c) or PostgreSQL
+ * (store_pg.c). Its write calls run on the writer thread only; its reads
+ * on the caller's thread with the store's read lock held. Inside the Store
+ * layer only: nothing above includes this. */
+#ifndef LUAGENT_STORE_ENGINE_H
+#define LUAGENT_STORE_ENGINE_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { LG_OP_TASK, LG_OP_EVENT, LG_OP_THREAD, LG_OP_SKIP };
+
+typedef struct lg_store_op {
+  int type;
+  int64_t seq;        /* an event's seq; a task's write time (ms) */
+  char *key, *json;   /* task id, event's task id (or NULL), thread key */
+  const char *status; /* a task's status name (a static string) */
+  int finished;       /* the task ended: its record ages for retention */
+  struct lg_store_op *next;
+} lg_store_op;
+
+/* What a read asks for. */
+enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ };
+
+typedef struct {
+  int what;
+  const char *key;       /* LG_READ_TASK, LG_READ_THREAD */
+  int64_t since, before; /* LG_READ_EVENTS: since < seq < before */
+  int limit;
+} lg_store_read;
+
+typedef struct lg_store_engine_ops {
+  const char *name; /* "sqlite", "postgresql" */
+  /* One transaction: the ops of a list, then those of an array, in order;
+   * 0 committed, else -1 with the engine's message and nothing written. */
+  int (*write)(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, char *err,
+               size_t errlen);
+  /* Delete finished tasks older than their retention, and their events. */
+  int (*prune)(void *e, double completed_s, double failed_s, char *err, size_t errlen);
+  /* Tests only (NULL where the engine has none): see lg_store_limit_pages. */
+  int64_t (*limit_pages)(void *e, int64_t pages);
+  /* Every row's text handed to fn; the number of rows, or -1 with why. */
+  int (*read)(void *e, const lg_store_read *r, lg_store_row_fn fn, void *ud, char *why,
+              size_t whylen);
+  /* The read connection first (reads end), then the rest; free. */
+  void (*close_reads)(void *e);
+  void (*close)(void *e);
+  void (*info)(void *e, lg_store_info_t *out);
+} lg_store_engine_ops;
+
+typedef struct {
+  const lg_store_engine_ops *ops;
+  void *e;
+  int64_t max_seq; /* the highest event seq found at open */
+} lg_store_engine;
+
+/* Open an engine on `target` (a file path, or a PostgreSQL URL or conninfo);
+ * 0, or -1 with a message (without the "store X:" prefix) in err. */
+int lg_store_sqlite_open(const char *path, const lg_store_opts *o, lg_store_engine *out,
+                         char *err, size_t errlen);
+int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engine *out,
+                     char *err, size_t errlen);
+
+#endif
