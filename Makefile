@@ -20,15 +20,18 @@ LUA_INCDIR  ?= $(shell $(PKG) --variable=includedir lua5.4 2>/dev/null)/lua5.4
 CURL_CFLAGS ?= $(shell $(PKG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   ?= $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
 SQLITE_LIBS ?= $(shell $(PKG) --libs sqlite3 2>/dev/null || echo -lsqlite3)
+# libpq: the PostgreSQL store (core/store_pg.c)
+PQ_CFLAGS   ?= $(shell $(PKG) --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+PQ_LIBS     ?= $(shell $(PKG) --libs libpq 2>/dev/null || echo -lpq)
 LUA_LIBS    ?= $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4)
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS   ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) \
-             -I$(LUA_INCDIR) $(CURL_CFLAGS) $(EXTRA_CFLAGS)
+             -I$(LUA_INCDIR) $(CURL_CFLAGS) $(PQ_CFLAGS) $(EXTRA_CFLAGS)
 LIBFLAG  ?= -shared
-LDLIBS   = $(CURL_LIBS) $(SQLITE_LIBS) -lpthread -ldl -lm
+LDLIBS   = $(CURL_LIBS) $(SQLITE_LIBS) $(PQ_LIBS) -lpthread -ldl -lm
 
 SRC := $(wildcard core/*.c)
 HDR := $(wildcard core/*.h)
@@ -37,12 +40,14 @@ OUT ?= luagent
 MODULE := $(OUT)/core.so
 
 # Packages `make test` and `make demo` need on Debian 12 (lua-argparse: the
-# luagent command; tmux: its terminal spec).
+# luagent command; tmux: its terminal spec; libpq-dev: the PostgreSQL store).
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
-            lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux
+            lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux libpq-dev
 # What only the specs need: headless Chromium checks the trace page
-# (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
-TEST_PKGS := chromium
+# (tests/trace_html_spec.lua); the PostgreSQL server the store specs start
+# a throw-away cluster of (tests/support/pg_server.sh). Large, so `make demo`
+# does not install them.
+TEST_PKGS := chromium postgresql
 
 .PHONY: all test test-deps demo deps sanitize tsan bench bench-peers bench-peers-deps fuzz run-fuzz clean c-tests objects ci
 

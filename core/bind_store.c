@@ -13,6 +13,7 @@ static int l_app_store_open(lua_State *L) {
   o.durability_full = lua_toboolean(L, 3);
   o.completed_s = luaL_optnumber(L, 4, 0);
   o.failed_s = luaL_optnumber(L, 5, 0);
+  o.postgres = lua_toboolean(L, 6);
   lg_err err = {{0}, {0}};
   if (lg_app_open_store(u->app, path, &o, &err) != 0) return luaL_error(L, "%s", err.message);
   return 0;
@@ -108,6 +109,7 @@ static int l_app_store_info(lua_State *L) {
   if (!i.path) return 0;
   lua_createtable(L, 0, 5);
   lg_set_str(L, "path", i.path);
+  lg_set_str(L, "engine", i.engine);
   lg_set_int(L, "synchronous", i.synchronous);
   lg_set_str(L, "journal_mode", i.journal_mode);
   lg_set_int(L, "schema_version", i.schema_version);

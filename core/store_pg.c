@@ -1,13 +1,413 @@
-/* The PostgreSQL engine of the store (store_engine.h). */
+/* The PostgreSQL engine of the store (store_engine.h), through libpq: the
+ * same tables as the SQLite file (luagent_meta, tasks, events, threads) in
+ * the connection's current schema, one write connection (used by the
+ * store's writer thread only, docs/architecture.md "The store") and one
+ * read connection for reads. The schema carries a version and is brought
+ * up to this build's by the migrations below, under an advisory lock so two
+ * processes opening one database at once do not both migrate it. Until a
+ * store is shared through leases, a session advisory lock keeps a second
+ * app or process out, as the SQLite file's flock does. */
 #include "store_engine.h"
+#include "internal.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MSG_LEN 300
+
+/* The key of the advisory locks: the schema's own name hashed, so two
+ * stores in two schemas of one database do not exclude each other. */
+#define LOCK_KEY "hashtextextended('luagent:' || current_schema(), 0)"
+#define MIGRATE_KEY "hashtextextended('luagent-migrate:' || current_schema(), 0)"
+
+typedef struct {
+  PGconn *w, *r;
+  int synchronous;
+} pg;
+
+/* The migrations: entry i brings schema version i to i + 1. Each runs in
+ * the transaction that records the new version. */
+static const char *const migrations[] = {
+    /* 0 -> 1: the tables of the SQLite store */
+    "CREATE TABLE IF NOT EXISTS tasks(task_id text PRIMARY KEY, pos bigserial NOT NULL,"
+    " status text NOT NULL, record text NOT NULL, finished_ms bigint);"
+    "CREATE INDEX IF NOT EXISTS tasks_pos ON tasks(pos);"
+    "CREATE TABLE IF NOT EXISTS events(seq bigint PRIMARY KEY, task_id text, event text NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS events_task ON events(task_id);"
+    "CREATE TABLE IF NOT EXISTS threads(key text PRIMARY KEY, messages text NOT NULL,"
+    " updated_ms bigint NOT NULL);",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
+
+/* libpq's message on one line, without its trailing newline. */
+static void conn_msg(PGconn *c, char *out, size_t len) {
+  snprintf(out, len, "%s", c ? PQerrorMessage(c) : "out of memory");
+  for (char *p = out; *p; p++)
+    if (*p == '\n' || *p == '\t') *p = ' ';
+  size_t n = strlen(out);
+  while (n && out[n - 1] == ' ') out[--n] = '\0';
+}
+
+/* Run a command; 0, or -1 with the server's message. */
+static int run(PGconn *c, const char *sql, char *err, size_t errlen) {
+  PGresult *res = PQexec(c, sql);
+  ExecStatusType s = PQresultStatus(res);
+  int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+  if (!ok) conn_msg(c, err, errlen);
+  PQclear(res);
+  return ok ? 0 : -1;
+}
+
+/* The single value a query returns, as text (NULL: no row); 0 or -1. */
+static int query_text(PGconn *c, const char *sql, char *out, size_t outlen, int *found, char *err,
+                      size_t errlen) {
+  PGresult *res = PQexec(c, sql);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    conn_msg(c, err, errlen);
+    PQclear(res);
+    return -1;
+  }
+  *found = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0);
+  snprintf(out, outlen, "%s", *found ? PQgetvalue(res, 0, 0) : "");
+  PQclear(res);
+  return 0;
+}
+
+/* Connect; the message says which of the usual causes it was. */
+static PGconn *connect_to(const char *conninfo, char *err, size_t errlen) {
+  /* a default connect_timeout the conninfo's own one overrides */
+  const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+  const char *const vals[] = {"10", "luagent", conninfo, NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (c && PQstatus(c) == CONNECTION_OK) return c;
+  char m[MSG_LEN];
+  conn_msg(c, m, sizeof m);
+  if (c && (PQconnectionNeedsPassword(c) || strstr(m, "authentication failed") ||
+            strstr(m, "no password supplied")))
+    snprintf(err, errlen, "cannot log in to the server (wrong user or password?): %s", m);
+  else if (c && (strstr(m, "does not exist") && strstr(m, "database")))
+    snprintf(err, errlen, "the database does not exist: %s", m);
+  else
+    snprintf(err, errlen, "cannot connect to the server: %s", m);
+  PQfinish(c);
+  return NULL;
+}
+
+/* Is the schema ours, and how old? Creates or migrates it; one transaction
+ * under a transaction-level advisory lock. */
+static int check_schema(PGconn *c, int *version_out, char *err, size_t errlen) {
+  char m[MSG_LEN], v[64];
+  int found;
+  if (run(c, "BEGIN", m, sizeof m) != 0 ||
+      run(c, "SELECT pg_advisory_xact_lock(" MIGRATE_KEY ")", m, sizeof m) != 0)
+    goto failed;
+  if (query_text(c,
+                 "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema()",
+                 v, sizeof v, &found, m, sizeof m) != 0)
+    goto failed;
+  long long objects = strtoll(v, NULL, 10);
+  if (query_text(c, "SELECT to_regclass('luagent_meta') IS NOT NULL", v, sizeof v, &found, m,
+                 sizeof m) != 0)
+    goto failed;
+  int has_meta = strcmp(v, "t") == 0;
+  if (objects > 0 && !has_meta) {
+    run(c, "ROLLBACK", m, sizeof m);
+    query_text(c, "SELECT current_schema()", v, sizeof v, &found, m, sizeof m);
+    snprintf(err, errlen,
+             "not a luagent store (schema %s holds other tables; give luagent a database or"
+             " schema of its own)",
+             v[0] ? v : "?");
+    return -1;
+  }
+  long long version = 0;
+  if (has_meta) {
+    if (query_text(c, "SELECT value FROM luagent_meta WHERE key = 'schema_version'", v, sizeof v,
+                   &found, m, sizeof m) != 0)
+      goto failed;
+    char *end;
+    version = found ? strtoll(v, &end, 10) : -1;
+    if (!found || *end || version < 1) {
+      run(c, "ROLLBACK", m, sizeof m);
+      snprintf(err, errlen, "not a luagent store (luagent_meta has no schema version)");
+      return -1;
+    }
+  } else if (run(c, "CREATE TABLE luagent_meta(key text PRIMARY KEY, value text NOT NULL)", m,
+                 sizeof m) != 0) {
+    goto failed;
+  }
+  if (version > SCHEMA_VERSION) {
+    run(c, "ROLLBACK", m, sizeof m);
+    snprintf(err, errlen,
+             "the store was written by a newer luagent (schema %lld; this one reads up to %d)",
+             version, SCHEMA_VERSION);
+    return -1;
+  }
+  for (long long i = version; i < SCHEMA_VERSION; i++)
+    if (run(c, migrations[i], m, sizeof m) != 0) goto failed;
+  char sql[200];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO luagent_meta(key, value) VALUES('schema_version', '%d')"
+           " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+           SCHEMA_VERSION);
+  if (run(c, sql, m, sizeof m) != 0) goto failed;
+  snprintf(sql, sizeof sql,
+           "INSERT INTO luagent_meta(key, value) VALUES('opened_ms', '%lld')"
+           " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+           (long long)lg_wall_ms());
+  if (run(c, sql, m, sizeof m) != 0 || run(c, "COMMIT", m, sizeof m) != 0) goto failed;
+  *version_out = SCHEMA_VERSION;
+  return 0;
+failed:
+  snprintf(err, errlen, "cannot set up the schema: %s", m);
+  PQclear(PQexec(c, "ROLLBACK"));
+  return -1;
+}
+
+/* ------------------------------------------------------------- writes */
+
+static const char PUT_TASK[] =
+    "INSERT INTO tasks(task_id, status, record, finished_ms) VALUES($1, $2, $3, $4)"
+    " ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, record = excluded.record,"
+    " finished_ms = excluded.finished_ms";
+static const char PUT_EVENT[] =
+    "INSERT INTO events(seq, task_id, event) VALUES($1, $2, $3)"
+    " ON CONFLICT(seq) DO UPDATE SET task_id = excluded.task_id, event = excluded.event";
+static const char PUT_THREAD[] =
+    "INSERT INTO threads(key, messages, updated_ms) VALUES($1, $2, $3)"
+    " ON CONFLICT(key) DO UPDATE SET messages = excluded.messages, updated_ms = excluded.updated_ms";
+
+static int prepare_all(PGconn *c, char *err, size_t errlen) {
+  const char *names[] = {"put_task", "put_event", "put_thread"};
+  const char *sqls[] = {PUT_TASK, PUT_EVENT, PUT_THREAD};
+  for (int i = 0; i < 3; i++) {
+    PGresult *res = PQprepare(c, names[i], sqls[i], 0, NULL);
+    int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok) conn_msg(c, err, errlen);
+    PQclear(res);
+    if (!ok) return -1;
+  }
+  return 0;
+}
+
+static int run_op(PGconn *c, const lg_store_op *o) {
+  char n1[32], n2[32];
+  const char *v[4];
+  const char *name;
+  int nv;
+  switch (o->type) {
+    case LG_OP_SKIP:
+      return 0;
+    case LG_OP_TASK:
+      name = "put_task";
+      v[0] = o->key;
+      v[1] = o->status;
+      v[2] = o->json;
+      snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
+      v[3] = o->finished ? n1 : NULL; /* finished time, for retention */
+      nv = 4;
+      break;
+    case LG_OP_EVENT:
+      name = "put_event";
+      snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
+      v[0] = n1;
+      v[1] = o->key;
+      v[2] = o->json;
+      nv = 3;
+      break;
+    default:
+      name = "put_thread";
+      v[0] = o->key;
+      v[1] = o->json;
+      snprintf(n2, sizeof n2, "%lld", (long long)lg_wall_ms());
+      v[2] = n2;
+      nv = 3;
+      break;
+  }
+  PGresult *res = PQexecPrepared(c, name, nv, v, NULL, NULL, 0);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  PQclear(res);
+  return ok ? 0 : -1;
+}
+
+/* A connection the server dropped is made again before the next batch
+ * (its prepared statements with it); the batch that saw it go failed. */
+static int ensure_conn(PGconn *c, char *err, size_t errlen) {
+  if (PQstatus(c) == CONNECTION_OK) return 0;
+  PQreset(c);
+  if (PQstatus(c) != CONNECTION_OK) {
+    char m[MSG_LEN];
+    conn_msg(c, m, sizeof m);
+    snprintf(err, errlen, "the connection to the server is lost: %s", m);
+    return -1;
+  }
+  return prepare_all(c, err, errlen);
+}
+
+static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, char *err,
+                    size_t errlen) {
+  pg *p = e;
+  if (ensure_conn(p->w, err, errlen) != 0) return -1;
+  char m[MSG_LEN];
+  int ok = run(p->w, "BEGIN", m, sizeof m) == 0;
+  for (const lg_store_op *o = list; ok && o; o = o->next) ok = run_op(p->w, o) == 0;
+  for (size_t i = 0; ok && i < n; i++) ok = run_op(p->w, v[i]) == 0;
+  if (ok) ok = run(p->w, "COMMIT", m, sizeof m) == 0;
+  if (ok) return 0;
+  conn_msg(p->w, m, sizeof m);
+  snprintf(err, errlen, "a write failed: %s", m);
+  PQclear(PQexec(p->w, "ROLLBACK"));
+  return -1;
+}
+
+static int prune_older(pg *p, const char *statuses, double secs, char *err, size_t errlen) {
+  if (secs <= 0) return 0;
+  long long before = (long long)(lg_wall_ms() - secs * 1000);
+  char sql[500];
+  snprintf(sql, sizeof sql,
+           "BEGIN;"
+           "DELETE FROM events WHERE task_id IN (SELECT task_id FROM tasks WHERE status IN %s"
+           " AND finished_ms < %lld);"
+           "DELETE FROM tasks WHERE status IN %s AND finished_ms < %lld;"
+           "COMMIT",
+           statuses, before, statuses, before);
+  if (run(p->w, sql, err, errlen) == 0) return 0;
+  PQclear(PQexec(p->w, "ROLLBACK"));
+  return -1;
+}
+
+static int pg_prune(void *e, double completed_s, double failed_s, char *err, size_t errlen) {
+  pg *p = e;
+  if (ensure_conn(p->w, err, errlen) != 0) return -1;
+  if (prune_older(p, "('completed')", completed_s, err, errlen) != 0) return -1;
+  return prune_older(p, "('failed','cancelled','timed_out')", failed_s, err, errlen);
+}
+
+/* ------------------------------------------------------------- reads */
+
+static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *ud, char *why,
+                   size_t whylen) {
+  pg *p = e;
+  if (!p->r) return 0;
+  if (PQstatus(p->r) != CONNECTION_OK) PQreset(p->r);
+  char a[32], b[32], c[32];
+  const char *v[3] = {NULL, NULL, NULL};
+  int nv = 0;
+  const char *sql;
+  switch (rq->what) {
+    case LG_READ_TASKS:
+      sql = "SELECT record FROM tasks ORDER BY pos";
+      break;
+    case LG_READ_TASK:
+      sql = "SELECT record FROM tasks WHERE task_id = $1";
+      v[nv++] = rq->key;
+      break;
+    case LG_READ_THREAD:
+      sql = "SELECT messages FROM threads WHERE key = $1";
+      v[nv++] = rq->key;
+      break;
+    case LG_READ_EVENTS:
+      sql = "SELECT event FROM events WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3";
+      snprintf(a, sizeof a, "%lld", (long long)rq->since);
+      snprintf(b, sizeof b, "%lld", (long long)rq->before);
+      snprintf(c, sizeof c, "%d", rq->limit);
+      v[nv++] = a;
+      v[nv++] = b;
+      v[nv++] = c;
+      break;
+    default:
+      sql = "SELECT coalesce(max(seq), 0)::text FROM events";
+      break;
+  }
+  PGresult *res = PQexecParams(p->r, sql, nv, NULL, v, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    conn_msg(p->r, why, whylen);
+    PQclear(res);
+    return -1;
+  }
+  int n = PQntuples(res);
+  for (int i = 0; i < n; i++) {
+    if (PQgetisnull(res, i, 0)) {
+      snprintf(why, whylen, "a stored value is NULL");
+      PQclear(res);
+      return -1;
+    }
+    fn(ud, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+  }
+  PQclear(res);
+  return n;
+}
+
+/* ------------------------------------------------------------- close */
+
+static void pg_close_reads(void *e) {
+  pg *p = e;
+  PQfinish(p->r);
+  p->r = NULL;
+}
+
+static void pg_close(void *e) {
+  pg *p = e;
+  PQfinish(p->r);
+  PQfinish(p->w); /* ends the session: its advisory lock goes with it */
+  free(p);
+}
+
+static void pg_info(void *e, lg_store_info_t *out) {
+  pg *p = e;
+  out->synchronous = p->synchronous;
+  out->journal_mode = "wal";
+  out->schema_version = SCHEMA_VERSION;
+}
+
+static const lg_store_engine_ops pg_ops = {
+    "postgresql", pg_write, pg_prune, NULL, pg_read, pg_close_reads, pg_close, pg_info,
+};
+
+/* ------------------------------------------------------------- open */
 
 int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engine *out,
                      char *err, size_t errlen) {
-  (void)conninfo;
-  (void)o;
-  (void)out;
-  snprintf(err, errlen, "this build has no PostgreSQL engine");
+  pg *p = calloc(1, sizeof *p);
+  if (!p) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  char m[MSG_LEN], v[64];
+  int found, version = 0;
+  if (!(p->w = connect_to(conninfo, err, errlen))) goto fail_quiet;
+  if (check_schema(p->w, &version, err, errlen) != 0) goto fail_quiet;
+  if (query_text(p->w, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", v, sizeof v, &found, m,
+                 sizeof m) != 0)
+    goto fail;
+  if (strcmp(v, "t") != 0) {
+    snprintf(err, errlen,
+             "the store is already open in another app or process (its advisory lock is held)");
+    goto fail_quiet;
+  }
+  /* durability "full": every commit waits for the server's disk */
+  if (o && o->durability_full && run(p->w, "SET synchronous_commit = on", m, sizeof m) != 0)
+    goto fail;
+  if (query_text(p->w, "SHOW synchronous_commit", v, sizeof v, &found, m, sizeof m) != 0) goto fail;
+  p->synchronous = strcmp(v, "off") == 0 ? 0 : strcmp(v, "local") == 0 ? 1 : 2;
+  if (prepare_all(p->w, m, sizeof m) != 0) goto fail;
+  double completed_s = o ? o->completed_s : 0, failed_s = o ? o->failed_s : 0;
+  if ((completed_s > 0 || failed_s > 0) && pg_prune(p, completed_s, failed_s, m, sizeof m) != 0)
+    goto fail;
+  if (query_text(p->w, "SELECT coalesce(max(seq), 0)::text FROM events", v, sizeof v, &found, m,
+                 sizeof m) != 0)
+    goto fail;
+  out->max_seq = strtoll(v, NULL, 10);
+  if (!(p->r = connect_to(conninfo, err, errlen))) goto fail_quiet;
+  out->ops = &pg_ops;
+  out->e = p;
+  return 0;
+fail:
+  snprintf(err, errlen, "%s", m);
+fail_quiet:
+  PQfinish(p->r);
+  PQfinish(p->w);
+  free(p);
   return -1;
 }

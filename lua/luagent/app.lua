@@ -958,7 +958,7 @@ function app.new(reg, boot)
     -- fallback to memory; R-40: recover what the file holds
     local st = reg.store
     core_app:store_open(st.path, st.durability == "full", st.retention.completed_s or 0,
-      st.retention.failed_s or 0)
+      st.retention.failed_s or 0, st.postgres)
     local ok, err = pcall(function()
       for _, rec in ipairs(core_app:store_records()) do core_app:restore(rec) end
       -- the stream cursor starts after what earlier apps wrote (R-29)

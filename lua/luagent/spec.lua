@@ -115,8 +115,22 @@ function spec.background_settings(bt)
   return s
 end
 
+local function postgres_url(v)
+  local ok, why = options.no_nul(v)
+  if not ok then return ok, why end
+  if type(v) ~= "string" or not (v:match("^postgresql://") or v:match("^postgres://")) then
+    return nil, "must be a postgresql:// URL (a file store takes path)"
+  end
+  return true
+end
+
 local store_spec = {
   path = options.no_nul,
+  url = postgres_url,
+  postgres = function(v)
+    if type(v) == "table" then return true end
+    return nil, "must be a table { conninfo = \"host=... dbname=...\" }"
+  end,
   durability = one_of("normal", "full"),
   retention = function(v)
     if v == false or type(v) == "table" then return true end
@@ -138,7 +152,21 @@ local function store_settings(st)
   if st == nil then return nil end
   if type(st) == "string" then st = { path = st } end
   options.check("luagent.config store", st, store_spec, 4)
-  if not st.path then
+  -- one place: a file (path) or a PostgreSQL database (url, or postgres.conninfo)
+  local conninfo = st.url
+  if st.postgres then
+    local pg = options.check("luagent.config store postgres", st.postgres,
+      { conninfo = options.no_nul }, 4)
+    if type(pg.conninfo) ~= "string" or pg.conninfo == "" then
+      error("luagent.config store postgres: conninfo is required", 0)
+    end
+    conninfo = pg.conninfo
+  end
+  local given = (st.path and 1 or 0) + (st.url and 1 or 0) + (st.postgres and 1 or 0)
+  if given > 1 then
+    error("luagent.config store: give one of path, url and postgres", 0)
+  end
+  if given == 0 then
     error("luagent.config store: path is required (omit store for memory only)", 0)
   end
   local kept = {}
@@ -149,7 +177,8 @@ local function store_settings(st)
       if r[k] == nil then kept[k] = default elseif r[k] ~= false then kept[k] = r[k] end
     end
   end
-  return { path = st.path, durability = st.durability or "normal", retention = kept }
+  return { path = st.path or conninfo, postgres = conninfo ~= nil,
+           durability = st.durability or "normal", retention = kept }
 end
 
 local function add_tool(reg, t, where)

@@ -48,20 +48,34 @@ function H.rmdir(p)
   if p and p:match("^/tmp/") then os.execute("rm -rf '" .. p .. "'") end
 end
 
--- For the store specs: before each spec a fresh directory and the path of
--- a store file in it, handed to set(dir, db); after it the directory goes
--- and luagent.set_log is reset.
-function H.each_store(set)
+-- The store engines the store specs run against.
+H.store_engines = { "sqlite", "postgresql" }
+
+-- For the store specs: before each spec a fresh directory and a store in
+-- it, handed to set(dir, db): for "sqlite" (the default) the path of a
+-- file, for "postgresql" the URL of a new database (support/pg.lua);
+-- after it the directory goes and luagent.set_log is reset.
+function H.each_store(set, engine)
   local busted = require "busted" -- the spec's hooks: not globals of this module
   local dir
   busted.before_each(function()
     dir = H.tmpdir()
-    set(dir, dir .. "/agents.db")
+    if engine == "postgresql" then
+      set(dir, (require "support.pg").fresh())
+    else
+      set(dir, dir .. "/agents.db")
+    end
   end)
   busted.after_each(function()
     luagent.set_log(nil)
     H.rmdir(dir)
   end)
+end
+
+-- The store table's key for `db` as Lua text: `path = "..."` for a file,
+-- `url = "..."` for a PostgreSQL URL.
+function H.store_ref(db)
+  return string.format("%s = %q", db:match("^postgres") and "url" or "path", db)
 end
 
 function H.write(path, text)

@@ -94,9 +94,11 @@ function S.mode(path)
   return m
 end
 
--- Run SQL on a store with the sqlite3 CLI (only while no app has it open);
--- returns the output lines.
+-- Run SQL on a store with the sqlite3 CLI (only while no app has it open),
+-- or on a PostgreSQL one with psql; returns the output lines.
 function S.sql(db, sql)
+  local P = require "support.pg"
+  if P.is_url(db) then return P.psql(db, sql) end
   local p = assert(io.popen(string.format("sqlite3 -batch %s %s 2>&1", sh_quote(db), sh_quote(sql))))
   local out = {}
   for l in p:lines() do out[#out + 1] = l end
