@@ -79,9 +79,13 @@ deps:
 test-deps:
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) $(TEST_PKGS)"
 
+# The store specs run against PostgreSQL too: a throw-away cluster on a Unix
+# socket in a temp dir (tests/support/pg_server.sh), stopped afterwards.
 test: test-deps
 	@$(MAKE) --no-print-directory all
-	@$(BUSTED) $(BUSTED_ARGS)
+	@pg=$$(tests/support/pg_server.sh start $$$$) || exit 1; \
+	  trap 'tests/support/pg_server.sh stop "$$pg"' EXIT INT TERM; \
+	  LUAGENT_TEST_PG_DIR="$$pg" $(BUSTED) $(BUSTED_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

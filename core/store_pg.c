@@ -378,14 +378,20 @@ int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engi
   int found, version = 0;
   if (!(p->w = connect_to(conninfo, err, errlen))) goto fail_quiet;
   if (check_schema(p->w, &version, err, errlen) != 0) goto fail_quiet;
-  if (query_text(p->w, "SELECT pg_try_advisory_lock(" LOCK_KEY ")", v, sizeof v, &found, m,
-                 sizeof m) != 0)
-    goto fail;
-  if (strcmp(v, "t") != 0) {
+  /* a process that was killed holds the lock until the server sees its
+   * connection gone, a moment later: wait that long, not more */
+  PGresult *lr = PQexec(p->w, "SET lock_timeout = '1500ms'; SELECT pg_advisory_lock(" LOCK_KEY ")");
+  int locked = PQresultStatus(lr) == PGRES_TUPLES_OK;
+  const char *state = PQresultErrorField(lr, PG_DIAG_SQLSTATE);
+  int busy = !locked && state && strcmp(state, "55P03") == 0; /* lock_not_available */
+  if (!locked) conn_msg(p->w, m, sizeof m);
+  PQclear(lr);
+  if (busy) {
     snprintf(err, errlen,
              "the store is already open in another app or process (its advisory lock is held)");
     goto fail_quiet;
   }
+  if (!locked || run(p->w, "SET lock_timeout = 0", m, sizeof m) != 0) goto fail;
   /* durability "full": every commit waits for the server's disk */
   if (o && o->durability_full && run(p->w, "SET synchronous_commit = on", m, sizeof m) != 0)
     goto fail;

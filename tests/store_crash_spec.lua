@@ -18,12 +18,12 @@ local slow = os.getenv("LG_SLOW") == "1"
 return luagent.config{
   background_tasks = { enabled = true, global_concurrency = 4, per_agent_concurrency = 4,
                        retry_backoff_s = 0, retry_backoff_max_s = 0 },
-  store = { path = %q, durability = %q },
+  store = { %s, durability = %q },
   tools = { luagent.tool{ name = "work", handler = function(args, ctx)
     if slow then ctx:sleep(60) end
     return { i = args.i }
   end } },
-} ]], db, durability or "normal"))
+} ]], H.store_ref(db), durability or "normal"))
   return path
 end
 
@@ -121,9 +121,10 @@ local function finish_all(app, acked)
   return lost, requeued
 end
 
-describe("store: kill -9 (R-20, R-40)", function()
+for _, engine in ipairs(H.store_engines) do
+describe("store (" .. engine .. "): kill -9 (R-20, R-40)", function()
   local dir, db
-  H.each_store(function(d, path) dir, db = d, path end)
+  H.each_store(function(d, path) dir, db = d, path end, engine)
 
   -- kill after k acknowledgements, the child pacing its enqueues
   for _, sc in ipairs({ { k = 1, pace = 0 }, { k = 5, pace = 0.003 }, { k = 13, pace = 0.001 },
@@ -189,13 +190,11 @@ describe("store: kill -9 (R-20, R-40)", function()
   end
 end)
 
-describe("store: kill -9 after delivery (R-26, R-33)", function()
-  local dir
-  before_each(function() dir = H.tmpdir() end)
-  after_each(function() H.rmdir(dir) end)
+describe("store (" .. engine .. "): kill -9 after delivery (R-26, R-33)", function()
+  local dir, db
+  H.each_store(function(d, path) dir, db = d, path end, engine)
 
   it("a completed record and its delivered flag are the same after the crash", function()
-    local db = dir .. "/agents.db"
     local cfg = dir .. "/agents.lua"
     H.write(cfg, string.format([[
 local luagent = require "luagent"
@@ -206,7 +205,7 @@ local job = luagent.tool{ name = "job", background = { enabled = true },
 local park = luagent.tool{ name = "park", handler = function(_, ctx) ctx:sleep(60) end }
 return luagent.config{
   background_tasks = { enabled = true },
-  store = { path = %q },
+  store = { %s },
   model = luagent.function_model(function(req)
     for _, m in ipairs(req.messages) do
       if m.role == "user" and type(m.content) == "string" and m.content:sub(1, #NOTICE) == NOTICE then
@@ -221,7 +220,7 @@ return luagent.config{
   end),
   agents = { luagent.agent{ id = "boss", instructions = "Delegate.", tools = { job } } },
   tools = { park },
-} ]], db))
+} ]], H.store_ref(db)))
     local child = S.spawn(dir, string.format([[
 local luagent = require "luagent"
 local json = require "luagent.json"
@@ -265,3 +264,4 @@ app:run_until_idle{ timeout_s = 120 }
     app2:close()
   end)
 end)
+end

@@ -1,10 +1,13 @@
 -- File store, acceptance: a store that cannot be opened is a clear error at
 -- luagent.load naming the path (R-14), never a silent fallback to memory;
 -- foreign files and newer schemas are refused; the lock file keeps a second
--- app or process out (README).
+-- app or process out (README). A PostgreSQL store likewise: an unreachable
+-- server, wrong credentials, a foreign schema or a newer one are refused by
+-- name, and its advisory lock keeps a second app or process out.
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 local luagent = require "luagent"
+local P = require "support.pg"
 
 -- A startup script on disk using `db` as its store.
 local function script(dir, db)
@@ -13,9 +16,9 @@ local function script(dir, db)
 local luagent = require "luagent"
 return luagent.config{
   background_tasks = { enabled = true },
-  store = { path = %q },
+  store = { %s },
   tools = { luagent.tool{ name = "echo", handler = function(args) return args end } },
-} ]], db))
+} ]], H.store_ref(db)))
   return path
 end
 
@@ -93,9 +96,15 @@ describe("store: bad paths and foreign files (R-14)", function()
     assert.same({ "customers" }, S.sql(db, "SELECT name FROM sqlite_master;"))
   end)
 
+end)
+
+for _, engine in ipairs(H.store_engines) do
+describe("store (" .. engine .. "): one app per store, one schema", function()
+  local dir, db
+  H.each_store(function(d, path) dir, db = d, path end, engine)
+
   it("a store written by a newer schema version is refused", function()
-    if not S.have_sqlite3() then pending("needs the sqlite3 command") return end
-    local db = dir .. "/agents.db"
+    if engine == "sqlite" and not S.have_sqlite3() then pending("needs the sqlite3 command") return end
     local app = luagent.load(script(dir, db))
     local t = app:enqueue_tool("echo", { x = 1 })
     app:wait({ t.task_id })
@@ -113,15 +122,9 @@ describe("store: bad paths and foreign files (R-14)", function()
     assert.equal("completed", again:get(t.task_id).status)
     again:close()
   end)
-end)
 
-describe("store: one app per store (lock file)", function()
-  local dir
-  before_each(function() dir = H.tmpdir() end)
-  after_each(function() H.rmdir(dir) end)
 
   it("a second app in the same process is refused until the first closes", function()
-    local db = dir .. "/agents.db"
     local path = script(dir, db)
     local first = luagent.load(path)
     local msg = load_error(dir, db)
@@ -136,7 +139,6 @@ describe("store: one app per store (lock file)", function()
   end)
 
   it("a second process is refused while an app holds the store", function()
-    local db = dir .. "/agents.db"
     local path = script(dir, db)
     local first = luagent.load(path)
     local child = S.spawn(dir, string.format([[
@@ -158,13 +160,95 @@ app:close()
     assert.same({ "opened" }, S.finish(child2))
   end)
 
-  it("an app that could not open its store raises instead of running on memory", function()
-    local db = dir .. "/adir"
+  local it_file = engine == "sqlite" and it or function() end
+  it_file("an app that could not open its store raises instead of running on memory", function()
+    db = dir .. "/adir"
     assert(os.execute("mkdir " .. S.q(db)))
     local ok, err = pcall(H.app, string.format([[
       return luagent.config{ background_tasks = { enabled = true }, store = { path = %q } } ]], db))
     assert.is_false(ok)
     assert.matches("luagent.load_string", tostring(err))
     assert.is_truthy(tostring(err):find(db, 1, true))
+  end)
+end)
+end
+
+describe("store (postgresql): servers, credentials and schemas (R-14)", function()
+  local dir, db, name
+  before_each(function()
+    dir = H.tmpdir()
+    db, name = P.fresh()
+  end)
+  after_each(function()
+    luagent.set_log(nil)
+    H.rmdir(dir)
+  end)
+
+  it("an unreachable server is named as such", function()
+    local url = "postgresql://postgres@/" .. name .. "?host=" .. dir -- no server there
+    local msg = load_error(dir, url)
+    assert_names(msg, url, "cannot connect to the server")
+  end)
+
+  it("wrong credentials are named as such, and the password is never shown", function()
+    local url = P.url(name, "luagent_pw", "wrong-secret")
+    local msg = load_error(dir, url)
+    assert.matches("cannot log in to the server", msg)
+    assert.matches("password authentication failed", msg)
+    assert.is_nil(msg:find("wrong-secret", 1, true), msg)
+    assert.is_truthy(msg:find(P.url(name, "luagent_pw"), 1, true), msg)
+    -- the right password opens it (the role may create tables there)
+    P.psql(db, "GRANT ALL ON SCHEMA public TO luagent_pw")
+    local app = luagent.load(script(dir, P.url(name, "luagent_pw", "right")))
+    assert.equal("postgresql", app._core:store_info().engine)
+    app:close()
+  end)
+
+  it("a database that does not exist is named as such", function()
+    local url = P.url(name .. "_missing")
+    assert_names(load_error(dir, url), url, "database does not exist")
+  end)
+
+  it("a schema with another program's tables is refused and left as it was", function()
+    P.psql(db, "CREATE TABLE customers(id serial PRIMARY KEY, name text); INSERT INTO customers(name) VALUES('ana')")
+    assert_names(load_error(dir, db), db, "not a luagent store")
+    assert.same({ "customers" }, P.psql(db,
+      "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))
+    assert.same({ "ana" }, P.psql(db, "SELECT name FROM customers"))
+  end)
+
+  it("a schema of its own in a shared database is found through search_path", function()
+    P.psql(db, "CREATE TABLE customers(id int); CREATE SCHEMA agents")
+    local url = db .. "&options=-csearch_path%3Dagents"
+    local app = luagent.load(script(dir, url))
+    local t = app:enqueue_tool("echo", { x = 2 })
+    assert.is_true(app:wait({ t.task_id }).done)
+    app:close()
+    assert.same({ "1" }, P.psql(db, "SELECT count(*) FROM agents.tasks"))
+  end)
+
+  it("postgres = { conninfo } selects the same store as url", function()
+    local app = luagent.load(script(dir, db))
+    local t = app:enqueue_tool("echo", { x = 3 })
+    app:wait({ t.task_id })
+    app:close()
+    local conninfo = string.format("host=%s user=postgres dbname=%s", P.dir(), name)
+    local again = H.app(string.format([[
+return luagent.config{ background_tasks = { enabled = true },
+  store = { postgres = { conninfo = %q } }, tools = { T.echo } } ]], conninfo))
+    assert.same({ x = 3 }, again:get(t.task_id).result)
+    again:close()
+  end)
+
+  it("the store table takes one of path, url and postgres", function()
+    local ok, err = pcall(H.app, string.format([[
+return luagent.config{ background_tasks = { enabled = true },
+  store = { path = "/tmp/x.db", url = %q } } ]], db))
+    assert.is_false(ok)
+    assert.matches("one of path, url and postgres", tostring(err))
+    ok, err = pcall(H.app, [[
+return luagent.config{ background_tasks = { enabled = true }, store = { url = "mysql://x" } } ]])
+    assert.is_false(ok)
+    assert.matches("postgresql://", tostring(err))
   end)
 end)

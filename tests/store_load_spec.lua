@@ -17,14 +17,15 @@ return luagent.config{
   background_tasks = { enabled = true, global_concurrency = 4, per_agent_concurrency = 4,
                        max_workers = 4, max_depth = 0, max_queue = 100000 },
   event_buffer = 64,
-  store = { path = %q },
+  store = { %s },
   tools = { step },
-} ]], db)
+} ]], H.store_ref(db))
 end
 
-describe("store: under load", function()
+for _, engine in ipairs(H.store_engines) do
+describe("store (" .. engine .. "): under load", function()
   local dir, db
-  H.each_store(function(d, path) dir, db = d, path end)
+  H.each_store(function(d, path) dir, db = d, path end, engine)
 
   it("1,000 tasks on 4 workers: nothing fails, every event is stored once, in order", function()
     local app = H.app(body(db))
@@ -80,3 +81,4 @@ describe("store: under load", function()
     app2:close()
   end)
 end)
+end

@@ -20,19 +20,18 @@ local fan = luagent.tool{ name = "fan", handler = function(args, ctx)
 end }
 return luagent.config{
   background_tasks = { enabled = true, global_concurrency = %d, per_agent_concurrency = 3 },
-  store = { path = %q },
+  store = { %s },
   tools = { work, fan },
-} ]], flag, slots or 3, db)
+} ]], flag, slots or 3, H.store_ref(db))
 end
 
-describe("store: close{ mode = \"suspend\" } (R-25a)", function()
+for _, engine in ipairs(H.store_engines) do
+describe("store (" .. engine .. "): close{ mode = \"suspend\" } (R-25a)", function()
   local dir, db, flag
-  before_each(function()
-    dir = H.tmpdir()
-    db = dir .. "/agents.db"
+  H.each_store(function(d, path)
+    dir, db = d, path
     flag = dir .. "/fast"
-  end)
-  after_each(function() H.rmdir(dir) end)
+  end, engine)
 
   it("a new app finishes queued and running tasks without spending extra attempts", function()
     local app = H.app(body(db, flag))
@@ -60,7 +59,13 @@ describe("store: close{ mode = \"suspend\" } (R-25a)", function()
     for _, ev in ipairs(H.of_kind(evs, "task_suspended")) do suspended[ev.task_id] = true end
     for _, r in ipairs(running) do assert.is_true(suspended[r.task_id], r.task_id) end
 
-    if S.have_sqlite3() then
+    if engine == "postgresql" then
+      -- in the database: everything queued, no attempt spent, no start time
+      assert.same({ "queued" }, S.sql(db, "SELECT DISTINCT status FROM tasks;"))
+      assert.same({ "0" }, S.sql(db,
+        "SELECT count(*) FROM tasks WHERE (record::json->>'attempts')::int != 0" ..
+        " OR record::json->>'started_at' IS NOT NULL;"))
+    elseif S.have_sqlite3() then
       -- in the file: everything queued, no attempt spent, no start time
       assert.same({ "queued" }, S.sql(db, "SELECT DISTINCT status FROM tasks;"))
       assert.same({ "0" }, S.sql(db,
@@ -137,3 +142,4 @@ describe("store: close{ mode = \"suspend\" } (R-25a)", function()
     last:close()
   end)
 end)
+end

@@ -3,10 +3,11 @@
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent
 
-describe("store: token events", function()
-  local dir
-  before_each(function() dir = H.tmpdir() end)
-  after_each(function() H.rmdir(dir) end)
+for _, engine in ipairs(H.store_engines) do
+describe("store (" .. engine .. "): token events", function()
+  local db
+  H.each_store(function(_, path) db = path end, engine)
+  local function store() return engine == "postgresql" and { url = db } or { path = db } end
 
   it("are read back from the file as the same text, in seq order, never more events", function()
     local cfg = [[
@@ -15,10 +16,9 @@ local stream = luagent.tool{ name = "stream", handler = function(args, ctx)
   return "ok"
 end }
 return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16, tools = { stream } } ]]
-    local path = dir .. "/tokens.db"
     local want, emitted
     do
-      local app <close> = H.app(cfg, { store = { path = path } })
+      local app <close> = H.app(cfg, { store = store() })
       local r = app:enqueue_tool("stream", { n = 300 })
       app:wait({ r.task_id }, { timeout_s = 10 })
       emitted = 300
@@ -26,7 +26,7 @@ return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16,
       for i = 1, 300 do parts[i] = "t" .. i .. (i % 7 == 0 and "\"\\\n" or " ") end
       want = table.concat(parts)
     end
-    local app <close> = H.app(cfg, { store = { path = path } })
+    local app <close> = H.app(cfg, { store = store() })
     local tokens, last = {}, 0
     for _, ev in ipairs(H.all_events(app)) do
       assert.is_true(ev.seq > last)
@@ -37,3 +37,4 @@ return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16,
     assert.equal(want, table.concat(tokens))
   end)
 end)
+end

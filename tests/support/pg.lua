@@ -5,7 +5,6 @@
 local P = {}
 
 local dir
-local n = 0
 
 local function pid()
   local f = assert(io.open("/proc/self/stat"))
@@ -24,12 +23,16 @@ end
 -- The socket directory of the running cluster.
 function P.dir()
   if dir then return dir end
-  dir = os.getenv("LUAGENT_TEST_PG_DIR")
+  -- busted loads this module afresh for each spec file: one cluster per
+  -- process, remembered where the reload does not reach
+  local reg = debug.getregistry()
+  dir = os.getenv("LUAGENT_TEST_PG_DIR") or reg["luagent.spec_pg_dir"]
   if not dir or dir == "" then
     local ok, out = sh("tests/support/pg_server.sh start " .. pid())
     assert(ok, "cannot start PostgreSQL for the specs: " .. out)
     dir = out:match("(/tmp/luagent%-pg%.[%w]+)")
     assert(dir, "pg_server.sh printed no directory: " .. out)
+    reg["luagent.spec_pg_dir"] = dir
   end
   return dir
 end
@@ -42,8 +45,10 @@ end
 
 -- A new empty database; returns its URL.
 function P.fresh()
-  n = n + 1
-  local name = string.format("spec_%s_%d", pid(), n)
+  -- busted loads this module afresh for each spec file: a counter alone repeats
+  local f = assert(io.open("/proc/sys/kernel/random/uuid"))
+  local name = "spec_" .. f:read("l"):gsub("%-", "")
+  f:close()
   P.psql(P.url("postgres"), "CREATE DATABASE " .. name)
   return P.url(name), name
 end
@@ -51,7 +56,7 @@ end
 -- Run SQL with psql; returns the output rows ("a|b" per row, as sqlite3).
 function P.psql(url, sql)
   local q = function(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-  local ok, out = sh(string.format("psql -X -q -tA -F '|' -v ON_ERROR_STOP=1 %s -c %s", q(url), q(sql)))
+  local ok, out = sh(string.format("env -u LD_PRELOAD psql -X -q -tA -F '|' -v ON_ERROR_STOP=1 %s -c %s", q(url), q(sql)))
   assert(ok, "psql failed: " .. out)
   local rows = {}
   for l in out:gmatch("[^\n]+") do rows[#rows + 1] = l end

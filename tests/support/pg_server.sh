@@ -14,6 +14,8 @@
 # run that dies early leaves no server behind. When no PostgreSQL is
 # installed and we are root on Debian, it is installed first.
 set -eu
+# a sanitizer run preloads its runtime into every process: not the server's
+unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
 
 pg_bin() {
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
