@@ -151,10 +151,11 @@ end
 if want("store") then
   local N = math.min(TASKS, 5000)
   print(string.format("\nstore: enqueue %d tool tasks (each durable before enqueue returns)", N))
-  local function run(label, store)
+  local function run(label, store, url)
     local dir = os.tmpname()
     os.remove(dir)
-    local extra = store and string.format("store = { path = %q, durability = %q },", dir .. ".db", store) or ""
+    local extra = store and string.format("store = { %s = %q, durability = %q },",
+      url and "url" or "path", url or (dir .. ".db"), store) or ""
     local ok, app = pcall(luagent.load_string, config(4, extra))
     if not ok then
       print(string.format("  %-16s (unavailable: %s)", label, tostring(app):sub(1, 60)))
@@ -174,6 +175,23 @@ if want("store") then
   run("memory")
   run("file, normal", "normal")
   run("file, full", "full")
+  -- the same on PostgreSQL: a throw-away cluster on a Unix socket, with the
+  -- server's durable defaults (fsync on)
+  local p = io.popen("LUAGENT_PG_DURABLE=1 tests/support/pg_server.sh start 2>&1")
+  local out = p:read("a")
+  p:close()
+  local pgdir = out:match("(/tmp/luagent%-pg%.%w+)")
+  if not pgdir then
+    print(string.format("  %-16s (unavailable: %s)", "postgresql", out:gsub("\n", " "):sub(1, 60)))
+  else
+    local function fresh(name)
+      os.execute(string.format("psql -X -q -h %s -U postgres -d postgres -c 'CREATE DATABASE %s'", pgdir, name))
+      return string.format("postgresql://postgres@/%s?host=%s", name, pgdir)
+    end
+    run("postgres, normal", "normal", fresh("bench_normal"))
+    run("postgres, full", "full", fresh("bench_full"))
+    os.execute("tests/support/pg_server.sh stop " .. pgdir)
+  end
 end
 
 -- 6. scale: costs that must not grow with unrelated work ------------------
