@@ -14,6 +14,7 @@ static int l_app_store_open(lua_State *L) {
   o.completed_s = luaL_optnumber(L, 4, 0);
   o.failed_s = luaL_optnumber(L, 5, 0);
   o.postgres = lua_toboolean(L, 6);
+  o.shared = lua_toboolean(L, 7);
   lg_err err = {{0}, {0}};
   if (lg_app_open_store(u->app, path, &o, &err) != 0) return luaL_error(L, "%s", err.message);
   return 0;
@@ -118,6 +119,7 @@ static int l_app_store_info(lua_State *L) {
   }
   lg_set_int(L, "write_failures", (lua_Integer)i.write_failures);
   lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
+  lg_set_int(L, "stale_writes", (lua_Integer)i.stale_writes);
   buf_t ids;
   lg_buf_init(&ids);
   lg_store_unsaved(lg_app_store(u->app), &ids);
@@ -131,6 +133,59 @@ static int l_app_store_limit_pages(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lua_Integer pages = luaL_checkinteger(L, 2);
   lua_pushinteger(L, (lua_Integer)lg_store_limit_pages(lg_app_store(u->app), (int64_t)pages));
+  return 1;
+}
+
+/* The shared queue (store.h): claim(node, max, cap, lease_s) -> records
+ * [{task_id, token, record}], renew(node, lease_s) -> n, requeue_expired()
+ * -> ids, put_fenced(task_id, node, token, status, finished, json) ->
+ * true written, false stale. A failure raises. */
+static int l_app_store_claim(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lg_store_claim_req r = {lg_check_text(L, 2), (int)luaL_checkinteger(L, 3),
+                          (int)luaL_optinteger(L, 4, 0), luaL_checknumber(L, 5)};
+  buf_t out;
+  lg_buf_init(&out);
+  char err[320];
+  if (lg_store_claim(lg_app_store(u->app), &r, &out, err, sizeof err) < 0) {
+    lg_buf_free(&out);
+    return luaL_error(L, "%s", err);
+  }
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_store_renew(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  char err[320];
+  int n = lg_store_renew(lg_app_store(u->app), lg_check_text(L, 2), luaL_checknumber(L, 3), err,
+                         sizeof err);
+  if (n < 0) return luaL_error(L, "%s", err);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static int l_app_store_requeue_expired(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  buf_t out;
+  lg_buf_init(&out);
+  char err[320];
+  if (lg_store_requeue_expired(lg_app_store(u->app), &out, err, sizeof err) < 0) {
+    lg_buf_free(&out);
+    return luaL_error(L, "%s", err);
+  }
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
+static int l_app_store_put_fenced(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  char err[320];
+  int rc = lg_store_task_fenced(lg_app_store(u->app), lg_check_text(L, 2), lg_check_text(L, 3),
+                                (int64_t)luaL_checkinteger(L, 4), lg_check_text(L, 5),
+                                lua_toboolean(L, 6), lg_check_text(L, 7), err, sizeof err);
+  if (rc < 0) return luaL_error(L, "%s", err);
+  lua_pushboolean(L, rc == 0);
   return 1;
 }
 
@@ -166,5 +221,7 @@ const luaL_Reg lg_bind_store_methods[] = {
     {"store_open", l_app_store_open},   {"store_records", l_app_store_records},
     {"restore", l_app_restore},         {"restore_done", l_app_restore_done},
     {"store_info", l_app_store_info},   {"store_limit_pages", l_app_store_limit_pages},
-    {"thread_get", l_app_thread_get},
+    {"thread_get", l_app_thread_get},   {"store_claim", l_app_store_claim},
+    {"store_renew", l_app_store_renew}, {"store_requeue_expired", l_app_store_requeue_expired},
+    {"store_put_fenced", l_app_store_put_fenced},
     {"thread_put", l_app_thread_put},   {NULL, NULL}};

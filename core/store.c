@@ -52,7 +52,19 @@ struct lg_store {
   /* the tests' page limit (lg_store_limit_pages) */
   int64_t want_pages, pages;
   unsigned pages_req, pages_done;
+  /* a shared-queue call waiting for the writer (one at a time, under mu) */
+  struct lease_call *call;
+  int calling; /* a caller owns the slot */
+  uint64_t stale_writes;
 };
+
+/* One shared-queue call handed to the writer thread. */
+typedef struct lease_call {
+  const lg_store_lease_req *req;
+  buf_t *out;
+  char err[MSG_LEN];
+  int rc, done;
+} lease_call;
 
 /* Drop what a failed read added to b. */
 static void cut_back(buf_t *b, size_t len) {
@@ -325,17 +337,32 @@ static void apply_pages(lg_store *st) {
   pthread_cond_broadcast(&st->done_cv);
 }
 
+/* A shared-queue call, after what was queued before it is committed (mu
+ * held on entry and return). */
+static void run_call(lg_store *st) {
+  lease_call *c = st->call;
+  st->call = NULL;
+  pthread_mutex_unlock(&st->mu);
+  c->rc = st->eng.ops->lease(st->eng.e, c->req, c->out, c->err, sizeof c->err);
+  pthread_mutex_lock(&st->mu);
+  if (c->req->what == LG_LEASE_PUT && c->rc == 1) st->stale_writes++;
+  c->done = 1;
+  pthread_cond_broadcast(&st->done_cv);
+}
+
 /* The writer thread: commits batches, reports failures, and at the end
  * tries once more to write what is unsaved. */
 static void *writer_main(void *arg) {
   lg_store *st = arg;
   pthread_mutex_lock(&st->mu);
   for (;;) {
-    while (!st->head && !st->stop && !st->nread_msgs && st->pages_req == st->pages_done)
+    while (!st->head && !st->stop && !st->nread_msgs && st->pages_req == st->pages_done &&
+           !st->call)
       pthread_cond_wait(&st->work_cv, &st->mu);
     if (st->nread_msgs) report_reads(st);
     else if (st->pages_req != st->pages_done) apply_pages(st);
     else if (st->head) write_batch(st);
+    else if (st->call) run_call(st);
     else break; /* stopped, and everything queued is written */
   }
   int retry = st->nunsaved > 0;
@@ -521,6 +548,77 @@ int64_t lg_store_limit_pages(lg_store *st, int64_t pages) {
   return now;
 }
 
+/* ------------------------------------------------------- shared queue */
+
+/* Hand one call to the writer and wait for it (no app lock held). */
+static int lease_call_run(lg_store *st, const lg_store_lease_req *r, buf_t *out, char *err,
+                          size_t errlen) {
+  if (!st || !st->eng.ops->lease) {
+    snprintf(err, errlen, "store %s: a shared queue needs a PostgreSQL store", st ? st->path : "");
+    return -1;
+  }
+  lease_call c;
+  memset(&c, 0, sizeof c);
+  c.req = r;
+  c.out = out;
+  pthread_mutex_lock(&st->mu);
+  while (st->calling && !st->closed && !st->stop) pthread_cond_wait(&st->done_cv, &st->mu);
+  if (st->closed || st->stop) {
+    pthread_mutex_unlock(&st->mu);
+    snprintf(err, errlen, "store %s: the store is closed", st->path);
+    return -1;
+  }
+  st->calling = 1;
+  st->call = &c;
+  pthread_cond_signal(&st->work_cv);
+  while (!c.done) pthread_cond_wait(&st->done_cv, &st->mu);
+  st->calling = 0;
+  pthread_cond_broadcast(&st->done_cv);
+  pthread_mutex_unlock(&st->mu);
+  if (c.rc < 0) snprintf(err, errlen, "store %s: %s", st->path, c.err);
+  return c.rc;
+}
+
+int lg_store_claim(lg_store *st, const lg_store_claim_req *r, buf_t *out, char *err,
+                   size_t errlen) {
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.what = LG_LEASE_CLAIM;
+  q.claim = *r;
+  return lease_call_run(st, &q, out, err, errlen);
+}
+
+int lg_store_renew(lg_store *st, const char *node, double lease_s, char *err, size_t errlen) {
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.what = LG_LEASE_RENEW;
+  q.claim.node = node;
+  q.claim.lease_s = lease_s;
+  return lease_call_run(st, &q, NULL, err, errlen);
+}
+
+int lg_store_requeue_expired(lg_store *st, buf_t *out, char *err, size_t errlen) {
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.what = LG_LEASE_REQUEUE;
+  return lease_call_run(st, &q, out, err, errlen);
+}
+
+int lg_store_task_fenced(lg_store *st, const char *task_id, const char *node, int64_t token,
+                         const char *status, int finished, const char *json, char *err,
+                         size_t errlen) {
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.what = LG_LEASE_PUT;
+  q.claim.node = node;
+  q.task_id = task_id;
+  q.token = token;
+  q.status = status;
+  q.finished = finished;
+  q.json = json;
+  return lease_call_run(st, &q, NULL, err, errlen);
+}
+
 /* Flush, stop the writer, close both connections and release the lock. */
 void lg_store_close(lg_store *st) {
   if (!st) return;
@@ -568,6 +666,7 @@ void lg_store_info(lg_store *st, lg_store_info_t *out) {
   snprintf(out->error, sizeof out->error, "%s", st->last_error);
   out->write_failures = st->write_failures;
   out->read_failures = st->read_failures;
+  out->stale_writes = st->stale_writes;
   pthread_mutex_unlock(&st->mu);
 }
 

@@ -15,6 +15,7 @@ typedef struct lg_store lg_store;
 
 typedef struct lg_store_opts_s {
   int postgres;                  /* the target is a PostgreSQL URL or conninfo, not a file */
+  int shared;                    /* PostgreSQL: several processes share it (no exclusive lock) */
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
   /* told (on the writer thread, no store lock held) each time a write or a
@@ -66,6 +67,35 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 /* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
+/* The shared queue of a PostgreSQL store (docs/architecture.md, "Leases
+ * and fencing"): several processes claim queued tasks, each claim a lease
+ * with a fencing token. Each call runs on the store's writer thread, in its
+ * own transaction, and returns once it committed; call them without any
+ * app lock. A file store has none of these: -1 with a message. */
+typedef struct {
+  const char *node; /* the process that claims, renews or writes */
+  int max;          /* claim at most this many */
+  int cap;          /* and only while leased tasks stay at most this many (0: no cap) */
+  double lease_s;   /* the lease given or renewed */
+} lg_store_claim_req;
+/* Claim queued tasks in enqueue order, skipping rows another claimer holds
+ * (FOR UPDATE SKIP LOCKED); appends [{"task_id","token","record"},...] to
+ * out. The number claimed, or -1. */
+int lg_store_claim(lg_store *st, const lg_store_claim_req *r, buf_t *out, char *err,
+                   size_t errlen);
+/* Extend the leases `node` holds by lease_s; the number renewed, or -1. */
+int lg_store_renew(lg_store *st, const char *node, double lease_s, char *err, size_t errlen);
+/* Queue again every task whose lease ran out, whoever held it; appends their
+ * ids as a JSON array to out. The number, or -1. */
+int lg_store_requeue_expired(lg_store *st, buf_t *out, char *err, size_t errlen);
+/* Write a claimed task's record only while `node` still holds it with
+ * `token` (the fencing token): 0 written, 1 rejected as stale (a late write
+ * of an owner whose lease was taken over), -1 failed. A finished record ends
+ * the lease. */
+int lg_store_task_fenced(lg_store *st, const char *task_id, const char *node, int64_t token,
+                         const char *status, int finished, const char *json, char *err,
+                         size_t errlen);
+
 /* Tests only: PRAGMA max_page_count on the write connection, after what is
  * queued now is committed, to make writes fail as on a full disk; <= 0
  * restores the limit found at open. Returns the limit in force. */
@@ -81,6 +111,7 @@ typedef struct {
   int schema_version;
   char error[320];      /* the latest failed write or read, "" if none */
   uint64_t write_failures, read_failures;
+  uint64_t stale_writes; /* fenced writes rejected (lg_store_task_fenced) */
 } lg_store_info_t;
 void lg_store_info(lg_store *st, lg_store_info_t *out);
 /* Ids of the tasks whose latest record is only in memory (its write failed

@@ -35,6 +35,17 @@ typedef struct {
   int limit;
 } lg_store_read;
 
+/* The shared queue's calls (store.h, lg_store_claim and after). */
+enum { LG_LEASE_CLAIM, LG_LEASE_RENEW, LG_LEASE_REQUEUE, LG_LEASE_PUT };
+
+typedef struct {
+  int what;
+  lg_store_claim_req claim; /* node, max, cap, lease_s */
+  const char *task_id, *status, *json; /* LG_LEASE_PUT */
+  int64_t token;
+  int finished;
+} lg_store_lease_req;
+
 typedef struct lg_store_engine_ops {
   const char *name; /* "sqlite", "postgresql" */
   /* One transaction: the ops of a list, then those of an array, in order;
@@ -52,6 +63,9 @@ typedef struct lg_store_engine_ops {
   void (*close_reads)(void *e);
   void (*close)(void *e);
   void (*info)(void *e, lg_store_info_t *out);
+  /* The shared queue, on the writer thread (NULL: the engine has none). The
+   * count (claimed, renewed, re-queued; for a put 0 written, 1 stale), or -1. */
+  int (*lease)(void *e, const lg_store_lease_req *r, buf_t *out, char *err, size_t errlen);
 } lg_store_engine_ops;
 
 typedef struct {

@@ -21,6 +21,8 @@
  * stores in two schemas of one database do not exclude each other. */
 #define LOCK_KEY "hashtextextended('luagent:' || current_schema(), 0)"
 #define MIGRATE_KEY "hashtextextended('luagent-migrate:' || current_schema(), 0)"
+/* claimers under a cluster-wide cap count leased tasks one at a time */
+#define CAP_KEY "hashtextextended('luagent-cap:' || current_schema(), 0)"
 
 typedef struct {
   PGconn *w, *r;
@@ -38,6 +40,13 @@ static const char *const migrations[] = {
     "CREATE INDEX IF NOT EXISTS events_task ON events(task_id);"
     "CREATE TABLE IF NOT EXISTS threads(key text PRIMARY KEY, messages text NOT NULL,"
     " updated_ms bigint NOT NULL);",
+    /* 1 -> 2: the shared queue's leases (docs/architecture.md, "Leases and
+     * fencing"): who holds a task, until when, and its fencing token */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS owner text,"
+    " ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0,"
+    " ADD COLUMN IF NOT EXISTS lease_until_ms bigint;"
+    "CREATE INDEX IF NOT EXISTS tasks_claimable ON tasks(pos) WHERE status = 'queued' AND owner IS NULL;"
+    "CREATE INDEX IF NOT EXISTS tasks_leased ON tasks(lease_until_ms) WHERE owner IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -339,6 +348,170 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
   return n;
 }
 
+/* ------------------------------------------------------- shared queue */
+
+/* One parameterised command in the current transaction; its result. */
+static PGresult *exec_params(PGconn *c, const char *sql, int n, const char *const *v) {
+  return PQexecParams(c, sql, n, NULL, v, NULL, NULL, 0);
+}
+
+static int rows_changed(PGresult *res) { return (int)strtol(PQcmdTuples(res), NULL, 10); }
+
+/* Claim up to r->max queued tasks, in enqueue order, rows another claimer
+ * holds skipped; under a cap, the count of leased tasks is read and the
+ * claim made under one advisory lock, so claimers never overshoot it. */
+static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, size_t ml) {
+  int want = r->max;
+  if (r->cap > 0) {
+    char v[32];
+    int found;
+    if (run(p->w, "SELECT pg_advisory_xact_lock(" CAP_KEY ")", m, ml) != 0 ||
+        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL", v, sizeof v, &found,
+                   m, ml) != 0)
+      return -1;
+    int room = r->cap - (int)strtol(v, NULL, 10);
+    if (room < want) want = room;
+  }
+  if (want <= 0) {
+    lg_buf_add(out, "[]", 2);
+    return 0;
+  }
+  char n[16], until[32];
+  snprintf(n, sizeof n, "%d", want);
+  snprintf(until, sizeof until, "%lld", (long long)(lg_wall_ms() + (int64_t)(r->lease_s * 1000.0)));
+  const char *v[3] = {r->node, n, until};
+  PGresult *res = exec_params(
+      p->w,
+      "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
+      " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+      " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+      " status = 'running' FROM c WHERE t.task_id = c.task_id"
+      " RETURNING t.task_id, t.token, t.record, t.pos",
+      3, v);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    conn_msg(p->w, m, ml);
+    PQclear(res);
+    return -1;
+  }
+  int rows = PQntuples(res);
+  /* in enqueue order (RETURNING keeps none) */
+  int *order = malloc((size_t)(rows ? rows : 1) * sizeof *order);
+  if (!order) {
+    PQclear(res);
+    snprintf(m, ml, "out of memory");
+    return -1;
+  }
+  for (int i = 0; i < rows; i++) {
+    int j = i;
+    long long pos = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+    while (j > 0 && strtoll(PQgetvalue(res, order[j - 1], 3), NULL, 10) > pos) {
+      order[j] = order[j - 1];
+      j--;
+    }
+    order[j] = i;
+  }
+  lg_buf_addc(out, '[');
+  for (int k = 0; k < rows; k++) {
+    int i = order[k];
+    if (k) lg_buf_addc(out, ',');
+    lg_buf_add(out, "{\"task_id\":", 11);
+    lg_buf_add_jstr(out, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+    lg_buf_addf(out, ",\"token\":%s,\"record\":", PQgetvalue(res, i, 1));
+    lg_buf_add(out, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
+    lg_buf_addc(out, '}');
+  }
+  lg_buf_addc(out, ']');
+  free(order);
+  PQclear(res);
+  return rows;
+}
+
+/* Leases that ran out: back to the queue, ownerless. The token stays; the
+ * next claim raises it, and a write of the old owner no longer matches. */
+static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
+  char now[32];
+  snprintf(now, sizeof now, "%lld", (long long)lg_wall_ms());
+  const char *v[1] = {now};
+  PGresult *res = exec_params(p->w,
+                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued'"
+                              " WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
+                              " RETURNING task_id",
+                              1, v);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    conn_msg(p->w, m, ml);
+    PQclear(res);
+    return -1;
+  }
+  int rows = PQntuples(res);
+  if (out) {
+    lg_buf_addc(out, '[');
+    for (int i = 0; i < rows; i++) {
+      if (i) lg_buf_addc(out, ',');
+      lg_buf_add_jstr(out, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+    }
+    lg_buf_addc(out, ']');
+  }
+  PQclear(res);
+  return rows;
+}
+
+static int lease_renew(pg *p, const lg_store_claim_req *r, char *m, size_t ml) {
+  char until[32];
+  snprintf(until, sizeof until, "%lld", (long long)(lg_wall_ms() + (int64_t)(r->lease_s * 1000.0)));
+  const char *v[2] = {r->node, until};
+  PGresult *res = exec_params(p->w, "UPDATE tasks SET lease_until_ms = $2::bigint WHERE owner = $1", 2, v);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  int n = ok ? rows_changed(res) : -1;
+  if (!ok) conn_msg(p->w, m, ml);
+  PQclear(res);
+  return n;
+}
+
+/* The fenced write: only the holder with the current token writes; a
+ * finished record ends the lease. 0 written, 1 stale. */
+static int lease_put(pg *p, const lg_store_lease_req *r, char *m, size_t ml) {
+  char tok[32], fin[32];
+  snprintf(tok, sizeof tok, "%lld", (long long)r->token);
+  snprintf(fin, sizeof fin, "%lld", (long long)lg_wall_ms());
+  const char *v[6] = {r->task_id, r->claim.node, tok, r->status, r->json, r->finished ? fin : NULL};
+  PGresult *res = exec_params(
+      p->w,
+      "UPDATE tasks SET status = $4, record = $5, finished_ms = $6::bigint,"
+      " owner = CASE WHEN $6::bigint IS NULL THEN owner END,"
+      " lease_until_ms = CASE WHEN $6::bigint IS NULL THEN lease_until_ms END"
+      " WHERE task_id = $1 AND owner = $2 AND token = $3::bigint",
+      6, v);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  int n = ok ? rows_changed(res) : -1;
+  if (!ok) conn_msg(p->w, m, ml);
+  PQclear(res);
+  return n < 0 ? -1 : n == 0 ? 1 : 0;
+}
+
+static int pg_lease(void *e, const lg_store_lease_req *r, buf_t *out, char *err, size_t errlen) {
+  pg *p = e;
+  if (ensure_conn(p->w, err, errlen) != 0) return -1;
+  char m[MSG_LEN] = "";
+  size_t start = out ? out->len : 0;
+  int n = run(p->w, "BEGIN", m, sizeof m) == 0 ? 0 : -1;
+  if (n == 0) {
+    switch (r->what) {
+      case LG_LEASE_CLAIM: n = lease_claim(p, &r->claim, out, m, sizeof m); break;
+      case LG_LEASE_RENEW: n = lease_renew(p, &r->claim, m, sizeof m); break;
+      case LG_LEASE_REQUEUE: n = lease_requeue(p, out, m, sizeof m); break;
+      default: n = lease_put(p, r, m, sizeof m); break;
+    }
+  }
+  if (n >= 0 && run(p->w, "COMMIT", m, sizeof m) == 0) return n;
+  snprintf(err, errlen, "a shared-queue write failed: %s", m);
+  PQclear(PQexec(p->w, "ROLLBACK"));
+  if (out) {
+    out->len = start;
+    if (out->p) out->p[start] = '\0';
+  }
+  return -1;
+}
+
 /* ------------------------------------------------------------- close */
 
 static void pg_close_reads(void *e) {
@@ -362,7 +535,7 @@ static void pg_info(void *e, lg_store_info_t *out) {
 }
 
 static const lg_store_engine_ops pg_ops = {
-    "postgresql", pg_write, pg_prune, NULL, pg_read, pg_close_reads, pg_close, pg_info,
+    "postgresql", pg_write, pg_prune, NULL, pg_read, pg_close_reads, pg_close, pg_info, pg_lease,
 };
 
 /* ------------------------------------------------------------- open */
@@ -380,7 +553,9 @@ int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engi
   if (check_schema(p->w, &version, err, errlen) != 0) goto fail_quiet;
   /* a process that was killed holds the lock until the server sees its
    * connection gone, a moment later: wait that long, not more */
-  PGresult *lr = PQexec(p->w, "SET lock_timeout = '1500ms'; SELECT pg_advisory_lock(" LOCK_KEY ")");
+  PGresult *lr = o && o->shared ? PQexec(p->w, "SELECT 1")
+                                 : PQexec(p->w, "SET lock_timeout = '1500ms';"
+                                                " SELECT pg_advisory_lock(" LOCK_KEY ")");
   int locked = PQresultStatus(lr) == PGRES_TUPLES_OK;
   const char *state = PQresultErrorField(lr, PG_DIAG_SQLSTATE);
   int busy = !locked && state && strcmp(state, "55P03") == 0; /* lock_not_available */

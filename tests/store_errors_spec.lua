@@ -108,16 +108,17 @@ describe("store (" .. engine .. "): one app per store, one schema", function()
     local app = luagent.load(script(dir, db))
     local t = app:enqueue_tool("echo", { x = 1 })
     app:wait({ t.task_id })
+    local version = tostring(app._core:store_info().schema_version)
     app:close()
-    assert.same({ "1" }, S.sql(db, "SELECT value FROM luagent_meta WHERE key = 'schema_version';"))
+    assert.same({ version }, S.sql(db, "SELECT value FROM luagent_meta WHERE key = 'schema_version';"))
     S.sql(db, "UPDATE luagent_meta SET value = '999' WHERE key = 'schema_version';")
     local msg = load_error(dir, db)
     assert_names(msg, db, "newer")
     assert.matches("999", msg)
     -- and it was not rewritten
     assert.same({ "999" }, S.sql(db, "SELECT value FROM luagent_meta WHERE key = 'schema_version';"))
-    -- the lock was released: back at version 1 it opens again
-    S.sql(db, "UPDATE luagent_meta SET value = '1' WHERE key = 'schema_version';")
+    -- the lock was released: back at its version it opens again
+    S.sql(db, "UPDATE luagent_meta SET value = '" .. version .. "' WHERE key = 'schema_version';")
     local again = luagent.load(script(dir, db))
     assert.equal("completed", again:get(t.task_id).status)
     again:close()
@@ -238,6 +239,25 @@ return luagent.config{ background_tasks = { enabled = true },
   store = { postgres = { conninfo = %q } }, tools = { T.echo } } ]], conninfo))
     assert.same({ x = 3 }, again:get(t.task_id).result)
     again:close()
+  end)
+
+  it("a store of an older schema is migrated in place, its records kept", function()
+    local app = luagent.load(script(dir, db))
+    local t = app:enqueue_tool("echo", { x = 4 })
+    app:wait({ t.task_id })
+    local version = app._core:store_info().schema_version
+    assert.is_true(version >= 2)
+    app:close()
+    -- back to what schema 1 was: no lease columns
+    P.psql(db, "ALTER TABLE tasks DROP COLUMN owner, DROP COLUMN token, DROP COLUMN lease_until_ms;" ..
+      " UPDATE luagent_meta SET value = '1' WHERE key = 'schema_version'")
+    local again = luagent.load(script(dir, db))
+    assert.same({ x = 4 }, again:get(t.task_id).result)
+    again:close()
+    assert.same({ tostring(version) }, P.psql(db, "SELECT value FROM luagent_meta WHERE key = 'schema_version'"))
+    assert.same({ "lease_until_ms", "owner", "token" }, P.psql(db,
+      "SELECT column_name FROM information_schema.columns WHERE table_name = 'tasks'" ..
+      " AND column_name IN ('owner', 'token', 'lease_until_ms') ORDER BY 1"))
   end)
 
   it("the store table takes one of path, url and postgres", function()
