@@ -15,6 +15,7 @@ static int l_app_store_open(lua_State *L) {
   o.failed_s = luaL_optnumber(L, 5, 0);
   o.postgres = lua_toboolean(L, 6);
   o.shared = lua_toboolean(L, 7);
+  o.lease_s = luaL_optnumber(L, 8, 0);
   lg_err err = {{0}, {0}};
   if (lg_app_open_store(u->app, path, &o, &err) != 0) return luaL_error(L, "%s", err.message);
   return 0;
@@ -189,6 +190,37 @@ static int l_app_store_put_fenced(lua_State *L) {
   return 1;
 }
 
+/* cluster_room() -> slots this process would fill now; cluster_admit(id,
+ * token) -> 1 admitted, 0 not in memory, -1 finished or already running
+ * here; cluster_node() -> this process's name; store_count_open() -> n. */
+static int l_app_cluster_room(lua_State *L) {
+  lua_pushinteger(L, lg_cluster_room(lg_check_app(L)->app));
+  return 1;
+}
+
+static int l_app_cluster_admit(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_pushinteger(L, lg_cluster_admit(u->app, lg_check_text(L, 2), (int64_t)luaL_checkinteger(L, 3)));
+  return 1;
+}
+
+static int l_app_cluster_node(lua_State *L) {
+  lua_pushstring(L, lg_cluster_node(lg_check_app(L)->app));
+  return 1;
+}
+
+static int l_app_store_count_open(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  int64_t n = lg_store_count_open(lg_app_store(u->app));
+  if (n < 0) {
+    lg_store_info_t i;
+    lg_store_info(lg_app_store(u->app), &i);
+    return luaL_error(L, "%s", i.error);
+  }
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
 static int l_app_thread_get(lua_State *L) {
   app_ud *u = lg_check_app(L);
   const char *key = lg_check_text(L, 2);
@@ -223,5 +255,7 @@ const luaL_Reg lg_bind_store_methods[] = {
     {"store_info", l_app_store_info},   {"store_limit_pages", l_app_store_limit_pages},
     {"thread_get", l_app_thread_get},   {"store_claim", l_app_store_claim},
     {"store_renew", l_app_store_renew}, {"store_requeue_expired", l_app_store_requeue_expired},
-    {"store_put_fenced", l_app_store_put_fenced},
+    {"store_put_fenced", l_app_store_put_fenced}, {"cluster_room", l_app_cluster_room},
+    {"cluster_admit", l_app_cluster_admit}, {"cluster_node", l_app_cluster_node},
+    {"store_count_open", l_app_store_count_open},
     {"thread_put", l_app_thread_put},   {NULL, NULL}};

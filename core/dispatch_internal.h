@@ -66,6 +66,8 @@ struct lg_app {
   pthread_cond_t watch_cv; /* the watchdog's, with mu (watchdog.c) */
   int watchdog_on;
   lg_store *store;
+  int shared;   /* the store's queue is shared with other processes (recovery.c) */
+  char node[40]; /* shared: this process's name in leases and events */
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
   struct lg_budget *budgets;

@@ -302,12 +302,15 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->phase = PH_QUEUED;
   t->enqueued_at = lg_wall_ms();
   t->boost = inherited_boost(parent);
-  if (lg_aq_push(q, t) != 0) {
+  /* a shared store's queue is the database: the task runs in whichever
+   * process claims it (recovery.c, lg_cluster_admit), this one included */
+  if (a->shared) t->phase = PH_REMOTE;
+  if (!a->shared && lg_aq_push(q, t) != 0) {
     lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
   if (lg_task_insert(a, t) != 0) {
-    lg_aq_remove(q, t);
+    if (!a->shared) lg_aq_remove(q, t);
     lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
@@ -320,9 +323,11 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     t->next_sibling = parent->first_child;
     parent->first_child = t;
   }
-  a->queued++;
-  a->busy++;
-  t->live = 1;
+  if (!a->shared) {
+    a->queued++;
+    a->busy++;
+    t->live = 1;
+  }
   lg_record_json(t, out);
   {
     char summary[96];
@@ -403,7 +408,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
     int reason = mode == CLOSE_SUSPEND ? STOP_CLOSE_SUSPEND : STOP_CLOSE_CANCEL;
     for (size_t i = 0; i < a->tasks.tab_cap; i++) {
       for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext) {
-        if (TS_TERMINAL(t->status)) continue;
+        if (TS_TERMINAL(t->status) || t->phase == PH_REMOTE) continue; /* not ours to stop */
         if (t->phase == PH_QUEUED || t->phase == PH_RETRY) {
           if (mode == CLOSE_CANCEL) lg_stop_task(a, t, reason);
         } else {

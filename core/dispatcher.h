@@ -147,6 +147,10 @@ int64_t lg_restore_done(lg_app *a);
 int lg_thread_get(lg_app *a, const char *key, buf_t *out);
 int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
+/* The shared queue of a PostgreSQL store (recovery.c). */
+int lg_cluster_room(lg_app *a);
+const char *lg_cluster_node(lg_app *a);
+int lg_cluster_admit(lg_app *a, const char *id, int64_t token);
 void lg_unclaim(lg_app *a, const char *id);
 
 /* ---- control.c ---- */

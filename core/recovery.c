@@ -38,6 +38,10 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
   lg_store_opts o = *opts;
   o.on_error = store_failed;
   o.ud = a;
+  if (o.shared) { /* this process's name in leases and events */
+    lg_make_id("node", a->node);
+    o.node = a->node;
+  }
   lg_store *st = lg_store_open(path, &o, msg, sizeof msg);
   if (!st) {
     lg_err_set(err, "store", "%s", msg);
@@ -46,6 +50,7 @@ int lg_app_open_store(lg_app *a, const char *path, const lg_store_opts *opts, lg
   pthread_mutex_lock(&a->mu);
   pthread_mutex_lock(&a->log.ev_mu); /* the event log writes to it too */
   a->store = st;
+  a->shared = o.shared;
   a->log.log_file = &store_log;
   a->log.log_file_ud = st;
   pthread_mutex_unlock(&a->log.ev_mu);
@@ -199,6 +204,60 @@ int64_t lg_restore_done(lg_app *a) {
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);
   return max_seq;
+}
+
+/* ------------------------------------------------- the shared queue */
+
+/* Free slots for claims: what this process would admit now. */
+int lg_cluster_room(lg_app *a) {
+  pthread_mutex_lock(&a->mu);
+  int room = a->cfg.global_concurrency - a->holders - (int)a->queued;
+  pthread_mutex_unlock(&a->mu);
+  return room > 0 ? room : 0;
+}
+
+const char *lg_cluster_node(lg_app *a) { return a->node; }
+
+/* A task this process claimed (docs/architecture.md, "Leases and fencing"):
+ * it is in memory (enqueued here, or restored from the claimed record) and
+ * joins the local queue with the claim's token, so every record it writes
+ * from now on is fenced. A record that says running is an attempt whose
+ * holder's lease ran out: R-40 applies as after a restart. 1 admitted, 0
+ * not in memory (restore it first), -1 already finished. */
+int lg_cluster_admit(lg_app *a, const char *id, int64_t token) {
+  pthread_mutex_lock(&a->mu);
+  lg_task *t = lg_task_find(a, id);
+  int rc = !t ? 0 : TS_TERMINAL(t->status) ? -1 : 1;
+  if (rc == 1 && t->phase != PH_REMOTE && t->phase != PH_RECOVERING) rc = -1; /* ours already */
+  if (rc != 1) {
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+  }
+  t->fence = token;
+  if (t->status == TS_RUNNING) {
+    if (t->attempts <= t->max_retries) {
+      lg_set_error(t, "lost", "the process running it stopped renewing its lease; queued again");
+      t->status = TS_QUEUED;
+      t->started_at = 0;
+      lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a lapsed lease");
+    } else {
+      lg_set_error(t, "lost", "the process running it stopped renewing its lease and no attempts were left");
+      t->phase = PH_DONE;
+      lg_finish_task(a, t, TS_FAILED);
+      pthread_mutex_unlock(&a->mu);
+      return 1;
+    }
+  }
+  t->status = TS_QUEUED;
+  t->retry_at = 0;
+  a->queued++;
+  a->busy++;
+  t->live = 1;
+  lg_requeue(a, t);
+  lg_schedule(a);
+  lg_bump(a);
+  pthread_mutex_unlock(&a->mu);
+  return 1;
 }
 
 /* The stored record of a task that is not in memory (it left after

@@ -275,6 +275,7 @@ void lg_resume_unlink(lg_app *a, lg_task *t) {
 /* Stop one task: queued ones end at once, running ones are told. */
 int lg_stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
+  if (t->phase == PH_REMOTE) return 0; /* in the shared queue: its holder decides */
   if (t->phase == PH_RECOVERING) { /* restored, in no queue yet */
     t->cancel_requested = 1;
     lg_set_error(t, "cancelled", "cancelled with its parent");
@@ -355,7 +356,8 @@ void lg_persist(lg_app *a, lg_task *t) {
   buf_t b;
   lg_buf_init(&b);
   lg_record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), b.p, b.len);
+  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), t->fence, b.p,
+                b.len);
   lg_buf_free(&b);
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define FAIL_RING 16 /* failed batches remembered for lg_store_sync */
 #define READ_MSGS 8  /* read failures waiting for the writer to report them */
@@ -56,6 +57,11 @@ struct lg_store {
   struct lease_call *call;
   int calling; /* a caller owns the slot */
   uint64_t stale_writes;
+  /* the shared queue's heartbeat (lease_s > 0): this process's leases
+   * renewed, lapsed ones queued again, every lease_s / 3 */
+  char node[64];
+  double lease_s;
+  int64_t next_beat_mono;
 };
 
 /* One shared-queue call handed to the writer thread. */
@@ -197,7 +203,21 @@ static void forget_unsaved(lg_store *st, const op *batch) {
 static int write_ops(lg_store *st, const op *list, op *const *v, size_t n, char *err,
                      size_t errlen) {
   char e[MSG_LEN];
-  if (st->eng.ops->write(st->eng.e, list, v, n, e, sizeof e) == 0) return 0;
+  int stale = 0;
+  if (st->eng.ops->write(st->eng.e, list, v, n, &stale, e, sizeof e) == 0) {
+    if (stale > 0) { /* committed; what a lost lease wrote late is not */
+      char m[MSG_LEN];
+      snprintf(m, sizeof m,
+               "store %s: %d late write%s of tasks whose lease another process holds now rejected",
+               st->path, stale, stale == 1 ? "" : "s");
+      pthread_mutex_lock(&st->mu);
+      st->stale_writes += (uint64_t)stale;
+      snprintf(st->last_error, sizeof st->last_error, "%s", m);
+      pthread_mutex_unlock(&st->mu);
+      tell(st, m);
+    }
+    return 0;
+  }
   /* cut to fit (the engine's message is the part that matters least) */
   int w = snprintf(err, errlen, "store %s: ", st->path);
   if (w >= 0 && (size_t)w < errlen) snprintf(err + w, errlen - (size_t)w, "%.*s", (int)(errlen - (size_t)w - 1), e);
@@ -350,6 +370,36 @@ static void run_call(lg_store *st) {
   pthread_cond_broadcast(&st->done_cv);
 }
 
+static int beat_due(const lg_store *st) {
+  return st->lease_s > 0 && lg_mono_ms() >= st->next_beat_mono;
+}
+
+/* Renew this process's leases and queue lapsed ones again (mu held on
+ * entry and return); a failure is reported like a failed write. */
+static void heartbeat(lg_store *st) {
+  st->next_beat_mono = lg_mono_ms() + (int64_t)(st->lease_s * 1000.0 / 3.0);
+  pthread_mutex_unlock(&st->mu);
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.claim.node = st->node;
+  q.claim.lease_s = st->lease_s;
+  char e[MSG_LEN], m[MSG_LEN] = "";
+  q.what = LG_LEASE_RENEW;
+  int rc = st->eng.ops->lease(st->eng.e, &q, NULL, e, sizeof e);
+  if (rc >= 0) {
+    q.what = LG_LEASE_REQUEUE;
+    rc = st->eng.ops->lease(st->eng.e, &q, NULL, e, sizeof e);
+  }
+  if (rc < 0) snprintf(m, sizeof m, "store %s: %.200s", st->path, e);
+  pthread_mutex_lock(&st->mu);
+  if (m[0]) {
+    note_write_failure(st, 0, 0, m);
+    pthread_mutex_unlock(&st->mu);
+    tell(st, m);
+    pthread_mutex_lock(&st->mu);
+  }
+}
+
 /* The writer thread: commits batches, reports failures, and at the end
  * tries once more to write what is unsaved. */
 static void *writer_main(void *arg) {
@@ -357,9 +407,17 @@ static void *writer_main(void *arg) {
   pthread_mutex_lock(&st->mu);
   for (;;) {
     while (!st->head && !st->stop && !st->nread_msgs && st->pages_req == st->pages_done &&
-           !st->call)
-      pthread_cond_wait(&st->work_cv, &st->mu);
+           !st->call && !beat_due(st)) {
+      if (st->lease_s > 0) {
+        struct timespec ts = {(time_t)(st->next_beat_mono / 1000),
+                              (long)(st->next_beat_mono % 1000) * 1000000L};
+        pthread_cond_timedwait(&st->work_cv, &st->mu, &ts); /* work_cv runs on CLOCK_MONOTONIC */
+      } else {
+        pthread_cond_wait(&st->work_cv, &st->mu);
+      }
+    }
     if (st->nread_msgs) report_reads(st);
+    else if (beat_due(st) && !st->stop) heartbeat(st);
     else if (st->pages_req != st->pages_done) apply_pages(st);
     else if (st->head) write_batch(st);
     else if (st->call) run_call(st);
@@ -426,9 +484,17 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
   st->failed_s = o ? o->failed_s : 0;
   st->on_error = o ? o->on_error : NULL;
   st->on_error_ud = o ? o->ud : NULL;
+  if (postgres && o->shared && o->lease_s > 0) {
+    st->lease_s = o->lease_s;
+    snprintf(st->node, sizeof st->node, "%s", o->node ? o->node : "");
+  }
   pthread_mutex_init(&st->mu, NULL);
   pthread_mutex_init(&st->rmu, NULL);
-  pthread_cond_init(&st->work_cv, NULL);
+  pthread_condattr_t at; /* the heartbeat's timed waits count monotonic time */
+  pthread_condattr_init(&at);
+  pthread_condattr_setclock(&at, CLOCK_MONOTONIC);
+  pthread_cond_init(&st->work_cv, &at);
+  pthread_condattr_destroy(&at);
   pthread_cond_init(&st->done_cv, NULL);
   char e[600] = "";
   int rc = postgres ? lg_store_pg_open(target, o, &st->eng, e, sizeof e)
@@ -486,12 +552,13 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
 }
 
 void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   const char *json, size_t len) {
+                   int64_t fence, const char *json, size_t len) {
   if (!st) return;
   op *o = new_op(LG_OP_TASK, task_id, json, len);
   if (!o) return;
   o->status = status;
   o->finished = finished;
+  o->fence = fence;
   o->seq = lg_wall_ms();
   push(st, o);
 }
@@ -747,6 +814,13 @@ int64_t lg_store_max_event_seq(lg_store *st) {
   if (engine_read(st, &r, "the last event", keep_int, &found, NULL, 0) >= 0 && found > seq)
     seq = found;
   return seq;
+}
+
+int64_t lg_store_count_open(lg_store *st) {
+  if (!st) return 0;
+  int64_t n = 0;
+  lg_store_read r = {LG_READ_OPEN, NULL, 0, 0, 0};
+  return engine_read(st, &r, "the open tasks", keep_int, &n, NULL, 0) < 0 ? -1 : n;
 }
 
 int lg_store_read_events(lg_store *st, int64_t since, int64_t before, int limit, buf_t *out) {

@@ -16,6 +16,9 @@ typedef struct lg_store lg_store;
 typedef struct lg_store_opts_s {
   int postgres;                  /* the target is a PostgreSQL URL or conninfo, not a file */
   int shared;                    /* PostgreSQL: several processes share it (no exclusive lock) */
+  const char *node;              /* shared: this process's name in leases and events */
+  double lease_s;                /* shared: leases last this long; the writer renews them
+                                    every lease_s / 3 and queues lapsed ones again */
   int durability_full;           /* synchronous=FULL instead of NORMAL */
   double completed_s, failed_s;  /* retention of finished tasks (0 = keep) */
   /* told (on the writer thread, no store lock held) each time a write or a
@@ -35,8 +38,12 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
 /* Called under the dispatcher mutex: they only queue work, never do I/O. */
 /* status: the task's status name, a string that lives as long as the
  * process; finished: it ended (its record ages for retention). */
+/* fence: the token of this process's claim on a shared store (0: the
+ * task is not claimed; its row is written as is). A fenced write that no
+ * longer matches the row's holder and token is dropped and counted in
+ * stale_writes (docs/architecture.md, "Leases and fencing"). */
 void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   const char *json, size_t len);
+                   int64_t fence, const char *json, size_t len);
 void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
 void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
@@ -57,6 +64,9 @@ int lg_store_read_tasks(lg_store *st, lg_store_row_fn fn, void *ud);
 /* Every stored record as one JSON array, in enqueue order; -1 with a
  * message if the read failed (nothing half-read is returned). */
 int lg_store_read_records(lg_store *st, buf_t *out, char *err, size_t errlen);
+/* Tasks stored queued or running (in a shared store: anywhere); -1 if the
+ * read failed. */
+int64_t lg_store_count_open(lg_store *st);
 /* The highest stored event seq (as found at open if the read fails). */
 int64_t lg_store_max_event_seq(lg_store *st);
 /* Events with since < seq < before, as a comma-separated list of objects;

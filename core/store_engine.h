@@ -22,11 +22,12 @@ typedef struct lg_store_op {
   char *key, *json;   /* task id, event's task id (or NULL), thread key */
   const char *status; /* a task's status name (a static string) */
   int finished;       /* the task ended: its record ages for retention */
+  int64_t fence;      /* a claimed task's token (0: none), store.h */
   struct lg_store_op *next;
 } lg_store_op;
 
 /* What a read asks for. */
-enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ };
+enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN };
 
 typedef struct {
   int what;
@@ -49,9 +50,10 @@ typedef struct {
 typedef struct lg_store_engine_ops {
   const char *name; /* "sqlite", "postgresql" */
   /* One transaction: the ops of a list, then those of an array, in order;
-   * 0 committed, else -1 with the engine's message and nothing written. */
-  int (*write)(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, char *err,
-               size_t errlen);
+   * 0 committed, else -1 with the engine's message and nothing written.
+   * *stale: fenced task writes dropped because the lease moved on. */
+  int (*write)(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, int *stale,
+               char *err, size_t errlen);
   /* Delete finished tasks older than their retention, and their events. */
   int (*prune)(void *e, double completed_s, double failed_s, char *err, size_t errlen);
   /* Tests only (NULL where the engine has none): see lg_store_limit_pages. */

@@ -27,6 +27,7 @@
 typedef struct {
   PGconn *w, *r;
   int synchronous;
+  char node[64]; /* shared: this process in leases and events; else "" */
 } pg;
 
 /* The migrations: entry i brings schema version i to i + 1. Each runs in
@@ -46,7 +47,14 @@ static const char *const migrations[] = {
     " ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 0,"
     " ADD COLUMN IF NOT EXISTS lease_until_ms bigint;"
     "CREATE INDEX IF NOT EXISTS tasks_claimable ON tasks(pos) WHERE status = 'queued' AND owner IS NULL;"
-    "CREATE INDEX IF NOT EXISTS tasks_leased ON tasks(lease_until_ms) WHERE owner IS NOT NULL;",
+    "CREATE INDEX IF NOT EXISTS tasks_leased ON tasks(lease_until_ms) WHERE owner IS NOT NULL;"
+    /* events of several processes: each numbers its own (node, seq); gseq
+     * is the order they were stored in, across all of them */
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS node text NOT NULL DEFAULT '',"
+    " ADD COLUMN IF NOT EXISTS gseq bigserial;"
+    "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_pkey;"
+    "ALTER TABLE events ADD PRIMARY KEY (node, seq);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_gseq ON events(gseq);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -181,16 +189,23 @@ static const char PUT_TASK[] =
     " ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, record = excluded.record,"
     " finished_ms = excluded.finished_ms";
 static const char PUT_EVENT[] =
-    "INSERT INTO events(seq, task_id, event) VALUES($1, $2, $3)"
-    " ON CONFLICT(seq) DO UPDATE SET task_id = excluded.task_id, event = excluded.event";
+    "INSERT INTO events(node, seq, task_id, event) VALUES($4, $1, $2, $3)"
+    " ON CONFLICT(node, seq) DO UPDATE SET task_id = excluded.task_id, event = excluded.event";
+/* a claimed task: only while this process holds it with this token; a
+ * finished record ends the lease */
+static const char PUT_FENCED[] =
+    "UPDATE tasks SET status = $2, record = $3, finished_ms = $4::bigint,"
+    " owner = CASE WHEN $4::bigint IS NULL THEN owner END,"
+    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END"
+    " WHERE task_id = $1 AND owner = $5 AND token = $6::bigint";
 static const char PUT_THREAD[] =
     "INSERT INTO threads(key, messages, updated_ms) VALUES($1, $2, $3)"
     " ON CONFLICT(key) DO UPDATE SET messages = excluded.messages, updated_ms = excluded.updated_ms";
 
 static int prepare_all(PGconn *c, char *err, size_t errlen) {
-  const char *names[] = {"put_task", "put_event", "put_thread"};
-  const char *sqls[] = {PUT_TASK, PUT_EVENT, PUT_THREAD};
-  for (int i = 0; i < 3; i++) {
+  const char *names[] = {"put_task", "put_event", "put_thread", "put_fenced"};
+  const char *sqls[] = {PUT_TASK, PUT_EVENT, PUT_THREAD, PUT_FENCED};
+  for (int i = 0; i < 4; i++) {
     PGresult *res = PQprepare(c, names[i], sqls[i], 0, NULL);
     int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok) conn_msg(c, err, errlen);
@@ -200,9 +215,11 @@ static int prepare_all(PGconn *c, char *err, size_t errlen) {
   return 0;
 }
 
-static int run_op(PGconn *c, const lg_store_op *o) {
+/* 0 written, 1 a fenced write that no longer matched, -1 failed. */
+static int run_op(pg *p, const lg_store_op *o) {
+  PGconn *c = p->w;
   char n1[32], n2[32];
-  const char *v[4];
+  const char *v[6];
   const char *name;
   int nv;
   switch (o->type) {
@@ -216,6 +233,13 @@ static int run_op(PGconn *c, const lg_store_op *o) {
       snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
       v[3] = o->finished ? n1 : NULL; /* finished time, for retention */
       nv = 4;
+      if (o->fence > 0) {
+        name = "put_fenced";
+        snprintf(n2, sizeof n2, "%lld", (long long)o->fence);
+        v[4] = p->node;
+        v[5] = n2;
+        nv = 6;
+      }
       break;
     case LG_OP_EVENT:
       name = "put_event";
@@ -223,7 +247,8 @@ static int run_op(PGconn *c, const lg_store_op *o) {
       v[0] = n1;
       v[1] = o->key;
       v[2] = o->json;
-      nv = 3;
+      v[3] = p->node;
+      nv = 4;
       break;
     default:
       name = "put_thread";
@@ -236,8 +261,9 @@ static int run_op(PGconn *c, const lg_store_op *o) {
   }
   PGresult *res = PQexecPrepared(c, name, nv, v, NULL, NULL, 0);
   int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  int stale = ok && nv == 6 && strcmp(PQcmdTuples(res), "0") == 0;
   PQclear(res);
-  return ok ? 0 : -1;
+  return ok ? stale : -1;
 }
 
 /* A connection the server dropped is made again before the next batch
@@ -254,14 +280,21 @@ static int ensure_conn(PGconn *c, char *err, size_t errlen) {
   return prepare_all(c, err, errlen);
 }
 
-static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, char *err,
-                    size_t errlen) {
+static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, int *stale,
+                    char *err, size_t errlen) {
   pg *p = e;
+  *stale = 0;
   if (ensure_conn(p->w, err, errlen) != 0) return -1;
   char m[MSG_LEN];
-  int ok = run(p->w, "BEGIN", m, sizeof m) == 0;
-  for (const lg_store_op *o = list; ok && o; o = o->next) ok = run_op(p->w, o) == 0;
-  for (size_t i = 0; ok && i < n; i++) ok = run_op(p->w, v[i]) == 0;
+  int ok = run(p->w, "BEGIN", m, sizeof m) == 0, rc;
+  for (const lg_store_op *o = list; ok && o; o = o->next) {
+    ok = (rc = run_op(p, o)) >= 0;
+    *stale += rc > 0;
+  }
+  for (size_t i = 0; ok && i < n; i++) {
+    ok = (rc = run_op(p, v[i])) >= 0;
+    *stale += rc > 0;
+  }
   if (ok) ok = run(p->w, "COMMIT", m, sizeof m) == 0;
   if (ok) return 0;
   conn_msg(p->w, m, sizeof m);
@@ -301,7 +334,7 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
   if (!p->r) return 0;
   if (PQstatus(p->r) != CONNECTION_OK) PQreset(p->r);
   char a[32], b[32], c[32];
-  const char *v[3] = {NULL, NULL, NULL};
+  const char *v[4] = {NULL, NULL, NULL, NULL};
   int nv = 0;
   const char *sql;
   switch (rq->what) {
@@ -317,16 +350,22 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
       v[nv++] = rq->key;
       break;
     case LG_READ_EVENTS:
-      sql = "SELECT event FROM events WHERE seq > $1 AND seq < $2 ORDER BY seq LIMIT $3";
+      sql = "SELECT event FROM events WHERE node = $4 AND seq > $1 AND seq < $2 ORDER BY seq"
+            " LIMIT $3";
       snprintf(a, sizeof a, "%lld", (long long)rq->since);
       snprintf(b, sizeof b, "%lld", (long long)rq->before);
       snprintf(c, sizeof c, "%d", rq->limit);
       v[nv++] = a;
       v[nv++] = b;
       v[nv++] = c;
+      v[nv++] = p->node;
+      break;
+    case LG_READ_OPEN:
+      sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";
       break;
     default:
-      sql = "SELECT coalesce(max(seq), 0)::text FROM events";
+      sql = "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1";
+      v[nv++] = p->node;
       break;
   }
   PGresult *res = PQexecParams(p->r, sql, nv, NULL, v, NULL, NULL, 0);
@@ -576,9 +615,17 @@ int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engi
   double completed_s = o ? o->completed_s : 0, failed_s = o ? o->failed_s : 0;
   if ((completed_s > 0 || failed_s > 0) && pg_prune(p, completed_s, failed_s, m, sizeof m) != 0)
     goto fail;
-  if (query_text(p->w, "SELECT coalesce(max(seq), 0)::text FROM events", v, sizeof v, &found, m,
-                 sizeof m) != 0)
-    goto fail;
+  if (o && o->shared) snprintf(p->node, sizeof p->node, "%s", o->node ? o->node : "");
+  {
+    const char *pv[1] = {p->node};
+    PGresult *mr = exec_params(p->w, "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1",
+                               1, pv);
+    int ok = PQresultStatus(mr) == PGRES_TUPLES_OK && PQntuples(mr) == 1;
+    if (ok) snprintf(v, sizeof v, "%s", PQgetvalue(mr, 0, 0));
+    else conn_msg(p->w, m, sizeof m);
+    PQclear(mr);
+    if (!ok) goto fail;
+  }
   out->max_seq = strtoll(v, NULL, 10);
   if (!(p->r = connect_to(conninfo, err, errlen))) goto fail_quiet;
   out->ops = &pg_ops;

@@ -258,9 +258,10 @@ static int run_op(sq *st, const lg_store_op *o) {
 
 /* One transaction: the ops of a list, or of an array; 0 committed, else -1
  * with SQLite's message (and nothing of it written). */
-static int sq_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, char *err,
-                    size_t errlen) {
+static int sq_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, int *stale,
+                    char *err, size_t errlen) {
   sq *st = e;
+  *stale = 0; /* a file has one owner: nothing is fenced */
   int ok = sqlite3_exec(st->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
   for (const lg_store_op *o = list; ok && o; o = o->next) ok = run_op(st, o) == 0;
   for (size_t i = 0; ok && i < n; i++) ok = run_op(st, v[i]) == 0;
@@ -291,6 +292,8 @@ static const char *read_sql(int what) {
     case LG_READ_THREAD: return "SELECT messages FROM threads WHERE key = ?";
     case LG_READ_EVENTS:
       return "SELECT event FROM events WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?";
+    case LG_READ_OPEN:
+      return "SELECT CAST(count(*) AS TEXT) FROM tasks WHERE status IN ('queued', 'running')";
     default: return "SELECT CAST(coalesce(max(seq), 0) AS TEXT) FROM events";
   }
 }

@@ -22,6 +22,7 @@ enum {
   PH_RESUMING,  /* wait over, queued to take a slot back */
   PH_UNWINDING, /* cancelled while it held no slot; its Lua is unwinding */
   PH_RECOVERING, /* restored from the store, not yet re-queued */
+  PH_REMOTE,    /* in a shared store's queue: runs wherever it is claimed */
   PH_DONE
 };
 
@@ -50,6 +51,7 @@ struct lg_task {
   int64_t enqueued_at, started_at, finished_at, retry_at; /* wall ms, 0 = unset */
   int64_t started_mono, deadline_mono;                    /* current attempt */
   int attempts, max_retries;
+  int64_t fence; /* shared store: the token of this process's claim, 0 = none */
   double timeout_s;
   long long priority;
   uint64_t seq; /* enqueue order, FIFO tie-break */

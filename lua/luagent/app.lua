@@ -325,6 +325,52 @@ local function finished_delta(after, before)
   }
 end
 
+local serve_spec = {
+  timeout_s = function(v) return options.non_negative(v) end,
+  until_idle = "boolean",
+}
+
+-- Work for a shared store's queue (README, "Several processes, one queue"):
+-- claim queued tasks while this process has free slots (under the cluster's
+-- cap with background_tasks.scope = "cluster"), run them, and pump host
+-- work, until timeout_s, or with until_idle until nothing is queued or
+-- running anywhere. Leases are renewed by the store's writer thread, not
+-- here. Returns true when it stopped idle.
+function App:serve(opts)
+  check_not_in_callback(self, "app:serve")
+  options.check("app:serve", opts, serve_spec)
+  opts = opts or {}
+  local st = self._reg.store
+  if not (st and st.shared) then
+    error("app:serve: needs a shared store (store = { url = ..., shared = true })", 2)
+  end
+  local c = self._core
+  local node = c:cluster_node()
+  local cap = self._reg.settings.scope == "cluster" and self._reg.settings.global_concurrency or 0
+  local deadline = opts.timeout_s and core.now() + opts.timeout_s
+  while true do
+    local room = c:cluster_room()
+    local got = room > 0 and c:store_claim(node, room, cap, st.lease_s) or {}
+    for _, claim in ipairs(got) do
+      if c:cluster_admit(claim.task_id, claim.token) == 0 then
+        c:restore(claim.record)
+        c:cluster_admit(claim.task_id, claim.token)
+      end
+    end
+    local gen = c:gen()
+    self:_pump()
+    if #got == 0 then
+      if opts.until_idle and c:stats().idle and c:store_count_open() == 0 then return true end
+      if deadline and core.now() >= deadline then return false end
+      -- nothing to claim: wait for a local finish (it frees a slot) or a
+      -- short while for other processes' work
+      c:block(gen, 0.02)
+    elseif deadline and core.now() >= deadline then
+      return false
+    end
+  end
+end
+
 -- Drain until nothing is queued, running or pending on the host (R-29).
 function App:run_until_idle(opts)
   check_not_in_callback(self, "app:run_until_idle")
@@ -958,8 +1004,11 @@ function app.new(reg, boot)
     -- fallback to memory; R-40: recover what the file holds
     local st = reg.store
     core_app:store_open(st.path, st.durability == "full", st.retention.completed_s or 0,
-      st.retention.failed_s or 0, st.postgres)
+      st.retention.failed_s or 0, st.postgres, st.shared, st.lease_s)
     local ok, err = pcall(function()
+      -- a shared store's tasks are claimed one by one (app:serve), never
+      -- all restored here: other processes run them
+      if st.shared then return end
       for _, rec in ipairs(core_app:store_records()) do core_app:restore(rec) end
       -- the stream cursor starts after what earlier apps wrote (R-29)
       self._cursor = core_app:restore_done()

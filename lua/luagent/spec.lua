@@ -41,6 +41,8 @@ local bg_spec = {
   on_parent_end = one_of("leave", "cancel"),
   retry_backoff_s = non_negative,
   retry_backoff_max_s = non_negative,
+  -- "cluster": global_concurrency holds across every process of a shared store
+  scope = one_of("process", "cluster"),
   -- how long a task told to stop may run on before its worker is retired
   stop_grace_s = function(v)
     if v == false or (type(v) == "number" and v > 0 and v < math.huge) then return true end
@@ -103,6 +105,7 @@ function spec.background_settings(bt)
     retry_backoff_s = bt.retry_backoff_s or 1,
     retry_backoff_max_s = bt.retry_backoff_max_s or 30,
     stop_grace_s = bt.stop_grace_s == nil and 1 or bt.stop_grace_s,
+    scope = bt.scope or "process",
   }
   s.keep_finished = keep_finished_settings(bt)
   s.max_workers = bt.max_workers or s.global_concurrency * (s.max_depth + 1) + 2
@@ -127,6 +130,11 @@ end
 local store_spec = {
   path = options.no_nul,
   url = postgres_url,
+  shared = "boolean",
+  lease_s = function(v)
+    if type(v) == "number" and v > 0 and v < math.huge then return true end
+    return nil, "must be a number of seconds > 0"
+  end,
   postgres = function(v)
     if type(v) == "table" then return true end
     return nil, "must be a table { conninfo = \"host=... dbname=...\" }"
@@ -177,8 +185,11 @@ local function store_settings(st)
       if r[k] == nil then kept[k] = default elseif r[k] ~= false then kept[k] = r[k] end
     end
   end
-  return { path = st.path or conninfo, postgres = conninfo ~= nil,
-           durability = st.durability or "normal", retention = kept }
+  if st.shared and not conninfo then
+    error("luagent.config store: shared needs a PostgreSQL store (url or postgres)", 0)
+  end
+  return { path = st.path or conninfo, postgres = conninfo ~= nil, shared = st.shared == true,
+           lease_s = st.lease_s or 10, durability = st.durability or "normal", retention = kept }
 end
 
 local function add_tool(reg, t, where)
