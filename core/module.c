@@ -27,6 +27,20 @@ static int l_is_cancel(lua_State *L) {
   return 1;
 }
 
+static int l_is_interrupt(lua_State *L) {
+  lua_pushboolean(L, lg_is_interrupt(L, 1));
+  return 1;
+}
+
+/* step_open(on): the calling task's step (a model call or tool) may be cut
+ * short by a message sent with interrupt = true (steer.c); a no-op outside
+ * a task. Closing it also ends an interrupt raised meanwhile. */
+static int l_step_open(lua_State *L) {
+  lg_task *t = lg_calling_task(L);
+  if (t) lg_task_step_open(t, lua_toboolean(L, 1));
+  return 0;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, lg_mono_s());
   return 1;
@@ -100,6 +114,7 @@ static void pin_module(void) {
 
 static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},   {"is_cancel", l_is_cancel},
+    {"is_interrupt", l_is_interrupt}, {"step_open", l_step_open},
     {"now", l_now},               {"thread_cpu", l_thread_cpu},
     {"thread_switches", l_thread_switches},
     {"wall_ms", l_wall_ms},       {"new_id", l_new_id},
@@ -142,6 +157,8 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_setfield(L, -2, "json");
   lg_push_cancel(L);
   lua_setfield(L, -2, "cancel_error");
+  lg_push_interrupt(L);
+  lua_setfield(L, -2, "interrupt_error");
   luaL_getmetatable(L, ERR_MT);
   lua_setfield(L, -2, "error_mt");
   lua_pushinteger(L, W_ENQUEUED);
