@@ -72,7 +72,7 @@ int lg_send(lg_app *a, const char *id, const char *text, const char *from, int i
     lg_buf_init(&p);
     lg_buf_addf(&p, "{\"bytes\":%zu,\"from\":", strlen(text));
     lg_buf_add_jstr(&p, from, strlen(from));
-    lg_buf_addf(&p, ",\"interrupt\":%s,\"seq\":%lld}", interrupt ? "true" : "false",
+    lg_buf_addf(&p, ",\"interrupt\":%s,\"message_seq\":%lld}", interrupt ? "true" : "false",
                 (long long)seq);
     char summary[96];
     snprintf(summary, sizeof summary, "message %lld queued%s", (long long)seq,
@@ -124,7 +124,7 @@ int lg_take_messages(lg_app *a, lg_task *t, buf_t *out) {
       lg_buf_add_jstr(out, m->text, strlen(m->text));
       lg_buf_addc(out, '}');
       char payload[64], summary[64];
-      snprintf(payload, sizeof payload, "{\"seq\":%lld}", (long long)m->seq);
+      snprintf(payload, sizeof payload, "{\"message_seq\":%lld}", (long long)m->seq);
       snprintf(summary, sizeof summary, "message %lld delivered", (long long)m->seq);
       lg_task_event(a, t, "message_delivered", payload, summary);
     }
