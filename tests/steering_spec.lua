@@ -302,6 +302,7 @@ return luagent.config{
     luagent.tool{ name = "slow", input_schema = { type = "object" }, handler = function(_, ctx)
       ctx:emit("slow_started", {})
       if KIND == "tool_sleep" then ctx:sleep(30) end
+      if KIND == "tool_spawn" then ctx:spawn{ cmd = "sleep 30 & sleep 30" } end
       if KIND == "tool_loop" then
         local t0 = os.time()
         local x = 0
@@ -332,7 +333,7 @@ return luagent.config{
     return luagent.load(cfg)
   end
 
-  for _, kind in ipairs({ "model", "tool_sleep", "tool_loop" }) do
+  for _, kind in ipairs({ "model", "tool_sleep", "tool_loop", "tool_spawn" }) do
     it("cuts short a " .. kind:gsub("_", " ") .. " and the run reads the message next", function()
       local app <close> = app_with(kind)
       local t = app:enqueue_background("res", "dig")
@@ -355,6 +356,13 @@ return luagent.config{
         assert.equal("interrupted", second.cause.kind)
         assert.matches("not run", second.error)
         assert.equal(1, #H.of_kind(H.all_events(app), "slow_started", t.task_id))
+      end
+      if kind == "tool_spawn" then
+        -- the command's whole process group went with the step
+        local killed = H.of_kind(H.all_events(app), "process_killed", t.task_id)
+        assert.equal(1, #killed)
+        assert.equal("a message interrupted the step", killed[1].payload.reason)
+        assert.is_false(core.group_alive(killed[1].payload.pgid))
       end
     end)
   end
