@@ -144,11 +144,18 @@ static int l_app_unclaim(lua_State *L) {
   return 0;
 }
 
+/* pending_messages() -> how many of the calling task's messages wait */
+static int l_app_pending_messages(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_pushinteger(L, lg_pending_messages(u->app, lg_calling_task(L)));
+  return 1;
+}
+
 const luaL_Reg lg_bind_control_methods[] = {
     {"bg_list", l_app_bg_list},             {"bg_check", l_app_bg_check},
     {"bg_cancel", l_app_bg_cancel},         {"bg_wait_begin", l_app_bg_wait_begin},
     {"bg_send", l_app_bg_send},             {"send", l_app_send},
-    {"take_messages", l_app_take_messages},
+    {"take_messages", l_app_take_messages}, {"pending_messages", l_app_pending_messages},
     {"bg_wait_finish", l_app_bg_wait_finish}, {"claim", l_app_claim},
     {"unclaim", l_app_unclaim},             {"bounded_result", l_app_bounded_result},
     {NULL, NULL}};

@@ -162,6 +162,8 @@ int lg_send(lg_app *a, const char *id, const char *text, const char *from, int i
  * text}, marked delivered (committed before it returns); clears the
  * interrupt request. Returns how many. */
 int lg_take_messages(lg_app *a, lg_task *t, buf_t *out);
+/* How many of the task's messages are not yet delivered. */
+int lg_pending_messages(lg_app *a, lg_task *t);
 
 /* ---- control.c ---- */
 void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);

@@ -137,7 +137,15 @@ int lg_take_messages(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_unlock(&a->mu);
   lg_buf_addc(out, ']');
   /* the mark is in the file (with the events) before the model call that
-   * carries the messages is made (docs/architecture.md, "Steering") */
+   * carries the messages is made (docs/architecture.md, R-34) */
   lg_store_sync(st, ticket, NULL, 0);
+  return n;
+}
+
+int lg_pending_messages(lg_app *a, lg_task *t) {
+  if (!t) return 0;
+  pthread_mutex_lock(&a->mu);
+  int n = lg_inbox_pending(t);
+  pthread_mutex_unlock(&a->mu);
   return n;
 }

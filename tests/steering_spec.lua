@@ -368,6 +368,45 @@ return luagent.config{
   end
 end)
 
+describe("a message during what would be the last model call", function()
+  local dir
+  before_each(function() dir = H.tmpdir() end)
+  after_each(function() H.rmdir(dir) end)
+
+  it("makes the run go on for one more call, which reads it", function()
+    local app <close> = luagent.load_string(string.format([[
+local luagent = require "luagent"
+local DIR, MSG = %q, %q
+local function exists(p) local f = io.open(p); if f then f:close() end; return f ~= nil end
+return luagent.config{
+  background_tasks = { enabled = true },
+  agents = { luagent.agent{ id = "res", instructions = "r",
+    model = luagent.function_model(function(req, ctx)
+      for _, m in ipairs(req.messages) do
+        if type(m.content) == "string" and m.content:find(MSG, 1, true) then return "second answer" end
+      end
+      ctx:emit("final_call", {})
+      for _ = 1, 3000 do
+        if exists(DIR .. "/sent") then break end
+        ctx:sleep(0.01)
+      end
+      return "first answer"
+    end) } },
+} ]], dir, MSG))
+    local t = app:enqueue_background("res", "dig")
+    assert.is_truthy(H.await_kind(app, "final_call", t.task_id, 10))
+    assert.is_true(app:send(t.task_id, MSG).ok)
+    H.write(dir .. "/sent", "")
+    assert.equal("completed", app:wait({ t.task_id }, { timeout_s = 10 }).tasks[1].status)
+    local res = app:get(t.task_id).result
+    assert.equal("second answer", res.final)
+    local contents = {}
+    for _, m in ipairs(res.messages) do contents[#contents + 1] = m.content end
+    assert.equal("first answer", contents[#contents - 2])
+    assert.is_truthy(contents[#contents - 1]:find(MSG, 1, true))
+  end)
+end)
+
 describe("sending to tasks that cannot read", function()
   local dir
   before_each(function() dir = H.tmpdir() end)

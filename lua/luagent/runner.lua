@@ -428,7 +428,8 @@ local function loop(run)
       run.final = reply.text
       return finish(run, "stopped", { kind = "stopped", message = stop })
     end
-    if not reply.tool_calls and not vetoed(run) then
+    -- a message that came during the last call is read before the run ends
+    if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
       run.final = reply.text or ""
       return finish(run, "completed")
     end

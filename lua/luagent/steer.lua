@@ -28,7 +28,7 @@ end
 
 -- Before a model call: the task's messages not yet delivered join the
 -- transcript, each once; the core has committed their delivered marks when
--- this returns (docs/architecture.md, "Steering").
+-- this returns (docs/architecture.md, R-34).
 function steer.deliver(run)
   if not run.steered then return 0 end
   run.interrupted = nil
@@ -37,6 +37,11 @@ function steer.deliver(run)
     run.messages[#run.messages + 1] = { role = "user", content = message_text(m) }
   end
   return #msgs
+end
+
+-- Whether messages wait: a run that would end now reads them first.
+function steer.pending(run)
+  return run.steered and run.env.core:pending_messages() > 0
 end
 
 -- fn(...) as a step a message may interrupt: true and fn's values, or
