@@ -242,6 +242,52 @@ describe("bg_send through luagent.openai", function()
     check_events(app, child)
   end)
 
+  it("(b) the supervisor's bg_send{interrupt = true} reaches a child inside a 30 s model call within 1 s", function()
+    local cfg = dir .. "/agents.lua"
+    H.write(cfg, config(dir, openai("sup-m"), FA.model_src(srv, { model = "res-m", timeout_s = 60 })))
+    local app <close> = luagent.load(cfg)
+    srv:script{
+      { for_model = "sup-m", tool_calls = { { id = "r1", name = "research", arguments = { prompt = "dig" } } } },
+      { for_model = "sup-m", tool_calls = { { id = "aw", name = "await_go", arguments = {} } } },
+      { for_model = "res-m", text = "too late", delay_ms = 30000 },
+      { for_model = "res-m", text = "read it" },
+    }
+    local sup = app:enqueue_background("sup", "go")
+    local function res_requests()
+      local out = {}
+      for _, r in ipairs(srv:requests()) do
+        if r.json and r.json.model == "res-m" then out[#out + 1] = r.json end
+      end
+      return out
+    end
+    local deadline = core.now() + 10
+    while #res_requests() < 1 and core.now() < deadline do app:wait({ sup.task_id }, { timeout_s = 0.02 }) end
+    assert.equal(1, #res_requests(), "the child's model call never reached the server")
+    local child = app:list{ parent_task_id = sup.task_id }[1].task_id
+    srv:append{
+      { for_model = "sup-m", tool_calls = { { id = "s1", name = "bg_send",
+        arguments = { task_id = child, message = MSG, interrupt = true } } } },
+      { for_model = "sup-m", tool_calls = { { id = "bw", name = "bg_wait",
+        arguments = { task_ids = { child } } } } },
+      { for_model = "sup-m", text = "done" },
+    }
+    H.write(dir .. "/go", "")
+    local w = app:wait({ sup.task_id }, { timeout_s = 20 })
+    assert.equal("completed", w.tasks[1].status)
+    assert.equal("read it", app:get(child).result.final)
+    local evs = H.all_events(app)
+    local q = H.of_kind(evs, "message_queued", child)
+    local d = H.of_kind(evs, "message_delivered", child)
+    assert.equal(1, #q)
+    assert.equal(1, #d)
+    assert.is_true(q[1].payload.interrupt)
+    assert.is_true(d[1].t - q[1].t < 1, "delivered " .. (d[1].t - q[1].t) .. " s after it was queued")
+    local res = res_requests()
+    assert.equal(2, #res)
+    assert.equal(0, #holding(res[1].messages))
+    assert.equal(1, #holding(res[2].messages))
+  end)
+
   it("(b) interrupt = true delivers within 1 s while the child is inside a 30 s model call", function()
     local app <close> = FA.app(srv, { model = "res-m", timeout_s = 60 }, [[
       return luagent.config{
