@@ -50,9 +50,8 @@ end
 -- on up. A run that is not steered just calls fn.
 function steer.step(run, fn, ...)
   if not run.steered then return true, fn(...) end
-  core.step_open(true)
-  local r = table.pack(pcall(fn, ...))
-  core.step_open(false)
+  -- the core opens the step and closes it as the call returns
+  local r = table.pack(core.step_call(fn, ...))
   if r[1] then return true, table.unpack(r, 2, r.n) end
   if core.is_interrupt(r[2]) then
     run.interrupted = true
