@@ -190,6 +190,31 @@ if want("store") then
     end
     run("postgres, normal", "normal", fresh("bench_normal"))
     run("postgres, full", "full", fresh("bench_full"))
+    -- one shared queue drained by 1, 2 and 4 processes (4 workers each)
+    local M = 2000
+    print(string.format("\nstore: %d tool tasks on one shared PostgreSQL queue, drained by n processes", M))
+    for _, procs in ipairs({ 1, 2, 4 }) do
+      local db = fresh("bench_shared_" .. procs)
+      local cfgpath = os.tmpname()
+      local f = assert(io.open(cfgpath, "w"))
+      f:write(common.tool_config(4, string.format("store = { url = %q, shared = true },", db)))
+      f:close()
+      local app = luagent.load(cfgpath)
+      for i = 1, M do app:enqueue_tool("noop", { i = i }) end
+      local t0 = core.now()
+      local kids = {}
+      for k = 1, procs do
+        kids[k] = io.popen(string.format(
+          "%s -e 'package.path = \"./lua/?.lua;./lua/?/init.lua;\" .. package.path;" ..
+          " package.cpath = \"./?.so;\" .. package.cpath;" ..
+          " require(\"luagent\").load(%q):serve{ until_idle = true, timeout_s = 300 }'", "lua5.4", cfgpath))
+      end
+      for _, kid in ipairs(kids) do kid:read("a"); kid:close() end
+      local t1 = core.now()
+      app:close()
+      os.remove(cfgpath)
+      print(string.format("  %d process%s  %8.0f tasks/s", procs, procs == 1 and "  " or "es", M / (t1 - t0)))
+    end
     os.execute("tests/support/pg_server.sh stop " .. pgdir)
   end
 end
