@@ -125,7 +125,7 @@ static void tell(lg_store *st, const char *msg) {
 static void read_failed(lg_store *st, const char *what, const char *why, char *err,
                         size_t errlen) {
   char msg[MSG_LEN];
-  snprintf(msg, sizeof msg, "store %s: a read failed (%s): %s", st->path, what, why);
+  snprintf(msg, sizeof msg, "store %s: a read failed (%s): %.200s", st->path, what, why);
   if (err && errlen) snprintf(err, errlen, "%s", msg);
   pthread_mutex_lock(&st->mu);
   st->read_failures++;

@@ -22,7 +22,7 @@ local app = H.app([==[ return luagent.config{ background_tasks = { enabled = tru
 local url, node = %q, %q
 app._core:store_open(url, false, 0, 0, true, true)
 local function queued()
-  local f = io.popen("psql -X -tA -c \"SELECT count(*) FROM tasks WHERE status = 'queued'\" '" .. url .. "'")
+  local f = io.popen("env -u LD_PRELOAD psql -X -tA -c \"SELECT count(*) FROM tasks WHERE status = 'queued'\" '" .. url .. "'")
   local n = tonumber(f:read("l"))
   f:close()
   return n
