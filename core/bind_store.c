@@ -210,6 +210,24 @@ static int l_app_cluster_node(lua_State *L) {
   return 1;
 }
 
+/* cluster_events(since, limit) -> every process's events after gseq since */
+static int l_app_cluster_events(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_Integer since = luaL_optinteger(L, 2, 0);
+  lua_Integer limit = luaL_optinteger(L, 3, 1000);
+  buf_t out;
+  lg_buf_init(&out);
+  char err[320];
+  if (lg_store_read_cluster_events(lg_app_store(u->app), (int64_t)since, (int)limit, &out, err,
+                                   sizeof err) < 0) {
+    lg_buf_free(&out);
+    return luaL_error(L, "%s", err);
+  }
+  if (!out.p) lg_buf_add(&out, "[]", 2);
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
 static int l_app_store_count_open(lua_State *L) {
   app_ud *u = lg_check_app(L);
   int64_t n = lg_store_count_open(lg_app_store(u->app));
@@ -258,5 +276,5 @@ const luaL_Reg lg_bind_store_methods[] = {
     {"store_renew", l_app_store_renew}, {"store_requeue_expired", l_app_store_requeue_expired},
     {"store_put_fenced", l_app_store_put_fenced}, {"cluster_room", l_app_cluster_room},
     {"cluster_admit", l_app_cluster_admit}, {"cluster_node", l_app_cluster_node},
-    {"store_count_open", l_app_store_count_open},
+    {"store_count_open", l_app_store_count_open}, {"cluster_events", l_app_cluster_events},
     {"thread_put", l_app_thread_put},   {NULL, NULL}};

@@ -816,6 +816,23 @@ int64_t lg_store_max_event_seq(lg_store *st) {
   return seq;
 }
 
+int lg_store_read_cluster_events(lg_store *st, int64_t since, int limit, buf_t *out, char *err,
+                                 size_t errlen) {
+  if (!st) return 0;
+  lg_store_sync(st, lg_store_ticket(st), NULL, 0); /* this process's own first */
+  size_t start = out->len;
+  list_ud l = {out, 0};
+  lg_buf_addc(out, '[');
+  lg_store_read r = {LG_READ_CLUSTER_EVENTS, NULL, since, 0, limit};
+  int n = engine_read(st, &r, "the cluster's events", add_listed, &l, err, errlen);
+  if (n < 0 || out->oom) {
+    cut_back(out, start);
+    return -1;
+  }
+  lg_buf_addc(out, ']');
+  return n;
+}
+
 int64_t lg_store_count_open(lg_store *st) {
   if (!st) return 0;
   int64_t n = 0;

@@ -64,6 +64,12 @@ int lg_store_read_tasks(lg_store *st, lg_store_row_fn fn, void *ud);
 /* Every stored record as one JSON array, in enqueue order; -1 with a
  * message if the read failed (nothing half-read is returned). */
 int lg_store_read_records(lg_store *st, buf_t *out, char *err, size_t errlen);
+/* A shared store's events of every process with gseq > since, in gseq
+ * order, each with "seq" set to its gseq and "node" to the process that
+ * wrote it, as a JSON array (after this process's queued writes commit).
+ * The number, or -1 with a message. */
+int lg_store_read_cluster_events(lg_store *st, int64_t since, int limit, buf_t *out, char *err,
+                                 size_t errlen);
 /* Tasks stored queued or running (in a shared store: anywhere); -1 if the
  * read failed. */
 int64_t lg_store_count_open(lg_store *st);

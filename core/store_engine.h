@@ -27,7 +27,8 @@ typedef struct lg_store_op {
 } lg_store_op;
 
 /* What a read asks for. */
-enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN };
+enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN,
+       LG_READ_CLUSTER_EVENTS };
 
 typedef struct {
   int what;

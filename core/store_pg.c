@@ -21,6 +21,8 @@
  * stores in two schemas of one database do not exclude each other. */
 #define LOCK_KEY "hashtextextended('luagent:' || current_schema(), 0)"
 #define MIGRATE_KEY "hashtextextended('luagent-migrate:' || current_schema(), 0)"
+/* writers of a shared store's events take their gseq in commit order */
+#define EVENTS_KEY "hashtextextended('luagent-events:' || current_schema(), 0)"
 /* claimers under a cluster-wide cap count leased tasks one at a time */
 #define CAP_KEY "hashtextextended('luagent-cap:' || current_schema(), 0)"
 
@@ -287,6 +289,13 @@ static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, siz
   if (ensure_conn(p->w, err, errlen) != 0) return -1;
   char m[MSG_LEN];
   int ok = run(p->w, "BEGIN", m, sizeof m) == 0, rc;
+  /* shared: batches with events commit one at a time, so gseq (taken
+   * inside) is commit order and a reader's cursor never skips one that
+   * commits later with a lower number */
+  int events = 0;
+  for (const lg_store_op *o = list; o && !events; o = o->next) events = o->type == LG_OP_EVENT;
+  if (ok && events && p->node[0])
+    ok = run(p->w, "SELECT pg_advisory_xact_lock(" EVENTS_KEY ")", m, sizeof m) == 0;
   for (const lg_store_op *o = list; ok && o; o = o->next) {
     ok = (rc = run_op(p, o)) >= 0;
     *stale += rc > 0;
@@ -359,6 +368,14 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
       v[nv++] = b;
       v[nv++] = c;
       v[nv++] = p->node;
+      break;
+    case LG_READ_CLUSTER_EVENTS: /* every process's, in one order: seq is gseq */
+      sql = "SELECT jsonb_set(jsonb_set(event::jsonb, '{seq}', to_jsonb(gseq)), '{node}',"
+            " to_jsonb(node))::text FROM events WHERE gseq > $1 ORDER BY gseq LIMIT $2";
+      snprintf(a, sizeof a, "%lld", (long long)rq->since);
+      snprintf(c, sizeof c, "%d", rq->limit);
+      v[nv++] = a;
+      v[nv++] = c;
       break;
     case LG_READ_OPEN:
       sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";

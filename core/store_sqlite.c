@@ -306,6 +306,10 @@ static int sq_read(void *e, const lg_store_read *r, lg_store_row_fn fn, void *ud
   sq *st = e;
   sqlite3_stmt *s;
   if (!st->rdb) return 0; /* closed: nothing to read */
+  if (r->what == LG_READ_CLUSTER_EVENTS) {
+    snprintf(why, whylen, "a file store is not shared");
+    return -1;
+  }
   if (sqlite3_prepare_v2(st->rdb, read_sql(r->what), -1, &s, NULL) != SQLITE_OK) {
     snprintf(why, whylen, "%s", sqlite3_errmsg(st->rdb));
     return -1;

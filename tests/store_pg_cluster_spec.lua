@@ -125,6 +125,38 @@ describe("store (postgresql): several processes, one queue", function()
     end
     assert.is_true(most <= 6, "at most 6 running, saw " .. most)
     assert.is_true(most >= 2, "the processes should have overlapped, saw " .. most)
+    -- one stream from the enqueuer: every process's events in one order,
+    -- each task enqueued (here), started and finished (there) in that order
+    local stream, since = {}, 0
+    repeat
+      local batch = app:events{ since = since, limit = 1000 }
+      for _, ev in ipairs(batch) do
+        assert.is_true(ev.seq > since)
+        since = ev.seq
+        stream[#stream + 1] = ev
+      end
+    until #batch == 0
+    local step, nodes, here = {}, {}, nil
+    for _, ev in ipairs(stream) do
+      nodes[ev.node] = true
+      if ev.kind == "task_enqueued" then
+        assert.is_nil(step[ev.task_id])
+        step[ev.task_id] = 1
+        here = here or ev.node
+        assert.equal(here, ev.node)
+      elseif ev.kind == "task_started" then
+        assert.equal(1, step[ev.task_id])
+        step[ev.task_id] = 2
+        assert.are_not.equal(here, ev.node)
+      elseif ev.kind == "task_finished" then
+        assert.equal(2, step[ev.task_id])
+        step[ev.task_id] = 3
+      end
+    end
+    for _, id in ipairs(ids) do assert.equal(3, step[id], id) end
+    local n_nodes = 0
+    for _ in pairs(nodes) do n_nodes = n_nodes + 1 end
+    assert.equal(4, n_nodes) -- the enqueuer and the three that ran them
     app:close()
   end)
 

@@ -501,10 +501,14 @@ function App:events(opts)
   opts = opts or {}
   local since, limit = opts.since or 0, opts.limit or 1000
   local keep = event_filter(opts)
-  if not keep then return self._core:events(since, limit) end
+  -- a shared store: every process's events, in the order they were stored
+  local st = self._reg.store
+  local read = st and st.shared and function(s, n) return self._core:cluster_events(s, n) end
+    or function(s, n) return self._core:events(s, n) end
+  if not keep then return read(since, limit) end
   local out = {}
   while #out < limit do
-    local batch = self._core:events(since, 1000)
+    local batch = read(since, 1000)
     if #batch == 0 then break end
     for _, ev in ipairs(batch) do
       since = ev.kind == "gap" and ev.payload.next_seq - 1 or ev.seq
