@@ -366,8 +366,9 @@ if want("host") then
   else
     print(string.format("  app:poll per frame  p50 %.3f ms  p99 %.3f ms  worst %.3f ms  (%d frames, %d host calls)",
       s.p50, s.p99, s.worst, s.frames, s.host_calls))
-    print(string.format("  poll thread CPU     p50 %.3f ms  p99 %.3f ms  worst %.3f ms  (polls that blocked %d, " ..
-      "preempted %d)", s.cpu_p50 or 0, s.cpu_p99 or 0, s.cpu_worst or 0, s.polls_blocked or 0, s.polls_preempted or 0))
+    print(string.format("  poll thread CPU     p50 %.3f ms  p99 %.3f ms  worst %.3f ms  total %.1f ms  (polls that " ..
+      "blocked %d, preempted %d)", s.cpu_p50 or 0, s.cpu_p99 or 0, s.cpu_worst or 0, s.cpu_total or 0,
+      s.polls_blocked or 0, s.polls_preempted or 0))
     -- the host's own heap, collected after each frame's work (not in poll)
     print(string.format("  host GC, spare time             p99 %.3f ms  worst %.3f ms  (budget 1 ms a frame)",
       s.gc_ms_p99 or 0, s.gc_ms_worst or 0))

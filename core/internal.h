@@ -74,6 +74,9 @@ int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 int lg_json_check(const char *s, size_t len, char *err, size_t errlen);
 /* Decode, raising a Lua error on bad input. */
 void lg_json_push(lua_State *L, const char *s, size_t len);
+/* The same for a record: an object whose nested objects and arrays decode
+ * on first access (json.c, "records decoded on first access"). */
+void lg_json_push_record(lua_State *L, const char *s, size_t len);
 /* Pushes the `luagent.json` C table: encode, decode, array, is_array,
  * empty_array, null. Idempotent per state (metatables live in the registry). */
 void lg_json_open(lua_State *L);

@@ -62,7 +62,7 @@ static struct {
   int finished, completed;
 } game;
 
-static atomic_int worker_inits;
+static atomic_int worker_inits, batch_workers;
 
 static double now_s(void) {
   struct timespec ts;
@@ -101,6 +101,7 @@ static void worker_init(lua_State *L, void *ud) {
 #ifdef SCHED_BATCH
   struct sched_param sp = {0};
   (void)sched_setscheduler(0, SCHED_BATCH, &sp); /* not fatal: frames may just stall more */
+  if (sched_getscheduler(0) == SCHED_BATCH) atomic_fetch_add(&batch_workers, 1);
 #endif
 }
 
@@ -394,6 +395,8 @@ int main(int argc, char **argv) {
   double p99 = frames ? poll_ms[(frames * 99) / 100] : 0;
   double worst = frames ? poll_ms[frames - 1] : 0;
   free(poll_ms);
+  double cpu_total = 0;
+  for (long i = 0; i < frames; i++) cpu_total += poll_cpu_ms[i];
   qsort(poll_cpu_ms, (size_t)frames, sizeof *poll_cpu_ms, cmp_double);
   double cpu_p50 = frames ? poll_cpu_ms[frames / 2] : 0;
   double cpu_p99 = frames ? poll_cpu_ms[(frames * 99) / 100] : 0;
@@ -405,12 +408,13 @@ int main(int argc, char **argv) {
   free(gc_frame_ms);
 
   printf("runs=%d finished=%d completed=%d frames=%ld\n", runs, game.finished, game.completed, frames);
-  printf("host_calls=%d main_thread_calls=%d main_tid=%ld other_tid=%ld worker_inits=%d\n",
+  printf("host_calls=%d main_thread_calls=%d main_tid=%ld other_tid=%ld worker_inits=%d batch_workers=%d\n",
          game.host_calls, game.host_calls_on_main, game.main_tid, game.other_tid,
-         atomic_load(&worker_inits));
+         atomic_load(&worker_inits), atomic_load(&batch_workers));
   printf("poll_ms p50=%.3f p99=%.3f worst=%.3f close_ms=%.3f lua_close_ms=%.3f\n", p50, p99, worst,
          close_ms, lua_close_ms);
-  printf("poll_cpu_ms cpu_p50=%.3f cpu_p99=%.3f cpu_worst=%.3f\n", cpu_p50, cpu_p99, cpu_worst);
+  printf("poll_cpu_ms cpu_p50=%.3f cpu_p99=%.3f cpu_worst=%.3f cpu_total=%.3f\n", cpu_p50, cpu_p99, cpu_worst,
+         cpu_total);
   printf("gc_ms_p99=%.3f gc_ms_worst=%.3f polls_blocked=%ld polls_preempted=%ld\n", gc_p99, gc_worst,
          blocked, preempted);
   printf("drain_frames=%ld left_draining=%lld\n", drain_frames, (long long)draining);

@@ -99,7 +99,8 @@ local function run_call(self, it)
 end
 
 local function run_callback(self, it)
-  local payload = json.decode(it.json)
+  -- a record's nested members (result, usage, ...) decode when first read
+  local payload = json.decode_record(it.json)
   local fns = {}
   local hook = self._reg.hooks["on_" .. it.kind]
   if hook then fns[#fns + 1] = hook end
