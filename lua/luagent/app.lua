@@ -128,23 +128,37 @@ end
 
 local runners = { call = run_call, callback = run_callback, log = run_log }
 
--- Run host work queued by workers. Returns how many items ran.
+-- What the next host item will likely cost under a budget: the larger of
+-- the last item's cost and a running average (docs/architecture.md, R-5).
+local function item_cost(self, cost)
+  local avg = self._item_avg
+  avg = avg and avg + (cost - avg) * 0.25 or cost
+  self._item_avg = avg
+  self._item_est = math.max(cost, avg)
+end
+
+-- Run host work queued by workers. Returns how many items ran. Under a
+-- budget (poll's frame) the first item always runs; another starts only
+-- while the time left covers what an item is expected to cost, so the one
+-- that would cross the budget waits, queued and in order, for the next call.
 function App:_pump(max_items, budget_s)
   if self._in_cb > 0 then return 0 end
   max_items = max_items or math.huge
   local n, t0 = 0, core.now()
   while n < max_items do
+    if budget_s and n > 0 and core.now() - t0 + (self._item_est or 0) > budget_s then break end
     -- one item at a time under a budget, so nothing taken is left unrun
     local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n))
     if #batch == 0 then break end
     for _, it in ipairs(batch) do
+      local s0 = budget_s and core.now()
       self._in_cb = self._in_cb + 1
       local ok, err = pcall(runner.unwatched, runners[it.type], self, it)
       self._in_cb = self._in_cb - 1
       if not ok then log.emit("error", "luagent: host work failed: " .. tostring(err)) end
+      if s0 then item_cost(self, core.now() - s0) end
       n = n + 1
     end
-    if budget_s and core.now() - t0 >= budget_s then break end
   end
   if self._watchers[1] then self:_notify_watchers() end
   if self._close_pending and self._in_cb == 0 then
