@@ -77,6 +77,9 @@ void lg_json_push(lua_State *L, const char *s, size_t len);
 /* The same for a record: an object whose nested objects and arrays decode
  * on first access (json.c, "records decoded on first access"). */
 void lg_json_push_record(lua_State *L, const char *s, size_t len);
+/* Replaces the object text at the stack top by a record with only member
+ * `key` decoded; any other field read decodes the rest (json.c). */
+void lg_json_push_handle(lua_State *L, const char *key);
 /* Pushes the `luagent.json` C table: encode, decode, array, is_array,
  * empty_array, null. Idempotent per state (metatables live in the registry). */
 void lg_json_open(lua_State *L);

@@ -716,6 +716,36 @@ void lg_json_push(lua_State *L, const char *s, size_t len) {
 #define LAZY_MIN 32
 
 static int lazy_index(lua_State *L);
+static int handle_index(lua_State *L);
+
+/* A record made by lg_json_push_handle keeps its whole text in its
+ * metatable at [1] until a field other than the one decoded at once is
+ * read: then every member is decoded into it (the fields it has win). */
+static void handle_fill(lua_State *L, int t, int mt) {
+  if (lua_rawgeti(L, mt, 1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  size_t n;
+  const char *text = lua_tolstring(L, -1, &n);
+  lg_json_push(L, text, n);
+  int all = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, all)) {
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, t) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, t);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 2);
+  lua_pushnil(L);
+  lua_rawseti(L, mt, 1);
+}
 
 /* Decodes the pending member named by the key at `key` into the record at
  * `t` (metatable at `mt`) unless the record has it already; pushes the
@@ -742,7 +772,8 @@ static int is_lazy(lua_State *L, int idx) {
   if (!lua_getmetatable(L, idx)) return 0;
   lua_pushliteral(L, "__index");
   lua_rawget(L, -2);
-  int yes = lua_tocfunction(L, -1) == lazy_index;
+  lua_CFunction f = lua_tocfunction(L, -1);
+  int yes = f == lazy_index || f == handle_index;
   lua_pop(L, 2);
   return yes;
 }
@@ -753,6 +784,7 @@ static void lazy_materialize(lua_State *L, int t) {
   if (!is_lazy(L, t)) return;
   lua_getmetatable(L, t);
   int mt = lua_gettop(L);
+  handle_fill(L, t, mt);
   /* the names first: filling clears their slots in mt */
   lua_newtable(L);
   int names = lua_gettop(L);
@@ -781,6 +813,16 @@ static int lazy_index(lua_State *L) {
   if (lua_rawget(L, 3) != LUA_TSTRING) return 0; /* not pending (or a metamethod) */
   lua_pop(L, 1);
   lazy_fill(L, 1, 3, 2);
+  return 1;
+}
+
+static int handle_index(lua_State *L) {
+  if (!lua_getmetatable(L, 1)) return 0;
+  handle_fill(L, 1, 3);
+  lua_pushnil(L);
+  lua_setmetatable(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
   return 1;
 }
 
@@ -901,6 +943,66 @@ static int json_decode_record(lua_State *L, const char *s, size_t len, char *err
 fail:
   lua_settop(L, top);
   return -1;
+}
+
+/* Pushes a record of the object text at the stack top (replaced by it)
+ * with only member `key` decoded; the rest decodes when another field is
+ * first read (handle_fill). The text is checked now. */
+void lg_json_push_handle(lua_State *L, const char *key) {
+  char err[256];
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (lg_json_check(s, len, err, sizeof err) != 0) luaL_error(L, "luagent.json.decode: %s", err);
+  int text = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  int t = lua_gettop(L);
+  /* the member's value: found by a decode that checks and skips the rest */
+  dec_t d = {L, s, s, s + len, err, sizeof err, 0, 0};
+  push_array_mt(L);
+  d.mt = lua_gettop(L);
+  skip_ws(&d);
+  if (peek(&d) != '{') { /* not an object: decoded whole */
+    lua_settop(L, text);
+    lg_json_push(L, s, len);
+    lua_replace(L, text);
+    return;
+  }
+  d.p++;
+  size_t klen = strlen(key);
+  for (skip_ws(&d); peek(&d) == '"';) {
+    if (dec_string(&d)) break;
+    size_t n;
+    const char *k = lua_tolstring(L, -1, &n);
+    int hit = n == klen && memcmp(k, key, n) == 0;
+    skip_ws(&d);
+    d.p++; /* ':' (checked above) */
+    skip_ws(&d);
+    if (hit) {
+      if (dec_value(&d)) break;
+      if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) break; /* absent */
+      lua_rawset(L, t);
+      break;
+    }
+    lua_pop(L, 1);
+    d.L = NULL;
+    int rc = dec_value(&d);
+    d.L = L;
+    if (rc) break;
+    skip_ws(&d);
+    if (peek(&d) != ',') break;
+    d.p++;
+    skip_ws(&d);
+  }
+  lua_settop(L, t);
+  lua_createtable(L, 1, 2);
+  lua_pushcfunction(L, handle_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, lazy_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushvalue(L, text);
+  lua_rawseti(L, -2, 1);
+  lua_setmetatable(L, t);
+  lua_replace(L, text);
 }
 
 void lg_json_push_record(lua_State *L, const char *s, size_t len) {

@@ -118,3 +118,28 @@ return luagent.config{
     check(finished_record(app))
   end)
 end)
+
+describe("enqueue records", function()
+  it("have task_id decoded and every other field decoded on first read", function()
+    local app <close> = luagent.load_string([[
+local luagent = require "luagent"
+return luagent.config{
+  background_tasks = { enabled = true },
+  tools = { luagent.tool{ name = "echo", handler = function(args) return args end } },
+}]])
+    local rec = app:enqueue_tool("echo", { text = "hello there, a long enough argument" }, { metadata = { k = 1 } })
+    assert.matches("^tsk_", rawget(rec, "task_id"))
+    assert.is_nil(rawget(rec, "status"))
+    assert.is_nil(rawget(rec, "args"))
+    assert.equals("echo", rec.tool)
+    -- the first read decoded them all: a plain table from then on
+    assert.is_nil(getmetatable(rec))
+    assert.equals("hello there, a long enough argument", rawget(rec, "args").text)
+    assert.equals(1, rec.metadata.k)
+    local again = app:enqueue_tool("echo", { text = "x" })
+    local plain = json.decode(json.encode(again))
+    assert.same(plain, again)
+    assert.equals(json.encode(app:get(again.task_id).args), json.encode(again.args))
+    assert.is_true(app:wait({ rec.task_id, again.task_id }, { timeout_s = 20 }).done)
+  end)
+end)
