@@ -75,9 +75,15 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
   pthread_mutex_lock(&l->hq_mu);
   while (l->gen == gen) {
     int64_t d = lg_min_deadline(deadline, atomic_load(&a->retry_due));
+    /* a streamed token's deferred wake (events.c, lg_ev_bump_token) */
+    d = lg_min_deadline(d, l->wake_due);
     l->host_blocked++;
     lg_cond_wait_until(&l->host_cv, &l->hq_mu, d);
     l->host_blocked--;
+    if (l->wake_due && lg_mono_ms() >= l->wake_due) {
+      l->wake_due = 0;
+      l->last_wake_ms = lg_mono_ms();
+    }
     pthread_mutex_unlock(&l->hq_mu);
     run_due_retries(a);
     pthread_mutex_lock(&l->hq_mu);

@@ -24,7 +24,11 @@
 
 static void bump_locked(lg_eventlog *l) {
   l->gen++;
-  if (l->host_blocked) pthread_cond_broadcast(&l->host_cv);
+  if (l->host_blocked) {
+    pthread_cond_broadcast(&l->host_cv);
+    l->last_wake_ms = lg_mono_ms();
+    l->wake_due = 0;
+  }
   if (l->host_multi) lg_http_wakeup(l->host_multi);
 }
 
@@ -32,6 +36,25 @@ static void bump_locked(lg_eventlog *l) {
 void lg_ev_bump(lg_eventlog *l) {
   pthread_mutex_lock(&l->hq_mu);
   bump_locked(l);
+  pthread_mutex_unlock(&l->hq_mu);
+}
+
+/* A streamed token changes the generation at once, so a host that looks
+ * sees it, but a blocked host is woken for tokens at most once per
+ * LG_TOKEN_WAKE_MS: a reply streaming hundreds of tokens a second would
+ * otherwise wake it for each. A deferred wake is due LG_TOKEN_WAKE_MS after
+ * the last one; the host's timed wait (lg_block) delivers it, so no token
+ * waits longer than that. */
+void lg_ev_bump_token(lg_eventlog *l) {
+  int64_t now = lg_mono_ms();
+  pthread_mutex_lock(&l->hq_mu);
+  if (!l->host_blocked || now - l->last_wake_ms >= LG_TOKEN_WAKE_MS) {
+    bump_locked(l);
+  } else {
+    l->gen++;
+    if (!l->wake_due) l->wake_due = l->last_wake_ms + LG_TOKEN_WAKE_MS;
+    if (l->host_multi) lg_http_wakeup(l->host_multi);
+  }
   pthread_mutex_unlock(&l->hq_mu);
 }
 
@@ -203,7 +226,10 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
     l->ring_n++;
   }
   pthread_mutex_unlock(&l->ev_mu);
-  lg_ev_bump(l);
+  if (strcmp(e->kind, "token") == 0)
+    lg_ev_bump_token(l);
+  else
+    lg_ev_bump(l);
 }
 
 void lg_ev_task_event(lg_eventlog *l, lg_task *t, const char *kind, const char *payload,

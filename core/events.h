@@ -56,6 +56,8 @@ typedef struct lg_eventlog {
   /* host side */
   uint64_t gen;
   int host_blocked;
+  int64_t last_wake_ms; /* when a blocked host was last woken (lg_mono_ms) */
+  int64_t wake_due;     /* a token's deferred wake is due then (0: none; events.c) */
   void *host_multi; /* CURLM* the host is polling, woken with the host */
   lg_host_item *hq_head, *hq_tail;
   lg_host_item *inflight; /* host calls the host has taken and not answered */
@@ -73,6 +75,10 @@ typedef struct lg_eventlog {
 } lg_eventlog;
 
 void lg_ev_bump(lg_eventlog *l); /* something the host may be waiting for changed */
+/* The same for a streamed token: a blocked host is woken at most once per
+ * LG_TOKEN_WAKE_MS; lg_block's timed wait delivers a deferred wake. */
+#define LG_TOKEN_WAKE_MS 5
+void lg_ev_bump_token(lg_eventlog *l);
 void lg_ev_push(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink_locked(lg_eventlog *l, lg_host_item *it); /* hq_mu held */
