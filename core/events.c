@@ -190,8 +190,11 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   lg_iso8601(ts, iso);
   buf_t b;
   lg_buf_init(&b);
-  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
-              lg_mono_s() - l->t0);
+  lg_buf_adds(&b, "{\"seq\":");
+  lg_buf_add_int(&b, (long long)seq);
+  lg_buf_adds(&b, ",\"ts\":\"");
+  lg_buf_adds(&b, iso);
+  lg_buf_addf(&b, "\",\"t\":%.6f,\"kind\":", lg_mono_s() - l->t0);
   lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
   lg_add_str_field(&b, "run_id", e->run_id);
   lg_add_str_field(&b, "task_id", e->task_id);
@@ -201,7 +204,8 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
     lg_add_str_field(&b, "root_run_id", lg_root_run_id(t));
   }
   lg_add_str_field(&b, "agent_id", e->agent_id);
-  lg_buf_addf(&b, ",\"depth\":%d", e->depth);
+  lg_buf_adds(&b, ",\"depth\":");
+  lg_buf_add_int(&b, e->depth);
   lg_add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
   lg_buf_addc(&b, '}');
   char *json = lg_buf_detach(&b);

@@ -29,6 +29,9 @@ void lg_buf_add(buf_t *b, const void *s, size_t n);
 void lg_buf_adds(buf_t *b, const char *s);
 void lg_buf_addc(buf_t *b, char c);
 void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append v in decimal, as "%lld" would (the record and event paths write
+ * many integers: no printf for them). */
+void lg_buf_add_int(buf_t *b, long long v);
 /* Append a JSON string literal (quotes included) for the n bytes of s; a
  * byte that starts no valid UTF-8 sequence is written as U+FFFD. */
 void lg_buf_add_jstr(buf_t *b, const char *s, size_t n);
