@@ -102,6 +102,11 @@ int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
   return lg_ev_take(&a->log, max, out);
 }
 
+int lg_take_host_work_try(lg_app *a, int max, lg_host_item **out) {
+  run_due_retries(a);
+  return lg_ev_take_try(&a->log, max, out);
+}
+
 void lg_host_reply(lg_app *a, uint64_t id, const char *json) { lg_ev_reply(&a->log, id, json); }
 
 /* Host work that is not a log line (stats' idle). */

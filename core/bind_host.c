@@ -21,13 +21,21 @@ static int l_app_block(lua_State *L) {
 
 static const char *const item_types[] = {"call", "callback", "log"};
 
+/* take(max, nowait): up to max items; with nowait, nil when the queue's
+ * lock stayed busy (a frame does not wait for it: the items stay queued). */
 static int l_app_take(lua_State *L) {
   app_ud *u = lg_check_app(L);
   int max = (int)luaL_optinteger(L, 2, 64);
   if (max < 1) max = 1;
   if (max > 256) max = 256;
   lg_host_item *items[256];
-  int n = lg_take_host_work(u->app, max, items);
+  int n;
+  if (lua_toboolean(L, 3)) {
+    n = lg_take_host_work_try(u->app, max, items);
+    if (n < 0) return 0;
+  } else {
+    n = lg_take_host_work(u->app, max, items);
+  }
   /* Move everything into C locals first; then build Lua values, freeing
    * each item as we go. A Lua memory error here may leak the rest, which is
    * accepted (and only under memory exhaustion). */

@@ -338,8 +338,27 @@ uint64_t lg_ev_gen(lg_eventlog *l) {
   return g;
 }
 
+static int take_locked(lg_eventlog *l, int max, lg_host_item **out);
+
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out) {
   pthread_mutex_lock(&l->hq_mu);
+  int n = take_locked(l, max, out);
+  pthread_mutex_unlock(&l->hq_mu);
+  return n;
+}
+
+/* The same without waiting for the lock: a worker holding it may have lost
+ * its core, and a frame must not wait for it to get one back. A few tries
+ * (a holder that runs lets go within them); -1 when it stayed busy. */
+int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out) {
+  for (int i = 0; pthread_mutex_trylock(&l->hq_mu) != 0; i++)
+    if (i == 64) return -1;
+  int n = take_locked(l, max, out);
+  pthread_mutex_unlock(&l->hq_mu);
+  return n;
+}
+
+static int take_locked(lg_eventlog *l, int max, lg_host_item **out) {
   int n = 0;
   while (l->hq_head && n < max) {
     lg_host_item *it = l->hq_head;
@@ -371,7 +390,6 @@ int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out) {
       out[n++] = it;
     }
   }
-  pthread_mutex_unlock(&l->hq_mu);
   return n;
 }
 

@@ -94,6 +94,7 @@ int lg_ev_read(lg_eventlog *l, int64_t since, int limit, buf_t *out);
 void lg_digest_json(buf_t *b, const lg_digest *d);
 uint64_t lg_ev_gen(lg_eventlog *l);
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out);
+int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out); /* -1: the lock stayed busy */
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json);
 int lg_ev_pending(lg_eventlog *l); /* host work that is not a log line */
 void lg_ev_set_host_multi(lg_eventlog *l, void *multi);

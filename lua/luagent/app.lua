@@ -141,15 +141,20 @@ end
 -- budget (poll's frame) the first item always runs; another starts only
 -- while the time left covers what an item is expected to cost, so the one
 -- that would cross the budget waits, queued and in order, for the next call.
-function App:_pump(max_items, budget_s)
+-- A frame (poll) also never waits for the queue's lock: a worker holding it
+-- may be off its core; the next frame then takes it waiting, so work always
+-- moves on.
+function App:_pump(max_items, budget_s, frame)
   if self._in_cb > 0 then return 0 end
   max_items = max_items or math.huge
   local n, t0 = 0, core.now()
   while n < max_items do
     if budget_s and n > 0 and core.now() - t0 + (self._item_est or 0) > budget_s then break end
     -- one item at a time under a budget, so nothing taken is left unrun
-    local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n))
-    if #batch == 0 then break end
+    local nowait = frame and not self._take_was_busy
+    local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n), nowait)
+    self._take_was_busy = batch == nil
+    if not batch or #batch == 0 then break end
     for _, it in ipairs(batch) do
       local s0 = budget_s and core.now()
       self._in_cb = self._in_cb + 1
@@ -201,10 +206,11 @@ function App:poll(opts)
   if self._in_cb > 0 then return 0 end
   opts = opts or {}
   local gen = opts.wait_ms and self._core:gen()
-  local n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+  local n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000, true)
   if n == 0 and opts.wait_ms and opts.wait_ms > 0 then
-    self._core:block(gen, opts.wait_ms / 1000)
-    n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+    -- (work that a busy lock kept from this frame is queued: no waiting)
+    if not self._take_was_busy then self._core:block(gen, opts.wait_ms / 1000) end
+    n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000, true)
   end
   return n
 end
