@@ -31,6 +31,14 @@ describe("app:poll{ budget_ms }", function()
     end
   end
 
+  -- a budgeted poll that found the queue's lock busy runs nothing and
+  -- leaves the work to the next one, which takes the lock waiting
+  local function poll(opts)
+    local n = app:poll(opts)
+    if n == 0 then n = app:poll(opts) end
+    return n
+  end
+
   it("leaves the item whose expected cost would cross the budget for the next poll, in order", function()
     local order = {}
     -- each call takes 20 ms of the host's time
@@ -47,10 +55,10 @@ describe("app:poll{ budget_ms }", function()
     end
     -- 20 ms ran, 10 ms are left and the next call is expected to take 20:
     -- it waits for the next poll
-    assert.equals(1, app:poll{ budget_ms = 30 })
+    assert.equals(1, poll{ budget_ms = 30 })
     assert.same({ 1 }, order)
-    assert.equals(1, app:poll{ budget_ms = 30 })
-    assert.equals(1, app:poll{ budget_ms = 30 })
+    assert.equals(1, poll{ budget_ms = 30 })
+    assert.equals(1, poll{ budget_ms = 30 })
     assert.same({ 1, 2, 3 }, order)
     local v = app:wait(ids, { timeout_s = 20 })
     assert.is_true(v.done)
@@ -67,7 +75,7 @@ describe("app:poll{ budget_ms }", function()
       ids[i] = app:enqueue_tool("ask", { i = i }).task_id
       await_calls(i)
     end
-    assert.equals(3, app:poll{ budget_ms = 1000 })
+    assert.equals(3, poll{ budget_ms = 1000 })
     assert.is_true(app:wait(ids, { timeout_s = 20 }).done)
   end)
 end)

@@ -141,9 +141,9 @@ end
 -- budget (poll's frame) the first item always runs; another starts only
 -- while the time left covers what an item is expected to cost, so the one
 -- that would cross the budget waits, queued and in order, for the next call.
--- A frame (poll) also never waits for the queue's lock: a worker holding it
--- may be off its core; the next frame then takes it waiting, so work always
--- moves on.
+-- A frame (poll under a budget) also never waits for the queue's lock: a
+-- worker holding it may be off its core; the next frame then takes it
+-- waiting, so work always moves on.
 function App:_pump(max_items, budget_s, frame)
   if self._in_cb > 0 then return 0 end
   max_items = max_items or math.huge
@@ -151,7 +151,7 @@ function App:_pump(max_items, budget_s, frame)
   while n < max_items do
     if budget_s and n > 0 and core.now() - t0 + (self._item_est or 0) > budget_s then break end
     -- one item at a time under a budget, so nothing taken is left unrun
-    local nowait = frame and not self._take_was_busy
+    local nowait = frame and budget_s ~= nil and not self._take_was_busy
     local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n), nowait)
     self._take_was_busy = batch == nil
     if not batch or #batch == 0 then break end
