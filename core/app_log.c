@@ -109,6 +109,10 @@ int lg_take_host_work_try(lg_app *a, int max, lg_host_item **out) {
 
 void lg_host_reply(lg_app *a, uint64_t id, const char *json) { lg_ev_reply(&a->log, id, json); }
 
+int lg_host_reply_try(lg_app *a, uint64_t id, const char *json) {
+  return lg_ev_reply_try(&a->log, id, json);
+}
+
 /* Host work that is not a log line (stats' idle). */
 int lg_host_work_pending(lg_app *a) { return lg_ev_pending(&a->log); }
 

@@ -66,12 +66,19 @@ static int l_app_take(lua_State *L) {
   return 1;
 }
 
+/* reply(id, json, nowait): true once delivered; with nowait, false when the
+ * queue's lock stayed busy (nothing was delivered: reply again later). */
 static int l_app_reply(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   const char *json = lg_check_text(L, 3);
+  if (lua_toboolean(L, 4)) {
+    lua_pushboolean(L, lg_host_reply_try(u->app, (uint64_t)id, json) == 0);
+    return 1;
+  }
   lg_host_reply(u->app, (uint64_t)id, json);
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_app_set_wants(lua_State *L) {

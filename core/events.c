@@ -393,9 +393,30 @@ static int take_locked(lg_eventlog *l, int max, lg_host_item **out) {
   return n;
 }
 
+static void reply_locked(lg_eventlog *l, uint64_t id, char *copy);
+
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json) {
   char *copy = lg_strdup(json);
   pthread_mutex_lock(&l->hq_mu);
+  reply_locked(l, id, copy);
+}
+
+/* The same without waiting for a busy lock (a few tries, as lg_ev_take_try);
+ * -1 when it stayed busy: nothing was delivered. */
+int lg_ev_reply_try(lg_eventlog *l, uint64_t id, const char *json) {
+  char *copy = lg_strdup(json);
+  for (int i = 0; pthread_mutex_trylock(&l->hq_mu) != 0; i++) {
+    if (i == 64) {
+      free(copy);
+      return -1;
+    }
+  }
+  reply_locked(l, id, copy);
+  return 0;
+}
+
+/* Delivers the reply (hq_mu held; released here). */
+static void reply_locked(lg_eventlog *l, uint64_t id, char *copy) {
   for (lg_host_item *it = l->inflight; it; it = it->next) {
     if (it->id == id && !it->replied) {
       it->reply_json = copy;

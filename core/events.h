@@ -96,6 +96,7 @@ uint64_t lg_ev_gen(lg_eventlog *l);
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out);
 int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out); /* -1: the lock stayed busy */
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json);
+int lg_ev_reply_try(lg_eventlog *l, uint64_t id, const char *json); /* -1: the lock stayed busy */
 int lg_ev_pending(lg_eventlog *l); /* host work that is not a log line */
 void lg_ev_set_host_multi(lg_eventlog *l, void *multi);
 void *lg_ev_host_multi(lg_eventlog *l);

@@ -95,7 +95,30 @@ local function run_call(self, it)
   if not ok2 then
     text = json.encode(tools.fail("runtime", "host tool result is not JSON: " .. tostring(text)))
   end
-  self._core:reply(it.id, text)
+  -- a frame does not wait for the queue's lock: a reply it kept from a busy
+  -- lock goes out at the start of the next pump (App:_pump)
+  if not self._core:reply(it.id, text, self._frame_nowait) then
+    self._replies[#self._replies + 1] = { it.id, text }
+  end
+end
+
+-- Replies a frame kept from a busy lock, oldest first: a frame tries them
+-- without waiting (keeping what still does not go) unless the last frame's
+-- try found the lock busy; anything else waits. So every reply goes out by
+-- the second pump after it was made.
+local function flush_replies(self, frame)
+  local kept = self._replies
+  if not kept[1] then return end
+  self._replies = {}
+  local nowait = frame and not self._reply_was_busy
+  self._reply_was_busy = false
+  for i, r in ipairs(kept) do
+    if not self._core:reply(r[1], r[2], nowait) then
+      for j = i, #kept do self._replies[#self._replies + 1] = kept[j] end
+      self._reply_was_busy = true
+      return
+    end
+  end
 end
 
 local function run_callback(self, it)
@@ -147,11 +170,14 @@ end
 function App:_pump(max_items, budget_s, frame)
   if self._in_cb > 0 then return 0 end
   max_items = max_items or math.huge
+  frame = frame and budget_s ~= nil
+  flush_replies(self, frame)
+  self._frame_nowait = frame
   local n, t0 = 0, core.now()
   while n < max_items do
     if budget_s and n > 0 and core.now() - t0 + (self._item_est or 0) > budget_s then break end
     -- one item at a time under a budget, so nothing taken is left unrun
-    local nowait = frame and budget_s ~= nil and not self._take_was_busy
+    local nowait = frame and not self._take_was_busy
     local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n), nowait)
     self._take_was_busy = batch == nil
     if not batch or #batch == 0 then break end
@@ -165,6 +191,7 @@ function App:_pump(max_items, budget_s, frame)
       n = n + 1
     end
   end
+  self._frame_nowait = false
   if self._watchers[1] then self:_notify_watchers() end
   if self._close_pending and self._in_cb == 0 then
     local opts = self._close_pending
@@ -991,6 +1018,7 @@ function app.new(reg, boot)
     _listeners = {},
     _listener_list = {},
     _in_cb = 0,
+    _replies = {}, -- host-tool replies a frame kept from a busy lock (App:_pump)
     _cursor = 0,
     _closed = false,
     _fg_runs = {},
