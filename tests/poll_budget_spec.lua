@@ -78,4 +78,33 @@ describe("app:poll{ budget_ms }", function()
     assert.equals(3, poll{ budget_ms = 1000 })
     assert.is_true(app:wait(ids, { timeout_s = 20 }).done)
   end)
+
+  it("sends a host tool's answer that a busy lock kept at the next poll", function()
+    app:host_tool("slow", function(args) return args.i * 10 end)
+    local id = app:enqueue_tool("ask", { i = 4 }).task_id
+    await_calls(1)
+    -- the handle answers as if the queue's lock stayed busy, once
+    local real, refused = app._core, 0
+    app._core = setmetatable({
+      reply = function(_, call_id, text, nowait)
+        if nowait and refused == 0 then
+          refused = 1
+          return false
+        end
+        return real:reply(call_id, text, nowait)
+      end,
+    }, { __index = function(_, k)
+      local f = real[k]
+      return function(_, ...) return f(real, ...) end
+    end })
+    assert.equals(1, poll{ budget_ms = 30 }) -- the call ran, its answer was kept
+    assert.equals(1, refused)
+    assert.equals(1, app:stats().host_calls_pending) -- taken, not answered
+    assert.equals("running", app:get(id).status)
+    poll{ budget_ms = 30 } -- sends it
+    app._core = real
+    local v = app:wait({ id }, { timeout_s = 20 })
+    assert.equals("completed", v.tasks[1].status)
+    assert.equals(40, v.tasks[1].result.value)
+  end)
 end)
