@@ -220,6 +220,45 @@ static inline int lg_compat_rawgetp(lua_State *L, int idx, const void *p) {
 #define lua_rawgetp(L, idx, p) lg_compat_rawgetp((L), (idx), (p))
 #endif
 
+/* LuaJIT runs no hook inside a compiled trace, so a loop it compiled could
+ * never be cancelled: the code of worker states and of foreground runs runs
+ * with the compiler off (docs/architecture.md, "Lua versions"). Through the
+ * jit library, so a module built against the 5.1 headers and loaded into
+ * LuaJIT does it too. lg_jit_off flushes the compiled code and turns the
+ * compiler off; it returns 1 if it was on. Nothing on other Luas. */
+static inline int lg_jit_call(lua_State *L, const char *fn, int nres) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "jit");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_call(L, 0, nres);
+  return 1;
+}
+
+static inline int lg_jit_off(lua_State *L) {
+  if (LUA_VERSION_NUM != 501 || !lg_jit_call(L, "status", 1)) return 0;
+  int was_on = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (was_on) {
+    lg_jit_call(L, "flush", 0);
+    lg_jit_call(L, "off", 0);
+  }
+  return was_on;
+}
+
+static inline void lg_jit_on(lua_State *L) {
+  if (LUA_VERSION_NUM == 501) lg_jit_call(L, "on", 0);
+}
+
 /* The table of package.preload: in the registry from 5.2 on (and in LuaJIT
  * 2.1); in 5.1 only a field of the package library. Pushes it. */
 static inline void lg_push_preload(lua_State *L) {
