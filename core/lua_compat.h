@@ -6,8 +6,9 @@
  *
  * Two rules follow from the versions, not from this header:
  *   - numbers (json.c): without an integer subtype (5.1, 5.2, LuaJIT) an
- *     "integer" is a number with an integral value of magnitude <= 2^53,
- *     the range a double holds exactly;
+ *     integer is a number with an integral value below 2^53 in magnitude;
+ *     JSON integers are decoded exactly up to 2^53, larger ones are an
+ *     error;
  *   - the count hook (worker.c, fg_watch.c): LuaJIT runs no hook inside
  *     compiled traces, so the code luagent must be able to stop runs with
  *     the JIT compiler off. */
@@ -76,12 +77,15 @@ static inline int lg_compat_typeerror(lua_State *L, int arg, const char *tname) 
 /* ------------------------------------------------ missing before 5.3 */
 
 #if LUA_VERSION_NUM < 503
-/* An integral number a double holds exactly (the rule of the header's
- * comment): what 5.3 would have read as an integer. */
+/* An integral number below 2^53 in magnitude, -0 aside (the rule of the
+ * header's comment): what 5.4 would hold as an integer. From 2^53 on a
+ * double no longer holds every integer, and such numbers are written as
+ * floats, as 5.4 writes its floats there (json.c). */
 static inline int lg_compat_isinteger(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER) return 0;
   lua_Number x = lua_tonumber(L, idx);
-  return x >= -LG_TWO53 && x <= LG_TWO53 && x == (lua_Number)(lua_Integer)x;
+  if (!(x > -LG_TWO53 && x < LG_TWO53) || x != (lua_Number)(lua_Integer)x) return 0;
+  return x != 0 || 1 / x > 0; /* -0 is a float */
 }
 #define lua_isinteger(L, idx) lg_compat_isinteger((L), (idx))
 #endif
