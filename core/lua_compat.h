@@ -1,8 +1,11 @@
 /* The Lua C API as the core uses it, on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
  * 2.1 (docs/architecture.md, "Lua versions"). The core is written against
  * 5.4; this header fills in, for older versions, what it calls and they lack.
- * On 5.4 it adds nothing but LG_LUA_INTEGERS and the LG_LUAJIT test, so the
- * 5.4 build is the code as written.
+ * On 5.4 it adds nothing but LG_LUA_INTEGERS and two helpers, so the 5.4
+ * build is the code as written. LuaJIT 2.1 gets the 5.1 fill-ins too, even
+ * where it has its own (luaL_setfuncs, luaL_traceback, ...): a module built
+ * against either set of 5.1 headers calls only the 5.1 API, so it loads
+ * into lua5.1 and into LuaJIT alike (a LuaRocks 5.1 tree serves both).
  *
  * Two rules follow from the versions, not from this header:
  *   - numbers (json.c): without an integer subtype (5.1, 5.2, LuaJIT) an
@@ -20,17 +23,6 @@
 
 #if LUA_VERSION_NUM < 501 || LUA_VERSION_NUM > 504
 #error "luagent builds against Lua 5.1 to 5.4 or LuaJIT 2.1"
-#endif
-
-#if LUA_VERSION_NUM == 501 && defined(__has_include)
-#if __has_include(<luajit.h>)
-#include <luajit.h>
-#endif
-#endif
-#ifdef LUAJIT_VERSION_NUM
-#define LG_LUAJIT 1
-#else
-#define LG_LUAJIT 0
 #endif
 
 /* Whether lua_Integer is a subtype of numbers (5.3 and later). */
@@ -157,12 +149,16 @@ static inline void lg_compat_requiref(lua_State *L, const char *name, lua_CFunct
 }
 #define luaL_requiref(L, name, f, glb) lg_compat_requiref((L), (name), (f), (glb))
 
-#ifndef luaL_newlib /* LuaJIT 2.1 has it */
+#ifndef luaL_newlib /* LuaJIT 2.1 has it, on our luaL_setfuncs */
 #define luaL_newlibtable(L, l) lua_createtable((L), 0, (int)(sizeof(l) / sizeof((l)[0]) - 1))
 #define luaL_newlib(L, l) (luaL_newlibtable((L), (l)), luaL_setfuncs((L), (l), 0))
 #endif
 
-#if !LG_LUAJIT /* LuaJIT 2.1 has these */
+#undef luaL_setfuncs
+#undef luaL_setmetatable
+#undef luaL_testudata
+#undef luaL_traceback
+#undef luaL_loadbufferx
 static inline void lg_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup, "too many upvalues");
   for (; l->name; l++) {
@@ -209,7 +205,6 @@ static inline void lg_compat_traceback(lua_State *L, lua_State *L1, const char *
 #define luaL_traceback(L, L1, msg, level) lg_compat_traceback((L), (L1), (msg), (level))
 
 #define luaL_loadbufferx(L, s, n, chunk, mode) luaL_loadbuffer((L), (s), (n), (chunk))
-#endif /* !LG_LUAJIT */
 #endif /* < 502 */
 
 /* lua_rawgetp returns the value's type from 5.3 on; the core reads it. */
@@ -266,7 +261,7 @@ static inline void lg_jit_on(lua_State *L) {
 /* The table of package.preload: in the registry from 5.2 on (and in LuaJIT
  * 2.1); in 5.1 only a field of the package library. Pushes it. */
 static inline void lg_push_preload(lua_State *L) {
-#if LUA_VERSION_NUM == 501 && !LG_LUAJIT
+#if LUA_VERSION_NUM == 501
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "package");
   if (lua_istable(L, -1)) {
