@@ -4,6 +4,7 @@ if _VERSION ~= "Lua 5.4" then
   -- before the C core, whose loading would fail on a missing Lua symbol
   error(string.format("luagent needs Lua 5.4, but this is %s (run it with lua5.4)", _VERSION), 2)
 end
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -118,7 +119,7 @@ function luagent.load_string(source, chunkname, overrides)
   if chunkname ~= nil then options.arg("luagent.load_string", "chunkname", chunkname, "string", 3) end
   if overrides ~= nil then options.arg("luagent.load_string", "overrides", overrides, "table", 3) end
   chunkname = chunkname or "=(luagent config)"
-  local chunk, lerr = load(source, chunkname, "t")
+  local chunk, lerr = compat.load(source, chunkname, "t")
   if not chunk then error("luagent.load_string: " .. lerr, 2) end
   return start(chunk, { source = source, chunkname = chunkname }, overrides, "luagent.load_string")
 end
