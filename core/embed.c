@@ -3,9 +3,9 @@
  * into libluagent.a, and the C log sink. Their Lua side (core.log,
  * core.set_worker_init, core.embedded) is bind_embed.c. */
 #include "embed.h"
+#include "lua_compat.h"
 #include "luagent.h"
 
-#include <lauxlib.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -51,6 +51,10 @@ static void install_searcher(lua_State *L) {
     return;
   }
   lua_getfield(L, -1, "searchers");
+  if (!lua_istable(L, -1)) { /* 5.1 and LuaJIT: package.loaders */
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "loaders");
+  }
   if (!lua_istable(L, -1)) {
     lua_pop(L, 2);
     return;
@@ -76,7 +80,7 @@ static void install_searcher(lua_State *L) {
 }
 
 LUAGENT_API void luagent_open(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lg_push_preload(L);
   lua_pushcfunction(L, luaopen_luagent_core);
   lua_setfield(L, -2, "luagent.core");
   lua_pop(L, 1);

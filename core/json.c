@@ -13,7 +13,6 @@
  * 1-based Lua indices); decode errors name a 1-based byte offset. */
 #include "internal.h"
 
-#include <lauxlib.h>
 
 #include <locale.h>
 #include <math.h>
@@ -429,6 +428,30 @@ static char *put_raw(char *o, const char *r, const char *end) {
 /* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
  * straight from the input; otherwise the bytes go into a luaL_Buffer sized
  * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
+
+/* A string of at most n bytes, written in place, then pushed. 5.1's
+ * luaL_Buffer grows in fixed pieces, so there it is a userdata copied out. */
+#if LUA_VERSION_NUM >= 502
+typedef luaL_Buffer strbuf;
+static char *strbuf_init(lua_State *L, strbuf *b, size_t n) { return luaL_buffinitsize(L, b, n); }
+static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
+  LG_UNUSED(L);
+  LG_UNUSED(o0);
+  luaL_pushresultsize(b, n);
+}
+#else
+typedef int strbuf;
+static char *strbuf_init(lua_State *L, strbuf *b, size_t n) {
+  LG_UNUSED(b);
+  return lua_newuserdata(L, n ? n : 1);
+}
+static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
+  LG_UNUSED(b);
+  lua_pushlstring(L, o0, n);
+  lua_remove(L, -2);
+}
+#endif
+
 static int dec_string(dec_t *d) {
   const char *open = d->p, *q = open + 1;
   int esc = 0;
@@ -455,8 +478,8 @@ static int dec_string(dec_t *d) {
     return 0;
   }
   if (!esc && !d->L) return 0;
-  luaL_Buffer b;
-  char *o0 = d->L ? luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
+  strbuf b;
+  char *o0 = d->L ? strbuf_init(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
   while (r < q) {
     if (*r != '\\') {
       const char *run = r;
@@ -497,7 +520,7 @@ static int dec_string(dec_t *d) {
         return dec_error(d, at, "invalid escape");
     }
   }
-  if (d->L) luaL_pushresultsize(&b, (size_t)(o - o0));
+  if (d->L) strbuf_push(d->L, &b, o0, (size_t)(o - o0));
   return 0;
 }
 
@@ -525,6 +548,20 @@ static int dec_number(dec_t *d) {
   }
   d->p = p;
 
+#if !LG_LUA_INTEGERS
+  /* No integer subtype (docs/architecture.md, "Lua versions"): an integer
+   * is exact up to 2^53, a larger one an error, never a rounded number. */
+  if (!isfloat) {
+    uint64_t v = 0;
+    for (const char *q = start + neg; q < p; q++) {
+      v = v * 10 + (unsigned)(*q - '0');
+      if (v > ((uint64_t)1 << 53))
+        return dec_error(d, start, "integer out of range (exact up to 2^53 on this Lua)");
+    }
+    if (d->L) lua_pushnumber(d->L, neg && v ? -(lua_Number)v : (lua_Number)v);
+    return 0;
+  }
+#else
   if (!isfloat) { /* exact int64, or fall through to a float on overflow */
     uint64_t limit = neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1, v = 0;
     const char *q = start + neg;
@@ -542,6 +579,7 @@ static int dec_number(dec_t *d) {
       return 0;
     }
   }
+#endif
 
   /* The input is not NUL-terminated, so strtod gets a copy. */
   size_t n = (size_t)(p - start);

@@ -1,0 +1,240 @@
+/* The Lua C API as the core uses it, on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
+ * 2.1 (docs/architecture.md, "Lua versions"). The core is written against
+ * 5.4; this header fills in, for older versions, what it calls and they lack.
+ * On 5.4 it adds nothing but LG_LUA_INTEGERS and the LG_LUAJIT test, so the
+ * 5.4 build is the code as written.
+ *
+ * Two rules follow from the versions, not from this header:
+ *   - numbers (json.c): without an integer subtype (5.1, 5.2, LuaJIT) an
+ *     "integer" is a number with an integral value of magnitude <= 2^53,
+ *     the range a double holds exactly;
+ *   - the count hook (worker.c, fg_watch.c): LuaJIT runs no hook inside
+ *     compiled traces, so the code luagent must be able to stop runs with
+ *     the JIT compiler off. */
+#ifndef LUAGENT_LUA_COMPAT_H
+#define LUAGENT_LUA_COMPAT_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#if LUA_VERSION_NUM < 501 || LUA_VERSION_NUM > 504
+#error "luagent builds against Lua 5.1 to 5.4 or LuaJIT 2.1"
+#endif
+
+#if LUA_VERSION_NUM == 501 && defined(__has_include)
+#if __has_include(<luajit.h>)
+#include <luajit.h>
+#endif
+#endif
+#ifdef LUAJIT_VERSION_NUM
+#define LG_LUAJIT 1
+#else
+#define LG_LUAJIT 0
+#endif
+
+/* Whether lua_Integer is a subtype of numbers (5.3 and later). */
+#define LG_LUA_INTEGERS (LUA_VERSION_NUM >= 503)
+
+#define LG_TWO53 9007199254740992.0 /* 2^53: doubles are exact up to here */
+
+/* ------------------------------------------------ missing before 5.4 */
+
+#if LUA_VERSION_NUM < 504
+/* At most one user value is used (index 1); 5.1 and 5.2 keep it in a table
+ * (a userdata's environment, or its 5.2 user value, must be one). */
+#define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
+static inline int lg_compat_setiuservalue(lua_State *L, int idx, int n) {
+  (void)n;
+#if LUA_VERSION_NUM >= 503
+  lua_setuservalue(L, idx);
+#else
+  idx = idx < 0 && idx > LUA_REGISTRYINDEX ? lua_gettop(L) + idx + 1 : idx;
+  lua_createtable(L, 1, 0);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, 1);
+#if LUA_VERSION_NUM == 502
+  lua_setuservalue(L, idx);
+#else
+  lua_setfenv(L, idx);
+#endif
+#endif
+  return 1;
+}
+#define lua_setiuservalue(L, idx, n) lg_compat_setiuservalue((L), (idx), (n))
+#define luaL_pushfail(L) lua_pushnil(L)
+#endif
+
+#if LUA_VERSION_NUM < 504 && !defined(luaL_argexpected)
+static inline int lg_compat_typeerror(lua_State *L, int arg, const char *tname) {
+  const char *msg = lua_pushfstring(L, "%s expected, got %s", tname, luaL_typename(L, arg));
+  return luaL_argerror(L, arg, msg);
+}
+#define luaL_argexpected(L, cond, arg, tname) \
+  ((void)((cond) || lg_compat_typeerror((L), (arg), (tname))))
+#endif
+
+/* ------------------------------------------------ missing before 5.3 */
+
+#if LUA_VERSION_NUM < 503
+/* An integral number a double holds exactly (the rule of the header's
+ * comment): what 5.3 would have read as an integer. */
+static inline int lg_compat_isinteger(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+  lua_Number x = lua_tonumber(L, idx);
+  return x >= -LG_TWO53 && x <= LG_TWO53 && x == (lua_Number)(lua_Integer)x;
+}
+#define lua_isinteger(L, idx) lg_compat_isinteger((L), (idx))
+#endif
+
+#ifndef LUA_LOADED_TABLE
+#define LUA_LOADED_TABLE "_LOADED"
+#endif
+
+/* ------------------------------------------------ missing before 5.2 */
+
+#if LUA_VERSION_NUM < 502
+#define LUA_OK 0
+#define lua_rawlen(L, idx) lua_objlen((L), (idx))
+#define luaL_len(L, idx) ((lua_Integer)lua_objlen((L), (idx)))
+
+static inline int lg_compat_absindex(lua_State *L, int idx) {
+  return idx > 0 || idx <= LUA_REGISTRYINDEX ? idx : lua_gettop(L) + idx + 1;
+}
+#define lua_absindex(L, idx) lg_compat_absindex((L), (idx))
+
+static inline void lg_compat_rawsetp(lua_State *L, int idx, const void *p) {
+  idx = lua_absindex(L, idx);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_insert(L, -2);
+  lua_rawset(L, idx);
+}
+#define lua_rawsetp(L, idx, p) lg_compat_rawsetp((L), (idx), (p))
+
+static inline int lg_compat_getsubtable(lua_State *L, int idx, const char *name) {
+  idx = lua_absindex(L, idx);
+  lua_getfield(L, idx, name);
+  if (lua_istable(L, -1)) return 1;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, idx, name);
+  return 0;
+}
+#define luaL_getsubtable(L, idx, name) lg_compat_getsubtable((L), (idx), (name))
+
+static inline const char *lg_compat_tolstring(lua_State *L, int idx, size_t *len) {
+  if (!luaL_callmeta(L, idx, "__tostring")) {
+    switch (lua_type(L, idx)) {
+      case LUA_TNUMBER:
+      case LUA_TSTRING: lua_pushvalue(L, idx); break;
+      case LUA_TBOOLEAN: lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false"); break;
+      case LUA_TNIL: lua_pushliteral(L, "nil"); break;
+      default:
+        lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx));
+        break;
+    }
+  }
+  return lua_tolstring(L, -1, len);
+}
+#define luaL_tolstring(L, idx, len) lg_compat_tolstring((L), (idx), (len))
+
+static inline void lg_compat_requiref(lua_State *L, const char *name, lua_CFunction f, int glb) {
+  lua_pushcfunction(L, f);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  if (glb) {
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, name);
+  }
+}
+#define luaL_requiref(L, name, f, glb) lg_compat_requiref((L), (name), (f), (glb))
+
+#ifndef luaL_newlib /* LuaJIT 2.1 has it */
+#define luaL_newlibtable(L, l) lua_createtable((L), 0, (int)(sizeof(l) / sizeof((l)[0]) - 1))
+#define luaL_newlib(L, l) (luaL_newlibtable((L), (l)), luaL_setfuncs((L), (l), 0))
+#endif
+
+#if !LG_LUAJIT /* LuaJIT 2.1 has these */
+static inline void lg_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
+  luaL_checkstack(L, nup, "too many upvalues");
+  for (; l->name; l++) {
+    for (int i = 0; i < nup; i++) lua_pushvalue(L, -nup);
+    lua_pushcclosure(L, l->func, nup);
+    lua_setfield(L, -(nup + 2), l->name);
+  }
+  lua_pop(L, nup);
+}
+#define luaL_setfuncs(L, l, nup) lg_compat_setfuncs((L), (l), (nup))
+
+static inline void lg_compat_setmetatable(lua_State *L, const char *tname) {
+  luaL_getmetatable(L, tname);
+  lua_setmetatable(L, -2);
+}
+#define luaL_setmetatable(L, tname) lg_compat_setmetatable((L), (tname))
+
+static inline void *lg_compat_testudata(lua_State *L, int idx, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (!p || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, tname);
+  int same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? p : NULL;
+}
+#define luaL_testudata(L, idx, tname) lg_compat_testudata((L), (idx), (tname))
+
+/* debug.traceback does the walk; L1 is always L in the core */
+static inline void lg_compat_traceback(lua_State *L, lua_State *L1, const char *msg, int level) {
+  (void)L1;
+  lua_getglobal(L, "debug");
+  if (lua_istable(L, -1)) lua_getfield(L, -1, "traceback");
+  else lua_pushnil(L);
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) { /* the debug library is not open */
+    lua_pop(L, 1);
+    lua_pushstring(L, msg ? msg : "");
+    return;
+  }
+  lua_pushstring(L, msg);
+  lua_pushinteger(L, level + 1);
+  lua_call(L, 2, 1);
+}
+#define luaL_traceback(L, L1, msg, level) lg_compat_traceback((L), (L1), (msg), (level))
+
+#define luaL_loadbufferx(L, s, n, chunk, mode) luaL_loadbuffer((L), (s), (n), (chunk))
+#endif /* !LG_LUAJIT */
+#endif /* < 502 */
+
+/* lua_rawgetp returns the value's type from 5.3 on; the core reads it. */
+#if LUA_VERSION_NUM < 503
+static inline int lg_compat_rawgetp(lua_State *L, int idx, const void *p) {
+  idx = lua_absindex(L, idx);
+  lua_pushlightuserdata(L, (void *)p);
+  lua_rawget(L, idx);
+  return lua_type(L, -1);
+}
+#undef lua_rawgetp
+#define lua_rawgetp(L, idx, p) lg_compat_rawgetp((L), (idx), (p))
+#endif
+
+/* The table of package.preload: in the registry from 5.2 on (and in LuaJIT
+ * 2.1); in 5.1 only a field of the package library. Pushes it. */
+static inline void lg_push_preload(lua_State *L) {
+#if LUA_VERSION_NUM == 501 && !LG_LUAJIT
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "package");
+  if (lua_istable(L, -1)) {
+    luaL_getsubtable(L, -1, "preload");
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 2);
+#endif
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "_PRELOAD");
+}
+
+#endif
