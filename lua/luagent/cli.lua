@@ -124,7 +124,7 @@ end
 
 local function term_width()
   local p = io.popen("stty size 2>/dev/null </dev/tty")
-  local out = p and p:read("a") or ""
+  local out = p and p:read("*a") or ""
   if p then p:close() end
   return tonumber(out:match("%d+%s+(%d+)")) or tonumber(os.getenv("COLUMNS") or "") or 80
 end

@@ -59,6 +59,23 @@ else
   end
 end
 
+-- Was the function at `level` (1: the caller), known to its callers as
+-- `name`, entered through a tail call? 5.2 and later say so. LuaJIT drops
+-- the frame of a function that made a tail call without a trace, but names
+-- the function after the call its caller made: a name other than `name`
+-- is another function's call. Plain 5.1 keeps a "(tail call)" level in the
+-- frame's place, so levels need no adjusting there.
+if compat.luajit then
+  function compat.is_tail_call(level, name)
+    local seen = debug.getinfo(level + 1, "n").name
+    return seen ~= nil and seen ~= name
+  end
+elseif V == "Lua 5.1" then
+  function compat.is_tail_call() return false end
+else
+  function compat.is_tail_call(level) return debug.getinfo(level + 1, "t").istailcall end
+end
+
 compat.rawlen = rawget(_G, "rawlen") or function(t) return #t end -- 5.1's # ignores __len on tables
 
 compat.log10 = math.log10 or function(x) return math.log(x, 10) end

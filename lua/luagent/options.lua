@@ -116,8 +116,8 @@ end
 
 -- `return options.check(...)` is a tail call that removes the public
 -- function's frame; without this the error would point one frame too far.
-local function tail_adjust(level)
-  if level > 1 and debug.getinfo(2, "t").istailcall then return level - 1 end
+local function tail_adjust(level, name)
+  if level > 1 and compat.is_tail_call(2, name) then return level - 1 end
   return level
 end
 
@@ -125,7 +125,7 @@ end
 -- the caller of the public function that called check). Returns `tbl`, or a
 -- fresh empty table when `tbl` is nil.
 function options.check(where, tbl, spec, level)
-  level = tail_adjust(level or 3)
+  level = tail_adjust(level or 3, "check")
   if tbl == nil then return {} end
   if type(tbl) ~= "table" then
     error(string.format("%s: options must be a table, got %s", where, type(tbl)), level)
@@ -158,7 +158,7 @@ end
 function options.arg(where, name, value, kind, level)
   local ok, msg = check_kind(value, kind)
   if not ok then
-    error(string.format("%s: argument %q %s", where, name, msg), tail_adjust(level or 3))
+    error(string.format("%s: argument %q %s", where, name, msg), tail_adjust(level or 3, "arg"))
   end
   return value
 end
