@@ -11,7 +11,7 @@ local online = (os.getenv("OPENAI_API_KEY") or os.getenv("OPENAI_BASE_URL")) ~= 
 print(online and "Using the model at " .. (os.getenv("OPENAI_BASE_URL") or "https://api.openai.com/v1")
   or "No OPENAI_API_KEY or OPENAI_BASE_URL: using a scripted model (no network).")
 
-local app <close> = luagent.load("examples/research_team.lua")
+local app = luagent.load("examples/research_team.lua")
 local question = arg[1] or "Compare Lua and Python for embedding in a game engine."
 local rec = app:enqueue_background("supervisor", question, { thread_id = "demo" })
 print(("Question: %s\n"):format(question))
@@ -30,3 +30,4 @@ local f = assert(io.open(page, "w"))
 f:write(app:trace_html(rec.task_id, { title = "luagent demo: " .. question }))
 f:close()
 print("\nTimeline: " .. page)
+app:close()

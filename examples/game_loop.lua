@@ -1,11 +1,12 @@
 -- A game-style host: the main loop calls app:poll() once a frame, so host
 -- tools and callbacks run on the main thread between frames, never on a
--- worker. Run: lua5.4 examples/game_loop.lua
+-- worker. Run: lua5.4 examples/game_loop.lua (or luajit, lua5.1 ... with
+-- luagent built for it)
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
 package.cpath = "./?.so;" .. package.cpath
 local luagent = require("luagent")
 
-local app <close> = luagent.load_string([[
+local app = luagent.load_string([[
 local luagent = require "luagent"
 -- a background job that asks the host (the game) where the player is
 local scout = luagent.tool{
@@ -37,3 +38,4 @@ while app:get(job.task_id).status ~= "completed" and frame < 1000 do
 end
 app:poll()
 print(string.format("done after %d frames", frame))
+app:close()

@@ -2,6 +2,7 @@
 -- returns in order, append tool messages, repeat until the model answers
 -- with text, a budget fires, or a hook stops the run. The same code runs in
 -- the host state (foreground runs) and in worker states (agent-run tasks).
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -98,7 +99,7 @@ local function hook_error(name, err)
 end
 
 local function call_hook(name, fn, ...)
-  local ok, v = xpcall(fn, tools.on_error, ...)
+  local ok, v = compat.xpcall(fn, tools.on_error, ...)
   if ok then return v end
   if tools.is_abort(v) then error(v, 0) end
   hook_error(name, v)
@@ -133,6 +134,20 @@ local function keep_error(e)
   return { message = tostring(e) }
 end
 
+-- The model's reply, under the rate budget `grant` (nil: none), which is
+-- given back with the tokens used.
+local function complete_under(grant, run, request)
+  local t0 = core.now()
+  local ok, reply = compat.xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
+  local latency = core.now() - t0
+  if grant then
+    local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
+    local limited = not ok and type(reply) == "table" and reply.status == 429
+    grant:done(u and u.total_tokens, limited and (tonumber(reply.retry_after) or 1) or 0)
+  end
+  return ok, reply, latency
+end
+
 local function call_model(run)
   -- the request's own list: what a model keeps of it does not change as
   -- the run goes on, and a model cannot change the transcript
@@ -146,15 +161,9 @@ local function call_model(run)
   emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
   -- a model with limits of its own waits for its provider's rate budget
   -- (README "Rate limits"); luagent.openai takes it per attempt itself
-  local grant <close> = ratelimit.for_call(run.ctx, run.model, request)
-  local t0 = core.now()
-  local ok, reply = xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
-  local latency = core.now() - t0
-  if grant then
-    local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
-    local limited = not ok and type(reply) == "table" and reply.status == 429
-    grant:done(u and u.total_tokens, limited and (tonumber(reply.retry_after) or 1) or 0)
-  end
+  -- (a grant an error leaves is given back by its __close)
+  local grant = ratelimit.for_call(run.ctx, run.model, request)
+  local ok, reply, latency = compat.with_close(grant, complete_under, grant, run, request)
   if not ok then
     if tools.is_abort(reply) then error(reply, 0) end
     return nil, model_error(reply)
