@@ -54,8 +54,11 @@ LUA_DEB_PKGS := $(if $(filter luajit,$(LUA_PC)),luajit libluajit-5.1-dev,\
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
             lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux $(LUA_DEB_PKGS)
 # What only the specs need: headless Chromium checks the trace page
-# (tests/trace_html_spec.lua). Large, so `make demo` does not install it.
-TEST_PKGS := chromium
+# (tests/trace_html_spec.lua), Neovim and LuaJIT run the Neovim spec and the
+# LuaJIT rockspec install (tests/neovim_spec.lua, tests/rockspec_spec.lua),
+# lua5.1 runs the command that install writes. Large, so `make demo` does
+# not install them.
+TEST_PKGS := chromium neovim luajit libluajit-5.1-dev lua5.1
 
 .PHONY: all test test-deps demo deps sanitize tsan bench bench-peers bench-peers-deps fuzz run-fuzz clean c-tests objects ci
 
