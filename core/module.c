@@ -154,5 +154,9 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_setfield(L, -2, "W_FINISHED");
   lua_pushinteger(L, W_ERROR);
   lua_setfield(L, -2, "W_ERROR");
+  /* the Lua this build is for ("Lua 5.4"; "Lua 5.1" serves LuaJIT too):
+   * luagent checks it against _VERSION when it loads us */
+  lua_pushliteral(L, LUA_VERSION);
+  lua_setfield(L, -2, "lua_version");
   return 1;
 }

@@ -35,7 +35,7 @@ describe("dispatcher: timeouts (R-23)", function()
     app = H.app(LOOPS .. [[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
                                                   max_depth = 0, max_workers = 1 },
-                             tools = { T.whoami, table.unpack(loops) } } ]])
+                             tools = { T.whoami, (table.unpack or unpack)(loops) } } ]])
   end)
   after_each(function() app:close() end)
 

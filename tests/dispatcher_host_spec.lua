@@ -39,7 +39,7 @@ describe("dispatcher: host tools and callbacks (R-5)", function()
     local r = table.pack(pcall(f, ...))
     _G.HOST_PUMPING = false
     assert(r[1], r[2])
-    return table.unpack(r, 2, r.n)
+    return (table.unpack or unpack)(r, 2, r.n)
   end
 
   it("a worker's ctx:call_tool of a host tool runs the bound handler on the host", function()

@@ -240,7 +240,7 @@ describe("dispatcher: ids and events", function()
       seen[id] = true
       ids[i] = id
     end
-    local sorted = { table.unpack(ids) }
+    local sorted = { (table.unpack or unpack)(ids) }
     table.sort(sorted)
     assert.same(ids, sorted)
     assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)

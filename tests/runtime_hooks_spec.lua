@@ -71,13 +71,13 @@ describe("runtime hooks: before_step", function()
     S.hooks = {
       function(step)
         order[#order + 1] = "first"
-        local msgs = { table.unpack(step.messages) }
+        local msgs = { (table.unpack or unpack)(step.messages) }
         msgs[#msgs + 1] = { role = "user", content = "A" }
         return { messages = msgs }
       end,
       function(step)
         order[#order + 1] = "second:" .. step.messages[#step.messages].content
-        local msgs = { table.unpack(step.messages) }
+        local msgs = { (table.unpack or unpack)(step.messages) }
         msgs[#msgs + 1] = { role = "user", content = "B" }
         return { messages = msgs }
       end,

@@ -26,7 +26,10 @@ local seen = luagent.tool{
   input_schema = { type = "object", properties = { n = { type = "integer" } } },
   handler = function(args)
     if S.seen then S.seen[#S.seen + 1] = args end
-    return { n = args.n, type = math.type(args.n) }
+    -- math.type where Lua has integers; 5.1's integers are integral numbers
+    local t = math.type and math.type(args.n) or
+      (type(args.n) == "number" and (args.n == math.floor(args.n) and "integer" or "float") or nil)
+    return { n = args.n, type = t }
   end,
 }
 ]]

@@ -13,4 +13,21 @@ V.version = _VERSION:match("%d+%.%d+")
 
 V.luajit = type(rawget(_G, "jit")) == "table"
 
+-- to-be-closed variables (`local x <close>`, 5.4)
+V.has_close = _VERSION == "Lua 5.4"
+
+-- Lua source defining on_gc(fn): an object whose finalizer is fn, for code
+-- run in worker states (tables have __gc from 5.2 on; 5.1 and LuaJIT
+-- finalize only userdata, made with newproxy)
+V.ON_GC = [[
+local function on_gc(fn)
+  if rawget(_G, "newproxy") then
+    local p = newproxy(true)
+    getmetatable(p).__gc = fn
+    return p
+  end
+  return setmetatable({}, { __gc = fn })
+end
+]]
+
 return V
