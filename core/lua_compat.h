@@ -1,13 +1,17 @@
 /* The Lua C API as the core uses it, on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
  * 2.1 (docs/architecture.md, "Lua versions"). The core is written against
  * 5.4; this header fills in, for older versions, what it calls and they lack.
- * On 5.4 it adds nothing but LG_LUA_INTEGERS and the LG_LUAJIT test, so the
- * 5.4 build is the code as written.
+ * On 5.4 it adds nothing but LG_LUA_INTEGERS and two helpers, so the 5.4
+ * build is the code as written. LuaJIT 2.1 gets the 5.1 fill-ins too, even
+ * where it has its own (luaL_setfuncs, luaL_traceback, ...): a module built
+ * against either set of 5.1 headers calls only the 5.1 API, so it loads
+ * into lua5.1 and into LuaJIT alike (a LuaRocks 5.1 tree serves both).
  *
  * Two rules follow from the versions, not from this header:
  *   - numbers (json.c): without an integer subtype (5.1, 5.2, LuaJIT) an
- *     "integer" is a number with an integral value of magnitude <= 2^53,
- *     the range a double holds exactly;
+ *     integer is a number with an integral value below 2^53 in magnitude;
+ *     JSON integers are decoded exactly up to 2^53, larger ones are an
+ *     error;
  *   - the count hook (worker.c, fg_watch.c): LuaJIT runs no hook inside
  *     compiled traces, so the code luagent must be able to stop runs with
  *     the JIT compiler off. */
@@ -19,17 +23,6 @@
 
 #if LUA_VERSION_NUM < 501 || LUA_VERSION_NUM > 504
 #error "luagent builds against Lua 5.1 to 5.4 or LuaJIT 2.1"
-#endif
-
-#if LUA_VERSION_NUM == 501 && defined(__has_include)
-#if __has_include(<luajit.h>)
-#include <luajit.h>
-#endif
-#endif
-#ifdef LUAJIT_VERSION_NUM
-#define LG_LUAJIT 1
-#else
-#define LG_LUAJIT 0
 #endif
 
 /* Whether lua_Integer is a subtype of numbers (5.3 and later). */
@@ -76,12 +69,15 @@ static inline int lg_compat_typeerror(lua_State *L, int arg, const char *tname) 
 /* ------------------------------------------------ missing before 5.3 */
 
 #if LUA_VERSION_NUM < 503
-/* An integral number a double holds exactly (the rule of the header's
- * comment): what 5.3 would have read as an integer. */
+/* An integral number below 2^53 in magnitude, -0 aside (the rule of the
+ * header's comment): what 5.4 would hold as an integer. From 2^53 on a
+ * double no longer holds every integer, and such numbers are written as
+ * floats, as 5.4 writes its floats there (json.c). */
 static inline int lg_compat_isinteger(lua_State *L, int idx) {
   if (lua_type(L, idx) != LUA_TNUMBER) return 0;
   lua_Number x = lua_tonumber(L, idx);
-  return x >= -LG_TWO53 && x <= LG_TWO53 && x == (lua_Number)(lua_Integer)x;
+  if (!(x > -LG_TWO53 && x < LG_TWO53) || x != (lua_Number)(lua_Integer)x) return 0;
+  return x != 0 || 1 / x > 0; /* -0 is a float */
 }
 #define lua_isinteger(L, idx) lg_compat_isinteger((L), (idx))
 #endif
@@ -153,12 +149,16 @@ static inline void lg_compat_requiref(lua_State *L, const char *name, lua_CFunct
 }
 #define luaL_requiref(L, name, f, glb) lg_compat_requiref((L), (name), (f), (glb))
 
-#ifndef luaL_newlib /* LuaJIT 2.1 has it */
+#ifndef luaL_newlib /* LuaJIT 2.1 has it, on our luaL_setfuncs */
 #define luaL_newlibtable(L, l) lua_createtable((L), 0, (int)(sizeof(l) / sizeof((l)[0]) - 1))
 #define luaL_newlib(L, l) (luaL_newlibtable((L), (l)), luaL_setfuncs((L), (l), 0))
 #endif
 
-#if !LG_LUAJIT /* LuaJIT 2.1 has these */
+#undef luaL_setfuncs
+#undef luaL_setmetatable
+#undef luaL_testudata
+#undef luaL_traceback
+#undef luaL_loadbufferx
 static inline void lg_compat_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   luaL_checkstack(L, nup, "too many upvalues");
   for (; l->name; l++) {
@@ -205,7 +205,6 @@ static inline void lg_compat_traceback(lua_State *L, lua_State *L1, const char *
 #define luaL_traceback(L, L1, msg, level) lg_compat_traceback((L), (L1), (msg), (level))
 
 #define luaL_loadbufferx(L, s, n, chunk, mode) luaL_loadbuffer((L), (s), (n), (chunk))
-#endif /* !LG_LUAJIT */
 #endif /* < 502 */
 
 /* lua_rawgetp returns the value's type from 5.3 on; the core reads it. */
@@ -220,10 +219,49 @@ static inline int lg_compat_rawgetp(lua_State *L, int idx, const void *p) {
 #define lua_rawgetp(L, idx, p) lg_compat_rawgetp((L), (idx), (p))
 #endif
 
+/* LuaJIT runs no hook inside a compiled trace, so a loop it compiled could
+ * never be cancelled: the code of worker states and of foreground runs runs
+ * with the compiler off (docs/architecture.md, "Lua versions"). Through the
+ * jit library, so a module built against the 5.1 headers and loaded into
+ * LuaJIT does it too. lg_jit_off flushes the compiled code and turns the
+ * compiler off; it returns 1 if it was on. Nothing on other Luas. */
+static inline int lg_jit_call(lua_State *L, const char *fn, int nres) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "jit");
+  lua_remove(L, -2);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_call(L, 0, nres);
+  return 1;
+}
+
+static inline int lg_jit_off(lua_State *L) {
+  if (LUA_VERSION_NUM != 501 || !lg_jit_call(L, "status", 1)) return 0;
+  int was_on = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (was_on) {
+    lg_jit_call(L, "flush", 0);
+    lg_jit_call(L, "off", 0);
+  }
+  return was_on;
+}
+
+static inline void lg_jit_on(lua_State *L) {
+  if (LUA_VERSION_NUM == 501) lg_jit_call(L, "on", 0);
+}
+
 /* The table of package.preload: in the registry from 5.2 on (and in LuaJIT
  * 2.1); in 5.1 only a field of the package library. Pushes it. */
 static inline void lg_push_preload(lua_State *L) {
-#if LUA_VERSION_NUM == 501 && !LG_LUAJIT
+#if LUA_VERSION_NUM == 501
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_getfield(L, -1, "package");
   if (lua_istable(L, -1)) {

@@ -211,6 +211,7 @@ static char *error_text(lua_State *L, int idx) {
 static int boot_protected(lua_State *L) {
   lg_worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
+  lg_jit_off(L);
   lua_gc(L, LUA_GCRESTART, 0);
   lua_getglobal(L, "package");
   lua_pushstring(L, w->lua_path ? w->lua_path : "");
@@ -243,13 +244,6 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
     return NULL;
   }
   lua_gc(L, LUA_GCSTOP, 0); /* opening the libraries need not collect */
-#if LG_LUAJIT
-  /* LuaJIT runs no hook inside a compiled trace, so a loop the JIT compiled
-   * could never be cancelled: task code runs interpreted (docs/
-   * architecture.md, "Lua versions"). Off before any code runs, so no trace
-   * exists. */
-  luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-#endif
   w->lua = L; /* the main thread, for the hook (this thread only) */
 #if LUA_VERSION_NUM >= 503
   *(lg_worker **)lua_getextraspace(L) = w;

@@ -2,6 +2,7 @@
 -- run and chat, the plain output without a terminal, and the store
 -- commands (tasks, show, events, trace). The terminal view and Ctrl-C are
 -- in cli_live_spec.lua, the trace picture in trace_html_spec.lua.
+local LUA = require("support.lua_bin").lua
 local C = require "support.cli_helpers"
 local json = require "luagent.json"
 
@@ -197,7 +198,7 @@ describe("luagent command", function()
       -- (--foreground: timeout hands our one SIGINT to the command alone;
       -- without it timeout also signals its process group, so the command
       -- gets a second SIGINT while its first is being handled and dies of it)
-      "echo $$; exec timeout --foreground -s INT 30 lua5.4 bin/luagent events " .. db ..
+      "echo $$; exec timeout --foreground -s INT 30 " .. LUA .. " bin/luagent events " .. db ..
       " --follow --json")
     local pid = p:read("l")
     local finals, second = 0, false
@@ -261,7 +262,7 @@ end)
 describe("examples/game_loop.lua", function()
   it("answers the host tool between frames and finishes the job", function()
     local p = io.popen("export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; " ..
-      "lua5.4 examples/game_loop.lua 2>&1; echo \"exit=$?\"")
+      LUA .. " examples/game_loop.lua 2>&1; echo \"exit=$?\"")
     local out = p:read("a")
     p:close()
     assert.matches("frame callback: nothing dangerous near", out, 1, true)

@@ -2,6 +2,8 @@
 -- background agent runs in their records, fenced standard library calls in
 -- worker states, workers retired when Lua code cannot be stopped, and
 -- memory bounded by default.
+local closing = require "support.closing"
+local LUA = require("support.lua_bin").lua
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 
@@ -130,9 +132,9 @@ describe("the run status of a background agent run (run_status)", function()
     before_each(function() srv:reset() end)
 
     it("is budget_exceeded, stopped and completed", function()
-      local app <close> = F.app(srv, {}, H.prelude .. [[
+      local app = closing(F.app(srv, {}, H.prelude .. [[
         local MODEL_OVER, MODEL_TEXT = MODEL, MODEL
-        return luagent.config{ background_tasks = { enabled = true }, ]] .. RUN_STATUS_AGENTS .. [[ } ]])
+        return luagent.config{ background_tasks = { enabled = true }, ]] .. RUN_STATUS_AGENTS .. [[ } ]]))
       srv:script{ { tool_calls = { { name = "echo", arguments = { n = 1 } } } } }
       check_run_status(app, "over", "budget_exceeded")
       srv:script{ { text = "hi" } }
@@ -143,7 +145,7 @@ describe("the run status of a background agent run (run_status)", function()
   end)
 end)
 
--- Run `body` in a child lua5.4 (this module build, the dispatch helpers as
+-- Run `body` in a child Lua (this module build, the dispatch helpers as
 -- H) with `stdin_text` as its standard input. Returns what it printed, its
 -- stderr and its exit code.
 local function run_child(body, stdin_text)
@@ -155,7 +157,7 @@ local function run_child(body, stdin_text)
     io.stdout:setvbuf("line")
   ]] .. body)
   H.write(dir .. "/stdin", stdin_text or "")
-  local p = io.popen(string.format("lua5.4 %s/child.lua <%s/stdin 2>%s/err; echo \"exit=$?\"", dir, dir, dir))
+  local p = io.popen(string.format("%s %s/child.lua <%s/stdin 2>%s/err; echo \"exit=$?\"", LUA, dir, dir, dir))
   local out = p:read("a")
   p:close()
   local err = S.read(dir .. "/err")
@@ -458,8 +460,8 @@ describe("memory is bounded by default", function()
   end
 
   it("with default settings at most 10000 finished tasks stay in memory", function()
-    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true },
-                                                         tools = { T.echo } } ]])
+    local app = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true },
+                                                         tools = { T.echo } } ]]))
     local ids = run_many(app, 12000)
     assert.equal(10000, app:stats().in_memory)
     assert.is_nil(app:get(ids[1])) -- the oldest left
@@ -469,22 +471,22 @@ describe("memory is bounded by default", function()
 
   it("keep_finished = { max } bounds the count, oldest first; false keeps every task", function()
     -- one at a time, so they finish in the order they were enqueued
-    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+    local app = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true,
                                    global_concurrency = 1, keep_finished = { max = 20 } },
-                                   tools = { T.echo } } ]])
+                                   tools = { T.echo } } ]]))
     local ids = run_many(app, 300)
     assert.equal(20, app:stats().in_memory)
     assert.is_nil(app:get(ids[280]))
     assert.is_truthy(app:get(ids[281]))
-    local all <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
-                                   keep_finished = false }, tools = { T.echo } } ]])
+    local all = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   keep_finished = false }, tools = { T.echo } } ]]))
     run_many(all, 300)
     assert.equal(300, all:stats().in_memory)
   end)
 
   it("keep_finished_s still sets the age bound; bad values are refused", function()
-    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
-                                   keep_finished_s = 1 }, tools = { T.echo } } ]])
+    local app = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true,
+                                   keep_finished_s = 1 }, tools = { T.echo } } ]]))
     local first = app:enqueue_tool("echo", {})
     app:wait({ first.task_id })
     local t0 = H.now()
@@ -501,12 +503,12 @@ describe("memory is bounded by default", function()
   end)
 
   it("a task a worker's wait is on stays in memory past the bound until the wait returns", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local waiter = luagent.tool{ name = "waiter", handler = function(args, ctx)
         return ctx:wait(args.ids, { timeout_s = 30 })
       end }
       return luagent.config{ background_tasks = { enabled = true, keep_finished = { max = 5 } },
-                             tools = { T.echo, T.nap, waiter } } ]])
+                             tools = { T.echo, T.nap, waiter } } ]]))
     local early = app:enqueue_tool("echo", { v = "early" })
     app:wait({ early.task_id })
     local nap = app:enqueue_tool("nap", { s = 1 })
@@ -524,9 +526,9 @@ describe("memory is bounded by default", function()
   end)
 
   it("the tasks an app:wait is on stay in memory past the bound until it returns", function()
-    local app <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true,
+    local app = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true,
                                    global_concurrency = 1, keep_finished = { max = 5 } },
-                                   tools = { T.echo, T.nap } } ]])
+                                   tools = { T.echo, T.nap } } ]]))
     -- the nap holds the only slot, so nothing has finished when the wait starts
     local ids = { app:enqueue_tool("nap", { s = 0.3 }).task_id }
     for i = 2, 30 do ids[i] = app:enqueue_tool("echo", { i = i }).task_id end

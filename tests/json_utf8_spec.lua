@@ -3,6 +3,7 @@
 -- included. The rule holds everywhere luagent writes JSON: json.encode,
 -- tool arguments from a script or a model (scripted and luagent.openai
 -- against the fake server), task records, events and the store file.
+local closing = require "support.closing"
 local json = require "luagent.json"
 local R = require "support.runtime_helpers"
 local H = require "support.dispatch_helpers"
@@ -76,14 +77,14 @@ local seen = luagent.tool{ name = "seen", description = "Report the text.",
 describe("json: invalid UTF-8 in tool arguments", function()
   it("arguments a scripted model sends (a table or JSON text) reach the handler cleaned", function()
     local got = {}
-    local app <close> = R.app(ECHO .. [[
+    local app = closing(R.app(ECHO .. [[
 return luagent.config{
   model = luagent.static_model{ responses = {
     { tool_calls = { { id = "c1", name = "seen", arguments = { text = "t\xffa" } } } },
     { tool_calls = { { id = "c2", name = "seen", arguments = '{"text":"t\xe2\x82s"}' } } },
     "done" } },
   agents = { luagent.agent{ id = "a", tools = { seen } } },
-} ]], { got = got })
+} ]], { got = got }))
     local res = app:run("a", "go \xff")
     assert.equal("completed", res.status)
     assert.same({ "t" .. FFFD .. "a", "t" .. FFFD .. FFFD .. "s" }, got)
@@ -132,8 +133,8 @@ describe("json: invalid UTF-8 through luagent.openai", function()
     it("arguments the server sends reach the handler cleaned, and every request is UTF-8"
       .. (stream and " (streamed)" or ""), function()
       local got = {}
-      local app <close> = F.simple(srv, { stream = stream },
-        { pre = ECHO, tools = "{ seen }", S = { got = got } })
+      local app = closing(F.simple(srv, { stream = stream },
+        { pre = ECHO, tools = "{ seen }", S = { got = got } }))
       srv:script{
         { tool_calls = { { id = "call_1", name = "seen", arguments = '{"text":"w\xffx\xed\xa0\x80"}' } } },
         { text = "done" },

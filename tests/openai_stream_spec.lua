@@ -2,6 +2,7 @@
 -- text deltas become token events in order, tool-call deltas split
 -- anywhere (inside strings, inside UTF-8 characters' neighbours) assemble by
 -- index, usage comes from the final chunk, in the host and in workers.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local cjson = require "cjson"
@@ -37,7 +38,7 @@ describe("openai adapter: streaming", function()
   before_each(function() srv:reset() end)
 
   it("emits text deltas as token events in order; they add up to the final text", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     local text = "Streaming in small pieces: ünïcödé, \"quotes\", and emoji \u{1F600} too."
     srv:script{ { text = text, chunk_size = 3,
       usage = { prompt_tokens = 21, completion_tokens = 34, total_tokens = 55 } } }
@@ -69,7 +70,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("assembles tool calls split across many chunks", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ note, add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ note, add }" }))
     local args1 = '{"text": "a \\"quoted\\" string, with \\\\ and ünïcode \\u00e9", "n": 12345}'
     local args2 = '{"a":1,"b":2}'
     srv:script{
@@ -107,7 +108,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("handles CRLF framing and a stream without usage", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     srv:script{ { text = "line one\nline two", eol = "\r\n", chunk_size = 2, usage = false } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)
@@ -122,7 +123,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("accepts a hand-written stream: tool call in one delta, several choices fields, comments", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" }))
     local function ev(t) return "data: " .. t .. "\n\n" end
     srv:script{
       { content_type = "text/event-stream", raw_chunks = {
@@ -150,7 +151,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("accepts a plain JSON reply to a stream request", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     srv:script{ { raw = cjson.encode({ id = "c", object = "chat.completion", model = "m",
       choices = { { index = 0, finish_reason = "stop", message = { role = "assistant", content = "not streamed" } } },
       usage = { prompt_tokens = 1, completion_tokens = 1, total_tokens = 2 } }),
@@ -161,7 +162,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("streams in a background task: tokens carry the task id", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" }))
     srv:script{
       { tool_calls = { { id = "call_bg", name = "add", arguments = { a = 20, b = 22 } } }, chunk_size = 3 },
       { text = "The answer is 42.", chunk_size = 3,

@@ -1,6 +1,7 @@
 -- File store, acceptance: what one app writes a new app on the same file
 -- reads back identically (records, results, events, threads; R-26), file
 -- modes, durability and retention (README).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 
@@ -228,9 +229,9 @@ end)
 describe("store: a task that left memory", function()
   it("is still found by app:get, read back from the file", function()
     local dir = H.tmpdir()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { T.echo } } ]],
-      { store = { path = dir .. "/evict.db" } })
+      { store = { path = dir .. "/evict.db" } }))
     local first = app:enqueue_tool("echo", { n = 1 })
     local before = app:wait({ first.task_id }).tasks[1]
     assert.equal("completed", before.status)

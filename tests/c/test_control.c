@@ -3,6 +3,8 @@
  * t1), then only C asks about them, from the owner's scope and from others. */
 #include "luagent.h"
 
+#include "lua_compat.h" /* the API on every Lua luagent builds against */
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>

@@ -2,6 +2,7 @@
 -- processes that are read line by line and killed, the sqlite3 CLI for
 -- poking at a store from outside, file modes. Nothing here sleeps to
 -- synchronise: the specs wait on child output, app:wait and events.
+local LUA = require("support.lua_bin").lua
 local H = require "support.dispatch_helpers"
 local json = require "luagent.json"
 
@@ -29,7 +30,7 @@ end
 
 local seq = 0
 
--- Start `lua5.4` on a script (the prelude, then `body`) with stdout read
+-- Start the Lua under test on a script (the prelude, then `body`) with stdout read
 -- through a pipe. `env` is a table of environment variables. The child
 -- prints its pid first; returns { pid, p, err_path }.
 function S.spawn(dir, body, env)
@@ -39,8 +40,8 @@ function S.spawn(dir, body, env)
   H.write(script, child_prelude() .. body)
   local vars = {}
   for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. sh_quote(v) end
-  local p = assert(io.popen(string.format("%s exec lua5.4 %s 2>%s </dev/null",
-    table.concat(vars, " "), sh_quote(script), sh_quote(err)), "r"))
+  local p = assert(io.popen(string.format("%s exec %s %s 2>%s </dev/null",
+    table.concat(vars, " "), LUA, sh_quote(script), sh_quote(err)), "r"))
   local first = p:read("l")
   local child = { p = p, pid = tonumber(first), err_path = err }
   if not child.pid then
