@@ -4,7 +4,7 @@
 -- utf8 library give on 5.4: the background-call digest (so a key made on
 -- one Lua finds its task on another), integer division, bit masks, integer
 -- tests, strict UTF-8, to-be-closed values, xpcall with arguments, load
--- with an env. tests/support/compat_probe.lua prints them, a line each.
+-- with an env, os.execute's status. tests/support/compat_probe.lua prints them, a line each.
 local luajit_module = require "support.luajit_module"
 local sh = luajit_module.sh
 
@@ -35,6 +35,7 @@ describe("luagent.compat", function()
       "xpcall true 42",
       "xpcall handler false handled m",
       "load 42 nil",
+      "execute true false",
     }) do
       assert.truthy(reference:find(line .. "\n", 1, true), line .. "\n---\n" .. reference)
     end

@@ -47,4 +47,5 @@ show("xpcall handler", compat.xpcall(function(a) error(a, 0) end, function(m) re
 show("load", compat.load("return x", "=t", "t", { x = 42 })(), (compat.load(string.dump(function() end), "=b", "t")))
 show("rawlen", compat.rawlen(setmetatable({ 1, 2, 3 }, { __len = function() return 9 end })),
   compat.log10(1000))
+show("execute", compat.execute("true"), compat.execute("exit 3"))
 show("unpack", compat.unpack({ 1, 2, 3 }, 2, 3))
