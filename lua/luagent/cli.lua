@@ -119,7 +119,7 @@ local function check_agent(app, agent)
 end
 
 local function is_tty(fd)
-  return os.execute("[ -t " .. fd .. " ]") == true
+  return compat.execute("[ -t " .. fd .. " ]")
 end
 
 local function term_width()

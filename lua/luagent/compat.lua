@@ -222,10 +222,24 @@ else
   end
 end
 
--- os.exit(code) with a number: 5.1 takes no boolean.
-function compat.exit_code(ok)
-  if ok == true then return 0 elseif ok == false or ok == nil then return 1 end
-  return ok
+-- Lua 5.4 seeds math.random at random in every new state; the others start
+-- each state on the same sequence (5.1 and 5.3 share C's rand()). A worker
+-- state, luagent's own, gets a seed of its own here (`entropy`: a number
+-- that differs between states, such as a clock).
+if V == "Lua 5.4" then
+  function compat.seed_random() end
+else
+  function compat.seed_random(entropy)
+    local addr = tonumber(tostring({}):match("0x(%x+)") or "0", 16) or 0
+    math.randomseed((os.time() + addr + math.floor((entropy or 0) * 1e6)) % 2147483647)
+  end
+end
+
+-- os.execute(cmd): did the command exit with status 0? 5.2 and later
+-- return true or nil; 5.1 and LuaJIT the status number.
+function compat.execute(cmd)
+  local r = os.execute(cmd)
+  return r == true or r == 0
 end
 
 return compat

@@ -139,6 +139,7 @@ end
 function worker.boot(boot_json)
   fence_stdlib() -- before the startup script, which may keep references
   guard_xpcall()
+  compat.seed_random(core.now())
   local boot = json.decode(boot_json)
   local chunk, err
   if boot.path then
