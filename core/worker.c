@@ -208,31 +208,10 @@ static char *error_text(lua_State *L, int idx) {
   return s ? lg_strndup(s, n) : strdup("error");
 }
 
-#if LUA_VERSION_NUM < 504
-/* 5.4 seeds every new state's math.random at random; LuaJIT starts each
- * state from one fixed seed (and 5.1 the C library's), so without this
- * every worker would draw the same numbers. The seed comes from an id:
- * unique per call, salted from /dev/urandom (util.c). */
-static void seed_random(lua_State *L) {
-  char id[40];
-  lg_make_id("s", id);
-  uint32_t h = 2166136261u;
-  for (const char *c = id; *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
-  lua_getglobal(L, "math");
-  lua_getfield(L, -1, "randomseed");
-  lua_remove(L, -2);
-  lua_pushnumber(L, (lua_Number)(h & 0x7fffffff));
-  lua_call(L, 1, 0);
-}
-#endif
-
 static int boot_protected(lua_State *L) {
   lg_worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
   lg_jit_off(L);
-#if LUA_VERSION_NUM < 504
-  seed_random(L);
-#endif
   lua_gc(L, LUA_GCRESTART, 0);
   lua_getglobal(L, "package");
   lua_pushstring(L, w->lua_path ? w->lua_path : "");
