@@ -19,6 +19,8 @@
 # and the 5.4 one in luagent/ live side by side (README, "Lua versions").
 LUA       ?= lua5.4
 LUA_PC    ?= $(notdir $(LUA))
+# its version as install directories name it (share/lua/5.1 for LuaJIT)
+LUA_ABI   := $(or $(if $(filter luajit,$(LUA_PC)),5.1,$(filter 5.%,$(patsubst lua%,%,$(LUA_PC)))),5.4)
 BUSTED    ?= $(LUA) /usr/bin/busted
 CC        ?= cc
 PKG       := pkg-config

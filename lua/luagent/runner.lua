@@ -404,45 +404,44 @@ local function loop(run)
       -- is delivered at the top of the loop and the model asked again
       bg.withdraw(run)
       emit(run, "step_interrupted", { step = "model", iteration = run.iteration + 1 })
-      goto next_step
-    end
-    if notice and reply then bg.delivered(run, notice) end
-    if not reply then return finish(run, "failed", err) end
-    run.iteration = run.iteration + 1
-    run.last_reply = reply
-    local counted = count_usage(run, request, reply)
-    emit(run, "lm_call", {
-      iteration = run.iteration, model = model_name(run.model), latency_s = latency,
-      usage = reply.usage, usage_reported = reply.usage ~= nil,
-      usage_estimated = reply.usage == nil or nil,
-      estimated_usage = reply.usage == nil and counted or nil,
-      cost = counted.cost,
-      tool_calls = reply.tool_calls and #reply.tool_calls or 0,
-      -- a foreground run's nested runs have run ids of their own
-      root_run_id = not run.task_id and run.ctx.root_key or nil,
-    })
-    run.messages[#run.messages + 1] = {
-      role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
-    }
-    if reply.tool_calls then
-      for _, call in ipairs(reply.tool_calls) do
-        run.ctx:check_cancel() -- no new call once the run must stop
-        if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
+    else
+      if notice and reply then bg.delivered(run, notice) end
+      if not reply then return finish(run, "failed", err) end
+      run.iteration = run.iteration + 1
+      run.last_reply = reply
+      local counted = count_usage(run, request, reply)
+      emit(run, "lm_call", {
+        iteration = run.iteration, model = model_name(run.model), latency_s = latency,
+        usage = reply.usage, usage_reported = reply.usage ~= nil,
+        usage_estimated = reply.usage == nil or nil,
+        estimated_usage = reply.usage == nil and counted or nil,
+        cost = counted.cost,
+        tool_calls = reply.tool_calls and #reply.tool_calls or 0,
+        -- a foreground run's nested runs have run ids of their own
+        root_run_id = not run.task_id and run.ctx.root_key or nil,
+      })
+      run.messages[#run.messages + 1] = {
+        role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
+      }
+      if reply.tool_calls then
+        for _, call in ipairs(reply.tool_calls) do
+          run.ctx:check_cancel() -- no new call once the run must stop
+          if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
+        end
+      end
+      emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+      for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
+      local stop = should_stop(run)
+      if stop then
+        run.final = reply.text
+        return finish(run, "stopped", { kind = "stopped", message = stop })
+      end
+      -- a message that came during the last call is read before the run ends
+      if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
+        run.final = reply.text or ""
+        return finish(run, "completed")
       end
     end
-    emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
-    for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
-    local stop = should_stop(run)
-    if stop then
-      run.final = reply.text
-      return finish(run, "stopped", { kind = "stopped", message = stop })
-    end
-    -- a message that came during the last call is read before the run ends
-    if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
-      run.final = reply.text or ""
-      return finish(run, "completed")
-    end
-    ::next_step::
   end
 end
 
