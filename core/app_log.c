@@ -23,12 +23,17 @@ void lg_log(lg_app *a, const char *level, const char *fmt, ...) {
 }
 
 /* A worker waits for the host's reply to its call (HQ lock only). Returns 1
- * when the task must stop first. Stop requests wake it (lg_worker_wake). */
+ * when the task must stop first, 2 when a message interrupted the step. Stop requests wake it (lg_worker_wake). */
 int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t) {
   pthread_mutex_lock(&a->log.hq_mu);
   int stop = 0;
-  while (!it->replied && !(stop = lg_task_should_stop(t)))
+  while (!it->replied && !(stop = lg_task_should_stop(t))) {
+    if (lg_task_interrupted(t)) {
+      stop = 2; /* a message cut the step short (steer.c) */
+      break;
+    }
     lg_cond_wait_until(&w->hcv, &a->log.hq_mu, t->deadline_mono);
+  }
   lg_ev_unlink_locked(&a->log, it); /* still queued if the host never took it: drop it */
   pthread_mutex_unlock(&a->log.hq_mu);
   return stop;

@@ -1,5 +1,6 @@
 /* Bindings of the control tools (control.c, R-32, R-33): bg_list, bg_check,
- * bg_cancel, bg_wait and notice claims, each with the caller's scope. */
+ * bg_cancel, bg_send, bg_wait and notice claims, each with the caller's
+ * scope; and the host's send and a run's delivery of its messages (steer.c). */
 #include "bind.h"
 
 #include <stdlib.h>
@@ -39,6 +40,41 @@ static int l_app_bg_list(lua_State *L) { return control_call(L, luagent_bg_list)
 static int l_app_bg_check(lua_State *L) { return control_call(L, luagent_bg_check); }
 
 static int l_app_bg_cancel(lua_State *L) { return control_call(L, luagent_bg_cancel); }
+
+static int l_app_bg_send(lua_State *L) { return control_call(L, luagent_bg_send); }
+
+/* send(task_id, text, from, interrupt) -> {ok = true, seq, status, task_id,
+ * interrupt} or {ok = false, status, task_id} (finished); raises {kind,
+ * message} for an unknown id, a tool task or a failed store write. The
+ * host's app:send: no scope (steer.c). */
+static int l_app_send(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  const char *id = lg_check_text(L, 2);
+  const char *text = lg_check_text(L, 3);
+  const char *from = lg_check_text(L, 4);
+  int interrupt = lua_toboolean(L, 5);
+  buf_t out;
+  lg_buf_init(&out);
+  lg_err err = {{0}, {0}};
+  int rc = lg_send(u->app, id, text, from, interrupt, &out, &err);
+  if (rc < 0) {
+    lg_buf_free(&out);
+    return lg_raise_err(L, &err);
+  }
+  lg_push_json_buf(L, &out);
+  return 1;
+}
+
+/* take_messages() -> the calling task's undelivered messages {seq, from,
+ * text}, now marked delivered (committed); {} outside a task. */
+static int l_app_take_messages(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  buf_t out;
+  lg_buf_init(&out);
+  lg_take_messages(u->app, lg_calling_task(L), &out);
+  lg_push_json_buf(L, &out);
+  return 1;
+}
 
 /* bg_wait_begin(scope, args_json) -> wait, timeout_s | nil, ToolResult */
 static int l_app_bg_wait_begin(lua_State *L) {
@@ -108,9 +144,18 @@ static int l_app_unclaim(lua_State *L) {
   return 0;
 }
 
+/* pending_messages() -> how many of the calling task's messages wait */
+static int l_app_pending_messages(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  lua_pushinteger(L, lg_pending_messages(u->app, lg_calling_task(L)));
+  return 1;
+}
+
 const luaL_Reg lg_bind_control_methods[] = {
     {"bg_list", l_app_bg_list},             {"bg_check", l_app_bg_check},
     {"bg_cancel", l_app_bg_cancel},         {"bg_wait_begin", l_app_bg_wait_begin},
+    {"bg_send", l_app_bg_send},             {"send", l_app_send},
+    {"take_messages", l_app_take_messages}, {"pending_messages", l_app_pending_messages},
     {"bg_wait_finish", l_app_bg_wait_finish}, {"claim", l_app_claim},
     {"unclaim", l_app_unclaim},             {"bounded_result", l_app_bounded_result},
     {NULL, NULL}};

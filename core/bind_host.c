@@ -100,7 +100,7 @@ static int l_task_call_host(lua_State *L) {
   if (rc != 0) {
     lg_buf_free(&out);
     if (rc < 0) return luaL_error(L, "luagent: out of memory");
-    return lg_raise_cancel(L);
+    return rc == 2 ? lg_raise_interrupt(L) : lg_raise_cancel(L);
   }
   lua_pushlstring(L, out.p ? out.p : "null", out.p ? out.len : 4);
   lg_buf_free(&out);

@@ -83,30 +83,35 @@ static int l_http_start(lua_State *L) {
   return 1;
 }
 
-/* poll(timeout_s) -> done, events, stop. In a worker, `stop` means the task
- * must stop (cancel or deadline): the caller raises the cancel error. */
+/* poll(timeout_s) -> done, events, stop, interrupted. In a worker, `stop`
+ * means the task must stop (cancel or deadline): the caller raises the
+ * cancel error; `interrupted` that a message cut the open step short
+ * (steer.c): the caller raises the interrupt error. */
 static int l_http_poll(lua_State *L) {
   lg_http *h = check_http(L);
   double t = luaL_optnumber(L, 2, 0.1);
   int ms = t > 0 ? (int)(t * 1000.0) : 0;
   lg_worker *w = lg_current_worker(L);
   lg_task *task = lg_worker_current(w);
-  int done, stop = 0;
+  int done, stop = 0, interrupted = 0;
   if (task) {
     /* publish "in HTTP" before checking the flag, so a canceller either
      * sees it and wakes us or we see its flag */
     lg_worker_set_in_http(w, 1);
     if (lg_task_should_stop(task)) {
       stop = 1;
+    } else if (lg_task_interrupted(task)) {
+      interrupted = 1;
     } else if (lg_task_deadline(task) > 0) {
       int64_t left = lg_task_deadline(task) - lg_mono_ms();
       if (left < ms) ms = left > 0 ? (int)left : 0;
     }
   }
-  done = stop ? 0 : lg_http_poll(h, ms);
+  done = stop || interrupted ? 0 : lg_http_poll(h, ms);
   if (task) {
     lg_worker_set_in_http(w, 0);
     if (!done && lg_task_should_stop(task)) stop = 1;
+    if (!done && !stop && lg_task_interrupted(task)) interrupted = 1;
   }
   lua_pushboolean(L, done);
   lg_http_event *ev = lg_http_take_events(h);
@@ -125,7 +130,8 @@ static int l_http_poll(lua_State *L) {
     ev = nx;
   }
   lua_pushboolean(L, stop);
-  return 3;
+  lua_pushboolean(L, interrupted);
+  return 4;
 }
 
 static int l_http_result(lua_State *L) {

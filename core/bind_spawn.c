@@ -21,13 +21,18 @@ static int pg_gc(lua_State *L) {
   return 0;
 }
 
-/* Calls the should_stop function at idx: 1 stop (also when it raised). */
+/* Calls the should_stop function at idx: 1 stop (also when it raised), 2 a
+ * message interrupted the run's step (steer.c: raised in the function, or
+ * asked for since). */
 static int must_stop(lua_State *L, int idx) {
+  lg_task *task = lg_calling_task(L);
+  if (task && lg_task_interrupted(task)) return 2;
   if (lua_isnoneornil(L, idx)) return 0;
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    int interrupted = lg_is_interrupt(L, -1);
     lua_pop(L, 1);
-    return 1;
+    return interrupted ? 2 : 1;
   }
   int stop = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -59,7 +64,7 @@ static void set_flag(lua_State *L, const char *k, int on) {
 }
 
 /* core.spawn_run(app|nil, opts, should_stop) -> { exit_code, output,
- * truncated?, timed_out?, stopped?, killed?, pgid }.
+ * truncated?, timed_out?, stopped?, interrupted?, killed?, pgid }.
  * opts: cmd, cwd?, timeout_s? (0: none), max_output_bytes (16384), grace_s
  * (2), and the run's run_id, task_id, agent_id, depth for the event. */
 static int l_spawn_run(lua_State *L) {
@@ -82,12 +87,14 @@ static int l_spawn_run(lua_State *L) {
   luaL_Buffer out;
   luaL_buffinit(L, &out);
   size_t kept = 0;
-  int cut = 0, timed_out = 0, stopped = 0, exited = 0;
+  int cut = 0, timed_out = 0, stopped = 0, exited = 0, interrupted = 0;
   int64_t deadline = timeout_s > 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
   char chunk[4096];
   for (;;) {
-    if (must_stop(L, 3)) {
-      stopped = 1;
+    int stop = must_stop(L, 3);
+    if (stop) {
+      stopped = stop == 1;
+      interrupted = stop == 2;
       break;
     }
     if (deadline && lg_mono_ms() >= deadline) {
@@ -110,9 +117,10 @@ static int l_spawn_run(lua_State *L) {
     }
   }
   /* the shell ended, but what it started may still run in its group */
-  const char *reason = stopped     ? "the run was stopped"
-                       : timed_out ? "the command timed out"
-                                   : "the command ended";
+  const char *reason = stopped       ? "the run was stopped"
+                       : interrupted ? "a message interrupted the step"
+                       : timed_out   ? "the command timed out"
+                                     : "the command ended";
   const char *sig = lg_pg_kill(p, exited, grace_ms);
   if (sig) emit_kill(L, app, 2, g, sig, reason);
   luaL_pushresult(&out);
@@ -129,6 +137,7 @@ static int l_spawn_run(lua_State *L) {
   set_flag(L, "truncated", cut);
   set_flag(L, "timed_out", timed_out);
   set_flag(L, "stopped", stopped);
+  set_flag(L, "interrupted", interrupted);
   if (sig) {
     lua_pushfstring(L, "process group %d killed (%s): %s", (int)g, sig, reason);
     lua_setfield(L, -2, "killed");

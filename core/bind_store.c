@@ -72,9 +72,10 @@ static int l_app_restore(lua_State *L) {
     r.error_status = (int)lg_opt_field_int(L, -1, "status", 0);
   }
   /* JSON parts are re-encoded; the strings stay on the stack until the call */
-  const char *json_keys[] = {"args", "metadata", "result", "usage"};
-  const char **json_out[] = {&e->args_json, &e->metadata_json, &r.result_json, &r.usage_json};
-  for (int i = 0; i < 4; i++) {
+  const char *json_keys[] = {"args", "metadata", "result", "usage", "messages"};
+  const char **json_out[] = {&e->args_json, &e->metadata_json, &r.result_json, &r.usage_json,
+                             &r.messages_json};
+  for (int i = 0; i < 5; i++) {
     lua_getfield(L, 2, json_keys[i]);
     if (!lua_isnil(L, -1)) {
       buf_t b;

@@ -144,7 +144,9 @@ static const luaL_Reg wait_methods[] = {
 static int l_task_sleep(lua_State *L) {
   lg_worker *w = lg_check_worker(L);
   double s = luaL_checknumber(L, 1);
-  if (lg_task_sleep(w, s > 0 ? s : 0)) return lg_raise_cancel(L);
+  int rc = lg_task_sleep(w, s > 0 ? s : 0);
+  if (rc == 2) return lg_raise_interrupt(L);
+  if (rc) return lg_raise_cancel(L);
   return 0;
 }
 
@@ -165,7 +167,7 @@ static int l_task_wait(lua_State *L) {
   }
   if (rc > 0) {
     lg_buf_free(&out);
-    return lg_raise_cancel(L);
+    return rc == 2 ? lg_raise_interrupt(L) : lg_raise_cancel(L);
   }
   lg_push_json_buf(L, &out);
   return 1;
@@ -177,7 +179,9 @@ static int l_task_block(lua_State *L) {
   lg_worker *w = lg_check_worker(L);
   wait_ud *u = lg_check_wait(L, 1);
   double timeout = luaL_optnumber(L, 2, -1);
-  if (lg_task_block(w, u->w, timeout)) return lg_raise_cancel(L);
+  int rc = lg_task_block(w, u->w, timeout);
+  if (rc == 2) return lg_raise_interrupt(L);
+  if (rc) return lg_raise_cancel(L);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 /* The control tools the model is given (bg_list, bg_check, bg_cancel,
- * bg_wait; rules R-30..R-33 of docs/architecture.md): one entry each, taking
+ * bg_send, bg_wait; rules R-30..R-33 of docs/architecture.md): one entry each, taking
  * the caller's scope and the model's arguments as JSON and returning the
- * model-facing ToolResult as JSON. Scope is checked here for all four, so a
+ * model-facing ToolResult as JSON. Scope is checked here for all five, so a
  * task of another scope is `not_found` whatever asks (a Lua run, a C host).
  *
  * This layer sits above the scheduler and uses only its API: records come as
@@ -474,6 +474,79 @@ char *luagent_bg_cancel(lg_app *a, const luagent_scope *s, const char *args_json
     }
     lg_buf_free(&c);
   }
+  free(id);
+  return r;
+}
+
+/* ------------------------------------------------------------ bg_send */
+
+/* What the child is told sent the message: its parent, by agent id. */
+static void sender_label(const luagent_scope *s, buf_t *b) {
+  lg_buf_adds(b, "your parent agent \"");
+  lg_buf_adds(b, s->agent_id ? s->agent_id : "?");
+  lg_buf_addc(b, '"');
+}
+
+char *luagent_bg_send(lg_app *a, const luagent_scope *s, const char *args_json) {
+  lg_jspan mv = args_field(args_json, "message");
+  char *text = span_cstr(mv);
+  if (!text || !text[0]) {
+    free(text);
+    return fail_str("validation", "bg_send needs message, a non-empty text");
+  }
+  buf_t rec;
+  char *r = NULL;
+  char *id = scoped_task_arg(a, s, args_json, "bg_send", &rec, &r);
+  if (!id) {
+    free(text);
+    return r;
+  }
+  lg_buf_free(&rec);
+  buf_t from, out, b;
+  lg_buf_init(&from);
+  lg_buf_init(&out);
+  lg_buf_init(&b);
+  sender_label(s, &from);
+  lg_buf_addc(&from, '\0');
+  lg_err err = {{0}, {0}};
+  int rc = from.oom ? -2 : lg_send(a, id, text, from.p,
+                                   lg_jspan_is_true(args_field(args_json, "interrupt")), &out, &err);
+  if (rc == 0 && !out.oom) {
+    lg_buf_adds(&b, "{\"ok\":true,\"value\":");
+    lg_buf_add(&b, out.p, out.len);
+    lg_buf_addc(&b, '}');
+    r = finish_out(&b);
+  } else if (rc == 1 && !out.oom) {
+    /* not_found, saying it finished; the cause names its status */
+    lg_jspan st = lg_jtext_field(out.p, out.len, "status");
+    buf_t m;
+    lg_buf_init(&m);
+    lg_buf_adds(&m, "task ");
+    add_quoted(&m, id, strlen(id));
+    lg_buf_adds(&m, " has finished (");
+    lg_jspan_str(st, &m);
+    lg_buf_adds(&m, "): it reads no more messages; bg_check shows its result");
+    lg_buf_adds(&b, "{\"ok\":false,\"error\":");
+    lg_buf_add_jstr(&b, m.p ? m.p : "", m.len);
+    lg_buf_adds(&b, ",\"cause\":{\"kind\":\"not_found\",\"message\":");
+    lg_buf_add_jstr(&b, m.p ? m.p : "", m.len);
+    lg_jspan_put(&b, "status", st);
+    lg_buf_adds(&b, ",\"task_id\":");
+    lg_buf_add_jstr(&b, id, strlen(id));
+    lg_buf_adds(&b, "}}");
+    if (m.oom) b.oom = 1;
+    lg_buf_free(&m);
+    r = finish_out(&b);
+  } else if (rc == -1) {
+    lg_buf_free(&b);
+    r = not_found(id, strlen(id));
+  } else {
+    lg_buf_free(&b);
+    r = fail_str(err.kind[0] ? err.kind : "runtime", err.message[0] ? err.message : "out of memory");
+  }
+  lg_buf_free(&from);
+  lg_buf_free(&out);
+  free(text);
   free(id);
   return r;
 }

@@ -656,8 +656,13 @@ int lg_task_sleep(lg_worker *w, double seconds) {
   int stop = 0;
   w->in_core = 1;
   lg_stall_pause(t);
-  while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end)
+  while (!(stop = lg_task_should_stop(t)) && lg_mono_ms() < end) {
+    if (lg_task_interrupted(t)) {
+      stop = 2; /* a message cut the step short (steer.c) */
+      break;
+    }
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
+  }
   w->in_core = 0;
   lg_stall_resume(t);
   pthread_mutex_unlock(&a->mu);
@@ -728,14 +733,17 @@ int lg_task_block(lg_worker *w, lg_wait *wt, double timeout_s) {
     snprintf(what, sizeof what, "%d task%s", n, n == 1 ? "" : "s");
     begin_wait(a, t, what);
     int64_t end = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
+    int interrupted = 0;
     while (!(stop = lg_task_should_stop(t)) && !lg_wait_over(wt)) {
       if (end && lg_mono_ms() >= end) break;
+      if ((interrupted = lg_task_interrupted(t))) break; /* steer.c */
       lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(end, t->deadline_mono));
     }
     lg_wait_set_worker(wt, NULL);
     t->wait_ids = NULL;
     t->wait_n = 0;
     stop = end_wait(a, w, t);
+    if (!stop && interrupted) stop = 2;
     w->in_core = 0;
     lg_stall_resume(t);
   }
@@ -798,7 +806,7 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
   a->host_calls_pending--;
   t->host_call = NULL;
   if (!stop && it->replied) lg_buf_adds(out, it->reply_json ? it->reply_json : "null");
-  stop = end_wait(a, w, t) || stop;
+  stop = end_wait(a, w, t) ? 1 : stop;
   lg_stall_resume(t);
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);

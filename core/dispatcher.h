@@ -137,6 +137,7 @@ typedef struct {
   lg_enqueue_req base; /* retries = max_retries */
   const char *task_id, *run_id, *parent_task_id, *root_task_id, *status;
   const char *result_json, *usage_json, *error_kind, *error_message, *run_status;
+  const char *messages_json; /* its inbox (inbox.c), or NULL */
   lg_usage usage, tree_usage;
   int attempts, delivered, cancel_requested, error_status;
   int64_t enqueued_at, started_at, finished_at, retry_at;
@@ -149,6 +150,21 @@ int lg_thread_put(lg_app *a, const char *key, const char *json, lg_err *err);
 void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 void lg_unclaim(lg_app *a, const char *id);
 
+/* ---- steer.c: messages to a running agent task (README, "Steering") ---- */
+/* Queue `text` for task id, as sent by `from`; interrupt also asks its open
+ * step to end. Returns once committed: 0 queued (out: {"ok":true,
+ * "interrupt","seq","status","task_id"}), 1 the task has finished (out:
+ * {"ok":false,"status","task_id"}), -1 unknown (err not_found), -2 refused
+ * (err validation: a tool task; or out of memory), -3 the store write failed. */
+int lg_send(lg_app *a, const char *id, const char *text, const char *from, int interrupt,
+            buf_t *out, lg_err *err);
+/* The task's messages not yet delivered, as a JSON array of {seq, from,
+ * text}, marked delivered (committed before it returns); clears the
+ * interrupt request. Returns how many. */
+int lg_take_messages(lg_app *a, lg_task *t, buf_t *out);
+/* How many of the task's messages are not yet delivered. */
+int lg_pending_messages(lg_app *a, lg_task *t);
+
 /* ---- control.c ---- */
 void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t *out);
 /* A result text as the parent is shown it: whole when it fits in max, else
@@ -157,8 +173,9 @@ void lg_control_claim(lg_app *a, const luagent_scope *s, lg_task *claimer, buf_t
 void lg_control_bounded(const char *text, size_t len, size_t max, const char *id, buf_t *out);
 
 /* ---- a running task's calls (on its worker's own thread) ---- */
-/* Blocking calls of a running task. Return 0, or 1 when the task must stop
- * (the caller raises the cancel sentinel). */
+/* Blocking calls of a running task. Return 0, 1 when the task must stop
+ * (the caller raises the cancel sentinel), or 2 when a message interrupted
+ * the open step (the caller raises the interrupt sentinel; steer.c). */
 int lg_task_sleep(lg_worker *w, double seconds);
 int lg_task_wait(lg_worker *w, char **ids, int n, int any, double timeout_s,
                  buf_t *out, lg_err *err);
@@ -167,5 +184,9 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
                       buf_t *out);
 int lg_task_should_stop(lg_task *t);
 int64_t lg_task_deadline(const lg_task *t); /* mono ms of the attempt's deadline, 0 = none */
+/* Steering (inbox.c): the task's own worker opens and closes the step a
+ * message sent with interrupt = true may cut short, and asks whether one did. */
+void lg_task_step_open(lg_task *t, int open);
+int lg_task_interrupted(lg_task *t);
 
 #endif

@@ -20,6 +20,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdint.h>
 
 #if LUA_VERSION_NUM < 501 || LUA_VERSION_NUM > 504
 #error "luagent builds against Lua 5.1 to 5.4 or LuaJIT 2.1"
@@ -80,6 +81,9 @@ static inline int lg_compat_isinteger(lua_State *L, int idx) {
   return x != 0 || 1 / x > 0; /* -0 is a float */
 }
 #define lua_isinteger(L, idx) lg_compat_isinteger((L), (idx))
+
+/* a continuation's context (5.3's type; 5.2's continuations take an int) */
+typedef intptr_t lua_KContext;
 #endif
 
 #ifndef LUA_LOADED_TABLE

@@ -64,7 +64,7 @@ typedef void (*luagent_log_fn)(const char *level, const char *message, void *ud)
 LUAGENT_API void luagent_set_log(luagent_log_fn fn, void *ud);
 
 /* ---- control tools for C hosts -------------------------------------------
- * The entries behind the model's bg_list, bg_check, bg_cancel and bg_wait,
+ * The entries behind the model's bg_list, bg_check, bg_cancel, bg_send and bg_wait,
  * callable without Lua (an in-game task list, say). An app handle comes from
  * a Lua app (luagent_app_of). Each takes the caller's scope and the tool's
  * arguments as JSON text and returns the ToolResult the model would see, as
@@ -90,6 +90,11 @@ LUAGENT_API char *luagent_bg_list(lg_app *app, const luagent_scope *scope, const
 LUAGENT_API char *luagent_bg_check(lg_app *app, const luagent_scope *scope, const char *args_json);
 /* Requests the cancel and reports the status right after it. */
 LUAGENT_API char *luagent_bg_cancel(lg_app *app, const luagent_scope *scope, const char *args_json);
+/* bg_send{task_id, message, interrupt?}: queues the message for the task (an
+ * agent run in scope), delivered once before its next model call; with
+ * interrupt = true its current model call or tool is cut short so it reads
+ * the message now. A finished task answers "not_found" saying so. */
+LUAGENT_API char *luagent_bg_send(lg_app *app, const luagent_scope *scope, const char *args_json);
 /* Blocks the calling thread until the wait is over or its timeout passes
  * (without pumping host work: see the begin/finish form for that). */
 LUAGENT_API char *luagent_bg_wait(lg_app *app, const luagent_scope *scope, const char *args_json);

@@ -27,6 +27,36 @@ static int l_is_cancel(lua_State *L) {
   return 1;
 }
 
+static int l_is_interrupt(lua_State *L) {
+  lua_pushboolean(L, lg_is_interrupt(L, 1));
+  return 1;
+}
+
+/* The end of a step: closed before any Lua instruction runs again, so no
+ * interrupt can be raised after the step's pcall returned. */
+static int step_done(lua_State *L, int status, lua_KContext ctx) {
+  lg_task *t = (lg_task *)ctx;
+  if (t) lg_task_step_open(t, 0);
+  lua_pushboolean(L, status == LUA_OK || status == LUA_YIELD);
+  lua_insert(L, 1);
+  return lua_gettop(L);
+}
+
+/* step_call(fn, ...) -> true, ... | false, err: fn as a step of the calling
+ * task that a message sent with interrupt = true may cut short (steer.c),
+ * like pcall; outside a task just pcall. */
+static int l_step_call(lua_State *L) {
+  luaL_checkany(L, 1);
+  lg_task *t = lg_calling_task(L);
+  if (t) lg_task_step_open(t, 1);
+#if LUA_VERSION_NUM >= 503
+  int status = lua_pcallk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, (lua_KContext)t, step_done);
+#else /* no continuations: fn cannot yield across the step (docs/architecture.md, "Lua versions") */
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+#endif
+  return step_done(L, status, (lua_KContext)t);
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, lg_mono_s());
   return 1;
@@ -100,6 +130,7 @@ static void pin_module(void) {
 
 static const luaL_Reg core_funcs[] = {
     {"in_worker", l_in_worker},   {"is_cancel", l_is_cancel},
+    {"is_interrupt", l_is_interrupt}, {"step_call", l_step_call},
     {"now", l_now},               {"thread_cpu", l_thread_cpu},
     {"thread_switches", l_thread_switches},
     {"wall_ms", l_wall_ms},       {"new_id", l_new_id},
@@ -142,6 +173,8 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_setfield(L, -2, "json");
   lg_push_cancel(L);
   lua_setfield(L, -2, "cancel_error");
+  lg_push_interrupt(L);
+  lua_setfield(L, -2, "interrupt_error");
   luaL_getmetatable(L, ERR_MT);
   lua_setfield(L, -2, "error_mt");
   lua_pushinteger(L, W_ENQUEUED);

@@ -109,6 +109,11 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   t->retry_at = r->retry_at;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
+  if (r->messages_json && lg_inbox_restore(t, r->messages_json, strlen(r->messages_json)) != 0) {
+    lg_err_set(err, "store", "cannot restore the messages of task %s", r->task_id);
+    lg_task_free(t);
+    return -1;
+  }
   int st = lg_status_from_name(r->status ? r->status : "");
   t->status = st < 0 ? TS_QUEUED : st;
   t->phase = TS_TERMINAL(t->status) ? PH_DONE : PH_RECOVERING;

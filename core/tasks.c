@@ -200,6 +200,7 @@ void lg_task_free(lg_task *t) {
                    &t->error_kind,    &t->error_message,   &t->idem_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
   free(t->waits);
+  lg_inbox_free(t);
   free(t);
 }
 
@@ -468,6 +469,7 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   }
   lg_buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
   lg_add_raw_field(b, "metadata", t->metadata_json);
+  lg_inbox_json(t, b);
   if (internal) {
     lg_add_str_field(b, "root_key", t->root_key);
     if (t->max_depth >= 0) lg_buf_addf(b, ",\"max_depth\":%d", t->max_depth);

@@ -37,6 +37,18 @@ typedef struct {
 
 #define LG_TASK_RING 16
 
+/* A message sent to a running agent task (README, "Steering"; inbox.c):
+ * queued by bg_send/app:send/ctx:send, carried once into the run's
+ * transcript before its next model call. */
+typedef struct lg_msg {
+  int64_t seq;              /* 1, 2, ... per task */
+  char *text, *from;        /* from: who sent it, as the run is told */
+  int64_t queued_at;        /* wall ms */
+  int64_t delivered_at;     /* wall ms, 0 = not yet */
+  int interrupt;            /* sent with interrupt = true */
+  struct lg_msg *next;
+} lg_msg;
+
 struct lg_task {
   char id[40];
   int kind;
@@ -98,6 +110,12 @@ struct lg_task {
   int in_elist, restored;
   int64_t evictable_at;   /* wall ms it became free to leave */
   struct lg_counter *rootc; /* its run tree's descendant counter, or NULL */
+  /* steering (inbox.c): its messages in order, and the soft interrupt of
+   * one step: `interrupt` is set by a sender (under mu), `step_open` by
+   * the task's own worker thread while a model call or tool may be cut */
+  lg_msg *inbox, *inbox_tail;
+  int64_t inbox_seq;
+  atomic_int interrupt, step_open;
 };
 
 /* The tasks one (agent, thread) spawned: what its control tools and notices
@@ -181,6 +199,18 @@ void lg_counter_attach(lg_counter *c, lg_task *t);      /* t counts toward c's l
 void lg_table_counter_detach(lg_table *tb, lg_task *t);          /* freed with its last task */
 void lg_table_counter_drop_unused(lg_table *tb, lg_counter *c);  /* created, then nobody came */
 void lg_table_counters_free(lg_table *tb);
+
+/* ---- inbox.c: a task's messages (README, "Steering") ---- */
+lg_msg *lg_inbox_add(lg_task *t, const char *text, const char *from, int interrupt, int64_t now);
+int lg_inbox_pending(const lg_task *t); /* messages not yet delivered */
+/* `,"messages":[...]` of the record (nothing when there are none). */
+void lg_inbox_json(const lg_task *t, buf_t *b);
+/* The messages of a stored record (its "messages" array as JSON text). */
+int lg_inbox_restore(lg_task *t, const char *json, size_t len);
+void lg_inbox_free(lg_task *t);
+/* 1 when a step of the task is open and a sender asked to interrupt it. */
+int lg_task_interrupted(lg_task *t);
+void lg_task_step_open(lg_task *t, int open);
 
 /* ---- stall.c: stall detection (README, "Stalls"); a task's own clock ---- */
 void lg_stall_touch(lg_task *t);             /* a sign of life (not while paused) */

@@ -29,7 +29,7 @@
 #endif
 
 static pthread_mutex_t boot_mu = PTHREAD_MUTEX_INITIALIZER;
-static char worker_key, cancel_key, user_hook_key;
+static char worker_key, cancel_key, interrupt_key, user_hook_key;
 
 static luagent_worker_init_fn init_fn;
 static void *init_ud;
@@ -51,6 +51,17 @@ int lg_is_cancel(lua_State *L, int idx) {
 
 int lg_raise_cancel(lua_State *L) {
   lg_push_cancel(L);
+  return lua_error(L);
+}
+
+void lg_push_interrupt(lua_State *L) { lua_pushlightuserdata(L, &interrupt_key); }
+
+int lg_is_interrupt(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == &interrupt_key;
+}
+
+int lg_raise_interrupt(lua_State *L) {
+  lg_push_interrupt(L);
   return lua_error(L);
 }
 
@@ -116,6 +127,13 @@ static void hook(lua_State *L, lua_Debug *ar) {
       if (main_L && main_L != L) lua_sethook(main_L, hook, mask, 1);
       w->hook_fired = 1;
       lg_raise_cancel(L);
+    }
+    if (t && lg_task_interrupted(t)) {
+      /* a message asked to interrupt the open step: raised once (the step
+       * is closed now), so unlike a cancel a pcall may keep it going; the
+       * message then waits for the next model call (README, "Steering") */
+      lg_task_step_open(t, 0);
+      lg_raise_interrupt(L);
     }
     if (w->user_count > 0) {
       w->user_acc += w->hook_fired ? 1 : w->hook_count;
@@ -183,7 +201,7 @@ static int l_gethook(lua_State *L) {
 /* Message handler: keep the cancel sentinel and error tables as they are,
  * add a traceback to anything else. It is C, so the hook cannot fire in it. */
 static int msgh(lua_State *L) {
-  if (lg_is_cancel(L, 1) || lua_istable(L, 1)) return 1;
+  if (lg_is_cancel(L, 1) || lg_is_interrupt(L, 1) || lua_istable(L, 1)) return 1;
   const char *msg = lua_tostring(L, 1);
   if (!msg) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -195,6 +213,7 @@ static int msgh(lua_State *L) {
 
 static char *error_text(lua_State *L, int idx) {
   if (lg_is_cancel(L, idx)) return strdup("cancelled");
+  if (lg_is_interrupt(L, idx)) return strdup("interrupted by a message outside a step");
   size_t n = 0;
   const char *s = NULL;
   if (lua_istable(L, idx)) {

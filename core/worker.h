@@ -13,6 +13,13 @@ typedef struct lg_worker lg_worker;
 void lg_push_cancel(lua_State *L);
 int lg_is_cancel(lua_State *L, int idx);
 int lg_raise_cancel(lua_State *L);
+/* The interrupt sentinel (README, "Steering"): raised inside a run's open
+ * step (a model call or tool) when a message asked to interrupt it; the
+ * runner ends the step there and goes on. A light userdata like the cancel
+ * sentinel, and a different one. */
+void lg_push_interrupt(lua_State *L);
+int lg_is_interrupt(lua_State *L, int idx);
+int lg_raise_interrupt(lua_State *L);
 /* The worker owning L, or NULL in a host state. */
 lg_worker *lg_current_worker(lua_State *L);
 /* The worker's multi handle (made on first use), freed at its exit. */

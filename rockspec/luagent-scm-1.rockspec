@@ -10,8 +10,8 @@ description = {
 luagent runs LLM agents written in Lua. A C core (pthreads, libcurl, SQLite)
 runs them on worker threads that each own a Lua state, enforces global and
 per-agent concurrency caps, timeouts, retries and cancellation, keeps every
-task in a store, streams merged trace events, and gives the model four
-control tools: bg_list, bg_check, bg_cancel, bg_wait. For C hosts it installs
+task in a store, streams merged trace events, and gives the model five
+control tools: bg_list, bg_check, bg_cancel, bg_send, bg_wait. For C hosts it installs
 luagent.h, libluagent.a (the Lua half built in) and luagent.pc.]],
   license = "MIT",
 }

@@ -2,6 +2,7 @@
 -- text deltas become token events in order, tool-call deltas split
 -- anywhere (inside strings, inside UTF-8 characters' neighbours) assemble by
 -- index, usage comes from the final chunk, in the host and in workers.
+local utf8_len = require "support.utf8_len"
 local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
@@ -49,7 +50,7 @@ describe("openai adapter: streaming", function()
     local toks = tokens_of(events, res.run_id)
     assert.is_true(#toks >= 20)
     assert.equal(text, table.concat(toks))
-    for _, t in ipairs(toks) do assert.is_true(utf8.len(t) ~= nil and utf8.len(t) <= 3) end
+    for _, t in ipairs(toks) do assert.is_true(utf8_len(t) ~= nil and utf8_len(t) <= 3) end
     -- tokens come between the model call's start and its end
     local start_seq, call_seq
     for _, ev in ipairs(events) do

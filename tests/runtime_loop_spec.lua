@@ -1,5 +1,6 @@
 -- Agent runtime: the loop (docs/architecture.md), tool problems going back to the
 -- model (R-12), integer arguments, tool message content and tool-call ids.
+local utf8_len = require "support.utf8_len"
 local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local json = R.json
@@ -309,7 +310,7 @@ describe("runtime tool messages and ids", function()
       } ]]))
     local res = app:run("a", "go")
     local content = res.messages[4].content
-    assert.truthy(utf8.len(content), "valid UTF-8")
+    assert.truthy(utf8_len(content), "valid UTF-8")
     assert.truthy(content:find("[luagent: cut to", 1, true))
   end)
 

@@ -291,6 +291,34 @@ function App:cancel(id)
   return r
 end
 
+local send_spec = { interrupt = "boolean", from = options.text_id }
+
+-- Send a message to a running agent task (README, "Steering"): delivered
+-- once, before its next model call; interrupt = true also cuts its current
+-- model call or tool short. Returns once the message is stored: {ok = true,
+-- seq, status, task_id, interrupt}; a finished task gives {ok = false,
+-- status, task_id} (as app:cancel does). An unknown id, a foreground run or
+-- a tool task raise. opts: interrupt (false), from (who the run is told
+-- sent it, "the host application").
+function App:send(id, message, opts)
+  options.arg("app:send", "id", id, text_id, 3)
+  options.arg("app:send", "message", message, options.no_nul, 3)
+  if message == "" then error('app:send: argument "message" must not be empty', 2) end
+  opts = options.check("app:send", opts, send_spec)
+  if self._fg_runs[id] then
+    error(string.format("app:send: %q is a foreground run; only tasks take messages", id), 2)
+  end
+  local ok, r = pcall(self._core.send, self._core, id, message, opts.from or "the host application",
+    opts.interrupt or false)
+  if ok then return r end
+  if type(r) == "table" and r.kind == "not_found" then
+    error(string.format("app:send: unknown task id %q", id), 2)
+  elseif type(r) == "table" and r.kind == "validation" then
+    error("app:send: " .. tostring(r.message), 2)
+  end
+  error(r, 2) -- {kind = "store", message}: the message was not stored
+end
+
 -- The wait value once the tasks are done or `deadline` passes; unknown ids
 -- raise at once. The core registers the ids once and builds the value once:
 -- a wakeup only asks whether the wait is over. stop: as for _wait_until.

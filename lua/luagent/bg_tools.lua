@@ -1,5 +1,5 @@
 -- The background half of a run (README): the LM-facing control tools
--- bg_list, bg_check, bg_cancel and bg_wait (R-30, R-32; the core checks
+-- bg_list, bg_check, bg_cancel, bg_send and bg_wait (R-30, R-32; the core checks
 -- scope and pages big results, control.c), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).
@@ -100,6 +100,22 @@ control.bg_cancel = {
   end,
 }
 
+control.bg_send = {
+  description = "Send a message to a background agent run you started: it reads it before its next model call. " ..
+    "With interrupt = true its current model call or tool is stopped so it reads the message now " ..
+    "(the task itself goes on).",
+  input_schema = {
+    type = "object",
+    properties = {
+      task_id = { type = "string", description = "The agent run to send to." },
+      message = { type = "string", description = "What to tell it." },
+      interrupt = { type = "boolean", description = "Stop its current step so it reads the message now." },
+    },
+    required = { "task_id", "message" },
+  },
+  run = function(run, args) return run.env.core:bg_send(scope(run), json.encode(args)) end,
+}
+
 control.bg_wait = {
   description = "Wait until background tasks finish. mode \"all\" waits for every task, \"any\" for the first. " ..
     "On timeout you get the tasks still pending with their progress; you can wait again.",
@@ -122,7 +138,7 @@ control.bg_wait = {
   end,
 }
 
-local CONTROL_ORDER = { "bg_list", "bg_check", "bg_cancel", "bg_wait" }
+local CONTROL_ORDER = { "bg_list", "bg_check", "bg_cancel", "bg_send", "bg_wait" }
 for _, name in ipairs(CONTROL_ORDER) do
   local c = control[name]
   c.name = name
@@ -300,6 +316,8 @@ local function withdraw(run)
     end
   end
 end
+
+bg.withdraw = withdraw -- also when a message interrupts the model call (steer.lua)
 
 -- The end of a run: withdraw an undelivered notice, and, with
 -- on_parent_end = "cancel", a foreground run's live children stop with it,

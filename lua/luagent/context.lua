@@ -333,7 +333,8 @@ local spawn_spec = {
 -- core/procgroup.c). A cancel, the task's deadline, the run's wall budget
 -- or timeout_s kills the whole group: TERM, then KILL after grace_s.
 -- Returns { exit_code, output, pgid, truncated?, timed_out?, killed? };
--- raises the cancel error when the run was stopped.
+-- raises the cancel error when the run was stopped, and the interrupt error
+-- when a message interrupted the run's step (README, "Steering").
 function Ctx:spawn(opts)
   if type(opts) ~= "table" or type(opts.cmd) ~= "string" then
     error("ctx:spawn: argument must be a table with a string cmd", 2)
@@ -349,6 +350,8 @@ function Ctx:spawn(opts)
     run_id = self.run_id, task_id = self.task_id, agent_id = self.agent_id, depth = self.depth,
   }, should_stop)
   if r.stopped then self:check_cancel() end
+  -- a message cut the step short: the group is gone, the step ends (steer.lua)
+  if r.interrupted then error(core.interrupt_error, 0) end
   r.stopped = nil
   return r
 end

@@ -72,7 +72,7 @@ local function drive(ctx, env, h, on_event)
     if fg and fg.deadline then
       wait = math.max(0, math.min(wait, fg.deadline - core.now()))
     end
-    local done, events, stop = h:poll(wait)
+    local done, events, stop, interrupted = h:poll(wait)
     if on_event then
       for _, ev in ipairs(events) do
         if on_event(ev) then
@@ -83,6 +83,7 @@ local function drive(ctx, env, h, on_event)
     end
     if stopped or done then break end
     if stop then error(core.cancel_error, 0) end
+    if interrupted then error(core.interrupt_error, 0) end -- a message ends the step (steer.lua)
     ctx:check_cancel()
   end
   local res = h:result()

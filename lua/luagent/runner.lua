@@ -12,6 +12,7 @@ local bg = require("luagent.bg_tools")
 local usage = require("luagent.usage")
 local budget = require("luagent.budget")
 local ratelimit = require("luagent.ratelimit")
+local steer = require("luagent.steer")
 
 local runner = {}
 
@@ -138,8 +139,15 @@ end
 -- given back with the tokens used.
 local function complete_under(grant, run, request)
   local t0 = core.now()
-  local ok, reply = compat.xpcall(run.model.complete, keep_error, run.model, request, run.ctx)
+  -- a step a message sent with interrupt = true cuts short (steer.lua)
+  local ok, done, reply = compat.xpcall(steer.step, keep_error, run, run.model.complete, run.model, request,
+    run.ctx)
   local latency = core.now() - t0
+  if not ok then
+    reply = done
+  elseif not done then
+    ok, reply = false, core.interrupt_error
+  end
   if grant then
     local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
     local limited = not ok and type(reply) == "table" and reply.status == 429
@@ -165,6 +173,10 @@ local function call_model(run)
   local grant = ratelimit.for_call(run.ctx, run.model, request)
   local ok, reply, latency = compat.with_close(grant, complete_under, grant, run, request)
   if not ok then
+    if core.is_interrupt(reply) and run.steered then
+      run.interrupted = true
+      return nil, nil, request, latency, true
+    end
     if tools.is_abort(reply) then error(reply, 0) end
     return nil, model_error(reply)
   end
@@ -190,6 +202,21 @@ end
 -- Arguments as events show them: JSON text cut short.
 local function args_summary(call)
   return cut(call.raw_arguments or "(not JSON data)", 512)
+end
+
+-- The ToolResult of a tool call a message interrupted (README, "Steering").
+local function interrupted_result(run, call)
+  emit(run, "step_interrupted", { step = "tool", tool = call.name, tool_call_id = call.id })
+  return tools.fail("interrupted", "interrupted by a message: the call was stopped so you can " ..
+    "read the message that follows; call it again if you still need it")
+end
+
+-- The calls of a reply after one a message interrupted are not run.
+local function skip_call(run, call)
+  local why = "not run: a message interrupted this step; read it, then call the tool again if you still need it"
+  run.messages[#run.messages + 1] = tool_message(run, call, tools.fail("interrupted", why))
+  emit(run, "tool_end", { tool = call.name, tool_call_id = call.id, ok = false, error = why,
+    kind = "interrupted" })
 end
 
 local function run_tool_call(run, call)
@@ -235,10 +262,17 @@ local function run_tool_call(run, call)
       local args, err = tools.check_args(tool, call.arguments)
       if not args then
         result = tools.fail("validation", err)
+      elseif tool.control then
+        -- bg_wait may block for long: a message may interrupt it (steer.lua)
+        local done
+        done, result, traceback = steer.step(run, bg.call, run, tool, call, args)
+        if not done then result, traceback = interrupted_result(run, call) end
       else
         result, traceback, spawned = bg.call(run, tool, call, args)
         if result == nil then
-          result, traceback = context.invoke(run.ctx, tool, args)
+          local done
+          done, result, traceback = steer.step(run, context.invoke, run.ctx, tool, args)
+          if not done then result, traceback = interrupted_result(run, call) end
         end
       end
     end
@@ -362,8 +396,16 @@ local function loop(run)
         end
       end
     end
+    steer.deliver(run) -- messages sent to the task, each once (README, "Steering")
     local notice = bg.notice(run)
-    local reply, err, request, latency = call_model(run)
+    local reply, err, request, latency, interrupted = call_model(run)
+    if interrupted then
+      -- a message cut the call short: its notice is withdrawn, the message
+      -- is delivered at the top of the loop and the model asked again
+      bg.withdraw(run)
+      emit(run, "step_interrupted", { step = "model", iteration = run.iteration + 1 })
+      goto next_step
+    end
     if notice and reply then bg.delivered(run, notice) end
     if not reply then return finish(run, "failed", err) end
     run.iteration = run.iteration + 1
@@ -385,7 +427,7 @@ local function loop(run)
     if reply.tool_calls then
       for _, call in ipairs(reply.tool_calls) do
         run.ctx:check_cancel() -- no new call once the run must stop
-        run_tool_call(run, call)
+        if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
       end
     end
     emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
@@ -395,10 +437,12 @@ local function loop(run)
       run.final = reply.text
       return finish(run, "stopped", { kind = "stopped", message = stop })
     end
-    if not reply.tool_calls and not vetoed(run) then
+    -- a message that came during the last call is read before the run ends
+    if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
       run.final = reply.text or ""
       return finish(run, "completed")
     end
+    ::next_step::
   end
 end
 
@@ -486,6 +530,7 @@ function runner.run(env, agent_id, prompt, o)
     task_id = o.task_id,
   }
   ctx._run = run
+  steer.prepare(run, o)
   -- the wall deadline that cuts this run's waits short: its own budget's
   -- or an enclosing run's, whichever comes first
   local deadline = agent.budget.max_wall_seconds and
@@ -515,7 +560,12 @@ function runner.run(env, agent_id, prompt, o)
   local ok, err = xpcall(body, tools.on_error)
   if watched then unwatch_foreground(o.fg) end
   if not ok then
-    if tools.is_budget(err) and err.run_id == run_id then
+    if core.is_interrupt(err) then
+      -- a nested run inside an interrupted step: the step ends, not just
+      -- this run (the steered run's own steps catch it, steer.lua)
+      bg.finish(run)
+      error(err, 0)
+    elseif tools.is_budget(err) and err.run_id == run_id then
       finish(run, "budget_exceeded", { kind = "budget", budget = err.budget, message = err.message })
     elseif tools.is_budget(err) then
       -- an enclosing run's budget: it ends that run, not just this one
@@ -616,6 +666,7 @@ function runner.worker_kind(env, ctx, info)
     depth = info.depth or 0,
     root_key = info.root_key,
     max_depth = info.max_depth, -- the spawning run's limit (an agent's max_depth)
+    steered = true, -- the task's own run reads its messages (steer.lua)
   })
   res.history_end = nil
   local err = res.error and { kind = res.error.kind, message = res.error.message,

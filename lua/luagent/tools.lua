@@ -103,9 +103,11 @@ function tools.is_budget(e)
   return type(e) == "table" and getmetatable(e) == budget_mt
 end
 
--- Errors that end a run rather than a tool call: cancel and budget.
+-- Errors that end a run rather than a tool call: cancel and budget; and
+-- the interrupt of a step by a message, which ends the step (README,
+-- "Steering") and must pass through the code inside it the same way.
 function tools.is_abort(e)
-  return core.is_cancel(e) or tools.is_budget(e)
+  return core.is_cancel(e) or tools.is_budget(e) or core.is_interrupt(e)
 end
 
 -- Error values from handlers: keep the cancel sentinel and budget errors

@@ -1,6 +1,7 @@
 /* A C host calling the control tools' entries directly (luagent.h): the app
  * is made in Lua (a scripted model spawns two background tasks on thread
- * t1), then only C asks about them, from the owner's scope and from others. */
+ * t1), then only C asks about them, from the owner's scope and from others,
+ * and sends to the finished one. */
 #include "luagent.h"
 
 #include "lua_compat.h" /* the API on every Lua luagent builds against */
@@ -77,12 +78,29 @@ int main(void) {
     r = luagent_bg_cancel(app, others[i], args);
     expect(r && strstr(r, "\"kind\":\"not_found\""), "bg_cancel other scope", r);
     luagent_free(r);
+    char sargs[256];
+    snprintf(sargs, sizeof sargs, "{\"task_id\":\"%s\",\"message\":\"hi\"}", id);
+    r = luagent_bg_send(app, others[i], sargs);
+    expect(r && strstr(r, "\"kind\":\"not_found\"") && strstr(r, "no background task"),
+           "bg_send other scope", r);
+    luagent_free(r);
     char wargs[256];
     snprintf(wargs, sizeof wargs, "{\"task_ids\":[\"%s\"],\"timeout_s\":1}", id);
     r = luagent_bg_wait(app, others[i], wargs);
     expect(r && strstr(r, "\"kind\":\"not_found\""), "bg_wait other scope", r);
     luagent_free(r);
   }
+  /* bg_send: the task has finished; a message is required */
+  char sargs[256];
+  snprintf(sargs, sizeof sargs, "{\"task_id\":\"%s\",\"message\":\"hi\"}", id);
+  r = luagent_bg_send(app, &own, sargs);
+  expect(r && strstr(r, "\"kind\":\"not_found\"") && strstr(r, "has finished (completed)") &&
+             strstr(r, "\"status\":\"completed\""),
+         "bg_send to a finished task", r);
+  luagent_free(r);
+  r = luagent_bg_send(app, &own, args);
+  expect(r && strstr(r, "\"kind\":\"validation\""), "bg_send without a message", r);
+  luagent_free(r);
   char wargs[256];
   snprintf(wargs, sizeof wargs, "{\"task_ids\":[\"%s\"],\"timeout_s\":5}", id);
   r = luagent_bg_wait(app, &own, wargs);
