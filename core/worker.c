@@ -61,6 +61,11 @@ int lg_is_interrupt(lua_State *L, int idx) {
 }
 
 int lg_raise_interrupt(lua_State *L) {
+  /* raised once, as by the hook: the step closes with it, or the count hook
+   * would raise it again in a message handler the error passes through,
+   * where an error replaces it ("error in error handling") */
+  lg_worker *w = lg_current_worker(L);
+  if (w && w->current) lg_task_step_open(w->current, 0);
   lg_push_interrupt(L);
   return lua_error(L);
 }

@@ -3,7 +3,10 @@
 -- table, and a timeline page (the same views `luagent run` and
 -- `luagent trace` give).
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./?.so;" .. package.cpath
+-- the core built for this Lua: ./luagent/core.so for 5.4, else the one
+-- `make LUA=luajit` (lua5.1, ...) writes to build/<lua>/luagent/
+local build = rawget(_G, "jit") and "luajit" or _VERSION:gsub("Lua ", "lua")
+package.cpath = (build ~= "lua5.4" and "./build/" .. build .. "/?.so;" or "") .. "./?.so;" .. package.cpath
 local luagent = require("luagent")
 local live = require("luagent.live")
 

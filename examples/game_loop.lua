@@ -1,9 +1,12 @@
 -- A game-style host: the main loop calls app:poll() once a frame, so host
 -- tools and callbacks run on the main thread between frames, never on a
--- worker. Run: lua5.4 examples/game_loop.lua (or luajit, lua5.1 ... with
--- luagent built for it)
+-- worker. Run: lua5.4 examples/game_loop.lua (or luajit examples/game_loop.lua
+-- after make LUA=luajit; lua5.1 ... the same)
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./?.so;" .. package.cpath
+-- the core built for this Lua: ./luagent/core.so for 5.4, else the one
+-- `make LUA=luajit` (lua5.1, ...) writes to build/<lua>/luagent/
+local build = rawget(_G, "jit") and "luajit" or _VERSION:gsub("Lua ", "lua")
+package.cpath = (build ~= "lua5.4" and "./build/" .. build .. "/?.so;" or "") .. "./?.so;" .. package.cpath
 local luagent = require("luagent")
 
 local app = luagent.load_string([[

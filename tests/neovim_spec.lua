@@ -74,6 +74,9 @@ describe("Neovim host", function()
     -- of 10 ms; at least half of them came
     assert.truthy(r.elapsed_ms >= 250, text)
     assert.truthy(r.ticks_during >= math.floor(r.elapsed_ms / 20), text)
-    assert.truthy(r.max_gap_ms <= 50, "a gap of " .. tostring(r.max_gap_ms) .. " ms between ticks: " .. text)
+    -- the example polled from its own timer, and no poll held the loop up
+    assert.truthy(r.polls > 0, text)
+    assert.truthy(r.max_gap_ms <= 50, string.format("a gap of %.1f ms between ticks (the longest poll took " ..
+      "%.1f ms): %s", r.max_gap_ms, r.max_poll_ms, text))
   end)
 end)

@@ -20,6 +20,7 @@ compat.has_integers = math.type ~= nil
 compat.has_close = V ~= "Lua 5.1" and V ~= "Lua 5.2" and V ~= "Lua 5.3"
 
 compat.unpack = table.unpack or rawget(_G, "unpack")
+compat.pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
 -- load(text, chunkname, mode, env) with 5.2's signature everywhere. 5.1's
 -- load takes a reader function, and LuaJIT's knows no env.

@@ -49,13 +49,10 @@ end
 -- false when a message cut it short (the core raised its interrupt error:
 -- in a Lua instruction, an HTTP poll, a sleep or a wait). Other errors go
 -- on up. A run that is not steered just calls fn.
--- table.pack, which 5.1 and LuaJIT lack
-local function pack(...) return { n = select("#", ...), ... } end
-
 function steer.step(run, fn, ...)
   if not run.steered then return true, fn(...) end
   -- the core opens the step and closes it as the call returns
-  local r = pack(core.step_call(fn, ...))
+  local r = compat.pack(core.step_call(fn, ...))
   if r[1] then return true, compat.unpack(r, 2, r.n) end
   if core.is_interrupt(r[2]) then
     run.interrupted = true

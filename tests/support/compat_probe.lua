@@ -49,3 +49,5 @@ show("rawlen", compat.rawlen(setmetatable({ 1, 2, 3 }, { __len = function() retu
   compat.log10(1000))
 show("execute", compat.execute("true"), compat.execute("exit 3"))
 show("unpack", compat.unpack({ 1, 2, 3 }, 2, 3))
+local packed = compat.pack(1, nil, 3, nil)
+show("pack", packed.n, packed[1], packed[2], packed[3])

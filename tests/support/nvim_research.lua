@@ -2,14 +2,16 @@
 -- research team on one question while a 10 ms vim.loop timer counts ticks.
 -- Writes a JSON report to $LUAGENT_NVIM_OUT and quits the editor:
 --   { ok, status, final, finished = { [status] = n }, events = n,
---     ticks_during, max_gap_ms, elapsed_ms, ticks_at = { per event } }
+--     ticks_during, max_gap_ms, elapsed_ms, ticks_at = { per event },
+--     polls, max_poll_ms (the longest app:poll, to tell a poll that blocked
+--     from a machine too busy to run the editor) }
 -- $LUAGENT_NVIM_CPATH: the directory holding the LuaJIT build's
 -- luagent/core.so.
 local uv = vim.loop
 local root = uv.cwd()
 local out_path = assert(os.getenv("LUAGENT_NVIM_OUT"), "LUAGENT_NVIM_OUT is not set")
 
-local report = { finished = {}, events = 0, ticks_at = {} }
+local report = { finished = {}, events = 0, ticks_at = {}, polls = 0, max_poll_ms = 0 }
 local done = false
 
 local function finish(extra)
@@ -70,6 +72,15 @@ local ok, err = pcall(function()
     end,
   }
   report.task_id = run.task_id
+  -- time every poll the example makes from its timer
+  local app, poll = run.app, run.app.poll
+  app.poll = function(self, opts)
+    local t0 = uv.hrtime()
+    local a, b = poll(self, opts)
+    report.polls = report.polls + 1
+    report.max_poll_ms = math.max(report.max_poll_ms, (uv.hrtime() - t0) / 1e6)
+    return a, b
+  end
   started_at, ticks_at_start = uv.hrtime(), ticks
   last_tick, measuring = uv.hrtime(), true
 end)
