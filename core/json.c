@@ -13,7 +13,6 @@
  * 1-based Lua indices); decode errors name a 1-based byte offset. */
 #include "internal.h"
 
-
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -425,10 +424,6 @@ static char *put_raw(char *o, const char *r, const char *end) {
   return o;
 }
 
-/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
- * straight from the input; otherwise the bytes go into a luaL_Buffer sized
- * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
-
 /* A string of at most n bytes, written in place, then pushed. 5.1's
  * luaL_Buffer grows in fixed pieces, so there it is a userdata copied out. */
 #if LUA_VERSION_NUM >= 502
@@ -452,6 +447,9 @@ static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
 }
 #endif
 
+/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
+ * straight from the input; otherwise the bytes go into a buffer (strbuf) sized
+ * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
 static int dec_string(dec_t *d) {
   const char *open = d->p, *q = open + 1;
   int esc = 0;

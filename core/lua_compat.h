@@ -1,7 +1,8 @@
 /* The Lua C API as the core uses it, on Lua 5.1, 5.2, 5.3, 5.4 and LuaJIT
  * 2.1 (docs/architecture.md, "Lua versions"). The core is written against
  * 5.4; this header fills in, for older versions, what it calls and they lack.
- * On 5.4 it adds nothing but LG_LUA_INTEGERS and two helpers, so the 5.4
+ * On 5.4 it adds nothing but LG_LUA_INTEGERS and the helpers at its end
+ * (lg_jit_off, lg_jit_on: no-ops there; lg_push_preload), so the 5.4
  * build is the code as written. LuaJIT 2.1 gets the 5.1 fill-ins too, even
  * where it has its own (luaL_setfuncs, luaL_traceback, ...): a module built
  * against either set of 5.1 headers calls only the 5.1 API, so it loads

@@ -98,16 +98,20 @@ end
 -- Run SQL on a store with the sqlite3 CLI (only while no app has it open);
 -- returns the output lines.
 function S.sql(db, sql)
-  local p = assert(io.popen(string.format("sqlite3 -batch %s %s 2>&1", sh_quote(db), sh_quote(sql))))
+  -- the exit status echoed: 5.1's and LuaJIT's close of a pipe do not give it
+  local p = assert(io.popen(string.format("sqlite3 -batch %s %s 2>&1; echo \"exit=$?\"", sh_quote(db),
+    sh_quote(sql))))
   local out = {}
   for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  assert(ok, "sqlite3 failed: " .. table.concat(out, "\n"))
+  p:close()
+  local code = table.remove(out)
+  assert(code == "exit=0", "sqlite3 failed: " .. table.concat(out, "\n"))
   return out
 end
 
 function S.have_sqlite3()
-  return os.execute("command -v sqlite3 >/dev/null 2>&1") == true
+  local r = os.execute("command -v sqlite3 >/dev/null 2>&1")
+  return r == true or r == 0 -- 5.2 on: true; 5.1 and LuaJIT: the status
 end
 
 -- A canonical text of a value (sorted keys), for comparing records.
