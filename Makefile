@@ -19,6 +19,8 @@
 # and the 5.4 one in luagent/ live side by side (README, "Lua versions").
 LUA       ?= lua5.4
 LUA_PC    ?= $(notdir $(LUA))
+# its version as install directories name it (share/lua/5.1 for LuaJIT)
+LUA_ABI   := $(or $(if $(filter luajit,$(LUA_PC)),5.1,$(filter 5.%,$(patsubst lua%,%,$(LUA_PC)))),5.4)
 BUSTED    ?= $(LUA) /usr/bin/busted
 CC        ?= cc
 PKG       := pkg-config
@@ -93,15 +95,16 @@ test-deps:
 # Another LUA runs the suite in build/<lua>/run, staged like the sanitizer
 # runs below, so every spec and every process it starts loads that Lua's
 # module as ./luagent/core.so; LUAGENT_TEST_LUA names the interpreter the
-# specs start child processes with (tests/support/lua_bin.lua).
+# specs start child processes with (tests/support/lua_bin.lua), and LUA and
+# OUT in the environment (not make's command line) reach the makes specs run.
 test: test-deps
 	@$(MAKE) --no-print-directory all
 ifeq ($(OUT),luagent)
 	@$(BUSTED) $(BUSTED_ARGS)
 else
 	@$(call STAGE,$(patsubst %/luagent,%,$(OUT)))
-	cd $(patsubst %/luagent,%,$(OUT))/run && LUAGENT_TEST_LUA=$(LUA) LUA=$(LUA) OUT=luagent \
-	  $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
+	cd $(patsubst %/luagent,%,$(OUT))/run && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+	  LUAGENT_TEST_LUA=$(LUA) LUA=$(LUA) OUT=luagent $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)
 endif
 
 demo: deps

@@ -19,7 +19,7 @@ describe("the example C host against an installed luagent", function()
     prefix = root .. "/usr/local"
     -- the README's lines are for Lua 5.4, whichever Lua runs the suite (a
     -- C host on LuaJIT: tests/rockspec_spec.lua)
-    I.ok("cd " .. I.q(src) .. " && env -u LUA -u OUT make -s install DESTDIR=" .. I.q(root) .. " >/dev/null")
+    I.ok("cd " .. I.q(src) .. " && env -u LUA -u OUT -u MAKEFLAGS -u MAKELEVEL make -s install DESTDIR=" .. I.q(root) .. " >/dev/null")
     doc = prefix .. "/share/doc/luagent/examples/host"
     srv = fake.start()
   end)

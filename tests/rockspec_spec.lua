@@ -25,7 +25,7 @@ describe("rockspec, Lua " .. T.version .. " (" .. T.lua .. ")", function()
     -- must build afresh in a directory of its own and install neither
     I.ok("cd " .. I.q(src) .. " && mkdir -p luagent build/rock/luagent && " ..
       "echo stale > luagent/core.so && echo stale > build/rock/luagent/core.so")
-    local out, code = I.sh("cd " .. I.q(src) .. " && env -u CFLAGS -u CURL_INCDIR -u LUA -u OUT " ..
+    local out, code = I.sh("cd " .. I.q(src) .. " && env -u CFLAGS -u CURL_INCDIR -u LUA -u OUT -u MAKEFLAGS -u MAKELEVEL " ..
       "luarocks --lua-version=" .. T.version .. " --tree=" .. I.q(tree) ..
       " make --deps-mode=none rockspec/luagent-scm-1.rockspec" .. T.args)
     log_text = out
