@@ -371,86 +371,78 @@ local function should_stop(run)
   end
 end
 
--- What step returns when the loop goes on; anything else (finish's
--- nothing) ends it.
-local NEXT_STEP = {}
-
--- One step of the loop: a model call and the tool calls of its reply.
-local function step(run)
-  run.ctx:check_cancel()
-  local spent = budget.stop(run)
-  if spent then return finish(run, "budget_exceeded", spent) end
-  local hit = budget_hit(run)
-  if hit then
-    return finish(run, "budget_exceeded", { kind = "budget", budget = hit,
-      message = string.format("budget %s exceeded", hit) })
-  end
-  for _, h in ipairs(hooks_of(run, "before_step")) do
-    local d = call_hook("before_step", h, step_view(run))
-    if type(d) == "table" then
-      if d.messages ~= nil then
-        if not valid_messages(d.messages) then
-          hook_error("before_step", "messages must be a list of message tables with a role")
-        end
-        run.messages = d.messages
-      end
-      if d.stop then
-        return finish(run, "stopped", { kind = "stopped",
-          message = d.reason or "stopped by before_step" })
-      end
-    end
-  end
-  steer.deliver(run) -- messages sent to the task, each once (README, "Steering")
-  local notice = bg.notice(run)
-  local reply, err, request, latency, interrupted = call_model(run)
-  if interrupted then
-    -- a message cut the call short: its notice is withdrawn, the message
-    -- is delivered at the top of the loop and the model asked again
-    bg.withdraw(run)
-    emit(run, "step_interrupted", { step = "model", iteration = run.iteration + 1 })
-    return NEXT_STEP
-  end
-  if notice and reply then bg.delivered(run, notice) end
-  if not reply then return finish(run, "failed", err) end
-  run.iteration = run.iteration + 1
-  run.last_reply = reply
-  local counted = count_usage(run, request, reply)
-  emit(run, "lm_call", {
-    iteration = run.iteration, model = model_name(run.model), latency_s = latency,
-    usage = reply.usage, usage_reported = reply.usage ~= nil,
-    usage_estimated = reply.usage == nil or nil,
-    estimated_usage = reply.usage == nil and counted or nil,
-    cost = counted.cost,
-    tool_calls = reply.tool_calls and #reply.tool_calls or 0,
-    -- a foreground run's nested runs have run ids of their own
-    root_run_id = not run.task_id and run.ctx.root_key or nil,
-  })
-  run.messages[#run.messages + 1] = {
-    role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
-  }
-  if reply.tool_calls then
-    for _, call in ipairs(reply.tool_calls) do
-      run.ctx:check_cancel() -- no new call once the run must stop
-      if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
-    end
-  end
-  emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
-  for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
-  local stop = should_stop(run)
-  if stop then
-    run.final = reply.text
-    return finish(run, "stopped", { kind = "stopped", message = stop })
-  end
-  -- a message that came during the last call is read before the run ends
-  if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
-    run.final = reply.text or ""
-    return finish(run, "completed")
-  end
-  return NEXT_STEP
-end
-
 local function loop(run)
-  while step(run) == NEXT_STEP do end
+  while true do
+    run.ctx:check_cancel()
+    local spent = budget.stop(run)
+    if spent then return finish(run, "budget_exceeded", spent) end
+    local hit = budget_hit(run)
+    if hit then
+      return finish(run, "budget_exceeded", { kind = "budget", budget = hit,
+        message = string.format("budget %s exceeded", hit) })
+    end
+    for _, h in ipairs(hooks_of(run, "before_step")) do
+      local d = call_hook("before_step", h, step_view(run))
+      if type(d) == "table" then
+        if d.messages ~= nil then
+          if not valid_messages(d.messages) then
+            hook_error("before_step", "messages must be a list of message tables with a role")
+          end
+          run.messages = d.messages
+        end
+        if d.stop then
+          return finish(run, "stopped", { kind = "stopped",
+            message = d.reason or "stopped by before_step" })
+        end
+      end
+    end
+    steer.deliver(run) -- messages sent to the task, each once (README, "Steering")
+    local notice = bg.notice(run)
+    local reply, err, request, latency, interrupted = call_model(run)
+    if interrupted then
+      -- a message cut the call short: its notice is withdrawn, the message
+      -- is delivered at the top of the loop and the model asked again
+      bg.withdraw(run)
+      emit(run, "step_interrupted", { step = "model", iteration = run.iteration + 1 })
+    else
+      if notice and reply then bg.delivered(run, notice) end
+      if not reply then return finish(run, "failed", err) end
+      run.iteration = run.iteration + 1
+      run.last_reply = reply
+      local counted = count_usage(run, request, reply)
+      emit(run, "lm_call", {
+        iteration = run.iteration, model = model_name(run.model), latency_s = latency,
+        usage = reply.usage, usage_reported = reply.usage ~= nil,
+        usage_estimated = reply.usage == nil or nil,
+        estimated_usage = reply.usage == nil and counted or nil,
+        cost = counted.cost,
+        tool_calls = reply.tool_calls and #reply.tool_calls or 0,
+        -- a foreground run's nested runs have run ids of their own
+        root_run_id = not run.task_id and run.ctx.root_key or nil,
+      })
+      run.messages[#run.messages + 1] = {
+        role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
+      }
+      if reply.tool_calls then
+        for _, call in ipairs(reply.tool_calls) do
+          run.ctx:check_cancel() -- no new call once the run must stop
+          if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
+        end
+      end
+      emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+      for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
+      local stop = should_stop(run)
+      if stop then
+        run.final = reply.text
+        return finish(run, "stopped", { kind = "stopped", message = stop })
+      end
+      -- a message that came during the last call is read before the run ends
+      if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
+        run.final = reply.text or ""
+        return finish(run, "completed")
+      end
+    end
+  end
 end
 
 local function instructions(run)
