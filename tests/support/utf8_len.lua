@@ -1,7 +1,7 @@
 -- utf8_len(s) -> the number of characters of s, or nil if s is not valid
--- UTF-8: Lua 5.3's utf8.len where there is one, the same rule in Lua
--- elsewhere (no overlong forms, no surrogates, nothing above U+10FFFF).
-if rawget(_G, "utf8") and utf8.len then
+-- UTF-8: 5.4's utf8.len, the same rule in Lua elsewhere (no overlong forms,
+-- no surrogates, nothing above U+10FFFF; 5.3's utf8.len lets surrogates by).
+if _VERSION == "Lua 5.4" then
   return function(s) return (utf8.len(s)) end
 end
 
