@@ -18,7 +18,7 @@ local function run_demo()
     "examples/demo.lua 2>/tmp/bg_demo_stderr.$$; " ..
     "echo \"rc=$?\"; cat /tmp/bg_demo_stderr.$$ | sed 's/^/stderr: /'; rm -f /tmp/bg_demo_stderr.$$"
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -103,7 +103,7 @@ describe("bg demo (make demo)", function()
     -- and the timeline page
     assert.truthy(out:find("\nTimeline: build/demo_trace.html\n", 1, true), out)
     local f = assert(io.open("build/demo_trace.html"))
-    local html = f:read("a")
+    local html = f:read("*a")
     f:close()
     local n = 0
     for _ in html:gmatch('<g class="task"') do n = n + 1 end

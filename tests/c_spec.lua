@@ -5,7 +5,7 @@ local function build_and_run(target)
   local ok = os.execute("env -u LD_PRELOAD make -s " .. target .. " >/dev/null")
   assert.is_true(ok == true or ok == 0, "building " .. target .. " failed")
   local p = io.popen("env -u LD_PRELOAD ./" .. target .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -21,7 +21,7 @@ describe("C tests", function()
     local ok = os.execute("env -u LD_PRELOAD make -s objects >/dev/null")
     assert.is_true(ok == true or ok == 0, "building the objects of build/obj/luagent failed")
     local p = io.popen("nm -g --defined-only build/obj/luagent/*.o")
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local bad, seen = {}, 0
     for line in out:gmatch("[^\n]+") do

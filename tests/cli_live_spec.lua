@@ -49,7 +49,7 @@ end
 
 local function wall()
   local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("l"))
+  local t = tonumber(p:read("*l"))
   p:close()
   return t
 end

@@ -202,7 +202,7 @@ describe("luagent command", function()
     -- its exit status echoed (5.1's and LuaJIT's close of a pipe do not give it)
     local p = io.popen("export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; " ..
       "sh -c " .. C.quote(follow) .. "; echo \"exit=$?\"")
-    local pid = p:read("l")
+    local pid = p:read("*l")
     local finals, second = 0, false
     for line in p:lines() do
       local ev = json.decode(line)
@@ -265,7 +265,7 @@ describe("examples/game_loop.lua", function()
   it("answers the host tool between frames and finishes the job", function()
     local p = io.popen("export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./?.so;;'; " ..
       LUA .. " examples/game_loop.lua 2>&1; echo \"exit=$?\"")
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     assert.matches("frame callback: nothing dangerous near", out, 1, true)
     assert.matches("exit=0", out, 1, true)

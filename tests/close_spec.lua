@@ -67,11 +67,11 @@ print(string.format("took=%%.6f all=%%s draining=%%d tasks=%%d task_is=%%s statu
         -- copy of it, and a pipe would stay open until the sleep ends
         local t0 = core.now()
         local p = io.popen(LUA .. " " .. q(script) .. " > " .. q(out_path) .. " 2>&1; echo \"exit=$?\"")
-        local status = p:read("a")
+        local status = p:read("*a")
         p:close()
         local elapsed = core.now() - t0
         local rf = io.open(out_path)
-        local out = rf and rf:read("a") or ""
+        local out = rf and rf:read("*a") or ""
         if rf then rf:close() end
         os.remove(script)
         os.remove(out_path)

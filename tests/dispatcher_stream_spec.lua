@@ -94,11 +94,11 @@ local function run_child(dir, body, ...)
   local t0 = H.now()
   local p = io.popen(string.format("%s %s %s >/dev/null 2>%s/err </dev/null; echo \"exit=$?\"",
     LUA, script, table.concat({ ... }, " "), dir))
-  local status = p:read("a")
+  local status = p:read("*a")
   p:close()
   local took = H.now() - t0
   local ef = io.open(dir .. "/err")
-  local err = ef and ef:read("a") or ""
+  local err = ef and ef:read("*a") or ""
   if ef then ef:close() end
   return status, err, took
 end
@@ -161,7 +161,7 @@ describe("dispatcher: close (R-25a)", function()
       f:close()
     ]], out)
     local f = io.open(out)
-    local report = f and f:read("a") or ""
+    local report = f and f:read("*a") or ""
     if f then f:close() end
     H.rmdir(dir)
     assert.matches("exit=0", status, 1, true, err)

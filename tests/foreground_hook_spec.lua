@@ -12,7 +12,7 @@ local function run_child(how, hook, model)
   local cmd = string.format("timeout 20 %s tests/support/fg_hook_child.lua %s %s '%s' 2>&1; echo \"rc=$?\"",
     LUA, how, hook, model)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end

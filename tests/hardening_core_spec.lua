@@ -161,7 +161,7 @@ local function run_child(body, stdin_text)
   ]] .. body)
   H.write(dir .. "/stdin", stdin_text or "")
   local p = io.popen(string.format("%s %s/child.lua <%s/stdin 2>%s/err; echo \"exit=$?\"", LUA, dir, dir, dir))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local err = S.read(dir .. "/err")
   H.rmdir(dir)
@@ -179,15 +179,15 @@ describe("worker states: what would end or stall the process is fenced", functio
           t("setlocale", function() os.setlocale("C") end),
           t("getlocale", function() return os.setlocale() end),
           t("debug", function() debug.debug() end),
-          t("read", function() return io.read("l") end),
+          t("read", function() return io.read("*l") end),
           t("lines", function() for l in io.lines() do return l end end),
-          t("stdin", function() return io.stdin:read("l") end),
-          t("input", function() return io.input():read("l") end),
+          t("stdin", function() return io.stdin:read("*l") end),
+          t("input", function() return io.input():read("*l") end),
           t("file", function()
             local path = os.tmpname()
             local f = assert(io.open(path, "w")) f:write("from a file\n") f:close()
             io.input(path)
-            local l = io.read("l")
+            local l = io.read("*l")
             io.input():close()
             os.remove(path)
             return l
@@ -204,7 +204,7 @@ describe("worker states: what would end or stall the process is fenced", functio
           tostring(t.result and (t.result.sid or t.result)))
       end
       app:close()
-      print("host read", io.read("l"))
+      print("host read", io.read("*l"))
     ]], "host line\n")
     assert.equal(0, code, out .. err)
     assert.matches("done\ttrue", out, 1, true)

@@ -332,7 +332,7 @@ return luagent.config{
       f:close()
       srv:script{ { text = "from env" } }
       local p = assert(io.popen(string.format("env OPENAI_BASE_URL=%s/ %s %s 2>&1", srv.url, LUA, path)))
-      local out = p:read("a")
+      local out = p:read("*a")
       p:close()
       os.remove(path)
       assert.equal("completed from env", out)

@@ -16,7 +16,7 @@ local function members(g)
   for name in p:lines() do
     if name:match("^%d+$") then
       local f = io.open("/proc/" .. name .. "/stat")
-      local line = f and f:read("a")
+      local line = f and f:read("*a")
       if f then f:close() end
       local state, _, pgrp = (line or ""):match("%) (%S) (%d+) (%d+)")
       if pgrp and tonumber(pgrp) == g and state ~= "Z" then out[#out + 1] = tonumber(name) end
@@ -37,7 +37,7 @@ local function started(app, path, n, ids)
   local deadline = core.now() + 10
   while core.now() < deadline do
     local f = io.open(path)
-    local g = f and tonumber(f:read("a"))
+    local g = f and tonumber(f:read("*a"))
     if f then f:close() end
     if g and #members(g) >= n then return g end
     app:wait(ids, { timeout_s = 0.02 })
@@ -114,7 +114,7 @@ return luagent.config{ background_tasks = { enabled = true },
     assert.is_true(res.timed_out)
     assert.matches("killed %(TERM%): the command timed out", res.killed)
     local f = assert(io.open(path))
-    local g = tonumber(f:read("a"))
+    local g = tonumber(f:read("*a"))
     f:close()
     assert.same({}, members(g))
     os.remove(path)
@@ -131,7 +131,7 @@ return luagent.config{ background_tasks = { enabled = true },
     assert.equal(0, w.tasks[1].result.exit_code)
     assert.equal("done\n", w.tasks[1].result.output)
     local f = assert(io.open(path))
-    local g = tonumber(f:read("a"))
+    local g = tonumber(f:read("*a"))
     f:close()
     assert.same({}, members(g))
     assert.equal(1, #killed_events(app, rec.task_id))

@@ -42,7 +42,7 @@ function C.luagent(args, stdin)
     LUA .. " bin/luagent " .. args .. " 2>" .. err .. " </dev/null; echo \"exit=$?\""
   if stdin then cmd = cmd:gsub(" </dev/null", "") end
   local p = io.popen(cmd)
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local code = tonumber(out:match("exit=(%d+)\n$"))
   out = out:gsub("exit=%d+\n$", "")
@@ -82,7 +82,7 @@ end
 
 function C.tmux_screen(name)
   local p = io.popen(TMUX .. "capture-pane -p -t " .. name .. " 2>/dev/null")
-  local s = p:read("a")
+  local s = p:read("*a")
   p:close()
   return s
 end

@@ -16,7 +16,7 @@ if how == "strings" then
     for _, path in ipairs({ "./lua/" .. rel .. ".lua", "./lua/" .. rel .. "/init.lua" }) do
       local f = io.open(path, "r")
       if f then
-        local src = f:read("a")
+        local src = f:read("*a")
         f:close()
         return assert(load(src, "=" .. name)), name
       end

@@ -22,7 +22,7 @@ package.cpath = ]] .. string.format("%q", package.cpath:match("^[^;]*")) .. [[ .
 local H = require "support.dispatch_helpers"
 io.stdout:setvbuf("line")
 local f = assert(io.open("/proc/self/stat"))
-PID = tonumber(f:read("l"):match("^(%d+)"))
+PID = tonumber(f:read("*l"):match("^(%d+)"))
 f:close()
 print(PID)
 ]]
@@ -42,7 +42,7 @@ function S.spawn(dir, body, env)
   for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. sh_quote(v) end
   local p = assert(io.popen(string.format("%s exec %s %s 2>%s </dev/null",
     table.concat(vars, " "), LUA, sh_quote(script), sh_quote(err)), "r"))
-  local first = p:read("l")
+  local first = p:read("*l")
   local child = { p = p, pid = tonumber(first), err_path = err }
   if not child.pid then
     p:close()
@@ -53,7 +53,7 @@ end
 
 -- The next line the child printed (nil at its end).
 function S.line(child)
-  return child.p:read("l")
+  return child.p:read("*l")
 end
 
 -- SIGKILL the child, then read what it printed before it died.
@@ -76,7 +76,7 @@ end
 function S.read(path)
   local f = io.open(path)
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -90,7 +90,7 @@ end
 -- Octal permission bits of a file ("600"), or nil when it does not exist.
 function S.mode(path)
   local p = io.popen("stat -c %a " .. sh_quote(path) .. " 2>/dev/null")
-  local m = p:read("l")
+  local m = p:read("*l")
   p:close()
   return m
 end
