@@ -80,9 +80,15 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
   pthread_mutex_lock(&l->hq_mu);
   while (l->gen == gen) {
     int64_t d = lg_min_deadline(deadline, atomic_load(&a->retry_due));
+    /* a streamed token's deferred wake (events.c, lg_ev_bump_token) */
+    d = lg_min_deadline(d, l->wake_due);
     l->host_blocked++;
     lg_cond_wait_until(&l->host_cv, &l->hq_mu, d);
     l->host_blocked--;
+    if (l->wake_due && lg_mono_ms() >= l->wake_due) {
+      l->wake_due = 0;
+      l->last_wake_ms = lg_mono_ms();
+    }
     pthread_mutex_unlock(&l->hq_mu);
     run_due_retries(a);
     pthread_mutex_lock(&l->hq_mu);
@@ -96,7 +102,16 @@ int lg_take_host_work(lg_app *a, int max, lg_host_item **out) {
   return lg_ev_take(&a->log, max, out);
 }
 
+int lg_take_host_work_try(lg_app *a, int max, lg_host_item **out) {
+  run_due_retries(a);
+  return lg_ev_take_try(&a->log, max, out);
+}
+
 void lg_host_reply(lg_app *a, uint64_t id, const char *json) { lg_ev_reply(&a->log, id, json); }
+
+int lg_host_reply_try(lg_app *a, uint64_t id, const char *json) {
+  return lg_ev_reply_try(&a->log, id, json);
+}
 
 /* Host work that is not a log line (stats' idle). */
 int lg_host_work_pending(lg_app *a) { return lg_ev_pending(&a->log); }

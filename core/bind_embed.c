@@ -1,7 +1,8 @@
 /* Bindings of the embedding API (README, "Embedding in a game or app"):
  * core.set_worker_init for a host that loads luagent with require and so
  * cannot call luagent_set_worker_init, core.log for lua/luagent/log.lua to
- * reach the C sink, and core.embedded (the Lua half is built in). */
+ * reach the C sink, core.embedded (the Lua half is built in) and
+ * core.compiled_chunks (the chunk cache of embed.c). */
 #include "bind.h"
 #include "embed.h"
 #include "luagent.h"
@@ -28,8 +29,17 @@ static int l_set_worker_init(lua_State *L) {
   return 0;
 }
 
-const luaL_Reg lg_bind_embed_funcs[] = {
-    {"log", l_log}, {"set_worker_init", l_set_worker_init}, {NULL, NULL}};
+/* compiled_chunks(): how many of luagent's modules this process has
+ * compiled and keeps as bytecode for the next state that loads them. */
+static int l_compiled_chunks(lua_State *L) {
+  lua_pushinteger(L, lg_chunk_cache_count());
+  return 1;
+}
+
+const luaL_Reg lg_bind_embed_funcs[] = {{"log", l_log},
+                                        {"set_worker_init", l_set_worker_init},
+                                        {"compiled_chunks", l_compiled_chunks},
+                                        {NULL, NULL}};
 
 void lg_bind_embed_open(lua_State *L) {
   lua_pushboolean(L, lg_embedded_modules[0].name != NULL);

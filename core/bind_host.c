@@ -21,13 +21,21 @@ static int l_app_block(lua_State *L) {
 
 static const char *const item_types[] = {"call", "callback", "log"};
 
+/* take(max, nowait): up to max items; with nowait, nil when the queue's
+ * lock stayed busy (a frame does not wait for it: the items stay queued). */
 static int l_app_take(lua_State *L) {
   app_ud *u = lg_check_app(L);
   int max = (int)luaL_optinteger(L, 2, 64);
   if (max < 1) max = 1;
   if (max > 256) max = 256;
   lg_host_item *items[256];
-  int n = lg_take_host_work(u->app, max, items);
+  int n;
+  if (lua_toboolean(L, 3)) {
+    n = lg_take_host_work_try(u->app, max, items);
+    if (n < 0) return 0;
+  } else {
+    n = lg_take_host_work(u->app, max, items);
+  }
   /* Move everything into C locals first; then build Lua values, freeing
    * each item as we go. A Lua memory error here may leak the rest, which is
    * accepted (and only under memory exhaustion). */
@@ -58,12 +66,19 @@ static int l_app_take(lua_State *L) {
   return 1;
 }
 
+/* reply(id, json, nowait): true once delivered; with nowait, false when the
+ * queue's lock stayed busy (nothing was delivered: reply again later). */
 static int l_app_reply(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lua_Integer id = luaL_checkinteger(L, 2);
   const char *json = lg_check_text(L, 3);
+  if (lua_toboolean(L, 4)) {
+    lua_pushboolean(L, lg_host_reply_try(u->app, (uint64_t)id, json) == 0);
+    return 1;
+  }
   lg_host_reply(u->app, (uint64_t)id, json);
-  return 0;
+  lua_pushboolean(L, 1);
+  return 1;
 }
 
 static int l_app_set_wants(lua_State *L) {

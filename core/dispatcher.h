@@ -96,7 +96,12 @@ lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n
 uint64_t lg_gen(lg_app *a);
 void lg_block(lg_app *a, uint64_t gen, double timeout_s);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
+/* The same, but -1 instead of waiting when the queue's lock stays busy
+ * (poll under a budget, bind_host.c). */
+int lg_take_host_work_try(lg_app *a, int max, lg_host_item **out);
 void lg_host_reply(lg_app *a, uint64_t id, const char *json);
+/* -1 instead of waiting when the queue's lock stays busy (nothing delivered) */
+int lg_host_reply_try(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
 void *lg_host_multi(lg_app *a);

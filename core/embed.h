@@ -16,6 +16,9 @@ typedef struct {
  * built in (luagent/core.so loads it from files). */
 extern const lg_embedded_module lg_embedded_modules[];
 
+/* How many modules the process-wide chunk cache holds (embed.c). */
+int lg_chunk_cache_count(void);
+
 /* Hands a message to the sink of luagent_set_log, if any; called on the
  * host thread (bind_embed.c's core.log). */
 void lg_log_sink(const char *level, const char *message);

@@ -24,7 +24,11 @@
 
 static void bump_locked(lg_eventlog *l) {
   l->gen++;
-  if (l->host_blocked) pthread_cond_broadcast(&l->host_cv);
+  if (l->host_blocked) {
+    pthread_cond_broadcast(&l->host_cv);
+    l->last_wake_ms = lg_mono_ms();
+    l->wake_due = 0;
+  }
   if (l->host_multi) lg_http_wakeup(l->host_multi);
 }
 
@@ -32,6 +36,25 @@ static void bump_locked(lg_eventlog *l) {
 void lg_ev_bump(lg_eventlog *l) {
   pthread_mutex_lock(&l->hq_mu);
   bump_locked(l);
+  pthread_mutex_unlock(&l->hq_mu);
+}
+
+/* A streamed token changes the generation at once, so a host that looks
+ * sees it, but a blocked host is woken for tokens at most once per
+ * LG_TOKEN_WAKE_MS: a reply streaming hundreds of tokens a second would
+ * otherwise wake it for each. A deferred wake is due LG_TOKEN_WAKE_MS after
+ * the last one; the host's timed wait (lg_block) delivers it, so no token
+ * waits longer than that. */
+void lg_ev_bump_token(lg_eventlog *l) {
+  int64_t now = lg_mono_ms();
+  pthread_mutex_lock(&l->hq_mu);
+  if (!l->host_blocked || now - l->last_wake_ms >= LG_TOKEN_WAKE_MS) {
+    bump_locked(l);
+  } else {
+    l->gen++;
+    if (!l->wake_due) l->wake_due = l->last_wake_ms + LG_TOKEN_WAKE_MS;
+    if (l->host_multi) lg_http_wakeup(l->host_multi);
+  }
   pthread_mutex_unlock(&l->hq_mu);
 }
 
@@ -167,8 +190,11 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   lg_iso8601(ts, iso);
   buf_t b;
   lg_buf_init(&b);
-  lg_buf_addf(&b, "{\"seq\":%lld,\"ts\":\"%s\",\"t\":%.6f,\"kind\":", (long long)seq, iso,
-              lg_mono_s() - l->t0);
+  lg_buf_adds(&b, "{\"seq\":");
+  lg_buf_add_int(&b, (long long)seq);
+  lg_buf_adds(&b, ",\"ts\":\"");
+  lg_buf_adds(&b, iso);
+  lg_buf_addf(&b, "\",\"t\":%.6f,\"kind\":", lg_mono_s() - l->t0);
   lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
   lg_add_str_field(&b, "run_id", e->run_id);
   lg_add_str_field(&b, "task_id", e->task_id);
@@ -178,7 +204,8 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
     lg_add_str_field(&b, "root_run_id", lg_root_run_id(t));
   }
   lg_add_str_field(&b, "agent_id", e->agent_id);
-  lg_buf_addf(&b, ",\"depth\":%d", e->depth);
+  lg_buf_adds(&b, ",\"depth\":");
+  lg_buf_add_int(&b, e->depth);
   lg_add_raw_field(&b, "payload", e->payload_json ? e->payload_json : "{}");
   lg_buf_addc(&b, '}');
   char *json = lg_buf_detach(&b);
@@ -203,7 +230,10 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
     l->ring_n++;
   }
   pthread_mutex_unlock(&l->ev_mu);
-  lg_ev_bump(l);
+  if (strcmp(e->kind, "token") == 0)
+    lg_ev_bump_token(l);
+  else
+    lg_ev_bump(l);
 }
 
 void lg_ev_task_event(lg_eventlog *l, lg_task *t, const char *kind, const char *payload,
@@ -308,8 +338,27 @@ uint64_t lg_ev_gen(lg_eventlog *l) {
   return g;
 }
 
+static int take_locked(lg_eventlog *l, int max, lg_host_item **out);
+
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out) {
   pthread_mutex_lock(&l->hq_mu);
+  int n = take_locked(l, max, out);
+  pthread_mutex_unlock(&l->hq_mu);
+  return n;
+}
+
+/* The same without waiting for the lock: a worker holding it may have lost
+ * its core, and a frame must not wait for it to get one back. A few tries
+ * (a holder that runs lets go within them); -1 when it stayed busy. */
+int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out) {
+  for (int i = 0; pthread_mutex_trylock(&l->hq_mu) != 0; i++)
+    if (i == 64) return -1;
+  int n = take_locked(l, max, out);
+  pthread_mutex_unlock(&l->hq_mu);
+  return n;
+}
+
+static int take_locked(lg_eventlog *l, int max, lg_host_item **out) {
   int n = 0;
   while (l->hq_head && n < max) {
     lg_host_item *it = l->hq_head;
@@ -341,13 +390,33 @@ int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out) {
       out[n++] = it;
     }
   }
-  pthread_mutex_unlock(&l->hq_mu);
   return n;
 }
+
+static void reply_locked(lg_eventlog *l, uint64_t id, char *copy);
 
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json) {
   char *copy = lg_strdup(json);
   pthread_mutex_lock(&l->hq_mu);
+  reply_locked(l, id, copy);
+}
+
+/* The same without waiting for a busy lock (a few tries, as lg_ev_take_try);
+ * -1 when it stayed busy: nothing was delivered. */
+int lg_ev_reply_try(lg_eventlog *l, uint64_t id, const char *json) {
+  char *copy = lg_strdup(json);
+  for (int i = 0; pthread_mutex_trylock(&l->hq_mu) != 0; i++) {
+    if (i == 64) {
+      free(copy);
+      return -1;
+    }
+  }
+  reply_locked(l, id, copy);
+  return 0;
+}
+
+/* Delivers the reply (hq_mu held; released here). */
+static void reply_locked(lg_eventlog *l, uint64_t id, char *copy) {
   for (lg_host_item *it = l->inflight; it; it = it->next) {
     if (it->id == id && !it->replied) {
       it->reply_json = copy;

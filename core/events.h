@@ -56,6 +56,8 @@ typedef struct lg_eventlog {
   /* host side */
   uint64_t gen;
   int host_blocked;
+  int64_t last_wake_ms; /* when a blocked host was last woken (lg_mono_ms) */
+  int64_t wake_due;     /* a token's deferred wake is due then (0: none; events.c) */
   void *host_multi; /* CURLM* the host is polling, woken with the host */
   lg_host_item *hq_head, *hq_tail;
   lg_host_item *inflight; /* host calls the host has taken and not answered */
@@ -73,6 +75,10 @@ typedef struct lg_eventlog {
 } lg_eventlog;
 
 void lg_ev_bump(lg_eventlog *l); /* something the host may be waiting for changed */
+/* The same for a streamed token: a blocked host is woken at most once per
+ * LG_TOKEN_WAKE_MS; lg_block's timed wait delivers a deferred wake. */
+#define LG_TOKEN_WAKE_MS 5
+void lg_ev_bump_token(lg_eventlog *l);
 void lg_ev_push(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink_locked(lg_eventlog *l, lg_host_item *it); /* hq_mu held */
@@ -88,7 +94,9 @@ int lg_ev_read(lg_eventlog *l, int64_t since, int limit, buf_t *out);
 void lg_digest_json(buf_t *b, const lg_digest *d);
 uint64_t lg_ev_gen(lg_eventlog *l);
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out);
+int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out); /* -1: the lock stayed busy */
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json);
+int lg_ev_reply_try(lg_eventlog *l, uint64_t id, const char *json); /* -1: the lock stayed busy */
 int lg_ev_pending(lg_eventlog *l); /* host work that is not a log line */
 void lg_ev_set_host_multi(lg_eventlog *l, void *multi);
 void *lg_ev_host_multi(lg_eventlog *l);

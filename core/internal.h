@@ -29,6 +29,9 @@ void lg_buf_add(buf_t *b, const void *s, size_t n);
 void lg_buf_adds(buf_t *b, const char *s);
 void lg_buf_addc(buf_t *b, char c);
 void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append v in decimal, as "%lld" would (the record and event paths write
+ * many integers: no printf for them). */
+void lg_buf_add_int(buf_t *b, long long v);
 /* Append a JSON string literal (quotes included) for the n bytes of s; a
  * byte that starts no valid UTF-8 sequence is written as U+FFFD. */
 void lg_buf_add_jstr(buf_t *b, const char *s, size_t n);
@@ -74,6 +77,12 @@ int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 int lg_json_check(const char *s, size_t len, char *err, size_t errlen);
 /* Decode, raising a Lua error on bad input. */
 void lg_json_push(lua_State *L, const char *s, size_t len);
+/* The same for a record: an object whose nested objects and arrays decode
+ * on first access (json.c, "records decoded on first access"). */
+void lg_json_push_record(lua_State *L, const char *s, size_t len);
+/* Replaces the object text at the stack top by a record with only member
+ * `key` decoded; any other field read decodes the rest (json.c). */
+void lg_json_push_handle(lua_State *L, const char *key);
 /* Pushes the `luagent.json` C table: encode, decode, array, is_array,
  * empty_array, null. Idempotent per state (metatables live in the registry). */
 void lg_json_open(lua_State *L);

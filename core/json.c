@@ -213,6 +213,8 @@ static int enc_object(enc_t *e, int idx, size_t n, int d) {
   return 0;
 }
 
+static void lazy_materialize(lua_State *L, int t); /* records decoded on first access */
+
 static int enc_table(enc_t *e, int idx) {
   lua_State *L = e->L;
   const void *t = lua_topointer(L, idx);
@@ -222,6 +224,7 @@ static int enc_table(enc_t *e, int idx) {
   if (d >= MAXDEPTH) return enc_error(e, "nesting too deep");
   if (!lua_checkstack(L, 8)) return enc_error(e, "Lua stack overflow");
 
+  lazy_materialize(L, idx); /* a lazy record is encoded whole */
   int marked = 0;
   if (lua_getmetatable(L, idx)) {
     const void *mt = lua_topointer(L, -1);
@@ -735,6 +738,315 @@ void lg_json_push(lua_State *L, const char *s, size_t len) {
     luaL_error(L, "luagent.json.decode: %s", err);
 }
 
+/* ---- records decoded on first access ---------------------------------------- */
+
+/* A record (a JSON object) whose nested objects and arrays longer than
+ * LAZY_MIN bytes stay JSON text until first read: its scalar members are
+ * plain fields; each nested one is kept as text in the record's own
+ * metatable under the member's name, and __index decodes it into the
+ * record on first access (rawset, so it is decoded once). pairs (__pairs)
+ * and encode decode every member still pending first and drop the
+ * metatable, so the record is then a plain table. The whole text is
+ * checked when the record is made: a bad record fails there, never later.
+ * A field assigned before it was read wins over the pending text. */
+#define LAZY_MIN 32
+
+static int lazy_index(lua_State *L);
+static int handle_index(lua_State *L);
+
+/* A record made by lg_json_push_handle keeps its whole text in its
+ * metatable at [1] until a field other than the one decoded at once is
+ * read: then every member is decoded into it (the fields it has win). */
+static void handle_fill(lua_State *L, int t, int mt) {
+  if (lua_rawgeti(L, mt, 1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  size_t n;
+  const char *text = lua_tolstring(L, -1, &n);
+  lg_json_push(L, text, n);
+  int all = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, all)) {
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, t) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, t);
+    } else {
+      lua_pop(L, 2);
+    }
+  }
+  lua_pop(L, 2);
+  lua_pushnil(L);
+  lua_rawseti(L, mt, 1);
+}
+
+/* Decodes the pending member named by the key at `key` into the record at
+ * `t` (metatable at `mt`) unless the record has it already; pushes the
+ * field's value. */
+static void lazy_fill(lua_State *L, int t, int mt, int key) {
+  lua_pushvalue(L, key);
+  if (lua_rawget(L, t) != LUA_TNIL) return;
+  lua_pop(L, 1);
+  size_t n;
+  lua_pushvalue(L, key);
+  lua_rawget(L, mt);
+  const char *text = lua_tolstring(L, -1, &n);
+  lg_json_push(L, text, n);
+  lua_remove(L, -2);
+  lua_pushvalue(L, key);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, t);
+  lua_pushvalue(L, key);
+  lua_pushnil(L);
+  lua_rawset(L, mt);
+}
+
+static int is_lazy(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) return 0;
+  lua_pushliteral(L, "__index");
+  lua_rawget(L, -2);
+  lua_CFunction f = lua_tocfunction(L, -1);
+  int yes = f == lazy_index || f == handle_index;
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* Every pending member decoded; the record becomes a plain table. */
+static void lazy_materialize(lua_State *L, int t) {
+  t = lua_absindex(L, t);
+  if (!is_lazy(L, t)) return;
+  lua_getmetatable(L, t);
+  int mt = lua_gettop(L);
+  handle_fill(L, t, mt);
+  /* the names first: filling clears their slots in mt */
+  lua_newtable(L);
+  int names = lua_gettop(L);
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, mt)) {
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, names, ++n);
+    }
+    lua_pop(L, 1);
+  }
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, names, i);
+    lazy_fill(L, t, mt, lua_gettop(L));
+    lua_pop(L, 2);
+  }
+  lua_pushnil(L);
+  lua_setmetatable(L, t);
+  lua_pop(L, 2);
+}
+
+static int lazy_index(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TSTRING || !lua_getmetatable(L, 1)) return 0;
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, 3) != LUA_TSTRING) return 0; /* not pending (or a metamethod) */
+  lua_pop(L, 1);
+  lazy_fill(L, 1, 3, 2);
+  return 1;
+}
+
+static int handle_index(lua_State *L) {
+  if (!lua_getmetatable(L, 1)) return 0;
+  handle_fill(L, 1, 3);
+  lua_pushnil(L);
+  lua_setmetatable(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int lazy_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int lazy_pairs(lua_State *L) {
+  lazy_materialize(L, 1);
+  lua_pushcfunction(L, lazy_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+/* Pushes the lazy record of an object's JSON text (any other JSON value is
+ * decoded as by lg_json_decode); returns 0, or -1 with nothing pushed. */
+static int json_decode_record(lua_State *L, const char *s, size_t len, char *err, size_t errlen) {
+  int top = lua_gettop(L);
+  if (!s) {
+    s = "";
+    len = 0;
+  }
+  dec_t d = {L, s, s, s + len, err, errlen, 0, 0};
+  if (err && errlen) err[0] = '\0';
+  if (!lua_checkstack(L, 12)) return dec_error(&d, s, "Lua stack overflow");
+  skip_ws(&d);
+  if (peek(&d) != '{') return lg_json_decode(L, s, len, err, errlen);
+  push_array_mt(L);
+  d.mt = lua_gettop(L);
+  lua_pushnil(L); /* the metatable, made with the first pending member */
+  int mt = lua_gettop(L);
+  if (dec_enter(&d)) goto fail;
+  lua_newtable(L);
+  int t = lua_gettop(L);
+  if (peek(&d) == '}') {
+    d.p++;
+  } else {
+    for (;;) {
+      skip_ws(&d);
+      if (peek(&d) != '"') {
+        dec_error(&d, d.p, "expected string key");
+        goto fail;
+      }
+      if (dec_string(&d)) goto fail;
+      skip_ws(&d);
+      if (peek(&d) != ':') {
+        dec_error(&d, d.p, "expected ':'");
+        goto fail;
+      }
+      d.p++;
+      skip_ws(&d);
+      int c = peek(&d);
+      if (c == '{' || c == '[') {
+        const char *start = d.p;
+        d.L = NULL; /* only checked now */
+        int rc = dec_value(&d);
+        d.L = L;
+        if (rc) goto fail;
+        if ((size_t)(d.p - start) > LAZY_MIN) {
+          if (lua_isnil(L, mt)) {
+            lua_createtable(L, 0, 4);
+            lua_pushcfunction(L, lazy_index);
+            lua_setfield(L, -2, "__index");
+            lua_pushcfunction(L, lazy_pairs);
+            lua_setfield(L, -2, "__pairs");
+            lua_replace(L, mt);
+          }
+          lua_pushvalue(L, -1);
+          lua_pushnil(L);
+          lua_rawset(L, t); /* a later member of the same name replaces an earlier one */
+          lua_pushlstring(L, start, (size_t)(d.p - start));
+          lua_rawset(L, mt);
+        } else {
+          d.p = start;
+          if (dec_value(&d)) goto fail;
+          lua_rawset(L, t);
+        }
+      } else {
+        if (dec_value(&d)) goto fail;
+        if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) {
+          lua_pop(L, 1);
+          lua_pushnil(L);
+        }
+        if (!lua_isnil(L, mt)) { /* an earlier pending member of the same name is dropped */
+          lua_pushvalue(L, -2);
+          lua_pushnil(L);
+          lua_rawset(L, mt);
+        }
+        lua_rawset(L, t);
+      }
+      skip_ws(&d);
+      c = peek(&d);
+      if (c != ',' && c != '}') {
+        dec_error(&d, d.p, "expected ',' or '}'");
+        goto fail;
+      }
+      d.p++;
+      if (c == '}') break;
+    }
+  }
+  skip_ws(&d);
+  if (d.p != d.e) {
+    dec_error(&d, d.p, "trailing garbage");
+    goto fail;
+  }
+  if (!lua_isnil(L, mt)) {
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, t);
+  }
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return 0;
+fail:
+  lua_settop(L, top);
+  return -1;
+}
+
+/* Pushes a record of the object text at the stack top (replaced by it)
+ * with only member `key` decoded; the rest decodes when another field is
+ * first read (handle_fill). The text is checked now. */
+void lg_json_push_handle(lua_State *L, const char *key) {
+  char err[256];
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (lg_json_check(s, len, err, sizeof err) != 0) luaL_error(L, "luagent.json.decode: %s", err);
+  int text = lua_gettop(L);
+  lua_createtable(L, 0, 8);
+  int t = lua_gettop(L);
+  /* the member's value: found by a decode that checks and skips the rest */
+  dec_t d = {L, s, s, s + len, err, sizeof err, 0, 0};
+  push_array_mt(L);
+  d.mt = lua_gettop(L);
+  skip_ws(&d);
+  if (peek(&d) != '{') { /* not an object: decoded whole */
+    lua_settop(L, text);
+    lg_json_push(L, s, len);
+    lua_replace(L, text);
+    return;
+  }
+  d.p++;
+  size_t klen = strlen(key);
+  for (skip_ws(&d); peek(&d) == '"';) {
+    if (dec_string(&d)) break;
+    size_t n;
+    const char *k = lua_tolstring(L, -1, &n);
+    int hit = n == klen && memcmp(k, key, n) == 0;
+    skip_ws(&d);
+    d.p++; /* ':' (checked above) */
+    skip_ws(&d);
+    if (hit) {
+      if (dec_value(&d)) break;
+      if (lua_islightuserdata(L, -1) && lua_touserdata(L, -1) == LG_JSON_NULL) break; /* absent */
+      lua_rawset(L, t);
+      break;
+    }
+    lua_pop(L, 1);
+    d.L = NULL;
+    int rc = dec_value(&d);
+    d.L = L;
+    if (rc) break;
+    skip_ws(&d);
+    if (peek(&d) != ',') break;
+    d.p++;
+    skip_ws(&d);
+  }
+  lua_settop(L, t);
+  lua_createtable(L, 1, 2);
+  lua_pushcfunction(L, handle_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, lazy_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushvalue(L, text);
+  lua_rawseti(L, -2, 1);
+  lua_setmetatable(L, t);
+  lua_replace(L, text);
+}
+
+void lg_json_push_record(lua_State *L, const char *s, size_t len) {
+  char err[256];
+  if (json_decode_record(L, s, len, err, sizeof err) != 0)
+    luaL_error(L, "luagent.json.decode_record: %s", err);
+}
+
 /* ---- Lua functions --------------------------------------------------------- */
 
 static int buf_gc(lua_State *L) {
@@ -772,6 +1084,20 @@ static int l_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   lg_json_push(L, s, len);
+  return 1;
+}
+
+static int l_decode_record(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lg_json_push_record(L, s, len);
+  return 1;
+}
+
+/* decode every pending member of a lazy record now (any other value: as is) */
+static int l_materialize(lua_State *L) {
+  if (lua_istable(L, 1)) lazy_materialize(L, 1);
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -826,6 +1152,8 @@ void lg_json_open(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"encode", l_encode},
     {"decode", l_decode},
+    {"decode_record", l_decode_record},
+    {"materialize", l_materialize},
     {"array", l_array},
     {"is_array", l_is_array},
     {NULL, NULL},

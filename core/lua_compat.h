@@ -210,10 +210,22 @@ static inline void lg_compat_traceback(lua_State *L, lua_State *L1, const char *
 #define luaL_traceback(L, L1, msg, level) lg_compat_traceback((L), (L1), (msg), (level))
 
 #define luaL_loadbufferx(L, s, n, chunk, mode) luaL_loadbuffer((L), (s), (n), (chunk))
+#undef luaL_loadfilex
+#define luaL_loadfilex(L, path, mode) luaL_loadfile((L), (path))
 #endif /* < 502 */
 
-/* lua_rawgetp returns the value's type from 5.3 on; the core reads it. */
+/* lua_rawget, lua_rawgeti and lua_rawgetp return the value's type from 5.3
+ * on; the core reads it. lua_dump takes a strip flag from 5.3 on (5.1, 5.2
+ * and LuaJIT keep the debug information, as strip = 0 does). */
 #if LUA_VERSION_NUM < 503
+static inline int lg_compat_rawget(lua_State *L, int idx) {
+  lua_rawget(L, idx);
+  return lua_type(L, -1);
+}
+static inline int lg_compat_rawgeti(lua_State *L, int idx, lua_Integer n) {
+  lua_rawgeti(L, idx, (int)n);
+  return lua_type(L, -1);
+}
 static inline int lg_compat_rawgetp(lua_State *L, int idx, const void *p) {
   idx = lua_absindex(L, idx);
   lua_pushlightuserdata(L, (void *)p);
@@ -221,7 +233,10 @@ static inline int lg_compat_rawgetp(lua_State *L, int idx, const void *p) {
   return lua_type(L, -1);
 }
 #undef lua_rawgetp
+#define lua_rawget(L, idx) lg_compat_rawget((L), (idx))
+#define lua_rawgeti(L, idx, n) lg_compat_rawgeti((L), (idx), (n))
 #define lua_rawgetp(L, idx, p) lg_compat_rawgetp((L), (idx), (p))
+#define lua_dump(L, writer, data, strip) lua_dump((L), (writer), (data))
 #endif
 
 /* LuaJIT runs no hook inside a compiled trace, so a loop it compiled could

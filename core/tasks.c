@@ -406,7 +406,9 @@ static void add_time_field(buf_t *b, const char *k, int64_t ms) {
   lg_iso8601(ms, iso);
   lg_buf_addc(b, ',');
   lg_buf_add_jkey(b, k);
-  lg_buf_addf(b, "\"%s\"", iso);
+  lg_buf_addc(b, '"');
+  lg_buf_adds(b, iso);
+  lg_buf_addc(b, '"');
 }
 
 void lg_add_error(buf_t *b, const lg_task *t) {
@@ -442,7 +444,8 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   lg_add_str_field(b, "parent_task_id", t->parent_task_id);
   lg_add_str_field(b, "root_task_id", t->root_task_id);
   lg_add_str_field(b, "root_run_id", lg_root_run_id(t));
-  lg_buf_addf(b, ",\"depth\":%d", t->depth);
+  lg_buf_adds(b, ",\"depth\":");
+  lg_buf_add_int(b, t->depth);
   lg_add_str_field(b, "prompt", t->prompt);
   lg_add_raw_field(b, "args", t->args_json);
   lg_add_str_field(b, "status", status_names[t->status]);
@@ -450,15 +453,24 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
   add_time_field(b, "started_at", t->started_at);
   add_time_field(b, "finished_at", t->finished_at);
   add_time_field(b, "retry_at", t->phase == PH_RETRY ? t->retry_at : 0);
-  lg_buf_addf(b, ",\"attempts\":%d,\"max_retries\":%d,\"timeout_s\":%.17g", t->attempts,
-           t->max_retries, t->timeout_s);
+  lg_buf_adds(b, ",\"attempts\":");
+  lg_buf_add_int(b, t->attempts);
+  lg_buf_adds(b, ",\"max_retries\":");
+  lg_buf_add_int(b, t->max_retries);
+  /* %.17g of an integral double below 2^53 is its integer digits */
+  if (t->timeout_s > -9e15 && t->timeout_s < 9e15 && t->timeout_s == (double)(long long)t->timeout_s) {
+    lg_buf_adds(b, ",\"timeout_s\":");
+    lg_buf_add_int(b, (long long)t->timeout_s);
+  } else {
+    lg_buf_addf(b, ",\"timeout_s\":%.17g", t->timeout_s);
+  }
   lg_add_str_field(b, "idempotency_key", t->idem_key);
   if (t->stale_ms > 0) lg_buf_addf(b, ",\"stale_after_s\":%.17g", (double)t->stale_ms / 1000.0);
   lg_add_raw_field(b, "result", t->result_json);
   if (t->run_status[0]) lg_add_str_field(b, "run_status", t->run_status);
   lg_add_error(b, t);
   lg_usage_fields(b, t, 1);
-  lg_buf_addf(b, ",\"cancel_requested\":%s", t->cancel_requested ? "true" : "false");
+  lg_buf_adds(b, t->cancel_requested ? ",\"cancel_requested\":true" : ",\"cancel_requested\":false");
   if (t->wait_n > 0) {
     lg_buf_adds(b, ",\"waiting_on\":[");
     for (int i = 0; i < t->wait_n; i++) {
@@ -467,7 +479,8 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
     }
     lg_buf_addc(b, ']');
   }
-  lg_buf_addf(b, ",\"delivered\":%s,\"priority\":%lld", t->delivered ? "true" : "false", t->priority);
+  lg_buf_adds(b, t->delivered ? ",\"delivered\":true,\"priority\":" : ",\"delivered\":false,\"priority\":");
+  lg_buf_add_int(b, (long long)t->priority);
   lg_add_raw_field(b, "metadata", t->metadata_json);
   lg_inbox_json(t, b);
   if (internal) {

@@ -64,6 +64,17 @@ void lg_buf_addf(buf_t *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+void lg_buf_add_int(buf_t *b, long long v) {
+  char tmp[24], *e = tmp + sizeof tmp, *p = e;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  lg_buf_add(b, p, (size_t)(e - p));
+}
+
 size_t lg_utf8_seq(const char *p, size_t n) {
   const unsigned char *s = (const unsigned char *)p;
   if (n == 0) return 0;
@@ -190,12 +201,46 @@ int64_t lg_wall_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static char *put_digits(char *o, int v, int n) {
+  for (int i = n - 1; i >= 0; i--) {
+    o[i] = (char)('0' + v % 10);
+    v /= 10;
+  }
+  return o + n;
+}
+
+/* YYYY-MM-DDTHH:MM:SS.mmmZ written by hand: every record and event has a
+ * few, and strftime and snprintf cost more than the rest of an event. */
 void lg_iso8601(int64_t wall_ms, char out[32]) {
   time_t secs = (time_t)(wall_ms / 1000);
+  int ms = (int)(wall_ms % 1000);
+  if (ms < 0) {
+    ms += 1000;
+    secs--;
+  }
   struct tm tm;
   gmtime_r(&secs, &tm);
-  size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, 32 - n, ".%03dZ", (int)(wall_ms % 1000));
+  int year = tm.tm_year + 1900;
+  if (year < 0 || year > 9999) { /* not a time luagent writes: the general way */
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", ms);
+    return;
+  }
+  char *o = put_digits(out, year, 4);
+  *o++ = '-';
+  o = put_digits(o, tm.tm_mon + 1, 2);
+  *o++ = '-';
+  o = put_digits(o, tm.tm_mday, 2);
+  *o++ = 'T';
+  o = put_digits(o, tm.tm_hour, 2);
+  *o++ = ':';
+  o = put_digits(o, tm.tm_min, 2);
+  *o++ = ':';
+  o = put_digits(o, tm.tm_sec, 2);
+  *o++ = '.';
+  o = put_digits(o, ms, 3);
+  *o++ = 'Z';
+  *o = '\0';
 }
 
 /* Crockford base 32 keeps ids sortable as plain strings. */

@@ -201,15 +201,24 @@ return luagent.config{
     local turn2 = req.messages[#req.messages].content == "and?"
     if noticed(req) then return { text = "NOTICE SEEN" } end
     if turn2 or #req.messages > 2 then return { text = "no notice" } end
-    return { tool_calls = { { name = "work", arguments = {} } } }
+    return { tool_calls = { { name = "work", arguments = { latch = LATCH } } } }
   end),
   background_tasks = { enabled = true, KEEP },
-  tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function() return "r" end },
+  tools = { luagent.tool{ name = "work", background = { enabled = true }, handler = function(args, ctx)
+              -- finishes only once the first chat is over, however fast a worker starts
+              ctx:wait({ args.latch }, { timeout_s = 60 })
+              return "r"
+            end },
+            luagent.tool{ name = "park", handler = function(_, ctx) ctx:sleep(3600) end },
             luagent.tool{ name = "noop", handler = function() end } },
   agents = { luagent.agent{ id = "sup", tools = { "work" } } },
 } ]]):gsub("KEEP", keep), "=bg_edge_keep"))
+    local latch = app:enqueue_tool("park", {}).task_id
+    _G.LATCH = latch
     assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
-    local child = app:list()[1]
+    _G.LATCH = nil
+    app:cancel(latch)
+    local child = app:list({ agent_id = "sup" })[1]
     assert.equal("completed", app:wait({ child.task_id }).tasks[1].status)
     local marker = app:enqueue_tool("noop", {})
     app:wait({ marker.task_id })

@@ -52,6 +52,9 @@ describe("the example C host against an installed luagent", function()
     assert.equals(s.host_calls, s.main_thread_calls, out)
     assert.equals(0, s.other_tid, out)
     assert.is_true(s.worker_inits >= 1, out)
+    -- every worker thread runs as batch work (worker_init), so a worker a
+    -- host-tool answer wakes never preempts the frame loop
+    assert.equals(s.worker_inits, s.batch_workers, out)
     assert.equals(2 * RUNS, #srv:requests())
     -- after close{ grace_s = 0 } the idle workers wound down within the
     -- host's 30 frames of grace

@@ -5,9 +5,17 @@
  * It loads a startup script (examples/host/agents.lua), enqueues N background
  * agent runs, and then, once a frame: moves the player, calls app:poll with a
  * budget (the host tool player_position is answered there, from the C game
- * state, on this thread), and shows the task counts when they change. When
- * every run has finished it closes the app without waiting, lets the
- * workers wind down for at most 30 more frames, and exits.
+ * state, on this thread), collects its Lua heap in the frame's spare time,
+ * and shows the task counts when they change. When every run has finished it
+ * closes the app without waiting, lets the workers wind down for at most 30
+ * more frames, and exits.
+ *
+ * Two things keep the frame from stalling (README, "A frame that never
+ * stalls"): worker threads are batch work for the kernel (SCHED_BATCH, set
+ * in worker_init), so a worker woken by a host-tool answer never preempts
+ * this thread; and the host state's automatic collector is off, a few
+ * incremental steps run after each frame's work instead, so no poll pays
+ * for a collection step over the whole heap.
  *
  * Two builds of the same file:
  *   static (libluagent.a, the Lua half built in; no package.path):
@@ -16,7 +24,8 @@
  *   through package.path/cpath, LUA_PATH/LUA_CPATH):
  *     cc -DHOST_REQUIRE host.c $(pkg-config --cflags luagent) $(pkg-config --libs lua5.4)
  *
- *   host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--quiet] [config.lua]
+ *   host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--gc-ms MS]
+ *        [--quiet] [config.lua]
  *
  * The last lines it prints are a summary the specs read (key=value). Exit
  * status 0 when every run completed and every host-tool call was answered
@@ -27,16 +36,19 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define FRAME_NS (1000000000L / 60)
 #define POLL_BUDGET_MS 2.0 /* default; --budget-ms sets it */
+#define GC_BUDGET_MS 1.0   /* spare time per frame for the collector; --gc-ms */
 
 /* ------------------------------------------------------- game state */
 
@@ -50,7 +62,7 @@ static struct {
   int finished, completed;
 } game;
 
-static atomic_int worker_inits;
+static atomic_int worker_inits, batch_workers;
 
 static double now_s(void) {
   struct timespec ts;
@@ -58,16 +70,39 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double thread_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static long thread_id(void) { return (long)syscall(SYS_gettid); }
+
+/* This thread's context switches so far: voluntary (it slept in the
+ * kernel: a lock, a wait) and involuntary (another thread took its core). */
+static void thread_switches(long *vol, long *invol) {
+  struct rusage ru;
+  getrusage(RUSAGE_THREAD, &ru);
+  *vol = ru.ru_nvcsw;
+  *invol = ru.ru_nivcsw;
+}
 
 /* ------------------------------------------------ C called by luagent */
 
 /* Every worker state runs this on its own thread before the startup
- * script: a real host would add its own C modules here. */
+ * script: a real host would add its own C modules here. This one also
+ * marks the worker thread as batch work (Linux): the kernel then never
+ * lets it preempt a running thread when it wakes (a host-tool answer wakes
+ * one), so the frame loop keeps its core until it sleeps. */
 static void worker_init(lua_State *L, void *ud) {
   (void)L;
   (void)ud;
   atomic_fetch_add(&worker_inits, 1);
+#ifdef SCHED_BATCH
+  struct sched_param sp = {0};
+  (void)sched_setscheduler(0, SCHED_BATCH, &sp); /* not fatal: frames may just stall more */
+  if (sched_getscheduler(0) == SCHED_BATCH) atomic_fetch_add(&batch_workers, 1);
+#endif
 }
 
 #ifndef HOST_REQUIRE
@@ -157,6 +192,26 @@ static void wait_next_frame(struct timespec *next) {
   clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, next, NULL);
 }
 
+/* The host state's collector, run in the frame's spare time (automatic
+ * collection is off): incremental steps until `budget_ms` is spent or the
+ * cycle ends; a new cycle starts once the heap has grown by half since the
+ * last one ended. Returns the milliseconds spent. */
+static double collect_spare(lua_State *L, double budget_ms) {
+  static int in_cycle, base_kb;
+  int kb = lua_gc(L, LUA_GCCOUNT, 0);
+  if (!in_cycle && kb < base_kb + base_kb / 2 + 64) return 0;
+  in_cycle = 1;
+  double t0 = now_s(), spent = 0;
+  do {
+    if (lua_gc(L, LUA_GCSTEP, 0)) {
+      in_cycle = 0;
+      base_kb = lua_gc(L, LUA_GCCOUNT, 0);
+    }
+    spent = (now_s() - t0) * 1000.0;
+  } while (in_cycle && spent < budget_ms);
+  return spent;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
@@ -167,7 +222,7 @@ static int cmp_double(const void *a, const void *b) {
 int main(int argc, char **argv) {
   const char *config = "examples/host/agents.lua";
   int runs = 8, concurrency = 8, quiet = 0;
-  double timeout_s = 60, budget_ms = POLL_BUDGET_MS;
+  double timeout_s = 60, budget_ms = POLL_BUDGET_MS, gc_ms = GC_BUDGET_MS;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
       runs = atoi(argv[++i]);
@@ -177,12 +232,15 @@ int main(int argc, char **argv) {
       timeout_s = atof(argv[++i]);
     else if (strcmp(argv[i], "--budget-ms") == 0 && i + 1 < argc)
       budget_ms = atof(argv[++i]);
+    else if (strcmp(argv[i], "--gc-ms") == 0 && i + 1 < argc)
+      gc_ms = atof(argv[++i]);
     else if (strcmp(argv[i], "--quiet") == 0)
       quiet = 1;
     else if (argv[i][0] != '-')
       config = argv[i];
     else {
-      fprintf(stderr, "usage: host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--quiet] [config.lua]\n");
+      fprintf(stderr, "usage: host [--runs N] [--concurrency N] [--timeout-s S] [--budget-ms MS] [--gc-ms MS] "
+                      "[--quiet] [config.lua]\n");
       return 2;
     }
   }
@@ -254,11 +312,19 @@ int main(int argc, char **argv) {
     call(L, 3, 0, "app:enqueue_background");
   }
 
+  /* from here on the heap is collected in each frame's spare time, in small
+   * steps (2^10 bytes of allocation's worth of work each) */
+  lua_gc(L, LUA_GCINC, 0, 0, 10);
+  lua_gc(L, LUA_GCSTOP);
+  collect_spare(L, 1e9); /* start from a collected heap */
+
   /* the frame loop */
   long max_frames = (long)(timeout_s * 60);
   double *poll_ms = calloc((size_t)max_frames + 1, sizeof *poll_ms);
-  if (!poll_ms) return 1;
-  long frames = 0;
+  double *poll_cpu_ms = calloc((size_t)max_frames + 1, sizeof *poll_cpu_ms);
+  double *gc_frame_ms = calloc((size_t)max_frames + 1, sizeof *gc_frame_ms);
+  if (!poll_ms || !poll_cpu_ms || !gc_frame_ms) return 1;
+  long frames = 0, blocked = 0, preempted = 0;
   lua_Integer last_running = -1, last_queued = -1, last_done = -1;
   struct timespec next;
   clock_gettime(CLOCK_MONOTONIC, &next);
@@ -271,9 +337,15 @@ int main(int argc, char **argv) {
     lua_createtable(L, 0, 1);
     lua_pushnumber(L, budget_ms);
     lua_setfield(L, -2, "budget_ms");
-    double t0 = now_s();
+    long vol0, invol0, vol1, invol1;
+    thread_switches(&vol0, &invol0);
+    double t0 = now_s(), cpu0 = thread_cpu_s();
     call(L, 2, 0, "app:poll");
+    poll_cpu_ms[frames] = (thread_cpu_s() - cpu0) * 1000.0;
     poll_ms[frames++] = (now_s() - t0) * 1000.0;
+    thread_switches(&vol1, &invol1);
+    blocked += vol1 > vol0;
+    preempted += invol1 > invol0;
 
     method(L, "stats");
     call(L, 1, 1, "app:stats");
@@ -287,6 +359,7 @@ int main(int argc, char **argv) {
     last_queued = queued;
     last_done = game.finished;
 
+    gc_frame_ms[frames - 1] = collect_spare(L, gc_ms); /* the frame's spare time */
     wait_next_frame(&next);
   }
 
@@ -322,13 +395,28 @@ int main(int argc, char **argv) {
   double p99 = frames ? poll_ms[(frames * 99) / 100] : 0;
   double worst = frames ? poll_ms[frames - 1] : 0;
   free(poll_ms);
+  double cpu_total = 0;
+  for (long i = 0; i < frames; i++) cpu_total += poll_cpu_ms[i];
+  qsort(poll_cpu_ms, (size_t)frames, sizeof *poll_cpu_ms, cmp_double);
+  double cpu_p50 = frames ? poll_cpu_ms[frames / 2] : 0;
+  double cpu_p99 = frames ? poll_cpu_ms[(frames * 99) / 100] : 0;
+  double cpu_worst = frames ? poll_cpu_ms[frames - 1] : 0;
+  free(poll_cpu_ms);
+  qsort(gc_frame_ms, (size_t)frames, sizeof *gc_frame_ms, cmp_double);
+  double gc_p99 = frames ? gc_frame_ms[(frames * 99) / 100] : 0;
+  double gc_worst = frames ? gc_frame_ms[frames - 1] : 0;
+  free(gc_frame_ms);
 
   printf("runs=%d finished=%d completed=%d frames=%ld\n", runs, game.finished, game.completed, frames);
-  printf("host_calls=%d main_thread_calls=%d main_tid=%ld other_tid=%ld worker_inits=%d\n",
+  printf("host_calls=%d main_thread_calls=%d main_tid=%ld other_tid=%ld worker_inits=%d batch_workers=%d\n",
          game.host_calls, game.host_calls_on_main, game.main_tid, game.other_tid,
-         atomic_load(&worker_inits));
+         atomic_load(&worker_inits), atomic_load(&batch_workers));
   printf("poll_ms p50=%.3f p99=%.3f worst=%.3f close_ms=%.3f lua_close_ms=%.3f\n", p50, p99, worst,
          close_ms, lua_close_ms);
+  printf("poll_cpu_ms cpu_p50=%.3f cpu_p99=%.3f cpu_worst=%.3f cpu_total=%.3f\n", cpu_p50, cpu_p99, cpu_worst,
+         cpu_total);
+  printf("gc_ms_p99=%.3f gc_ms_worst=%.3f polls_blocked=%ld polls_preempted=%ld\n", gc_p99, gc_worst,
+         blocked, preempted);
   printf("drain_frames=%ld left_draining=%lld\n", drain_frames, (long long)draining);
   int ok = game.completed == runs && game.host_calls > 0 && game.host_calls == game.host_calls_on_main;
   return ok ? 0 : 1;

@@ -96,11 +96,35 @@ local function run_call(self, it)
   if not ok2 then
     text = json.encode(tools.fail("runtime", "host tool result is not JSON: " .. tostring(text)))
   end
-  self._core:reply(it.id, text)
+  -- a frame does not wait for the queue's lock: a reply it kept from a busy
+  -- lock goes out at the start of the next pump (App:_pump)
+  if not self._core:reply(it.id, text, self._frame_nowait) then
+    self._replies[#self._replies + 1] = { it.id, text }
+  end
+end
+
+-- Replies a frame kept from a busy lock, oldest first: a frame tries them
+-- without waiting (keeping what still does not go) unless the last frame's
+-- try found the lock busy; anything else waits. So every reply goes out by
+-- the second pump after it was made.
+local function flush_replies(self, frame)
+  local kept = self._replies
+  if not kept[1] then return end
+  self._replies = {}
+  local nowait = frame and not self._reply_was_busy
+  self._reply_was_busy = false
+  for i, r in ipairs(kept) do
+    if not self._core:reply(r[1], r[2], nowait) then
+      for j = i, #kept do self._replies[#self._replies + 1] = kept[j] end
+      self._reply_was_busy = true
+      return
+    end
+  end
 end
 
 local function run_callback(self, it)
-  local payload = json.decode(it.json)
+  -- a record's nested members (result, usage, ...) decode when first read
+  local payload = json.decode_record(it.json)
   local fns = {}
   local hook = self._reg.hooks["on_" .. it.kind]
   if hook then fns[#fns + 1] = hook end
@@ -128,24 +152,47 @@ end
 
 local runners = { call = run_call, callback = run_callback, log = run_log }
 
--- Run host work queued by workers. Returns how many items ran.
-function App:_pump(max_items, budget_s)
+-- What the next host item will likely cost under a budget: the larger of
+-- the last item's cost and a running average (docs/architecture.md, R-5).
+local function item_cost(self, cost)
+  local avg = self._item_avg
+  avg = avg and avg + (cost - avg) * 0.25 or cost
+  self._item_avg = avg
+  self._item_est = math.max(cost, avg)
+end
+
+-- Run host work queued by workers. Returns how many items ran. Under a
+-- budget (poll's frame) the first item always runs; another starts only
+-- while the time left covers what an item is expected to cost, so the one
+-- that would cross the budget waits, queued and in order, for the next call.
+-- A frame (poll under a budget) also never waits for the queue's lock: a
+-- worker holding it may be off its core; the next frame then takes it
+-- waiting, so work always moves on.
+function App:_pump(max_items, budget_s, frame)
   if self._in_cb > 0 then return 0 end
   max_items = max_items or math.huge
+  frame = frame and budget_s ~= nil
+  flush_replies(self, frame)
+  self._frame_nowait = frame
   local n, t0 = 0, core.now()
   while n < max_items do
+    if budget_s and n > 0 and core.now() - t0 + (self._item_est or 0) > budget_s then break end
     -- one item at a time under a budget, so nothing taken is left unrun
-    local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n))
-    if #batch == 0 then break end
+    local nowait = frame and not self._take_was_busy
+    local batch = self._core:take(budget_s and 1 or math.min(64, max_items - n), nowait)
+    self._take_was_busy = batch == nil
+    if not batch or #batch == 0 then break end
     for _, it in ipairs(batch) do
+      local s0 = budget_s and core.now()
       self._in_cb = self._in_cb + 1
       local ok, err = pcall(runner.unwatched, runners[it.type], self, it)
       self._in_cb = self._in_cb - 1
       if not ok then log.emit("error", "luagent: host work failed: " .. tostring(err)) end
+      if s0 then item_cost(self, core.now() - s0) end
       n = n + 1
     end
-    if budget_s and core.now() - t0 >= budget_s then break end
   end
+  self._frame_nowait = false
   if self._watchers[1] then self:_notify_watchers() end
   if self._close_pending and self._in_cb == 0 then
     local opts = self._close_pending
@@ -187,10 +234,11 @@ function App:poll(opts)
   if self._in_cb > 0 then return 0 end
   opts = opts or {}
   local gen = opts.wait_ms and self._core:gen()
-  local n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+  local n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000, true)
   if n == 0 and opts.wait_ms and opts.wait_ms > 0 then
-    self._core:block(gen, opts.wait_ms / 1000)
-    n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000)
+    -- (work that a busy lock kept from this frame is queued: no waiting)
+    if not self._take_was_busy then self._core:block(gen, opts.wait_ms / 1000) end
+    n = self:_pump(opts.max_callbacks, opts.budget_ms and opts.budget_ms / 1000, true)
   end
   return n
 end
@@ -971,6 +1019,7 @@ function app.new(reg, boot)
     _listeners = {},
     _listener_list = {},
     _in_cb = 0,
+    _replies = {}, -- host-tool replies a frame kept from a busy lock (App:_pump)
     _cursor = 0,
     _closed = false,
     _fg_runs = {},

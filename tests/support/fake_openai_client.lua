@@ -108,13 +108,14 @@ function server_mt:stop()
   self.proc = nil
 end
 
--- Spawn a server and wait until it listens. opts.port (default 0: any free one).
+-- Spawn a server and wait until it listens. opts.port (default 0: any free
+-- one); opts.lua, the command that runs it (default FAKE_OPENAI_LUA or lua5.4).
 function M.start(opts)
   opts = opts or {}
   local fifo = os.tmpname()
   os.remove(fifo)
   assert(os.execute("mkfifo -m 600 " .. shell_quote(fifo)), "fake_openai: mkfifo failed")
-  local lua = os.getenv("FAKE_OPENAI_LUA") or "lua5.4"
+  local lua = opts.lua or os.getenv("FAKE_OPENAI_LUA") or "lua5.4"
   -- LD_PRELOAD is dropped: sanitizer runs preload their runtime for the
   -- library under test, the server needs none of it
   local cmd = string.format("exec env -u LD_PRELOAD %s %s --port %d > %s",
