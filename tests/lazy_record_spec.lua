@@ -1,6 +1,7 @@
 -- Records decoded on first access (README "Embedding in a game or app"):
 -- luagent.json.decode_record, and the records lifecycle callbacks receive,
 -- whose nested members (result, usage, ...) stay JSON text until read.
+local closing = require "support.closing"
 local luagent = require "luagent"
 local json = luagent.json
 local fake = require "support.fake_openai_client"
@@ -89,7 +90,7 @@ end
 
 describe("task_finished callbacks get a record decoded on first access", function()
   it("with a scripted model", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 local pos = luagent.host_tool{ name = "pos", description = "where", input_schema = { type = "object" } }
 return luagent.config{
@@ -100,7 +101,7 @@ return luagent.config{
   end),
   background_tasks = { enabled = true },
   agents = { luagent.agent{ id = "a", tools = { pos } } },
-}]])
+}]]))
     check(finished_record(app))
   end)
 
@@ -108,25 +109,25 @@ return luagent.config{
     local srv = fake.start()
     finally(function() srv:stop() end)
     srv:script({ { tool_calls = { { id = "c1", name = "pos", arguments = {} } } }, { text = "at x" } })
-    local app <close> = FA.app(srv, nil, [[
+    local app = closing(FA.app(srv, nil, [[
 local pos = luagent.host_tool{ name = "pos", description = "where", input_schema = { type = "object" } }
 return luagent.config{
   model = MODEL,
   background_tasks = { enabled = true },
   agents = { luagent.agent{ id = "a", tools = { pos } } },
-}]])
+}]]))
     check(finished_record(app))
   end)
 end)
 
 describe("enqueue records", function()
   it("have task_id decoded and every other field decoded on first read", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 return luagent.config{
   background_tasks = { enabled = true },
   tools = { luagent.tool{ name = "echo", handler = function(args) return args end } },
-}]])
+}]]))
     local rec = app:enqueue_tool("echo", { text = "hello there, a long enough argument" }, { metadata = { k = 1 } })
     assert.matches("^tsk_", rawget(rec, "task_id"))
     assert.is_nil(rawget(rec, "status"))
