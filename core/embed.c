@@ -8,6 +8,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -158,8 +159,12 @@ static int search_file(lua_State *L, const char *name) {
   char real[PATH_MAX];
   struct stat st;
   if (!realpath(found, real) || stat(real, &st) != 0) return 0;
-  const char *key = lua_pushfstring(L, "%s\n%I\n%I", real, (lua_Integer)st.st_size,
-                                    (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+  /* snprintf, not lua_pushfstring: 5.1 and LuaJIT have no %I */
+  char kb[PATH_MAX + 48];
+  snprintf(kb, sizeof kb, "%s\n%lld\n%lld", real, (long long)st.st_size,
+           (long long)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+  lua_pushstring(L, kb);
+  const char *key = lua_tostring(L, -1);
   const char *chunk = lua_pushfstring(L, "@%s", found);
   if (!cache_load(L, key, chunk)) {
     if (luaL_loadfilex(L, found, "t") != LUA_OK)

@@ -748,8 +748,13 @@ void lg_json_push(lua_State *L, const char *s, size_t len) {
  * and encode decode every member still pending first and drop the
  * metatable, so the record is then a plain table. The whole text is
  * checked when the record is made: a bad record fails there, never later.
- * A field assigned before it was read wins over the pending text. */
+ * A field assigned before it was read wins over the pending text.
+ * Lua 5.1 and LuaJIT call no __pairs: there a record is decoded whole when
+ * it is made (docs/architecture.md, "Lua versions"). */
 #define LAZY_MIN 32
+
+/* whether pairs() honours __pairs, which a lazy record needs */
+#define LAZY_RECORDS (LUA_VERSION_NUM >= 502)
 
 static int lazy_index(lua_State *L);
 static int handle_index(lua_State *L);
@@ -881,6 +886,7 @@ static int lazy_pairs(lua_State *L) {
 /* Pushes the lazy record of an object's JSON text (any other JSON value is
  * decoded as by lg_json_decode); returns 0, or -1 with nothing pushed. */
 static int json_decode_record(lua_State *L, const char *s, size_t len, char *err, size_t errlen) {
+  if (!LAZY_RECORDS) return lg_json_decode(L, s ? s : "", s ? len : 0, err, errlen);
   int top = lua_gettop(L);
   if (!s) {
     s = "";
@@ -990,6 +996,12 @@ void lg_json_push_handle(lua_State *L, const char *key) {
   const char *s = lua_tolstring(L, -1, &len);
   if (lg_json_check(s, len, err, sizeof err) != 0) luaL_error(L, "luagent.json.decode: %s", err);
   int text = lua_gettop(L);
+  if (!LAZY_RECORDS) {
+    LG_UNUSED(key);
+    lg_json_push(L, s, len);
+    lua_replace(L, text);
+    return;
+  }
   lua_createtable(L, 0, 8);
   int t = lua_gettop(L);
   /* the member's value: found by a decode that checks and skips the rest */

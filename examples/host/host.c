@@ -314,8 +314,10 @@ int main(int argc, char **argv) {
 
   /* from here on the heap is collected in each frame's spare time, in small
    * steps (2^10 bytes of allocation's worth of work each) */
+#if LUA_VERSION_NUM >= 504
   lua_gc(L, LUA_GCINC, 0, 0, 10);
-  lua_gc(L, LUA_GCSTOP);
+#endif
+  lua_gc(L, LUA_GCSTOP, 0);
   collect_spare(L, 1e9); /* start from a collected heap */
 
   /* the frame loop */
