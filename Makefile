@@ -2,6 +2,7 @@
 #
 #   make            build luagent/core.so
 #   make test       install missing Debian packages (as root, Chromium included), build, run every spec
+#                   (LUA=luajit, lua5.3, ...: the same under another Lua, README "Lua versions")
 #   make demo       run the example (scripted model unless OPENAI_API_KEY/OPENAI_BASE_URL is set)
 #   make sanitize   the whole suite under ASan+UBSan
 #   make tsan       the whole suite under ThreadSanitizer
@@ -12,18 +13,25 @@
 #   make ci         what CI runs (.ci/run): test, sanitize, tsan, fuzz
 #   make install    module, Lua files, command, luagent.h, libluagent.a, luagent.pc
 
+# LUA picks the Lua: lua5.4 (the default), luajit, lua5.3, lua5.2, lua5.1.
+# Its Debian pkg-config name is its own name; headers and libraries come
+# from there. Any Lua but 5.4 builds into build/<lua>/luagent, so its module
+# and the 5.4 one in luagent/ live side by side (README, "Lua versions").
 LUA       ?= lua5.4
+LUA_PC    ?= $(notdir $(LUA))
+# its version as install directories name it (share/lua/5.1 for LuaJIT)
+LUA_ABI   := $(or $(if $(filter luajit,$(LUA_PC)),5.1,$(filter 5.%,$(patsubst lua%,%,$(LUA_PC)))),5.4)
 BUSTED    ?= $(LUA) /usr/bin/busted
 CC        ?= cc
 PKG       := pkg-config
-LUA_INCDIR  ?= $(shell $(PKG) --variable=includedir lua5.4 2>/dev/null)/lua5.4
+LUA_INCDIR  ?= $(patsubst -I%,%,$(firstword $(shell $(PKG) --cflags-only-I $(LUA_PC) 2>/dev/null)))
 CURL_CFLAGS ?= $(shell $(PKG) --cflags libcurl 2>/dev/null)
 CURL_LIBS   ?= $(shell $(PKG) --libs libcurl 2>/dev/null || echo -lcurl)
 SQLITE_LIBS ?= $(shell $(PKG) --libs sqlite3 2>/dev/null || echo -lsqlite3)
 # libpq: the PostgreSQL store (core/store_pg.c)
 PQ_CFLAGS   ?= $(shell $(PKG) --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 PQ_LIBS     ?= $(shell $(PKG) --libs libpq 2>/dev/null || echo -lpq)
-LUA_LIBS    ?= $(shell $(PKG) --libs lua5.4 2>/dev/null || echo -llua5.4)
+LUA_LIBS    ?= $(shell $(PKG) --libs $(LUA_PC) 2>/dev/null || echo -l$(LUA_PC))
 
 OPT      ?= -O2
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -36,18 +44,27 @@ LDLIBS   = $(CURL_LIBS) $(SQLITE_LIBS) $(PQ_LIBS) -lpthread -ldl -lm
 SRC := $(wildcard core/*.c)
 HDR := $(wildcard core/*.h)
 
+ifeq ($(LUA_PC),lua5.4)
 OUT ?= luagent
+else
+OUT ?= build/$(LUA_PC)/luagent
+endif
 MODULE := $(OUT)/core.so
 
+# the interpreter and headers of another LUA
+LUA_DEB_PKGS := $(if $(filter luajit,$(LUA_PC)),luajit libluajit-5.1-dev,\
+               $(if $(filter lua5.4,$(LUA_PC)),,$(LUA_PC) lib$(LUA_PC)$(if $(filter lua5.1,$(LUA_PC)),-0)-dev))
 # Packages `make test` and `make demo` need on Debian 12 (lua-argparse: the
 # luagent command; tmux: its terminal spec; libpq-dev: the PostgreSQL store).
 DEB_PKGS := lua5.4 liblua5.4-dev lua-cjson libcurl4-openssl-dev libsqlite3-dev lua-busted \
-            lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux libpq-dev
+            lua-socket luarocks sqlite3 pkg-config gcc make lua-argparse tmux libpq-dev $(LUA_DEB_PKGS)
 # What only the specs need: headless Chromium checks the trace page
 # (tests/trace_html_spec.lua); the PostgreSQL server the store specs start
-# a throw-away cluster of (tests/support/pg_server.sh). Large, so `make demo`
-# does not install them.
-TEST_PKGS := chromium postgresql
+# a throw-away cluster of (tests/support/pg_server.sh); Neovim and LuaJIT run
+# the Neovim spec and the LuaJIT rockspec install (tests/neovim_spec.lua,
+# tests/rockspec_spec.lua); lua5.1 runs the command that install writes.
+# Large, so `make demo` does not install them.
+TEST_PKGS := chromium postgresql neovim luajit libluajit-5.1-dev lua5.1
 
 .PHONY: all test test-deps demo deps sanitize tsan bench bench-peers bench-peers-deps fuzz run-fuzz clean c-tests objects ci
 
@@ -81,11 +98,23 @@ test-deps:
 
 # The store specs run against PostgreSQL too: a throw-away cluster on a Unix
 # socket in a temp dir (tests/support/pg_server.sh), stopped afterwards.
+# Another LUA runs the suite in build/<lua>/run, staged like the sanitizer
+# runs below, so every spec and every process it starts loads that Lua's
+# module as ./luagent/core.so; LUAGENT_TEST_LUA names the interpreter the
+# specs start child processes with (tests/support/lua_bin.lua), and LUA and
+# OUT in the environment (not make's command line) reach the makes specs run.
+PG_RUN = pg=$$(tests/support/pg_server.sh start $$$$) || exit 1; \
+  trap 'tests/support/pg_server.sh stop "$$pg"' EXIT INT TERM; \
+  LUAGENT_TEST_PG_DIR="$$pg"
 test: test-deps
 	@$(MAKE) --no-print-directory all
-	@pg=$$(tests/support/pg_server.sh start $$$$) || exit 1; \
-	  trap 'tests/support/pg_server.sh stop "$$pg"' EXIT INT TERM; \
-	  LUAGENT_TEST_PG_DIR="$$pg" $(BUSTED) $(BUSTED_ARGS)
+ifeq ($(OUT),luagent)
+	@$(PG_RUN) $(BUSTED) $(BUSTED_ARGS)
+else
+	@$(call STAGE,$(patsubst %/luagent,%,$(OUT)))
+	@$(PG_RUN) sh -c 'cd $(patsubst %/luagent,%,$(OUT))/run && exec env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+	  LUAGENT_TEST_LUA=$(LUA) LUA=$(LUA) OUT=luagent $(BUSTED) --lua=$(LUA) $(BUSTED_ARGS)'
+endif
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -110,12 +139,14 @@ TSAN_INIT = $(shell $(CC) -print-file-name=libstdc++.so)
 # atomics that order them and reports races that are not there. So the suite
 # runs in build/<name>/run: links to the sources, with luagent/core.so being
 # the sanitizer build (and build/test_sse built there, before the preload).
-SAN_STAGE = rm -rf build/$(1)/run && mkdir -p build/$(1)/run/luagent && \
+# STAGE takes the build directory (build/asan, build/luajit).
+STAGE = rm -rf $(1)/run && mkdir -p $(1)/run/luagent && \
   for f in .busted Makefile bench bin core examples lua luagent.pc.in mk plugins rockspec tests tools; do \
-    if [ -e $$f ]; then ln -s $(CURDIR)/$$f build/$(1)/run/$$f; fi; \
+    if [ -e $$f ]; then ln -s $(CURDIR)/$$f $(1)/run/$$f; fi; \
   done && \
-  ln -s $(CURDIR)/build/$(1)/luagent/core.so build/$(1)/run/luagent/core.so && \
-  $(MAKE) --no-print-directory -s -C build/$(1)/run build/test_sse
+  ln -s $(CURDIR)/$(1)/luagent/core.so $(1)/run/luagent/core.so && \
+  $(MAKE) --no-print-directory -s -C $(1)/run build/test_sse
+SAN_STAGE = $(call STAGE,build/$(1))
 
 sanitize: test-deps
 	@$(MAKE) --no-print-directory OUT=build/asan/luagent OPT=-O1 \

@@ -11,8 +11,7 @@
 #include "dispatcher.h"
 #include "worker.h"
 
-#include <lauxlib.h>
-#include <lua.h>
+#include "lua_compat.h"
 
 #define APP_MT "luagent.app"
 #define ERR_MT "luagent.error"

@@ -26,7 +26,10 @@ static int pg_gc(lua_State *L) {
  * asked for since). */
 static int must_stop(lua_State *L, int idx) {
   lg_task *task = lg_calling_task(L);
-  if (task && lg_task_interrupted(task)) return 2;
+  if (task && lg_task_interrupted(task)) {
+    lg_task_step_open(task, 0); /* raised once (ctx:spawn), as lg_raise_interrupt does */
+    return 2;
+  }
   if (lua_isnoneornil(L, idx)) return 0;
   lua_pushvalue(L, idx);
   if (lua_pcall(L, 0, 1, 0) != LUA_OK) {

@@ -3,11 +3,12 @@
  * into libluagent.a, and the C log sink. Their Lua side (core.log,
  * core.set_worker_init, core.embedded) is bind_embed.c. */
 #include "embed.h"
+#include "lua_compat.h"
 #include "luagent.h"
 
-#include <lauxlib.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -158,8 +159,12 @@ static int search_file(lua_State *L, const char *name) {
   char real[PATH_MAX];
   struct stat st;
   if (!realpath(found, real) || stat(real, &st) != 0) return 0;
-  const char *key = lua_pushfstring(L, "%s\n%I\n%I", real, (lua_Integer)st.st_size,
-                                    (lua_Integer)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+  /* snprintf, not lua_pushfstring: 5.1 and LuaJIT have no %I */
+  char kb[PATH_MAX + 48];
+  snprintf(kb, sizeof kb, "%s\n%lld\n%lld", real, (long long)st.st_size,
+           (long long)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
+  lua_pushstring(L, kb);
+  const char *key = lua_tostring(L, -1);
   const char *chunk = lua_pushfstring(L, "@%s", found);
   if (!cache_load(L, key, chunk)) {
     if (luaL_loadfilex(L, found, "t") != LUA_OK)
@@ -197,6 +202,10 @@ static void install_searcher(lua_State *L) {
     return;
   }
   lua_getfield(L, -1, "searchers");
+  if (!lua_istable(L, -1)) { /* 5.1 and LuaJIT: package.loaders */
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "loaders");
+  }
   if (!lua_istable(L, -1)) {
     lua_pop(L, 2);
     return;
@@ -222,7 +231,7 @@ static void install_searcher(lua_State *L) {
 }
 
 LUAGENT_API void luagent_open(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lg_push_preload(L);
   lua_pushcfunction(L, luaopen_luagent_core);
   lua_setfield(L, -2, "luagent.core");
   lua_pop(L, 1);

@@ -37,6 +37,7 @@ typedef struct fg_watch {
   int64_t deadline_ms;   /* mono ms, 0 = none */
   int interrupt_base;    /* interrupts counted at the start; -1: not watched */
   int why, armed, over, suspended;
+  int jit_was_on;        /* LuaJIT: this watch turned the compiler off */
   const char *sources[MAX_SOURCES]; /* luagent's chunks */
   int nsources;
   lua_State *tight[MAX_THREADS]; /* threads firing at every instruction */
@@ -202,6 +203,7 @@ static int l_fg_watch(lua_State *L) {
   int count = WATCH_COUNT;
   if ((w->host_mask & LUA_MASKCOUNT) && w->host_count > 0 && w->host_count < count)
     count = w->host_count;
+  w->jit_was_on = lg_jit_off(L); /* the hook must reach the run's loops */
   lua_sethook(L, fg_hook, hook_mask(w), count);
   return 1;
 }
@@ -224,6 +226,7 @@ static int l_fg_close(lua_State *L) {
     }
     luaL_unref(L, LUA_REGISTRYINDEX, w->threads_ref);
     w->threads_ref = LUA_NOREF;
+    if (w->jit_was_on) lg_jit_on(L);
   }
   if (!why_names[w->why]) return 0;
   lua_pushstring(L, why_names[w->why]);

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
-#include <lua.h>
+#include "lua_compat.h"
 
 #define LG_UNUSED(x) ((void)(x))
 

@@ -13,8 +13,6 @@
  * 1-based Lua indices); decode errors name a 1-based byte offset. */
 #include "internal.h"
 
-#include <lauxlib.h>
-
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
@@ -429,8 +427,31 @@ static char *put_raw(char *o, const char *r, const char *end) {
   return o;
 }
 
+/* A string of at most n bytes, written in place, then pushed. 5.1's
+ * luaL_Buffer grows in fixed pieces, so there it is a userdata copied out. */
+#if LUA_VERSION_NUM >= 502
+typedef luaL_Buffer strbuf;
+static char *strbuf_init(lua_State *L, strbuf *b, size_t n) { return luaL_buffinitsize(L, b, n); }
+static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
+  LG_UNUSED(L);
+  LG_UNUSED(o0);
+  luaL_pushresultsize(b, n);
+}
+#else
+typedef int strbuf;
+static char *strbuf_init(lua_State *L, strbuf *b, size_t n) {
+  LG_UNUSED(b);
+  return lua_newuserdata(L, n ? n : 1);
+}
+static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
+  LG_UNUSED(b);
+  lua_pushlstring(L, o0, n);
+  lua_remove(L, -2);
+}
+#endif
+
 /* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
- * straight from the input; otherwise the bytes go into a luaL_Buffer sized
+ * straight from the input; otherwise the bytes go into a buffer (strbuf) sized
  * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
 static int dec_string(dec_t *d) {
   const char *open = d->p, *q = open + 1;
@@ -458,8 +479,8 @@ static int dec_string(dec_t *d) {
     return 0;
   }
   if (!esc && !d->L) return 0;
-  luaL_Buffer b;
-  char *o0 = d->L ? luaL_buffinitsize(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
+  strbuf b;
+  char *o0 = d->L ? strbuf_init(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
   while (r < q) {
     if (*r != '\\') {
       const char *run = r;
@@ -500,7 +521,7 @@ static int dec_string(dec_t *d) {
         return dec_error(d, at, "invalid escape");
     }
   }
-  if (d->L) luaL_pushresultsize(&b, (size_t)(o - o0));
+  if (d->L) strbuf_push(d->L, &b, o0, (size_t)(o - o0));
   return 0;
 }
 
@@ -528,6 +549,20 @@ static int dec_number(dec_t *d) {
   }
   d->p = p;
 
+#if !LG_LUA_INTEGERS
+  /* No integer subtype (docs/architecture.md, "Lua versions"): an integer
+   * is exact up to 2^53, a larger one an error, never a rounded number. */
+  if (!isfloat) {
+    uint64_t v = 0;
+    for (const char *q = start + neg; q < p; q++) {
+      v = v * 10 + (unsigned)(*q - '0');
+      if (v > ((uint64_t)1 << 53))
+        return dec_error(d, start, "integer out of range (exact up to 2^53 on this Lua)");
+    }
+    if (d->L) lua_pushnumber(d->L, neg && v ? -(lua_Number)v : (lua_Number)v);
+    return 0;
+  }
+#else
   if (!isfloat) { /* exact int64, or fall through to a float on overflow */
     uint64_t limit = neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1, v = 0;
     const char *q = start + neg;
@@ -545,6 +580,7 @@ static int dec_number(dec_t *d) {
       return 0;
     }
   }
+#endif
 
   /* The input is not NUL-terminated, so strtod gets a copy. */
   size_t n = (size_t)(p - start);
@@ -712,8 +748,13 @@ void lg_json_push(lua_State *L, const char *s, size_t len) {
  * and encode decode every member still pending first and drop the
  * metatable, so the record is then a plain table. The whole text is
  * checked when the record is made: a bad record fails there, never later.
- * A field assigned before it was read wins over the pending text. */
+ * A field assigned before it was read wins over the pending text.
+ * Lua 5.1 and LuaJIT call no __pairs: there a record is decoded whole when
+ * it is made (docs/architecture.md, "Lua versions"). */
 #define LAZY_MIN 32
+
+/* whether pairs() honours __pairs, which a lazy record needs */
+#define LAZY_RECORDS (LUA_VERSION_NUM >= 502)
 
 static int lazy_index(lua_State *L);
 static int handle_index(lua_State *L);
@@ -845,6 +886,7 @@ static int lazy_pairs(lua_State *L) {
 /* Pushes the lazy record of an object's JSON text (any other JSON value is
  * decoded as by lg_json_decode); returns 0, or -1 with nothing pushed. */
 static int json_decode_record(lua_State *L, const char *s, size_t len, char *err, size_t errlen) {
+  if (!LAZY_RECORDS) return lg_json_decode(L, s ? s : "", s ? len : 0, err, errlen);
   int top = lua_gettop(L);
   if (!s) {
     s = "";
@@ -954,6 +996,12 @@ void lg_json_push_handle(lua_State *L, const char *key) {
   const char *s = lua_tolstring(L, -1, &len);
   if (lg_json_check(s, len, err, sizeof err) != 0) luaL_error(L, "luagent.json.decode: %s", err);
   int text = lua_gettop(L);
+  if (!LAZY_RECORDS) {
+    LG_UNUSED(key);
+    lg_json_push(L, s, len);
+    lua_replace(L, text);
+    return;
+  }
   lua_createtable(L, 0, 8);
   int t = lua_gettop(L);
   /* the member's value: found by a decode that checks and skips the rest */

@@ -49,7 +49,11 @@ static int l_step_call(lua_State *L) {
   luaL_checkany(L, 1);
   lg_task *t = lg_calling_task(L);
   if (t) lg_task_step_open(t, 1);
+#if LUA_VERSION_NUM >= 503
   int status = lua_pcallk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, (lua_KContext)t, step_done);
+#else /* no continuations: fn cannot yield across the step (docs/architecture.md, "Lua versions") */
+  int status = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+#endif
   return step_done(L, status, (lua_KContext)t);
 }
 
@@ -183,5 +187,9 @@ LUAGENT_API int luaopen_luagent_core(lua_State *L) {
   lua_setfield(L, -2, "W_FINISHED");
   lua_pushinteger(L, W_ERROR);
   lua_setfield(L, -2, "W_ERROR");
+  /* the Lua this build is for ("Lua 5.4"; "Lua 5.1" serves LuaJIT too):
+   * luagent checks it against _VERSION when it loads us */
+  lua_pushliteral(L, LUA_VERSION);
+  lua_setfield(L, -2, "lua_version");
   return 1;
 }

@@ -7,7 +7,6 @@
 #include "bind.h"
 #include "store.h"
 
-#include <lauxlib.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>

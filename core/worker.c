@@ -5,11 +5,11 @@
  * worker installs itself; it raises the cancel sentinel and then fires on
  * every instruction, so a user pcall cannot swallow it. */
 #include "http.h"
+#include "lua_compat.h"
 #include "luagent.h"
 #include "worker.h"
 #include "worker_link.h"
 
-#include <lauxlib.h>
 #include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,6 +61,11 @@ int lg_is_interrupt(lua_State *L, int idx) {
 }
 
 int lg_raise_interrupt(lua_State *L) {
+  /* raised once, as by the hook: the step closes with it, or the count hook
+   * would raise it again in a message handler the error passes through,
+   * where an error replaces it ("error in error handling") */
+  lg_worker *w = lg_current_worker(L);
+  if (w && w->current) lg_task_step_open(w->current, 0);
   lg_push_interrupt(L);
   return lua_error(L);
 }
@@ -96,8 +101,21 @@ static void call_user_hook(lua_State *L, lua_Debug *ar) {
   lua_call(L, 2, 0);
 }
 
+/* The worker of a hooked state, read at every count hook: from the state's
+ * extra space (5.3 on; coroutines inherit it), else from the registry. */
+static lg_worker *hooked_worker(lua_State *L) {
+#if LUA_VERSION_NUM >= 503
+  return *(lg_worker **)lua_getextraspace(L);
+#else
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_key);
+  lg_worker *w = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return w;
+#endif
+}
+
 static void hook(lua_State *L, lua_Debug *ar) {
-  lg_worker *w = *(lg_worker **)lua_getextraspace(L);
+  lg_worker *w = hooked_worker(L);
   if (!w) return;
   ASSERT_OWNER(w);
   if (ar->event == LUA_HOOKCOUNT) {
@@ -217,7 +235,8 @@ static char *error_text(lua_State *L, int idx) {
 static int boot_protected(lua_State *L) {
   lg_worker *w = lua_touserdata(L, 1);
   luaL_openlibs(L);
-  lua_gc(L, LUA_GCRESTART);
+  lg_jit_off(L);
+  lua_gc(L, LUA_GCRESTART, 0);
   lua_getglobal(L, "package");
   lua_pushstring(L, w->lua_path ? w->lua_path : "");
   lua_setfield(L, -2, "path");
@@ -248,9 +267,11 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
     *err = strdup("cannot create a Lua state (out of memory)");
     return NULL;
   }
-  lua_gc(L, LUA_GCSTOP); /* opening the libraries need not collect */
+  lua_gc(L, LUA_GCSTOP, 0); /* opening the libraries need not collect */
   w->lua = L; /* the main thread, for the hook (this thread only) */
+#if LUA_VERSION_NUM >= 503
   *(lg_worker **)lua_getextraspace(L) = w;
+#endif
   lua_pushlightuserdata(L, w);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
   arm_hook(L, w);
@@ -273,7 +294,9 @@ static lua_State *boot_state(lg_worker *w, int *run_ref, char **err) {
   /* A task's garbage is young and dies young, while the booted modules stay:
    * generational mode collects the one without re-marking the other, so no
    * task pays for a collection step it did not need. */
+#if LUA_VERSION_NUM >= 504
   lua_gc(L, LUA_GCGEN, 0, 0);
+#endif
   return L;
 }
 

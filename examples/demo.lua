@@ -3,7 +3,10 @@
 -- table, and a timeline page (the same views `luagent run` and
 -- `luagent trace` give).
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./?.so;" .. package.cpath
+-- the core built for this Lua: ./luagent/core.so for 5.4, else the one
+-- `make LUA=luajit` (lua5.1, ...) writes to build/<lua>/luagent/
+local build = rawget(_G, "jit") and "luajit" or _VERSION:gsub("Lua ", "lua")
+package.cpath = (build ~= "lua5.4" and "./build/" .. build .. "/?.so;" or "") .. "./?.so;" .. package.cpath
 local luagent = require("luagent")
 local live = require("luagent.live")
 
@@ -11,7 +14,7 @@ local online = (os.getenv("OPENAI_API_KEY") or os.getenv("OPENAI_BASE_URL")) ~= 
 print(online and "Using the model at " .. (os.getenv("OPENAI_BASE_URL") or "https://api.openai.com/v1")
   or "No OPENAI_API_KEY or OPENAI_BASE_URL: using a scripted model (no network).")
 
-local app <close> = luagent.load("examples/research_team.lua")
+local app = luagent.load("examples/research_team.lua")
 local question = arg[1] or "Compare Lua and Python for embedding in a game engine."
 local rec = app:enqueue_background("supervisor", question, { thread_id = "demo" })
 print(("Question: %s\n"):format(question))
@@ -30,3 +33,4 @@ local f = assert(io.open(page, "w"))
 f:write(app:trace_html(rec.task_id, { title = "luagent demo: " .. question }))
 f:close()
 print("\nTimeline: " .. page)
+app:close()

@@ -1,11 +1,15 @@
 -- A game-style host: the main loop calls app:poll() once a frame, so host
 -- tools and callbacks run on the main thread between frames, never on a
--- worker. Run: lua5.4 examples/game_loop.lua
+-- worker. Run: lua5.4 examples/game_loop.lua (or luajit examples/game_loop.lua
+-- after make LUA=luajit; lua5.1 ... the same)
 package.path = "./lua/?.lua;./lua/?/init.lua;" .. package.path
-package.cpath = "./?.so;" .. package.cpath
+-- the core built for this Lua: ./luagent/core.so for 5.4, else the one
+-- `make LUA=luajit` (lua5.1, ...) writes to build/<lua>/luagent/
+local build = rawget(_G, "jit") and "luajit" or _VERSION:gsub("Lua ", "lua")
+package.cpath = (build ~= "lua5.4" and "./build/" .. build .. "/?.so;" or "") .. "./?.so;" .. package.cpath
 local luagent = require("luagent")
 
-local app <close> = luagent.load_string([[
+local app = luagent.load_string([[
 local luagent = require "luagent"
 -- a background job that asks the host (the game) where the player is
 local scout = luagent.tool{
@@ -37,3 +41,4 @@ while app:get(job.task_id).status ~= "completed" and frame < 1000 do
 end
 app:poll()
 print(string.format("done after %d frames", frame))
+app:close()

@@ -62,7 +62,9 @@ end
 local model, researcher_model
 if online then
   model = luagent.openai{ model = os.getenv("OPENAI_MODEL") or "gpt-4o-mini", stream = true }
-  researcher_model = model
+  -- OPENAI_RESEARCH_MODEL: another (say, a cheaper) model for the researchers
+  local research_name = os.getenv("OPENAI_RESEARCH_MODEL")
+  researcher_model = research_name and luagent.openai{ model = research_name, stream = true } or model
 else
   model = luagent.function_model(supervisor_script, "scripted-supervisor")
   researcher_model = luagent.function_model(researcher_script, "scripted-researcher")

@@ -1,7 +1,8 @@
 # The C surface for hosts (README, "Install" and "Embedding in a game or
 # app"): libluagent.a with the Lua half built in, luagent.h and luagent.pc,
 # `make install`, and the example C host. Included by the Makefile, which
-# defines OUT, SRC, HDR, ALL_CFLAGS, LDLIBS, LUA, LUA_INCDIR and LUA_LIBS.
+# defines OUT, SRC, HDR, ALL_CFLAGS, LDLIBS, LUA, LUA_PC, LUA_ABI, LUA_INCDIR and
+# LUA_LIBS.
 #
 #   make                   also builds $(OUT)/libluagent.a next to the module
 #   make install           module, Lua files, command, header, library, .pc,
@@ -56,8 +57,8 @@ fresh:
 # ------------------------------------------------------------- install
 
 PREFIX       ?= /usr/local
-LUADIR       ?= $(PREFIX)/share/lua/5.4
-LIBDIR       ?= $(PREFIX)/lib/lua/5.4
+LUADIR       ?= $(PREFIX)/share/lua/$(LUA_ABI)
+LIBDIR       ?= $(PREFIX)/lib/lua/$(LUA_ABI)
 BINDIR       ?= $(PREFIX)/bin
 INCDIR       ?= $(PREFIX)/include
 STATICLIBDIR ?= $(PREFIX)/lib
@@ -80,7 +81,7 @@ install-lib: $(MODULE) $(LIB)
 	install -m 0644 $(PLUGIN_SRC) $(DESTDIR)$(LUADIR)/luagent/plugins/
 	install -m 0644 core/luagent.h $(DESTDIR)$(INCDIR)/luagent.h
 	install -m 0644 $(LIB) $(DESTDIR)$(STATICLIBDIR)/libluagent.a
-	sed -e 's|@VERSION@|$(VERSION)|' \
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@LUA_VERSION@|$(LUA_PC)|' \
 	    -e 's|@INCDIR@|$${pcfiledir}/$(call relpath,$(PKGCONFIGDIR),$(INCDIR))|' \
 	    -e 's|@LIBDIR@|$${pcfiledir}/$(call relpath,$(PKGCONFIGDIR),$(STATICLIBDIR))|' \
 	    -e 's|@LUA_CFLAGS@|-I$(LUA_INCDIR)|' \

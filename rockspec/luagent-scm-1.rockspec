@@ -5,7 +5,7 @@ source = {
   url = "git+https://github.com/luagent/luagent.git",
 }
 description = {
-  summary = "LLM agents for Lua 5.4 with background agent runs on worker threads",
+  summary = "LLM agents for Lua 5.1 to 5.4 and LuaJIT with background agent runs on worker threads",
   detailed = [[
 luagent runs LLM agents written in Lua. A C core (pthreads, libcurl, SQLite)
 runs them on worker threads that each own a Lua state, enforces global and
@@ -16,7 +16,9 @@ luagent.h, libluagent.a (the Lua half built in) and luagent.pc.]],
   license = "MIT",
 }
 dependencies = {
-  "lua >= 5.4, < 5.5",
+  -- 5.4 first; LuaJIT is --lua-version=5.1 with its headers and interpreter:
+  -- luarocks --lua-version=5.1 make LUA=luajit LUA_INCDIR=/usr/include/luajit-2.1
+  "lua >= 5.1, < 5.5",
   "argparse >= 0.7", -- the luagent command (Debian: lua-argparse)
 }
 -- libcurl's flags come from pkg-config in the Makefile (Debian keeps
@@ -40,7 +42,7 @@ build = {
     CFLAGS = "$(CFLAGS)",
     LIBFLAG = "$(LIBFLAG)",
   },
-  -- the C surface sits next to the module, in the tree's lib/lua/5.4:
+  -- the C surface sits next to the module, in the tree's lib/lua/<version>:
   -- libluagent.a, include/luagent.h, pkgconfig/luagent.pc
   install_variables = {
     PREFIX = "$(PREFIX)",

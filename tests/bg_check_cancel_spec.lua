@@ -5,6 +5,7 @@
 -- Two chat turns on one thread: the first spawns the children, the test
 -- waits (on events) until the grandchildren run, the second inspects and
 -- cancels.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 local CONFIG = [[
@@ -83,7 +84,7 @@ end
 describe("bg_check and bg_cancel", function()
   it("check: status, result or error, digests; cancel: a running child and its children, not a finished one", function()
     local S = { requests = {} }
-    local app <close> = B.app(CONFIG, S)
+    local app = closing(B.app(CONFIG, S))
     local t1 = app:chat("sup", "spawn", { thread_id = "t" })
     assert.equal("completed", t1.status, B.json.encode(t1.error or {}))
     local acks = B.results_of(t1.messages, "holder")
@@ -180,7 +181,7 @@ describe("bg_check and bg_cancel", function()
 
   it("bg_check and bg_cancel on unknown ids answer not_found; missing task_id is a validation error", function()
     local S = { requests = {} }
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local t = luagent.tool{ name = "t", background = { enabled = true }, handler = function() return 1 end }
       local STEPS = {
         M.call("bg_check", { task_id = "tsk_unknown" }),
@@ -190,7 +191,7 @@ describe("bg_check and bg_cancel", function()
       return luagent.config{
         model = luagent.function_model(function(req) return STEPS[M.step(req) + 1] or { text = "ok" } end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "a", tools = { t } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { t } } } } ]], S))
     local res = app:run("a", "go")
     local r = B.tool_results(res.messages)
     assert.is_false(r[1].ok)

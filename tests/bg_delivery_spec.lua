@@ -4,6 +4,7 @@
 -- Children that must not finish too early wait on a latch: a host-enqueued
 -- task that sleeps until the test (or a host tool) cancels it. The latch ids
 -- travel in the prompt, so the scripted models stay pure.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 local TOOLS = [[
@@ -60,7 +61,7 @@ end
 describe("bg delivery (R-33)", function()
   it("a supervisor that never waits sees each result exactly once, in a notice before a model call", function()
     local S = { requests = {} }
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           M.record(req)
@@ -75,7 +76,7 @@ describe("bg delivery (R-33)", function()
           return { text = "all announced" }
         end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]], S)
+        agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]], S))
     local res = app:run("sup", "go")
     assert.equal("completed", res.status, B.json.encode(res.error or {}))
     assert.equal("all announced", res.final)
@@ -127,7 +128,7 @@ describe("bg delivery (R-33)", function()
 
   it("a supervisor whose bg_wait returned the results gets no notice for them", function()
     local S = { requests = {} }
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           M.record(req)
@@ -140,7 +141,7 @@ describe("bg delivery (R-33)", function()
         end),
         background_tasks = { enabled = true },
         tools = { latch, release },
-        agents = { luagent.agent{ id = "sup", tools = { job, tick, "release" } } } } ]], S)
+        agents = { luagent.agent{ id = "sup", tools = { job, tick, "release" } } } } ]], S))
     bind_release(app)
     local res = app:run("sup", "latch " .. latch(app), { thread_id = "w" })
     assert.equal("completed", res.status, B.json.encode(res.error or {}))
@@ -160,7 +161,7 @@ describe("bg delivery (R-33)", function()
 
   it("a chat turn that ended before its child finished gets the result at the start of the next turn, once", function()
     local S = { requests = {} }
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           M.record(req)
@@ -170,7 +171,7 @@ describe("bg delivery (R-33)", function()
         end),
         background_tasks = { enabled = true },
         tools = { latch },
-        agents = { luagent.agent{ id = "sup", tools = { job } } } } ]], S)
+        agents = { luagent.agent{ id = "sup", tools = { job } } } } ]], S))
     local l = latch(app)
     local t1 = app:chat("sup", "start " .. l, { thread_id = "th" })
     assert.equal("completed", t1.status)
@@ -210,7 +211,7 @@ end)
 describe("bg delivery edges (R-33)", function()
   it("a turn whose model call failed does not keep the notice: the next turn announces the child once", function()
     local S = { requests = {} }
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           M.record(req)
@@ -221,7 +222,7 @@ describe("bg delivery edges (R-33)", function()
           return { text = "ok" }
         end),
         background_tasks = { enabled = true }, tools = { latch },
-        agents = { luagent.agent{ id = "sup", tools = { job } } } } ]], S)
+        agents = { luagent.agent{ id = "sup", tools = { job } } } } ]], S))
     local l = latch(app)
     local t1 = app:chat("sup", "start " .. l, { thread_id = "th" })
     local id = B.results_of(t1.messages, "job")[1].value.task_id
@@ -244,7 +245,7 @@ describe("bg delivery edges (R-33)", function()
 
   it("a notice stays within max_tool_output_bytes; the rest comes in the next ones", function()
     local S = { requests = {} }
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       local big = luagent.tool{ name = "big", background = { enabled = true },
         handler = function(args, ctx)
           ctx:wait({ args.latch }, { timeout_s = 30 })
@@ -271,7 +272,7 @@ describe("bg delivery edges (R-33)", function()
         end),
         background_tasks = { enabled = true },
         tools = { latch, release },
-        agents = { luagent.agent{ id = "sup", tools = { big, settle, "release" } } } } ]], S)
+        agents = { luagent.agent{ id = "sup", tools = { big, settle, "release" } } } } ]], S))
     bind_release(app)
     local res = app:run("sup", "go " .. latch(app))
     assert.equal("completed", res.status)
@@ -298,7 +299,7 @@ describe("bg delivery edges (R-33)", function()
   end)
 
   it("a background supervisor on a worker that never waits gets each result once", function()
-    local app <close> = B.app(TOOLS .. [[
+    local app = closing(B.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           if M.step(req) == 0 then
@@ -310,7 +311,7 @@ describe("bg delivery edges (R-33)", function()
           return { text = "all announced" }
         end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]])
+        agents = { luagent.agent{ id = "sup", tools = { job, tick }, budget = { max_iterations = 500 } } } } ]]))
     local rec = app:enqueue_background("sup", "go", { thread_id = "w" })
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     local res = w.tasks[1].result
@@ -323,7 +324,7 @@ describe("bg delivery edges (R-33)", function()
   end)
 
   it("an agent child that ran out of budget shows its run status and why", function()
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local worker = luagent.delegate{ agent = "worker", background = { enabled = true } }
       local spin = luagent.tool{ name = "spin", handler = function() return "again" end }
       return luagent.config{
@@ -336,7 +337,7 @@ describe("bg delivery edges (R-33)", function()
         end),
         background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "sup", tools = { worker } },
-          luagent.agent{ id = "worker", tools = { spin }, budget = { max_iterations = 2 } } } } ]])
+          luagent.agent{ id = "worker", tools = { spin }, budget = { max_iterations = 2 } } } } ]]))
     local res = app:run("sup", "go")
     local t = B.results_of(res.messages, "bg_wait")[1].value.tasks[1]
     assert.equal("completed", t.status)
@@ -364,7 +365,7 @@ describe("bg on_parent_end", function()
 
   it("cancel: the run's still-running children are cancelled when app:run returns", function()
     local S = { requests = {} }
-    local app <close> = B.app(body("cancel"), S)
+    local app = closing(B.app(body("cancel"), S))
     local l = latch(app)
     local res = app:run("sup", "start " .. l, { thread_id = "th" })
     assert.equal("completed", res.status)
@@ -378,7 +379,7 @@ describe("bg on_parent_end", function()
   end)
 
   it("cancel: children of the run's nested runs and of its handlers are cancelled too", function()
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local job = luagent.tool{ name = "job", background = { enabled = true },
         handler = function(args, ctx) ctx:sleep(60) end }
       local spawner = luagent.tool{ name = "spawner", handler = function(args, ctx)
@@ -397,7 +398,7 @@ describe("bg on_parent_end", function()
         end),
         background_tasks = { enabled = true, on_parent_end = "cancel" },
         agents = { luagent.agent{ id = "top", tools = { mid, spawner } },
-          luagent.agent{ id = "mid", tools = { job, spawner } } } } ]])
+          luagent.agent{ id = "mid", tools = { job, spawner } } } } ]]))
     local res = app:run("top", "top")
     assert.equal("completed", res.status)
     local all = app:list()
@@ -413,7 +414,7 @@ describe("bg on_parent_end", function()
 
   it("leave (the default): children go on and are announced on the next run of that agent and thread", function()
     local S = { requests = {} }
-    local app <close> = B.app(body(nil), S)
+    local app = closing(B.app(body(nil), S))
     local l = latch(app)
     local res = app:run("sup", "start " .. l, { thread_id = "th" })
     assert.equal("completed", res.status)

@@ -4,6 +4,7 @@
 -- and a timeline page, all drawn by the library (luagent.live, luagent.trace).
 -- The demo loads ./luagent/core.so; under `make sanitize` / `make tsan` the
 -- specs load an instrumented build instead, and the demo must use that one.
+local LUA = require("support.lua_bin").lua
 local function preload()
   local path = package.searchpath("luagent.core", package.cpath)
   if not path or path:gsub("^%./", "") == "luagent/core.so" then return "" end
@@ -13,11 +14,11 @@ local function preload()
 end
 
 local function run_demo()
-  local cmd = "env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u OPENAI_MODEL lua5.4 " .. preload() ..
+  local cmd = "env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u OPENAI_MODEL " .. LUA .. " " .. preload() ..
     "examples/demo.lua 2>/tmp/bg_demo_stderr.$$; " ..
     "echo \"rc=$?\"; cat /tmp/bg_demo_stderr.$$ | sed 's/^/stderr: /'; rm -f /tmp/bg_demo_stderr.$$"
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -102,7 +103,7 @@ describe("bg demo (make demo)", function()
     -- and the timeline page
     assert.truthy(out:find("\nTimeline: build/demo_trace.html\n", 1, true), out)
     local f = assert(io.open("build/demo_trace.html"))
-    local html = f:read("a")
+    local html = f:read("*a")
     f:close()
     local n = 0
     for _ in html:gmatch('<g class="task"') do n = n + 1 end

@@ -1,11 +1,12 @@
 -- Background edge cases: delivery claims of a cancelled run, depth limits
 -- that travel with tasks, and a failed attempt's children.
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent
 
 describe("bg: a run cancelled during the model call that carried a notice", function()
   it("gives its claim back, so the next run on that agent and thread is told", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 local kid = luagent.delegate{ agent = "kid", background = { enabled = true } }
 local function saw_notice(req)
@@ -31,7 +32,7 @@ return luagent.config{
       while true do end -- the call carrying the notice never returns
     end) },
   },
-} ]], "=bg_edge")
+} ]], "=bg_edge"))
     local rec = app:enqueue_background("sup", "go", { thread_id = "t1" })
     assert.is_truthy(H.await_kind(app, "spinning", rec.task_id))
     assert.equal("cancelled", app:cancel(rec.task_id).status)
@@ -59,7 +60,7 @@ return luagent.config{
 } ]]
 
   it("an agent's max_depth refuses ctx:enqueue_background from its tools", function()
-    local app <close> = luagent.load_string(CFG, "=bg_edge_depth")
+    local app = closing(luagent.load_string(CFG, "=bg_edge_depth"))
     local res = app:run("sup", "go")
     local tool_msg = luagent.json.decode(res.messages[4].content)
     assert.is_false(tool_msg.ok)
@@ -69,7 +70,7 @@ return luagent.config{
   end)
 
   it("a background task keeps the limit of the run that started it", function()
-    local app <close> = luagent.load_string(CFG, "=bg_edge_depth")
+    local app = closing(luagent.load_string(CFG, "=bg_edge_depth"))
     app:run("mid", "go")
     app:run_until_idle{ timeout_s = 10 }
     local recs = app:list()
@@ -82,7 +83,7 @@ end)
 
 describe("dispatcher: a failed attempt's children (R-24, R-25)", function()
   it("are cancelled before the retry, so the next attempt does not find them", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
 local flaky = luagent.tool{ name = "flaky", handler = function(args, ctx)
   local kid = ctx:enqueue_tool("block", { tag = "kid" .. ctx.attempt })
   if ctx.attempt == 1 then
@@ -92,7 +93,7 @@ local flaky = luagent.tool{ name = "flaky", handler = function(args, ctx)
   return kid.task_id
 end }
 return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 0.01 },
-  tools = { flaky, T.block } } ]])
+  tools = { flaky, T.block } } ]]))
     local r = app:enqueue_tool("flaky", {}, { retries = 1 })
     local first = H.await_kind(app, "first", r.task_id)
     assert.is_truthy(first)
@@ -108,7 +109,7 @@ end)
 
 describe("host work pumped during a foreground run", function()
   it("is not struck by that run's timeout: the other task's host call is answered", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 local slow = luagent.host_tool{ name = "slow" }
 local job = luagent.tool{ name = "job", handler = function(args, ctx) return ctx:call_tool("slow", {}) end }
@@ -117,7 +118,7 @@ return luagent.config{
   background_tasks = { enabled = true },
   tools = { slow, job },
   agents = { luagent.agent{ id = "a" } },
-} ]], "=bg_edge_pump")
+} ]], "=bg_edge_pump"))
     app:host_tool("slow", function()
       local t0 = os.clock()
       while os.clock() - t0 < 0.4 do end -- outlives the foreground run's deadline
@@ -135,7 +136,7 @@ end)
 
 describe("a cancelled foreground run", function()
   it("cancels the background children it started, whatever on_parent_end says", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 local kid = luagent.delegate{ agent = "kid", background = { enabled = true } }
 local stop = luagent.host_tool{ name = "stop" }
@@ -147,7 +148,7 @@ return luagent.config{
       { tool_calls = { { name = "kid", arguments = { prompt = "x" } } } },
       { tool_calls = { { name = "stop" } } }, "done" } } },
   },
-} ]], "=bg_edge_cancel")
+} ]], "=bg_edge_cancel"))
     app:host_tool("stop", function(_, info) app:cancel(info.run_id) return "ok" end)
     local r = app:run("sup", "go")
     assert.equal("cancelled", r.status)
@@ -160,12 +161,12 @@ end)
 
 describe("a before_step hook returning bad messages", function()
   it("ends the run failed with kind hook instead of raising from app:run", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 return luagent.config{
   agents = { luagent.agent{ id = "a", model = luagent.static_model{ responses = { "ok" } },
     hooks = { before_step = function() return { messages = "oops" } end } } },
-} ]], "=bg_edge_hook")
+} ]], "=bg_edge_hook"))
     local r = app:run("a", "x")
     assert.equal("failed", r.status)
     assert.equal("hook", r.error.kind)
@@ -188,7 +189,7 @@ describe("finished tasks leaving memory (keep_finished_s)", function()
   -- by age (keep_finished_s) and by count (keep_finished.max)
   for _, keep in ipairs({ "keep_finished_s = 1", "keep_finished = { max = 3 }" }) do
   it("keeps a child no run has been told about until it is announced (R-33; " .. keep .. ")", function()
-    local app <close> = luagent.load_string(([[
+    local app = closing(luagent.load_string(([[
 local luagent = require "luagent"
 local function noticed(req)
   for _, m in ipairs(req.messages) do
@@ -211,7 +212,7 @@ return luagent.config{
             luagent.tool{ name = "park", handler = function(_, ctx) ctx:sleep(3600) end },
             luagent.tool{ name = "noop", handler = function() end } },
   agents = { luagent.agent{ id = "sup", tools = { "work" } } },
-} ]]):gsub("KEEP", keep), "=bg_edge_keep")
+} ]]):gsub("KEEP", keep), "=bg_edge_keep"))
     local latch = app:enqueue_tool("park", {}).task_id
     _G.LATCH = latch
     assert.equal("no notice", app:chat("sup", "go", { thread_id = "t" }).final)
@@ -231,10 +232,10 @@ return luagent.config{
 
   it("with a file store, cancel and wait still know a task that left memory", function()
     local dir = H.tmpdir()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
 local noop = luagent.tool{ name = "noop", handler = function() return "done" end }
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { noop } } ]],
-      { store = { path = dir .. "/keep.db" } })
+      { store = { path = dir .. "/keep.db" } }))
     local first = app:enqueue_tool("noop", {})
     app:wait({ first.task_id })
     local marker = app:enqueue_tool("noop", {})

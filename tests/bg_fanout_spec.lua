@@ -2,6 +2,7 @@
 -- delegates does not deadlock (R-27), and the depth, fan-out, cap and
 -- backpressure limits reach the model as ToolResults it can read (R-28,
 -- R-21, R-22) for agent tasks as for tool tasks.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 -- Agents lvl0..lvl3: lvl0..lvl2 call their background delegate twice, wait
@@ -38,9 +39,9 @@ end
 describe("bg nested fan-out (R-27)", function()
   it("three levels of background delegates finish with global_concurrency = 2", function()
     local S = { requests = {} }
-    local app <close> = B.app(TREE .. [[
+    local app = closing(B.app(TREE .. [[
       return luagent.config{ agents = agents,
-        background_tasks = { enabled = true, global_concurrency = 2, max_depth = 3 } } ]], S)
+        background_tasks = { enabled = true, global_concurrency = 2, max_depth = 3 } } ]], S))
     local t0 = B.now()
     local res = app:run("lvl0", "go", { timeout_s = 30 })
     assert.equal("completed", res.status, B.json.encode(res.error or {}))
@@ -83,9 +84,9 @@ describe("bg nested fan-out (R-27)", function()
   end)
 
   it("the same tree as a background run of the top agent (every level on workers)", function()
-    local app <close> = B.app(TREE .. [[
+    local app = closing(B.app(TREE .. [[
       return luagent.config{ agents = agents,
-        background_tasks = { enabled = true, global_concurrency = 2, max_depth = 3 } } ]])
+        background_tasks = { enabled = true, global_concurrency = 2, max_depth = 3 } } ]]))
     local rec = app:enqueue_background("lvl0", "go")
     local w = app:wait({ rec.task_id }, { timeout_s = 30 })
     assert.is_true(w.done, "the tree did not finish (deadlock?)")
@@ -101,8 +102,8 @@ end)
 
 describe("bg limits (R-28, R-22)", function()
   it("past max_depth the model gets a limit ToolResult naming max_depth", function()
-    local app <close> = B.app(TREE .. [[
-      return luagent.config{ agents = agents, background_tasks = { enabled = true, max_depth = 1 } } ]])
+    local app = closing(B.app(TREE .. [[
+      return luagent.config{ agents = agents, background_tasks = { enabled = true, max_depth = 1 } } ]]))
     local res = app:run("lvl0", "go", { timeout_s = 20 })
     assert.equal("completed", res.status)
     -- lvl1 runs at depth 1; its own delegate calls would be depth 2
@@ -123,7 +124,7 @@ describe("bg limits (R-28, R-22)", function()
   end)
 
   it("past max_descendants the model gets a limit ToolResult naming max_descendants", function()
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local job = luagent.tool{ name = "job", background = { enabled = true }, handler = function() return "ok" end }
       local worker = luagent.delegate{ agent = "worker", background = { enabled = true } }
       return luagent.config{
@@ -134,7 +135,7 @@ describe("bg limits (R-28, R-22)", function()
           return { text = "done" }
         end),
         background_tasks = { enabled = true, max_descendants = 2 },
-        agents = { luagent.agent{ id = "sup", tools = { job, worker } }, luagent.agent{ id = "worker" } } } ]])
+        agents = { luagent.agent{ id = "sup", tools = { job, worker } }, luagent.agent{ id = "worker" } } } ]]))
     local res = app:run("sup", "go")
     local r = B.tool_results(res.messages)
     assert.is_true(r[1].ok)
@@ -149,7 +150,7 @@ describe("bg limits (R-28, R-22)", function()
 
   it("backpressure reject: a tool task or an agent task past the caps is a rejected ToolResult", function()
     -- children hold their slot (ctx:sleep does not lend it, R-27) until cancelled
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local hold = luagent.tool{ name = "hold", handler = function(args, ctx) ctx:sleep(60) end }
       local job = luagent.tool{ name = "job", background = { enabled = true },
         handler = function(args, ctx) ctx:sleep(60) end }
@@ -172,7 +173,7 @@ describe("bg limits (R-28, R-22)", function()
           luagent.agent{ id = "worker", model = luagent.function_model(function(req, ctx)
             ctx:sleep(60)
           end) },
-        } } ]])
+        } } ]]))
     -- another agent's task holds one of the three global slots
     local h = app:enqueue_tool("hold", {}, { agent_id = "other" })
     local cases = {
@@ -194,7 +195,7 @@ describe("bg limits (R-28, R-22)", function()
   end)
 
   it("caps hold for agent tasks: per_agent_concurrency = 1 runs one worker agent at a time", function()
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local worker = luagent.delegate{ agent = "worker", background = { enabled = true } }
       return luagent.config{
         model = luagent.function_model(function(req)
@@ -210,7 +211,7 @@ describe("bg limits (R-28, R-22)", function()
           luagent.agent{ id = "worker", model = luagent.function_model(function(req, ctx)
             ctx:sleep(0.02)
             return { text = "w" .. M.prompt(req) }
-          end) } } } ]])
+          end) } } } ]]))
     local res = app:run("sup", "go")
     assert.equal("completed", res.status)
     local w = B.results_of(res.messages, "bg_wait")[1].value

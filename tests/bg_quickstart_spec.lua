@@ -1,6 +1,7 @@
 -- Background tasks, acceptance: the seed's quick start (a supervisor with a
 -- background research tool, acks, bg_list, bg_wait) and the injection gate
 -- of the control tools (R-30, R-31).
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 local QUICKSTART = [[
@@ -48,7 +49,7 @@ return luagent.config{
 describe("bg quick start (seed)", function()
   it("three acks, bg_list, bg_wait all, and a final answer that uses the results", function()
     local S = { requests = {} }
-    local app <close> = B.app(QUICKSTART, S)
+    local app = closing(B.app(QUICKSTART, S))
     local res = app:run("supervisor", "Compare Lua, Python and Ruby.")
     assert.equal("completed", res.status, B.json.encode(res.error or {}))
     assert.truthy(B.well_formed(res.messages))
@@ -118,7 +119,7 @@ describe("bg quick start (seed)", function()
   it("bg_list shows three non-terminal tasks while they run", function()
     -- the research handler holds until the host opens the gate
     local S = { requests = {}, open = false }
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local gate = luagent.host_tool{ name = "gate" }
       local research = luagent.tool{ name = "research", background = { enabled = true },
         input_schema = { type = "object", properties = { prompt = { type = "string" } }, required = { "prompt" } },
@@ -138,7 +139,7 @@ describe("bg quick start (seed)", function()
         end),
         background_tasks = { enabled = true },
         tools = { gate },
-        agents = { luagent.agent{ id = "supervisor", tools = { research } } } } ]], S)
+        agents = { luagent.agent{ id = "supervisor", tools = { research } } } } ]], S))
     app:host_tool("gate", function()
       -- open once the model has seen bg_list's answer
       local last = S.requests[#S.requests]
@@ -166,7 +167,7 @@ end)
 describe("bg control tools injection gate (R-30)", function()
   local function tools_seen(bg_enabled, eligible)
     local S = { requests = {} }
-    local app <close> = B.app(string.format([[
+    local app = closing(B.app(string.format([[
       local plain = luagent.tool{ name = "plain", handler = function() return 1 end }
       local research = luagent.tool{ name = "research", handler = function() return 2 end,
         background = %s }
@@ -174,7 +175,7 @@ describe("bg control tools injection gate (R-30)", function()
         model = luagent.function_model(function(req) M.record(req); return { text = "done" } end),
         background_tasks = { enabled = %s },
         agents = { luagent.agent{ id = "a", tools = { plain, research } } } } ]],
-      eligible and "{ enabled = true }" or "{ enabled = false }", tostring(bg_enabled)), S)
+      eligible and "{ enabled = true }" or "{ enabled = false }", tostring(bg_enabled)), S))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.equal(1, #S.requests)
@@ -195,14 +196,14 @@ describe("bg control tools injection gate (R-30)", function()
 
   it("background = true is eligible, background = false is not", function()
     local S = { requests = {} }
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local model = luagent.function_model(function(req) M.record(req); return { text = "done" } end)
       local on = luagent.tool{ name = "on", background = true, handler = function() end }
       local off = luagent.tool{ name = "off", background = false, handler = function() end }
       local off_delegate = luagent.delegate{ agent = "worker", name = "ask", background = false }
       return luagent.config{ model = model, background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "worker" },
-          luagent.agent{ id = "a", tools = { on } }, luagent.agent{ id = "b", tools = { off, off_delegate } } } } ]], S)
+          luagent.agent{ id = "a", tools = { on } }, luagent.agent{ id = "b", tools = { off, off_delegate } } } } ]], S))
     app:run("a", "go")
     app:run("b", "go")
     assert.same({ "on", "bg_list", "bg_check", "bg_cancel", "bg_send", "bg_wait" }, B.tool_names(S.requests[1]))
@@ -211,7 +212,7 @@ describe("bg control tools injection gate (R-30)", function()
 
   it("a background delegate counts as eligible; an inline delegate does not", function()
     local S = { requests = {} }
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local model = luagent.function_model(function(req) M.record(req); return { text = "done" } end)
       return luagent.config{ model = model, background_tasks = { enabled = true },
         agents = {
@@ -219,7 +220,7 @@ describe("bg control tools injection gate (R-30)", function()
           luagent.agent{ id = "bgsup", tools = { luagent.delegate{ agent = "worker", name = "ask_bg",
             background = { enabled = true } } } },
           luagent.agent{ id = "insup", tools = { luagent.delegate{ agent = "worker", name = "ask_inline" } } },
-        } } ]], S)
+        } } ]], S))
     app:run("bgsup", "go")
     app:run("insup", "go")
     assert.same({ "ask_bg", "bg_list", "bg_check", "bg_cancel", "bg_send", "bg_wait" }, B.tool_names(S.requests[1]))
@@ -238,13 +239,13 @@ describe("bg control tools injection gate (R-30)", function()
         end),
         background_tasks = { enabled = S.enabled == true },
         agents = { luagent.agent{ id = "a", tools = { research } } } } ]]
-    local app <close> = B.app(BODY, S)
+    local app = closing(B.app(BODY, S))
     local res = app:run("a", "go")
     assert.same({ "research" }, B.tool_names(S.requests[1]))
     assert.same({ ok = true, value = "inline" }, B.results_of(res.messages, "research")[1])
 
     S.enabled, S.requests = true, {}
-    local app2 <close> = B.app(BODY, S)
+    local app2 = closing(B.app(BODY, S))
     res = app2:run("a", "go")
     assert.same({ "research", "bg_list", "bg_check", "bg_cancel", "bg_send", "bg_wait" }, B.tool_names(S.requests[1]))
     local ack = B.results_of(res.messages, "research")[1]

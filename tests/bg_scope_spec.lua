@@ -4,6 +4,7 @@
 -- (R-33) never carry another scope's children. A sub-agent run (a task a
 -- run spawned) shares its tree's thread, so its scope is narrowed to its own
 -- task's children: siblings of one agent do not see each other's.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 local CONFIG = [[
@@ -71,28 +72,28 @@ describe("bg scope (R-32)", function()
   end
 
   it("agent B on the same thread sees none of A's tasks", function()
-    local app <close> = B.app(CONFIG, { requests = {} })
+    local app = closing(B.app(CONFIG, { requests = {} }))
     local hold, q = spawn(app, { thread_id = "t1" })
     local r, res = probe(app, "B", { hold, q }, { thread_id = "t1" })
     blind(app, r, res, hold, q)
   end)
 
   it("agent A on another thread sees none of its tasks on the first thread", function()
-    local app <close> = B.app(CONFIG, { requests = {} })
+    local app = closing(B.app(CONFIG, { requests = {} }))
     local hold, q = spawn(app, { thread_id = "t1" })
     local r, res = probe(app, "A", { hold, q }, { thread_id = "t2" })
     blind(app, r, res, hold, q)
   end)
 
   it("two runs without a thread_id do not see each other's children", function()
-    local app <close> = B.app(CONFIG, { requests = {} })
+    local app = closing(B.app(CONFIG, { requests = {} }))
     local hold, q = spawn(app)
     local r, res = probe(app, "A", { hold, q })
     blind(app, r, res, hold, q)
   end)
 
   it("the same agent and thread sees them (the control case)", function()
-    local app <close> = B.app(CONFIG, { requests = {} })
+    local app = closing(B.app(CONFIG, { requests = {} }))
     local hold, q = spawn(app, { thread_id = "t1" })
     local r = probe(app, "A", { hold, q }, { thread_id = "t1" })
     assert.is_true(r[1].ok)
@@ -109,7 +110,7 @@ describe("bg scope (R-32)", function()
   it("sibling sub-agent runs of one agent (one thread, one tree) do not see each other's children", function()
     -- top runs mid "two" (which leaves a child behind), then mid "one";
     -- both mids share the agent and the tree's thread
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local latch = luagent.tool{ name = "latch", handler = function(args, ctx) ctx:sleep(60) end }
       local release = luagent.host_tool{ name = "release",
         input_schema = { type = "object", properties = { id = { type = "string" } } } }
@@ -140,7 +141,7 @@ describe("bg scope (R-32)", function()
         background_tasks = { enabled = true },
         tools = { latch, release, luagent.tool{ name = "tick", handler = function(a, ctx) ctx:sleep(0.05) end } },
         agents = { luagent.agent{ id = "top", tools = { mid, "release" } },
-          luagent.agent{ id = "mid", tools = { job, "tick" } } } } ]])
+          luagent.agent{ id = "mid", tools = { job, "tick" } } } } ]]))
     app:host_tool("release", function(args) app:cancel(args.id); return true end)
     local l = app:enqueue_tool("latch", {}, { agent_id = "latches" }).task_id
     local res = app:run("top", "top " .. l)
@@ -165,7 +166,7 @@ describe("bg scope (R-32)", function()
   end)
 
   it("runs on worker threads keep to the same scopes", function()
-    local app <close> = B.app(CONFIG, { requests = {} })
+    local app = closing(B.app(CONFIG, { requests = {} }))
     local hold, q = spawn(app, { thread_id = "t1" })
     local function bg_probe(agent, thread)
       local rec = app:enqueue_background(agent, "probe " .. hold .. " " .. q, { thread_id = thread })

@@ -1,6 +1,7 @@
 -- Background tasks, acceptance: the merged event stream of a two-level
 -- fan-out (R-29, README): one totally ordered stream, lifecycle order per
 -- task, ids on every event, and resuming from a cursor.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 -- sup (a background run) -> two mid agents (background delegate) -> each
@@ -39,7 +40,7 @@ local TASK_KINDS = { task_enqueued = true, task_started = true, task_waiting = t
 
 describe("bg merged stream", function()
   it("a two-level fan-out: ordered, lifecycle per task, ids on events, resumable", function()
-    local app <close> = B.app(CONFIG)
+    local app = closing(B.app(CONFIG))
     local rec = app:enqueue_background("sup", "go")
     -- read part of the stream, stop, then read the rest from the app's cursor
     local first, rest = {}, {}

@@ -5,6 +5,7 @@
 -- Jobs are held by "latches": host-enqueued tool tasks that sleep until the
 -- test cancels them; a job waits on its latch (ctx:wait returns when the
 -- latch is terminal). Nothing sleeps to synchronise.
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 
 local CONFIG = [[
@@ -60,7 +61,7 @@ return luagent.config{
 describe("bg_wait", function()
   it("any returns at the first finished task; a timeout gives pending ids and progress; a later wait collects", function()
     local S = { requests = {} }
-    local app <close> = B.app(CONFIG, S)
+    local app = closing(B.app(CONFIG, S))
     local L = {}
     for i, key in ipairs({ "a", "b", "c" }) do
       L[key] = app:enqueue_tool("latch", {}, { agent_id = "latches" }).task_id
@@ -142,7 +143,7 @@ describe("bg_wait", function()
 
   it("accepts the legacy task_id form; wants task ids; unknown ids are not_found", function()
     local S = { requests = {} }
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local quick = luagent.tool{ name = "quick", background = { enabled = true }, handler = function() return 7 end }
       return luagent.config{
         model = luagent.function_model(function(req)
@@ -155,7 +156,7 @@ describe("bg_wait", function()
           return { text = "done" }
         end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "a", tools = { quick } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { quick } } } } ]], S))
     local res = app:run("a", "go")
     local w = B.results_of(res.messages, "bg_wait")
     assert.is_true(w[1].ok)

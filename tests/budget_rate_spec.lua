@@ -3,6 +3,7 @@
 -- per provider shared by every worker and the host, a 429 pausing the
 -- provider for everyone, waits that leave `rate_wait` events and end at
 -- once on a cancel. Windows are 1 s (window_s), so the specs stay short.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -51,7 +52,7 @@ describe("rate budgets", function()
   it("40 runs against a 20-per-window server all complete, with at most one 429 per pause", function()
     srv:limit{ requests = 20, window_s = 1, retry_after = "1" }
     srv:script(texts(40))
-    local app <close> = H.app(srv, { max_retries = 5, limits = { max_concurrency = 1 } }, cfg())
+    local app = closing(H.app(srv, { max_retries = 5, limits = { max_concurrency = 1 } }, cfg()))
     local ids = enqueue_many(app, 40)
     all_completed(app, ids)
     local st = srv:limit_stats()
@@ -74,8 +75,8 @@ describe("rate budgets", function()
   it("with requests_per_minute just below the server's limit no 429 comes", function()
     srv:limit{ requests = 20, window_s = 1, retry_after = "1" }
     srv:script(texts(40))
-    local app <close> = H.app(srv, { max_retries = 0,
-      limits = { requests_per_minute = 19, window_s = 1 } }, cfg())
+    local app = closing(H.app(srv, { max_retries = 0,
+      limits = { requests_per_minute = 19, window_s = 1 } }, cfg()))
     local ids = enqueue_many(app, 40)
     all_completed(app, ids)
     local st = srv:limit_stats()
@@ -91,7 +92,7 @@ describe("rate budgets", function()
     -- by their estimates, not with the 90 the first one reported
     srv:script{ { text = "one", usage = { prompt_tokens = 80, completion_tokens = 10, total_tokens = 90 } },
       { text = "two" } }
-    local app <close> = H.app(srv, { limits = { tokens_per_minute = 100, window_s = 1 } }, cfg())
+    local app = closing(H.app(srv, { limits = { tokens_per_minute = 100, window_s = 1 } }, cfg()))
     assert.equal("completed", app:run("a", "x").status)
     local res = app:run("a", "y")
     assert.equal("completed", res.status)
@@ -103,7 +104,7 @@ describe("rate budgets", function()
 
   it("a run waiting for budget is cancelled at once, in a task and in the foreground", function()
     srv:script(texts(3))
-    local app <close> = H.app(srv, { limits = { requests_per_minute = 1, window_s = 60 } }, cfg())
+    local app = closing(H.app(srv, { limits = { requests_per_minute = 1, window_s = 60 } }, cfg()))
     local first = app:enqueue_background("a", "one").task_id
     all_completed(app, { first })
     local second = app:enqueue_background("a", "two").task_id

@@ -3,6 +3,7 @@
 -- bounds its whole tree, the model sees budget_left in bg_list/bg_check,
 -- refused spawns come back as `budget` ToolResults; hooks.admit decides on
 -- the host whether each spawn starts.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local json = H.json
@@ -80,7 +81,7 @@ describe("tree budgets", function()
       script[#script + 1] = r
     end
     srv:script(script)
-    local app <close> = tree_app()
+    local app = closing(tree_app())
     local res = app:run("sup", "go", { tree_budget = { max_tokens = N }, timeout_s = 30 })
     assert.equal("budget_exceeded", res.status)
     assert.equal("tree_budget.max_tokens", res.error.budget)
@@ -127,7 +128,7 @@ describe("tree budgets", function()
     end
     script[#script + 1] = { for_model = "kid", text = "A done" }
     srv:script(script)
-    local app <close> = tree_app()
+    local app = closing(tree_app())
     local res = app:run("sup", "go", { tree_budget = { max_tasks = 1, on_exhausted = "refuse_spawns" },
       timeout_s = 30 })
     assert.equal("completed", res.status)
@@ -140,7 +141,7 @@ describe("tree budgets", function()
   end)
 
   it("checks tree_budget options", function()
-    local app <close> = tree_app()
+    local app = closing(tree_app())
     local ok, err = pcall(app.run, app, "sup", "x", { tree_budget = { max_tokns = 3 } })
     assert.is_false(ok)
     assert.matches('did you mean "max_tokens"', tostring(err), 1, true)
@@ -184,14 +185,14 @@ describe("admission", function()
     for i = 1, 2 do script[#script + 1] = { for_model = "browser", text = "page " .. i, delay_ms = 300 } end
     srv:script(script)
     local S = {}
-    local app <close> = admit_app(S, [[function(req)
+    local app = closing(admit_app(S, [[function(req)
       S.requests = S.requests or {}
       S.requests[#S.requests + 1] = req
       if req.agent_id == "browser" and (req.active.browser or 0) >= 2 then
         return "reject", "at most 2 browser agents at a time"
       end
       return "admit"
-    end]])
+    end]]))
     -- the supervisor runs in a worker: the hook runs here, pumped by app:wait
     local rec = app:enqueue_background("sup", "browse three pages")
     local w = app:wait({ rec.task_id }, { timeout_s = 30 })
@@ -229,11 +230,11 @@ describe("admission", function()
       { for_model = "browser", text = "page" },
     }
     local S = {}
-    local app <close> = admit_app(S, [[function(req)
+    local app = closing(admit_app(S, [[function(req)
       S.asked = (S.asked or 0) + 1
       if S.asked < 3 then return "queue", "not yet" end
       return "admit"
-    end]])
+    end]]))
     local res = app:run("sup", "browse", { timeout_s = 30 })
     assert.equal("completed", res.status)
     assert.equal(3, S.asked)

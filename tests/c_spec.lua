@@ -3,9 +3,9 @@
 -- Build `target` (outside any sanitizer preload) and run it; its output.
 local function build_and_run(target)
   local ok = os.execute("env -u LD_PRELOAD make -s " .. target .. " >/dev/null")
-  assert.is_true(ok == true, "building " .. target .. " failed")
+  assert.is_true(ok == true or ok == 0, "building " .. target .. " failed")
   local p = io.popen("env -u LD_PRELOAD ./" .. target .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end
@@ -19,9 +19,9 @@ describe("C tests", function()
   -- global symbol of every object carries the lg_/luagent_/luaopen_ prefix.
   it("the core's objects define no global symbol without a luagent prefix", function()
     local ok = os.execute("env -u LD_PRELOAD make -s objects >/dev/null")
-    assert.is_true(ok == true, "building the objects of build/obj/luagent failed")
+    assert.is_true(ok == true or ok == 0, "building the objects of build/obj/luagent failed")
     local p = io.popen("nm -g --defined-only build/obj/luagent/*.o")
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local bad, seen = {}, 0
     for line in out:gmatch("[^\n]+") do

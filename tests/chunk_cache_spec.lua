@@ -2,6 +2,7 @@
 -- states"): the first state that loads one keeps its bytecode, later worker
 -- states load that instead of compiling the source again; tracebacks still
 -- name the files, and a file edited meanwhile is compiled anew.
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local core = H.core
 
@@ -32,7 +33,7 @@ describe("the chunk cache", function()
   end)
 
   local function probe()
-    local app <close> = H.app(CFG)
+    local app = closing(H.app(CFG))
     local v = app:wait({ app:enqueue_tool("probe", {}).task_id }, { timeout_s = 20 })
     assert.is_true(v.done)
     assert.equals("completed", v.tasks[1].status, v.tasks[1].error and v.tasks[1].error.message)

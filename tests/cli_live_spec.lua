@@ -3,6 +3,7 @@
 -- ends a streamed run with status 130 within a second, its tree cancelled.
 -- The supervisor talks to the fake OpenAI server with stream = true; its
 -- researchers are scripted and take their time.
+local LUA = require("support.lua_bin").lua
 local C = require "support.cli_helpers"
 local fake = require "support.fake_openai_client"
 
@@ -48,7 +49,7 @@ end
 
 local function wall()
   local p = io.popen("date +%s.%N")
-  local t = tonumber(p:read("l"))
+  local t = tonumber(p:read("*l"))
   p:close()
   return t
 end
@@ -73,7 +74,7 @@ describe("luagent run on a terminal", function()
     local session = "live"
     local cfg = C.write(dir .. "/live.lua", config(srv, 0.8))
     script(srv, 120)
-    C.tmux_start(session, "lua5.4 bin/luagent run " .. C.quote(cfg) ..
+    C.tmux_start(session, LUA .. " bin/luagent run " .. C.quote(cfg) ..
       " supervisor 'Compare two things'; echo EXIT=$?; read keep_the_pane", 110, 30)
     local tables, streaming_seen = {}, false
     local final = C.tmux_until(session, function(screen)
@@ -105,7 +106,7 @@ describe("luagent run on a terminal", function()
     local cfg = C.write(dir .. "/slow.lua", config(srv, 60))
     local db = dir .. "/slow.db"
     script(srv, 400)
-    C.tmux_start(session, "lua5.4 bin/luagent run " .. C.quote(cfg) .. " supervisor go --store " ..
+    C.tmux_start(session, LUA .. " bin/luagent run " .. C.quote(cfg) .. " supervisor go --store " ..
       C.quote(db) .. "; echo EXIT=$? AT=$(date +%s.%N); read keep_the_pane", 110, 30)
     assert.truthy(C.tmux_until(session, function(screen)
       return screen:find("^The") ~= nil and count(screen, "running") >= 3

@@ -2,6 +2,7 @@
 -- returns at once even with a worker stuck in a C call; the stuck worker
 -- stays accounted for (app:closing(), app:stats()) and drains when its call
 -- returns; the process exits cleanly without waiting for it.
+local LUA = require("support.lua_bin").lua
 local luagent = require "luagent"
 local core = require "luagent.core"
 local fake = require "support.fake_openai_client"
@@ -65,12 +66,12 @@ print(string.format("took=%%.6f all=%%s draining=%%d tasks=%%d task_is=%%s statu
         -- the child's output goes to a file: the orphaned `sleep` keeps a
         -- copy of it, and a pipe would stay open until the sleep ends
         local t0 = core.now()
-        local p = io.popen("lua5.4 " .. q(script) .. " > " .. q(out_path) .. " 2>&1; echo \"exit=$?\"")
-        local status = p:read("a")
+        local p = io.popen(LUA .. " " .. q(script) .. " > " .. q(out_path) .. " 2>&1; echo \"exit=$?\"")
+        local status = p:read("*a")
         p:close()
         local elapsed = core.now() - t0
         local rf = io.open(out_path)
-        local out = rf and rf:read("a") or ""
+        local out = rf and rf:read("*a") or ""
         if rf then rf:close() end
         os.remove(script)
         os.remove(out_path)

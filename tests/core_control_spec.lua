@@ -2,6 +2,7 @@
 -- bg_wait), called directly through the core bindings with a scope, as a C
 -- host would call them: every task of another scope is not_found, and a
 -- sub-agent run's scope is narrowed to its own task's children (R-32).
+local closing = require "support.closing"
 local B = require "support.bg_helpers"
 local json = B.json
 
@@ -47,7 +48,7 @@ end
 
 describe("control tool entries (C)", function()
   it("answer not_found for every task of another agent, thread or run", function()
-    local app <close> = B.app(CONFIG)
+    local app = closing(B.app(CONFIG))
     local res = app:run("A", "spawn", { thread_id = "t1" })
     assert.equal("completed", res.status)
     local hold = B.results_of(res.messages, "hold")[1].value.task_id
@@ -81,7 +82,7 @@ describe("control tool entries (C)", function()
   end)
 
   it("narrow a sub-agent run's scope to its own task's children", function()
-    local app <close> = B.app([[
+    local app = closing(B.app([[
       local job = luagent.tool{ name = "job", background = { enabled = true }, handler = function(args, ctx)
         ctx:sleep(60)
       end }
@@ -98,7 +99,7 @@ describe("control tool entries (C)", function()
           return { text = p .. " done" }
         end),
         background_tasks = { enabled = true },
-        agents = { luagent.agent{ id = "top", tools = { mid } }, luagent.agent{ id = "mid", tools = { job } } } } ]])
+        agents = { luagent.agent{ id = "top", tools = { mid } }, luagent.agent{ id = "mid", tools = { job } } } } ]]))
     local res = app:run("top", "top")
     assert.equal("completed", res.status)
     local spawner, idle

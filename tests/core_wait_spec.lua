@@ -1,6 +1,7 @@
 -- Waits are values built once: app:wait registers its ids with the core,
 -- is woken by what happens meanwhile (events, host work) without rebuilding
 -- anything, and decodes its value once, when it is over.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 local CONFIG = [[
@@ -18,7 +19,7 @@ return luagent.config{ background_tasks = { enabled = true, global_concurrency =
 
 describe("app:wait", function()
   it("decodes at most one wait value per ended task plus one over 20 chatty tasks", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local calls = 0
     app:host_tool("go", function() calls = calls + 1 end)
     local ids = {}

@@ -1,5 +1,6 @@
 -- Dispatcher acceptance: timeouts and the cancel error (R-23), cancellation
 -- and its cascade (R-25), terminal records (R-26) and retries (R-24).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 
 local LOOPS = [[
@@ -34,7 +35,7 @@ describe("dispatcher: timeouts (R-23)", function()
     app = H.app(LOOPS .. [[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
                                                   max_depth = 0, max_workers = 1 },
-                             tools = { T.whoami, table.unpack(loops) } } ]])
+                             tools = { T.whoami, (table.unpack or unpack)(loops) } } ]])
   end)
   after_each(function() app:close() end)
 
@@ -153,7 +154,7 @@ describe("dispatcher: cancellation (R-25)", function()
     local dir = H.tmpdir()
     local fifo = dir .. "/fifo"
     assert(os.execute("mkfifo '" .. fifo .. "'"))
-    local stuck <close> = H.app([[
+    local stuck = closing(H.app([[
       local stuck = luagent.tool{ name = "stuck", handler = function(args, ctx)
         ctx:emit("stuck", {})
         os.execute("cat '" .. args.fifo .. "' >/dev/null") -- blocks until the test writes
@@ -162,7 +163,7 @@ describe("dispatcher: cancellation (R-25)", function()
       -- no retiring (stop_grace_s) while the test holds the call: this is
       -- about what a task in a C call looks like until it returns
       return luagent.config{ background_tasks = { enabled = true, stop_grace_s = 60 },
-                             tools = { stuck } } ]])
+                             tools = { stuck } } ]]))
     local r = stuck:enqueue_tool("stuck", { fifo = fifo })
     assert.is_truthy(H.await_kind(stuck, "stuck", r.task_id))
     local c = stuck:cancel(r.task_id) -- waits a second for the task to stop: it cannot
@@ -264,10 +265,10 @@ describe("dispatcher: retries (R-24)", function()
   end)
 
   it("a task waiting for its retry is queued with retry_at, and a cancel ends it at once", function()
-    local slow <close> = H.app([[
+    local slow = closing(H.app([[
       local flaky = luagent.tool{ name = "flaky", handler = function() error("always") end }
       return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 30 },
-                             tools = { flaky } } ]])
+                             tools = { flaky } } ]]))
     local r = slow:enqueue_tool("flaky", {}, { retries = 3 })
     local ev = H.await_kind(slow, "task_retry", r.task_id)
     assert.is_truthy(ev)

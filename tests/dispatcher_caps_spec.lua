@@ -1,4 +1,5 @@
 -- Dispatcher acceptance: real parallelism, caps (R-21) and backpressure (R-22).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 
 local RENDEZVOUS = [[
@@ -19,9 +20,9 @@ end }
 describe("dispatcher: parallelism", function()
   it("two tasks that can only finish together both complete, in different worker states", function()
     local dir = H.tmpdir()
-    local app <close> = H.app(RENDEZVOUS .. [[
+    local app = closing(H.app(RENDEZVOUS .. [[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 2 },
-                             tools = { rendezvous } } ]])
+                             tools = { rendezvous } } ]]))
     local a = app:enqueue_tool("rendezvous", { dir = dir, me = "a", other = "b" })
     local b = app:enqueue_tool("rendezvous", { dir = dir, me = "b", other = "a" })
     local w = app:wait({ a.task_id, b.task_id }, { timeout_s = 10 })
@@ -56,10 +57,10 @@ end
 
 describe("dispatcher: caps (R-21)", function()
   it("never runs more than global_concurrency, nor more than per_agent_concurrency per agent", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 3,
                                                   per_agent_concurrency = 1 },
-                             tools = { T.nap } } ]])
+                             tools = { T.nap } } ]]))
     local agent_of, ids = {}, {}
     for i = 1, 16 do
       local ag = "agent" .. (i % 5)
@@ -79,10 +80,10 @@ describe("dispatcher: caps (R-21)", function()
   end)
 
   it("a saturated agent does not hold back other agents' tasks", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 3,
                                                   per_agent_concurrency = 1 },
-                             tools = { T.nap } } ]])
+                             tools = { T.nap } } ]]))
     local a = {}
     for i = 1, 5 do a[i] = app:enqueue_tool("nap", { s = 0.05 }, { agent_id = "A" }).task_id end
     local b = app:enqueue_tool("nap", { s = 0.001 }, { agent_id = "B" }).task_id
@@ -104,9 +105,9 @@ describe("dispatcher: caps (R-21)", function()
   end)
 
   it("orders admission by priority, then FIFO", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
-                             tools = { T.block, T.echo } } ]])
+                             tools = { T.block, T.echo } } ]]))
     local blocker = app:enqueue_tool("block", {})
     local function e(n, prio) return app:enqueue_tool("echo", { n = n }, { priority = prio }).task_id end
     local l1, l2, h1, l3, m1, l4, h2 = e(1), e(2), e(3, 5), e(4), e(5, 1), e(6), e(7, 5)
@@ -122,10 +123,10 @@ end)
 
 describe("dispatcher: backpressure (R-22)", function()
   it('"reject" refuses with a {kind="rejected"} error naming the global cap', function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1,
                                                   backpressure = "reject" },
-                             tools = { T.block } } ]])
+                             tools = { T.block } } ]]))
     local first = app:enqueue_tool("block", {})
     assert.equal("queued", first.status)
     local err = H.raises(app.enqueue_tool, app, "block", {})
@@ -136,10 +137,10 @@ describe("dispatcher: backpressure (R-22)", function()
   end)
 
   it('"reject" refuses with a message naming the per-agent cap', function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 3,
                                                   per_agent_concurrency = 1, backpressure = "reject" },
-                             tools = { T.block } } ]])
+                             tools = { T.block } } ]]))
     app:enqueue_tool("block", {}, { agent_id = "A" })
     local err = H.raises(app.enqueue_tool, app, "block", {}, { agent_id = "A" })
     assert.equal("rejected", err.kind)
@@ -150,9 +151,9 @@ describe("dispatcher: backpressure (R-22)", function()
   end)
 
   it("queue mode refuses past max_queue", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1, max_queue = 2 },
-                             tools = { T.block } } ]])
+                             tools = { T.block } } ]]))
     local ids = {}
     for i = 1, 3 do ids[i] = app:enqueue_tool("block", {}).task_id end -- 1 admitted + 2 queued
     assert.equal(2, app:stats().queued)

@@ -1,4 +1,5 @@
 -- Dispatcher acceptance: host tools and host callbacks (R-5).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent
 
@@ -38,7 +39,7 @@ describe("dispatcher: host tools and callbacks (R-5)", function()
     local r = table.pack(pcall(f, ...))
     _G.HOST_PUMPING = false
     assert(r[1], r[2])
-    return table.unpack(r, 2, r.n)
+    return (table.unpack or unpack)(r, 2, r.n)
   end
 
   it("a worker's ctx:call_tool of a host tool runs the bound handler on the host", function()
@@ -170,7 +171,7 @@ end)
 describe("dispatcher: host calls of stopped tasks (R-5)", function()
   it("a host call whose task was cancelled before the host pumped is dropped", function()
     _G.HOOK_CALLS = {}
-    local app <close> = H.app(CFG)
+    local app = closing(H.app(CFG))
     local calls = 0
     app:host_tool("pos", function() calls = calls + 1; return "ran" end)
     local r = app:enqueue_tool("ask", { tool = "pos" })
@@ -187,7 +188,7 @@ describe("dispatcher: host calls of stopped tasks (R-5)", function()
 
   it("a host call answers a task that timed out meanwhile with nothing", function()
     _G.HOOK_CALLS = {}
-    local app <close> = H.app(CFG)
+    local app = closing(H.app(CFG))
     local calls = 0
     app:host_tool("pos", function() calls = calls + 1; return "late" end)
     local r = app:enqueue_tool("ask", { tool = "pos" }, { timeout_s = 0.1 })

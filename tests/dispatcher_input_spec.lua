@@ -1,5 +1,6 @@
 -- Dispatcher acceptance: bad input (R-10, docs/architecture.md) and scripts that fail in
 -- workers (R-1, R-11).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent
 
@@ -79,7 +80,7 @@ describe("dispatcher: API misuse (R-10)", function()
     assert.matches("unknown task id", H.errmsg(H.raises(app.wait, app, { "tsk_nope" }, { timeout_s = 1 })), 1, true)
     assert.matches("unknown task id", H.errmsg(H.raises(app.cancel, app, "tsk_nope")), 1, true)
     -- a task of another app is unknown here
-    local other <close> = H.app([[ return luagent.config{ background_tasks = { enabled = true }, tools = { T.echo } } ]])
+    local other = closing(H.app([[ return luagent.config{ background_tasks = { enabled = true }, tools = { T.echo } } ]]))
     local r = other:enqueue_tool("echo", {})
     assert.is_nil(app:get(r.task_id))
   end)
@@ -116,7 +117,7 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
     H.write(path, H.prelude .. [[
       if luagent.in_worker() then error("boom in worker") end
       return luagent.config{ background_tasks = { enabled = true }, tools = { T.echo } } ]])
-    local app <close> = luagent.load(path)
+    local app = closing(luagent.load(path))
     local ids = {}
     for i = 1, 3 do ids[i] = app:enqueue_tool("echo", { i = i }).task_id end
     local w = app:wait(ids, { timeout_s = 10 })
@@ -130,10 +131,10 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
   end)
 
   it("retries of a task whose worker cannot boot progress with a host that only polls", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       if luagent.in_worker() then error("boom in worker") end
       return luagent.config{ background_tasks = { enabled = true, retry_backoff_s = 0.01 },
-                             tools = { T.echo } } ]])
+                             tools = { T.echo } } ]]))
     local r = app:enqueue_tool("echo", {}, { retries = 2 })
     local t0 = H.now()
     -- a game loop: app:poll() every frame, never a blocking call
@@ -149,12 +150,12 @@ describe("dispatcher: startup scripts (R-1, R-11)", function()
   end)
 
   it("a worker whose registry differs from the host's fails the task with a clear message", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local tools = { T.echo }
       if luagent.in_worker() then
         tools[2] = luagent.tool{ name = "extra", handler = function() end }
       end
-      return luagent.config{ background_tasks = { enabled = true }, tools = tools } ]])
+      return luagent.config{ background_tasks = { enabled = true }, tools = tools } ]]))
     local r = app:enqueue_tool("echo", {})
     local w = app:wait({ r.task_id }, { timeout_s = 10 })
     assert.equal("failed", w.tasks[1].status)

@@ -1,4 +1,5 @@
 -- Dispatcher acceptance: slot lending (R-27) and depth limits (R-28).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 
 local TREE = [[
@@ -19,9 +20,9 @@ end }
 ]]
 
 local function run_tree(gc)
-  local app <close> = H.app(TREE .. string.format([[
+  local app = closing(H.app(TREE .. string.format([[
     return luagent.config{ background_tasks = { enabled = true, global_concurrency = %d, max_depth = 2 },
-                           tools = { tree } } ]], gc))
+                           tools = { tree } } ]], gc)))
   local root = app:enqueue_tool("tree", { level = 0 })
   local peak = 0
   app:on("task_started", function()
@@ -70,13 +71,13 @@ describe("dispatcher: slot lending (R-27)", function()
   it("a three-level tree of waits finishes with global_concurrency = 1", function() run_tree(1) end)
 
   it("a waiting task shows as waiting and lends its slot", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local waiter = luagent.tool{ name = "waiter", handler = function(args, ctx)
         local c = ctx:enqueue_tool("block", { tag = "child" })
         return ctx:wait({ c.task_id }, { timeout_s = 20 }).tasks[1].status
       end }
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
-                             tools = { waiter, T.block } } ]])
+                             tools = { waiter, T.block } } ]]))
     local p = app:enqueue_tool("waiter", {})
     local ev = H.await_kind(app, "blocking")
     assert.is_truthy(ev, "the child never ran: the parent kept its slot")
@@ -95,7 +96,7 @@ describe("dispatcher: slot lending (R-27)", function()
   end)
 
   it("a lent slot goes to the task waited on before older unrelated work", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
         -- holding its slot (ctx:sleep does not lend it) until the test has
         -- queued the unrelated task and written the flag file
@@ -105,7 +106,7 @@ describe("dispatcher: slot lending (R-27)", function()
         return ctx:wait({ c.task_id }, { timeout_s = 10 }).tasks[1].status
       end }
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
-                             tools = { parent, T.echo } } ]])
+                             tools = { parent, T.echo } } ]]))
     local dir = H.tmpdir()
     local p = app:enqueue_tool("parent", { flag = dir .. "/go" })
     local u = app:enqueue_tool("echo", { unrelated = true }) -- queued: the parent holds the slot
@@ -120,12 +121,12 @@ describe("dispatcher: slot lending (R-27)", function()
   end)
 
   it("waiting on itself or an ancestor is refused", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local selfish = luagent.tool{ name = "selfish", handler = function(args, ctx)
         local ok, err = pcall(ctx.wait, ctx, { ctx.task_id }, { timeout_s = 1 })
         return { ok = ok, err = type(err) == "table" and err.message or tostring(err) }
       end }
-      return luagent.config{ background_tasks = { enabled = true }, tools = { selfish } } ]])
+      return luagent.config{ background_tasks = { enabled = true }, tools = { selfish } } ]]))
     local r = app:enqueue_tool("selfish", {})
     local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status)
@@ -134,13 +135,13 @@ describe("dispatcher: slot lending (R-27)", function()
   end)
 
   it("a spawn past max_depth raises {kind = \"limit\"}", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local deep = luagent.tool{ name = "deep", handler = function(args, ctx)
         local ok, err = pcall(ctx.enqueue_tool, ctx, "deep", {})
         if ok then return ctx:wait({ err.task_id }, { timeout_s = 10 }).tasks[1].result end
         return { depth = ctx.depth, kind = err.kind, message = err.message }
       end }
-      return luagent.config{ background_tasks = { enabled = true, max_depth = 1 }, tools = { deep } } ]])
+      return luagent.config{ background_tasks = { enabled = true, max_depth = 1 }, tools = { deep } } ]]))
     local r = app:enqueue_tool("deep", {})
     local w = app:wait({ r.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
@@ -183,7 +184,7 @@ end
 
 describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)", function()
   it("a timeout there does not leak the slot it was queued for", function()
-    local app <close> = H.app(RESUME)
+    local app = closing(H.app(RESUME))
     local p, other = parent_queued_for_its_slot(app, { timeout_s = 0.5 })
     local w = app:wait({ p.task_id }, { timeout_s = 10 })
     assert.equal("timed_out", w.tasks[1].status)
@@ -200,7 +201,7 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
   end)
 
   it("a cancel there stops the task instead of resuming it", function()
-    local app <close> = H.app(RESUME)
+    local app = closing(H.app(RESUME))
     local p, other = parent_queued_for_its_slot(app)
     local t0 = H.now()
     while app:get(p.task_id).waiting_on ~= nil and H.now() - t0 < 5 do end
@@ -217,14 +218,14 @@ describe("dispatcher: stopping a task queued to take its slot back (R-27, R-25)"
   end)
 
   it("a lender whose descendant holds the slot it needs resumes at once (wait timeouts hold)", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
 local parent = luagent.tool{ name = "parent", handler = function(args, ctx)
   local child = ctx:enqueue_tool("block", { tag = "child" })
   local w = ctx:wait({ child.task_id }, { timeout_s = 0.2 })
   return { timed_out = w.timed_out, pending = #w.pending }
 end }
 return luagent.config{ background_tasks = { enabled = true, global_concurrency = 1 },
-                       tools = { parent, T.block } } ]])
+                       tools = { parent, T.block } } ]]))
     local p = app:enqueue_tool("parent", {})
     local w = app:wait({ p.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status)
@@ -234,13 +235,13 @@ end)
 
 describe("dispatcher: wait timeouts and fan-out limits", function()
   it("ctx:wait with a timeout returns timed_out with the pending ids and their progress", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local w = luagent.tool{ name = "w", handler = function(args, ctx)
         local c = ctx:enqueue_tool("block", { tag = "child" })
         return ctx:wait({ c.task_id }, { timeout_s = 0.05 })
       end }
       return luagent.config{ background_tasks = { enabled = true, global_concurrency = 2 },
-                             tools = { w, T.block } } ]])
+                             tools = { w, T.block } } ]]))
     local r = app:enqueue_tool("w", {})
     local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.equal("completed", w.tasks[1].status, H.errmsg(w.tasks[1].error))
@@ -262,7 +263,7 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
   end)
 
   it("max_descendants bounds what one tree may spawn", function()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
       local spawn = luagent.tool{ name = "spawn", handler = function(args, ctx)
         local n, err = 0, nil
         for i = 1, 5 do
@@ -273,7 +274,7 @@ describe("dispatcher: wait timeouts and fan-out limits", function()
         return { n = n, kind = err and err.kind, message = err and err.message }
       end }
       return luagent.config{ background_tasks = { enabled = true, max_descendants = 3 },
-                             tools = { spawn, T.echo } } ]])
+                             tools = { spawn, T.echo } } ]]))
     local r = app:enqueue_tool("spawn", {})
     local w = app:wait({ r.task_id }, { timeout_s = 5 })
     assert.same(3, w.tasks[1].result.n)
@@ -308,7 +309,7 @@ return luagent.config{
 
   for _, c in ipairs({ { gc = 2, w = 8, want = 9 }, { gc = 1, w = 4, want = 5 } }) do
     it(string.format("three levels, fan-out %d, global_concurrency = %d, all finish", c.w, c.gc), function()
-      local app <close> = H.app((WIDE:gsub("GC", tostring(c.gc))))
+      local app = closing(H.app((WIDE:gsub("GC", tostring(c.gc)))))
       local r = app:enqueue_tool("lvl", { n = 2, w = c.w })
       local w = app:wait({ r.task_id }, { timeout_s = 15 })
       assert.equal("completed", w.tasks[1].status)

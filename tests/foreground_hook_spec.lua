@@ -5,13 +5,14 @@
 -- during the run and is put back after it. Each case runs in a process of
 -- its own, bounded by `timeout`, so a run that never ends fails the spec
 -- instead of hanging the suite.
+local LUA = require("support.lua_bin").lua
 local fake = require "support.fake_openai_client"
 
 local function run_child(how, hook, model)
-  local cmd = string.format("timeout 20 lua5.4 tests/support/fg_hook_child.lua %s %s '%s' 2>&1; echo \"rc=$?\"",
-    how, hook, model)
+  local cmd = string.format("timeout 20 %s tests/support/fg_hook_child.lua %s %s '%s' 2>&1; echo \"rc=$?\"",
+    LUA, how, hook, model)
   local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   return out
 end

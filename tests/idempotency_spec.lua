@@ -1,6 +1,7 @@
 -- Idempotent enqueues (README, "Idempotent enqueues"): the same
 -- idempotency_key in the same scope returns the existing task; a different
 -- request under that key is refused with kind "conflict".
+local closing = require "support.closing"
 local luagent = require "luagent"
 
 local CFG = [[
@@ -21,7 +22,7 @@ end
 
 describe("idempotency_key", function()
   it("two host enqueues with the same key return one task id", function()
-    local app <close> = luagent.load_string(CFG, "=idem")
+    local app = closing(luagent.load_string(CFG, "=idem"))
     local a = app:enqueue_tool("echo", { v = 1 }, { idempotency_key = "job-1" })
     local b = app:enqueue_tool("echo", { v = 1 }, { idempotency_key = "job-1" })
     assert.equal(a.task_id, b.task_id)
@@ -40,7 +41,7 @@ describe("idempotency_key", function()
   end)
 
   it("a different request under a used key is refused with kind = conflict", function()
-    local app <close> = luagent.load_string(CFG, "=idem")
+    local app = closing(luagent.load_string(CFG, "=idem"))
     local a = app:enqueue_tool("echo", { v = 1 }, { idempotency_key = "k" })
     local ok, err = pcall(app.enqueue_tool, app, "echo", { v = 2 }, { idempotency_key = "k" })
     assert.is_false(ok)
@@ -59,11 +60,12 @@ describe("idempotency_key", function()
     local path = tmp_db()
     local first
     do
-      local app <close> = luagent.load_string(CFG, "=idem", { store = { path = path } })
+      local app = closing(luagent.load_string(CFG, "=idem", { store = { path = path } }))
       first = app:enqueue_tool("echo", { v = 1 }, { idempotency_key = "durable" }).task_id
       app:wait({ first }, { timeout_s = 10 })
+      app:close()
     end
-    local app <close> = luagent.load_string(CFG, "=idem", { store = { path = path } })
+    local app = closing(luagent.load_string(CFG, "=idem", { store = { path = path } }))
     assert.equal(first, app:enqueue_tool("echo", { v = 1 }, { idempotency_key = "durable" }).task_id)
     app:close()
     os.remove(path)

@@ -3,6 +3,8 @@
 -- included. The rule holds everywhere luagent writes JSON: json.encode,
 -- tool arguments from a script or a model (scripted and luagent.openai
 -- against the fake server), task records, events and the store file.
+local utf8_len = require "support.utf8_len"
+local closing = require "support.closing"
 local json = require "luagent.json"
 local R = require "support.runtime_helpers"
 local H = require "support.dispatch_helpers"
@@ -32,7 +34,7 @@ describe("json: invalid UTF-8", function()
   it("json.encode writes each invalid byte as U+FFFD, in values and keys", function()
     for _, c in ipairs(CASES) do
       local text = json.encode({ [c[1]] = c[1] })
-      assert.is_truthy(utf8.len(text), "not UTF-8: " .. text)
+      assert.is_truthy(utf8_len(text), "not UTF-8: " .. text)
       assert.equal(json.encode({ [c[2]] = c[2] }), text)
       assert.same({ [c[2]] = c[2] }, json.decode(text))
     end
@@ -53,10 +55,10 @@ describe("json: invalid UTF-8", function()
       for i = 1, math.random(1, 12) do b[i] = string.char(math.random(0, 255)) end
       local s = table.concat(b)
       local text = json.encode(s)
-      assert.is_truthy(utf8.len(text), "not UTF-8 for " .. string.format("%q", s))
+      assert.is_truthy(utf8_len(text), "not UTF-8 for " .. string.format("%q", s))
       local back = json.decode(text)
       assert.equal(text, json.encode(back))
-      if utf8.len(s) then assert.equal(s, back) end -- valid text is never touched
+      if utf8_len(s) then assert.equal(s, back) end -- valid text is never touched
     end
   end)
 end)
@@ -76,19 +78,19 @@ local seen = luagent.tool{ name = "seen", description = "Report the text.",
 describe("json: invalid UTF-8 in tool arguments", function()
   it("arguments a scripted model sends (a table or JSON text) reach the handler cleaned", function()
     local got = {}
-    local app <close> = R.app(ECHO .. [[
+    local app = closing(R.app(ECHO .. [[
 return luagent.config{
   model = luagent.static_model{ responses = {
     { tool_calls = { { id = "c1", name = "seen", arguments = { text = "t\xffa" } } } },
     { tool_calls = { { id = "c2", name = "seen", arguments = '{"text":"t\xe2\x82s"}' } } },
     "done" } },
   agents = { luagent.agent{ id = "a", tools = { seen } } },
-} ]], { got = got })
+} ]], { got = got }))
     local res = app:run("a", "go \xff")
     assert.equal("completed", res.status)
     assert.same({ "t" .. FFFD .. "a", "t" .. FFFD .. FFFD .. "s" }, got)
     for _, ev in ipairs(app:events{ since = 0, limit = 1000 }) do
-      assert.is_truthy(utf8.len(json.encode(ev)), ev.kind)
+      assert.is_truthy(utf8_len(json.encode(ev)), ev.kind)
     end
   end)
 
@@ -115,7 +117,7 @@ return luagent.config{
     app:close()
     if S.have_sqlite3() then
       for _, line in ipairs(S.sql(db, "SELECT record FROM tasks; SELECT event FROM events;")) do
-        assert.is_truthy(utf8.len(line), "stored text is not UTF-8: " .. line)
+        assert.is_truthy(utf8_len(line), "stored text is not UTF-8: " .. line)
       end
     end
     H.rmdir(dir)
@@ -132,8 +134,8 @@ describe("json: invalid UTF-8 through luagent.openai", function()
     it("arguments the server sends reach the handler cleaned, and every request is UTF-8"
       .. (stream and " (streamed)" or ""), function()
       local got = {}
-      local app <close> = F.simple(srv, { stream = stream },
-        { pre = ECHO, tools = "{ seen }", S = { got = got } })
+      local app = closing(F.simple(srv, { stream = stream },
+        { pre = ECHO, tools = "{ seen }", S = { got = got } }))
       srv:script{
         { tool_calls = { { id = "call_1", name = "seen", arguments = '{"text":"w\xffx\xed\xa0\x80"}' } } },
         { text = "done" },
@@ -143,7 +145,7 @@ describe("json: invalid UTF-8 through luagent.openai", function()
       assert.same({ "w" .. FFFD .. "x" .. FFFD .. FFFD .. FFFD }, got)
       local reqs = srv:requests()
       assert.equal(2, #reqs)
-      for _, r in ipairs(reqs) do assert.is_truthy(utf8.len(r.body), r.body) end
+      for _, r in ipairs(reqs) do assert.is_truthy(utf8_len(r.body), r.body) end
       -- the tool's answer went back to the model cleaned
       assert.matches('\\"raw\\":\\"r' .. FFFD .. 'r\\"', reqs[2].body, 1, true)
     end)

@@ -3,6 +3,7 @@
 -- task_enqueued carries the record's summary; a background call's tool_end
 -- names the task it started; lm_call has the model, latency and usage (or
 -- says there was none). app:events filters, app:tree and app:watch.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
@@ -112,14 +113,14 @@ end
 
 describe("events for a UI, scripted models", function()
   it("carry t, task ids, the enqueue summary, the spawned task and the model call's facts", function()
-    local app <close>, root_id = finished_tree()
+    local app, root_id = closing(finished_tree())
     check_tree_events(app, root_id, "notes")
     local calls = E.of_kind(E.all(app), "lm_call", "task_id", root_id)
     assert.equal("planner", calls[1].payload.model)
   end)
 
   it("a foreground run's events have its run id and no task ids; its children point at no parent task", function()
-    local app <close> = R.app(SCRIPTED)
+    local app = closing(R.app(SCRIPTED))
     local res = app:run("supervisor", "Plan.")
     assert.equal("completed", res.status)
     app:run_until_idle{ timeout_s = 10 }
@@ -136,7 +137,7 @@ describe("events for a UI, scripted models", function()
   end)
 
   it("app:events filters by task_id, root_task_id, run_id and kinds, with since and limit", function()
-    local app <close>, root_id = finished_tree()
+    local app, root_id = closing(finished_tree())
     local all = E.all(app)
     local kid = app:list{ parent_task_id = root_id }[1]
     local function want(pred)
@@ -165,7 +166,7 @@ describe("events for a UI, scripted models", function()
   end)
 
   it("app:tree returns a task's tree, or a foreground run's; unknown ids raise", function()
-    local app <close>, root_id = finished_tree()
+    local app, root_id = closing(finished_tree())
     local t = app:tree(root_id)
     assert.equal(root_id, t.task_id)
     assert.equal("completed", t.status)
@@ -186,7 +187,7 @@ describe("events for a UI, scripted models", function()
   end)
 
   it("app:watch hears events as the run goes, on the host thread, and stops when removed", function()
-    local app <close> = R.app(SCRIPTED)
+    local app = closing(R.app(SCRIPTED))
     local seen, calls = {}, 0
     local stop = app:watch(function(evs)
       calls = calls + 1
@@ -212,7 +213,7 @@ describe("events for a UI, luagent.openai against the fake server", function()
   teardown(function() srv:stop() end)
 
   it("carry the same fields when the supervisor's model is a real HTTP model", function()
-    local app <close> = H.app(srv, {}, FAN .. [[
+    local app = closing(H.app(srv, {}, FAN .. [[
       return luagent.config{
         model = MODEL,
         background_tasks = { enabled = true },
@@ -221,7 +222,7 @@ describe("events for a UI, luagent.openai against the fake server", function()
           luagent.agent{ id = "researcher", model = luagent.static_model{ name = "notes", responses = {
             { text = "note", usage = { prompt_tokens = 5, completion_tokens = 2 } } } } },
         },
-      } ]])
+      } ]]))
     -- the same replies as `fan`, from the server; bg_wait is answered for
     -- whatever ids it names, so the script lists none
     srv:script{

@@ -4,6 +4,7 @@
 -- app:stats(); a provider that reports no usage gets an estimate, flagged,
 -- so max_tokens still fires. Scripted models and luagent.openai against
 -- the fake server.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
@@ -105,7 +106,7 @@ end
 
 describe("usage and cost, scripted models", function()
   it("a supervisor's tree_usage is the sum of its own and its 3 children's, current while they run", function()
-    local app <close> = R.app(TEAM:gsub("S_HOLD", "0.4") .. [[
+    local app = closing(R.app(TEAM:gsub("S_HOLD", "0.4") .. [[
       return luagent.config{ ]] .. PRICING .. [[
         background_tasks = { enabled = true },
         agents = {
@@ -117,12 +118,12 @@ describe("usage and cost, scripted models", function()
               { text = "started", usage = { prompt_tokens = 50, completion_tokens = 1 } } } } },
           luagent.agent{ id = "researcher", tools = { hold }, model = researcher },
         },
-      } ]])
+      } ]]))
     check_team(app)
   end)
 
   it("a foreground run's own usage and cost are in its result and in app:tree(run_id)", function()
-    local app <close> = R.app(TEAM:gsub("S_HOLD", "0") .. [[
+    local app = closing(R.app(TEAM:gsub("S_HOLD", "0") .. [[
       return luagent.config{ ]] .. PRICING .. [[
         background_tasks = { enabled = true },
         agents = {
@@ -131,7 +132,7 @@ describe("usage and cost, scripted models", function()
               usage = { prompt_tokens = 40, completion_tokens = 9 } }, { text = "ok", usage = { prompt_tokens = 1, completion_tokens = 1 } } } } },
           luagent.agent{ id = "researcher", tools = { hold }, model = researcher },
         },
-      } ]])
+      } ]]))
     local res = app:run("supervisor", "go")
     assert.is_true(app:run_until_idle{ timeout_s = 10 }.idle)
     assert.equal(51, res.usage.total_tokens)
@@ -143,14 +144,14 @@ describe("usage and cost, scripted models", function()
   end)
 
   it("a model that reports no usage gets an estimate, flagged, and max_tokens fires", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local talk = luagent.tool{ name = "talk", handler = function() return string.rep("blah ", 40) end }
       return luagent.config{
         agents = { luagent.agent{ id = "a", tools = { talk }, budget = { max_tokens = 150 },
           model = luagent.static_model{ responses = {
             { tool_calls = { { name = "talk" } } }, { tool_calls = { { name = "talk" } } },
             { tool_calls = { { name = "talk" } } }, { tool_calls = { { name = "talk" } } }, "done" } } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "Talk a lot.")
     assert.equal("budget_exceeded", res.status)
     assert.equal("max_tokens", res.error.budget)
@@ -189,7 +190,7 @@ describe("usage and cost, luagent.openai against the fake server", function()
   before_each(function() srv:reset() end)
 
   it("rolls the supervisor's reported usage and its children's up into its tree_usage, with cost", function()
-    local app <close> = H.app(srv, {}, TEAM:gsub("S_HOLD", "0.4") .. [[
+    local app = closing(H.app(srv, {}, TEAM:gsub("S_HOLD", "0.4") .. [[
       return luagent.config{ ]] .. PRICING .. [[
         model = MODEL,
         background_tasks = { enabled = true },
@@ -197,7 +198,7 @@ describe("usage and cost, luagent.openai against the fake server", function()
           luagent.agent{ id = "supervisor", tools = { research } },
           luagent.agent{ id = "researcher", tools = { hold }, model = researcher },
         },
-      } ]])
+      } ]]))
     srv:script{
       { tool_calls = { { id = "1", name = "research", arguments = { prompt = "a" } },
         { id = "2", name = "research", arguments = { prompt = "b" } },
@@ -209,9 +210,9 @@ describe("usage and cost, luagent.openai against the fake server", function()
   end)
 
   it("prices cached prompt tokens at the cached price", function()
-    local app <close> = H.app(srv, {}, [[
+    local app = closing(H.app(srv, {}, [[
       return luagent.config{ model = MODEL, agents = { luagent.agent{ id = "a" } },
-        pricing = { m = { input_per_mtok = 2, output_per_mtok = 10, cached_input_per_mtok = 1 } } } ]])
+        pricing = { m = { input_per_mtok = 2, output_per_mtok = 10, cached_input_per_mtok = 1 } } } ]]))
     srv:script{ { text = "hi", usage = { prompt_tokens = 100, completion_tokens = 10, total_tokens = 110,
       prompt_tokens_details = { cached_tokens = 60 } } } }
     local res = app:run("a", "x")
@@ -222,10 +223,10 @@ describe("usage and cost, luagent.openai against the fake server", function()
   it("a server that sends no usage gets an estimate, flagged in lm_call, and max_tokens fires", function()
     for _, stream in ipairs({ false, true }) do
       srv:reset()
-      local app <close> = H.app(srv, { stream = stream }, [[
+      local app = closing(H.app(srv, { stream = stream }, [[
         local talk = luagent.tool{ name = "talk", handler = function() return string.rep("blah ", 40) end }
         return luagent.config{ model = MODEL,
-          agents = { luagent.agent{ id = "a", tools = { talk }, budget = { max_tokens = 150 } } } } ]])
+          agents = { luagent.agent{ id = "a", tools = { talk }, budget = { max_tokens = 150 } } } } ]]))
       local replies = {}
       for i = 1, 4 do replies[i] = { tool_calls = { { id = "t" .. i, name = "talk", arguments = {} } }, usage = false } end
       replies[5] = { text = "done", usage = false }

@@ -1,6 +1,7 @@
 -- Cancellation and timeouts of model calls in flight (R-23, R-6, README):
 -- a stalled stream is aborted at once by app:cancel, by a task's deadline,
 -- by a foreground run's timeout or cancel, and by the model's own timeout_s.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -16,7 +17,7 @@ describe("openai adapter: cancel and timeouts", function()
   end
 
   it("cancels a background run whose stream stalled, within a second", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60, max_retries = 2 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60, max_retries = 2 }))
     srv:script{ { text = "partial answer that never ends", chunk_size = 3, stall_after_chunks = 2 } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 60 })
     assert.truthy(first_token(app, rec.task_id), "the stream never started")
@@ -34,7 +35,7 @@ describe("openai adapter: cancel and timeouts", function()
   end)
 
   it("cancels a background run waiting for a delayed reply", function()
-    local app <close> = H.simple(srv, { stream = false, timeout_s = 60 })
+    local app = closing(H.simple(srv, { stream = false, timeout_s = 60 }))
     srv:script{ { text = "late", delay_ms = 30000 } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 60 })
     assert.truthy(H.wait_event(app, function(ev)
@@ -50,7 +51,7 @@ describe("openai adapter: cancel and timeouts", function()
   end)
 
   it("ends a stalled background run timed_out at the task's deadline", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60, max_retries = 2 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60, max_retries = 2 }))
     srv:script{ { text = "stalls", chunk_size = 2, stall_after_chunks = 1 } }
     local t0 = H.now()
     local rec = app:enqueue_background("a", "x", { timeout_s = 0.5 })
@@ -64,7 +65,7 @@ describe("openai adapter: cancel and timeouts", function()
   end)
 
   it("fails a foreground run whose stream stalls past the model's timeout_s", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 0.5, max_retries = 0 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 0.5, max_retries = 0 }))
     srv:script{ { text = "stalls", chunk_size = 2, stall_after_chunks = 2 } }
     local t0 = H.now()
     local res = app:run("a", "x")
@@ -76,8 +77,8 @@ describe("openai adapter: cancel and timeouts", function()
   end)
 
   it("retries a model timeout when retries and call_timeout_s are left", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 0.3, max_retries = 1,
-      call_timeout_s = 10 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 0.3, max_retries = 1,
+      call_timeout_s = 10 }))
     srv:script{ { text = "stalls", stall_after_chunks = 1 }, { text = "second try" } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)
@@ -86,7 +87,7 @@ describe("openai adapter: cancel and timeouts", function()
   end)
 
   it("ends a foreground run timed_out at the run's timeout_s during a stalled stream", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60 }))
     srv:script{ { text = "stalls", stall_after_chunks = 1 } }
     local t0 = H.now()
     local res = app:run("a", "x", { timeout_s = 0.4 })
@@ -97,7 +98,7 @@ describe("openai adapter: cancel and timeouts", function()
 
   it("cancels a foreground run from a host callback while it waits on HTTP", function()
     local S = { app = nil, cancelled = nil }
-    local app <close> = H.app(srv, { stream = true, timeout_s = 60 }, [[
+    local app = closing(H.app(srv, { stream = true, timeout_s = 60 }, [[
       local ping = luagent.host_tool{ name = "ping", description = "Ping the host." }
       return luagent.config{
         model = MODEL,
@@ -109,7 +110,7 @@ describe("openai adapter: cancel and timeouts", function()
               { tool_calls = { { id = "c1", name = "ping", arguments = {} } } },
               { text = "pinged" } } } },
         },
-      } ]], S)
+      } ]], S))
     app:host_tool("ping", function()
       -- the foreground run is the only one with a model call in flight
       for _, ev in ipairs(app:events{ since = 0, limit = 100000 }) do

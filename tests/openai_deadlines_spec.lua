@@ -2,6 +2,7 @@
 -- an attempt when no byte came for that long (plain and streamed, host and
 -- worker), and call_timeout_s bounds one model call across all its attempts
 -- and the waits between them. Small values against the fake server.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -12,7 +13,7 @@ describe("openai adapter: idle and call deadlines", function()
   before_each(function() srv:reset() end)
 
   it("ends a streamed attempt that stalls for idle_timeout_s, long before timeout_s", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60, idle_timeout_s = 0.3 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60, idle_timeout_s = 0.3 }))
     srv:script{ { text = "stalls after this", chunk_size = 2, stall_after_chunks = 2 } }
     local res = app:run("a", "x")
     assert.equal("failed", res.status)
@@ -22,7 +23,7 @@ describe("openai adapter: idle and call deadlines", function()
   end)
 
   it("ends a plain attempt whose reply does not come within idle_timeout_s", function()
-    local app <close> = H.simple(srv, { timeout_s = 60, idle_timeout_s = 0.3 })
+    local app = closing(H.simple(srv, { timeout_s = 60, idle_timeout_s = 0.3 }))
     srv:script{ { text = "too late", delay_ms = 5000 } }
     local res = app:run("a", "x")
     assert.equal("failed", res.status)
@@ -30,8 +31,8 @@ describe("openai adapter: idle and call deadlines", function()
   end)
 
   it("retries an idle attempt while retries and call_timeout_s allow, in a worker too", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60, idle_timeout_s = 0.3,
-      max_retries = 1 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60, idle_timeout_s = 0.3,
+      max_retries = 1 }))
     srv:script{ { text = "stalls", stall_after_chunks = 1 }, { text = "second try" } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)
@@ -48,8 +49,8 @@ describe("openai adapter: idle and call deadlines", function()
   end)
 
   it("gives up once call_timeout_s has passed, whatever max_retries says", function()
-    local app <close> = H.simple(srv, { timeout_s = 0.4, call_timeout_s = 1, max_retries = 10,
-      retry_backoff_s = 0.05, idle_timeout_s = 30 })
+    local app = closing(H.simple(srv, { timeout_s = 0.4, call_timeout_s = 1, max_retries = 10,
+      retry_backoff_s = 0.05, idle_timeout_s = 30 }))
     local replies = {}
     for i = 1, 11 do replies[i] = { text = "late " .. i, delay_ms = 5000 } end
     srv:script(replies)
@@ -63,7 +64,7 @@ describe("openai adapter: idle and call deadlines", function()
   end)
 
   it("does not wait out a Retry-After that ends past call_timeout_s", function()
-    local app <close> = H.simple(srv, { timeout_s = 10, call_timeout_s = 1, max_retries = 3 })
+    local app = closing(H.simple(srv, { timeout_s = 10, call_timeout_s = 1, max_retries = 3 }))
     srv:script{ { status = 429, headers = { ["Retry-After"] = "30" } }, { text = "never asked" } }
     local res = app:run("a", "x")
     assert.equal("failed", res.status)

@@ -1,6 +1,7 @@
 -- R-6: while a foreground run waits on its model's HTTP, the host keeps
 -- pumping: host tools called by background tasks are answered during the
 -- wait, not after it, and news for the host wakes the HTTP wait at once.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -28,7 +29,7 @@ describe("openai adapter: the host pumps during a foreground HTTP wait", functio
     it("answers a background task's host tool while app:run waits (stream = " .. tostring(stream) .. ")",
       function()
         local S = { in_run = false, calls = {} }
-        local app <close> = H.app(srv, { stream = stream }, SRC, S)
+        local app = closing(H.app(srv, { stream = stream }, SRC, S))
         app:host_tool("where", function(_, info)
           S.calls[#S.calls + 1] = { in_run = S.in_run, at = H.now(), task_id = info.task_id }
           return { x = 1, y = 2 }
@@ -58,7 +59,7 @@ describe("openai adapter: the host pumps during a foreground HTTP wait", functio
 
   it("wakes the HTTP wait at once when host work arrives in the middle of it", function()
     local S = { calls = {} }
-    local app <close> = H.app(srv, { stream = false }, [[
+    local app = closing(H.app(srv, { stream = false }, [[
       local core = require "luagent.core"
       local where = luagent.host_tool{ name = "where", description = "Where." }
       local spawn = luagent.tool{ name = "spawn", description = "Start the background agent.",
@@ -76,7 +77,7 @@ describe("openai adapter: the host pumps during a foreground HTTP wait", functio
               return { tool_calls = { { id = "call_w", name = "where", arguments = {} } } }
             end) },
         },
-      } ]], S)
+      } ]], S))
     app:host_tool("where", function()
       S.calls[#S.calls + 1] = H.now()
       return "here"

@@ -3,6 +3,7 @@
 -- whose body is SSE is read as a stream whatever its content type (as the
 -- official SDKs do); an error body with both `error` and `message` shows
 -- both.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -18,7 +19,7 @@ describe("openai adapter: replies as they come", function()
   before_each(function() srv:reset() end)
 
   it("fails a run on a reply whose message is null or missing, instead of completing it empty", function()
-    local app <close> = H.simple(srv)
+    local app = closing(H.simple(srv))
     for _, raw in ipairs({
       '{"id":"x","object":"chat.completion","choices":[{"index":0,"message":null,"finish_reason":"stop"}]}',
       '{"id":"x","object":"chat.completion","choices":[{"index":0,"finish_reason":"stop"}]}',
@@ -33,7 +34,7 @@ describe("openai adapter: replies as they come", function()
   end)
 
   it("reads a streamed reply as SSE when its body is SSE, whatever the content type says", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     local bodies = {
       -- split so that the first bytes alone cannot tell
       { content_type = "application/json", raw_chunks = { "\n", "da", "ta: " .. DELTA_A .. "\n\n",
@@ -59,7 +60,7 @@ describe("openai adapter: replies as they come", function()
   end)
 
   it("reads an SSE body with another content type in a worker too", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     srv:script{ { content_type = "application/json", raw_chunks = { ev(DELTA_A), ev(DELTA_B) } } }
     local rec = app:enqueue_background("a", "x")
     assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
@@ -69,7 +70,7 @@ describe("openai adapter: replies as they come", function()
   end)
 
   it("shows both the error and the message of a provider error body", function()
-    local app <close> = H.simple(srv)
+    local app = closing(H.simple(srv))
     srv:script{ { status = 400, body = { timestamp = "2024-01-01T00:00:00Z", status = 400,
       error = "Bad Request", message = "model 'gpt-x' does not exist", path = "/v1/chat/completions" } } }
     local res = app:run("a", "x")

@@ -4,6 +4,8 @@
 -- OpenAI accepts (no empty tools/tool_calls, list keywords as arrays, empty
 -- required dropped, properties always an object), base_url forms, the
 -- Authorization header and keyless (Ollama-style) use.
+local closing = require "support.closing"
+local LUA = require("support.lua_bin").lua
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local cjson = require "cjson"
@@ -32,7 +34,7 @@ describe("openai adapter: requests", function()
   before_each(function() srv:reset() end)
 
   it("gets a plain answer and sends the minimal body", function()
-    local app <close> = H.simple(srv, { params = { temperature = 0.25, seed = 7 } })
+    local app = closing(H.simple(srv, { params = { temperature = 0.25, seed = 7 } }))
     srv:script{ { text = "Hello there.", usage = { prompt_tokens = 12, completion_tokens = 3,
       total_tokens = 15 } } }
     local res = app:run("a", "Say hello.")
@@ -59,7 +61,7 @@ describe("openai adapter: requests", function()
   end)
 
   it("round-trips a tool call and sends the exact transcript", function()
-    local app <close> = H.simple(srv, {}, { pre = ADD, tools = "{ add }" })
+    local app = closing(H.simple(srv, {}, { pre = ADD, tools = "{ add }" }))
     srv:script{
       -- a raw arguments string: it must come back byte for byte
       { tool_calls = { { id = "call_Zq9-xY_01", name = "add", arguments = '{"a": 2, "b":3}' } },
@@ -106,8 +108,8 @@ describe("openai adapter: requests", function()
 
   -- the tools part of a body is encoded once per tool and spliced in
   it("sends bodies byte for byte as one encoding of the whole request, params after tools included", function()
-    local app <close> = H.simple(srv, { params = { temperature = 0.5, top_p = 1, user = "u-1", n = 1 } },
-      { pre = ADD, tools = "{ add, echo }" })
+    local app = closing(H.simple(srv, { params = { temperature = 0.5, top_p = 1, user = "u-1", n = 1 } },
+      { pre = ADD, tools = "{ add, echo }" }))
     local function script()
       srv:script{ { tool_calls = { { name = "add", arguments = { a = 1, b = 2 } } } }, { text = "3" } }
     end
@@ -130,7 +132,7 @@ describe("openai adapter: requests", function()
   end)
 
   it("runs two tool calls of one reply in order and answers each by id", function()
-    local app <close> = H.simple(srv, {}, { pre = ADD, tools = "{ add, echo }" })
+    local app = closing(H.simple(srv, {}, { pre = ADD, tools = "{ add, echo }" }))
     srv:script{
       { text = "Working on it.", tool_calls = {
         { id = "call_first", name = "echo", arguments = { text = "héllo \"world\"" } },
@@ -162,7 +164,7 @@ describe("openai adapter: requests", function()
   end)
 
   it("sends a tool error back to the model as a tool message", function()
-    local app <close> = H.simple(srv, {}, { pre = ADD, tools = "{ add }" })
+    local app = closing(H.simple(srv, {}, { pre = ADD, tools = "{ add }" }))
     srv:script{
       { tool_calls = { { id = "call_bad", name = "add", arguments = '{"a": "two"}' } } },
       { tool_calls = { { id = "call_nope", name = "nope", arguments = "not json" } } },
@@ -182,7 +184,7 @@ describe("openai adapter: requests", function()
   end)
 
   it("replaces invalid UTF-8 in contents with U+FFFD", function()
-    local app <close> = H.simple(srv)
+    local app = closing(H.simple(srv))
     srv:script{ { text = "ok" } }
     assert.equal("completed", app:run("a", "bad \255 byte and good \u{e9}").status)
     local req = srv:requests()[1]
@@ -246,7 +248,7 @@ return luagent.config{
     end
 
     it("omits tools for an agent without tools and empty tool_calls everywhere", function()
-      local app <close> = H.app(srv, {}, SRC)
+      local app = closing(H.app(srv, {}, SRC))
       srv:script{ { text = "one" }, { text = "two" } }
       assert.equal("completed", app:chat("bare", "first", { thread_id = "t" }).status)
       assert.equal("completed", app:chat("bare", "second", { thread_id = "t" }).status)
@@ -264,7 +266,7 @@ return luagent.config{
     end)
 
     it("normalises tool schemas in a foreground run", function()
-      local app <close> = H.app(srv, {}, SRC)
+      local app = closing(H.app(srv, {}, SRC))
       srv:script{ { text = "ok" } }
       assert.equal("completed", app:run("schemas", "go").status)
       local req = srv:requests()[1]
@@ -275,7 +277,7 @@ return luagent.config{
     end)
 
     it("sends the same schema bytes from a worker (after the snapshot)", function()
-      local app <close> = H.app(srv, {}, SRC)
+      local app = closing(H.app(srv, {}, SRC))
       srv:script{ { text = "fg" }, { text = "bg" } }
       assert.equal("completed", app:run("schemas", "go").status)
       local rec = app:enqueue_background("schemas", "go")
@@ -290,7 +292,7 @@ return luagent.config{
     end)
 
     it("never sends an empty tool_calls list when a reply has none", function()
-      local app <close> = H.app(srv, {}, SRC)
+      local app = closing(H.app(srv, {}, SRC))
       -- a model reply with an explicit empty list
       srv:script{ { raw = '{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,' ..
         '"finish_reason":"stop","message":{"role":"assistant","content":"plain","tool_calls":[]}}]}',
@@ -304,7 +306,7 @@ return luagent.config{
 
   describe("base_url, headers and keys", function()
     it("tolerates a trailing slash on base_url", function()
-      local app <close> = H.simple(srv, { base_url = srv.url .. "/" })
+      local app = closing(H.simple(srv, { base_url = srv.url .. "/" }))
       srv:script{ { text = "ok" } }
       assert.equal("completed", app:run("a", "x").status)
       assert.equal("/v1/chat/completions", srv:requests()[1].path)
@@ -329,8 +331,8 @@ return luagent.config{
       f:write(child)
       f:close()
       srv:script{ { text = "from env" } }
-      local p = assert(io.popen(string.format("env OPENAI_BASE_URL=%s/ lua5.4 %s 2>&1", srv.url, path)))
-      local out = p:read("a")
+      local p = assert(io.popen(string.format("env OPENAI_BASE_URL=%s/ %s %s 2>&1", srv.url, LUA, path)))
+      local out = p:read("*a")
       p:close()
       os.remove(path)
       assert.equal("completed from env", out)
@@ -338,8 +340,8 @@ return luagent.config{
     end)
 
     it("sends the key as a Bearer token, and user headers", function()
-      local app <close> = H.simple(srv, { api_key = "sk-live-abc123",
-        headers = { ["X-Team"] = "core", ["OpenAI-Organization"] = "org-1" } })
+      local app = closing(H.simple(srv, { api_key = "sk-live-abc123",
+        headers = { ["X-Team"] = "core", ["OpenAI-Organization"] = "org-1" } }))
       srv:script{ { text = "ok" } }
       assert.equal("completed", app:run("a", "x").status)
       local h = srv:requests()[1].headers
@@ -349,8 +351,8 @@ return luagent.config{
     end)
 
     it("works without a key against a non-default base_url (Ollama style)", function()
-      local app <close> = H.simple(srv, { api_key = false,
-        api_key_env = "LUAGENT_SPEC_CERTAINLY_UNSET_KEY" })
+      local app = closing(H.simple(srv, { api_key = false,
+        api_key_env = "LUAGENT_SPEC_CERTAINLY_UNSET_KEY" }))
       srv:script{ { text = "local model says hi" } }
       local res = app:run("a", "x")
       assert.equal("completed", res.status)
@@ -361,14 +363,14 @@ return luagent.config{
     it("takes the key from api_key_env", function()
       -- PATH is set in any test environment; it stands in for a key variable
       local path = os.getenv("PATH")
-      local app <close> = H.simple(srv, { api_key = false, api_key_env = "PATH" })
+      local app = closing(H.simple(srv, { api_key = false, api_key_env = "PATH" }))
       srv:script{ { text = "ok" } }
       assert.equal("completed", app:run("a", "x").status)
       assert.equal("Bearer " .. path, srv:requests()[1].headers.authorization)
     end)
 
     it("an empty api_key sends no Authorization header", function()
-      local app <close> = H.simple(srv, { api_key = "" })
+      local app = closing(H.simple(srv, { api_key = "" }))
       srv:script{ { text = "ok" } }
       assert.equal("completed", app:run("a", "x").status)
       assert.is_nil(srv:requests()[1].headers.authorization)

@@ -2,6 +2,7 @@
 -- retryable statuses are retried up to max_retries and then end the run
 -- `failed` with error = {kind = "model", status, message}; 4xx auth and
 -- request errors are never retried.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 
@@ -12,7 +13,7 @@ describe("openai adapter: retries", function()
   before_each(function() srv:reset() end)
 
   it("waits for Retry-After on a 429, then completes with exactly one retry", function()
-    local app <close> = H.simple(srv, { max_retries = 2 })
+    local app = closing(H.simple(srv, { max_retries = 2 }))
     srv:script{
       { status = 429, headers = { ["Retry-After"] = "1" } },
       { text = "finally" },
@@ -35,7 +36,7 @@ describe("openai adapter: retries", function()
   end)
 
   it("honours retry-after-ms", function()
-    local app <close> = H.simple(srv, { max_retries = 1, retry_backoff_s = 5 })
+    local app = closing(H.simple(srv, { max_retries = 1, retry_backoff_s = 5 }))
     srv:script{ { status = 503, headers = { ["retry-after-ms"] = "150" } }, { text = "ok" } }
     local t0 = H.now()
     local res = app:run("a", "x")
@@ -46,7 +47,7 @@ describe("openai adapter: retries", function()
   end)
 
   it("gives up after max_retries with the provider's status and message", function()
-    local app <close> = H.simple(srv, { max_retries = 2 })
+    local app = closing(H.simple(srv, { max_retries = 2 }))
     local function overloaded()
       return { status = 503, body = { error = { message = "The engine is currently overloaded, please try again later",
         type = "server_error" } } }
@@ -68,7 +69,7 @@ describe("openai adapter: retries", function()
 
   for _, status in ipairs({ 400, 401, 403, 404 }) do
     it("does not retry a " .. status, function()
-      local app <close> = H.simple(srv, { max_retries = 3 })
+      local app = closing(H.simple(srv, { max_retries = 3 }))
       srv:script{ { status = status, body = { error = { message = "provider says no (" .. status .. ")",
         type = "invalid_request_error" } } }, { text = "never" } }
       local res = app:run("a", "x")
@@ -82,7 +83,7 @@ describe("openai adapter: retries", function()
   end
 
   it("retries a retryable in-stream error and then completes", function()
-    local app <close> = H.simple(srv, { stream = true, max_retries = 1 })
+    local app = closing(H.simple(srv, { stream = true, max_retries = 1 }))
     srv:script{
       { text = "partial", stream_error = { message = "Rate limit reached mid-stream", type = "rate_limit_error" },
         after_chunks = 1 },
@@ -97,7 +98,7 @@ describe("openai adapter: retries", function()
   end)
 
   it("does not retry a non-retryable in-stream error", function()
-    local app <close> = H.simple(srv, { stream = true, max_retries = 3 })
+    local app = closing(H.simple(srv, { stream = true, max_retries = 3 }))
     srv:script{ { text = "x", stream_error = { message = "This model's maximum context length is exceeded",
       type = "invalid_request_error", code = "context_length_exceeded" } }, { text = "never" } }
     local res = app:run("a", "x")
@@ -112,7 +113,7 @@ describe("openai adapter: retries", function()
     local dead = fake.start()
     local url = dead.url
     dead:stop()
-    local app <close> = H.simple(srv, { base_url = url, max_retries = 1 })
+    local app = closing(H.simple(srv, { base_url = url, max_retries = 1 }))
     local res = app:run("a", "x")
     assert.equal("failed", res.status)
     assert.equal("model", res.error.kind)
@@ -122,7 +123,7 @@ describe("openai adapter: retries", function()
   end)
 
   it("retries in a background task too", function()
-    local app <close> = H.simple(srv, { max_retries = 1 })
+    local app = closing(H.simple(srv, { max_retries = 1 }))
     srv:script{ { status = 502 }, { text = "bg done" } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 10 })
     assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)

@@ -3,6 +3,7 @@
 -- events (any kind), task records, errors, run results or saved chat
 -- threads -- also when the provider echoes it back in an error body, a
 -- stream error, an HTML page or a retry message.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local cjson = require "cjson"
@@ -51,7 +52,7 @@ describe("openai adapter: the API key", function()
   end
 
   it("is sent as a Bearer token and in no other place", function()
-    local app <close> = new_app()
+    local app = closing(new_app())
     srv:script{ { tool_calls = { { id = "call_1", name = "echo", arguments = { text = "hi" } } } }, { text = "ok" } }
     assert.equal("completed", app:run("a", "x").status)
     local reqs = srv:requests()
@@ -67,7 +68,7 @@ describe("openai adapter: the API key", function()
   end)
 
   it("stays out of a foreground run's results, events and errors when echoed back", function()
-    local app <close> = new_app()
+    local app = closing(new_app())
     srv:script(echo_script())
     local res = app:run("a", "x")
     assert.equal("failed", res.status)
@@ -83,7 +84,7 @@ describe("openai adapter: the API key", function()
   end)
 
   it("stays out of a background run's record, result and events", function()
-    local app <close> = new_app({ stream = true })
+    local app = closing(new_app({ stream = true }))
     srv:script(echo_script())
     local rec = app:enqueue_background("a", "x", { timeout_s = 10 })
     assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)
@@ -95,7 +96,7 @@ describe("openai adapter: the API key", function()
   end)
 
   it("stays out of a saved chat thread", function()
-    local app <close> = new_app()
+    local app = closing(new_app())
     srv:script{
       { tool_calls = { { id = "call_1", name = "echo", arguments = { text = "one" } } } },
       echo_body(401),
@@ -109,7 +110,7 @@ describe("openai adapter: the API key", function()
   end)
 
   it("is redacted from in-stream errors, named error events and non-JSON bodies", function()
-    local app <close> = new_app({ stream = true, max_retries = 0 })
+    local app = closing(new_app({ stream = true, max_retries = 0 }))
     local function ev(t) return "data: " .. t .. "\n\n" end
     local cases = {
       { text = "abc", after_chunks = 1,
@@ -149,7 +150,7 @@ describe("openai adapter: the API key", function()
     end
     assert_clean(H.json.encode(plain), "the model's data")
     -- and a worker still uses the key
-    local app <close> = new_app()
+    local app = closing(new_app())
     srv:script{ { text = "bg ok" } }
     local rec = app:enqueue_background("a", "x", { timeout_s = 10 })
     assert.is_true(app:wait({ rec.task_id }, { timeout_s = 10 }).done)

@@ -2,6 +2,8 @@
 -- text deltas become token events in order, tool-call deltas split
 -- anywhere (inside strings, inside UTF-8 characters' neighbours) assemble by
 -- index, usage comes from the final chunk, in the host and in workers.
+local utf8_len = require "support.utf8_len"
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local cjson = require "cjson"
@@ -37,7 +39,7 @@ describe("openai adapter: streaming", function()
   before_each(function() srv:reset() end)
 
   it("emits text deltas as token events in order; they add up to the final text", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     local text = "Streaming in small pieces: ünïcödé, \"quotes\", and emoji \u{1F600} too."
     srv:script{ { text = text, chunk_size = 3,
       usage = { prompt_tokens = 21, completion_tokens = 34, total_tokens = 55 } } }
@@ -48,7 +50,7 @@ describe("openai adapter: streaming", function()
     local toks = tokens_of(events, res.run_id)
     assert.is_true(#toks >= 20)
     assert.equal(text, table.concat(toks))
-    for _, t in ipairs(toks) do assert.is_true(utf8.len(t) ~= nil and utf8.len(t) <= 3) end
+    for _, t in ipairs(toks) do assert.is_true(utf8_len(t) ~= nil and utf8_len(t) <= 3) end
     -- tokens come between the model call's start and its end
     local start_seq, call_seq
     for _, ev in ipairs(events) do
@@ -69,7 +71,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("assembles tool calls split across many chunks", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ note, add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ note, add }" }))
     local args1 = '{"text": "a \\"quoted\\" string, with \\\\ and ünïcode \\u00e9", "n": 12345}'
     local args2 = '{"a":1,"b":2}'
     srv:script{
@@ -107,7 +109,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("handles CRLF framing and a stream without usage", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     srv:script{ { text = "line one\nline two", eol = "\r\n", chunk_size = 2, usage = false } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)
@@ -122,7 +124,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("accepts a hand-written stream: tool call in one delta, several choices fields, comments", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" }))
     local function ev(t) return "data: " .. t .. "\n\n" end
     srv:script{
       { content_type = "text/event-stream", raw_chunks = {
@@ -150,7 +152,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("accepts a plain JSON reply to a stream request", function()
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     srv:script{ { raw = cjson.encode({ id = "c", object = "chat.completion", model = "m",
       choices = { { index = 0, finish_reason = "stop", message = { role = "assistant", content = "not streamed" } } },
       usage = { prompt_tokens = 1, completion_tokens = 1, total_tokens = 2 } }),
@@ -161,7 +163,7 @@ describe("openai adapter: streaming", function()
   end)
 
   it("streams in a background task: tokens carry the task id", function()
-    local app <close> = H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" })
+    local app = closing(H.simple(srv, { stream = true }, { pre = TOOLS, tools = "{ add }" }))
     srv:script{
       { tool_calls = { { id = "call_bg", name = "add", arguments = { a = 20, b = 22 } } }, chunk_size = 3 },
       { text = "The answer is 42.", chunk_size = 3,

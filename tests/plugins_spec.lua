@@ -1,4 +1,5 @@
 -- Bundled plugins: luagent.plugin("shell"), luagent.plugin("fetch").
+local closing = require "support.closing"
 local luagent = require "luagent"
 
 local function app_with(tool_src)
@@ -12,7 +13,7 @@ end
 
 describe("plugin shell", function()
   it("runs a command in a worker and returns its exit code and output", function()
-    local app <close> = app_with('luagent.plugin("shell", { timeout_s = 5 })')
+    local app = closing(app_with('luagent.plugin("shell", { timeout_s = 5 })'))
     local rec = app:enqueue_tool("shell", { command = "echo hello; exit 3" })
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status)
@@ -20,7 +21,7 @@ describe("plugin shell", function()
   end)
 
   it("refuses commands outside its allow list and bounds a command by timeout_s", function()
-    local app <close> = app_with('luagent.plugin("shell", { timeout_s = 0.3, allow = { "^sleep " } })')
+    local app = closing(app_with('luagent.plugin("shell", { timeout_s = 0.3, allow = { "^sleep " } })'))
     local bad = app:enqueue_tool("shell", { command = "rm -rf /tmp/nothing" })
     local slow = app:enqueue_tool("shell", { command = "sleep 5" })
     local chained = app:enqueue_tool("shell", { command = "sleep 0; echo INJECTED" })
@@ -45,7 +46,7 @@ describe("plugin fetch", function()
   local fake = require "support.fake_openai_client"
   it("GETs a URL through ctx:http and refuses hosts outside allow_hosts", function()
     local srv = fake.start()
-    local app <close> = app_with('luagent.plugin("fetch", { allow_hosts = { "127.0.0.1" } })')
+    local app = closing(app_with('luagent.plugin("fetch", { allow_hosts = { "127.0.0.1" } })'))
     local ok = app:enqueue_tool("fetch", { url = srv.base .. "/_health" })
     local bad = app:enqueue_tool("fetch", { url = "http://example.invalid/" })
     local sneaky = app:enqueue_tool("fetch", { url = "http://127.0.0.1:x@example.invalid/" })
@@ -61,7 +62,7 @@ describe("plugin fetch", function()
 
   it("cuts a body over max_bytes instead of failing", function()
     local srv = fake.start()
-    local app <close> = app_with('luagent.plugin("fetch", { max_bytes = 1 })')
+    local app = closing(app_with('luagent.plugin("fetch", { max_bytes = 1 })'))
     local r = app:enqueue_tool("fetch", { url = srv.base .. "/_health" })
     local w = app:wait({ r.task_id }, { timeout_s = 10 })
     srv:stop()

@@ -3,6 +3,7 @@
 -- KILL after a grace period — when the task is cancelled, times out or the
 -- command's own timeout passes, and the task's events say so. Process state
 -- is read from /proc; waits are bounded polls of a condition.
+local closing = require "support.closing"
 local luagent = require "luagent"
 local core = require "luagent.core"
 local fake = require "support.fake_openai_client"
@@ -15,7 +16,7 @@ local function members(g)
   for name in p:lines() do
     if name:match("^%d+$") then
       local f = io.open("/proc/" .. name .. "/stat")
-      local line = f and f:read("a")
+      local line = f and f:read("*a")
       if f then f:close() end
       local state, _, pgrp = (line or ""):match("%) (%S) (%d+) (%d+)")
       if pgrp and tonumber(pgrp) == g and state ~= "Z" then out[#out + 1] = tonumber(name) end
@@ -36,7 +37,7 @@ local function started(app, path, n, ids)
   local deadline = core.now() + 10
   while core.now() < deadline do
     local f = io.open(path)
-    local g = f and tonumber(f:read("a"))
+    local g = f and tonumber(f:read("*a"))
     if f then f:close() end
     if g and #members(g) >= n then return g end
     app:wait(ids, { timeout_s = 0.02 })
@@ -65,7 +66,7 @@ local JOB = "echo $$ > %s; sleep 300 & sleep 300"
 
 describe("process groups", function()
   it("a cancelled shell tool that started `sleep 300 & sleep 300` leaves no process behind", function()
-    local app <close> = shell_app()
+    local app = closing(shell_app())
     local path = tmpfile()
     local rec = app:enqueue_tool("shell", { command = JOB:format(path) })
     local g = started(app, path, 3, { rec.task_id }) -- sh and two sleeps
@@ -83,7 +84,7 @@ describe("process groups", function()
   end)
 
   it("kills the group at the task's deadline, and with KILL what ignores TERM", function()
-    local app <close> = shell_app(", grace_s = 0.2")
+    local app = closing(shell_app(", grace_s = 0.2"))
     local path = tmpfile()
     local rec = app:enqueue_tool("shell", {
       command = "echo $$ > " .. path .. "; sh -c 'trap \"\" TERM; sleep 300' & sleep 300" },
@@ -99,12 +100,12 @@ describe("process groups", function()
   end)
 
   it("the command's own timeout kills its group and says so in the result", function()
-    local app <close> = shell_app()
+    local app = closing(shell_app())
     local path = tmpfile()
-    local tool_app <close> = luagent.load_string([[
+    local tool_app = closing(luagent.load_string([[
 local luagent = require "luagent"
 return luagent.config{ background_tasks = { enabled = true },
-  tools = { luagent.plugin("shell", { timeout_s = 0.3 }) } } ]], "=procgroup_t")
+  tools = { luagent.plugin("shell", { timeout_s = 0.3 }) } } ]], "=procgroup_t"))
     local rec = tool_app:enqueue_tool("shell", { command = JOB:format(path) })
     local w = tool_app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status)
@@ -113,7 +114,7 @@ return luagent.config{ background_tasks = { enabled = true },
     assert.is_true(res.timed_out)
     assert.matches("killed %(TERM%): the command timed out", res.killed)
     local f = assert(io.open(path))
-    local g = tonumber(f:read("a"))
+    local g = tonumber(f:read("*a"))
     f:close()
     assert.same({}, members(g))
     os.remove(path)
@@ -121,7 +122,7 @@ return luagent.config{ background_tasks = { enabled = true },
   end)
 
   it("what a finished command left running in its group is killed", function()
-    local app <close> = shell_app()
+    local app = closing(shell_app())
     local path = tmpfile()
     local rec = app:enqueue_tool("shell", { command = "echo $$ > " .. path ..
       "; sleep 300 >/dev/null 2>&1 & echo done" })
@@ -130,7 +131,7 @@ return luagent.config{ background_tasks = { enabled = true },
     assert.equal(0, w.tasks[1].result.exit_code)
     assert.equal("done\n", w.tasks[1].result.output)
     local f = assert(io.open(path))
-    local g = tonumber(f:read("a"))
+    local g = tonumber(f:read("*a"))
     f:close()
     assert.same({}, members(g))
     assert.equal(1, #killed_events(app, rec.task_id))
@@ -138,7 +139,7 @@ return luagent.config{ background_tasks = { enabled = true },
   end)
 
   it("ctx:spawn in a foreground run returns output and exit code; bad options raise", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 return luagent.config{
   model = luagent.function_model(function(req)
@@ -151,7 +152,7 @@ return luagent.config{
       local ok, err = pcall(ctx.spawn, ctx, { cmd = "true", timout_s = 1 })
       return { code = r.exit_code, out = r.output, cut = r.truncated, err = tostring(err), ok = ok }
     end } } } },
-} ]], "=procgroup_fg")
+} ]], "=procgroup_fg"))
     local res = app:run("a", "go")
     local v = luagent.json.decode(res.final)
     v = v.value
@@ -171,13 +172,13 @@ describe("process groups through luagent.openai", function()
 
   it("bg_cancel of a background shell call the model made leaves no process behind", function()
     local path = tmpfile()
-    local app <close> = H.app(srv, {}, [[
+    local app = closing(H.app(srv, {}, [[
       return luagent.config{
         model = MODEL,
         background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "a", instructions = "x", tools = {
           luagent.plugin("shell", { timeout_s = 60, background = { enabled = true } }) } } },
-      } ]])
+      } ]]))
     srv:script{
       { tool_calls = { { id = "c1", name = "shell", arguments = { command = JOB:format(path) } } } },
       { text = "started", delay_ms = 0 },

@@ -4,6 +4,7 @@
 -- earlier attempt started instead of starting them again: exactly three
 -- child tasks exist afterwards, and each child's tool ran once (it appends
 -- a line to a file: a side effect no retry can hide).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 local fake = require "support.fake_openai_client"
@@ -114,7 +115,7 @@ describe("re-attaching to the children of an earlier attempt", function()
   after_each(function() H.rmdir(dir) end)
 
   it("(a) a supervisor retried after a failure re-attaches to its 3 children", function()
-    local app <close> = luagent.load(write_config(dir, "fail"))
+    local app = closing(luagent.load(write_config(dir, "fail")))
     local sup = app:enqueue_background("sup", "go", { retries = 1 })
     check(app, sup.task_id, dir)
     assert.equal(2, app:get(sup.task_id).attempts)
@@ -125,12 +126,12 @@ describe("re-attaching to the children of an earlier attempt", function()
     local cfg = write_config(dir, "pause", db)
     local sup_id
     do
-      local app <close> = luagent.load(cfg)
+      local app = closing(luagent.load(cfg))
       sup_id = app:enqueue_background("sup", "go").task_id
       assert.is_truthy(H.await_kind(app, "paused", sup_id, 30))
       app:close{ mode = "suspend" }
     end
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     check(app, sup_id, dir)
   end)
 
@@ -154,7 +155,7 @@ app:run_until_idle{ timeout_s = 120 }
     assert.matches("^tsk_", sup_id)
     assert.equal("paused", S.line(child))
     S.kill(child)
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     check(app, sup_id, dir)
   end)
 end)
@@ -170,7 +171,7 @@ describe("re-attaching through luagent.openai", function()
   after_each(function() H.rmdir(dir) end)
 
   it("a supervisor whose model call fails is retried and finds its 3 children", function()
-    local app <close> = FA.app(srv, {}, string.format([[
+    local app = closing(FA.app(srv, {}, string.format([[
       local DIR = %q
       return luagent.config{
         model = MODEL,
@@ -184,7 +185,7 @@ describe("re-attaching through luagent.openai", function()
             return args.n
           end } },
         agents = { luagent.agent{ id = "sup", instructions = "x", tools = { "work" } } },
-      } ]], dir))
+      } ]], dir)))
     local calls = {}
     for n = 1, 3 do calls[n] = { id = "w" .. n, name = "work", arguments = { n = n } } end
     srv:script{

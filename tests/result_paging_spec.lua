@@ -2,6 +2,7 @@
 -- result is kept; what reaches the parent's context is bounded by
 -- max_result_bytes with a note saying how much was cut and how to read on,
 -- and bg_check{ task_id, offset, limit } returns the whole text exactly.
+local closing = require "support.closing"
 local luagent = require "luagent"
 local json = luagent.json
 local fake = require "support.fake_openai_client"
@@ -26,7 +27,7 @@ describe("paging a big child result", function()
   it("the parent sees <= max_result_bytes and a note; bg_check pages return the whole text", function()
     local seen = {}
     _G.__paging_seen = seen
-    local app <close> = luagent.load_string(string.format([[
+    local app = closing(luagent.load_string(string.format([[
 local luagent = require "luagent"
 local json = luagent.json
 local seen = _G.__paging_seen or {}
@@ -63,7 +64,7 @@ return luagent.config{
     budget = { max_iterations = 1000 } } },
   tools = { luagent.tool{ name = "big", input_schema = { type = "object" },
     background = { enabled = true }, handler = function() return big_text() end } },
-} ]], BIG_SRC, MAX), "=paging_cfg")
+} ]], BIG_SRC, MAX), "=paging_cfg"))
     _G.__paging_seen = nil
     local res = app:run("sup", "go")
     assert.equal("completed", res.status)
@@ -102,7 +103,7 @@ describe("paging through luagent.openai", function()
 
   it("a child run's 1 MB answer reaches the parent cut to max_result_bytes with a note", function()
     local S = { full = big_text() }
-    local app <close> = H.app(srv, {}, string.format([[
+    local app = closing(H.app(srv, {}, string.format([[
       return luagent.config{
         model = MODEL,
         max_result_bytes = %d,
@@ -122,7 +123,7 @@ describe("paging through luagent.openai", function()
           luagent.agent{ id = "child", instructions = "y",
             model = luagent.static_model{ responses = { S.full or "" } } },
         },
-      } ]], MAX), S)
+      } ]], MAX), S))
     S.app = app
     srv:script{
       { tool_calls = { { id = "c1", name = "research", arguments = { prompt = "go" } },

@@ -1,6 +1,7 @@
 -- Agent runtime: agent runs on workers (app:enqueue_background), the same
 -- config in the host and in workers (R-1), and the cancel error passing
 -- through the runner, nested runs and handlers' pcalls (R-23, R-6).
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 -- Self-contained (no S): every worker state runs it too.
@@ -59,7 +60,7 @@ end
 
 describe("runtime background agent runs", function()
   it("enqueue_background runs an agent on a worker; the record's result is the AgentResult", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_background("a", "go", { thread_id = "t1" })
     assert.equal("queued", rec.status)
     assert.equal("agent", rec.kind)
@@ -83,7 +84,7 @@ describe("runtime background agent runs", function()
   end)
 
   it("the same config works in the host and in workers", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local fg = app:run("a", "go")
     assert.equal("completed", fg.status)
     local v = where_value(fg, "w")
@@ -105,7 +106,7 @@ describe("runtime background agent runs", function()
   end)
 
   it("events of a background run carry its task id; a nested inline run is depth 1 in the same task", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_background("a", "go")
     local res = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1].result
     local runs = {}
@@ -125,11 +126,11 @@ describe("runtime background agent runs", function()
   end)
 
   it("max_tool_output_bytes applies in workers too", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local big = luagent.tool{ name = "big", handler = function() return string.rep("x", 5000) end }
       return luagent.config{ background_tasks = { enabled = true }, max_tool_output_bytes = 300,
         agents = { luagent.agent{ id = "x", tools = { big }, model = luagent.static_model{ responses = {
-          { tool_calls = { { id = "b", name = "big" } } }, "ok" } } } } } ]])
+          { tool_calls = { { id = "b", name = "big" } } }, "ok" } } } } } ]]))
     local rec = app:enqueue_background("x", "go")
     local res = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1].result
     assert.equal("completed", res.status)
@@ -139,10 +140,10 @@ describe("runtime background agent runs", function()
   end)
 
   it("a background run that fails is a failed task with the run's error", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{ background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "x", model = luagent.static_model{ responses = {
-          { error = { message = "provider down" } } } } } } } ]])
+          { error = { message = "provider down" } } } } } } } ]]))
     local rec = app:enqueue_background("x", "go")
     local task = app:wait({ rec.task_id }, { timeout_s = 10 }).tasks[1]
     assert.equal("failed", task.status)
@@ -153,7 +154,7 @@ end)
 
 describe("runtime cancel error (R-23)", function()
   it("a cancelled background run whose tool swallows the cancel in pcall ends cancelled", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_background("stuck", "go")
     assert.truthy(R.await(app, function(ev) return ev.kind == "stubborn_started" and ev.task_id == rec.task_id end))
     local c = app:cancel(rec.task_id)
@@ -171,7 +172,7 @@ describe("runtime cancel error (R-23)", function()
   end)
 
   it("the cancel error passes through ctx:run_agent under pcall in a background run", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_background("nester", "go")
     assert.truthy(R.await(app, function(ev) return ev.kind == "stubborn_started" and ev.task_id == rec.task_id end))
     app:cancel(rec.task_id)
@@ -184,7 +185,7 @@ describe("runtime cancel error (R-23)", function()
   end)
 
   it("a background run past its timeout ends timed_out, even in a slow model call", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local a = app:enqueue_background("stuck", "go", { timeout_s = 0.2 })
     local b = app:enqueue_background("slowmodel", "go", { timeout_s = 0.2 })
     local w = app:wait({ a.task_id, b.task_id }, { timeout_s = 10 })
@@ -194,7 +195,7 @@ describe("runtime cancel error (R-23)", function()
   end)
 
   it("a foreground run with timeout_s ends timed_out and returns", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     for _, agent in ipairs({ "slowmodel", "giveup", "nester" }) do
       local t0 = R.now()
       local res = app:run(agent, "go", { timeout_s = 0.2 })
@@ -207,7 +208,7 @@ describe("runtime cancel error (R-23)", function()
   end)
 
   it("a foreground handler that swallows the cancel cannot make the loop go on", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local res = app:run("giveup", "go", { timeout_s = 0.2 })
     assert.equal("timed_out", res.status)
     assert.is_nil(res.final)
@@ -217,7 +218,7 @@ describe("runtime cancel error (R-23)", function()
   end)
 
   it("a foreground handler that spins, or swallows the cancel forever, still ends at timeout_s", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local spin = luagent.tool{ name = "spin", handler = function() while true do end end }
       local spin_pcall = luagent.tool{ name = "spin_pcall", handler = function(args, ctx)
         while true do pcall(function() ctx:sleep(60) end) end
@@ -231,7 +232,7 @@ describe("runtime cancel error (R-23)", function()
       end
       return luagent.config{ agents = { agent("spin", spin), agent("spin_pcall", spin_pcall),
         agent("spin_xpcall", spin_xpcall),
-        luagent.agent{ id = "quick", model = luagent.static_model{ responses = { "hi" } } } } } ]])
+        luagent.agent{ id = "quick", model = luagent.static_model{ responses = { "hi" } } } } } ]]))
     for _, id in ipairs({ "spin", "spin_pcall", "spin_xpcall" }) do
       local t0 = R.now()
       local res = app:run(id, "go", { timeout_s = 0.1 })
@@ -253,7 +254,7 @@ describe("runtime cancel error (R-23)", function()
 
   it("app:cancel(run_id) from a host tool handler cancels the foreground run", function()
     local S = { }
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local halt = luagent.host_tool{ name = "halt" }
       local work = luagent.tool{ name = "work", handler = function(args, ctx)
         local r = ctx:call_tool("halt", {})
@@ -273,7 +274,7 @@ describe("runtime cancel error (R-23)", function()
             { tool_calls = { { id = "h", name = "halt" } } }, "not reached" } } },
           luagent.agent{ id = "via_tool", tools = { work }, model = luagent.static_model{ responses = {
             { tool_calls = { { id = "w", name = "work" } } }, "not reached" } } },
-        } } ]], S)
+        } } ]], S))
     local cancels = {}
     app:host_tool("halt", function(args, info)
       cancels[#cancels + 1] = app:cancel(info.run_id)

@@ -1,6 +1,7 @@
 -- Agent runtime: budgets (README, "Agent hooks" and AgentResult). Each budget ends the run
 -- budget_exceeded with error = {kind = "budget", budget = <name>} and keeps
 -- the transcript so far.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 local LOOPER = [[
@@ -13,14 +14,14 @@ end }
 describe("runtime budgets", function()
   it("max_iterations = 1 with a model that always calls tools stops after one step", function()
     local calls = 0
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.function_model(function(req)
           S.count()
           return { tool_calls = { { name = "t" } }, usage = { prompt_tokens = 1, completion_tokens = 1 } }
         end),
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_iterations = 1 } } },
-      } ]], { count = function() calls = calls + 1 end })
+      } ]], { count = function() calls = calls + 1 end }))
     local res = app:run("a", "go")
     assert.equal("budget_exceeded", res.status)
     assert.same({ kind = "budget", budget = "max_iterations" },
@@ -39,13 +40,13 @@ describe("runtime budgets", function()
   end)
 
   it("max_iterations counts model calls: a final answer on the last allowed call completes", function()
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { name = "t" } } }, { tool_calls = { { name = "t" } } }, "done" } },
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_iterations = 3 } },
                    luagent.agent{ id = "b", tools = { t }, budget = { max_iterations = 2 } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.equal("done", res.final)
@@ -57,11 +58,11 @@ describe("runtime budgets", function()
 
   it("the default max_iterations is 32", function()
     local calls = 0
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.function_model(function() S.count(); return { tool_calls = { { name = "t" } } } end),
         agents = { luagent.agent{ id = "a", tools = { t } } },
-      } ]], { count = function() calls = calls + 1 end })
+      } ]], { count = function() calls = calls + 1 end }))
     local res = app:run("a", "go")
     assert.equal("budget_exceeded", res.status)
     assert.equal("max_iterations", res.error.budget)
@@ -70,14 +71,14 @@ describe("runtime budgets", function()
 
   it("max_tokens ends the run once the summed usage reaches it", function()
     local calls = 0
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.function_model(function()
           S.count()
           return { tool_calls = { { name = "t" } }, usage = { prompt_tokens = 30, completion_tokens = 10 } }
         end),
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_tokens = 100 } } },
-      } ]], { count = function() calls = calls + 1 end })
+      } ]], { count = function() calls = calls + 1 end }))
     local res = app:run("a", "go")
     assert.equal("budget_exceeded", res.status)
     assert.equal("budget", res.error.kind)
@@ -89,24 +90,24 @@ describe("runtime budgets", function()
   end)
 
   it("max_tokens does not turn a final answer into a budget failure", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.static_model{ responses = { { text = "big answer", usage = { prompt_tokens = 500, completion_tokens = 500 } } } },
         agents = { luagent.agent{ id = "a", budget = { max_tokens = 100 } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.equal("big answer", res.final)
   end)
 
   it("max_wall_seconds ends a run whose model is slow (delay_s), during the call", function()
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { name = "t" } } },
           { text = "too late", delay_s = 30 } } },
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_wall_seconds = 0.2 } } },
-      } ]])
+      } ]]))
     local t0 = R.now()
     local res = app:run("a", "go")
     local took = R.now() - t0
@@ -118,12 +119,12 @@ describe("runtime budgets", function()
   end)
 
   it("max_wall_seconds ends a run whose tool is slow, answering the interrupted call", function()
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { id = "slow", name = "t", arguments = { s = 30 } } } }, "never" } },
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_wall_seconds = 0.2 } } },
-      } ]])
+      } ]]))
     local t0 = R.now()
     local res = app:run("a", "go")
     local took = R.now() - t0
@@ -143,13 +144,13 @@ describe("runtime budgets", function()
   end)
 
   it("max_wall_seconds works in a background run too", function()
-    local app <close> = R.app(LOOPER .. [[
+    local app = closing(R.app(LOOPER .. [[
       return luagent.config{
         background_tasks = { enabled = true },
         model = luagent.static_model{ responses = {
           { tool_calls = { { name = "t" } } }, { text = "late", delay_s = 30 } } },
         agents = { luagent.agent{ id = "a", tools = { t }, budget = { max_wall_seconds = 0.2 } } },
-      } ]])
+      } ]]))
     local rec = app:enqueue_background("a", "go")
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.is_true(w.done)

@@ -1,5 +1,6 @@
 -- Agent runtime: app:chat keeps a conversation per (agent, thread_id), and
 -- a failed turn leaves a well-formed history.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 local MODEL = [[
@@ -29,9 +30,9 @@ describe("runtime chat", function()
   it("keeps history across calls on one thread and keeps threads apart", function()
     local S = { requests = {} }
     S.reply = function(req) return "re: " .. last_user(req) end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", instructions = "sys" }, luagent.agent{ id = "b", instructions = "sysb" } } } ]], S)
+        agents = { luagent.agent{ id = "a", instructions = "sys" }, luagent.agent{ id = "b", instructions = "sysb" } } } ]], S))
     local r1 = app:chat("a", "hello", { thread_id = "t1" })
     assert.equal("completed", r1.status)
     assert.equal("re: hello", r1.final)
@@ -65,8 +66,8 @@ describe("runtime chat", function()
       if n == 1 then return { tool_calls = { { id = "c1", name = "note", arguments = { x = 1 } } } } end
       return "ok " .. n
     end
-    local app <close> = R.app(MODEL .. [[
-      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note } } } } ]], S)
+    local app = closing(R.app(MODEL .. [[
+      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note } } } } ]], S))
     app:chat("a", "one", { thread_id = "t" })
     app:chat("a", "two", { thread_id = "t" })
     local msgs = S.requests[3].messages
@@ -86,9 +87,9 @@ describe("runtime chat", function()
         return { messages = { step.messages[1], step.messages[#step.messages] } }
       end
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", instructions = "sys", hooks = { before_step = S.trim } } } } ]], S)
+        agents = { luagent.agent{ id = "a", instructions = "sys", hooks = { before_step = S.trim } } } } ]], S))
     app:chat("a", "one", { thread_id = "t" })
     app:chat("a", "two", { thread_id = "t" })
     app:chat("a", "three", { thread_id = "t" })
@@ -98,8 +99,8 @@ describe("runtime chat", function()
   end)
 
   it("requires a thread_id", function()
-    local app <close> = R.app(MODEL .. [[
-      return luagent.config{ model = model, agents = { luagent.agent{ id = "a" } } } ]], { requests = {} })
+    local app = closing(R.app(MODEL .. [[
+      return luagent.config{ model = model, agents = { luagent.agent{ id = "a" } } } ]], { requests = {} }))
     assert.has_error(function() app:chat("a", "x") end)
     assert.has_error(function() app:chat("a", "x", {}) end)
   end)
@@ -125,8 +126,8 @@ describe("runtime chat: failed turns leave a well-formed history", function()
       if S.fail and n == 2 then error({ kind = "model", message = "provider down" }) end
       return "fine"
     end
-    local app <close> = R.app(MODEL .. [[
-      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note } } } } ]], S)
+    local app = closing(R.app(MODEL .. [[
+      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note } } } } ]], S))
     local res = app:chat("a", "go", { thread_id = "t" })
     assert.equal("failed", res.status)
     assert.equal("provider down", res.error.message)
@@ -146,9 +147,9 @@ describe("runtime chat: failed turns leave a well-formed history", function()
       return "fine"
     end
     S.before_tool = function(call) if call.id == "c2" and not S.healed then error("policy engine down") end end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { note }, hooks = { before_tool = S.before_tool } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { note }, hooks = { before_tool = S.before_tool } } } } ]], S))
     local res = app:chat("a", "go", { thread_id = "t" })
     assert.equal("failed", res.status)
     assert.equal("hook", res.error.kind)
@@ -170,9 +171,9 @@ describe("runtime chat: failed turns leave a well-formed history", function()
       return "fine"
     end
     S.should_stop = function(step) if not S.healed then return "user pressed stop" end end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { note }, hooks = { should_stop = S.should_stop } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { note }, hooks = { should_stop = S.should_stop } } } } ]], S))
     local res = app:chat("a", "go", { thread_id = "t" })
     assert.equal("stopped", res.status)
     assert.equal("user pressed stop", res.error.message)
@@ -188,8 +189,8 @@ describe("runtime chat: failed turns leave a well-formed history", function()
       if n == 1 then return { tool_calls = { { id = "c1", name = "halt" }, { id = "c2", name = "note" } } } end
       return "fine"
     end
-    local app <close> = R.app(MODEL .. [[
-      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note, halt } } } } ]], S)
+    local app = closing(R.app(MODEL .. [[
+      return luagent.config{ model = model, agents = { luagent.agent{ id = "a", tools = { note, halt } } } } ]], S))
     app:host_tool("halt", function(args, info)
       app:cancel(info.run_id)
       return "cancel requested"
@@ -212,9 +213,9 @@ describe("runtime chat: failed turns leave a well-formed history", function()
       if #S.requests <= 2 then return { tool_calls = { { name = "note" } } } end
       return "fine"
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { note }, budget = { max_iterations = 2 } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { note }, budget = { max_iterations = 2 } } } } ]], S))
     local res = app:chat("a", "go", { thread_id = "t" })
     assert.equal("budget_exceeded", res.status)
     check_next_turn(app, S, "t")

@@ -1,5 +1,6 @@
 -- Agent runtime: bad definitions are rejected at load with a message that
 -- names the definition (docs/architecture.md, R-10); shared tool objects are fine.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 local function rejected(body, ...)
@@ -110,30 +111,30 @@ describe("runtime definitions rejected at load", function()
   end)
 
   it("the same tool object listed in several places is fine", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local t = luagent.tool{ name = "shared", handler = function() return "s" end }
       return luagent.config{
         tools = { t },
         model = luagent.static_model{ responses = { { tool_calls = { { name = "shared" } } }, "ok" } },
         agents = { luagent.agent{ id = "x", tools = { t, "shared" } }, luagent.agent{ id = "y", tools = { t } } },
-      } ]])
+      } ]]))
     local res = app:run("x", "go")
     assert.equal("completed", res.status)
     assert.same({ ok = true, value = "s" }, R.tool_results(res.messages)[1])
     -- listed twice, shown once
     local seen = {}
-    local app2 <close> = R.app([[
+    local app2 = closing(R.app([[
       local t = luagent.tool{ name = "shared", handler = function() return "s" end }
       return luagent.config{ tools = { t },
         model = luagent.function_model(function(req) S.tools = req.tools; return "ok" end),
-        agents = { luagent.agent{ id = "x", tools = { t, "shared", t } } } } ]], seen)
+        agents = { luagent.agent{ id = "x", tools = { t, "shared", t } } } } ]], seen))
     app2:run("x", "go")
     assert.equal(1, #seen.tools)
   end)
 
   it("an agent without a model fails its run with a readable error", function()
-    local app <close> = R.app([[
-      return luagent.config{ agents = { luagent.agent{ id = "x" } } } ]])
+    local app = closing(R.app([[
+      return luagent.config{ agents = { luagent.agent{ id = "x" } } } ]]))
     local res = app:run("x", "go")
     assert.equal("failed", res.status)
     assert.equal("config", res.error.kind)

@@ -1,5 +1,6 @@
 -- Agent runtime: agent hooks (README, "Agent hooks"). What each hook can do,
 -- and that hooks given as a list run in order and compose.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local json = R.json
 
@@ -40,9 +41,9 @@ describe("runtime hooks: before_step", function()
       msgs[#msgs + 1] = { role = "user", content = "(step " .. (step.iteration + 1) .. ")" }
       return { messages = msgs }
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", instructions = "sys", hooks = { before_step = S.before_step } } } } ]], S)
+        agents = { luagent.agent{ id = "a", instructions = "sys", hooks = { before_step = S.before_step } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.same({ "system:sys", "user:hi", "user:(step 1)" }, shape(S.requests[1]))
@@ -53,9 +54,9 @@ describe("runtime hooks: before_step", function()
     S.before_step = function(step)
       if step.iteration == 1 then return { stop = true, reason = "enough after one step" } end
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_step = S.before_step } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_step = S.before_step } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("stopped", res.status)
     assert.equal("stopped", res.error.kind)
@@ -70,13 +71,13 @@ describe("runtime hooks: before_step", function()
     S.hooks = {
       function(step)
         order[#order + 1] = "first"
-        local msgs = { table.unpack(step.messages) }
+        local msgs = { (table.unpack or unpack)(step.messages) }
         msgs[#msgs + 1] = { role = "user", content = "A" }
         return { messages = msgs }
       end,
       function(step)
         order[#order + 1] = "second:" .. step.messages[#step.messages].content
-        local msgs = { table.unpack(step.messages) }
+        local msgs = { (table.unpack or unpack)(step.messages) }
         msgs[#msgs + 1] = { role = "user", content = "B" }
         return { messages = msgs }
       end,
@@ -86,9 +87,9 @@ describe("runtime hooks: before_step", function()
       end,
       function() order[#order + 1] = "fourth" end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", instructions = "s", hooks = { before_step = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", instructions = "s", hooks = { before_step = S.hooks } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.same({ "first", "second:A", "third", "fourth" }, order)
@@ -113,9 +114,9 @@ describe("runtime hooks: after_step and should_stop", function()
         ctx_run = step.ctx.run_id, n = #step.messages }
       return { stop = true } -- observational: ignored
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { after_step = S.after } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { after_step = S.after } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.same({
@@ -129,9 +130,9 @@ describe("runtime hooks: after_step and should_stop", function()
     S.should_stop = function(step)
       if step.iteration == 2 then return "two steps are enough" end
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { should_stop = S.should_stop } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { should_stop = S.should_stop } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("stopped", res.status)
     assert.equal("two steps are enough", res.error.message)
@@ -149,9 +150,9 @@ describe("runtime hooks: after_step and should_stop", function()
       function() order[#order + 1] = 2; return true end,
       function() order[#order + 1] = 3; return "not me" end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { should_stop = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { should_stop = S.hooks } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("stopped", res.status)
     assert.same({ 1, 2 }, order)
@@ -168,9 +169,9 @@ describe("runtime hooks: before_finalize", function()
     S.hook = function(step)
       if step.last_reply.text == "draft" then vetoes = vetoes + 1; return "Check your work." end
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", instructions = "s", hooks = { before_finalize = S.hook } } } } ]], S)
+        agents = { luagent.agent{ id = "a", instructions = "s", hooks = { before_finalize = S.hook } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.equal("final answer", res.final)
@@ -190,9 +191,9 @@ describe("runtime hooks: before_finalize", function()
       end,
       function(step) order[#order + 1] = "c" .. step.iteration end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", hooks = { before_finalize = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", hooks = { before_finalize = S.hooks } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.equal("three", res.final)
@@ -210,10 +211,10 @@ describe("runtime hooks: before_finalize", function()
     end)
     local calls = 0
     S.hook = function() calls = calls + 1; return "no" end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
         agents = { luagent.agent{ id = "a", tools = { echo }, budget = { max_iterations = 4 },
-          hooks = { before_finalize = S.hook } } } } ]], S)
+          hooks = { before_finalize = S.hook } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("budget_exceeded", res.status)
     assert.equal("max_iterations", res.error.budget)
@@ -229,9 +230,9 @@ describe("runtime hooks: before_tool and after_tool", function()
       if call.name == "echo" then return { block = true } end
       return { block = "shouting is not allowed" }
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo, shout }, hooks = { before_tool = S.hook } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo, shout }, hooks = { before_tool = S.hook } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.same({}, S.log)
@@ -248,9 +249,9 @@ describe("runtime hooks: before_tool and after_tool", function()
   it("before_tool {block = true, reason} uses the reason", function()
     local S = new_S({ R.call("echo", { text = "a" }), "ok" })
     S.hook = function() return { block = true, reason = "read-only mode" } end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hook } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hook } } } } ]], S))
     local r = R.tool_results(app:run("a", "hi").messages)[1]
     assert.equal("read-only mode", r.error)
   end)
@@ -272,9 +273,9 @@ describe("runtime hooks: before_tool and after_tool", function()
         seen[#seen + 1] = { call.id, call.name, call.arguments.text }
       end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo, shout }, hooks = { before_tool = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo, shout }, hooks = { before_tool = S.hooks } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("completed", res.status)
     assert.same({ { "k", "echo", "hello", '{"text":"hello"}', true }, { "k", "echo", "rewritten" },
@@ -302,9 +303,9 @@ describe("runtime hooks: before_tool and after_tool", function()
       function() order[#order + 1] = 2; return { block = "no" } end,
       function() order[#order + 1] = 3 end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hooks } } } } ]], S))
     app:run("a", "hi")
     assert.same({ 1, 2 }, order)
   end)
@@ -316,9 +317,9 @@ describe("runtime hooks: before_tool and after_tool", function()
       if call.arguments.text == "a" then return { result = { ok = true, value = "cached" } } end
       return { result = "plain value" }
     end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hook } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { before_tool = S.hook } } } } ]], S))
     local res = app:run("a", "hi")
     assert.same({}, S.log)
     assert.same({ { ok = true, value = "cached" }, { ok = true, value = "plain value" } },
@@ -342,9 +343,9 @@ describe("runtime hooks: before_tool and after_tool", function()
         return { ok = true, value = result.value .. "!" }
       end,
     }
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { shout }, hooks = { after_tool = S.hooks } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { shout }, hooks = { after_tool = S.hooks } } } } ]], S))
     local res = app:run("a", "hi")
     assert.same({ "1:shout:SECRET", "2:[redacted]", "3:[redacted]" }, order)
     assert.same({ ok = true, value = "[redacted]!" }, R.tool_results(res.messages)[1])
@@ -357,10 +358,10 @@ describe("runtime hooks: before_tool and after_tool", function()
     local seen = {}
     S.before = function(call) if call.name == "echo" then return { block = true } end end
     S.after = function(call, result) seen[#seen + 1] = result.cause.kind end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
         agents = { luagent.agent{ id = "a", tools = { echo },
-          hooks = { before_tool = S.before, after_tool = S.after } } } } ]], S)
+          hooks = { before_tool = S.before, after_tool = S.after } } } } ]], S))
     app:run("a", "hi")
     assert.same({ "validation", "blocked" }, seen)
   end)
@@ -368,9 +369,9 @@ describe("runtime hooks: before_tool and after_tool", function()
   it("after_tool returning something that is not a ToolResult fails the run, naming the hook", function()
     local S = new_S({ R.call("echo", { text = "x" }), "ok" })
     S.after = function() return "oops" end
-    local app <close> = R.app(MODEL .. [[
+    local app = closing(R.app(MODEL .. [[
       return luagent.config{ model = model,
-        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { after_tool = S.after } } } } ]], S)
+        agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { after_tool = S.after } } } } ]], S))
     local res = app:run("a", "hi")
     assert.equal("failed", res.status)
     assert.equal("hook", res.error.kind)
@@ -385,9 +386,9 @@ describe("runtime hooks: errors", function()
       local S = new_S({ R.call("echo", { text = "x" }), "done" })
       S.hook = function() error("broken hook") end
       S.name = name
-      local app <close> = R.app(MODEL .. [[
+      local app = closing(R.app(MODEL .. [[
         return luagent.config{ model = model,
-          agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { [S.name] = S.hook } } } } ]], S)
+          agents = { luagent.agent{ id = "a", tools = { echo }, hooks = { [S.name] = S.hook } } } } ]], S))
       local res = app:run("a", "hi")
       assert.equal("failed", res.status)
       assert.equal("hook", res.error.kind)

@@ -1,5 +1,7 @@
 -- Agent runtime: the loop (docs/architecture.md), tool problems going back to the
 -- model (R-12), integer arguments, tool message content and tool-call ids.
+local utf8_len = require "support.utf8_len"
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local json = R.json
 
@@ -25,14 +27,17 @@ local seen = luagent.tool{
   input_schema = { type = "object", properties = { n = { type = "integer" } } },
   handler = function(args)
     if S.seen then S.seen[#S.seen + 1] = args end
-    return { n = args.n, type = math.type(args.n) }
+    -- math.type where Lua has integers; 5.1's integers are integral numbers
+    local t = math.type and math.type(args.n) or
+      (type(args.n) == "number" and (args.n == math.floor(args.n) and "integer" or "float") or nil)
+    return { n = args.n, type = t }
   end,
 }
 ]]
 
 describe("runtime loop", function()
   it("runs a tool and answers: status, final, full transcript, summed usage", function()
-    local app <close> = R.app(TOOLS .. [[
+    local app = closing(R.app(TOOLS .. [[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { id = "call_add_1", name = "add", arguments = { a = 2, b = 3 } } },
@@ -40,7 +45,7 @@ describe("runtime loop", function()
           { text = "2 + 3 = 5", usage = { prompt_tokens = 25, completion_tokens = 6 } },
         } },
         agents = { luagent.agent{ id = "calc", instructions = "You add.", tools = { add } } },
-      } ]])
+      } ]]))
     local res = app:run("calc", "What is 2 + 3?")
     assert.equal("completed", res.status)
     assert.equal("2 + 3 = 5", res.final)
@@ -60,38 +65,38 @@ describe("runtime loop", function()
   end)
 
   it("sums usage given with and without total_tokens", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { name = "nothing" } }, usage = { prompt_tokens = 1, completion_tokens = 2 } },
           { text = "ok", usage = { prompt_tokens = 3, completion_tokens = 4, total_tokens = 7 } },
         } },
         agents = { luagent.agent{ id = "a" } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.same({ prompt_tokens = 4, completion_tokens = 6, total_tokens = 10 }, res.usage)
   end)
 
   it("passes instructions given as a function of ctx", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.static_model{ responses = { "done" } },
         agents = { luagent.agent{ id = "a", instructions = function(ctx)
           return "agent " .. ctx.agent_id .. " at depth " .. ctx.depth
         end } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("agent a at depth 0", res.messages[1].content)
   end)
 
   it("shows the model each tool's name, description and input_schema", function()
     local requests = {}
-    local app <close> = R.app(TOOLS .. [[
+    local app = closing(R.app(TOOLS .. [[
       return luagent.config{
         model = luagent.function_model(function(req) S.requests[#S.requests + 1] = req; return { text = "ok" } end),
         agents = { luagent.agent{ id = "a", tools = { add, boom } } },
-      } ]], { requests = requests })
+      } ]], { requests = requests }))
     assert.equal("completed", app:run("a", "go").status)
     local specs = requests[1].tools
     assert.equal(2, #specs)
@@ -164,12 +169,12 @@ describe("runtime tool problems go back to the model (R-12)", function()
   end)
 
   it("a handler raising a table with a message reads well", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local t = luagent.tool{ name = "t", handler = function() error({ message = "disk full" }) end }
       return luagent.config{
         model = luagent.static_model{ responses = { { tool_calls = { { name = "t" } } }, "ok" } },
         agents = { luagent.agent{ id = "a", tools = { t } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     local r = R.tool_results(res.messages)[1]
     assert.equal("runtime", r.cause.kind)
@@ -194,12 +199,12 @@ end)
 describe("runtime integer arguments and argument forms", function()
   local function one(arguments)
     local seen = {}
-    local app <close> = R.app(TOOLS .. [[
+    local app = closing(R.app(TOOLS .. [[
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { id = "x", name = "seen", arguments = S.arguments } } }, "ok" } },
         agents = { luagent.agent{ id = "a", tools = { seen } } },
-      } ]], { seen = seen, arguments = arguments })
+      } ]], { seen = seen, arguments = arguments }))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     return R.tool_results(res.messages)[1], seen[1]
@@ -238,13 +243,13 @@ describe("runtime integer arguments and argument forms", function()
   end)
 
   it("gives the handler its own copy of table arguments (the transcript keeps what the model sent)", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local m = luagent.tool{ name = "m", handler = function(args) args.x = "changed"; return true end }
       return luagent.config{
         model = luagent.static_model{ responses = {
           { tool_calls = { { id = "c", name = "m", arguments = { x = "orig" } } } }, "ok" } },
         agents = { luagent.agent{ id = "a", tools = { m } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("orig", res.messages[3].tool_calls[1].arguments.x)
   end)
@@ -258,14 +263,14 @@ end)
 
 describe("runtime tool messages and ids", function()
   it("a tool message's content is the JSON of the whole ToolResult", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local t = luagent.tool{ name = "t", handler = function()
         return { list = luagent.json.array({ 1, 2 }), text = "a/b", nested = { ok = true } }
       end }
       return luagent.config{
         model = luagent.static_model{ responses = { { tool_calls = { { name = "t" } } }, "ok" } },
         agents = { luagent.agent{ id = "a", tools = { t } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     local content = res.messages[4].content
     assert.same({ ok = true, value = { list = { 1, 2 }, text = "a/b", nested = { ok = true } } },
@@ -283,7 +288,7 @@ describe("runtime tool messages and ids", function()
         agents = { luagent.agent{ id = "a", tools = { big, small } } },
       } ]]
     for _, max in ipairs({ false, 1000 }) do
-      local app <close> = R.app(src, { max = max or nil })
+      local app = closing(R.app(src, { max = max or nil }))
       local res = app:run("a", "go")
       assert.equal("completed", res.status)
       local limit = max or 16384
@@ -296,21 +301,21 @@ describe("runtime tool messages and ids", function()
   end)
 
   it("does not split a UTF-8 sequence when cutting", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local t = luagent.tool{ name = "t", handler = function() return string.rep("é", 100) end }
       return luagent.config{
         max_tool_output_bytes = 51,
         model = luagent.static_model{ responses = { { tool_calls = { { name = "t" } } }, "ok" } },
         agents = { luagent.agent{ id = "a", tools = { t } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     local content = res.messages[4].content
-    assert.truthy(utf8.len(content), "valid UTF-8")
+    assert.truthy(utf8_len(content), "valid UTF-8")
     assert.truthy(content:find("[luagent: cut to", 1, true))
   end)
 
   it("keeps tool-call ids from the model verbatim and makes unique ones when missing", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local t = luagent.tool{ name = "t", handler = function() return 1 end }
       return luagent.config{
         model = luagent.static_model{ responses = {
@@ -318,7 +323,7 @@ describe("runtime tool messages and ids", function()
           { tool_calls = { { name = "t" } } },
           "ok" } },
         agents = { luagent.agent{ id = "a", tools = { t } } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.truthy(R.well_formed(res.messages))
@@ -338,11 +343,11 @@ describe("runtime tool messages and ids", function()
   end)
 
   it("a model error ends the run failed with error.kind = model", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.static_model{ responses = { { error = { message = "rate limited", status = 429 } } } },
         agents = { luagent.agent{ id = "a" } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("failed", res.status)
     assert.equal("model", res.error.kind)
@@ -352,11 +357,11 @@ describe("runtime tool messages and ids", function()
   end)
 
   it("a model that raises a plain string fails the run with its message", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.function_model(function() error("no network") end),
         agents = { luagent.agent{ id = "a" } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("failed", res.status)
     assert.equal("model", res.error.kind)
@@ -364,11 +369,11 @@ describe("runtime tool messages and ids", function()
   end)
 
   it("running out of static replies fails the run and says so", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       return luagent.config{
         model = luagent.static_model{ responses = { { tool_calls = { { name = "x" } } } } },
         agents = { luagent.agent{ id = "a" } },
-      } ]])
+      } ]]))
     local res = app:run("a", "go")
     assert.equal("failed", res.status)
     assert.truthy(res.error.message:find("no reply left", 1, true))

@@ -1,6 +1,7 @@
 -- Agent runtime: nested runs (ctx:run_agent, inline delegates), their depth
 -- and run ids in events, and max_depth limits (R-28) as ToolResults the
 -- model can read.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 -- boss -> (delegate "ask_helper") helper -> (delegate "ask_worker") worker;
@@ -60,8 +61,8 @@ end
 
 describe("runtime nested runs", function()
   it("inline delegates nest runs: depth and run ids are right in events", function()
-    local app <close> = R.app(CHAIN .. [[
-      return luagent.config{ agents = agents({ ask_helper }) } ]])
+    local app = closing(R.app(CHAIN .. [[
+      return luagent.config{ agents = agents({ ask_helper }) } ]]))
     local res = app:run("boss", "go")
     assert.equal("completed", res.status)
     assert.equal("boss done", res.final)
@@ -81,8 +82,8 @@ describe("runtime nested runs", function()
   end)
 
   it("a tool's ctx shows its run's depth and run id", function()
-    local app <close> = R.app(CHAIN .. [[
-      return luagent.config{ agents = agents({ ask_helper }) } ]])
+    local app = closing(R.app(CHAIN .. [[
+      return luagent.config{ agents = agents({ ask_helper }) } ]]))
     app:run("boss", "go")
     local runs, order = by_run(R.events(app))
     local ends = R.of_kind(R.events(app), "tool_end")
@@ -102,9 +103,9 @@ describe("runtime nested runs", function()
   end)
 
   it("ctx:run_agent in a tool handler runs a nested run with depth + 1 and its own run id", function()
-    local app <close> = R.app(CHAIN .. [[
+    local app = closing(R.app(CHAIN .. [[
       S.boss = { { tool_calls = { { name = "nest", arguments = { agent = "worker" } } } }, "ok" }
-      return luagent.config{ agents = agents({ nest }) } ]], {})
+      return luagent.config{ agents = agents({ nest }) } ]], {}))
     local res = app:run("boss", "go")
     assert.equal("completed", res.status)
     local v = R.tool_results(res.messages)[1].value
@@ -119,11 +120,11 @@ describe("runtime nested runs", function()
   end)
 
   it("nested usage stays in the nested run's result", function()
-    local app <close> = R.app(CHAIN .. [[
+    local app = closing(R.app(CHAIN .. [[
       S.boss = { { tool_calls = { { name = "nest", arguments = { agent = "worker" } } },
                    usage = { prompt_tokens = 1, completion_tokens = 1 } },
                  { text = "ok", usage = { prompt_tokens = 0, completion_tokens = 0 } } }
-      return luagent.config{ agents = agents({ nest }) } ]], {})
+      return luagent.config{ agents = agents({ nest }) } ]], {}))
     local res = app:run("boss", "go")
     assert.same({ prompt_tokens = 1, completion_tokens = 1, total_tokens = 2 }, res.usage)
   end)
@@ -137,8 +138,8 @@ describe("runtime max_depth (R-28)", function()
   end
 
   it("the app's max_depth refuses a deeper inline delegate with a limit ToolResult; the run goes on", function()
-    local app <close> = R.app(CHAIN .. [[
-      return luagent.config{ background_tasks = { max_depth = 1 }, agents = agents({ ask_helper }) } ]])
+    local app = closing(R.app(CHAIN .. [[
+      return luagent.config{ background_tasks = { max_depth = 1 }, agents = agents({ ask_helper }) } ]]))
     local res = app:run("boss", "go")
     assert.equal("completed", res.status)
     -- the helper (depth 1) could not reach the worker (depth 2)
@@ -157,7 +158,7 @@ describe("runtime max_depth (R-28)", function()
 
   it("the model sees the limit: cause.kind = limit, a message naming the agent and max_depth", function()
     local requests = {}
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local ask = luagent.delegate{ agent = "b", name = "ask_b" }
       return luagent.config{
         background_tasks = { max_depth = 0 },
@@ -167,7 +168,7 @@ describe("runtime max_depth (R-28)", function()
           return "gave up"
         end),
         agents = { luagent.agent{ id = "a", tools = { ask } }, luagent.agent{ id = "b" } },
-      } ]], { requests = requests })
+      } ]], { requests = requests }))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     assert.equal("gave up", res.final)
@@ -184,10 +185,10 @@ describe("runtime max_depth (R-28)", function()
   end)
 
   it("ctx:run_agent past max_depth: a limit ToolResult for an unprotected call, a {kind = limit} error for pcall", function()
-    local app <close> = R.app(CHAIN .. [[
+    local app = closing(R.app(CHAIN .. [[
       S.boss = { { tool_calls = { { id = "n1", name = "nest", arguments = { agent = "worker" } },
                                   { id = "n2", name = "nest_pcall" } } }, "ok" }
-      return luagent.config{ background_tasks = { max_depth = 0 }, agents = agents({ nest, nest_pcall }) } ]], {})
+      return luagent.config{ background_tasks = { max_depth = 0 }, agents = agents({ nest, nest_pcall }) } ]], {}))
     local res = app:run("boss", "go")
     assert.equal("completed", res.status)
     local r1, r2 = limit_result(res, "n1"), limit_result(res, "n2")
@@ -201,9 +202,9 @@ describe("runtime max_depth (R-28)", function()
 
   it("an agent's max_depth is tighter than the app's and bounds its nested runs too", function()
     -- boss max_depth = 0: it cannot delegate at all
-    local app <close> = R.app(CHAIN .. [[
+    local app = closing(R.app(CHAIN .. [[
       return luagent.config{ agents = agents({ ask_helper }, S.boss_max, S.helper_max) } ]],
-      { boss_max = 0 })
+      { boss_max = 0 }))
     local res = app:run("boss", "go")
     assert.equal("completed", res.status)
     local r = limit_result(res, "b1")
@@ -211,9 +212,9 @@ describe("runtime max_depth (R-28)", function()
     assert.equal(1, #select(2, by_run(R.events(app))))
 
     -- boss max_depth = 1: the helper runs, but cannot go to depth 2 under the boss
-    local app2 <close> = R.app(CHAIN .. [[
+    local app2 = closing(R.app(CHAIN .. [[
       return luagent.config{ agents = agents({ ask_helper }, S.boss_max, S.helper_max) } ]],
-      { boss_max = 1 })
+      { boss_max = 1 }))
     res = app2:run("boss", "go")
     assert.equal("completed", res.status)
     assert.same({ ok = true, value = "helper done" }, limit_result(res, "b1"))
@@ -227,18 +228,18 @@ describe("runtime max_depth (R-28)", function()
     assert.is_table(runs)
 
     -- helper max_depth = 1 (its own): the same refusal, even though the app allows 2
-    local app3 <close> = R.app(CHAIN .. [[
+    local app3 = closing(R.app(CHAIN .. [[
       return luagent.config{ agents = agents({ ask_helper }, S.boss_max, S.helper_max) } ]],
-      { helper_max = 1 })
+      { helper_max = 1 }))
     res = app3:run("boss", "go")
     assert.equal("completed", res.status)
     assert.equal(2, #select(2, by_run(R.events(app3))))
   end)
 
   it("an unknown agent in ctx:run_agent is API misuse: a runtime ToolResult naming it", function()
-    local app <close> = R.app(CHAIN .. [[
+    local app = closing(R.app(CHAIN .. [[
       S.boss = { { tool_calls = { { id = "n", name = "nest", arguments = { agent = "workr" } } } }, "ok" }
-      return luagent.config{ agents = agents({ nest }) } ]], {})
+      return luagent.config{ agents = agents({ nest }) } ]], {}))
     local res = app:run("boss", "go")
     local r = limit_result(res, "n")
     assert.equal("runtime", r.cause.kind)
@@ -247,7 +248,7 @@ describe("runtime max_depth (R-28)", function()
   end)
 
   it("a nested run that fails is a ToolResult for the parent, which goes on", function()
-    local app <close> = R.app([[
+    local app = closing(R.app([[
       local ask = luagent.delegate{ agent = "b", name = "ask_b" }
       return luagent.config{
         agents = {
@@ -255,7 +256,7 @@ describe("runtime max_depth (R-28)", function()
             { tool_calls = { { id = "x", name = "ask_b", arguments = { prompt = "p" } } } }, "parent ok" } } },
           luagent.agent{ id = "b", budget = { max_iterations = 1 }, model = luagent.static_model{ responses = {
             { tool_calls = { { name = "nothing" } } } } } },
-        } } ]])
+        } } ]]))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     local r = R.tool_results(res.messages)[1]

@@ -4,6 +4,7 @@
 -- remain); ctx:heartbeat() keeps a long tool alive; waiting inside the core
 -- is not a stall. Waits go through app:wait; nothing sleeps to synchronise
 -- (the tools' own sleeps are the behaviour under test).
+local closing = require "support.closing"
 local luagent = require "luagent"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
@@ -29,7 +30,7 @@ local BEATER = [[luagent.tool{ name = "beat", input_schema = { type = "object" }
 
 describe("stall detection", function()
   it("a tool sleeping in C without heartbeats ends timed_out / stalled", function()
-    local app <close> = app_with(SLEEPER)
+    local app = closing(app_with(SLEEPER))
     local rec = app:enqueue_tool("nap", { s = 1.5 }, { stale_after_s = 0.3, timeout_s = 60 })
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     local t = w.tasks[1]
@@ -40,7 +41,7 @@ describe("stall detection", function()
   end)
 
   it("one that calls ctx:heartbeat() runs on past stale_after_s", function()
-    local app <close> = app_with(BEATER)
+    local app = closing(app_with(BEATER))
     -- 12 steps of a 0.1 s C sleep outlast the limit; a step (a shell and
     -- a sleep, slower under a sanitizer's preload) stays well within it
     local rec = app:enqueue_tool("beat", { n = 12 }, { stale_after_s = 1 })
@@ -50,12 +51,12 @@ describe("stall detection", function()
   end)
 
   it("stale_after_s is off by default, and a task waiting in the core is not stalled", function()
-    local app <close> = app_with(SLEEPER .. [[, luagent.tool{ name = "waiter",
+    local app = closing(app_with(SLEEPER .. [[, luagent.tool{ name = "waiter",
       input_schema = { type = "object" }, handler = function(_, ctx)
         local c = ctx:enqueue_tool("nap", { s = 0.6 })
         ctx:sleep(0.4)
         return ctx:wait({ c.task_id }, { timeout_s = 10 }).tasks[1].status
-      end }]])
+      end }]]))
     local plain = app:enqueue_tool("nap", { s = 0.4 })
     local waiter = app:enqueue_tool("waiter", {}, { stale_after_s = 0.25 })
     local w = app:wait({ plain.task_id, waiter.task_id }, { timeout_s = 10 })
@@ -66,11 +67,11 @@ describe("stall detection", function()
 
   it("a stalled attempt whose code notices is retried while retries remain", function()
     -- a Lua busy loop: the hook sees the stall, so the attempt ends on its own
-    local app <close> = app_with([[luagent.tool{ name = "spin", input_schema = { type = "object" },
+    local app = closing(app_with([[luagent.tool{ name = "spin", input_schema = { type = "object" },
       handler = function(_, ctx)
         if ctx.attempt == 1 then while true do end end
         return "second"
-      end }]], ", retry_backoff_s = 0.01")
+      end }]], ", retry_backoff_s = 0.01"))
     local rec = app:enqueue_tool("spin", {}, { stale_after_s = 0.2, retries = 1 })
     local w = app:wait({ rec.task_id }, { timeout_s = 10 })
     assert.equal("completed", w.tasks[1].status)
@@ -84,7 +85,7 @@ describe("stall detection", function()
   end)
 
   it("rejects a bad stale_after_s", function()
-    local app <close> = app_with(SLEEPER)
+    local app = closing(app_with(SLEEPER))
     assert.has_error(function() app:enqueue_tool("nap", { s = 0 }, { stale_after_s = 0 }) end)
     assert.has_error(function() app:enqueue_tool("nap", { s = 0 }, { stale_after_s = "1" }) end)
   end)
@@ -97,7 +98,7 @@ describe("stall detection through luagent.openai", function()
   before_each(function() srv:reset() end)
 
   it("a silent stream ends the run stalled; a streaming one runs on", function()
-    local app <close> = H.simple(srv, { stream = true, timeout_s = 60 })
+    local app = closing(H.simple(srv, { stream = true, timeout_s = 60 }))
     srv:script{
       { text = "stalls here", chunk_size = 2, stall_after_chunks = 1 },
       { text = "a slow but steady answer", chunk_size = 2, delay_between_chunks_ms = 60 },

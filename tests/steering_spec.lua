@@ -8,6 +8,7 @@
 -- The child's `step` tool holds the child inside its loop until the test
 -- has seen the message queued (a file the test writes): the test moves on
 -- from events, the child from that file.
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 local fake = require "support.fake_openai_client"
@@ -109,7 +110,7 @@ end)]]
 local function read(path)
   local f = io.open(path)
   if not f then return nil end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -172,7 +173,7 @@ describe("bg_send from a supervisor", function()
   it("(a) reaches the child's next model request once, through a scripted model", function()
     local cfg = dir .. "/agents.lua"
     H.write(cfg, config(dir, SUP_FN, RES_FN))
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     local child = drive(app, dir)
     assert.equal("found", app:get(child).result.final)
     -- the first request had no message, the next one (after the step) had
@@ -206,7 +207,7 @@ describe("bg_send through luagent.openai", function()
   it("(a) reaches the child's next request to the provider once", function()
     local cfg = dir .. "/agents.lua"
     H.write(cfg, config(dir, openai("sup-m"), openai("res-m")))
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     srv:script{
       { for_model = "sup-m", tool_calls = { { id = "r1", name = "research", arguments = { prompt = "dig" } } } },
       { for_model = "sup-m", tool_calls = { { id = "aw", name = "await_go", arguments = {} } } },
@@ -245,7 +246,7 @@ describe("bg_send through luagent.openai", function()
   it("(b) the supervisor's bg_send{interrupt = true} reaches a child inside a 30 s model call within 1 s", function()
     local cfg = dir .. "/agents.lua"
     H.write(cfg, config(dir, openai("sup-m"), FA.model_src(srv, { model = "res-m", timeout_s = 60 })))
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     srv:script{
       { for_model = "sup-m", tool_calls = { { id = "r1", name = "research", arguments = { prompt = "dig" } } } },
       { for_model = "sup-m", tool_calls = { { id = "aw", name = "await_go", arguments = {} } } },
@@ -289,12 +290,12 @@ describe("bg_send through luagent.openai", function()
   end)
 
   it("(b) interrupt = true delivers within 1 s while the child is inside a 30 s model call", function()
-    local app <close> = FA.app(srv, { model = "res-m", timeout_s = 60 }, [[
+    local app = closing(FA.app(srv, { model = "res-m", timeout_s = 60 }, [[
       return luagent.config{
         model = MODEL,
         background_tasks = { enabled = true },
         agents = { luagent.agent{ id = "res", instructions = "Research." } },
-      } ]])
+      } ]]))
     srv:script{
       { text = "too late", delay_ms = 30000 },
       { text = "read it" },
@@ -381,7 +382,7 @@ return luagent.config{
 
   for _, kind in ipairs({ "model", "tool_sleep", "tool_loop", "tool_spawn" }) do
     it("cuts short a " .. kind:gsub("_", " ") .. " and the run reads the message next", function()
-      local app <close> = app_with(kind)
+      local app = closing(app_with(kind))
       local t = app:enqueue_background("res", "dig")
       assert.is_truthy(H.await_kind(app, "slow_started", t.task_id, 10))
       local t0 = core.now()
@@ -420,7 +421,7 @@ describe("a message during what would be the last model call", function()
   after_each(function() H.rmdir(dir) end)
 
   it("makes the run go on for one more call, which reads it", function()
-    local app <close> = luagent.load_string(string.format([[
+    local app = closing(luagent.load_string(string.format([[
 local luagent = require "luagent"
 local DIR, MSG = %q, %q
 local function exists(p) local f = io.open(p); if f then f:close() end; return f ~= nil end
@@ -438,7 +439,7 @@ return luagent.config{
       end
       return "first answer"
     end) } },
-} ]], dir, MSG))
+} ]], dir, MSG)))
     local t = app:enqueue_background("res", "dig")
     assert.is_truthy(H.await_kind(app, "final_call", t.task_id, 10))
     assert.is_true(app:send(t.task_id, MSG).ok)
@@ -459,7 +460,7 @@ describe("sending to tasks that cannot read", function()
   after_each(function() H.rmdir(dir) end)
 
   it("(d) a finished task: bg_send answers not_found saying so, app:send and ctx:send return ok = false", function()
-    local app <close> = luagent.load_string(string.format([[
+    local app = closing(luagent.load_string(string.format([[
 local luagent = require "luagent"
 local json = luagent.json
 local DIR = %q
@@ -500,7 +501,7 @@ return luagent.config{
         return "done"
       end) },
   },
-} ]], dir))
+} ]], dir)))
     local sup = app:enqueue_background("sup", "go")
     assert.equal("completed", app:wait({ sup.task_id }, { timeout_s = 10 }).tasks[1].status)
     local answers = lines(dir .. "/answers")
@@ -531,12 +532,12 @@ return luagent.config{
   end)
 
   it("(d) a tool task reads no messages: app:send raises", function()
-    local app <close> = luagent.load_string([[
+    local app = closing(luagent.load_string([[
 local luagent = require "luagent"
 return luagent.config{
   background_tasks = { enabled = true },
   tools = { luagent.tool{ name = "wait", handler = function(_, ctx) ctx:sleep(30) end } },
-} ]])
+} ]]))
     local t = app:enqueue_tool("wait", {})
     assert.matches("not an agent", H.raises(app.send, app, t.task_id, "x"))
     app:cancel(t.task_id)
@@ -598,7 +599,7 @@ app:run_until_idle{ timeout_s = 120 }
     assert.matches("^tsk_", id)
     assert.equal("sent", S.line(child))
     S.kill(child)
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     local w = app:wait({ id }, { timeout_s = 30 })
     assert.equal("completed", w.tasks[1].status)
     assert.equal("read 1", app:get(id).result.final)
@@ -640,7 +641,7 @@ app:run_until_idle{ timeout_s = 120 }
     assert.matches("^tsk_", id)
     assert.equal("delivered", S.line(child))
     S.kill(child)
-    local app <close> = luagent.load(cfg)
+    local app = closing(luagent.load(cfg))
     local w = app:wait({ id }, { timeout_s = 30 })
     assert.equal("completed", w.tasks[1].status)
     assert.equal("read 0", app:get(id).result.final)

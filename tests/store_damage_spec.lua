@@ -23,7 +23,7 @@ end
 
 local function read_all(path)
   local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -65,7 +65,7 @@ describe("store: a damaged file is refused at load", function()
   it("4 KB of garbage in the middle of a store with 320 tasks", function()
     local ids = build(db)
     local good = read_all(db)
-    local middle = #good // 2 - 2048
+    local middle = math.floor(#good / 2) - 2048
     write_at(db, middle, string.rep("\x5a", 4096))
     local damaged = read_all(db)
     assert.matches("damaged", refused(db))
@@ -84,7 +84,7 @@ describe("store: a damaged file is refused at load", function()
     build(db)
     local good = read_all(db)
     for _, at in ipairs({ 0.2, 0.4, 0.6, 0.8, 0.95 }) do
-      local offset = math.floor(#good * at) // 4096 * 4096
+      local offset = math.floor(math.floor(#good * at) / 4096) * 4096
       write_at(db, offset, string.rep("\xa5", 4096))
       local ok, app = pcall(H.app, body(db))
       if ok then
@@ -153,8 +153,8 @@ describe("store: a read that fails after load", function()
     assert.is_true(app:wait({ t.task_id }).done)
     -- damage the file under the open app: the event pages it has not read
     local size = #read_all(db)
-    local from = size // 4 // 4096 * 4096
-    write_at(db, from, string.rep("\x5a", size // 2 // 4096 * 4096))
+    local from = math.floor(size / 4 / 4096) * 4096
+    write_at(db, from, string.rep("\x5a", math.floor(size / 2 / 4096) * 4096))
     local page = app:events{ since = 0, limit = 100000 }
     assert.equal("gap", page[1].kind, "a half-read page of old events was returned")
     local deadline = H.now() + 10

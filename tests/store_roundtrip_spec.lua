@@ -2,6 +2,7 @@
 -- reads back identically (records, results, events, threads; R-26), file
 -- modes, durability and retention (README). The same on a PostgreSQL store,
 -- but for what only a file has (modes, SQLite's synchronous).
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local S = require "support.store_helpers"
 
@@ -233,9 +234,9 @@ end
 describe("store: a task that left memory", function()
   it("is still found by app:get, read back from the file", function()
     local dir = H.tmpdir()
-    local app <close> = H.app([[
+    local app = closing(H.app([[
 return luagent.config{ background_tasks = { enabled = true, keep_finished_s = 1 }, tools = { T.echo } } ]],
-      { store = { path = dir .. "/evict.db" } })
+      { store = { path = dir .. "/evict.db" } }))
     local first = app:enqueue_tool("echo", { n = 1 })
     local before = app:wait({ first.task_id }).tasks[1]
     assert.equal("completed", before.status)

@@ -1,5 +1,6 @@
 -- Token events in a file store (README): consecutive tokens of one run are
 -- stored coalesced; their joined text is exactly what was streamed.
+local closing = require "support.closing"
 local H = require "support.dispatch_helpers"
 local luagent = H.luagent
 
@@ -18,15 +19,16 @@ end }
 return luagent.config{ background_tasks = { enabled = true }, event_buffer = 16, tools = { stream } } ]]
     local want, emitted
     do
-      local app <close> = H.app(cfg, { store = store() })
+      local app = closing(H.app(cfg, { store = store() }))
       local r = app:enqueue_tool("stream", { n = 300 })
       app:wait({ r.task_id }, { timeout_s = 10 })
       emitted = 300
       local parts = {}
       for i = 1, 300 do parts[i] = "t" .. i .. (i % 7 == 0 and "\"\\\n" or " ") end
       want = table.concat(parts)
+      app:close()
     end
-    local app <close> = H.app(cfg, { store = store() })
+    local app = closing(H.app(cfg, { store = store() }))
     local tokens, last = {}, 0
     for _, ev in ipairs(H.all_events(app)) do
       assert.is_true(ev.seq > last)

@@ -3,6 +3,7 @@
 -- the public API with an error naming the function. The C core never cuts
 -- a string at a NUL: it refuses one (so a task started in thread
 -- "victim\0x" can never land in thread "victim").
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
@@ -149,8 +150,8 @@ describe("ids are text without NUL", function()
 
   it("a task id with a NUL from the model names no task (luagent.openai)", function()
     local srv = fake.start()
-    local oapp <close> = H.simple(srv, {}, { tools = "{ luagent.tool{ name = 'job', background = { enabled = true }, " ..
-      "handler = function(args, ctx) ctx:sleep(30) end } }" })
+    local oapp = closing(H.simple(srv, {}, { tools = "{ luagent.tool{ name = 'job', background = { enabled = true }, " ..
+      "handler = function(args, ctx) ctx:sleep(30) end } }" }))
     srv:script{
       { tool_calls = { { id = "j", name = "job", arguments = {} } } },
       { text = "started" },

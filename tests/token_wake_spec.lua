@@ -2,6 +2,7 @@
 -- 5 ms (README, luagent.openai): the host still gets every token event, in order,
 -- but a reply of a thousand deltas costs it a handful of wake-ups, not
 -- one per delta.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local core = require "luagent.core"
@@ -17,7 +18,7 @@ describe("token events of a background run", function()
     local pieces = {}
     for i = 1, 1500 do pieces[i] = string.format("%04d", i) end
     srv:script({ { text = table.concat(pieces), chunk_size = 4 } })
-    local app <close> = H.simple(srv, { stream = true })
+    local app = closing(H.simple(srv, { stream = true }))
     -- a watcher runs in the pump each time the blocked host wakes with news
     local calls, tokens, others = 0, {}, 0
     local stop = app:watch(function(events)

@@ -1,6 +1,7 @@
 -- A tool's own `background = { timeout_s, retries }` applies however a task
 -- of it is started: a model call, app:enqueue_tool and ctx:enqueue_tool;
 -- explicit options still win.
+local closing = require "support.closing"
 local R = require "support.runtime_helpers"
 
 local CONFIG = [[
@@ -25,7 +26,7 @@ local CONFIG = [[
 
 describe("a tool's own background settings", function()
   it("apply to app:enqueue_tool: the tool's timeout_s ends the task, its retries retry it", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_tool("slow", {})
     assert.equal(0.3, rec.timeout_s)
     assert.equal(1, rec.max_retries)
@@ -41,7 +42,7 @@ describe("a tool's own background settings", function()
   end)
 
   it("apply to ctx:enqueue_tool", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local starter = app:enqueue_tool("starter", {})
     local w = app:wait({ starter.task_id }, { timeout_s = 10 })
     local child = app:get(w.tasks[1].result)
@@ -50,7 +51,7 @@ describe("a tool's own background settings", function()
   end)
 
   it("are what a model's call of the tool gets too", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local res = app:run("a", "go")
     assert.equal("completed", res.status)
     local rec = app:list{ agent_id = "a" }[1]
@@ -60,7 +61,7 @@ describe("a tool's own background settings", function()
   end)
 
   it("give way to explicit options", function()
-    local app <close> = R.app(CONFIG)
+    local app = closing(R.app(CONFIG))
     local rec = app:enqueue_tool("slow", {}, { timeout_s = 20, retries = 0 })
     assert.equal(20, rec.timeout_s)
     assert.equal(0, rec.max_retries)

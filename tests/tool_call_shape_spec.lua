@@ -5,6 +5,7 @@
 -- server. A guard on `call.arguments.city` therefore blocks the same call
 -- everywhere; arguments that are not JSON reach before_tool as nil with an
 -- error and are answered with a validation ToolResult.
+local closing = require "support.closing"
 local fake = require "support.fake_openai_client"
 local H = require "support.fake_openai_app"
 local json = H.json
@@ -119,7 +120,7 @@ describe("tool calls have one shape on every model", function()
   for name, model_src in pairs(SCRIPTED) do
     it("a before_tool guard on call.arguments blocks through " .. name, function()
       local S = { seen = {} }
-      local app <close> = H.app(srv, {}, model_src .. CONFIG, S)
+      local app = closing(H.app(srv, {}, model_src .. CONFIG, S))
       local raw = name == "static_model" and { c1 = '{"city":"Paris"}', c2 = '{"city":"Rome"}' }
         or { c1 = PARIS, c2 = ROME }
       check_outcome(app:chat("a", "weather?", { thread_id = "t-" .. name }), S.seen, raw)
@@ -135,7 +136,7 @@ describe("tool calls have one shape on every model", function()
     local how = stream and "streamed" or "plain"
     it("a before_tool guard on call.arguments blocks through luagent.openai (" .. how .. ")", function()
       local S = { seen = {} }
-      local app <close> = H.app(srv, { stream = stream }, "local model = MODEL\n" .. CONFIG, S)
+      local app = closing(H.app(srv, { stream = stream }, "local model = MODEL\n" .. CONFIG, S))
       local raw = { c1 = PARIS, c2 = ROME }
       srv:script{ { tool_calls = CALLS, chunk_size = 3 }, { text = "done" } }
       check_outcome(app:chat("a", "weather?", { thread_id = "t-" .. how }), S.seen, raw)
@@ -155,7 +156,7 @@ describe("tool calls have one shape on every model", function()
 
   it("a hook that rewrites arguments keeps the shape and the model's raw text", function()
     local S = { seen = {} }
-    local app <close> = H.app(srv, {}, [[
+    local app = closing(H.app(srv, {}, [[
       local model = MODEL
       local weather = luagent.tool{ name = "weather",
         input_schema = { type = "object", properties = { city = { type = "string" } }, required = { "city" } },
@@ -167,7 +168,7 @@ describe("tool calls have one shape on every model", function()
             function(call) S.seen[#S.seen + 1] = { call.arguments.city, call.raw_arguments } end,
           },
           after_tool = function(call) S.seen[#S.seen + 1] = { call.arguments.city, call.raw_arguments } end,
-        } } } } ]], S)
+        } } } } ]], S))
     srv:script{ { tool_calls = { CALLS[3] } }, { text = "done" } }
     local res = app:run("a", "x")
     assert.equal("completed", res.status)

@@ -50,7 +50,7 @@ local function chromium(dir, args, page)
   local profile = dir .. "/profile_" .. tostring(math.random(1e9))
   local p = io.popen(string.format("env -u LD_PRELOAD chromium %s --user-data-dir=%s %s file://%s " ..
     "2>/dev/null", CHROMIUM_FLAGS, C.quote(profile), args, C.quote(page)))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   os.execute("rm -rf " .. C.quote(profile))
   return out

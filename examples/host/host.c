@@ -148,7 +148,7 @@ static int on_finished(lua_State *L) {
 
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
-  if (!msg) msg = luaL_tolstring(L, 1, NULL);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
@@ -314,8 +314,10 @@ int main(int argc, char **argv) {
 
   /* from here on the heap is collected in each frame's spare time, in small
    * steps (2^10 bytes of allocation's worth of work each) */
+#if LUA_VERSION_NUM >= 504
   lua_gc(L, LUA_GCINC, 0, 0, 10);
-  lua_gc(L, LUA_GCSTOP);
+#endif
+  lua_gc(L, LUA_GCSTOP, 0);
   collect_spare(L, 1e9); /* start from a collected heap */
 
   /* the frame loop */

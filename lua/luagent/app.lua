@@ -1,6 +1,7 @@
 -- The host side of an app: enqueue, query, wait, cancel, close, and the pump
 -- that runs host tools and lifecycle callbacks on the host thread (R-5).
 -- Every blocking call here keeps pumping while it waits.
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -32,7 +33,7 @@ local function update_wants(self)
   local mask = 0
   for name, bit in pairs(LIFECYCLE) do
     local wanted = self._reg.hooks["on_" .. name] ~= nil or next(self._listeners[name]) ~= nil
-    if wanted then mask = mask | bit end
+    if wanted then mask = compat.bor(mask, bit) end
   end
   self._core:set_wants(mask)
 end
@@ -68,7 +69,7 @@ local function host_tool_result(self, name, args, info)
     return tools.fail("runtime", string.format("no host handler bound for %q", name))
   end
   self._in_cb = self._in_cb + 1
-  local ok, v = xpcall(fn, tools.on_error, args, info)
+  local ok, v = compat.xpcall(fn, tools.on_error, args, info)
   self._in_cb = self._in_cb - 1
   if ok then return tools.ok(v) end
   if tools.is_abort(v) then error(v, 0) end
@@ -129,7 +130,7 @@ local function run_callback(self, it)
   if hook then fns[#fns + 1] = hook end
   for _, fn in ipairs(self._listener_list[it.kind] or {}) do fns[#fns + 1] = fn end
   for _, fn in ipairs(fns) do
-    local ok, err = xpcall(fn, tools.on_error, payload)
+    local ok, err = compat.xpcall(fn, tools.on_error, payload)
     if not ok then
       if it.kind == "error" then
         log.emit("error", "error callback failed: " .. error_text(err))
@@ -370,8 +371,8 @@ end
 -- raise at once. The core registers the ids once and builds the value once:
 -- a wakeup only asks whether the wait is over. stop: as for _wait_until.
 function App:_wait_tasks(ids, any, deadline, stop)
-  local w <close> = self._core:wait_begin(ids, any)
-  return self:_block_on(w, deadline, stop)
+  local w = self._core:wait_begin(ids, any)
+  return compat.with_close(w, self._block_on, self, w, deadline, stop)
 end
 
 -- Pump until the core's wait `w` is over or `deadline` passes.
@@ -611,7 +612,7 @@ function App:_notify_watchers()
       local last = evs[#evs]
       if last then w.since = last.kind == "gap" and last.payload.next_seq - 1 or last.seq end
       self._in_cb = self._in_cb + 1
-      local ok, err = xpcall(w.fn, tools.on_error, evs)
+      local ok, err = compat.xpcall(w.fn, tools.on_error, evs)
       self._in_cb = self._in_cb - 1
       if not ok then callback_error(self, "watch callback", err) end
     end

@@ -3,6 +3,7 @@
 -- scope and pages big results, control.c), background tool
 -- calls answered with a synthetic ack (R-31), and the delivery of finished
 -- children's results before model calls (R-33).
+local compat = require("luagent.compat")
 local json = require("luagent.json")
 local tools = require("luagent.tools")
 local defs = require("luagent.defs")
@@ -130,9 +131,10 @@ control.bg_wait = {
     local core_app = run.env.core
     local w, timeout = core_app:bg_wait_begin(scope(run), json.encode(args))
     if not w then return timeout end -- answered at once: bad ids, another scope
-    local wait <close> = w
-    run.ctx:_block(wait, timeout)
-    return core_app:bg_wait_finish(wait)
+    return compat.with_close(w, function()
+      run.ctx:_block(w, timeout)
+      return core_app:bg_wait_finish(w)
+    end)
   end,
 }
 
@@ -183,9 +185,7 @@ end
 -- FNV-1a of s, 32 bits, as 8 hex digits: a short, stable digest of a
 -- request for the key below.
 local function digest(s)
-  local h = 0x811C9DC5
-  for i = 1, #s do h = ((h ~ s:byte(i)) * 0x01000193) & 0xFFFFFFFF end
-  return string.format("%08x", h)
+  return string.format("%08x", compat.fnv1a32(s))
 end
 
 -- The key a run's background call is enqueued with when the run belongs to

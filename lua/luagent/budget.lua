@@ -2,6 +2,7 @@
 -- "Admission"): the Lua side of core/budget.c. A root run or task bounds
 -- the tokens, cost, wall time and tasks of its whole tree; hooks.admit in
 -- the config decides, on the host thread, whether each spawn may start.
+local compat = require("luagent.compat")
 local json = require("luagent.json")
 local options = require("luagent.options")
 local tools = require("luagent.tools")
@@ -96,7 +97,7 @@ end
 -- { decision, reason?, record? } ({ error } when the enqueue was refused).
 local function admit_on_host(app, req, info)
   local hook = app._reg.hooks.admit
-  local ok, decision, reason = xpcall(hook, tools.on_error, admit_request(app, req, info))
+  local ok, decision, reason = compat.xpcall(hook, tools.on_error, admit_request(app, req, info))
   if not ok then
     local msg = type(decision) == "table" and tostring(decision.message) or tostring(decision)
     return { decision = "reject", reason = "the admit hook failed: " .. msg }

@@ -4,6 +4,7 @@
 -- Exit status: 0 completed, 1 failed (or the run ended otherwise), 2 bad
 -- usage, 130 interrupted (Ctrl-C). Answers go to stdout, everything else
 -- (errors, progress) to stderr.
+local compat = require("luagent.compat")
 local argparse = require("argparse")
 local luagent = require("luagent")
 local core = require("luagent.core")
@@ -81,7 +82,7 @@ local function parser()
   local events = with_help(p:command("events", "Print the events in a store."))
   events:argument("store", "The store file.")
   events:option("--task", "Only the events of this task.")
-  events:option("--since", "Only events after this seq.", "0"):convert(math.tointeger)
+  events:option("--since", "Only events after this seq.", "0"):convert(compat.tointeger)
   events:flag("--follow -f", "Keep printing new events as they are written (Ctrl-C ends).")
   events:flag("--json", "One JSON event per line.")
 
@@ -118,12 +119,12 @@ local function check_agent(app, agent)
 end
 
 local function is_tty(fd)
-  return os.execute("[ -t " .. fd .. " ]") == true
+  return compat.execute("[ -t " .. fd .. " ]")
 end
 
 local function term_width()
   local p = io.popen("stty size 2>/dev/null </dev/tty")
-  local out = p and p:read("a") or ""
+  local out = p and p:read("*a") or ""
   if p then p:close() end
   return tonumber(out:match("%d+%s+(%d+)")) or tonumber(os.getenv("COLUMNS") or "") or 80
 end

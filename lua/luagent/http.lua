@@ -1,6 +1,7 @@
 -- HTTP for runs: drives a libcurl transfer from Lua (core/http.c), checking
 -- for cancellation between polls and, in the host, pumping host work while
 -- it waits (R-5, R-6). Also ctx:http(req) for tools and plugins.
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local options = require("luagent.options")
 local context = require("luagent.context")
@@ -30,15 +31,15 @@ local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$" -- an HTTP token (RFC 9110)
 function http.check_headers(where, headers, level)
   for k, v in pairs(headers or {}) do
     local name = k
-    if math.type(k) == "integer" then name = type(v) == "string" and v:match("^([^:]*):") end
+    if compat.is_integer(k) then name = type(v) == "string" and v:match("^([^:]*):") end
     if type(name) ~= "string" or not name:find(TOKEN) then
       error(string.format("%s: header %s has no valid HTTP header name", where,
-        string.format("%q", tostring(math.type(k) == "integer" and v or k))), level + 1)
+        string.format("%q", tostring(compat.is_integer(k) and v or k))), level + 1)
     end
     if type(v) ~= "string" and type(v) ~= "number" then
       error(string.format("%s: header %q must be a string, got %s", where, name, type(v)), level + 1)
     end
-    if tostring(v):find("[\0\r\n]") then
+    if tostring(v):find("[%z\r\n]") then
       error(string.format("%s: header %q must not contain CR, LF or NUL bytes", where, name),
         level + 1)
     end
@@ -55,30 +56,9 @@ function http.parse_headers(raw)
   return out
 end
 
--- Run one request. req: method, url, headers, body, timeout_s,
--- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
--- max_bytes, stream. on_event(data) gets each SSE event
--- (a string, or {error = data} for an `event: error`) as it arrives; when
--- it returns true the transfer ends there (the result then has
--- `stopped = true`); it may raise to abort. Returns the result table of
--- core/http.c plus `headers`. Raises the cancel error when the run must
--- stop (R-23).
-function http.request(ctx, req, on_event)
-  local env = ctx._env
-  local creq = {
-    method = req.method or "GET",
-    url = req.url,
-    headers = header_lines(req.headers),
-    body = req.body,
-    timeout_s = req.timeout_s,
-    connect_timeout_s = req.connect_timeout_s,
-    idle_timeout_s = req.idle_timeout_s,
-    max_bytes = req.max_bytes,
-    stream = req.stream and true or false,
-    truncate = req.truncate and true or false,
-  }
-  ctx:check_cancel()
-  local h <close> = core.http_start(env.core, creq)
+-- Poll the transfer h until it is done, on_event says stop or the run must
+-- stop; its result.
+local function drive(ctx, env, h, on_event)
   local host = not env.is_worker and env.app
   local fg = host and ctx._fg
   local stopped = false
@@ -110,6 +90,34 @@ function http.request(ctx, req, on_event)
   res.headers = http.parse_headers(res.headers_raw)
   res.stopped = stopped or nil
   return res
+end
+
+-- Run one request. req: method, url, headers, body, timeout_s,
+-- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
+-- max_bytes, stream. on_event(data) gets each SSE event
+-- (a string, or {error = data} for an `event: error`) as it arrives; when
+-- it returns true the transfer ends there (the result then has
+-- `stopped = true`); it may raise to abort. Returns the result table of
+-- core/http.c plus `headers`. Raises the cancel error when the run must
+-- stop (R-23).
+function http.request(ctx, req, on_event)
+  local env = ctx._env
+  local creq = {
+    method = req.method or "GET",
+    url = req.url,
+    headers = header_lines(req.headers),
+    body = req.body,
+    timeout_s = req.timeout_s,
+    connect_timeout_s = req.connect_timeout_s,
+    idle_timeout_s = req.idle_timeout_s,
+    max_bytes = req.max_bytes,
+    stream = req.stream and true or false,
+    truncate = req.truncate and true or false,
+  }
+  ctx:check_cancel()
+  local h = core.http_start(env.core, creq)
+  -- the transfer ends with the call, also when it raises
+  return compat.with_close(h, drive, ctx, env, h, on_event)
 end
 
 local http_spec = {

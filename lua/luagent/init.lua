@@ -1,10 +1,29 @@
--- luagent: LLM agents for Lua 5.4 with background agent runs on worker
--- threads (a C core: dispatcher, workers, store, HTTP).
-if _VERSION ~= "Lua 5.4" then
-  -- before the C core, whose loading would fail on a missing Lua symbol
-  error(string.format("luagent needs Lua 5.4, but this is %s (run it with lua5.4)", _VERSION), 2)
+-- luagent: LLM agents for Lua (5.4 first; 5.1, 5.2, 5.3 and LuaJIT too)
+-- with background agent runs on worker threads (a C core: dispatcher,
+-- workers, store, HTTP).
+local compat = require("luagent.compat")
+
+-- The C core is built for one Lua. Loaded into another it fails on a
+-- missing symbol (or, between ABI-compatible ones, would misbehave): say
+-- which Lua it needs, as the directory it was found in or its own build
+-- tells, instead of the loader's message.
+local function load_core()
+  local ok, mod = pcall(require, "luagent.core")
+  local built = ok and type(mod) == "table" and mod.lua_version
+  if ok and (built == nil or built == _VERSION) then return mod end
+  local msg = tostring(mod)
+  if not ok and not msg:find("undefined symbol", 1, true) then error(mod, 0) end
+  local dir = msg:match("/lib/lua/(5%.%d)/")
+  built = built or (dir and "Lua " .. dir)
+  if not built then
+    error(string.format("luagent: its C module was built for another Lua than this %s " ..
+      "(build it for this one: make LUA=...)", _VERSION), 3)
+  end
+  local run = built == "Lua 5.1" and "luajit or lua5.1" or "lua" .. built:sub(5)
+  error(string.format("luagent needs %s, but this is %s (run it with %s)", built, _VERSION, run), 3)
 end
-local core = require("luagent.core")
+
+local core = load_core()
 local json = require("luagent.json")
 local options = require("luagent.options")
 local defs = require("luagent.defs")
@@ -118,7 +137,7 @@ function luagent.load_string(source, chunkname, overrides)
   if chunkname ~= nil then options.arg("luagent.load_string", "chunkname", chunkname, "string", 3) end
   if overrides ~= nil then options.arg("luagent.load_string", "overrides", overrides, "table", 3) end
   chunkname = chunkname or "=(luagent config)"
-  local chunk, lerr = load(source, chunkname, "t")
+  local chunk, lerr = compat.load(source, chunkname, "t")
   if not chunk then error("luagent.load_string: " .. lerr, 2) end
   return start(chunk, { source = source, chunkname = chunkname }, overrides, "luagent.load_string")
 end

@@ -3,6 +3,7 @@
 -- agent, elapsed, tokens, cost) redrawn in place. Elsewhere: the answer on
 -- stdout as it comes and one plain line per task event on stderr, with no
 -- terminal control codes.
+local compat = require("luagent.compat")
 local usage = require("luagent.usage")
 local tree = require("luagent.tree")
 
@@ -17,7 +18,7 @@ local function wrap(text, width, rows, partial)
       rows[#rows + 1] = partial
       partial = ""
     elseif ch ~= "\r" then
-      if utf8.len(partial) >= width then
+      if compat.utf8_len(partial) >= width then
         rows[#rows + 1] = partial
         partial = ""
       end
@@ -28,8 +29,8 @@ local function wrap(text, width, rows, partial)
 end
 
 local function cut(s, width)
-  if utf8.len(s) and utf8.len(s) > width then
-    return s:sub(1, (utf8.offset(s, width) or (width + 1)) - 1)
+  if compat.utf8_len(s) and compat.utf8_len(s) > width then
+    return s:sub(1, (compat.utf8_offset(s, width) or (width + 1)) - 1)
   end
   return s
 end

@@ -1,6 +1,7 @@
 -- Option-table and argument checking for the public API. Typos in option
 -- names are the most common mistake, so unknown keys raise with the nearest
 -- known name as a suggestion instead of being silently ignored.
+local compat = require("luagent.compat")
 local options = {}
 
 local function levenshtein(a, b)
@@ -30,11 +31,11 @@ options.distance = levenshtein
 -- candidates (so a spec table can be passed as is).
 function options.suggest(word, candidates)
   if type(word) ~= "string" or type(candidates) ~= "table" then return nil end
-  local limit = math.max(2, #word // 3)
+  local limit = math.max(2, compat.idiv(#word, 3))
   local best, best_d
   for k, v in pairs(candidates) do
     local name
-    if math.type(k) == "integer" and type(v) == "string" then
+    if compat.is_integer(k) and type(v) == "string" then
       name = v
     elseif type(k) == "string" then
       name = k
@@ -68,7 +69,7 @@ end
 
 local function is_kind(value, kind)
   if kind == "integer" then
-    return math.type(value) == "integer"
+    return compat.is_integer(value)
       or (type(value) == "number" and value == math.floor(value)
           and value == value and value ~= math.huge and value ~= -math.huge)
   elseif kind == "callable" then
@@ -115,8 +116,8 @@ end
 
 -- `return options.check(...)` is a tail call that removes the public
 -- function's frame; without this the error would point one frame too far.
-local function tail_adjust(level)
-  if level > 1 and debug.getinfo(2, "t").istailcall then return level - 1 end
+local function tail_adjust(level, name)
+  if level > 1 and compat.is_tail_call(2, name) then return level - 1 end
   return level
 end
 
@@ -124,7 +125,7 @@ end
 -- the caller of the public function that called check). Returns `tbl`, or a
 -- fresh empty table when `tbl` is nil.
 function options.check(where, tbl, spec, level)
-  level = tail_adjust(level or 3)
+  level = tail_adjust(level or 3, "check")
   if tbl == nil then return {} end
   if type(tbl) ~= "table" then
     error(string.format("%s: options must be a table, got %s", where, type(tbl)), level)
@@ -157,7 +158,7 @@ end
 function options.arg(where, name, value, kind, level)
   local ok, msg = check_kind(value, kind)
   if not ok then
-    error(string.format("%s: argument %q %s", where, name, msg), tail_adjust(level or 3))
+    error(string.format("%s: argument %q %s", where, name, msg), tail_adjust(level or 3, "arg"))
   end
   return value
 end
@@ -204,7 +205,7 @@ end
 function options.text_id(v)
   local fine, why = options.no_nul(v)
   if not fine then return nil, why end
-  local ok, bad = utf8.len(v)
+  local ok, bad = compat.utf8_len(v)
   if not ok then return nil, string.format("must be valid UTF-8 (invalid byte at %d)", bad) end
   return true
 end

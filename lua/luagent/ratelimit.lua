@@ -2,6 +2,7 @@
 -- core/ratelimit.c. Every state of an app (workers and the host) takes
 -- budget from the same C object, keyed by the provider, before each
 -- request, and gives it back with the tokens the provider reported.
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local options = require("luagent.options")
 local usage = require("luagent.usage")
@@ -57,7 +58,7 @@ Grant.__index = Grant
 function Grant:done(used, pause_s)
   if self.over then return end
   self.over = true
-  self.handle:rate_done(self.key, self.est, self.probe, math.tointeger(used) or -1, pause_s or 0)
+  self.handle:rate_done(self.key, self.est, self.probe, compat.tointeger(used) or -1, pause_s or 0)
 end
 
 -- A grant left by an error (a cancel, a raising model) is given back.
@@ -72,7 +73,7 @@ function ratelimit.acquire(ctx, key, limits, est, timeout_s)
   local env = ctx._env
   local handle = env.core
   define(handle, key, limits)
-  est = math.max(0, math.tointeger(est) or 0)
+  est = math.max(0, compat.tointeger(est) or 0)
   local ok, a, b = handle:rate_try(key, est)
   if not ok then
     ctx:emit("rate_wait", { provider = key, reason = a, wait_s = b > 0 and b or nil })

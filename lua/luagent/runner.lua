@@ -2,6 +2,7 @@
 -- returns in order, append tool messages, repeat until the model answers
 -- with text, a budget fires, or a hook stops the run. The same code runs in
 -- the host state (foreground runs) and in worker states (agent-run tasks).
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -99,7 +100,7 @@ local function hook_error(name, err)
 end
 
 local function call_hook(name, fn, ...)
-  local ok, v = xpcall(fn, tools.on_error, ...)
+  local ok, v = compat.xpcall(fn, tools.on_error, ...)
   if ok then return v end
   if tools.is_abort(v) then error(v, 0) end
   hook_error(name, v)
@@ -134,6 +135,27 @@ local function keep_error(e)
   return { message = tostring(e) }
 end
 
+-- The model's reply, under the rate budget `grant` (nil: none), which is
+-- given back with the tokens used.
+local function complete_under(grant, run, request)
+  local t0 = core.now()
+  -- a step a message sent with interrupt = true cuts short (steer.lua)
+  local ok, done, reply = compat.xpcall(steer.step, keep_error, run, run.model.complete, run.model, request,
+    run.ctx)
+  local latency = core.now() - t0
+  if not ok then
+    reply = done
+  elseif not done then
+    ok, reply = false, core.interrupt_error
+  end
+  if grant then
+    local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
+    local limited = not ok and type(reply) == "table" and reply.status == 429
+    grant:done(u and u.total_tokens, limited and (tonumber(reply.retry_after) or 1) or 0)
+  end
+  return ok, reply, latency
+end
+
 local function call_model(run)
   -- the request's own list: what a model keeps of it does not change as
   -- the run goes on, and a model cannot change the transcript
@@ -147,22 +169,9 @@ local function call_model(run)
   emit(run, "lm_call_start", { iteration = run.iteration + 1, messages = #run.messages })
   -- a model with limits of its own waits for its provider's rate budget
   -- (README "Rate limits"); luagent.openai takes it per attempt itself
-  local grant <close> = ratelimit.for_call(run.ctx, run.model, request)
-  local t0 = core.now()
-  -- a step a message sent with interrupt = true cuts short (steer.lua)
-  local ok, done, reply = xpcall(steer.step, keep_error, run, run.model.complete, run.model, request,
-    run.ctx)
-  local latency = core.now() - t0
-  if not ok then
-    reply = done
-  elseif not done then
-    ok, reply = false, core.interrupt_error
-  end
-  if grant then
-    local u = ok and type(reply) == "table" and usage.normalize(reply.usage)
-    local limited = not ok and type(reply) == "table" and reply.status == 429
-    grant:done(u and u.total_tokens, limited and (tonumber(reply.retry_after) or 1) or 0)
-  end
+  -- (a grant an error leaves is given back by its __close)
+  local grant = ratelimit.for_call(run.ctx, run.model, request)
+  local ok, reply, latency = compat.with_close(grant, complete_under, grant, run, request)
   if not ok then
     if core.is_interrupt(reply) and run.steered then
       run.interrupted = true
@@ -395,45 +404,44 @@ local function loop(run)
       -- is delivered at the top of the loop and the model asked again
       bg.withdraw(run)
       emit(run, "step_interrupted", { step = "model", iteration = run.iteration + 1 })
-      goto next_step
-    end
-    if notice and reply then bg.delivered(run, notice) end
-    if not reply then return finish(run, "failed", err) end
-    run.iteration = run.iteration + 1
-    run.last_reply = reply
-    local counted = count_usage(run, request, reply)
-    emit(run, "lm_call", {
-      iteration = run.iteration, model = model_name(run.model), latency_s = latency,
-      usage = reply.usage, usage_reported = reply.usage ~= nil,
-      usage_estimated = reply.usage == nil or nil,
-      estimated_usage = reply.usage == nil and counted or nil,
-      cost = counted.cost,
-      tool_calls = reply.tool_calls and #reply.tool_calls or 0,
-      -- a foreground run's nested runs have run ids of their own
-      root_run_id = not run.task_id and run.ctx.root_key or nil,
-    })
-    run.messages[#run.messages + 1] = {
-      role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
-    }
-    if reply.tool_calls then
-      for _, call in ipairs(reply.tool_calls) do
-        run.ctx:check_cancel() -- no new call once the run must stop
-        if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
+    else
+      if notice and reply then bg.delivered(run, notice) end
+      if not reply then return finish(run, "failed", err) end
+      run.iteration = run.iteration + 1
+      run.last_reply = reply
+      local counted = count_usage(run, request, reply)
+      emit(run, "lm_call", {
+        iteration = run.iteration, model = model_name(run.model), latency_s = latency,
+        usage = reply.usage, usage_reported = reply.usage ~= nil,
+        usage_estimated = reply.usage == nil or nil,
+        estimated_usage = reply.usage == nil and counted or nil,
+        cost = counted.cost,
+        tool_calls = reply.tool_calls and #reply.tool_calls or 0,
+        -- a foreground run's nested runs have run ids of their own
+        root_run_id = not run.task_id and run.ctx.root_key or nil,
+      })
+      run.messages[#run.messages + 1] = {
+        role = "assistant", content = reply.text, tool_calls = reply.tool_calls,
+      }
+      if reply.tool_calls then
+        for _, call in ipairs(reply.tool_calls) do
+          run.ctx:check_cancel() -- no new call once the run must stop
+          if run.interrupted then skip_call(run, call) else run_tool_call(run, call) end
+        end
+      end
+      emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
+      for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
+      local stop = should_stop(run)
+      if stop then
+        run.final = reply.text
+        return finish(run, "stopped", { kind = "stopped", message = stop })
+      end
+      -- a message that came during the last call is read before the run ends
+      if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
+        run.final = reply.text or ""
+        return finish(run, "completed")
       end
     end
-    emit(run, "step", { iteration = run.iteration, tool_calls = reply.tool_calls and #reply.tool_calls or 0 })
-    for _, h in ipairs(hooks_of(run, "after_step")) do call_hook("after_step", h, step_view(run)) end
-    local stop = should_stop(run)
-    if stop then
-      run.final = reply.text
-      return finish(run, "stopped", { kind = "stopped", message = stop })
-    end
-    -- a message that came during the last call is read before the run ends
-    if not reply.tool_calls and not steer.pending(run) and not vetoed(run) then
-      run.final = reply.text or ""
-      return finish(run, "completed")
-    end
-    ::next_step::
   end
 end
 

@@ -13,6 +13,7 @@
 -- (2019-09+ semantics). Annotations are ignored.
 local options = require "luagent.options"
 
+local compat = require("luagent.compat")
 local schema = {}
 
 local MAX_ERRORS = 5
@@ -67,7 +68,7 @@ local function is_array(v)
   if n == 0 then return false end
   local count = 0
   for k in pairs(v) do
-    if math.type(k) ~= "integer" or k < 1 or k > n then return false end
+    if not compat.is_integer(k) or k < 1 or k > n then return false end
     count = count + 1
   end
   return count == n
@@ -92,7 +93,7 @@ local function is_finite(n)
 end
 
 local function is_integral(n)
-  return type(n) == "number" and (math.type(n) == "integer" or (is_finite(n) and n == math.floor(n)))
+  return type(n) == "number" and (compat.is_integer(n) or (is_finite(n) and n == math.floor(n)))
 end
 
 -- The JSON-ish name of a Lua value.
@@ -405,7 +406,7 @@ keywords.multipleOf = function(m, _, v, path, ctx)
 end
 
 local function str_len(v)
-  return utf8.len(v) or #v
+  return compat.utf8_len(v) or #v
 end
 
 keywords.minLength = function(n, _, v, path, ctx)

@@ -2,6 +2,7 @@
 -- effective settings with defaults, and (R-1) the snapshot of every
 -- non-function setting that workers apply over their own copy, plus the
 -- fingerprint of names that workers must reproduce.
+local compat = require("luagent.compat")
 local defs = require("luagent.defs")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -60,7 +61,7 @@ local bg_spec = {
 
 local keep_finished_spec = {
   max = function(v)
-    if v == false or (math.type(v) == "integer" and v >= 1) then return true end
+    if v == false or (compat.is_integer(v) and v >= 1) then return true end
     return nil, "must be an integer >= 1, or false (no bound on the count)"
   end,
   ttl_s = function(v)
@@ -328,7 +329,7 @@ local function data(v, path, seen)
   local n = #v
   local is_arr = n > 0 or json.is_array(v)
   for k, x in next, v do
-    if type(k) == "string" or (type(k) == "number" and math.type(k) == "integer") then
+    if type(k) == "string" or (type(k) == "number" and compat.is_integer(k)) then
       out[k] = data(x, path .. "." .. tostring(k), seen)
     end
   end
@@ -358,7 +359,7 @@ end
 
 -- A decoded JSON array, or a plain Lua sequence (which `data` sends as one).
 local function arrayish(t)
-  return json.is_array(t) or rawlen(t) > 0
+  return json.is_array(t) or compat.rawlen(t) > 0
 end
 
 -- Put the host's data over a worker's object; keep the worker's functions

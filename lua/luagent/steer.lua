@@ -3,6 +3,7 @@
 -- (a model call, a tool) that a message sent with interrupt = true cuts
 -- short, and ctx:send. The queue, the delivered marks and the interrupt
 -- flag are the core's (core/steer.c, core/inbox.c).
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -51,8 +52,8 @@ end
 function steer.step(run, fn, ...)
   if not run.steered then return true, fn(...) end
   -- the core opens the step and closes it as the call returns
-  local r = table.pack(core.step_call(fn, ...))
-  if r[1] then return true, table.unpack(r, 2, r.n) end
+  local r = compat.pack(core.step_call(fn, ...))
+  if r[1] then return true, compat.unpack(r, 2, r.n) end
   if core.is_interrupt(r[2]) then
     run.interrupted = true
     return false

@@ -1,5 +1,6 @@
 -- Calling tools: argument parsing and validation, running a handler, and the
 -- ToolResult shape every tool returns (docs/architecture.md, R-12).
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local schema = require("luagent.schema")
@@ -132,7 +133,7 @@ tools.on_error = on_error
 -- Run a script tool's handler. Returns a ToolResult and, on a handler error,
 -- the traceback (which belongs in events, not in front of the model).
 function tools.run_handler(tool, args, ctx)
-  local ok, v = xpcall(tool.handler, on_error, args, ctx)
+  local ok, v = compat.xpcall(tool.handler, on_error, args, ctx)
   if ok then return tools.ok(v) end
   if tools.is_abort(v) then error(v, 0) end
   -- luagent's own errors (e.g. {kind = "limit"}) keep their kind for the model

@@ -4,6 +4,7 @@
 -- marked, and a hover text (an SVG <title>) with agent, tool, tokens and
 -- cost. The HTML page is self-contained: inline SVG and CSS, no script, no
 -- URL, and a Content-Security-Policy that forbids every fetch.
+local compat = require("luagent.compat")
 local usage = require("luagent.usage")
 
 local trace = {}
@@ -26,7 +27,7 @@ local function secs(ms) return string.format("%.2fs", (ms or 0) / 1000) end
 -- A round step for about eight ticks over `span_ms`.
 local function tick_step(span_ms)
   local raw = math.max(span_ms, 1) / 8
-  local p = 10 ^ math.floor(math.log(raw, 10))
+  local p = 10 ^ math.floor(compat.log10(raw))
   for _, m in ipairs({ 1, 2, 5, 10 }) do
     if m * p >= raw then return m * p end
   end
@@ -146,7 +147,7 @@ function trace.svg(rows, opts)
     local lx = 10 + r.depth * INDENT
     if r.depth > 0 then
       add(string.format('<path d="M%d %d V%d H%d" fill="none" stroke="#b8c2cc"/>', lx - 10, y,
-        y + ROW_H // 2, lx - 3))
+        y + compat.idiv(ROW_H, 2), lx - 3))
     end
     local tokens = n.tree_usage or n.usage
     add(string.format('<text x="%d" y="%d" fill="#1f2d3d">%s <tspan fill="#7a8591">%s</tspan></text>',

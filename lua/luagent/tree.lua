@@ -1,6 +1,7 @@
 -- Task trees from records (app:tree, the luagent command) and the rows of
 -- their timeline picture (trace.lua): one row per task, depth first, with
 -- its attempts, waits and retries read from the events.
+local compat = require("luagent.compat")
 local json = require("luagent.json")
 local usage = require("luagent.usage")
 
@@ -18,10 +19,10 @@ function tree.iso_ms(s)
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   -- days from the civil date (proleptic Gregorian), 1970-01-01 = 0
   y = mo <= 2 and y - 1 or y
-  local era = (y >= 0 and y or y - 399) // 400
+  local era = compat.idiv(y >= 0 and y or y - 399, 400)
   local yoe = y - era * 400
-  local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + d - 1
-  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  local doy = compat.idiv(153 * (mo + (mo > 2 and -3 or 9)) + 2, 5) + d - 1
+  local doe = yoe * 365 + compat.idiv(yoe, 4) - compat.idiv(yoe, 100) + doy
   local days = era * 146097 + doe - 719468
   local ms = frac ~= "" and tonumber((frac .. "00"):sub(1, 3)) or 0
   return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(sec) * 1000 + ms

@@ -1,5 +1,6 @@
 -- Token usage of model calls, its estimate when a provider reports none,
 -- and its cost from the config's price table (README "Usage and cost").
+local compat = require("luagent.compat")
 local json = require("luagent.json")
 local options = require("luagent.options")
 
@@ -10,7 +11,7 @@ local usage = {}
 usage.BYTES_PER_TOKEN = 4
 
 local function int(v)
-  return math.tointeger(v) or (type(v) == "number" and v == v and math.floor(v)) or 0
+  return compat.tointeger(v) or (type(v) == "number" and v == v and math.floor(v)) or 0
 end
 
 -- A provider's usage as luagent keeps it, or nil when there is none.
@@ -20,7 +21,7 @@ function usage.normalize(u)
   if type(u) ~= "table" then return nil end
   local p, c = int(u.prompt_tokens), int(u.completion_tokens)
   local out = { prompt_tokens = p, completion_tokens = c,
-    total_tokens = math.tointeger(u.total_tokens) or (p + c) }
+    total_tokens = compat.tointeger(u.total_tokens) or (p + c) }
   local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
   local cached = int(u.cached_tokens or details.cached_tokens)
   if cached > 0 then out.cached_tokens = math.min(cached, p) end
@@ -28,7 +29,7 @@ function usage.normalize(u)
 end
 
 local function tokens_of(bytes)
-  return (bytes + usage.BYTES_PER_TOKEN - 1) // usage.BYTES_PER_TOKEN
+  return compat.idiv(bytes + usage.BYTES_PER_TOKEN - 1, usage.BYTES_PER_TOKEN)
 end
 
 local function encoded_size(v)
@@ -106,7 +107,7 @@ function usage.format_tokens(n)
   n = n or 0
   if n >= 1e6 then return string.format("%.1fM", n / 1e6) end
   if n >= 1e4 then return string.format("%.1fk", n / 1e3) end
-  return tostring(math.tointeger(n) or n)
+  return tostring(compat.tointeger(n) or n)
 end
 
 function usage.format_cost(c)

@@ -2,6 +2,7 @@
 -- script again, check that it defines the same names as in the host, apply
 -- the host's snapshot of every non-function setting, and return the
 -- function that runs one task.
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local defs = require("luagent.defs")
@@ -41,7 +42,7 @@ local function run_tool_task(env, ctx, info)
     if not r.ok then fail(r.cause and r.cause.kind or "runtime", r.error) end
     return r.value
   end
-  local ok, v = xpcall(tool.handler, tools.on_error, args, ctx)
+  local ok, v = compat.xpcall(tool.handler, tools.on_error, args, ctx)
   if ok then return v end
   if core.is_cancel(v) then error(v, 0) end
   ctx:emit("error", { message = v.message, traceback = v.traceback, tool = tool.name })
@@ -138,12 +139,13 @@ end
 function worker.boot(boot_json)
   fence_stdlib() -- before the startup script, which may keep references
   guard_xpcall()
+  compat.seed_random(core.now())
   local boot = json.decode(boot_json)
   local chunk, err
   if boot.path then
     chunk, err = loadfile(boot.path)
   else
-    chunk, err = load(boot.source, boot.chunkname or "=(luagent config)")
+    chunk, err = compat.load(boot.source, boot.chunkname or "=(luagent config)")
   end
   if not chunk then error(err, 0) end
   local cfg = chunk()

@@ -4,6 +4,8 @@
  * and sends to the finished one. */
 #include "luagent.h"
 
+#include "lua_compat.h" /* the API on every Lua luagent builds against */
+
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>

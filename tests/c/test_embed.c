@@ -5,6 +5,7 @@
  * failed. Built by `make build/test_embed`, run by tests/c_spec.lua. */
 #include "luagent.h"
 #include "check.h"
+#include "lua_compat.h" /* the API on every Lua luagent builds against */
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -49,7 +50,7 @@ static void test_embedded_modules(void) {
   /* one searcher, however often luagent_open runs */
   luagent_open(L);
   luagent_open(L);
-  CHECK(run(L, "local n = 0 for _, s in ipairs(package.searchers) do n = n + 1 end return tostring(n)", "5"));
+  CHECK(run(L, "local n = 0 for _, s in ipairs(package.searchers or package.loaders) do n = n + 1 end return tostring(n)", "5"));
   lua_close(L);
   done("the Lua half is built in: require works with no package.path, chunks are @luagent/...");
 }
@@ -75,7 +76,7 @@ static int host_mod(lua_State *L) {
 static void worker_init(lua_State *L, void *ud) {
   atomic_fetch_add(&inits, 1);
   if (pthread_equal(pthread_self(), main_thread)) atomic_store(&init_on_main, 1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lg_push_preload(L);
   lua_pushcfunction(L, host_mod);
   lua_setfield(L, -2, (const char *)ud);
   lua_pop(L, 1);
@@ -84,12 +85,13 @@ static void worker_init(lua_State *L, void *ud) {
 /* A tool run on a worker returns what `require(name)` gives there. */
 static const char *const worker_chunk =
     "local luagent = require 'luagent' "
-    "local app <close> = luagent.load_string([[ "
+    "local app = luagent.load_string([[ "
     "  local luagent = require 'luagent' "
     "  return luagent.config{ background_tasks = { enabled = true }, "
     "    tools = { luagent.tool{ name = 't', handler = function(a) "
     "      return tostring(luagent.in_worker()) .. ': ' .. require(a.m) end } } } ]]) "
     "local w = app:wait({ app:enqueue_tool('t', { m = MOD }).task_id }, { timeout_s = 10 }) "
+    "app:close() "
     "return w.tasks[1].status .. ' ' .. tostring(w.tasks[1].result)";
 
 static void test_worker_init(void) {
@@ -125,10 +127,11 @@ static void test_worker_init_from_lua(void) {
   CHECK(run(L, "require('luagent.core').set_worker_init(nil) return 1", ""));
   before = atomic_load(&inits);
   CHECK(run(L, "local luagent = require 'luagent' "
-               "local app <close> = luagent.load_string([[ local luagent = require 'luagent' "
+               "local app = luagent.load_string([[ local luagent = require 'luagent' "
                "  return luagent.config{ background_tasks = { enabled = true }, "
                "    tools = { luagent.tool{ name = 't', handler = function() return 1 end } } } ]]) "
-               "return app:wait({ app:enqueue_tool('t', {}).task_id }).tasks[1].status",
+               "local st = app:wait({ app:enqueue_tool('t', {}).task_id }).tasks[1].status "
+               "app:close() return st",
             "completed"));
   CHECK(atomic_load(&inits) == before);
   lua_close(L);

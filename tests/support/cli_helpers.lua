@@ -1,5 +1,6 @@
 -- Running bin/luagent from specs: stdout, stderr and the exit status apart,
 -- config files in a scratch directory, tmux sessions for terminal checks.
+local LUA = require("support.lua_bin").lua
 local core = require "luagent.core"
 
 local C = {}
@@ -32,16 +33,16 @@ function C.write(path, text)
   return path
 end
 
--- Run `lua5.4 bin/luagent <args>` (args: shell words, already quoted where
+-- Run `<the Lua under test> bin/luagent <args>` (args: shell words, already quoted where
 -- needed); keeps LD_PRELOAD, so a sanitizer run checks the command too.
 -- Returns { out, err, code }.
 function C.luagent(args, stdin)
   local err = os.tmpname()
   local cmd = ENV .. (stdin and ("printf '%s' " .. C.quote(stdin) .. " | ") or "") ..
-    "lua5.4 bin/luagent " .. args .. " 2>" .. err .. " </dev/null; echo \"exit=$?\""
+    LUA .. " bin/luagent " .. args .. " 2>" .. err .. " </dev/null; echo \"exit=$?\""
   if stdin then cmd = cmd:gsub(" </dev/null", "") end
   local p = io.popen(cmd)
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local code = tonumber(out:match("exit=(%d+)\n$"))
   out = out:gsub("exit=%d+\n$", "")
@@ -73,7 +74,7 @@ function C.tmux_start(name, cmd, width, height)
   -- tmux itself runs without a sanitizer runtime; the luagent command in
   -- it gets the one this run preloads (make sanitize / make tsan)
   local preload = os.getenv("LD_PRELOAD")
-  if preload then cmd = cmd:gsub("^lua5%.4 ", "env LD_PRELOAD=" .. C.quote(preload):gsub("%%", "%%%%") .. " lua5.4 ") end
+  if preload then cmd = cmd:gsub("^", "env LD_PRELOAD=" .. C.quote(preload):gsub("%%", "%%%%") .. " ", 1) end
   local shell = "cd " .. C.quote(os.getenv("PWD") or ".") .. " && " .. ENV .. cmd
   assert(os.execute(string.format(TMUX .. "new-session -d -s %s -x %d -y %d %s", name,
     width or 120, height or 40, C.quote(shell))))
@@ -81,7 +82,7 @@ end
 
 function C.tmux_screen(name)
   local p = io.popen(TMUX .. "capture-pane -p -t " .. name .. " 2>/dev/null")
-  local s = p:read("a")
+  local s = p:read("*a")
   p:close()
   return s
 end

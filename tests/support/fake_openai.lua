@@ -742,7 +742,7 @@ end
 local function parent_pid()
   local f = io.open("/proc/self/stat", "r")
   if not f then return nil end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   return tonumber(stat:match("%)%s+%S+%s+(%d+)"))
 end

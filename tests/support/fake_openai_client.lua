@@ -125,7 +125,7 @@ function M.start(opts)
   -- writing; if the server then dies before printing, read() sees EOF
   local out = io.open(fifo, "r")
   os.remove(fifo)
-  local line = out and out:read("l")
+  local line = out and out:read("*l")
   if out then out:close() end
   local port = line and tonumber(line:match("^LISTENING (%d+)$"))
   if not port then

@@ -10,13 +10,13 @@ package.cpath = "./?.so;" .. package.cpath
 local how, hook, model = arg[1], arg[2], arg[3]
 
 if how == "strings" then
-  table.insert(package.searchers, 2, function(name)
+  table.insert(package.searchers or package.loaders, 2, function(name)
     if name ~= "luagent" and not name:match("^luagent%.") then return nil end
     local rel = name:gsub("%.", "/")
     for _, path in ipairs({ "./lua/" .. rel .. ".lua", "./lua/" .. rel .. "/init.lua" }) do
       local f = io.open(path, "r")
       if f then
-        local src = f:read("a")
+        local src = f:read("*a")
         f:close()
         return assert(load(src, "=" .. name)), name
       end

@@ -13,7 +13,7 @@ end
 -- status.
 function I.sh(cmd)
   local p = assert(io.popen("env -u LD_PRELOAD sh -c " .. I.q(cmd) .. " 2>&1; echo \"exit=$?\""))
-  local out = p:read("a")
+  local out = p:read("*a")
   p:close()
   local code = tonumber(out:match("exit=(%d+)\n$"))
   return out:gsub("exit=%d+\n$", ""), code

@@ -2,6 +2,7 @@
 -- processes that are read line by line and killed, the sqlite3 CLI for
 -- poking at a store from outside, file modes. Nothing here sleeps to
 -- synchronise: the specs wait on child output, app:wait and events.
+local LUA = require("support.lua_bin").lua
 local H = require "support.dispatch_helpers"
 local json = require "luagent.json"
 
@@ -21,7 +22,7 @@ package.cpath = ]] .. string.format("%q", package.cpath:match("^[^;]*")) .. [[ .
 local H = require "support.dispatch_helpers"
 io.stdout:setvbuf("line")
 local f = assert(io.open("/proc/self/stat"))
-PID = tonumber(f:read("l"):match("^(%d+)"))
+PID = tonumber(f:read("*l"):match("^(%d+)"))
 f:close()
 print(PID)
 ]]
@@ -29,7 +30,7 @@ end
 
 local seq = 0
 
--- Start `lua5.4` on a script (the prelude, then `body`) with stdout read
+-- Start the Lua under test on a script (the prelude, then `body`) with stdout read
 -- through a pipe. `env` is a table of environment variables. The child
 -- prints its pid first; returns { pid, p, err_path }.
 function S.spawn(dir, body, env)
@@ -39,9 +40,9 @@ function S.spawn(dir, body, env)
   H.write(script, child_prelude() .. body)
   local vars = {}
   for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. sh_quote(v) end
-  local p = assert(io.popen(string.format("%s exec lua5.4 %s 2>%s </dev/null",
-    table.concat(vars, " "), sh_quote(script), sh_quote(err)), "r"))
-  local first = p:read("l")
+  local p = assert(io.popen(string.format("%s exec %s %s 2>%s </dev/null",
+    table.concat(vars, " "), LUA, sh_quote(script), sh_quote(err)), "r"))
+  local first = p:read("*l")
   local child = { p = p, pid = tonumber(first), err_path = err }
   if not child.pid then
     p:close()
@@ -52,7 +53,7 @@ end
 
 -- The next line the child printed (nil at its end).
 function S.line(child)
-  return child.p:read("l")
+  return child.p:read("*l")
 end
 
 -- SIGKILL the child, then read what it printed before it died.
@@ -75,7 +76,7 @@ end
 function S.read(path)
   local f = io.open(path)
   if not f then return "" end
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end
@@ -89,7 +90,7 @@ end
 -- Octal permission bits of a file ("600"), or nil when it does not exist.
 function S.mode(path)
   local p = io.popen("stat -c %a " .. sh_quote(path) .. " 2>/dev/null")
-  local m = p:read("l")
+  local m = p:read("*l")
   p:close()
   return m
 end
@@ -99,16 +100,20 @@ end
 function S.sql(db, sql)
   local P = require "support.pg"
   if P.is_url(db) then return P.psql(db, sql) end
-  local p = assert(io.popen(string.format("sqlite3 -batch %s %s 2>&1", sh_quote(db), sh_quote(sql))))
+  -- the exit status echoed: 5.1's and LuaJIT's close of a pipe do not give it
+  local p = assert(io.popen(string.format("sqlite3 -batch %s %s 2>&1; echo \"exit=$?\"", sh_quote(db),
+    sh_quote(sql))))
   local out = {}
   for l in p:lines() do out[#out + 1] = l end
-  local ok = p:close()
-  assert(ok, "sqlite3 failed: " .. table.concat(out, "\n"))
+  p:close()
+  local code = table.remove(out)
+  assert(code == "exit=0", "sqlite3 failed: " .. table.concat(out, "\n"))
   return out
 end
 
 function S.have_sqlite3()
-  return os.execute("command -v sqlite3 >/dev/null 2>&1") == true
+  local r = os.execute("command -v sqlite3 >/dev/null 2>&1")
+  return r == true or r == 0 -- 5.2 on: true; 5.1 and LuaJIT: the status
 end
 
 -- A canonical text of a value (sorted keys), for comparing records.

@@ -4,6 +4,7 @@
 -- `token` events and assembles tool-call deltas by index. Provider errors
 -- that survive retries end the run with error.kind "model" (R-13); the API
 -- key and secret header values never appear in any event, error or message.
+local compat = require("luagent.compat")
 local core = require("luagent.core")
 local json = require("luagent.json")
 local options = require("luagent.options")
@@ -375,7 +376,7 @@ end
 -- An error the provider sent inside a 200 stream (a data: event with an
 -- `error` member, or an `event: error`).
 local function stream_failure(hidden, e)
-  local code = math.tointeger(tonumber(e.code))
+  local code = compat.tointeger(tonumber(e.code))
   local status = code and code >= 400 and code <= 599 and code or nil
   return failure(status, message(hidden, e.message ~= nil and tostring(e.message) or "stream error"),
     stream_error_retryable(e))
@@ -386,7 +387,7 @@ end
 local function add_tool_delta(acc, tc)
   if type(tc) ~= "table" then return end
   local id = type(tc.id) == "string" and tc.id ~= "" and tc.id or nil
-  local idx = math.tointeger(tc.index)
+  local idx = compat.tointeger(tc.index)
   local function new_slot()
     local s = { args = {} }
     acc.calls[#acc.calls + 1] = s
@@ -586,12 +587,12 @@ local function complete(self, request, ctx)
   -- the provider's rate budget (README "Rate limits"): every attempt takes
   -- its share first; a 429 pauses the provider for every caller
   local rate_key = ratelimit.key_of(self)
-  local est = #body // 4
+  local est = compat.idiv(#body, 4)
   local deadline
   local attempt = 0
-  while true do
-    local grant <close> = ratelimit.acquire(ctx, rate_key, self.limits, est,
-      deadline and math.max(0, deadline - core.now()))
+  -- one attempt under its grant (nil: no budget in time), which is given
+  -- back when the attempt ends, also when it raises
+  local function attempt_with(grant)
     if not grant then
       error({ kind = "model", message = string.format("the model call ran out of time " ..
         "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
@@ -605,6 +606,12 @@ local function complete(self, request, ctx)
     local limited = err and err.status == 429
     local wait = err and backoff(self, attempt + 1, err.retry_after)
     grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
+    return reply, err, limited, wait
+  end
+  while true do
+    local grant = ratelimit.acquire(ctx, rate_key, self.limits, est,
+      deadline and math.max(0, deadline - core.now()))
+    local reply, err, limited, wait = compat.with_close(grant, attempt_with, grant)
     if reply then return reply end
     local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
