@@ -37,8 +37,12 @@ describe("token events of a background run", function()
     assert.equals("completed", v.tasks[1].status)
     assert.same(pieces, tokens)
     -- every other event (and a task's change of state) may wake the host at
-    -- once; tokens only every 5 ms
-    local bound = 4 + 2 * others + elapsed_ms / TOKEN_WAKE_MS
+    -- once; tokens only every 5 ms. A pump that did not block sees tokens
+    -- that came while it ran at once (the generation changed), so on a
+    -- loaded machine the host may go round again without a wake: one call
+    -- per 20 tokens covers that, and a wake per token (400-500 calls here)
+    -- still fails.
+    local bound = 4 + 2 * others + elapsed_ms / TOKEN_WAKE_MS + #tokens / 20
     assert.is_true(calls <= bound, string.format("%d watcher calls for %d tokens in %.1f ms (%d other events)",
       calls, #tokens, elapsed_ms, others))
   end)
