@@ -51,7 +51,7 @@ end
 local function wall_ms(ts)
   local y, mo, d, h, mi, sec, ms = ts:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)")
   assert(y, "not an ISO time: " .. tostring(ts))
-  local days = os.time{ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = 12 } // 86400
+  local days = math.floor(os.time{ year = tonumber(y), month = tonumber(mo), day = tonumber(d), hour = 12 } / 86400)
   return ((days * 24 + tonumber(h)) * 60 + tonumber(mi)) * 60000 + tonumber(sec) * 1000 +
     (ms ~= "" and tonumber((ms .. "00"):sub(1, 3)) or 0)
 end
