@@ -87,6 +87,7 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
     l->host_blocked--;
     if (l->wake_due && lg_mono_ms() >= l->wake_due) {
       l->wake_due = 0;
+      l->host_wakes++;
       l->last_wake_ms = lg_mono_ms();
     }
     pthread_mutex_unlock(&l->hq_mu);

@@ -110,6 +110,7 @@ static int l_app_stats(lua_State *L) {
 #undef SETI
   lg_set_bool(L, "idle", s.idle);
   lg_set_int(L, "in_memory", (lua_Integer)s.in_memory);
+  lg_set_int(L, "host_wakes", (lua_Integer)s.host_wakes);
   lua_createtable(L, 0, 4);
   for (int i = TS_COMPLETED; i <= TS_TIMED_OUT; i++) {
     lua_pushinteger(L, s.finished[i]);

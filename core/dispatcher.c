@@ -396,6 +396,7 @@ void lg_get_stats(lg_app *a, lg_stats *s) {
   pthread_mutex_unlock(&a->log.ev_mu);
   s->in_memory = (long long)a->tasks.ntasks;
   s->threads = a->live_threads;
+  s->host_wakes = (long long)lg_ev_host_wakes(&a->log);
 }
 
 

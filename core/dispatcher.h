@@ -128,6 +128,7 @@ typedef struct {
   lg_usage usage;
   int64_t last_seq; /* of the newest event */
   int threads;      /* worker threads alive, retired or detached ones too */
+  long long host_wakes; /* a blocked host woken by news (events.c) */
 } lg_stats;
 void lg_get_stats(lg_app *a, lg_stats *s);
 

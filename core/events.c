@@ -26,6 +26,7 @@ static void bump_locked(lg_eventlog *l) {
   l->gen++;
   if (l->host_blocked) {
     pthread_cond_broadcast(&l->host_cv);
+    l->host_wakes++;
     l->last_wake_ms = lg_mono_ms();
     l->wake_due = 0;
   }
@@ -330,6 +331,13 @@ void lg_digest_json(buf_t *b, const lg_digest *d) {
 }
 
 /* --------------------------------------------------------------- host */
+
+uint64_t lg_ev_host_wakes(lg_eventlog *l) {
+  pthread_mutex_lock(&l->hq_mu);
+  uint64_t n = l->host_wakes;
+  pthread_mutex_unlock(&l->hq_mu);
+  return n;
+}
 
 uint64_t lg_ev_gen(lg_eventlog *l) {
   pthread_mutex_lock(&l->hq_mu);

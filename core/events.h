@@ -58,6 +58,7 @@ typedef struct lg_eventlog {
   int host_blocked;
   int64_t last_wake_ms; /* when a blocked host was last woken (lg_mono_ms) */
   int64_t wake_due;     /* a token's deferred wake is due then (0: none; events.c) */
+  uint64_t host_wakes;  /* times a blocked host was woken by news (stats) */
   void *host_multi; /* CURLM* the host is polling, woken with the host */
   lg_host_item *hq_head, *hq_tail;
   lg_host_item *inflight; /* host calls the host has taken and not answered */
@@ -93,6 +94,7 @@ void lg_ev_task_event(lg_eventlog *l, lg_task *t, const char *kind, const char *
 int lg_ev_read(lg_eventlog *l, int64_t since, int limit, buf_t *out);
 void lg_digest_json(buf_t *b, const lg_digest *d);
 uint64_t lg_ev_gen(lg_eventlog *l);
+uint64_t lg_ev_host_wakes(lg_eventlog *l);
 int lg_ev_take(lg_eventlog *l, int max, lg_host_item **out);
 int lg_ev_take_try(lg_eventlog *l, int max, lg_host_item **out); /* -1: the lock stayed busy */
 void lg_ev_reply(lg_eventlog *l, uint64_t id, const char *json);
