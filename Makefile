@@ -237,7 +237,7 @@ build/fuzz_json: tests/fuzz/fuzz_json.c core/json.c core/util.c core/internal.h
 # the whole core, and the Lua modules read from this checkout at run time
 build/fuzz_tool_args: tests/fuzz/fuzz_tool_args.c $(SRC) $(HDR)
 	@mkdir -p build
-	$(FUZZ_CC) $(FUZZ_FLAGS) -Icore -I$(LUA_INCDIR) $(CURL_CFLAGS) -DLUAGENT_ROOT='"$(CURDIR)"' \
+	$(FUZZ_CC) $(FUZZ_FLAGS) -Icore -I$(LUA_INCDIR) $(CURL_CFLAGS) $(PQ_CFLAGS) -DLUAGENT_ROOT='"$(CURDIR)"' \
 	  -o $@ tests/fuzz/fuzz_tool_args.c $(SRC) $(LUA_LIBS) $(LDLIBS)
 
 fuzz:
