@@ -153,6 +153,25 @@ int lg_restore(lg_app *a, const lg_restore_req *r, lg_err *err) {
   return 0;
 }
 
+/* An attempt that was running when its process stopped (R-40): queued
+ * again while attempts are left, else failed. 1 if it finished. */
+static int lost_attempt(lg_app *a, lg_task *t, const char *why, const char *requeued) {
+  char msg[160];
+  if (t->attempts <= t->max_retries) {
+    snprintf(msg, sizeof msg, "%s; queued again", why);
+    lg_set_error(t, "lost", msg);
+    t->status = TS_QUEUED;
+    t->started_at = 0;
+    lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", requeued);
+    return 0;
+  }
+  snprintf(msg, sizeof msg, "%s and no attempts were left", why);
+  lg_set_error(t, "lost", msg);
+  t->phase = PH_DONE;
+  lg_finish_task(a, t, TS_FAILED);
+  return 1;
+}
+
 /* R-40: queued tasks are queued again in order; running ones go back to
  * the queue while attempts remain, else fail with error.kind "lost". */
 int64_t lg_restore_done(lg_app *a) {
@@ -177,19 +196,9 @@ int64_t lg_restore_done(lg_app *a) {
       lg_finish_task(a, t, TS_CANCELLED);
       continue;
     }
-    if (t->status == TS_RUNNING) {
-      if (t->attempts <= t->max_retries) {
-        lg_set_error(t, "lost", "the process stopped while the task ran; queued again");
-        t->status = TS_QUEUED;
-        t->started_at = 0;
-        lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a restart");
-      } else {
-        lg_set_error(t, "lost", "the process stopped while the task ran and no attempts were left");
-        t->phase = PH_DONE;
-        lg_finish_task(a, t, TS_FAILED);
-        continue;
-      }
-    }
+    if (t->status == TS_RUNNING &&
+        lost_attempt(a, t, "the process stopped while the task ran", "re-queued after a restart"))
+      continue;
     a->queued++;
     a->busy++;
     t->live = 1;
@@ -239,19 +248,10 @@ int lg_cluster_admit(lg_app *a, const char *id, int64_t token) {
     return rc;
   }
   t->fence = token;
-  if (t->status == TS_RUNNING) {
-    if (t->attempts <= t->max_retries) {
-      lg_set_error(t, "lost", "the process running it stopped renewing its lease; queued again");
-      t->status = TS_QUEUED;
-      t->started_at = 0;
-      lg_task_event(a, t, "task_recovered", "{\"requeued\":true}", "re-queued after a lapsed lease");
-    } else {
-      lg_set_error(t, "lost", "the process running it stopped renewing its lease and no attempts were left");
-      t->phase = PH_DONE;
-      lg_finish_task(a, t, TS_FAILED);
-      pthread_mutex_unlock(&a->mu);
-      return 1;
-    }
+  if (t->status == TS_RUNNING &&
+      lost_attempt(a, t, "the process running it stopped renewing its lease", "re-queued after a lapsed lease")) {
+    pthread_mutex_unlock(&a->mu);
+    return 1;
   }
   t->status = TS_QUEUED;
   t->retry_at = 0;
