@@ -108,8 +108,13 @@ static int l_app_restore_done(lua_State *L) {
 static int l_app_store_info(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lg_store_info_t i;
-  lg_store_info(lg_app_store(u->app), &i);
-  if (!i.path) return 0;
+  buf_t ids;
+  lg_buf_init(&ids);
+  lg_store_info(lg_app_store(u->app), &i, &ids);
+  if (!i.path) {
+    lg_buf_free(&ids);
+    return 0;
+  }
   lua_createtable(L, 0, 5);
   lg_set_str(L, "path", i.path);
   lg_set_str(L, "engine", i.engine);
@@ -122,9 +127,6 @@ static int l_app_store_info(lua_State *L) {
   lg_set_int(L, "write_failures", (lua_Integer)i.write_failures);
   lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
   lg_set_int(L, "stale_writes", (lua_Integer)i.stale_writes);
-  buf_t ids;
-  lg_buf_init(&ids);
-  lg_store_unsaved(lg_app_store(u->app), &ids);
   lg_push_json_buf(L, &ids);
   lua_setfield(L, -2, "unsaved");
   return 1;
@@ -233,7 +235,7 @@ static int l_app_store_count_open(lua_State *L) {
   int64_t n = lg_store_count_open(lg_app_store(u->app));
   if (n < 0) {
     lg_store_info_t i;
-    lg_store_info(lg_app_store(u->app), &i);
+    lg_store_info(lg_app_store(u->app), &i, NULL);
     return luaL_error(L, "%s", i.error);
   }
   lua_pushinteger(L, (lua_Integer)n);
@@ -251,7 +253,7 @@ static int l_app_thread_get(lua_State *L) {
     if (rc == -1) return 0;
     /* a conversation that cannot be read is not an empty one */
     lg_store_info_t i;
-    lg_store_info(lg_app_store(u->app), &i);
+    lg_store_info(lg_app_store(u->app), &i, NULL);
     return luaL_error(L, "%s", i.error);
   }
   lua_pushlstring(L, out.p ? out.p : "", out.len);

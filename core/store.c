@@ -723,7 +723,7 @@ void lg_store_free(lg_store *st) {
 
 /* ------------------------------------------------------------- reads */
 
-void lg_store_info(lg_store *st, lg_store_info_t *out) {
+void lg_store_info(lg_store *st, lg_store_info_t *out, buf_t *unsaved) {
   memset(out, 0, sizeof *out);
   if (!st) return;
   out->path = st->path;
@@ -734,20 +734,15 @@ void lg_store_info(lg_store *st, lg_store_info_t *out) {
   out->write_failures = st->write_failures;
   out->read_failures = st->read_failures;
   out->stale_writes = st->stale_writes;
-  pthread_mutex_unlock(&st->mu);
-}
-
-void lg_store_unsaved(lg_store *st, buf_t *out) {
-  lg_buf_addc(out, '[');
-  if (st) {
-    pthread_mutex_lock(&st->mu);
+  if (unsaved) {
+    lg_buf_addc(unsaved, '[');
     for (size_t i = 0; i < st->nunsaved; i++) {
-      if (i) lg_buf_addc(out, ',');
-      lg_buf_add_jstr(out, st->unsaved[i]->key, strlen(st->unsaved[i]->key));
+      if (i) lg_buf_addc(unsaved, ',');
+      lg_buf_add_jstr(unsaved, st->unsaved[i]->key, strlen(st->unsaved[i]->key));
     }
-    pthread_mutex_unlock(&st->mu);
+    lg_buf_addc(unsaved, ']');
   }
-  lg_buf_addc(out, ']');
+  pthread_mutex_unlock(&st->mu);
 }
 
 /* One read on the engine's read connection (rmu taken here): the number of

@@ -129,10 +129,11 @@ typedef struct {
   uint64_t write_failures, read_failures;
   uint64_t stale_writes; /* fenced writes rejected (lg_store_task_fenced) */
 } lg_store_info_t;
-void lg_store_info(lg_store *st, lg_store_info_t *out);
-/* Ids of the tasks whose latest record is only in memory (its write failed
- * and no later one succeeded), as a JSON array in id order. The writer
- * writes them again with every later batch and at close. */
-void lg_store_unsaved(lg_store *st, buf_t *out);
+/* One snapshot, taken under one lock so the counts and the list agree.
+ * `unsaved` (may be NULL) gets the ids of the tasks whose latest record is
+ * only in memory (its write failed and no later one succeeded), as a JSON
+ * array in id order; the writer writes them again with every later batch
+ * and at close. */
+void lg_store_info(lg_store *st, lg_store_info_t *out, buf_t *unsaved);
 
 #endif
