@@ -7,7 +7,7 @@ local core = require("luagent.core")
 local TASKS = tonumber(os.getenv("BENCH_TASKS")) or 10000
 
 -- BENCH_ONLY=host,poll runs only the sections named (bench/README.md)
-local SECTIONS = { "targets", "dispatch", "latency", "memory", "model", "rate", "store", "scale", "poll",
+local SECTIONS = { "targets", "model_path", "streaming", "dispatch", "latency", "memory", "model", "rate", "store", "scale", "poll",
   "churn", "host" }
 local ONLY = os.getenv("BENCH_ONLY") or ""
 local function want(name)
@@ -28,7 +28,7 @@ local config, percentile, rss_kb = common.tool_config, common.percentile, common
 
 print(string.format("luagent %s bench (%s)\n", luagent.version, os.date("!%Y-%m-%d %H:%M UTC")))
 
-if want("targets") then dofile("bench/targets.lua") end
+if want("targets") or want("model_path") or want("streaming") then dofile("bench/targets.lua") end
 
 -- 1. dispatch throughput --------------------------------------------------
 if want("dispatch") then

@@ -14,6 +14,13 @@ local DELTAS = 50
 local common = dofile("bench/common.lua")
 local tool_config, percentile, rss_kb = common.tool_config, common.percentile, common.rss_kb
 
+-- BENCH_ONLY=model_path or streaming runs that figure alone (bench/run.lua)
+local ONLY = os.getenv("BENCH_ONLY") or ""
+local function want(name)
+  return ONLY == "" or ("," .. ONLY .. ","):find("," .. name .. ",", 1, true) ~= nil
+    or ("," .. ONLY .. ","):find(",targets,", 1, true) ~= nil
+end
+
 local function ratio(x, y) return (y and y > 0) and x / y or 0 end
 
 local function write_file(path, s)
@@ -65,7 +72,7 @@ print(string.format("targets (same run; floors: raw libcurl, luv, plain SQLite)"
 -- 1. model path: N runs of model -> tool -> model, C = 10 ---------------------
 local srv = fake.start()
 local rounds = {}
-do
+if want("model_path") then
   local C = 10
   local app <close> = luagent.load_string(model_config(srv.url, C))
   -- warm: workers booted, connections open; start-up is not counted
@@ -110,7 +117,7 @@ do
 end
 
 -- 2. streaming: 50 text deltas per reply ---------------------------------------
-do
+if want("streaming") then
   local text = string.rep("abcd", DELTAS) -- chunk_size 4: DELTAS deltas
   local N = math.max(50, RUNS // 4)
   local app <close> = luagent.load_string(model_config(srv.url, 2, ", stream = true"))
@@ -146,7 +153,7 @@ end
 srv:stop()
 
 -- 3. dispatch: trivial tool tasks, 2 workers, next to luv's thread pool --------
-do
+if want("targets") then
   local app <close> = luagent.load_string(tool_config(2))
   local warm = {}
   for i = 1, 2 do warm[i] = app:enqueue_tool("noop", { i = i }).task_id end
@@ -194,7 +201,7 @@ do
 end
 
 -- 4. worker states: boot time and RSS per idle state ----------------------------
-do
+if want("targets") then
   -- boot: the first task of a fresh app (its worker boots first) minus the
   -- same task on the booted worker; median of 7 apps
   local boots = {}
@@ -222,7 +229,7 @@ do
 end
 
 -- 5. durable enqueue: file store, normal, next to a plain SQLite loop -----------
-do
+if want("targets") then
   local N = math.min(DISPATCH, 5000)
   local path = os.tmpname()
   os.remove(path)

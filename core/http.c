@@ -27,20 +27,41 @@ static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 void lg_http_global_init(void) { pthread_once(&curl_once, curl_init_once); }
 
+/* A thread's multi handle and the easy handle its last transfer used: the
+ * next transfer resets and reuses it (curl_easy_reset keeps the handle's
+ * caches) instead of making a new one. Only the owning thread touches
+ * `spare`; other threads only wake `m`. */
+typedef struct {
+  CURLM *m;
+  CURL *spare;
+} lg_multi;
+
 void lg_http_wakeup(void *multi) {
-  if (multi) curl_multi_wakeup((CURLM *)multi);
+  if (multi) curl_multi_wakeup(((lg_multi *)multi)->m);
 }
 
 void *lg_http_multi_new(void) {
   lg_http_global_init();
-  return curl_multi_init();
+  lg_multi *x = calloc(1, sizeof *x);
+  if (!x) return NULL;
+  x->m = curl_multi_init();
+  if (!x->m) {
+    free(x);
+    return NULL;
+  }
+  return x;
 }
 
 void lg_http_multi_free(void *multi) {
-  if (multi) curl_multi_cleanup((CURLM *)multi);
+  lg_multi *x = multi;
+  if (!x) return;
+  if (x->spare) curl_easy_cleanup(x->spare);
+  curl_multi_cleanup(x->m);
+  free(x);
 }
 
 struct lg_http {
+  lg_multi *owner;         /* the thread's multi handle (and its spare easy) */
   CURLM *multi;
   CURL *easy;
   struct curl_slist *headers;
@@ -202,7 +223,8 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
-  h->multi = multi;
+  h->owner = multi;
+  h->multi = multi ? h->owner->m : NULL;
   h->max_bytes = r->max_bytes;
   h->stream = r->stream;
   h->truncate = r->truncate;
@@ -210,7 +232,12 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
   if (r->max_bytes) h->sse.max = r->max_bytes;
   lg_buf_init(&h->resp);
   lg_buf_init(&h->hdrs);
-  h->easy = curl_easy_init();
+  if (multi && h->owner->spare) {
+    h->easy = h->owner->spare;
+    h->owner->spare = NULL;
+  } else {
+    h->easy = curl_easy_init();
+  }
   if (!h->easy || !multi) {
     snprintf(err, errlen, "cannot start an HTTP transfer");
     lg_http_free(h);
@@ -260,7 +287,7 @@ lg_http *lg_http_start(void *multi, const lg_http_req *r, char *err, size_t errl
   else if (strcmp(method, "POST") != 0 || !r->body)
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
   if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-  if (curl_multi_add_handle(multi, e) != CURLM_OK) {
+  if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
     snprintf(err, errlen, "cannot start an HTTP transfer");
     lg_http_free(h);
     return NULL;
@@ -359,7 +386,13 @@ void lg_http_info(lg_http *h, lg_http_result *out) {
 void lg_http_free(lg_http *h) {
   if (!h) return;
   if (h->added) curl_multi_remove_handle(h->multi, h->easy);
-  if (h->easy) curl_easy_cleanup(h->easy);
+  if (h->easy && h->owner && !h->owner->spare) {
+    /* reset now: nothing of this transfer (its buffers, callbacks' data)
+     * stays pointed at once h is freed */
+    curl_easy_reset(h->easy);
+    h->owner->spare = h->easy;
+  } else if (h->easy)
+    curl_easy_cleanup(h->easy);
   curl_slist_free_all(h->headers);
   free(h->body);
   lg_buf_free(&h->resp);
