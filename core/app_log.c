@@ -73,7 +73,7 @@ static void run_due_retries(lg_app *a) {
   pthread_mutex_unlock(&a->mu);
 }
 
-void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
+void lg_block(lg_app *a, uint64_t gen, double timeout_s, int news) {
   int64_t deadline = timeout_s >= 0 ? lg_mono_ms() + (int64_t)(timeout_s * 1000.0) : 0;
   if (timeout_s >= 0 && deadline <= lg_mono_ms()) deadline = lg_mono_ms() + 1;
   lg_eventlog *l = &a->log;
@@ -83,8 +83,10 @@ void lg_block(lg_app *a, uint64_t gen, double timeout_s) {
     /* a streamed token's deferred wake (events.c, lg_ev_bump_token) */
     d = lg_min_deadline(d, l->wake_due);
     l->host_blocked++;
+    l->host_blocked_news += news;
     lg_cond_wait_until(&l->host_cv, &l->hq_mu, d);
     l->host_blocked--;
+    l->host_blocked_news -= news;
     if (l->wake_due && lg_mono_ms() >= l->wake_due) {
       l->wake_due = 0;
       l->host_wakes++;
@@ -126,3 +128,5 @@ void lg_set_wants(lg_app *a, unsigned wants) {
 void lg_set_host_multi(lg_app *a, void *multi) { lg_ev_set_host_multi(&a->log, multi); }
 
 void *lg_host_multi(lg_app *a) { return lg_ev_host_multi(&a->log); }
+
+void lg_host_poll_news(lg_app *a, int on) { lg_ev_set_poll_news(&a->log, on); }

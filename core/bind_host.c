@@ -15,7 +15,10 @@ static int l_app_block(lua_State *L) {
   if (u->worker_handle) return luaL_error(L, "luagent: block is for the host thread");
   uint64_t gen = (uint64_t)luaL_checkinteger(L, 2);
   double timeout = luaL_optnumber(L, 3, -1);
-  lg_block(u->app, gen, timeout);
+  /* news: new events wake it too (the default); false: only host work,
+   * finished tasks, waits that are over and the like */
+  int news = lua_isnoneornil(L, 4) ? 1 : lua_toboolean(L, 4);
+  lg_block(u->app, gen, timeout, news);
   return 0;
 }
 

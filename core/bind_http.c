@@ -10,6 +10,7 @@
 
 typedef struct {
   lg_http *h;
+  lg_app *app; /* kept alive by the user value */
 } http_ud;
 
 static lg_http *check_http(lua_State *L) {
@@ -74,6 +75,7 @@ static int l_http_start(lua_State *L) {
   }
   http_ud *u = lua_newuserdatauv(L, sizeof *u, 1);
   u->h = NULL;
+  u->app = ((app_ud *)lua_touserdata(L, 1))->app;
   luaL_setmetatable(L, HTTP_MT);
   lua_pushvalue(L, 1); /* keep the app (and its multi) alive while we live */
   lua_setiuservalue(L, -2, 1);
@@ -83,16 +85,22 @@ static int l_http_start(lua_State *L) {
   return 1;
 }
 
-/* poll(timeout_s) -> done, events, stop, interrupted. In a worker, `stop`
- * means the task must stop (cancel or deadline): the caller raises the
- * cancel error; `interrupted` that a message cut the open step short
- * (steer.c): the caller raises the interrupt error. */
+/* poll(timeout_s, news) -> done, events, stop, interrupted. In a worker,
+ * `stop` means the task must stop (cancel or deadline): the caller raises
+ * the cancel error; `interrupted` that a message cut the open step short
+ * (steer.c): the caller raises the interrupt error. In the host, `news`
+ * says whether new events of other threads end the wait early (the host's
+ * watchers want them); host work always does. */
 static int l_http_poll(lua_State *L) {
   lg_http *h = check_http(L);
   double t = luaL_optnumber(L, 2, 0.1);
   int ms = t > 0 ? (int)(t * 1000.0) : 0;
   lg_worker *w = lg_current_worker(L);
   lg_task *task = lg_worker_current(w);
+  if (!w) {
+    http_ud *u = lua_touserdata(L, 1);
+    lg_host_poll_news(u->app, lua_isnoneornil(L, 3) || lua_toboolean(L, 3));
+  }
   int done, stop = 0, interrupted = 0;
   if (task) {
     /* publish "in HTTP" before checking the flag, so a canceller either

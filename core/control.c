@@ -700,7 +700,7 @@ char *luagent_bg_wait(lg_app *a, const luagent_scope *s, const char *args_json) 
     if (lg_wait_over(w)) break;
     int64_t left = end - lg_mono_ms();
     if (left <= 0) break;
-    lg_block(a, gen, (double)left / 1000.0);
+    lg_block(a, gen, (double)left / 1000.0, 0);
   }
   char *r = luagent_bg_wait_finish(a, w);
   lg_wait_free(w);

@@ -120,6 +120,7 @@ void lg_evict_finished(lg_app *a);         /* only where no caller holds a finis
 
 /* ---- the event log of an app (events.h) ---- */
 static inline void lg_bump(lg_app *a) { lg_ev_bump(&a->log); } /* something the host may be waiting for changed */
+static inline void lg_bump_news(lg_app *a) { lg_ev_bump_news(&a->log); } /* only news (events.h) */
 static inline void lg_hq_push(lg_app *a, lg_host_item *it) { lg_ev_push(&a->log, it); }
 static inline void lg_hq_unlink(lg_app *a, lg_host_item *it) { lg_ev_unlink(&a->log, it); }
 static inline void lg_queue_callback(lg_app *a, unsigned want, const char *kind, const lg_task *t) {

@@ -94,7 +94,10 @@ lg_wait *lg_wait_begin_by_id(lg_app *a, const char *caller_id, char **ids, int n
 
 /* host side */
 uint64_t lg_gen(lg_app *a);
-void lg_block(lg_app *a, uint64_t gen, double timeout_s);
+/* Block until the generation moves on from gen or timeout_s passes (< 0:
+ * none). news: wake for new events too (events.h, lg_ev_bump_news), not only
+ * for host work, finished tasks and waits that are over. */
+void lg_block(lg_app *a, uint64_t gen, double timeout_s, int news);
 int lg_take_host_work(lg_app *a, int max, lg_host_item **out);
 /* The same, but -1 instead of waiting when the queue's lock stays busy
  * (poll under a budget, bind_host.c). */
@@ -105,6 +108,8 @@ int lg_host_reply_try(lg_app *a, uint64_t id, const char *json);
 void lg_set_wants(lg_app *a, unsigned wants);
 void lg_set_host_multi(lg_app *a, void *multi);
 void *lg_host_multi(lg_app *a);
+/* Whether new events wake the host's HTTP poll (its watchers want them). */
+void lg_host_poll_news(lg_app *a, int on);
 int lg_host_work_pending(lg_app *a);
 
 void lg_emit(lg_app *a, const lg_event_in *e, const char *summary);

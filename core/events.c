@@ -22,21 +22,40 @@
  * the other way round, so poll, take, reply, events and stats never wait
  * for the scheduler while it works. */
 
-static void bump_locked(lg_eventlog *l) {
-  l->gen++;
-  if (l->host_blocked) {
+/* The host's HTTP poll is woken from another thread; the host's own news
+ * (its foreground run's events and tokens) needs no wake: the run pumps,
+ * and so tells its watchers, before it polls again. */
+static int from_host_thread(const lg_eventlog *l) {
+  return l->host_multi && pthread_equal(l->host_thread, pthread_self());
+}
+
+static void wake_locked(lg_eventlog *l, int news) {
+  if (news ? l->host_blocked_news : l->host_blocked) {
     pthread_cond_broadcast(&l->host_cv);
     l->host_wakes++;
     l->last_wake_ms = lg_mono_ms();
     l->wake_due = 0;
   }
-  if (l->host_multi) lg_http_wakeup(l->host_multi);
+  if (l->host_multi && (!news || (l->host_poll_news && !from_host_thread(l))))
+    lg_http_wakeup(l->host_multi);
+}
+
+static void bump_locked(lg_eventlog *l) {
+  l->gen++;
+  wake_locked(l, 0);
 }
 
 /* Something the host may be waiting for changed. */
 void lg_ev_bump(lg_eventlog *l) {
   pthread_mutex_lock(&l->hq_mu);
   bump_locked(l);
+  pthread_mutex_unlock(&l->hq_mu);
+}
+
+void lg_ev_bump_news(lg_eventlog *l) {
+  pthread_mutex_lock(&l->hq_mu);
+  l->gen++;
+  wake_locked(l, 1);
   pthread_mutex_unlock(&l->hq_mu);
 }
 
@@ -49,13 +68,19 @@ void lg_ev_bump(lg_eventlog *l) {
 void lg_ev_bump_token(lg_eventlog *l) {
   int64_t now = lg_mono_ms();
   pthread_mutex_lock(&l->hq_mu);
-  if (!l->host_blocked || now - l->last_wake_ms >= LG_TOKEN_WAKE_MS) {
-    bump_locked(l);
+  l->gen++;
+  if (!l->host_blocked_news || now - l->last_wake_ms >= LG_TOKEN_WAKE_MS) {
+    wake_locked(l, 1);
   } else {
-    l->gen++;
     if (!l->wake_due) l->wake_due = l->last_wake_ms + LG_TOKEN_WAKE_MS;
-    if (l->host_multi) lg_http_wakeup(l->host_multi);
+    if (l->host_multi && l->host_poll_news && !from_host_thread(l)) lg_http_wakeup(l->host_multi);
   }
+  pthread_mutex_unlock(&l->hq_mu);
+}
+
+void lg_ev_set_poll_news(lg_eventlog *l, int on) {
+  pthread_mutex_lock(&l->hq_mu);
+  l->host_poll_news = on;
   pthread_mutex_unlock(&l->hq_mu);
 }
 
@@ -234,7 +259,7 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   if (strcmp(e->kind, "token") == 0)
     lg_ev_bump_token(l);
   else
-    lg_ev_bump(l);
+    lg_ev_bump_news(l);
 }
 
 void lg_ev_task_event(lg_eventlog *l, lg_task *t, const char *kind, const char *payload,
@@ -446,9 +471,11 @@ int lg_ev_pending(lg_eventlog *l) {
   return n;
 }
 
+/* Called by the host thread (the one that polls it). */
 void lg_ev_set_host_multi(lg_eventlog *l, void *multi) {
   pthread_mutex_lock(&l->hq_mu);
   l->host_multi = multi;
+  if (multi) l->host_thread = pthread_self();
   pthread_mutex_unlock(&l->hq_mu);
 }
 

@@ -56,6 +56,9 @@ typedef struct lg_eventlog {
   /* host side */
   uint64_t gen;
   int host_blocked;
+  int host_blocked_news; /* of those, blocked hosts that news (an event) wakes too */
+  int host_poll_news;    /* the host's HTTP poll is woken by news too */
+  pthread_t host_thread; /* the thread polling host_multi (valid when host_multi is set) */
   int64_t last_wake_ms; /* when a blocked host was last woken (lg_mono_ms) */
   int64_t wake_due;     /* a token's deferred wake is due then (0: none; events.c) */
   uint64_t host_wakes;  /* times a blocked host was woken by news (stats) */
@@ -76,10 +79,18 @@ typedef struct lg_eventlog {
 } lg_eventlog;
 
 void lg_ev_bump(lg_eventlog *l); /* something the host may be waiting for changed */
+/* News: a new event (or usage) and nothing else. The generation changes, so
+ * a host that looks sees it, but only a host that waits for news is woken
+ * (a blocked host that asked for it, the host's HTTP poll when it asked for
+ * it and the news comes from another thread). A host waiting for a task, a
+ * reply or idle waits for what lg_ev_bump reports, not for events. */
+void lg_ev_bump_news(lg_eventlog *l);
 /* The same for a streamed token: a blocked host is woken at most once per
  * LG_TOKEN_WAKE_MS; lg_block's timed wait delivers a deferred wake. */
 #define LG_TOKEN_WAKE_MS 5
 void lg_ev_bump_token(lg_eventlog *l);
+/* Whether news wakes the host's HTTP poll (the host's watchers want events). */
+void lg_ev_set_poll_news(lg_eventlog *l, int on);
 void lg_ev_push(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink(lg_eventlog *l, lg_host_item *it);
 void lg_ev_unlink_locked(lg_eventlog *l, lg_host_item *it); /* hq_mu held */

@@ -35,7 +35,7 @@ int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
       lg_persist(a, p);
     }
   }
-  lg_bump(a);
+  lg_bump_news(a); /* news, like the lm_call event that follows */
   pthread_mutex_unlock(&a->mu);
   return t || !task_id ? 0 : -1;
 }

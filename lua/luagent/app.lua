@@ -215,7 +215,10 @@ function App:_wait_until(check, deadline, stop)
     if deadline and now >= deadline then return nil end
     local wait = deadline and deadline - now or -1
     if self._tick and (wait < 0 or self._tick < wait) then wait = self._tick end -- app:watch
-    self._core:block(gen, wait)
+    -- what check() looks at changes with host work, finished tasks and
+    -- waits that are over, never with an event alone: new events wake
+    -- this wait only for the watchers (app:watch), which the pump tells
+    self._core:block(gen, wait, self._watchers[1] ~= nil)
   end
 end
 

@@ -72,7 +72,9 @@ local function drive(ctx, env, h, on_event)
     if fg and fg.deadline then
       wait = math.max(0, math.min(wait, fg.deadline - core.now()))
     end
-    local done, events, stop, interrupted = h:poll(wait)
+    -- (new events of other threads end the wait only for the host's
+    -- watchers; its own events are told to them by the pump above)
+    local done, events, stop, interrupted = h:poll(wait, host and host._watchers[1] ~= nil)
     if on_event then
       for _, ev in ipairs(events) do
         if on_event(ev) then
