@@ -39,7 +39,7 @@ typedef struct fg_watch {
   int why, armed, over, suspended;
   int jit_was_on;        /* LuaJIT: this watch turned the compiler off */
   const char *sources[MAX_SOURCES]; /* luagent's chunks */
-  int nsources;
+  int nsources, have_sources;      /* collected when the watch first strikes */
   lua_State *tight[MAX_THREADS]; /* threads firing at every instruction */
   int ntight;
   int threads_ref;       /* registry ref: a table anchoring those threads */
@@ -82,8 +82,14 @@ static void chain(fg_watch *w, lua_State *L, lua_Debug *ar) {
   w->host_hook(L, ar);
 }
 
+static void collect_sources(lua_State *L, fg_watch *w);
+
 /* luagent's own code, or C: where the hook does not strike. */
-static int own_code(const fg_watch *w, lua_State *L, lua_Debug *ar) {
+static int own_code(fg_watch *w, lua_State *L, lua_Debug *ar) {
+  if (!w->have_sources) { /* most runs never strike: no need to look before */
+    collect_sources(L, w);
+    w->have_sources = 1;
+  }
   if (!lua_getinfo(L, "S", ar)) return 1;
   if (ar->what && ar->what[0] == 'C') return 1;
   for (int i = 0; i < w->nsources; i++)
@@ -180,7 +186,6 @@ static int l_fg_watch(lua_State *L) {
   luaL_setmetatable(L, FG_MT);
   lua_newtable(L);
   w->threads_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  collect_sources(L, w);
   w->co = L;
   w->deadline_ms = deadline > 0 ? (int64_t)(deadline * 1000.0) : 0;
   if (deadline > 0 && w->deadline_ms == 0) w->deadline_ms = 1;
