@@ -75,6 +75,9 @@ int lg_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 /* 0 if lg_json_decode would accept the text, else -1 with the message it
  * would give; plain C (no Lua state), safe under any mutex. */
 int lg_json_check(const char *s, size_t len, char *err, size_t errlen);
+/* The JSON string literal s[0..n) (quotes included) decoded as
+ * lg_json_decode decodes it, appended to out; -1 when it is not one. */
+int lg_json_str(const char *s, size_t n, buf_t *out);
 /* Decode, raising a Lua error on bad input. */
 void lg_json_push(lua_State *L, const char *s, size_t len);
 /* The same for a record: an object whose nested objects and arrays decode

@@ -450,37 +450,12 @@ static void strbuf_push(lua_State *L, strbuf *b, const char *o0, size_t n) {
 }
 #endif
 
-/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
- * straight from the input; otherwise the bytes go into a buffer (strbuf) sized
- * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
-static int dec_string(dec_t *d) {
-  const char *open = d->p, *q = open + 1;
-  int esc = 0;
-  size_t bad = 0; /* bytes that start no valid UTF-8 sequence */
-  for (;; q++) {
-    if (q >= d->e) return dec_error(d, open, "unterminated string");
-    unsigned char c = (unsigned char)*q;
-    if (c == '"') break;
-    if (c < 0x20) return dec_error(d, q, "control character in string");
-    if (c == '\\') {
-      esc = 1;
-      if (++q >= d->e) return dec_error(d, open, "unterminated string");
-    } else if (c >= 0x80) {
-      /* a valid sequence holds no '"' or '\\', so it never hides one */
-      size_t k = lg_utf8_seq(q, (size_t)(d->e - q));
-      if (k) q += k - 1;
-      else bad++;
-    }
-  }
-  const char *r = open + 1;
-  d->p = q + 1;
-  if (!esc && !bad) {
-    if (d->L) lua_pushlstring(d->L, r, (size_t)(q - r));
-    return 0;
-  }
-  if (!esc && !d->L) return 0;
-  strbuf b;
-  char *o0 = d->L ? strbuf_init(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
+/* The bytes of a literal's inside r..q (the quotes excluded; q is the
+ * closing quote, escapes checked to stay before it), escapes resolved and
+ * raw bytes as put_raw writes them, written to *o (NULL: only checked).
+ * Returns NULL, or the escape that is invalid. */
+static const char *unescape(const char *r, const char *q, char **op) {
+  char *o = *op;
   while (r < q) {
     if (*r != '\\') {
       const char *run = r;
@@ -501,7 +476,7 @@ static int dec_string(dec_t *d) {
       case 't': o = put_c(o, '\t'); break;
       case 'u': {
         int cp = q - r >= 4 ? hex4(r) : -1;
-        if (cp < 0) return dec_error(d, at, "invalid escape");
+        if (cp < 0) return at;
         r += 4;
         if (cp >= 0xD800 && cp <= 0xDBFF) {
           int lo = q - r >= 6 && r[0] == '\\' && r[1] == 'u' ? hex4(r + 2) : -1;
@@ -518,10 +493,90 @@ static int dec_string(dec_t *d) {
         break;
       }
       default:
-        return dec_error(d, at, "invalid escape");
+        return at;
     }
   }
+  *op = o;
+  return NULL;
+}
+
+/* Scans the literal at open (a '"') up to e: its closing quote in *close,
+ * whether it has escapes and how many bytes start no valid UTF-8 sequence.
+ * NULL, or where it is malformed (with the message in *msg). */
+static const char *scan_string(const char *open, const char *e, const char **close, int *esc,
+                               size_t *bad, const char **msg) {
+  const char *q = open + 1;
+  *esc = 0;
+  *bad = 0;
+  for (;; q++) {
+    if (q >= e) {
+      *msg = "unterminated string";
+      return open;
+    }
+    unsigned char c = (unsigned char)*q;
+    if (c == '"') break;
+    if (c < 0x20) {
+      *msg = "control character in string";
+      return q;
+    }
+    if (c == '\\') {
+      *esc = 1;
+      if (++q >= e) {
+        *msg = "unterminated string";
+        return open;
+      }
+    } else if (c >= 0x80) {
+      /* a valid sequence holds no '"' or '\\', so it never hides one */
+      size_t k = lg_utf8_seq(q, (size_t)(e - q));
+      if (k) q += k - 1;
+      else (*bad)++;
+    }
+  }
+  *close = q;
+  return NULL;
+}
+
+/* Pushes the string at d->p (a '"'). Valid UTF-8 without escapes is pushed
+ * straight from the input; otherwise the bytes go into a buffer (strbuf) sized
+ * for the literal plus two bytes per invalid byte (each becomes U+FFFD). */
+static int dec_string(dec_t *d) {
+  const char *open = d->p, *q, *msg;
+  int esc;
+  size_t bad;
+  const char *at = scan_string(open, d->e, &q, &esc, &bad, &msg);
+  if (at) return dec_error(d, at, msg);
+  const char *r = open + 1;
+  d->p = q + 1;
+  if (!esc && !bad) {
+    if (d->L) lua_pushlstring(d->L, r, (size_t)(q - r));
+    return 0;
+  }
+  if (!esc && !d->L) return 0;
+  strbuf b;
+  char *o0 = d->L ? strbuf_init(d->L, &b, (size_t)(q - r) + 2 * bad) : NULL, *o = o0;
+  at = unescape(r, q, &o);
+  if (at) return dec_error(d, at, "invalid escape");
   if (d->L) strbuf_push(d->L, &b, o0, (size_t)(o - o0));
+  return 0;
+}
+
+int lg_json_str(const char *s, size_t n, buf_t *out) {
+  const char *q, *msg;
+  int esc;
+  size_t bad;
+  if (n < 2 || s[0] != '"' || scan_string(s, s + n, &q, &esc, &bad, &msg) || q != s + n - 1) return -1;
+  const char *r = s + 1;
+  if (!esc && !bad) {
+    lg_buf_add(out, r, (size_t)(q - r));
+    return out->oom ? -1 : 0;
+  }
+  size_t start = out->len;
+  lg_buf_reserve(out, (size_t)(q - r) + 2 * bad);
+  if (out->oom) return -1;
+  char *o = out->p + start;
+  if (unescape(r, q, &o)) return -1;
+  out->len = (size_t)(o - out->p);
+  out->p[out->len] = '\0';
   return 0;
 }
 

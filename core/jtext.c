@@ -73,6 +73,37 @@ lg_jspan lg_jtext_field(const char *s, size_t n, const char *key) {
 
 lg_jspan lg_jspan_field(lg_jspan obj, const char *key) { return lg_jtext_field(obj.p, obj.n, key); }
 
+int lg_jspan_members(lg_jspan obj, const char *const *keys, int nkeys, lg_jspan *out) {
+  for (int i = 0; i < nkeys; i++) out[i].p = NULL, out[i].n = 0;
+  if (!obj.p) return -1;
+  const char *e = obj.p + obj.n, *p = skip_ws(obj.p, e);
+  if (p >= e || *p != '{') return -1;
+  p++;
+  for (;;) {
+    p = skip_ws(p, e);
+    if (p < e && *p == ',') p = skip_ws(p + 1, e);
+    if (p >= e) return -1;
+    if (*p == '}') return 0;
+    const char *ks = p, *ke = skip_string(p, e);
+    if (!ke || memchr(ks, '\\', (size_t)(ke - ks))) return -1;
+    p = skip_ws(ke, e);
+    if (p >= e || *p != ':') return -1;
+    p = skip_ws(p + 1, e);
+    const char *ve = skip_value(p, e);
+    if (!ve) return -1;
+    size_t klen = (size_t)(ke - ks) - 2;
+    for (int i = 0; i < nkeys; i++) {
+      if (strlen(keys[i]) == klen && memcmp(ks + 1, keys[i], klen) == 0) {
+        out[i].p = p; /* a later member of the same name wins */
+        out[i].n = (size_t)(ve - p);
+      }
+    }
+    p = ve;
+  }
+}
+
+int lg_jspan_is_null(lg_jspan v) { return v.p && v.n == 4 && memcmp(v.p, "null", 4) == 0; }
+
 int lg_jspan_is_str(lg_jspan v) { return v.p && v.n >= 2 && v.p[0] == '"'; }
 
 int lg_jspan_is_true(lg_jspan v) { return v.p && v.n == 4 && memcmp(v.p, "true", 4) == 0; }

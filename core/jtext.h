@@ -19,6 +19,13 @@ typedef struct {
 lg_jspan lg_jtext_field(const char *s, size_t n, const char *key);
 /* Same, on a span. */
 lg_jspan lg_jspan_field(lg_jspan obj, const char *key);
+/* The members named keys[0..nkeys) of the object obj in out (absent ones
+ * {NULL, 0}; of a repeated name the last, as lg_json_decode keeps it). -1
+ * when obj is not an object or a member's name has an escape (names are
+ * compared as written). obj must be valid JSON (lg_json_check). */
+int lg_jspan_members(lg_jspan obj, const char *const *keys, int nkeys, lg_jspan *out);
+/* 1 when the span is the literal `null`. */
+int lg_jspan_is_null(lg_jspan v);
 /* 1 when the span is a JSON string literal. */
 int lg_jspan_is_str(lg_jspan v);
 /* 1 when the span is the literal `true`. */

@@ -58,7 +58,7 @@ end
 
 -- Poll the transfer h until it is done, on_event says stop or the run must
 -- stop; its result.
-local function drive(ctx, env, h, on_event)
+local function drive(ctx, env, h, on_event, on_text)
   local host = not env.is_worker and env.app
   local fg = host and ctx._fg
   local stopped = false
@@ -74,7 +74,9 @@ local function drive(ctx, env, h, on_event)
     end
     -- (new events of other threads end the wait only for the host's
     -- watchers; its own events are told to them by the pump above)
-    local done, events, stop, interrupted = h:poll(wait, host and host._watchers[1] ~= nil)
+    local done, events, stop, interrupted, text = h:poll(wait, host and host._watchers[1] ~= nil)
+    -- text deltas the core made token events of come before the rest
+    if text then on_text(text) end
     if on_event then
       for _, ev in ipairs(events) do
         if on_event(ev) then
@@ -99,10 +101,14 @@ end
 -- max_bytes, stream. on_event(data) gets each SSE event
 -- (a string, or {error = data} for an `event: error`) as it arrives; when
 -- it returns true the transfer ends there (the result then has
--- `stopped = true`); it may raise to abort. Returns the result table of
--- core/http.c plus `headers`. Raises the cancel error when the run must
--- stop (R-23).
-function http.request(ctx, req, on_event)
+-- `stopped = true`); it may raise to abort. With req.token_event = {run_id,
+-- task_id, agent_id, depth} a Chat Completions chunk that only carries text
+-- is not handed to on_event: the core emits its `token` event (the same
+-- event ctx:emit("token", {text = ...}) makes) and on_text(text) gets the
+-- text of such chunks, joined, before the events that came after them.
+-- Returns the result table of core/http.c plus `headers`. Raises the
+-- cancel error when the run must stop (R-23).
+function http.request(ctx, req, on_event, on_text)
   local env = ctx._env
   local creq = {
     method = req.method or "GET",
@@ -115,11 +121,12 @@ function http.request(ctx, req, on_event)
     max_bytes = req.max_bytes,
     stream = req.stream and true or false,
     truncate = req.truncate and true or false,
+    token_event = on_text and req.token_event or nil,
   }
   ctx:check_cancel()
   local h = core.http_start(env.core, creq)
   -- the transfer ends with the call, also when it raises
-  return compat.with_close(h, drive, ctx, env, h, on_event)
+  return compat.with_close(h, drive, ctx, env, h, on_event, on_text)
 end
 
 local http_spec = {

@@ -496,12 +496,19 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
     if choice.finish_reason ~= nil and choice.finish_reason ~= json.null then acc.finished = true end
     return false
   end
+  -- chunks of text only are the core's: it emits their token events and
+  -- hands their text here, in order with the rest (http.request)
+  local function on_text(text)
+    if not stream_err then acc.text[#acc.text + 1] = text end
+  end
   local res = http.request(ctx, {
     method = "POST", url = self.base_url .. "/chat/completions",
     headers = request_headers(self, key), body = body, stream = self.stream,
     timeout_s = timeout, connect_timeout_s = math.min(self.connect_timeout_s, timeout),
     idle_timeout_s = self.idle_timeout_s, max_bytes = self.max_response_bytes,
-  }, acc and on_event or nil)
+    token_event = acc and { run_id = ctx.run_id, task_id = ctx.task_id, agent_id = ctx.agent_id,
+      depth = ctx.depth } or nil,
+  }, acc and on_event or nil, acc and on_text or nil)
   if stream_err then return nil, stream_err end
   local status = res.status
   local http_error = status >= 300 or (status > 0 and status < 200)
