@@ -28,7 +28,6 @@
 static const char array_mt_key = 'a';
 static const char empty_mt_key = 'm';
 static const char empty_key = 'e';
-static const char buf_mt_key = 'b';
 
 /* ---- locale ---------------------------------------------------------------- */
 
@@ -175,8 +174,44 @@ static int okey_cmp(const void *a, const void *b) {
  * an anchor table first: that keeps the strings alive while siblings are
  * encoded (even if the table is weak and the GC clears entries), and
  * lua_rawgeti on it pushes a key without allocating. */
+/* Objects of at most this many keys keep their keys and values on the stack
+ * while they are written: no anchor table, no key array to allocate. */
+#define SMALL_OBJECT 16
+
+static int enc_small_object(enc_t *e, int idx, int d) {
+  lua_State *L = e->L;
+  int base = lua_gettop(L);
+  okey_t keys[SMALL_OBJECT];
+  size_t k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { /* the stack holds each key, its value, then the key again */
+    if (k == SMALL_OBJECT) { /* (cannot happen: counted before) */
+      lua_pop(L, 2);
+      break;
+    }
+    keys[k].s = lua_tolstring(L, -2, &keys[k].len); /* already a string */
+    keys[k].slot = lua_gettop(L); /* the value; its key just below */
+    k++;
+    lua_pushvalue(L, -2);
+  }
+  qsort(keys, k, sizeof *keys, okey_cmp);
+  lg_buf_addc(e->out, '{');
+  for (size_t i = 0; i < k; i++) {
+    if (i) lg_buf_addc(e->out, ',');
+    lg_buf_add_jstr(e->out, keys[i].s, keys[i].len);
+    lg_buf_addc(e->out, ':');
+    e->seg[d].key = keys[i].s;
+    e->seg[d].u.klen = keys[i].len;
+    if (enc_value(e, (int)keys[i].slot)) return -1;
+  }
+  lg_buf_addc(e->out, '}');
+  lua_settop(L, base);
+  return 0;
+}
+
 static int enc_object(enc_t *e, int idx, size_t n, int d) {
   lua_State *L = e->L;
+  if (n <= SMALL_OBJECT && lua_checkstack(L, 2 * SMALL_OBJECT + 4)) return enc_small_object(e, idx, d);
   if (n > (size_t)INT32_MAX) return enc_error(e, "table too large");
   lua_createtable(L, (int)n, 0);
   int anchor = lua_gettop(L);
@@ -1122,28 +1157,26 @@ static int buf_gc(lua_State *L) {
 }
 
 /* The output buffer lives in a userdata whose __gc frees it, so a Lua memory
- * error in the middle of encoding does not leak it. */
+ * error in the middle of encoding does not leak it: one per state (the
+ * function's upvalue), reused by every call (encoding runs no Lua code, so
+ * no call starts inside another), kept small after a large text. */
 static int l_encode(lua_State *L) {
   char err[256];
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  buf_t *b = lua_newuserdatauv(L, sizeof *b, 0);
-  lg_buf_init(b);
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &buf_mt_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, buf_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &buf_mt_key);
-  }
-  lua_setmetatable(L, -2);
-  if (lg_json_encode(L, 1, b, err, sizeof err) != 0) {
+  buf_t *b = lua_touserdata(L, lua_upvalueindex(1));
+  if (b->oom) {
     lg_buf_free(b);
-    return luaL_error(L, "luagent.json.encode: %s", err);
+    lg_buf_init(b);
   }
-  lua_pushlstring(L, b->p ? b->p : "", b->len);
-  lg_buf_free(b);
+  lg_buf_reset(b);
+  int rc = lg_json_encode(L, 1, b, err, sizeof err);
+  if (rc == 0) lua_pushlstring(L, b->p ? b->p : "", b->len);
+  if (b->cap > 64 * 1024) {
+    lg_buf_free(b);
+    lg_buf_init(b);
+  }
+  if (rc != 0) return luaL_error(L, "luagent.json.encode: %s", err);
   return 1;
 }
 
@@ -1226,6 +1259,14 @@ void lg_json_open(lua_State *L) {
     {NULL, NULL},
   };
   luaL_newlib(L, fns);
+  buf_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  lg_buf_init(b);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, buf_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, l_encode, 1);
+  lua_setfield(L, -2, "encode");
   push_empty_array(L);
   lua_setfield(L, -2, "empty_array");
   lua_pushlightuserdata(L, LG_JSON_NULL);

@@ -166,12 +166,22 @@ local function summarize(kind, payload)
 end
 context.summarize = summarize
 
+-- (a summary only feeds a task's digests: a foreground run's events need none)
+local function emit(ctx, kind, payload, level)
+  local ok, text = pcall(json.encode, payload == nil and {} or payload)
+  if not ok then error("ctx:emit: payload is not JSON: " .. tostring(text), level + 1) end
+  ctx._env.core:emit(kind, text, ctx.run_id, ctx.task_id, ctx.agent_id, ctx.depth,
+    ctx.task_id and summarize(kind, payload) or nil)
+end
+
 function Ctx:emit(kind, payload)
   options.arg("ctx:emit", "kind", kind, text_id, 3)
-  local ok, text = pcall(json.encode, payload == nil and {} or payload)
-  if not ok then error("ctx:emit: payload is not JSON: " .. tostring(text), 2) end
-  self._env.core:emit(kind, text, self.run_id, self.task_id, self.agent_id, self.depth,
-    summarize(kind, payload))
+  emit(self, kind, payload, 2)
+end
+
+-- luagent's own events, of kinds it names itself (no check of the kind)
+function Ctx:_emit(kind, payload)
+  emit(self, kind, payload, 2)
 end
 
 -- The depth limit for a child of ctx's run (R-28): the app's, tightened by

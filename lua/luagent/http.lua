@@ -56,6 +56,17 @@ function http.parse_headers(raw)
   return out
 end
 
+-- A result's `headers` are parsed when first read (a model call reads them
+-- only after an error status).
+local lazy_headers = {
+  __index = function(res, k)
+    if k ~= "headers" then return nil end
+    local v = http.parse_headers(rawget(res, "headers_raw"))
+    rawset(res, "headers", v)
+    return v
+  end,
+}
+
 -- Poll the transfer h until it is done, on_event says stop or the run must
 -- stop; its result.
 local function drive(ctx, env, h, on_event, on_text)
@@ -90,8 +101,7 @@ local function drive(ctx, env, h, on_event, on_text)
     if interrupted then error(core.interrupt_error, 0) end -- a message ends the step (steer.lua)
     ctx:check_cancel()
   end
-  local res = h:result()
-  res.headers = http.parse_headers(res.headers_raw)
+  local res = setmetatable(h:result(), lazy_headers)
   res.stopped = stopped or nil
   return res
 end

@@ -38,7 +38,7 @@ local function agent_tools(reg, agent)
 end
 
 local function emit(run, kind, payload)
-  run.ctx:emit(kind, payload)
+  run.ctx:_emit(kind, payload)
 end
 
 -- The name a model's calls are priced and reported under.
