@@ -30,6 +30,7 @@ struct lg_rate {
   uint64_t rng;
   lg_worker **waiters;
   int nwaiters, cap_waiters;
+  int refused; /* a try has been refused: a host may be waiting (lg_rate_done wakes it) */
   lg_rate *next;
 };
 
@@ -169,6 +170,7 @@ int lg_rate_try(lg_app *a, const char *key, long long est, lg_rate_grant *g, dou
   lg_rate *r = rate_find(a, key);
   int64_t wait_ms = 0;
   int rc = r ? try_locked(r, est, g, &wait_ms, reason) : -1;
+  if (rc == 0) r->refused = 1;
   pthread_mutex_unlock(&a->mu);
   *wait_s = wait_ms > 0 ? (double)wait_ms / 1000.0 : 0;
   return rc;
@@ -251,7 +253,9 @@ void lg_rate_done(lg_app *a, const char *key, const lg_rate_grant *g, long long 
       r->probe_needed = 1;
     }
     for (int i = 0; i < r->nwaiters; i++) lg_worker_wake(r->waiters[i]);
-    lg_bump(a); /* a foreground run waiting on the host */
+    /* a foreground run waiting on the host: only a refused try waits, so a
+     * budget that never refused one wakes no host */
+    if (r->refused) lg_bump(a);
   }
   pthread_mutex_unlock(&a->mu);
 }
