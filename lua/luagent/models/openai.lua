@@ -257,6 +257,19 @@ local function hidden_texts(self, key)
   return list
 end
 
+-- The list of a model for its current key, made again only when the key
+-- changes (the secret headers are the model's own, fixed when it is made).
+local hidden_cache = setmetatable({}, { __mode = "k" })
+
+local function hidden_of(self, key)
+  local c = hidden_cache[self]
+  if not c or c.key ~= (key or false) then
+    c = { key = key or false, list = hidden_texts(self, key) }
+    hidden_cache[self] = c
+  end
+  return c.list
+end
+
 -- Take the secrets out of a text. Always before cutting it: a cut could
 -- split a secret and leave a prefix no search finds.
 local function redact(hidden, s)
@@ -589,7 +602,7 @@ local function complete(self, request, ctx)
   if key and key:find("[%c]") then
     error({ kind = "model", message = "the API key contains a control character (a line break?)" }, 0)
   end
-  local hidden = hidden_texts(self, key)
+  local hidden = hidden_of(self, key)
   local body = openai.body(self, request)
   -- the provider's rate budget (README "Rate limits"): every attempt takes
   -- its share first; a 429 pauses the provider for every caller
