@@ -401,6 +401,7 @@ static void app_free(lg_app *a) {
   pthread_cond_destroy(&a->log.host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
+  pthread_cond_destroy(&a->cluster_cv);
   free(a);
 }
 

@@ -828,6 +828,30 @@ int lg_store_read_cluster_events(lg_store *st, int64_t since, int limit, buf_t *
   return n;
 }
 
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud) {
+  if (!st || n <= 0) return 0;
+  buf_t arr; /* a text[] literal: every element quoted, " and \ escaped */
+  lg_buf_init(&arr);
+  lg_buf_addc(&arr, '{');
+  for (int i = 0; i < n; i++) {
+    if (i) lg_buf_addc(&arr, ',');
+    lg_buf_addc(&arr, '"');
+    for (const char *c = ids[i]; *c; c++) {
+      if (*c == '"' || *c == '\\') lg_buf_addc(&arr, '\\');
+      lg_buf_addc(&arr, *c);
+    }
+    lg_buf_addc(&arr, '"');
+  }
+  lg_buf_adds(&arr, "}");
+  int rc = -1;
+  if (!arr.oom) {
+    lg_store_read r = {LG_READ_FINISHED, arr.p, 0, 0, 0};
+    rc = engine_read(st, &r, "the tasks other processes finished", fn, ud, NULL, 0);
+  }
+  lg_buf_free(&arr);
+  return rc;
+}
+
 int64_t lg_store_count_open(lg_store *st) {
   if (!st) return 0;
   int64_t n = 0;

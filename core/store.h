@@ -83,6 +83,11 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 /* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
+/* The stored records of those of ids[0..n) that have finished, each handed
+ * to fn (a shared store: tasks other processes ran); the number found, or
+ * -1 (reported, and counted as a failed read). */
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud);
+
 /* The shared queue of a PostgreSQL store (docs/architecture.md, "Leases
  * and fencing"): several processes claim queued tasks, each claim a lease
  * with a fencing token. Each call runs on the store's writer thread, in its

@@ -28,11 +28,12 @@ typedef struct lg_store_op {
 
 /* What a read asks for. */
 enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN,
-       LG_READ_CLUSTER_EVENTS };
+       LG_READ_CLUSTER_EVENTS, LG_READ_FINISHED };
 
 typedef struct {
   int what;
-  const char *key;       /* LG_READ_TASK, LG_READ_THREAD */
+  const char *key;       /* LG_READ_TASK, LG_READ_THREAD; LG_READ_FINISHED: ids as a
+                            PostgreSQL text[] literal */
   int64_t since, before; /* LG_READ_EVENTS: since < seq < before */
   int limit;
 } lg_store_read;

@@ -380,6 +380,11 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
     case LG_READ_OPEN:
       sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";
       break;
+    case LG_READ_FINISHED: /* by primary key: what other processes finished */
+      sql = "SELECT record FROM tasks WHERE task_id = ANY($1::text[])"
+            " AND status NOT IN ('queued', 'running')";
+      v[nv++] = rq->key;
+      break;
     default:
       sql = "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1";
       v[nv++] = p->node;
