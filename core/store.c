@@ -552,13 +552,14 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
 }
 
 void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, const char *json, size_t len) {
+                   int64_t fence, int lent, const char *json, size_t len) {
   if (!st) return;
   op *o = new_op(LG_OP_TASK, task_id, json, len);
   if (!o) return;
   o->status = status;
   o->finished = finished;
   o->fence = fence;
+  o->lent = lent;
   o->seq = lg_wall_ms();
   push(st, o);
 }

@@ -23,6 +23,7 @@ typedef struct lg_store_op {
   const char *status; /* a task's status name (a static string) */
   int finished;       /* the task ended: its record ages for retention */
   int64_t fence;      /* a claimed task's token (0: none), store.h */
+  int lent;           /* a claimed task waiting with its slot lent */
   struct lg_store_op *next;
 } lg_store_op;
 

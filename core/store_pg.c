@@ -57,6 +57,9 @@ static const char *const migrations[] = {
     "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_pkey;"
     "ALTER TABLE events ADD PRIMARY KEY (node, seq);"
     "CREATE UNIQUE INDEX IF NOT EXISTS events_gseq ON events(gseq);",
+    /* 2 -> 3: a holder that waits on other tasks lends its slot (R-27):
+     * its lease stays, but it does not count against a cluster cap */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lent boolean NOT NULL DEFAULT false;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -198,7 +201,8 @@ static const char PUT_EVENT[] =
 static const char PUT_FENCED[] =
     "UPDATE tasks SET status = $2, record = $3, finished_ms = $4::bigint,"
     " owner = CASE WHEN $4::bigint IS NULL THEN owner END,"
-    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END"
+    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END,"
+    " lent = $7::boolean"
     " WHERE task_id = $1 AND owner = $5 AND token = $6::bigint";
 static const char PUT_THREAD[] =
     "INSERT INTO threads(key, messages, updated_ms) VALUES($1, $2, $3)"
@@ -221,7 +225,7 @@ static int prepare_all(PGconn *c, char *err, size_t errlen) {
 static int run_op(pg *p, const lg_store_op *o) {
   PGconn *c = p->w;
   char n1[32], n2[32];
-  const char *v[6];
+  const char *v[7];
   const char *name;
   int nv;
   switch (o->type) {
@@ -240,7 +244,8 @@ static int run_op(pg *p, const lg_store_op *o) {
         snprintf(n2, sizeof n2, "%lld", (long long)o->fence);
         v[4] = p->node;
         v[5] = n2;
-        nv = 6;
+        v[6] = o->lent ? "true" : "false";
+        nv = 7;
       }
       break;
     case LG_OP_EVENT:
@@ -427,7 +432,7 @@ static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, 
     char v[32];
     int found;
     if (run(p->w, "SELECT pg_advisory_xact_lock(" CAP_KEY ")", m, ml) != 0 ||
-        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL", v, sizeof v, &found,
+        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL AND NOT lent", v, sizeof v, &found,
                    m, ml) != 0)
       return -1;
     int room = r->cap - (int)strtol(v, NULL, 10);
@@ -494,8 +499,8 @@ static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
   snprintf(now, sizeof now, "%lld", (long long)lg_wall_ms());
   const char *v[1] = {now};
   PGresult *res = exec_params(p->w,
-                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued'"
-                              " WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
+                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued',"
+                              " lent = false WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
                               " RETURNING task_id",
                               1, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {

@@ -20,23 +20,10 @@ local CHILDREN = 4
 -- "<task_id> <pid>" to `started`, then holds until all four children have
 -- started: with two slots a process, no process can run them all, so B and
 -- C both work (and A runs none: it never serves).
-local function write_config(dir, url, sup_model, wrk_model)
-  local path = dir .. "/cluster.lua"
-  H.write(path, string.format([[
+-- What the scripted models of every config read their requests with.
+local MODEL_HELPERS = [[
 local luagent = require "luagent"
 local json = require "luagent.json"
-local started = %q
-local f = assert(io.open("/proc/self/stat"))
-local pid = f:read("*l"):match("^(%%d+)")
-f:close()
-local function count()
-  local n, fh = 0, io.open(started)
-  if fh then
-    for _ in fh:lines() do n = n + 1 end
-    fh:close()
-  end
-  return n
-end
 local function step(req)
   local n = 0
   for _, m in ipairs(req.messages) do if m.role == "assistant" then n = n + 1 end end
@@ -51,6 +38,23 @@ local function acks(req)
     end
   end
   return out
+end
+]]
+
+local function write_config(dir, url, sup_model, wrk_model)
+  local path = dir .. "/cluster.lua"
+  H.write(path, MODEL_HELPERS .. string.format([[
+local started = %q
+local f = assert(io.open("/proc/self/stat"))
+local pid = f:read("*l"):match("^(%%d+)")
+f:close()
+local function count()
+  local n, fh = 0, io.open(started)
+  if fh then
+    for _ in fh:lines() do n = n + 1 end
+    fh:close()
+  end
+  return n
 end
 local scripted_sup = luagent.function_model(function(req)
   local s = step(req)
@@ -256,5 +260,65 @@ describe("store (postgresql): a supervisor whose children run in other processes
       check_stream(app, ids)
       app:close()
     end)
+  end)
+
+  -- Three levels under a cluster-wide cap of 2: the root asks two children,
+  -- each asks two grandchildren, and each waits for its own. Without
+  -- lending, the root and one child would hold both leases while they wait
+  -- and nothing below them could ever be claimed.
+  it("nested fan-out across processes under a cluster cap finishes: a waiting holder lends its slot", function()
+    local cfg = dir .. "/tree.lua"
+    H.write(cfg, MODEL_HELPERS .. string.format([[
+local function level_model(n)
+  return luagent.function_model(function(req)
+    if n == 2 then return { text = "1" } end
+    local s = step(req)
+    local ask = "ask_lvl" .. (n + 1)
+    if s == 0 then
+      return { tool_calls = { { name = ask, arguments = { prompt = "left" } },
+                              { name = ask, arguments = { prompt = "right" } } } }
+    end
+    if s == 1 then
+      return { tool_calls = { { name = "bg_wait", arguments = { task_ids = acks(req), timeout_s = 60 } } } }
+    end
+    local res = json.decode(req.messages[#req.messages].content)
+    local sum = 0
+    for _, t in ipairs(res.value.tasks) do
+      sum = sum + (tonumber(type(t.result) == "table" and t.result.final or t.result) or 0)
+    end
+    return { text = tostring(sum) }
+  end)
+end
+local agents = {}
+for n = 0, 2 do
+  local tools = {}
+  if n < 2 then
+    tools[1] = luagent.delegate{ agent = "lvl" .. (n + 1), name = "ask_lvl" .. (n + 1),
+      background = { enabled = true } }
+  end
+  agents[#agents + 1] = luagent.agent{ id = "lvl" .. n, model = level_model(n), tools = tools }
+end
+return luagent.config{
+  agents = agents,
+  background_tasks = { enabled = true, global_concurrency = 2, scope = "cluster", max_depth = 2 },
+  store = { url = %q, shared = true, lease_s = 10 },
+} ]], url))
+    local app = luagent.load(cfg)
+    local root = app:enqueue_background("lvl0", "sum the tree").task_id
+    local kids = {}
+    for i = 1, 2 do kids[i] = S.spawn(dir, server_body(cfg)) end
+    local w = app:wait({ root }, { timeout_s = 90 })
+    assert.is_true(w.done, "the tree did not finish: " .. json.encode(w))
+    local rec = app:get(root)
+    assert.equal("completed", rec.status, json.encode(rec.error or {}))
+    assert.equal("4", rec.result.final)
+    for _, kid in ipairs(kids) do
+      local out = S.finish(kid)
+      assert.matches("^idle true %d+$", out[1] or "", table.concat(out, "\n") .. S.read(kid.err_path))
+    end
+    -- seven tasks, each completed once
+    local P = require "support.pg"
+    assert.same({ "completed|7" }, P.psql(url, "SELECT status, count(*) FROM tasks GROUP BY status"))
+    app:close()
   end)
 end)
