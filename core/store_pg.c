@@ -227,7 +227,7 @@ static int run_op(pg *p, const lg_store_op *o) {
   char n1[32], n2[32];
   const char *v[7];
   const char *name;
-  int nv;
+  int nv, fenced = 0;
   switch (o->type) {
     case LG_OP_SKIP:
       return 0;
@@ -246,6 +246,7 @@ static int run_op(pg *p, const lg_store_op *o) {
         v[5] = n2;
         v[6] = o->lent ? "true" : "false";
         nv = 7;
+        fenced = 1;
       }
       break;
     case LG_OP_EVENT:
@@ -268,7 +269,7 @@ static int run_op(pg *p, const lg_store_op *o) {
   }
   PGresult *res = PQexecPrepared(c, name, nv, v, NULL, NULL, 0);
   int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-  int stale = ok && nv == 6 && strcmp(PQcmdTuples(res), "0") == 0;
+  int stale = ok && fenced && strcmp(PQcmdTuples(res), "0") == 0;
   PQclear(res);
   return ok ? stale : -1;
 }

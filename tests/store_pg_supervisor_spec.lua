@@ -160,6 +160,11 @@ local function check_stream(app, ids)
       stream[#stream + 1] = ev
     end
   until #batch == 0
+  -- run_stream_until_idle in A follows the same merged stream, and ends
+  local followed = {}
+  for ev in app:run_stream_until_idle{ since = 0, timeout_s = 30 } do followed[#followed + 1] = ev.seq end
+  assert.equal(#stream, #followed)
+  for k, ev in ipairs(stream) do assert.equal(ev.seq, followed[k]) end
   local step, here, last_finish, wait_done = {}, nil, 0, nil
   for i, ev in ipairs(stream) do
     if ev.kind == "task_enqueued" then
