@@ -359,8 +359,8 @@ void lg_persist(lg_app *a, lg_task *t) {
   lg_record_json_x(t, &b, 1);
   /* waiting without its slot, or queued to take one back: lent */
   int lent = !t->holds_slot && (t->phase == PH_WAITING || t->phase == PH_RESUMING);
-  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), t->fence, lent,
-                b.p, b.len);
+  lg_store_task(a->store, t->id, t->agent_id, lg_status_name(t->status), TS_TERMINAL(t->status),
+                t->fence, lent, b.p, b.len);
   lg_buf_free(&b);
 }
 

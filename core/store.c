@@ -551,11 +551,20 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
   return o;
 }
 
-void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, int lent, const char *json, size_t len) {
+void lg_store_task(lg_store *st, const char *task_id, const char *agent, const char *status,
+                   int finished, int64_t fence, int lent, const char *json, size_t len) {
   if (!st) return;
-  op *o = new_op(LG_OP_TASK, task_id, json, len);
+  op *o = new_op(LG_OP_TASK, NULL, json, len);
   if (!o) return;
+  /* the agent id rides in the key's allocation, so moving an op moves both */
+  size_t ni = strlen(task_id), na = agent ? strlen(agent) : 0;
+  if (!(o->key = malloc(ni + na + 2))) {
+    free_ops(o);
+    return;
+  }
+  memcpy(o->key, task_id, ni + 1);
+  memcpy(o->key + ni + 1, agent ? agent : "", na + 1);
+  o->agent = o->key + ni + 1;
   o->status = status;
   o->finished = finished;
   o->fence = fence;

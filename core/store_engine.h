@@ -20,6 +20,7 @@ typedef struct lg_store_op {
   int type;
   int64_t seq;        /* an event's seq; a task's write time (ms) */
   char *key, *json;   /* task id, event's task id (or NULL), thread key */
+  const char *agent;  /* a task's agent id: inside key's allocation, after its NUL */
   const char *status; /* a task's status name (a static string) */
   int finished;       /* the task ended: its record ages for retention */
   int64_t fence;      /* a claimed task's token (0: none), store.h */

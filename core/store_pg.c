@@ -59,7 +59,11 @@ static const char *const migrations[] = {
     "CREATE UNIQUE INDEX IF NOT EXISTS events_gseq ON events(gseq);",
     /* 2 -> 3: a holder that waits on other tasks lends its slot (R-27):
      * its lease stays, but it does not count against a cluster cap */
-    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lent boolean NOT NULL DEFAULT false;",
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lent boolean NOT NULL DEFAULT false;"
+    /* and a cluster-wide per_agent_concurrency counts by agent */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS agent text;"
+    "UPDATE tasks SET agent = record::jsonb->>'agent_id' WHERE agent IS NULL"
+    " AND status IN ('queued', 'running');",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -190,7 +194,7 @@ failed:
 /* ------------------------------------------------------------- writes */
 
 static const char PUT_TASK[] =
-    "INSERT INTO tasks(task_id, status, record, finished_ms) VALUES($1, $2, $3, $4)"
+    "INSERT INTO tasks(task_id, status, record, finished_ms, agent) VALUES($1, $2, $3, $4, $5)"
     " ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, record = excluded.record,"
     " finished_ms = excluded.finished_ms";
 static const char PUT_EVENT[] =
@@ -238,7 +242,8 @@ static int run_op(pg *p, const lg_store_op *o) {
       v[2] = o->json;
       snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
       v[3] = o->finished ? n1 : NULL; /* finished time, for retention */
-      nv = 4;
+      v[4] = o->agent;
+      nv = 5;
       if (o->fence > 0) {
         name = "put_fenced";
         snprintf(n2, sizeof n2, "%lld", (long long)o->fence);
@@ -429,32 +434,49 @@ static int rows_changed(PGresult *res) { return (int)strtol(PQcmdTuples(res), NU
  * claim made under one advisory lock, so claimers never overshoot it. */
 static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, size_t ml) {
   int want = r->max;
-  if (r->cap > 0) {
+  if (r->cap > 0 || r->agent_cap > 0) {
     char v[32];
     int found;
     if (run(p->w, "SELECT pg_advisory_xact_lock(" CAP_KEY ")", m, ml) != 0 ||
-        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL AND NOT lent", v, sizeof v, &found,
-                   m, ml) != 0)
+        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL AND NOT lent", v,
+                   sizeof v, &found, m, ml) != 0)
       return -1;
-    int room = r->cap - (int)strtol(v, NULL, 10);
+    int room = r->cap > 0 ? r->cap - (int)strtol(v, NULL, 10) : want;
     if (room < want) want = room;
   }
   if (want <= 0) {
     lg_buf_add(out, "[]", 2);
     return 0;
   }
-  char n[16], until[32];
+  char n[16], until[32], per[16];
   snprintf(n, sizeof n, "%d", want);
   snprintf(until, sizeof until, "%lld", (long long)(lg_wall_ms() + (int64_t)(r->lease_s * 1000.0)));
-  const char *v[3] = {r->node, n, until};
+  snprintf(per, sizeof per, "%d", r->agent_cap);
+  const char *v[4] = {r->node, n, until, per};
+  /* under a per-agent cap, the queued tasks of each agent are ranked in
+   * enqueue order and only those that fit beside its leased ones qualify
+   * (the advisory lock above keeps the counts still meanwhile) */
   PGresult *res = exec_params(
       p->w,
-      "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
-      " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-      " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
-      " status = 'running' FROM c WHERE t.task_id = c.task_id"
-      " RETURNING t.task_id, t.token, t.record, t.pos",
-      3, v);
+      r->agent_cap > 0
+          ? "WITH held AS (SELECT agent, count(*) AS n FROM tasks WHERE owner IS NOT NULL AND NOT lent"
+            " GROUP BY agent),"
+            " ranked AS (SELECT q.task_id FROM (SELECT task_id, agent, row_number() OVER"
+            " (PARTITION BY agent ORDER BY pos) AS rn FROM tasks WHERE status = 'queued'"
+            " AND owner IS NULL) q LEFT JOIN held h ON h.agent IS NOT DISTINCT FROM q.agent"
+            " WHERE q.rn + coalesce(h.n, 0) <= $4::int),"
+            " c AS (SELECT task_id FROM tasks WHERE task_id IN (SELECT task_id FROM ranked)"
+            " AND status = 'queued' AND owner IS NULL ORDER BY pos LIMIT $2::int"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos"
+          : "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
+            " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos",
+      r->agent_cap > 0 ? 4 : 3, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     conn_msg(p->w, m, ml);
     PQclear(res);

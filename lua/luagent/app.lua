@@ -423,11 +423,13 @@ function App:serve(opts)
   end
   local c = self._core
   local node = c:cluster_node()
-  local cap = self._reg.settings.scope == "cluster" and self._reg.settings.global_concurrency or 0
+  local cluster = self._reg.settings.scope == "cluster"
+  local cap = cluster and self._reg.settings.global_concurrency or 0
+  local agent_cap = cluster and self._reg.settings.per_agent_concurrency or 0
   local deadline = opts.timeout_s and core.now() + opts.timeout_s
   while true do
     local room = c:cluster_room()
-    local got = room > 0 and c:store_claim(node, room, cap, st.lease_s) or {}
+    local got = room > 0 and c:store_claim(node, room, cap, st.lease_s, agent_cap) or {}
     for _, claim in ipairs(got) do
       if c:cluster_admit(claim.task_id, claim.token) == 0 then
         c:restore(claim.record)
