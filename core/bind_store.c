@@ -127,6 +127,7 @@ static int l_app_store_info(lua_State *L) {
   lg_set_int(L, "write_failures", (lua_Integer)i.write_failures);
   lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
   lg_set_int(L, "stale_writes", (lua_Integer)i.stale_writes);
+  lg_set_int(L, "wakeups", (lua_Integer)i.wakeups);
   lg_push_json_buf(L, &ids);
   lua_setfield(L, -2, "unsaved");
   return 1;
@@ -147,7 +148,8 @@ static int l_app_store_limit_pages(lua_State *L) {
 static int l_app_store_claim(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lg_store_claim_req r = {lg_check_text(L, 2), (int)luaL_checkinteger(L, 3),
-                          (int)luaL_optinteger(L, 4, 0), luaL_checknumber(L, 5)};
+                          (int)luaL_optinteger(L, 4, 0), luaL_checknumber(L, 5),
+                          (int)luaL_optinteger(L, 6, 0)};
   buf_t out;
   lg_buf_init(&out);
   char err[320];
@@ -204,6 +206,16 @@ static int l_app_cluster_room(lua_State *L) {
 static int l_app_cluster_admit(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lua_pushinteger(L, lg_cluster_admit(u->app, lg_check_text(L, 2), (int64_t)luaL_checkinteger(L, 3)));
+  return 1;
+}
+
+static int l_app_cluster_serving(lua_State *L) {
+  lg_cluster_serving(lg_check_app(L)->app, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int l_app_cluster_listening(lua_State *L) {
+  lua_pushboolean(L, lg_cluster_listening(lg_check_app(L)->app));
   return 1;
 }
 
@@ -278,5 +290,6 @@ const luaL_Reg lg_bind_store_methods[] = {
     {"store_renew", l_app_store_renew}, {"store_requeue_expired", l_app_store_requeue_expired},
     {"store_put_fenced", l_app_store_put_fenced}, {"cluster_room", l_app_cluster_room},
     {"cluster_admit", l_app_cluster_admit}, {"cluster_node", l_app_cluster_node},
+    {"cluster_serving", l_app_cluster_serving}, {"cluster_listening", l_app_cluster_listening},
     {"store_count_open", l_app_store_count_open}, {"cluster_events", l_app_cluster_events},
     {"thread_put", l_app_thread_put},   {NULL, NULL}};

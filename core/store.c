@@ -11,11 +11,14 @@
 #include "internal.h"
 #include "store_engine.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FAIL_RING 16 /* failed batches remembered for lg_store_sync */
 #define READ_MSGS 8  /* read failures waiting for the writer to report them */
@@ -62,7 +65,16 @@ struct lg_store {
   char node[64];
   double lease_s;
   int64_t next_beat_mono;
+  /* wake-ups (lg_store_listen): one listener at a time under nmu; the
+   * pipe ends a wait early (lg_store_kick) */
+  pthread_mutex_t nmu;
+  int kick[2];
+  int listen_closed;
+  atomic_int listen_stop; /* set before the kick that ends the last wait */
+  atomic_ullong wakeups;
 };
+
+static void close_kick(lg_store *st);
 
 /* One shared-queue call handed to the writer thread. */
 typedef struct lease_call {
@@ -496,6 +508,10 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
   pthread_cond_init(&st->work_cv, &at);
   pthread_condattr_destroy(&at);
   pthread_cond_init(&st->done_cv, NULL);
+  pthread_mutex_init(&st->nmu, NULL);
+  st->kick[0] = st->kick[1] = -1;
+  if (postgres && o->shared && pipe2(st->kick, O_NONBLOCK | O_CLOEXEC) != 0)
+    st->kick[0] = st->kick[1] = -1; /* no wake-ups: listeners poll instead */
   char e[600] = "";
   int rc = postgres ? lg_store_pg_open(target, o, &st->eng, e, sizeof e)
                     : lg_store_sqlite_open(target, o, &st->eng, e, sizeof e);
@@ -507,6 +523,8 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
   }
   if (rc != 0) {
     snprintf(err, errlen, "store %s: %s", st->path, e);
+    close_kick(st);
+    pthread_mutex_destroy(&st->nmu);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->rmu);
     pthread_cond_destroy(&st->work_cv);
@@ -516,6 +534,32 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
     return NULL;
   }
   return st;
+}
+
+/* ------------------------------------------------------------ wake-ups */
+
+int lg_store_listen(lg_store *st, int timeout_ms) {
+  if (!st) return -1;
+  pthread_mutex_lock(&st->nmu);
+  int k = -1;
+  if (!st->listen_closed && !atomic_load(&st->listen_stop) && st->kick[0] >= 0 &&
+      st->eng.ops->listen)
+    k = st->eng.ops->listen(st->eng.e, st->kick[0], timeout_ms);
+  pthread_mutex_unlock(&st->nmu);
+  if (k > 0 && (k & (LG_WAKE_QUEUED | LG_WAKE_FINISHED))) atomic_fetch_add(&st->wakeups, 1);
+  return k;
+}
+
+void lg_store_kick(lg_store *st) {
+  if (!st || st->kick[1] < 0) return;
+  ssize_t w = write(st->kick[1], "k", 1); /* full: a wake is pending anyway */
+  (void)w;
+}
+
+static void close_kick(lg_store *st) {
+  for (int i = 0; i < 2; i++)
+    if (st->kick[i] >= 0) close(st->kick[i]);
+  st->kick[0] = st->kick[1] = -1;
 }
 
 /* ------------------------------------------------------------ queueing */
@@ -551,14 +595,24 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
   return o;
 }
 
-void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, const char *json, size_t len) {
+void lg_store_task(lg_store *st, const char *task_id, const char *agent, const char *status,
+                   int finished, int64_t fence, int lent, const char *json, size_t len) {
   if (!st) return;
-  op *o = new_op(LG_OP_TASK, task_id, json, len);
+  op *o = new_op(LG_OP_TASK, NULL, json, len);
   if (!o) return;
+  /* the agent id rides in the key's allocation, so moving an op moves both */
+  size_t ni = strlen(task_id), na = agent ? strlen(agent) : 0;
+  if (!(o->key = malloc(ni + na + 2))) {
+    free_ops(o);
+    return;
+  }
+  memcpy(o->key, task_id, ni + 1);
+  memcpy(o->key + ni + 1, agent ? agent : "", na + 1);
+  o->agent = o->key + ni + 1;
   o->status = status;
   o->finished = finished;
   o->fence = fence;
+  o->lent = lent;
   o->seq = lg_wall_ms();
   push(st, o);
 }
@@ -695,6 +749,12 @@ void lg_store_close(lg_store *st) {
   pthread_cond_signal(&st->work_cv);
   pthread_mutex_unlock(&st->mu);
   if (already) return;
+  /* a listener leaves its wait, and none starts again */
+  atomic_store(&st->listen_stop, 1);
+  lg_store_kick(st);
+  pthread_mutex_lock(&st->nmu);
+  st->listen_closed = 1;
+  pthread_mutex_unlock(&st->nmu);
   pthread_join(st->writer, NULL);
   pthread_mutex_lock(&st->mu);
   st->closed = 1;
@@ -715,6 +775,8 @@ void lg_store_free(lg_store *st) {
   pthread_mutex_destroy(&st->rmu);
   pthread_cond_destroy(&st->work_cv);
   pthread_cond_destroy(&st->done_cv);
+  pthread_mutex_destroy(&st->nmu);
+  close_kick(st);
   for (size_t i = 0; i < st->nunsaved; i++) free_ops(st->unsaved[i]);
   free(st->unsaved);
   free(st->path);
@@ -734,6 +796,7 @@ void lg_store_info(lg_store *st, lg_store_info_t *out, buf_t *unsaved) {
   out->write_failures = st->write_failures;
   out->read_failures = st->read_failures;
   out->stale_writes = st->stale_writes;
+  out->wakeups = atomic_load(&st->wakeups);
   if (unsaved) {
     lg_buf_addc(unsaved, '[');
     for (size_t i = 0; i < st->nunsaved; i++) {
@@ -826,6 +889,30 @@ int lg_store_read_cluster_events(lg_store *st, int64_t since, int limit, buf_t *
   }
   lg_buf_addc(out, ']');
   return n;
+}
+
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud) {
+  if (!st || n <= 0) return 0;
+  buf_t arr; /* a text[] literal: every element quoted, " and \ escaped */
+  lg_buf_init(&arr);
+  lg_buf_addc(&arr, '{');
+  for (int i = 0; i < n; i++) {
+    if (i) lg_buf_addc(&arr, ',');
+    lg_buf_addc(&arr, '"');
+    for (const char *c = ids[i]; *c; c++) {
+      if (*c == '"' || *c == '\\') lg_buf_addc(&arr, '\\');
+      lg_buf_addc(&arr, *c);
+    }
+    lg_buf_addc(&arr, '"');
+  }
+  lg_buf_adds(&arr, "}");
+  int rc = -1;
+  if (!arr.oom) {
+    lg_store_read r = {LG_READ_FINISHED, arr.p, 0, 0, 0};
+    rc = engine_read(st, &r, "the tasks other processes finished", fn, ud, NULL, 0);
+  }
+  lg_buf_free(&arr);
+  return rc;
 }
 
 int64_t lg_store_count_open(lg_store *st) {

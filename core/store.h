@@ -42,8 +42,11 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
  * task is not claimed; its row is written as is). A fenced write that no
  * longer matches the row's holder and token is dropped and counted in
  * stale_writes (docs/architecture.md, "Leases and fencing"). */
-void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, const char *json, size_t len);
+/* agent: the task's agent id (a cluster-wide per-agent cap counts by it);
+ * lent: a claimed task waiting with its slot lent; a cluster-wide cap does
+ * not count it while it waits (R-27). */
+void lg_store_task(lg_store *st, const char *task_id, const char *agent, const char *status,
+                   int finished, int64_t fence, int lent, const char *json, size_t len);
 void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
 void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
@@ -83,6 +86,23 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 /* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
+/* Wake-ups between the processes of a shared store (LISTEN/NOTIFY): only
+ * ever a hint to look again, never needed for correctness. A batch that
+ * queues a task sends LG_WAKE_QUEUED, one that ends a task
+ * LG_WAKE_FINISHED. lg_store_listen waits up to timeout_ms for either, or
+ * for lg_store_kick (LG_WAKE_KICKED); it returns what it saw (0: the time
+ * passed), or -1 when no wake-up can come (a file store, the listening
+ * connection down, the store closing). One thread at a time may listen;
+ * lg_store_kick may be called from any thread, with any lock held. */
+enum { LG_WAKE_QUEUED = 1, LG_WAKE_FINISHED = 2, LG_WAKE_KICKED = 4 };
+int lg_store_listen(lg_store *st, int timeout_ms);
+void lg_store_kick(lg_store *st);
+
+/* The stored records of those of ids[0..n) that have finished, each handed
+ * to fn (a shared store: tasks other processes ran); the number found, or
+ * -1 (reported, and counted as a failed read). */
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud);
+
 /* The shared queue of a PostgreSQL store (docs/architecture.md, "Leases
  * and fencing"): several processes claim queued tasks, each claim a lease
  * with a fencing token. Each call runs on the store's writer thread, in its
@@ -93,6 +113,7 @@ typedef struct {
   int max;          /* claim at most this many */
   int cap;          /* and only while leased tasks stay at most this many (0: no cap) */
   double lease_s;   /* the lease given or renewed */
+  int agent_cap;    /* and only while each agent's leased tasks stay at most this many (0: no cap) */
 } lg_store_claim_req;
 /* Claim queued tasks in enqueue order, skipping rows another claimer holds
  * (FOR UPDATE SKIP LOCKED); appends [{"task_id","token","record"},...] to
@@ -128,6 +149,7 @@ typedef struct {
   char error[320];      /* the latest failed write or read, "" if none */
   uint64_t write_failures, read_failures;
   uint64_t stale_writes; /* fenced writes rejected (lg_store_task_fenced) */
+  uint64_t wakeups;      /* waits lg_store_listen ended on another process's wake-up */
 } lg_store_info_t;
 /* One snapshot, taken under one lock so the counts and the list agree.
  * `unsaved` (may be NULL) gets the ids of the tasks whose latest record is

@@ -11,9 +11,11 @@
 #include "internal.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MSG_LEN 300
 
@@ -30,6 +32,11 @@ typedef struct {
   PGconn *w, *r;
   int synchronous;
   char node[64]; /* shared: this process in leases and events; else "" */
+  /* shared: wake-ups (LISTEN/NOTIFY) on a connection of their own, made
+   * by the first wait; the channel is named after the schema */
+  PGconn *n;
+  char *conninfo;
+  char channel[160];
 } pg;
 
 /* The migrations: entry i brings schema version i to i + 1. Each runs in
@@ -57,6 +64,13 @@ static const char *const migrations[] = {
     "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_pkey;"
     "ALTER TABLE events ADD PRIMARY KEY (node, seq);"
     "CREATE UNIQUE INDEX IF NOT EXISTS events_gseq ON events(gseq);",
+    /* 2 -> 3: a holder that waits on other tasks lends its slot (R-27):
+     * its lease stays, but it does not count against a cluster cap */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lent boolean NOT NULL DEFAULT false;"
+    /* and a cluster-wide per_agent_concurrency counts by agent */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS agent text;"
+    "UPDATE tasks SET agent = record::jsonb->>'agent_id' WHERE agent IS NULL"
+    " AND status IN ('queued', 'running');",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -187,7 +201,7 @@ failed:
 /* ------------------------------------------------------------- writes */
 
 static const char PUT_TASK[] =
-    "INSERT INTO tasks(task_id, status, record, finished_ms) VALUES($1, $2, $3, $4)"
+    "INSERT INTO tasks(task_id, status, record, finished_ms, agent) VALUES($1, $2, $3, $4, $5)"
     " ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, record = excluded.record,"
     " finished_ms = excluded.finished_ms";
 static const char PUT_EVENT[] =
@@ -198,7 +212,8 @@ static const char PUT_EVENT[] =
 static const char PUT_FENCED[] =
     "UPDATE tasks SET status = $2, record = $3, finished_ms = $4::bigint,"
     " owner = CASE WHEN $4::bigint IS NULL THEN owner END,"
-    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END"
+    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END,"
+    " lent = $7::boolean"
     " WHERE task_id = $1 AND owner = $5 AND token = $6::bigint";
 static const char PUT_THREAD[] =
     "INSERT INTO threads(key, messages, updated_ms) VALUES($1, $2, $3)"
@@ -221,9 +236,9 @@ static int prepare_all(PGconn *c, char *err, size_t errlen) {
 static int run_op(pg *p, const lg_store_op *o) {
   PGconn *c = p->w;
   char n1[32], n2[32];
-  const char *v[6];
+  const char *v[7];
   const char *name;
-  int nv;
+  int nv, fenced = 0;
   switch (o->type) {
     case LG_OP_SKIP:
       return 0;
@@ -234,13 +249,16 @@ static int run_op(pg *p, const lg_store_op *o) {
       v[2] = o->json;
       snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
       v[3] = o->finished ? n1 : NULL; /* finished time, for retention */
-      nv = 4;
+      v[4] = o->agent;
+      nv = 5;
       if (o->fence > 0) {
         name = "put_fenced";
         snprintf(n2, sizeof n2, "%lld", (long long)o->fence);
         v[4] = p->node;
         v[5] = n2;
-        nv = 6;
+        v[6] = o->lent ? "true" : "false";
+        nv = 7;
+        fenced = 1;
       }
       break;
     case LG_OP_EVENT:
@@ -263,7 +281,7 @@ static int run_op(pg *p, const lg_store_op *o) {
   }
   PGresult *res = PQexecPrepared(c, name, nv, v, NULL, NULL, 0);
   int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-  int stale = ok && nv == 6 && strcmp(PQcmdTuples(res), "0") == 0;
+  int stale = ok && fenced && strcmp(PQcmdTuples(res), "0") == 0;
   PQclear(res);
   return ok ? stale : -1;
 }
@@ -280,6 +298,91 @@ static int ensure_conn(PGconn *c, char *err, size_t errlen) {
     return -1;
   }
   return prepare_all(c, err, errlen);
+}
+
+/* ------------------------------------------------------- wake-ups */
+
+/* What a batch tells idle processes: LG_WAKE_QUEUED when it queues a task
+ * (an enqueue, a retry), LG_WAKE_FINISHED when one ends. */
+static unsigned wake_kinds(const lg_store_op *list, lg_store_op *const *v, size_t n) {
+  unsigned k = 0;
+  for (const lg_store_op *o = list; o; o = o->next)
+    if (o->type == LG_OP_TASK) k |= o->finished ? LG_WAKE_FINISHED : strcmp(o->status, "queued") == 0 ? LG_WAKE_QUEUED : 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i]->type == LG_OP_TASK) k |= v[i]->finished ? LG_WAKE_FINISHED : 0;
+  return k;
+}
+
+/* NOTIFY in the current transaction: sent when it commits (a wake-up only;
+ * nothing depends on it arriving). */
+static int notify(pg *p, unsigned kinds, char *m, size_t ml) {
+  if (!kinds || !p->channel[0]) return 0;
+  char payload[16];
+  snprintf(payload, sizeof payload, "%u", kinds);
+  const char *v[2] = {p->channel, payload};
+  PGresult *res = PQexecParams(p->w, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+  if (!ok) conn_msg(p->w, m, ml);
+  PQclear(res);
+  return ok ? 0 : -1;
+}
+
+/* The listening connection, made (and LISTENing) on first use. */
+static PGconn *listener(pg *p) {
+  if (p->n && PQstatus(p->n) == CONNECTION_OK) return p->n;
+  PQfinish(p->n);
+  p->n = PQconnectdb(p->conninfo);
+  if (PQstatus(p->n) != CONNECTION_OK) {
+    PQfinish(p->n);
+    return p->n = NULL;
+  }
+  char *id = PQescapeIdentifier(p->n, p->channel, strlen(p->channel));
+  char sql[400];
+  snprintf(sql, sizeof sql, "LISTEN %s", id ? id : "luagent");
+  PQfreemem(id);
+  PGresult *res = PQexec(p->n, sql);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  PQclear(res);
+  if (!ok || PQsetnonblocking(p->n, 1) != 0) {
+    PQfinish(p->n);
+    return p->n = NULL;
+  }
+  return p->n;
+}
+
+static unsigned take_notifies(PGconn *c) {
+  unsigned k = 0;
+  PGnotify *nt;
+  while ((nt = PQnotifies(c))) {
+    k |= (unsigned)strtoul(nt->extra ? nt->extra : "0", NULL, 10);
+    PQfreemem(nt);
+  }
+  return k;
+}
+
+static int pg_listen(void *e, int kick_fd, int timeout_ms) {
+  pg *p = e;
+  PGconn *c = p->channel[0] ? listener(p) : NULL;
+  if (!c) return -1;
+  unsigned k = take_notifies(c);
+  if (k) return (int)k;
+  struct pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {kick_fd, POLLIN, 0}};
+  int r = poll(fds, 2, timeout_ms);
+  if (r < 0) return 0; /* a signal: the caller looks again */
+  if (fds[1].revents & POLLIN) {
+    char drain[64];
+    while (read(kick_fd, drain, sizeof drain) > 0) {}
+    k |= LG_WAKE_KICKED;
+  }
+  if (fds[0].revents) {
+    if (!PQconsumeInput(c)) { /* the server went away: made again next time */
+      PQfinish(p->n);
+      p->n = NULL;
+      return -1;
+    }
+    k |= take_notifies(c);
+  }
+  return (int)k;
 }
 
 static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, int *stale,
@@ -304,6 +407,7 @@ static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, siz
     ok = (rc = run_op(p, v[i])) >= 0;
     *stale += rc > 0;
   }
+  if (ok && p->node[0]) ok = notify(p, wake_kinds(list, v, n), m, sizeof m) == 0;
   if (ok) ok = run(p->w, "COMMIT", m, sizeof m) == 0;
   if (ok) return 0;
   conn_msg(p->w, m, sizeof m);
@@ -380,6 +484,11 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
     case LG_READ_OPEN:
       sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";
       break;
+    case LG_READ_FINISHED: /* by primary key: what other processes finished */
+      sql = "SELECT record FROM tasks WHERE task_id = ANY($1::text[])"
+            " AND status NOT IN ('queued', 'running')";
+      v[nv++] = rq->key;
+      break;
     default:
       sql = "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1";
       v[nv++] = p->node;
@@ -418,32 +527,49 @@ static int rows_changed(PGresult *res) { return (int)strtol(PQcmdTuples(res), NU
  * claim made under one advisory lock, so claimers never overshoot it. */
 static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, size_t ml) {
   int want = r->max;
-  if (r->cap > 0) {
+  if (r->cap > 0 || r->agent_cap > 0) {
     char v[32];
     int found;
     if (run(p->w, "SELECT pg_advisory_xact_lock(" CAP_KEY ")", m, ml) != 0 ||
-        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL", v, sizeof v, &found,
-                   m, ml) != 0)
+        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL AND NOT lent", v,
+                   sizeof v, &found, m, ml) != 0)
       return -1;
-    int room = r->cap - (int)strtol(v, NULL, 10);
+    int room = r->cap > 0 ? r->cap - (int)strtol(v, NULL, 10) : want;
     if (room < want) want = room;
   }
   if (want <= 0) {
     lg_buf_add(out, "[]", 2);
     return 0;
   }
-  char n[16], until[32];
+  char n[16], until[32], per[16];
   snprintf(n, sizeof n, "%d", want);
   snprintf(until, sizeof until, "%lld", (long long)(lg_wall_ms() + (int64_t)(r->lease_s * 1000.0)));
-  const char *v[3] = {r->node, n, until};
+  snprintf(per, sizeof per, "%d", r->agent_cap);
+  const char *v[4] = {r->node, n, until, per};
+  /* under a per-agent cap, the queued tasks of each agent are ranked in
+   * enqueue order and only those that fit beside its leased ones qualify
+   * (the advisory lock above keeps the counts still meanwhile) */
   PGresult *res = exec_params(
       p->w,
-      "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
-      " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-      " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
-      " status = 'running' FROM c WHERE t.task_id = c.task_id"
-      " RETURNING t.task_id, t.token, t.record, t.pos",
-      3, v);
+      r->agent_cap > 0
+          ? "WITH held AS (SELECT agent, count(*) AS n FROM tasks WHERE owner IS NOT NULL AND NOT lent"
+            " GROUP BY agent),"
+            " ranked AS (SELECT q.task_id FROM (SELECT task_id, agent, row_number() OVER"
+            " (PARTITION BY agent ORDER BY pos) AS rn FROM tasks WHERE status = 'queued'"
+            " AND owner IS NULL) q LEFT JOIN held h ON h.agent IS NOT DISTINCT FROM q.agent"
+            " WHERE q.rn + coalesce(h.n, 0) <= $4::int),"
+            " c AS (SELECT task_id FROM tasks WHERE task_id IN (SELECT task_id FROM ranked)"
+            " AND status = 'queued' AND owner IS NULL ORDER BY pos LIMIT $2::int"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos"
+          : "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
+            " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos",
+      r->agent_cap > 0 ? 4 : 3, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     conn_msg(p->w, m, ml);
     PQclear(res);
@@ -489,8 +615,8 @@ static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
   snprintf(now, sizeof now, "%lld", (long long)lg_wall_ms());
   const char *v[1] = {now};
   PGresult *res = exec_params(p->w,
-                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued'"
-                              " WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
+                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued',"
+                              " lent = false WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
                               " RETURNING task_id",
                               1, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -508,7 +634,8 @@ static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
     lg_buf_addc(out, ']');
   }
   PQclear(res);
-  return rows;
+  /* tasks went back to the queue: tell the idle */
+  return rows > 0 && notify(p, LG_WAKE_QUEUED, m, ml) != 0 ? -1 : rows;
 }
 
 static int lease_renew(pg *p, const lg_store_claim_req *r, char *m, size_t ml) {
@@ -579,7 +706,9 @@ static void pg_close_reads(void *e) {
 static void pg_close(void *e) {
   pg *p = e;
   PQfinish(p->r);
+  PQfinish(p->n);
   PQfinish(p->w); /* ends the session: its advisory lock goes with it */
+  free(p->conninfo);
   free(p);
 }
 
@@ -592,6 +721,7 @@ static void pg_info(void *e, lg_store_info_t *out) {
 
 static const lg_store_engine_ops pg_ops = {
     "postgresql", pg_write, pg_prune, NULL, pg_read, pg_close_reads, pg_close, pg_info, pg_lease,
+    pg_listen,
 };
 
 /* ------------------------------------------------------------- open */
@@ -632,7 +762,16 @@ int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engi
   double completed_s = o ? o->completed_s : 0, failed_s = o ? o->failed_s : 0;
   if ((completed_s > 0 || failed_s > 0) && pg_prune(p, completed_s, failed_s, m, sizeof m) != 0)
     goto fail;
-  if (o && o->shared) snprintf(p->node, sizeof p->node, "%s", o->node ? o->node : "");
+  if (o && o->shared) {
+    snprintf(p->node, sizeof p->node, "%s", o->node ? o->node : "");
+    if (query_text(p->w, "SELECT 'luagent:' || current_schema()", v, sizeof v, &found, m, sizeof m) != 0)
+      goto fail;
+    snprintf(p->channel, sizeof p->channel, "%s", v);
+    if (!(p->conninfo = lg_strdup(conninfo))) {
+      snprintf(m, sizeof m, "out of memory");
+      goto fail;
+    }
+  }
   {
     const char *pv[1] = {p->node};
     PGresult *mr = exec_params(p->w, "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1",
@@ -653,6 +792,7 @@ fail:
 fail_quiet:
   PQfinish(p->r);
   PQfinish(p->w);
+  free(p->conninfo);
   free(p);
   return -1;
 }

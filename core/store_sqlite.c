@@ -306,7 +306,7 @@ static int sq_read(void *e, const lg_store_read *r, lg_store_row_fn fn, void *ud
   sq *st = e;
   sqlite3_stmt *s;
   if (!st->rdb) return 0; /* closed: nothing to read */
-  if (r->what == LG_READ_CLUSTER_EVENTS) {
+  if (r->what == LG_READ_CLUSTER_EVENTS || r->what == LG_READ_FINISHED) {
     snprintf(why, whylen, "a file store is not shared");
     return -1;
   }
@@ -371,6 +371,7 @@ static void sq_info(void *e, lg_store_info_t *out) {
 
 static const lg_store_engine_ops sqlite_ops = {
     "sqlite", sq_write, sq_prune, sq_limit_pages, sq_read, sq_close_reads, sq_close, sq_info, NULL,
+    NULL,
 };
 
 /* ------------------------------------------------------------- open */
