@@ -182,4 +182,17 @@ app:close()
     assert.same({ "idle true 0 1" }, S.finish(c))
     app:close()
   end)
+
+  it("a message to a task of the shared queue this process does not run is refused", function()
+    local cfg = write_config(dir, url)
+    local app = luagent.load(cfg)
+    local id = app:enqueue_background("worker", "go").task_id
+    local ok, r = pcall(app.send, app, id, "hello")
+    local msg = ok and type(r) == "table" and r.error and r.error.message or tostring(r)
+    assert.matches("shared queue", msg)
+    -- nothing was written over the queued record
+    assert.same({ "queued" }, P.psql(url, "SELECT status FROM tasks WHERE task_id = '" .. id .. "'"))
+    assert.is_nil(app:get(id).messages)
+    app:close()
+  end)
 end)
