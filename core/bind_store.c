@@ -205,7 +205,8 @@ static int l_app_cluster_room(lua_State *L) {
 
 static int l_app_cluster_admit(lua_State *L) {
   app_ud *u = lg_check_app(L);
-  lua_pushinteger(L, lg_cluster_admit(u->app, lg_check_text(L, 2), (int64_t)luaL_checkinteger(L, 3)));
+  lua_pushinteger(L, lg_cluster_admit(u->app, lg_check_text(L, 2), (int64_t)luaL_checkinteger(L, 3),
+                                      lua_toboolean(L, 4)));
   return 1;
 }
 

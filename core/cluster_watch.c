@@ -178,6 +178,7 @@ static void settle(lg_app *a, const char *rec, size_t n) {
   replace(&t->error_message, err.p && *err.p == '{' ? str_field(err, "message") : NULL);
   t->error_status = err.p && *err.p == '{' ? (int)int_field(err, "status", 0) : 0;
   t->attempts = (int)int_field(obj, "attempts", t->attempts);
+  t->cancel_requested = lg_jspan_is_true(lg_jspan_field(obj, "cancel_requested"));
   t->started_at = time_field(obj, "started_at");
   t->finished_at = time_field(obj, "finished_at");
   usage_field(obj, "usage", &t->usage);
@@ -209,36 +210,170 @@ static void await(lg_app *a, lg_store *store, int pause) {
   }
 }
 
+/* ---------------------------------------------------------- cancels */
+
+/* Cancels asked here of tasks another process may hold (lg_stop_task marks
+ * them): each goes to the store, which cancels one still queued at once or
+ * asks its holder. The record written then is the task's own, cancelled. */
+static void send_cancels(lg_app *a, lg_store *store) {
+  for (;;) {
+    lg_task *t = NULL;
+    for (size_t i = 0; !t && i < a->tasks.tab_cap; i++)
+      for (lg_task *x = a->tasks.tab[i]; x && !t; x = x->hnext)
+        if (x->remote_cancel == 1 && x->phase == PH_REMOTE && !TS_TERMINAL(x->status)) t = x;
+    if (!t) return;
+    t->remote_cancel = 2;
+    /* its record as cancelled now (set for the copy, then put back) */
+    char *kind = t->error_kind, *msg = t->error_message;
+    int st = t->status, asked = t->cancel_requested;
+    int64_t fin = t->finished_at;
+    t->error_kind = "cancelled";
+    t->error_message = "cancelled before it started";
+    t->status = TS_CANCELLED;
+    t->cancel_requested = 1;
+    t->finished_at = lg_wall_ms();
+    buf_t rec;
+    lg_buf_init(&rec);
+    lg_record_json_x(t, &rec, 1);
+    t->error_kind = kind;
+    t->error_message = msg;
+    t->status = st;
+    t->cancel_requested = asked;
+    t->finished_at = fin;
+    char id[sizeof t->id];
+    snprintf(id, sizeof id, "%s", t->id);
+    t->waited++; /* kept in memory while the lock is let go */
+    pthread_mutex_unlock(&a->mu);
+    char err[320];
+    int rc = rec.oom ? -1 : lg_store_cancel(store, id, rec.p, err, sizeof err);
+    lg_buf_free(&rec);
+    pthread_mutex_lock(&a->mu);
+    t->waited--;
+    if (rc < 0) lg_log(a, "error", "luagent: cancel of task %s: %s", id, rec.oom ? "out of memory" : err);
+    if (rc == 1 && t->phase == PH_REMOTE && !TS_TERMINAL(t->status)) {
+      /* it never started anywhere: it ends here, as a local queued one does */
+      t->cancel_requested = 1;
+      lg_set_error(t, "cancelled", "cancelled before it started");
+      lg_finish_task(a, t, TS_CANCELLED);
+    }
+    lg_evict_sync(a, t);
+  }
+}
+
+void lg_cluster_flush_cancels(lg_app *a) {
+  if (a->shared && a->store) send_cancels(a, a->store);
+}
+
+/* A task of the shared queue that is not in memory here (another process
+ * enqueued it) and has not finished, as a stand-in to wait on: what a wait
+ * entry shows of it, in phase PH_REMOTE, settled like the others. */
+lg_task *lg_cluster_stub(lg_app *a, const char *id, const char *rec, size_t n) {
+  lg_jspan obj = {rec, n};
+  char *status = str_field(obj, "status");
+  int st = status ? lg_status_from_name(status) : -1;
+  free(status);
+  if (st < 0 || TS_TERMINAL(st)) return NULL;
+  lg_task *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  snprintf(t->id, sizeof t->id, "%s", id);
+  char *kind = str_field(obj, "kind");
+  t->kind = kind && strcmp(kind, "agent") == 0 ? TK_AGENT : TK_TOOL;
+  free(kind);
+  t->agent_id = str_field(obj, "agent_id");
+  if (!t->agent_id) t->agent_id = lg_strdup("host");
+  t->tool = str_field(obj, "tool");
+  t->root_task_id = str_field(obj, "root_task_id");
+  t->attempts = (int)int_field(obj, "attempts", 0);
+  t->status = TS_QUEUED;
+  t->phase = PH_REMOTE;
+  t->stub = 1;
+  t->heap_idx = -1;
+  atomic_init(&t->stop, STOP_NONE);
+  if (a->next_seq == UINT64_MAX || !t->agent_id || !(t->aq = lg_aq_get(a, t->agent_id)) ||
+      lg_task_insert(a, t) != 0) {
+    lg_task_free(t);
+    return NULL;
+  }
+  t->seq = a->next_seq++;
+  return t;
+}
+
+/* Whether this process holds a claimed task that has not ended. */
+static int holds_claims(const lg_app *a) {
+  for (size_t i = 0; i < a->tasks.tab_cap; i++)
+    for (const lg_task *t = a->tasks.tab[i]; t; t = t->hnext)
+      if (t->fence > 0 && t->phase != PH_REMOTE && !TS_TERMINAL(t->status)) return 1;
+  return 0;
+}
+
+static void stop_asked(void *ud, const char *id, size_t len) {
+  lg_app *a = ud;
+  char key[64];
+  if (len >= sizeof key) return;
+  memcpy(key, id, len);
+  key[len] = 0;
+  lg_task *t = lg_task_find(a, key);
+  if (!t || t->fence <= 0 || t->phase == PH_REMOTE || TS_TERMINAL(t->status)) return;
+  lg_stop_task(a, t, STOP_CANCEL); /* a second ask finds it stopping already */
+  lg_cascade(a, t);
+}
+
+/* Cancels other processes asked of tasks this one holds (mu held). */
+static void take_cancels(lg_app *a, lg_store *store) {
+  /* read into a list without the lock, then stop them under it */
+  rec_list l = {0};
+  pthread_mutex_unlock(&a->mu);
+  lg_store_read_cancels(store, keep_record, &l);
+  pthread_mutex_lock(&a->mu);
+  for (int i = 0; i < l.n; i++) {
+    stop_asked(a, l.recs[i], l.lens[i]);
+    free(l.recs[i]);
+  }
+  free(l.recs);
+  free(l.lens);
+}
+
+/* ------------------------------------------------------------- loop */
+
+static int pending_cancels(const lg_app *a) {
+  for (size_t i = 0; i < a->tasks.tab_cap; i++)
+    for (const lg_task *t = a->tasks.tab[i]; t; t = t->hnext)
+      if (t->remote_cancel == 1 && t->phase == PH_REMOTE && !TS_TERMINAL(t->status)) return 1;
+  return 0;
+}
+
 static void *watch_main(void *arg) {
   lg_app *a = arg;
   int pause = POLL_MS;
   pthread_mutex_lock(&a->mu);
   while (!a->closing) {
+    lg_store *store = a->store;
+    if (pending_cancels(a)) send_cancels(a, store);
+    int held = holds_claims(a);
+    if (held) take_cancels(a, store);
     char **ids = NULL;
     int n = collect(a, &ids);
-    lg_store *store = a->store;
-    if (n == 0 && a->serving == 0) { /* nothing waits on another process: until poked */
+    if (n == 0 && a->serving == 0 && !held) { /* nothing depends on another process: until poked */
       atomic_store(&a->listening, 0);
       lg_cond_wait_until(&a->cluster_cv, &a->mu, 0);
       continue;
     }
-    if (n == 0) { /* serving only: the wake-ups */
-      await(a, store, POLL_MS);
-      continue;
+    int rc = 0;
+    if (n != 0) {
+      pthread_mutex_unlock(&a->mu);
+      rec_list l = {0};
+      rc = n > 0 ? lg_store_read_finished(store, ids, n, keep_record, &l) : -1;
+      pthread_mutex_lock(&a->mu);
+      for (int i = 0; i < l.n; i++) {
+        settle(a, l.recs[i], l.lens[i]);
+        free(l.recs[i]);
+      }
+      free(l.recs);
+      free(l.lens);
+      for (int i = 0; i < n; i++) free(ids[i]);
+      free(ids);
+      if (l.n > 0) lg_evict_finished(a);
     }
-    pthread_mutex_unlock(&a->mu);
-    rec_list l = {0};
-    int rc = n > 0 ? lg_store_read_finished(store, ids, n, keep_record, &l) : -1;
-    pthread_mutex_lock(&a->mu);
-    for (int i = 0; i < l.n; i++) {
-      settle(a, l.recs[i], l.lens[i]);
-      free(l.recs[i]);
-    }
-    free(l.recs);
-    free(l.lens);
-    for (int i = 0; i < n; i++) free(ids[i]);
-    free(ids);
-    if (l.n > 0) lg_evict_finished(a);
     /* a store that cannot be read is told once per read; do not flood */
     pause = rc < 0 ? (pause * 2 < BACKOFF_MS ? pause * 2 : BACKOFF_MS) : POLL_MS;
     await(a, store, pause);

@@ -141,6 +141,11 @@ int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
 /* Something may now wait on a task in phase PH_REMOTE, or the app closes:
  * the watcher (started on the first call) looks again. */
 void lg_cluster_poke(lg_app *a);
+/* Send the cancels asked here of other processes' tasks now (at close). */
+void lg_cluster_flush_cancels(lg_app *a);
+/* A stand-in in memory for a task of the shared queue that another process
+ * enqueued and that has not finished (its stored record rec), or NULL. */
+lg_task *lg_cluster_stub(lg_app *a, const char *id, const char *rec, size_t n);
 
 /* ---- usage.c ---- */
 /* Add a tree's usage to `from` and each of its ancestors this process runs

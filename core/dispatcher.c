@@ -421,7 +421,8 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
     lg_watchdog_poke(a); /* it leaves */
-    lg_cluster_poke(a);  /* and so does the watcher of other processes' tasks */
+    lg_cluster_flush_cancels(a); /* cancels asked of other processes go out first */
+    lg_cluster_poke(a);  /* and the watcher of other processes' tasks leaves */
     lg_bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);

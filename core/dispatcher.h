@@ -162,7 +162,7 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 /* The shared queue of a PostgreSQL store (recovery.c). */
 int lg_cluster_room(lg_app *a);
 const char *lg_cluster_node(lg_app *a);
-int lg_cluster_admit(lg_app *a, const char *id, int64_t token);
+int lg_cluster_admit(lg_app *a, const char *id, int64_t token, int cancel);
 /* app:serve starts (on = 1) or ends (0): other processes' wake-ups bump
  * the host meanwhile (cluster_watch.c). */
 void lg_cluster_serving(lg_app *a, int on);

@@ -236,9 +236,10 @@ const char *lg_cluster_node(lg_app *a) { return a->node; }
  * it is in memory (enqueued here, or restored from the claimed record) and
  * joins the local queue with the claim's token, so every record it writes
  * from now on is fenced. A record that says running is an attempt whose
- * holder's lease ran out: R-40 applies as after a restart. 1 admitted, 0
- * not in memory (restore it first), -1 already finished. */
-int lg_cluster_admit(lg_app *a, const char *id, int64_t token) {
+ * holder's lease ran out: R-40 applies as after a restart. `cancel`: one
+ * asked for elsewhere; it is cancelled at once. 1 admitted, 0 not in
+ * memory (restore it first), -1 already finished. */
+int lg_cluster_admit(lg_app *a, const char *id, int64_t token, int cancel) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = lg_task_find(a, id);
   int rc = !t ? 0 : TS_TERMINAL(t->status) ? -1 : 1;
@@ -259,6 +260,9 @@ int lg_cluster_admit(lg_app *a, const char *id, int64_t token) {
   a->busy++;
   t->live = 1;
   lg_requeue(a, t);
+  /* another process asked for its cancel (its lease lapsed meanwhile, or
+   * the claim came first): it ends here, never run again */
+  if (cancel) lg_stop_task(a, t, STOP_CANCEL);
   lg_schedule(a);
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);

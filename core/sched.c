@@ -276,7 +276,14 @@ void lg_resume_unlink(lg_app *a, lg_task *t) {
 /* Stop one task: queued ones end at once, running ones are told. */
 int lg_stop_task(lg_app *a, lg_task *t, int reason) {
   if (TS_TERMINAL(t->status)) return 0;
-  if (t->phase == PH_REMOTE) return 0; /* in the shared queue: its holder decides */
+  if (t->phase == PH_REMOTE) { /* in the shared queue: its holder stops it (cluster_watch.c) */
+    if (reason != STOP_CANCEL) return 0;
+    if (!t->remote_cancel) {
+      t->remote_cancel = 1;
+      lg_cluster_poke(a);
+    }
+    return 1;
+  }
   if (t->phase == PH_RECOVERING) { /* restored, in no queue yet */
     t->cancel_requested = 1;
     lg_set_error(t, "cancelled", "cancelled with its parent");

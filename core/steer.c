@@ -60,6 +60,13 @@ int lg_send(lg_app *a, const char *id, const char *text, const char *from, int i
     pthread_mutex_unlock(&a->mu);
     return -2;
   }
+  if (t->phase == PH_REMOTE) { /* its record is its holder's to write */
+    lg_err_set(err, "validation",
+               "task %s is in the shared queue and runs wherever it is claimed: messages reach only "
+               "a task this process runs", id);
+    pthread_mutex_unlock(&a->mu);
+    return -2;
+  }
   lg_msg *m = lg_inbox_add(t, text, from, interrupt, lg_wall_ms());
   if (!m) {
     pthread_mutex_unlock(&a->mu);

@@ -740,6 +740,16 @@ int lg_store_task_fenced(lg_store *st, const char *task_id, const char *node, in
   return lease_call_run(st, &q, NULL, err, errlen);
 }
 
+int lg_store_cancel(lg_store *st, const char *task_id, const char *cancelled_json, char *err,
+                    size_t errlen) {
+  lg_store_lease_req q;
+  memset(&q, 0, sizeof q);
+  q.what = LG_LEASE_CANCEL;
+  q.task_id = task_id;
+  q.json = cancelled_json;
+  return lease_call_run(st, &q, NULL, err, errlen);
+}
+
 /* Flush, stop the writer, close both connections and release the lock. */
 void lg_store_close(lg_store *st) {
   if (!st) return;
@@ -913,6 +923,12 @@ int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_f
   }
   lg_buf_free(&arr);
   return rc;
+}
+
+int lg_store_read_cancels(lg_store *st, lg_store_row_fn fn, void *ud) {
+  if (!st) return 0;
+  lg_store_read r = {LG_READ_CANCELS, NULL, 0, 0, 0};
+  return engine_read(st, &r, "the cancels other processes asked for", fn, ud, NULL, 0);
 }
 
 int64_t lg_store_count_open(lg_store *st) {

@@ -89,14 +89,25 @@ int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 /* Wake-ups between the processes of a shared store (LISTEN/NOTIFY): only
  * ever a hint to look again, never needed for correctness. A batch that
  * queues a task sends LG_WAKE_QUEUED, one that ends a task
- * LG_WAKE_FINISHED. lg_store_listen waits up to timeout_ms for either, or
+ * LG_WAKE_FINISHED, a cancel asked of another process LG_WAKE_CANCEL. lg_store_listen waits up to timeout_ms for either, or
  * for lg_store_kick (LG_WAKE_KICKED); it returns what it saw (0: the time
  * passed), or -1 when no wake-up can come (a file store, the listening
  * connection down, the store closing). One thread at a time may listen;
  * lg_store_kick may be called from any thread, with any lock held. */
-enum { LG_WAKE_QUEUED = 1, LG_WAKE_FINISHED = 2, LG_WAKE_KICKED = 4 };
+enum { LG_WAKE_QUEUED = 1, LG_WAKE_FINISHED = 2, LG_WAKE_KICKED = 4, LG_WAKE_CANCEL = 8 };
 int lg_store_listen(lg_store *st, int timeout_ms);
 void lg_store_kick(lg_store *st);
+
+/* Cancel a task of the shared queue that this process does not hold:
+ * cancelled_json is its record as cancelled before it started, written if
+ * it is still queued and unclaimed. 1 cancelled so, 0 asked of the process
+ * that holds it (lg_store_read_cancels there), 2 it had finished, 3 no
+ * such task, -1 failed (err). On the writer thread, without app locks. */
+int lg_store_cancel(lg_store *st, const char *task_id, const char *cancelled_json, char *err,
+                    size_t errlen);
+/* The ids of the tasks this process holds that another asked to stop,
+ * each handed to fn; how many, or -1 (reported). */
+int lg_store_read_cancels(lg_store *st, lg_store_row_fn fn, void *ud);
 
 /* The stored records of those of ids[0..n) that have finished, each handed
  * to fn (a shared store: tasks other processes ran); the number found, or

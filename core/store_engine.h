@@ -30,7 +30,7 @@ typedef struct lg_store_op {
 
 /* What a read asks for. */
 enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN,
-       LG_READ_CLUSTER_EVENTS, LG_READ_FINISHED };
+       LG_READ_CLUSTER_EVENTS, LG_READ_FINISHED, LG_READ_CANCELS };
 
 typedef struct {
   int what;
@@ -41,12 +41,12 @@ typedef struct {
 } lg_store_read;
 
 /* The shared queue's calls (store.h, lg_store_claim and after). */
-enum { LG_LEASE_CLAIM, LG_LEASE_RENEW, LG_LEASE_REQUEUE, LG_LEASE_PUT };
+enum { LG_LEASE_CLAIM, LG_LEASE_RENEW, LG_LEASE_REQUEUE, LG_LEASE_PUT, LG_LEASE_CANCEL };
 
 typedef struct {
   int what;
   lg_store_claim_req claim; /* node, max, cap, lease_s */
-  const char *task_id, *status, *json; /* LG_LEASE_PUT */
+  const char *task_id, *status, *json; /* LG_LEASE_PUT; LG_LEASE_CANCEL: task_id, json */
   int64_t token;
   int finished;
 } lg_store_lease_req;

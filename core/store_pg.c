@@ -70,7 +70,9 @@ static const char *const migrations[] = {
     /* and a cluster-wide per_agent_concurrency counts by agent */
     "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS agent text;"
     "UPDATE tasks SET agent = record::jsonb->>'agent_id' WHERE agent IS NULL"
-    " AND status IN ('queued', 'running');",
+    " AND status IN ('queued', 'running');"
+    /* a cancel asked for in one process, for the holder in another */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS cancel_req boolean NOT NULL DEFAULT false;",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -484,6 +486,10 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
     case LG_READ_OPEN:
       sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";
       break;
+    case LG_READ_CANCELS: /* what other processes asked this one to stop */
+      sql = "SELECT task_id FROM tasks WHERE owner = $1 AND cancel_req AND status = 'running'";
+      v[nv++] = p->node;
+      break;
     case LG_READ_FINISHED: /* by primary key: what other processes finished */
       sql = "SELECT record FROM tasks WHERE task_id = ANY($1::text[])"
             " AND status NOT IN ('queued', 'running')";
@@ -563,12 +569,12 @@ static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, 
             " FOR UPDATE SKIP LOCKED)"
             " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
             " status = 'running' FROM c WHERE t.task_id = c.task_id"
-            " RETURNING t.task_id, t.token, t.record, t.pos"
+            " RETURNING t.task_id, t.token, t.record, t.pos, t.cancel_req"
           : "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
             " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
             " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
             " status = 'running' FROM c WHERE t.task_id = c.task_id"
-            " RETURNING t.task_id, t.token, t.record, t.pos",
+            " RETURNING t.task_id, t.token, t.record, t.pos, t.cancel_req",
       r->agent_cap > 0 ? 4 : 3, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     conn_msg(p->w, m, ml);
@@ -600,6 +606,7 @@ static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, 
     lg_buf_add_jstr(out, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
     lg_buf_addf(out, ",\"token\":%s,\"record\":", PQgetvalue(res, i, 1));
     lg_buf_add(out, PQgetvalue(res, i, 2), (size_t)PQgetlength(res, i, 2));
+    if (strcmp(PQgetvalue(res, i, 4), "t") == 0) lg_buf_adds(out, ",\"cancel\":true");
     lg_buf_addc(out, '}');
   }
   lg_buf_addc(out, ']');
@@ -671,6 +678,44 @@ static int lease_put(pg *p, const lg_store_lease_req *r, char *m, size_t ml) {
   return n < 0 ? -1 : n == 0 ? 1 : 0;
 }
 
+/* A cancel asked for here of a task in the shared queue: one still queued
+ * and unclaimed ends now (its cancelled record r->json written); one that
+ * is claimed is marked for its holder, who stops it (a wake-up tells it).
+ * 1 cancelled, 0 asked of its holder, 2 it had finished, 3 no such row. */
+static int lease_cancel(pg *p, const lg_store_lease_req *r, char *m, size_t ml) {
+  char fin[32];
+  snprintf(fin, sizeof fin, "%lld", (long long)lg_wall_ms());
+  const char *v[3] = {r->task_id, r->json, fin};
+  PGresult *res = exec_params(p->w,
+                              "UPDATE tasks SET status = 'cancelled', record = $2, finished_ms = $3::bigint,"
+                              " cancel_req = true WHERE task_id = $1 AND status = 'queued' AND owner IS NULL",
+                              3, v);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK, n = ok ? rows_changed(res) : 0;
+  PQclear(res);
+  if (ok && n == 0) {
+    res = exec_params(p->w,
+                      "UPDATE tasks SET cancel_req = true WHERE task_id = $1"
+                      " AND status IN ('queued', 'running')",
+                      1, v);
+    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    int asked = ok ? rows_changed(res) : 0;
+    PQclear(res);
+    if (ok && !asked) { /* finished meanwhile, or gone */
+      res = exec_params(p->w, "SELECT 1 FROM tasks WHERE task_id = $1", 1, v);
+      ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+      int found = ok && PQntuples(res) > 0;
+      PQclear(res);
+      if (ok) return found ? 2 : 3;
+    }
+    if (ok && notify(p, LG_WAKE_CANCEL, m, ml) != 0) return -1;
+  }
+  if (!ok) {
+    conn_msg(p->w, m, ml);
+    return -1;
+  }
+  return n > 0 ? 1 : 0;
+}
+
 static int pg_lease(void *e, const lg_store_lease_req *r, buf_t *out, char *err, size_t errlen) {
   pg *p = e;
   if (ensure_conn(p->w, err, errlen) != 0) return -1;
@@ -682,6 +727,7 @@ static int pg_lease(void *e, const lg_store_lease_req *r, buf_t *out, char *err,
       case LG_LEASE_CLAIM: n = lease_claim(p, &r->claim, out, m, sizeof m); break;
       case LG_LEASE_RENEW: n = lease_renew(p, &r->claim, m, sizeof m); break;
       case LG_LEASE_REQUEUE: n = lease_requeue(p, out, m, sizeof m); break;
+      case LG_LEASE_CANCEL: n = lease_cancel(p, r, m, sizeof m); break;
       default: n = lease_put(p, r, m, sizeof m); break;
     }
   }

@@ -12,7 +12,7 @@
 int lg_get(lg_app *a, const char *id, buf_t *out) {
   pthread_mutex_lock(&a->mu);
   lg_task *t = lg_task_find(a, id);
-  if (t && t->phase == PH_REMOTE) t = NULL; /* the shared store has the news */
+  if (t && (t->phase == PH_REMOTE || t->stub)) t = NULL; /* the shared store has the news */
   if (t) lg_record_json(t, out);
   lg_store *st = a->store;
   pthread_mutex_unlock(&a->mu);

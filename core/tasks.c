@@ -513,6 +513,7 @@ int lg_cmp_seq(const void *x, const void *y) {
 }
 
 static int task_matches(const lg_filter *f, int want, const lg_task *t) {
+  if (t->stub) return 0; /* a stand-in of another process's task lists there */
   if (f->claimable) {
     if (!TS_TERMINAL(t->status) || t->delivered || t->claimed) return 0;
   } else if (want >= 0) {

@@ -80,6 +80,8 @@ struct lg_task {
   int max_depth;    /* the spawning run's depth limit, -1 = the app's */
   int holds_slot;
   int retired;      /* finished by the watchdog while its worker ran on (watchdog.c) */
+  int stub;          /* a stand-in for a wait on another process's task (cluster_watch.c) */
+  int remote_cancel; /* PH_REMOTE: 1 a cancel asked here waits for the store, 2 it was sent (cluster_watch.c) */
   int64_t stop_mono; /* when a cancel or close asked it to stop (mono ms, 0 = not) */
   int64_t stale_ms;              /* stale_after_s in ms, 0 = off (stall.c) */
   _Atomic int64_t progress_mono; /* last sign of life, 0 = waiting in the core (stall.c) */

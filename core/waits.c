@@ -87,11 +87,14 @@ lg_wait *lg_wait_begin_locked(lg_app *a, lg_task *caller, char **ids, int n, int
     lg_task *t = lg_task_find(a, ids[i]);
     const char *bad = NULL;
     if (!t) {
-      /* a task that left memory is finished; a file store still has it */
+      /* a task that left memory is finished; a file store still has it. In
+       * a shared store it may be another process's, still to finish: a
+       * stand-in is waited on then */
       buf_t rec;
       lg_buf_init(&rec);
       char st[16];
       if (lg_stored_record(a, ids[i], &rec, st) != 0) bad = "not_found";
+      else if (a->shared) t = lg_cluster_stub(a, ids[i], rec.p, rec.len);
       lg_buf_free(&rec);
     } else if (caller && is_self_or_ancestor(caller, t)) {
       bad = "validation";

@@ -427,9 +427,9 @@ local function serve(self, opts, st)
     local room = c:cluster_room()
     local got = room > 0 and c:store_claim(node, room, cap, st.lease_s, agent_cap) or {}
     for _, claim in ipairs(got) do
-      if c:cluster_admit(claim.task_id, claim.token) == 0 then
+      if c:cluster_admit(claim.task_id, claim.token, claim.cancel) == 0 then
         c:restore(claim.record)
-        c:cluster_admit(claim.task_id, claim.token)
+        c:cluster_admit(claim.task_id, claim.token, claim.cancel)
       end
     end
     local gen = c:gen()
