@@ -21,7 +21,6 @@
 #include "jtext.h"
 #include "store.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -391,19 +390,7 @@ void lg_cluster_poke(lg_app *a) {
     return;
   }
   if (!a->shared || a->closing) return;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* it never takes the host's signals */
-  pthread_attr_t pa;
-  pthread_attr_init(&pa);
-  pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
-  lg_app_retain(a);
-  pthread_t th;
-  int rc = pthread_create(&th, &pa, watch_main, a);
-  pthread_attr_destroy(&pa);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) {
-    lg_app_release(a); /* not the last reference: the caller holds the app */
+  if (lg_app_thread(a, watch_main) != 0) {
     lg_log(a, "warn", "%s", "luagent: could not start the thread that watches tasks other "
              "processes run; waits on them will not end here");
     return;

@@ -98,6 +98,10 @@ void lg_cascade(lg_app *a, lg_task *t); /* stop t's live descendants */
 void lg_resume_unlink(lg_app *a, lg_task *t); /* off the list of tasks taking a slot back */
 void lg_persist(lg_app *a, lg_task *t); /* queue the record's store write */
 
+/* A detached thread of the app running main(a), holding a reference to it
+ * (main releases it when it leaves), with every signal blocked; 0, or -1. */
+int lg_app_thread(lg_app *a, void *(*main)(void *));
+
 /* ---- recovery.c: the store side ---- */
 void lg_release_claims(lg_app *a, lg_task *claimer);
 int lg_stored_record(lg_app *a, const char *id, buf_t *out, char status[16]);

@@ -13,6 +13,7 @@
 #include "ratelimit.h"
 #include "store.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +375,22 @@ void lg_persist(lg_app *a, lg_task *t) {
 /* ------------------------------------------------------ the app's refs */
 
 void lg_app_retain(lg_app *a) { atomic_fetch_add(&a->refs, 1); }
+
+int lg_app_thread(lg_app *a, void *(*main)(void *)) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* it never takes the host's signals */
+  pthread_attr_t pa;
+  pthread_attr_init(&pa);
+  pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+  lg_app_retain(a);
+  pthread_t th;
+  int rc = pthread_create(&th, &pa, main, a);
+  pthread_attr_destroy(&pa);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) lg_app_release(a); /* not the last reference: the caller holds the app */
+  return rc == 0 ? 0 : -1;
+}
 
 static void app_free(lg_app *a) {
   lg_store_free(a->store);

@@ -20,7 +20,6 @@
  * workers after close_grace_s, as before). Runs under app->mu. */
 #include "dispatch_internal.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,19 +117,7 @@ void lg_watchdog_start(lg_app *a) {
     return;
   }
   if (a->cfg.stop_grace_s < 0 || a->closing) return;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old); /* it never takes the host's signals */
-  pthread_attr_t pa;
-  pthread_attr_init(&pa);
-  pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
-  lg_app_retain(a);
-  pthread_t th;
-  int rc = pthread_create(&th, &pa, watchdog_main, a);
-  pthread_attr_destroy(&pa);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (rc != 0) {
-    lg_app_release(a); /* not the last reference: the caller holds the app */
+  if (lg_app_thread(a, watchdog_main) != 0) {
     lg_log(a, "warn", "%s", "luagent: could not start the watchdog thread; a task whose code cannot "
              "be stopped will hold its worker");
     return;
