@@ -133,6 +133,7 @@ typedef struct lg_scopeq {
 typedef struct lg_agentq {
   char *name;
   int holders; /* slot holders of this agent */
+  int batch_taken; /* a batch enqueue's count of its tasks that would start now (0 outside one) */
   lg_task **heap;
   int n, cap;
   struct lg_agentq *hnext, *next;
