@@ -177,8 +177,13 @@ static void enqueued_payload(const lg_task *t, buf_t *p) {
     lg_buf_add_jstr(p, t->prompt, n);
     if (n < strlen(t->prompt)) lg_buf_adds(p, ",\"prompt_cut\":true");
   }
-  lg_buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
-           t->max_retries, t->timeout_s);
+  lg_buf_adds(p, ",\"priority\":");
+  lg_buf_add_int(p, t->priority);
+  lg_buf_adds(p, ",\"max_retries\":");
+  lg_buf_add_int(p, t->max_retries);
+  lg_buf_adds(p, ",\"timeout_s\":");
+  lg_buf_add_num(p, t->timeout_s);
+  lg_buf_addc(p, '}');
 }
 
 /* A new task from its request, before any lock is taken; NULL: out of memory. */

@@ -195,7 +195,9 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   lg_buf_add_int(&b, (long long)seq);
   lg_buf_adds(&b, ",\"ts\":\"");
   lg_buf_adds(&b, iso);
-  lg_buf_addf(&b, "\",\"t\":%.6f,\"kind\":", lg_mono_s() - l->t0);
+  lg_buf_adds(&b, "\",\"t\":");
+  lg_buf_add_fixed6(&b, lg_mono_s() - l->t0);
+  lg_buf_adds(&b, ",\"kind\":");
   lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
   lg_add_str_field(&b, "run_id", e->run_id);
   lg_add_str_field(&b, "task_id", e->task_id);
