@@ -148,7 +148,8 @@ static int l_app_store_limit_pages(lua_State *L) {
 static int l_app_store_claim(lua_State *L) {
   app_ud *u = lg_check_app(L);
   lg_store_claim_req r = {lg_check_text(L, 2), (int)luaL_checkinteger(L, 3),
-                          (int)luaL_optinteger(L, 4, 0), luaL_checknumber(L, 5)};
+                          (int)luaL_optinteger(L, 4, 0), luaL_checknumber(L, 5),
+                          (int)luaL_optinteger(L, 6, 0)};
   buf_t out;
   lg_buf_init(&out);
   char err[320];

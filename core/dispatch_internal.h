@@ -68,6 +68,8 @@ struct lg_app {
   lg_store *store;
   int shared;   /* the store's queue is shared with other processes (recovery.c) */
   char node[40]; /* shared: this process's name in leases and events */
+  pthread_cond_t cluster_cv; /* the watcher of tasks other processes run (cluster_watch.c) */
+  int cluster_on;
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
   struct lg_budget *budgets;
@@ -137,6 +139,16 @@ static inline void lg_task_event(lg_app *a, lg_task *t, const char *kind, const 
 }
 /* app_log.c: a worker waits for the host's reply; 1 when its task must stop first */
 int lg_hq_await_reply(lg_app *a, lg_worker *w, lg_host_item *it, lg_task *t);
+
+/* ---- cluster_watch.c: tasks of a shared store that other processes run ---- */
+/* Something may now wait on a task in phase PH_REMOTE, or the app closes:
+ * the watcher (started on the first call) looks again. */
+void lg_cluster_poke(lg_app *a);
+
+/* ---- usage.c ---- */
+/* Add a tree's usage to `from` and each of its ancestors this process runs
+ * (each record's write queued). */
+void lg_usage_roll_up(lg_app *a, lg_task *from, const lg_usage *d);
 
 /* ---- watchdog.c: workers whose Lua cannot be stopped ---- */
 void lg_watchdog_start(lg_app *a); /* once, when the first worker starts */

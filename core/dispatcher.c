@@ -135,6 +135,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   lg_cond_init(&a->log.host_cv);
   lg_cond_init(&a->workers_cv);
   lg_cond_init(&a->watch_cv);
+  lg_cond_init(&a->cluster_cv);
   atomic_init(&a->refs, 1);
   a->busy_deferred = -1;
   a->log.next_event_seq = 1;
@@ -369,6 +370,7 @@ static int place_locked(lg_app *a, lg_task *parent, const lg_enqueue_req *r, lg_
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
+    if (a->shared) lg_cluster_poke(a); /* its end matters to the parent here */
   }
   p->t = t;
   memcpy(p->id, t->id, sizeof p->id);
@@ -571,6 +573,7 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
     }
     for (lg_worker *w = a->workers; w; w = w->next) lg_worker_wake(w);
     lg_watchdog_poke(a); /* it leaves */
+    lg_cluster_poke(a);  /* and so does the watcher of other processes' tasks */
     lg_bump(a);
   }
   int64_t deadline = lg_mono_ms() + (int64_t)(grace_s * 1000.0);

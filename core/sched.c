@@ -192,6 +192,7 @@ void lg_schedule(lg_app *a) {
       a->resuming_n--;
       take_slot(a, t);
       t->phase = PH_ASSIGNED;
+      if (a->shared) lg_persist(a, t); /* it counts against a cluster cap again */
       if (t->worker) pthread_cond_signal(&t->worker->cv);
     } else {
       prev = t;
@@ -365,8 +366,10 @@ void lg_persist(lg_app *a, lg_task *t) {
   buf_t b;
   lg_buf_init(&b);
   lg_record_json_x(t, &b, 1);
-  lg_store_task(a->store, t->id, lg_status_name(t->status), TS_TERMINAL(t->status), t->fence, b.p,
-                b.len);
+  /* waiting without its slot, or queued to take one back: lent */
+  int lent = !t->holds_slot && (t->phase == PH_WAITING || t->phase == PH_RESUMING);
+  lg_store_task(a->store, t->id, t->agent_id, lg_status_name(t->status), TS_TERMINAL(t->status),
+                t->fence, lent, b.p, b.len);
   lg_buf_free(&b);
 }
 
@@ -410,6 +413,7 @@ static void app_free(lg_app *a) {
   pthread_cond_destroy(&a->log.host_cv);
   pthread_cond_destroy(&a->workers_cv);
   pthread_cond_destroy(&a->watch_cv);
+  pthread_cond_destroy(&a->cluster_cv);
   free(a);
 }
 

@@ -555,14 +555,24 @@ static op *new_op(int type, const char *key, const char *json, size_t len) {
   return o;
 }
 
-void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, const char *json, size_t len) {
+void lg_store_task(lg_store *st, const char *task_id, const char *agent, const char *status,
+                   int finished, int64_t fence, int lent, const char *json, size_t len) {
   if (!st) return;
-  op *o = new_op(LG_OP_TASK, task_id, json, len);
+  op *o = new_op(LG_OP_TASK, NULL, json, len);
   if (!o) return;
+  /* the agent id rides in the key's allocation, so moving an op moves both */
+  size_t ni = strlen(task_id), na = agent ? strlen(agent) : 0;
+  if (!(o->key = malloc(ni + na + 2))) {
+    free_ops(o);
+    return;
+  }
+  memcpy(o->key, task_id, ni + 1);
+  memcpy(o->key + ni + 1, agent ? agent : "", na + 1);
+  o->agent = o->key + ni + 1;
   o->status = status;
   o->finished = finished;
   o->fence = fence;
+  o->lent = lent;
   o->seq = lg_wall_ms();
   push(st, o);
 }
@@ -845,6 +855,30 @@ int lg_store_read_cluster_events(lg_store *st, int64_t since, int limit, buf_t *
   }
   lg_buf_addc(out, ']');
   return n;
+}
+
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud) {
+  if (!st || n <= 0) return 0;
+  buf_t arr; /* a text[] literal: every element quoted, " and \ escaped */
+  lg_buf_init(&arr);
+  lg_buf_addc(&arr, '{');
+  for (int i = 0; i < n; i++) {
+    if (i) lg_buf_addc(&arr, ',');
+    lg_buf_addc(&arr, '"');
+    for (const char *c = ids[i]; *c; c++) {
+      if (*c == '"' || *c == '\\') lg_buf_addc(&arr, '\\');
+      lg_buf_addc(&arr, *c);
+    }
+    lg_buf_addc(&arr, '"');
+  }
+  lg_buf_adds(&arr, "}");
+  int rc = -1;
+  if (!arr.oom) {
+    lg_store_read r = {LG_READ_FINISHED, arr.p, 0, 0, 0};
+    rc = engine_read(st, &r, "the tasks other processes finished", fn, ud, NULL, 0);
+  }
+  lg_buf_free(&arr);
+  return rc;
 }
 
 int64_t lg_store_count_open(lg_store *st) {

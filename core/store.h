@@ -42,8 +42,11 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
  * task is not claimed; its row is written as is). A fenced write that no
  * longer matches the row's holder and token is dropped and counted in
  * stale_writes (docs/architecture.md, "Leases and fencing"). */
-void lg_store_task(lg_store *st, const char *task_id, const char *status, int finished,
-                   int64_t fence, const char *json, size_t len);
+/* agent: the task's agent id (a cluster-wide per-agent cap counts by it);
+ * lent: a claimed task waiting with its slot lent; a cluster-wide cap does
+ * not count it while it waits (R-27). */
+void lg_store_task(lg_store *st, const char *task_id, const char *agent, const char *status,
+                   int finished, int64_t fence, int lent, const char *json, size_t len);
 void lg_store_event(lg_store *st, int64_t seq, const char *task_id, const char *json);
 void lg_store_thread(lg_store *st, const char *key, const char *json);
 /* A ticket for everything queued so far; lg_store_sync blocks (without the
@@ -88,6 +91,11 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 /* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
+/* The stored records of those of ids[0..n) that have finished, each handed
+ * to fn (a shared store: tasks other processes ran); the number found, or
+ * -1 (reported, and counted as a failed read). */
+int lg_store_read_finished(lg_store *st, char *const *ids, int n, lg_store_row_fn fn, void *ud);
+
 /* The shared queue of a PostgreSQL store (docs/architecture.md, "Leases
  * and fencing"): several processes claim queued tasks, each claim a lease
  * with a fencing token. Each call runs on the store's writer thread, in its
@@ -98,6 +106,7 @@ typedef struct {
   int max;          /* claim at most this many */
   int cap;          /* and only while leased tasks stay at most this many (0: no cap) */
   double lease_s;   /* the lease given or renewed */
+  int agent_cap;    /* and only while each agent's leased tasks stay at most this many (0: no cap) */
 } lg_store_claim_req;
 /* Claim queued tasks in enqueue order, skipping rows another claimer holds
  * (FOR UPDATE SKIP LOCKED); appends [{"task_id","token","record"},...] to

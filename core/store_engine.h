@@ -20,19 +20,22 @@ typedef struct lg_store_op {
   int type;
   int64_t seq;        /* an event's seq; a task's write time (ms) */
   char *key, *json;   /* task id, event's task id (or NULL), thread key */
+  const char *agent;  /* a task's agent id: inside key's allocation, after its NUL */
   const char *status; /* a task's status name (a static string) */
   int finished;       /* the task ended: its record ages for retention */
   int64_t fence;      /* a claimed task's token (0: none), store.h */
+  int lent;           /* a claimed task waiting with its slot lent */
   struct lg_store_op *next;
 } lg_store_op;
 
 /* What a read asks for. */
 enum { LG_READ_TASKS, LG_READ_TASK, LG_READ_THREAD, LG_READ_EVENTS, LG_READ_MAX_SEQ, LG_READ_OPEN,
-       LG_READ_CLUSTER_EVENTS };
+       LG_READ_CLUSTER_EVENTS, LG_READ_FINISHED };
 
 typedef struct {
   int what;
-  const char *key;       /* LG_READ_TASK, LG_READ_THREAD */
+  const char *key;       /* LG_READ_TASK, LG_READ_THREAD; LG_READ_FINISHED: ids as a
+                            PostgreSQL text[] literal */
   int64_t since, before; /* LG_READ_EVENTS: since < seq < before */
   int limit;
 } lg_store_read;

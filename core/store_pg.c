@@ -57,6 +57,13 @@ static const char *const migrations[] = {
     "ALTER TABLE events DROP CONSTRAINT IF EXISTS events_pkey;"
     "ALTER TABLE events ADD PRIMARY KEY (node, seq);"
     "CREATE UNIQUE INDEX IF NOT EXISTS events_gseq ON events(gseq);",
+    /* 2 -> 3: a holder that waits on other tasks lends its slot (R-27):
+     * its lease stays, but it does not count against a cluster cap */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS lent boolean NOT NULL DEFAULT false;"
+    /* and a cluster-wide per_agent_concurrency counts by agent */
+    "ALTER TABLE tasks ADD COLUMN IF NOT EXISTS agent text;"
+    "UPDATE tasks SET agent = record::jsonb->>'agent_id' WHERE agent IS NULL"
+    " AND status IN ('queued', 'running');",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof *migrations))
 
@@ -187,7 +194,7 @@ failed:
 /* ------------------------------------------------------------- writes */
 
 static const char PUT_TASK[] =
-    "INSERT INTO tasks(task_id, status, record, finished_ms) VALUES($1, $2, $3, $4)"
+    "INSERT INTO tasks(task_id, status, record, finished_ms, agent) VALUES($1, $2, $3, $4, $5)"
     " ON CONFLICT(task_id) DO UPDATE SET status = excluded.status, record = excluded.record,"
     " finished_ms = excluded.finished_ms";
 static const char PUT_EVENT[] =
@@ -198,7 +205,8 @@ static const char PUT_EVENT[] =
 static const char PUT_FENCED[] =
     "UPDATE tasks SET status = $2, record = $3, finished_ms = $4::bigint,"
     " owner = CASE WHEN $4::bigint IS NULL THEN owner END,"
-    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END"
+    " lease_until_ms = CASE WHEN $4::bigint IS NULL THEN lease_until_ms END,"
+    " lent = $7::boolean"
     " WHERE task_id = $1 AND owner = $5 AND token = $6::bigint";
 static const char PUT_THREAD[] =
     "INSERT INTO threads(key, messages, updated_ms) VALUES($1, $2, $3)"
@@ -221,9 +229,9 @@ static int prepare_all(PGconn *c, char *err, size_t errlen) {
 static int run_op(pg *p, const lg_store_op *o) {
   PGconn *c = p->w;
   char n1[32], n2[32];
-  const char *v[6];
+  const char *v[7];
   const char *name;
-  int nv;
+  int nv, fenced = 0;
   switch (o->type) {
     case LG_OP_SKIP:
       return 0;
@@ -234,13 +242,16 @@ static int run_op(pg *p, const lg_store_op *o) {
       v[2] = o->json;
       snprintf(n1, sizeof n1, "%lld", (long long)o->seq);
       v[3] = o->finished ? n1 : NULL; /* finished time, for retention */
-      nv = 4;
+      v[4] = o->agent;
+      nv = 5;
       if (o->fence > 0) {
         name = "put_fenced";
         snprintf(n2, sizeof n2, "%lld", (long long)o->fence);
         v[4] = p->node;
         v[5] = n2;
-        nv = 6;
+        v[6] = o->lent ? "true" : "false";
+        nv = 7;
+        fenced = 1;
       }
       break;
     case LG_OP_EVENT:
@@ -263,7 +274,7 @@ static int run_op(pg *p, const lg_store_op *o) {
   }
   PGresult *res = PQexecPrepared(c, name, nv, v, NULL, NULL, 0);
   int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-  int stale = ok && nv == 6 && strcmp(PQcmdTuples(res), "0") == 0;
+  int stale = ok && fenced && strcmp(PQcmdTuples(res), "0") == 0;
   PQclear(res);
   return ok ? stale : -1;
 }
@@ -380,6 +391,11 @@ static int pg_read(void *e, const lg_store_read *rq, lg_store_row_fn fn, void *u
     case LG_READ_OPEN:
       sql = "SELECT count(*)::text FROM tasks WHERE status IN ('queued', 'running')";
       break;
+    case LG_READ_FINISHED: /* by primary key: what other processes finished */
+      sql = "SELECT record FROM tasks WHERE task_id = ANY($1::text[])"
+            " AND status NOT IN ('queued', 'running')";
+      v[nv++] = rq->key;
+      break;
     default:
       sql = "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1";
       v[nv++] = p->node;
@@ -418,32 +434,49 @@ static int rows_changed(PGresult *res) { return (int)strtol(PQcmdTuples(res), NU
  * claim made under one advisory lock, so claimers never overshoot it. */
 static int lease_claim(pg *p, const lg_store_claim_req *r, buf_t *out, char *m, size_t ml) {
   int want = r->max;
-  if (r->cap > 0) {
+  if (r->cap > 0 || r->agent_cap > 0) {
     char v[32];
     int found;
     if (run(p->w, "SELECT pg_advisory_xact_lock(" CAP_KEY ")", m, ml) != 0 ||
-        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL", v, sizeof v, &found,
-                   m, ml) != 0)
+        query_text(p->w, "SELECT count(*) FROM tasks WHERE owner IS NOT NULL AND NOT lent", v,
+                   sizeof v, &found, m, ml) != 0)
       return -1;
-    int room = r->cap - (int)strtol(v, NULL, 10);
+    int room = r->cap > 0 ? r->cap - (int)strtol(v, NULL, 10) : want;
     if (room < want) want = room;
   }
   if (want <= 0) {
     lg_buf_add(out, "[]", 2);
     return 0;
   }
-  char n[16], until[32];
+  char n[16], until[32], per[16];
   snprintf(n, sizeof n, "%d", want);
   snprintf(until, sizeof until, "%lld", (long long)(lg_wall_ms() + (int64_t)(r->lease_s * 1000.0)));
-  const char *v[3] = {r->node, n, until};
+  snprintf(per, sizeof per, "%d", r->agent_cap);
+  const char *v[4] = {r->node, n, until, per};
+  /* under a per-agent cap, the queued tasks of each agent are ranked in
+   * enqueue order and only those that fit beside its leased ones qualify
+   * (the advisory lock above keeps the counts still meanwhile) */
   PGresult *res = exec_params(
       p->w,
-      "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
-      " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
-      " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
-      " status = 'running' FROM c WHERE t.task_id = c.task_id"
-      " RETURNING t.task_id, t.token, t.record, t.pos",
-      3, v);
+      r->agent_cap > 0
+          ? "WITH held AS (SELECT agent, count(*) AS n FROM tasks WHERE owner IS NOT NULL AND NOT lent"
+            " GROUP BY agent),"
+            " ranked AS (SELECT q.task_id FROM (SELECT task_id, agent, row_number() OVER"
+            " (PARTITION BY agent ORDER BY pos) AS rn FROM tasks WHERE status = 'queued'"
+            " AND owner IS NULL) q LEFT JOIN held h ON h.agent IS NOT DISTINCT FROM q.agent"
+            " WHERE q.rn + coalesce(h.n, 0) <= $4::int),"
+            " c AS (SELECT task_id FROM tasks WHERE task_id IN (SELECT task_id FROM ranked)"
+            " AND status = 'queued' AND owner IS NULL ORDER BY pos LIMIT $2::int"
+            " FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos"
+          : "WITH c AS (SELECT task_id FROM tasks WHERE status = 'queued' AND owner IS NULL"
+            " ORDER BY pos LIMIT $2::int FOR UPDATE SKIP LOCKED)"
+            " UPDATE tasks t SET owner = $1, token = t.token + 1, lease_until_ms = $3::bigint,"
+            " status = 'running' FROM c WHERE t.task_id = c.task_id"
+            " RETURNING t.task_id, t.token, t.record, t.pos",
+      r->agent_cap > 0 ? 4 : 3, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {
     conn_msg(p->w, m, ml);
     PQclear(res);
@@ -489,8 +522,8 @@ static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
   snprintf(now, sizeof now, "%lld", (long long)lg_wall_ms());
   const char *v[1] = {now};
   PGresult *res = exec_params(p->w,
-                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued'"
-                              " WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
+                              "UPDATE tasks SET owner = NULL, lease_until_ms = NULL, status = 'queued',"
+                              " lent = false WHERE owner IS NOT NULL AND lease_until_ms < $1::bigint"
                               " RETURNING task_id",
                               1, v);
   if (PQresultStatus(res) != PGRES_TUPLES_OK) {

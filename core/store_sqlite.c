@@ -306,7 +306,7 @@ static int sq_read(void *e, const lg_store_read *r, lg_store_row_fn fn, void *ud
   sq *st = e;
   sqlite3_stmt *s;
   if (!st->rdb) return 0; /* closed: nothing to read */
-  if (r->what == LG_READ_CLUSTER_EVENTS) {
+  if (r->what == LG_READ_CLUSTER_EVENTS || r->what == LG_READ_FINISHED) {
     snprintf(why, whylen, "a file store is not shared");
     return -1;
   }

@@ -22,6 +22,14 @@ static void usage_add(lg_usage *u, const lg_usage *d) {
   u->set = 1;
 }
 
+void lg_usage_roll_up(lg_app *a, lg_task *from, const lg_usage *d) {
+  /* an ancestor another process runs keeps its own count (its holder's) */
+  for (lg_task *p = from; p && p->phase != PH_REMOTE; p = p->parent) {
+    usage_add(&p->tree_usage, d);
+    lg_persist(a, p);
+  }
+}
+
 int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   pthread_mutex_lock(&a->mu);
   pthread_mutex_lock(&a->log.ev_mu); /* the app total: stats reads it under ev_mu alone */
@@ -30,10 +38,7 @@ int lg_add_usage(lg_app *a, const char *task_id, const lg_usage *d) {
   lg_task *t = task_id ? lg_task_find(a, task_id) : NULL;
   if (t) {
     usage_add(&t->usage, d);
-    for (lg_task *p = t; p; p = p->parent) {
-      usage_add(&p->tree_usage, d);
-      lg_persist(a, p);
-    }
+    lg_usage_roll_up(a, t, d);
   }
   lg_bump(a);
   pthread_mutex_unlock(&a->mu);

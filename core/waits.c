@@ -120,6 +120,11 @@ lg_wait *lg_wait_begin_locked(lg_app *a, lg_task *caller, char **ids, int n, int
   }
   w->n = n;
   check_over(w);
+  for (int i = 0; i < n && !atomic_load(&w->over); i++)
+    if (w->tasks[i] && w->tasks[i]->phase == PH_REMOTE) { /* it ends in another process */
+      lg_cluster_poke(a);
+      break;
+    }
   lg_app_retain(a);
   return w;
 }

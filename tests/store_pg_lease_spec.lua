@@ -169,6 +169,33 @@ while true do app:run_until_idle{ timeout_s = 60 } end
     app:close()
   end)
 
+  -- per_agent_concurrency under scope = "cluster": claims count each
+  -- agent's leased tasks (a holder that waits with its slot lent excepted)
+  it("a per-agent cap counts each agent's leased tasks in the whole database", function()
+    local app = shared_app(url)
+    P.psql(url, "INSERT INTO tasks(task_id, status, record, agent) VALUES" ..
+      " ('tsk_a1', 'queued', '{}', 'a'), ('tsk_a2', 'queued', '{}', 'a'), ('tsk_a3', 'queued', '{}', 'a')," ..
+      " ('tsk_b1', 'queued', '{}', 'b'), ('tsk_b2', 'queued', '{}', 'b'), ('tsk_b3', 'queued', '{}', 'b')")
+    local function ids(got)
+      local out = {}
+      for i, c in ipairs(got) do out[i] = c.task_id end
+      table.sort(out)
+      return out
+    end
+    -- two of each agent, oldest first; a busy agent never holds back another
+    local first = app._core:store_claim("n1", 10, 0, 30, 2)
+    assert.same({ "tsk_a1", "tsk_a2", "tsk_b1", "tsk_b2" }, ids(first))
+    assert.same({}, ids(app._core:store_claim("n2", 10, 0, 30, 2)))
+    -- one of a's finishes: a's next is claimable, by any process
+    local a1 = first[1].task_id == "tsk_a1" and first[1] or first[2]
+    assert.is_true(app._core:store_put_fenced("tsk_a1", "n1", a1.token, "completed", true, "{}"))
+    assert.same({ "tsk_a3" }, ids(app._core:store_claim("n2", 10, 0, 30, 2)))
+    -- a holder of b's that waits lends its slot: b's last one may run
+    P.psql(url, "UPDATE tasks SET lent = true WHERE task_id = 'tsk_b1'")
+    assert.same({ "tsk_b3" }, ids(app._core:store_claim("n2", 10, 0, 30, 2)))
+    app:close()
+  end)
+
   it("a file store has no shared queue", function()
     local app = H.app([[ return luagent.config{ background_tasks = { enabled = true } } ]],
       { store = { path = dir .. "/agents.db" } })

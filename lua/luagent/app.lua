@@ -481,11 +481,13 @@ function App:serve(opts)
   end
   local c = self._core
   local node = c:cluster_node()
-  local cap = self._reg.settings.scope == "cluster" and self._reg.settings.global_concurrency or 0
+  local cluster = self._reg.settings.scope == "cluster"
+  local cap = cluster and self._reg.settings.global_concurrency or 0
+  local agent_cap = cluster and self._reg.settings.per_agent_concurrency or 0
   local deadline = opts.timeout_s and core.now() + opts.timeout_s
   while true do
     local room = c:cluster_room()
-    local got = room > 0 and c:store_claim(node, room, cap, st.lease_s) or {}
+    local got = room > 0 and c:store_claim(node, room, cap, st.lease_s, agent_cap) or {}
     for _, claim in ipairs(got) do
       if c:cluster_admit(claim.task_id, claim.token) == 0 then
         c:restore(claim.record)
@@ -533,13 +535,25 @@ function App:run_stream_until_idle(opts)
   check_not_in_callback(self, "app:run_stream_until_idle")
   options.check("app:run_stream_until_idle", opts, stream_spec)
   opts = opts or {}
-  local cursor = opts.since or self._cursor
+  -- a shared store: every process's events (app:events), until nothing is
+  -- queued or running anywhere; other processes' events wake no one here,
+  -- so the wait for them is a short one
+  local st = self._reg.store
+  local shared = st and st.shared
+  local c = self._core
+  local key = shared and "_cluster_cursor" or "_cursor"
+  local read = shared and function(s) return c:cluster_events(s, 256) end
+    or function(s) return c:events(s, 256) end
+  local function idle()
+    return c:stats().idle and (not shared or c:store_count_open() == 0)
+  end
+  local cursor = opts.since or self[key] or 0
   local deadline = opts.timeout_s and core.now() + opts.timeout_s
   local buffer, i, done = {}, 0, false
   local function advance(ev)
     local seq = ev.kind == "gap" and ev.payload.next_seq - 1 or ev.seq
     if seq > cursor then cursor = seq end
-    if cursor > self._cursor then self._cursor = cursor end
+    if cursor > (self[key] or 0) then self[key] = cursor end
   end
   local function next_event()
     while not done do
@@ -550,18 +564,20 @@ function App:run_stream_until_idle(opts)
         return ev
       end
       check_not_in_callback(self, "app:run_stream_until_idle")
-      local gen = self._core:gen()
+      local gen = c:gen()
       self:_pump()
-      buffer, i = self._core:events(cursor, 256), 0
+      buffer, i = read(cursor), 0
       if #buffer == 0 then
         -- only stop once idle *and* nothing was appended in between
-        if self._core:stats().idle then
-          buffer = self._core:events(cursor, 256)
+        if idle() then
+          buffer = read(cursor)
           if #buffer == 0 then done = true end
         elseif deadline and core.now() >= deadline then
           done = true
         else
-          self._core:block(gen, deadline and deadline - core.now() or -1)
+          local wait = deadline and deadline - core.now() or -1
+          if shared and (wait < 0 or wait > 0.02) then wait = 0.02 end
+          c:block(gen, wait)
         end
       end
     end
@@ -1129,6 +1145,7 @@ function app.new(reg, boot)
     _in_cb = 0,
     _replies = {}, -- host-tool replies a frame kept from a busy lock (App:_pump)
     _cursor = 0,
+    _cluster_cursor = 0, -- a shared store's: of the merged stream (gseq)
     _closed = false,
     _fg_runs = {},
     _threads = {},

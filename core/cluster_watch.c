@@ -1,0 +1,246 @@
+/* Tasks of a shared store that other processes run (docs/architecture.md,
+ * "Leases and fencing"). A task enqueued here but claimed elsewhere stays
+ * in this process's memory in phase PH_REMOTE. While something here depends
+ * on its end (a wait: bg_wait, ctx:wait, app:wait; or a parent running
+ * here, whose notices and tree usage count it), this thread reads the
+ * finished ones among them from the store every POLL_MS and settles each:
+ * the task in memory takes its record's outcome and ends for those who wait
+ * here as a local one does, without a second task_finished event or record
+ * write (its holder wrote both). It sleeps while nothing is watched, and
+ * leaves when the app closes; detached, like the watchdog. Under app->mu,
+ * except while it reads the store. */
+#include "dispatch_internal.h"
+#include "jtext.h"
+#include "store.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define POLL_MS 20        /* how soon a finish elsewhere is seen here */
+#define BACKOFF_MS 1000   /* the longest pause after reads that failed */
+
+/* Whether anything in this process waits for t to end. */
+static int watched(const lg_task *t) {
+  if (t->phase != PH_REMOTE || TS_TERMINAL(t->status)) return 0;
+  if (t->nwaits > 0) return 1;
+  const lg_task *p = t->parent;
+  return p && p->phase != PH_REMOTE && !TS_TERMINAL(p->status);
+}
+
+/* The ids of the watched tasks (copies); how many, -1 out of memory. */
+static int collect(lg_app *a, char ***out) {
+  int n = 0, cap = 0;
+  char **v = NULL;
+  for (size_t i = 0; i < a->tasks.tab_cap; i++)
+    for (lg_task *t = a->tasks.tab[i]; t; t = t->hnext) {
+      if (!watched(t)) continue;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 8;
+        char **nv = realloc(v, (size_t)cap * sizeof *nv);
+        if (!nv) goto oom;
+        v = nv;
+      }
+      if (!(v[n] = lg_strdup(t->id))) goto oom;
+      n++;
+    }
+  *out = v;
+  return n;
+oom:
+  while (n > 0) free(v[--n]);
+  free(v);
+  return -1;
+}
+
+typedef struct {
+  char **recs;
+  size_t *lens;
+  int n, cap;
+} rec_list;
+
+static void keep_record(void *ud, const char *json, size_t len) {
+  rec_list *l = ud;
+  if (l->n == l->cap) {
+    int cap = l->cap ? l->cap * 2 : 8;
+    char **r = realloc(l->recs, (size_t)cap * sizeof *r);
+    if (r) l->recs = r;
+    size_t *s = r ? realloc(l->lens, (size_t)cap * sizeof *s) : NULL;
+    if (s) l->lens = s;
+    if (!r || !s) return; /* read again next time */
+    l->cap = cap;
+  }
+  char *c = malloc(len + 1);
+  if (!c) return;
+  memcpy(c, json, len);
+  c[len] = 0;
+  l->recs[l->n] = c;
+  l->lens[l->n++] = len;
+}
+
+/* A string field of the record, decoded (NULL when absent or not a string). */
+static char *str_field(lg_jspan obj, const char *key) {
+  lg_jspan v = lg_jspan_field(obj, key);
+  if (!v.p || !lg_jspan_is_str(v)) return NULL;
+  buf_t b;
+  lg_buf_init(&b);
+  if (lg_jspan_str(v, &b) != 0 || b.oom) {
+    lg_buf_free(&b);
+    return NULL;
+  }
+  lg_buf_addc(&b, 0);
+  return b.p ? b.p : lg_strdup("");
+}
+
+static long long int_field(lg_jspan obj, const char *key, long long dflt) {
+  lg_jspan v = lg_jspan_field(obj, key);
+  if (!v.p) return dflt;
+  char tmp[32];
+  size_t n = v.n < sizeof tmp - 1 ? v.n : sizeof tmp - 1;
+  memcpy(tmp, v.p, n);
+  tmp[n] = 0;
+  char *end;
+  double d = strtod(tmp, &end);
+  return end == tmp ? dflt : (long long)d;
+}
+
+static char *raw_field(lg_jspan obj, const char *key) {
+  lg_jspan v = lg_jspan_field(obj, key);
+  if (!v.p || (v.n == 4 && memcmp(v.p, "null", 4) == 0)) return NULL;
+  char *c = malloc(v.n + 1);
+  if (c) {
+    memcpy(c, v.p, v.n);
+    c[v.n] = 0;
+  }
+  return c;
+}
+
+static void usage_field(lg_jspan obj, const char *key, lg_usage *u) {
+  memset(u, 0, sizeof *u);
+  lg_jspan v = lg_jspan_field(obj, key);
+  if (!v.p || *v.p != '{') return;
+  u->set = 1;
+  u->prompt = int_field(v, "prompt_tokens", 0);
+  u->completion = int_field(v, "completion_tokens", 0);
+  u->total = int_field(v, "total_tokens", u->prompt + u->completion);
+  u->cached = int_field(v, "cached_tokens", 0);
+  lg_jspan cost = lg_jspan_field(v, "cost");
+  if (cost.p) {
+    char tmp[64];
+    size_t n = cost.n < sizeof tmp - 1 ? cost.n : sizeof tmp - 1;
+    memcpy(tmp, cost.p, n);
+    tmp[n] = 0;
+    u->cost = strtod(tmp, NULL);
+    u->has_cost = 1;
+  }
+  u->estimated = lg_jspan_is_true(lg_jspan_field(v, "estimated"));
+}
+
+static int64_t time_field(lg_jspan obj, const char *key) {
+  char *s = str_field(obj, key);
+  int64_t ms = lg_parse_iso8601(s);
+  free(s);
+  return ms;
+}
+
+static void replace(char **slot, char *v) {
+  free(*slot);
+  *slot = v;
+}
+
+/* A finished record of a task another process ran: its outcome becomes the
+ * in-memory task's, and those who wait here are told. */
+static void settle(lg_app *a, const char *rec, size_t n) {
+  lg_jspan obj = {rec, n};
+  char *id = str_field(obj, "task_id");
+  lg_task *t = id ? lg_task_find(a, id) : NULL;
+  free(id);
+  if (!t || t->phase != PH_REMOTE || TS_TERMINAL(t->status)) return; /* claimed here meanwhile */
+  char *status = str_field(obj, "status");
+  int st = status ? lg_status_from_name(status) : -1;
+  free(status);
+  if (st < 0 || !TS_TERMINAL(st)) return;
+  replace(&t->result_json, raw_field(obj, "result"));
+  replace(&t->usage_json, raw_field(obj, "usage"));
+  char *run_status = str_field(obj, "run_status");
+  snprintf(t->run_status, sizeof t->run_status, "%s", run_status ? run_status : "");
+  free(run_status);
+  lg_jspan err = lg_jspan_field(obj, "error");
+  replace(&t->error_kind, err.p && *err.p == '{' ? str_field(err, "kind") : NULL);
+  replace(&t->error_message, err.p && *err.p == '{' ? str_field(err, "message") : NULL);
+  t->error_status = err.p && *err.p == '{' ? (int)int_field(err, "status", 0) : 0;
+  t->attempts = (int)int_field(obj, "attempts", t->attempts);
+  t->started_at = time_field(obj, "started_at");
+  t->finished_at = time_field(obj, "finished_at");
+  usage_field(obj, "usage", &t->usage);
+  usage_field(obj, "tree_usage", &t->tree_usage);
+  /* its tree's usage counts in its ancestors here (it ran where they are not) */
+  if (t->tree_usage.set) lg_usage_roll_up(a, t->parent, &t->tree_usage);
+  t->status = st;
+  t->phase = PH_DONE;
+  t->restored = 1; /* it ages for keep_finished from when it ended */
+  a->up.on_task_end(a, t);
+  a->nfinished++;
+  lg_evict_sync(a, t);
+  lg_bump(a);
+}
+
+static void *watch_main(void *arg) {
+  lg_app *a = arg;
+  int pause = POLL_MS;
+  pthread_mutex_lock(&a->mu);
+  while (!a->closing) {
+    char **ids = NULL;
+    int n = collect(a, &ids);
+    if (n == 0) { /* nothing waits on another process: until poked */
+      lg_cond_wait_until(&a->cluster_cv, &a->mu, 0);
+      continue;
+    }
+    lg_store *store = a->store;
+    pthread_mutex_unlock(&a->mu);
+    rec_list l = {0};
+    int rc = n > 0 ? lg_store_read_finished(store, ids, n, keep_record, &l) : -1;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < l.n; i++) {
+      settle(a, l.recs[i], l.lens[i]);
+      free(l.recs[i]);
+    }
+    free(l.recs);
+    free(l.lens);
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    if (l.n > 0) lg_evict_finished(a);
+    /* a store that cannot be read is told once per read; do not flood */
+    pause = rc < 0 ? (pause * 2 < BACKOFF_MS ? pause * 2 : BACKOFF_MS) : POLL_MS;
+    if (!a->closing) lg_cond_wait_until(&a->cluster_cv, &a->mu, lg_mono_ms() + pause);
+  }
+  a->cluster_on = 0;
+  pthread_mutex_unlock(&a->mu);
+  lg_app_release(a);
+  return NULL;
+}
+
+void lg_cluster_poke(lg_app *a) {
+  if (a->cluster_on) {
+    pthread_cond_signal(&a->cluster_cv);
+    return;
+  }
+  if (!a->shared || a->closing) return;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* it never takes the host's signals */
+  pthread_attr_t pa;
+  pthread_attr_init(&pa);
+  pthread_attr_setdetachstate(&pa, PTHREAD_CREATE_DETACHED);
+  lg_app_retain(a);
+  pthread_t th;
+  int rc = pthread_create(&th, &pa, watch_main, a);
+  pthread_attr_destroy(&pa);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    lg_app_release(a); /* not the last reference: the caller holds the app */
+    lg_log(a, "warn", "%s", "luagent: could not start the thread that watches tasks other "
+             "processes run; waits on them will not end here");
+    return;
+  }
+  a->cluster_on = 1;
+}
