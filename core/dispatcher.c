@@ -445,13 +445,14 @@ int lg_enqueue_many(lg_app *a, lg_task *parent, const lg_enqueue_req *rs, int n,
   /* caps count what single enqueues would have started meanwhile: from a
    * state where nothing queued is startable (lg_would_admit) */
   if (n > 1) lg_schedule(a);
-  int placed = 0, nplaced = 0, vqueued = 0, taken = 0;
+  int placed = 0, fresh = 0, nplaced = 0, vqueued = 0, taken = 0;
   for (; placed < n; placed++) {
     int pr = place_locked(a, parent, &rs[placed], ts[placed], nplaced, vqueued, &ps[placed], err);
     if (pr < 0) break;
     if (pr == 0) {
       lg_task *t = ts[placed];
       ts[placed] = NULL;
+      fresh++;
       if (a->shared) continue;
       nplaced++;
       if (lg_would_admit(a, t, taken)) {
@@ -479,7 +480,7 @@ int lg_enqueue_many(lg_app *a, lg_task *parent, const lg_enqueue_req *rs, int n,
   }
   /* one store commit for the whole enqueue: the writer takes none of it
    * before all of it is queued */
-  lg_store *st = a->store;
+  lg_store *st = fresh > 0 ? a->store : NULL; /* only tasks found by their keys: nothing to write */
   lg_store_hold(st);
   for (int i = 0; i < n; i++) {
     if (ps[i].t) announce_locked(a, ps[i].t, &rs[i], out);
