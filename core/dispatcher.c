@@ -980,6 +980,6 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
  * (root_key, max_depth); `attempts` counts the attempt now starting. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_record_json_x(t, out, 1);
+  lg_task_brief_json(t, out);
   pthread_mutex_unlock(&a->mu);
 }

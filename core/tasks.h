@@ -186,6 +186,10 @@ void lg_add_raw_field(buf_t *b, const char *k, const char *json);
 void lg_add_error(buf_t *b, const lg_task *t);
 void lg_record_json_x(const lg_task *t, buf_t *b, int internal);
 void lg_record_json(const lg_task *t, buf_t *b);
+/* What a worker needs to run the task, and no more: the fields of the
+ * record worker.lua reads (kind, ids, depth, prompt, args, attempts,
+ * metadata, root_key, max_depth), so a worker decodes a short object. */
+void lg_task_brief_json(const lg_task *t, buf_t *b);
 const char *lg_root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
 
 /* 1 when the task must stop: asked to, or past its attempt's deadline. */
