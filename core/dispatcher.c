@@ -396,11 +396,18 @@ static void announce_locked(lg_app *a, lg_task *t, const lg_enqueue_req *r, buf_
   if (r->tree_budget && !t->parent && !r->root_key)
     lg_budget_define_locked(a, t->id, r->tree_budget, 1);
   lg_record_json(t, out);
+  /* "enqueued <kind> <agent or tool>", cut to fit as snprintf would */
   char summary[96];
-  snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
-           t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
+  const char *what = t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : "");
+  const char *head = t->kind == TK_AGENT ? "enqueued agent " : "enqueued tool ";
+  size_t hn = strlen(head), wn = strlen(what);
+  if (wn > sizeof summary - 1 - hn) wn = sizeof summary - 1 - hn;
+  memcpy(summary, head, hn);
+  memcpy(summary + hn, what, wn);
+  summary[hn + wn] = '\0';
   buf_t pl;
   lg_buf_init(&pl);
+  lg_buf_reserve(&pl, 256);
   enqueued_payload(t, &pl);
   lg_task_event(a, t, "task_enqueued", pl.oom || !pl.p ? "{}" : pl.p, summary);
   lg_buf_free(&pl);
@@ -482,6 +489,7 @@ int lg_enqueue_many(lg_app *a, lg_task *parent, const lg_enqueue_req *rs, int n,
    * before all of it is queued */
   lg_store *st = fresh > 0 ? a->store : NULL; /* only tasks found by their keys: nothing to write */
   lg_store_hold(st);
+  lg_buf_reserve(out, (size_t)n * 512);
   for (int i = 0; i < n; i++) {
     if (ps[i].t) announce_locked(a, ps[i].t, &rs[i], out);
     else lg_record_json(ps[i].had, out);

@@ -191,6 +191,8 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   lg_iso8601(ts, iso);
   buf_t b;
   lg_buf_init(&b);
+  /* the fixed members take some 300 bytes: one allocation, no regrowth */
+  lg_buf_reserve(&b, 320 + (e->payload_json ? strlen(e->payload_json) : 2));
   lg_buf_adds(&b, "{\"seq\":");
   lg_buf_add_int(&b, (long long)seq);
   lg_buf_adds(&b, ",\"ts\":\"");

@@ -365,6 +365,7 @@ void lg_persist(lg_app *a, lg_task *t) {
   if (!a->store) return;
   buf_t b;
   lg_buf_init(&b);
+  lg_buf_reserve(&b, 1024);
   lg_record_json_x(t, &b, 1);
   /* waiting without its slot, or queued to take one back: lent */
   int lent = !t->holds_slot && (t->phase == PH_WAITING || t->phase == PH_RESUMING);
