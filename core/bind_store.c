@@ -128,6 +128,7 @@ static int l_app_store_info(lua_State *L) {
   lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
   lg_set_int(L, "stale_writes", (lua_Integer)i.stale_writes);
   lg_set_int(L, "commits", (lua_Integer)i.commits);
+  lg_set_int(L, "wakeups", (lua_Integer)i.wakeups);
   lg_push_json_buf(L, &ids);
   lua_setfield(L, -2, "unsaved");
   return 1;
@@ -209,6 +210,16 @@ static int l_app_cluster_admit(lua_State *L) {
   return 1;
 }
 
+static int l_app_cluster_serving(lua_State *L) {
+  lg_cluster_serving(lg_check_app(L)->app, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int l_app_cluster_listening(lua_State *L) {
+  lua_pushboolean(L, lg_cluster_listening(lg_check_app(L)->app));
+  return 1;
+}
+
 static int l_app_cluster_node(lua_State *L) {
   lua_pushstring(L, lg_cluster_node(lg_check_app(L)->app));
   return 1;
@@ -280,5 +291,6 @@ const luaL_Reg lg_bind_store_methods[] = {
     {"store_renew", l_app_store_renew}, {"store_requeue_expired", l_app_store_requeue_expired},
     {"store_put_fenced", l_app_store_put_fenced}, {"cluster_room", l_app_cluster_room},
     {"cluster_admit", l_app_cluster_admit}, {"cluster_node", l_app_cluster_node},
+    {"cluster_serving", l_app_cluster_serving}, {"cluster_listening", l_app_cluster_listening},
     {"store_count_open", l_app_store_count_open}, {"cluster_events", l_app_cluster_events},
     {"thread_put", l_app_thread_put},   {NULL, NULL}};

@@ -6,9 +6,17 @@
  * finished ones among them from the store every POLL_MS and settles each:
  * the task in memory takes its record's outcome and ends for those who wait
  * here as a local one does, without a second task_finished event or record
- * write (its holder wrote both). It sleeps while nothing is watched, and
- * leaves when the app closes; detached, like the watchdog. Under app->mu,
- * except while it reads the store. */
+ * write (its holder wrote both).
+ *
+ * It also listens for the store's wake-ups (LISTEN/NOTIFY, store.h) while
+ * something is watched or app:serve runs: a task queued or finished in
+ * another process bumps the host, so an idle serve claims at once and a
+ * finish elsewhere is read at once. They are hints only: while wake-ups
+ * arrive, the finished ones are still read every LISTEN_MS (and serve
+ * looks for work as often); without them, every POLL_MS. It sleeps while
+ * nothing is watched and nothing serves, and leaves when the app closes;
+ * detached, like the watchdog. Under app->mu, except while it reads the
+ * store or listens. */
 #include "dispatch_internal.h"
 #include "jtext.h"
 #include "store.h"
@@ -17,7 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POLL_MS 20        /* how soon a finish elsewhere is seen here */
+#define POLL_MS 20        /* how soon a finish elsewhere is seen here, without wake-ups */
+#define LISTEN_MS 500     /* the same with them: only a safety net */
 #define BACKOFF_MS 1000   /* the longest pause after reads that failed */
 
 /* Whether anything in this process waits for t to end. */
@@ -184,6 +193,22 @@ static void settle(lg_app *a, const char *rec, size_t n) {
   lg_bump(a);
 }
 
+/* Wait for a wake-up, a poke or `pause` ms; mu held on entry and return. */
+static void await(lg_app *a, lg_store *store, int pause) {
+  int k = -1;
+  if (!a->closing) {
+    pthread_mutex_unlock(&a->mu);
+    k = lg_store_listen(store, atomic_load(&a->listening) ? LISTEN_MS : pause);
+    pthread_mutex_lock(&a->mu);
+  }
+  atomic_store(&a->listening, k >= 0);
+  if (k < 0 && !a->closing) { /* none can come: a plain timed wait */
+    lg_cond_wait_until(&a->cluster_cv, &a->mu, lg_mono_ms() + pause);
+  } else if (k > 0 && (k & (LG_WAKE_QUEUED | LG_WAKE_FINISHED))) {
+    lg_bump(a); /* a serve looks for work; a wait looks again */
+  }
+}
+
 static void *watch_main(void *arg) {
   lg_app *a = arg;
   int pause = POLL_MS;
@@ -191,11 +216,16 @@ static void *watch_main(void *arg) {
   while (!a->closing) {
     char **ids = NULL;
     int n = collect(a, &ids);
-    if (n == 0) { /* nothing waits on another process: until poked */
+    lg_store *store = a->store;
+    if (n == 0 && a->serving == 0) { /* nothing waits on another process: until poked */
+      atomic_store(&a->listening, 0);
       lg_cond_wait_until(&a->cluster_cv, &a->mu, 0);
       continue;
     }
-    lg_store *store = a->store;
+    if (n == 0) { /* serving only: the wake-ups */
+      await(a, store, POLL_MS);
+      continue;
+    }
     pthread_mutex_unlock(&a->mu);
     rec_list l = {0};
     int rc = n > 0 ? lg_store_read_finished(store, ids, n, keep_record, &l) : -1;
@@ -211,7 +241,7 @@ static void *watch_main(void *arg) {
     if (l.n > 0) lg_evict_finished(a);
     /* a store that cannot be read is told once per read; do not flood */
     pause = rc < 0 ? (pause * 2 < BACKOFF_MS ? pause * 2 : BACKOFF_MS) : POLL_MS;
-    if (!a->closing) lg_cond_wait_until(&a->cluster_cv, &a->mu, lg_mono_ms() + pause);
+    await(a, store, pause);
   }
   a->cluster_on = 0;
   pthread_mutex_unlock(&a->mu);
@@ -222,6 +252,7 @@ static void *watch_main(void *arg) {
 void lg_cluster_poke(lg_app *a) {
   if (a->cluster_on) {
     pthread_cond_signal(&a->cluster_cv);
+    lg_store_kick(a->store); /* it may be listening */
     return;
   }
   if (!a->shared || a->closing) return;
@@ -244,3 +275,12 @@ void lg_cluster_poke(lg_app *a) {
   }
   a->cluster_on = 1;
 }
+
+void lg_cluster_serving(lg_app *a, int on) {
+  pthread_mutex_lock(&a->mu);
+  a->serving += on ? 1 : -1;
+  lg_cluster_poke(a);
+  pthread_mutex_unlock(&a->mu);
+}
+
+int lg_cluster_listening(lg_app *a) { return atomic_load(&a->listening); }

@@ -70,6 +70,8 @@ struct lg_app {
   char node[40]; /* shared: this process's name in leases and events */
   pthread_cond_t cluster_cv; /* the watcher of tasks other processes run (cluster_watch.c) */
   int cluster_on;
+  int serving;          /* app:serve calls in progress */
+  atomic_int listening; /* the watcher gets the store's wake-ups */
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
   struct lg_budget *budgets;

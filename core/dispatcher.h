@@ -167,6 +167,11 @@ void lg_claim(lg_app *a, lg_task *claimer, const lg_filter *f, buf_t *out);
 int lg_cluster_room(lg_app *a);
 const char *lg_cluster_node(lg_app *a);
 int lg_cluster_admit(lg_app *a, const char *id, int64_t token);
+/* app:serve starts (on = 1) or ends (0): other processes' wake-ups bump
+ * the host meanwhile (cluster_watch.c). */
+void lg_cluster_serving(lg_app *a, int on);
+/* 1 while those wake-ups arrive, so a serve may look for work less often. */
+int lg_cluster_listening(lg_app *a);
 void lg_unclaim(lg_app *a, const char *id);
 
 /* ---- steer.c: messages to a running agent task (README, "Steering") ---- */

@@ -11,11 +11,14 @@
 #include "internal.h"
 #include "store_engine.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FAIL_RING 16 /* failed batches remembered for lg_store_sync */
 #define READ_MSGS 8  /* read failures waiting for the writer to report them */
@@ -64,7 +67,16 @@ struct lg_store {
   char node[64];
   double lease_s;
   int64_t next_beat_mono;
+  /* wake-ups (lg_store_listen): one listener at a time under nmu; the
+   * pipe ends a wait early (lg_store_kick) */
+  pthread_mutex_t nmu;
+  int kick[2];
+  int listen_closed;
+  atomic_int listen_stop; /* set before the kick that ends the last wait */
+  atomic_ullong wakeups;
 };
+
+static void close_kick(lg_store *st);
 
 /* One shared-queue call handed to the writer thread. */
 typedef struct lease_call {
@@ -500,6 +512,10 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
   pthread_cond_init(&st->work_cv, &at);
   pthread_condattr_destroy(&at);
   pthread_cond_init(&st->done_cv, NULL);
+  pthread_mutex_init(&st->nmu, NULL);
+  st->kick[0] = st->kick[1] = -1;
+  if (postgres && o->shared && pipe2(st->kick, O_NONBLOCK | O_CLOEXEC) != 0)
+    st->kick[0] = st->kick[1] = -1; /* no wake-ups: listeners poll instead */
   char e[600] = "";
   int rc = postgres ? lg_store_pg_open(target, o, &st->eng, e, sizeof e)
                     : lg_store_sqlite_open(target, o, &st->eng, e, sizeof e);
@@ -511,6 +527,8 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
   }
   if (rc != 0) {
     snprintf(err, errlen, "store %s: %s", st->path, e);
+    close_kick(st);
+    pthread_mutex_destroy(&st->nmu);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->rmu);
     pthread_cond_destroy(&st->work_cv);
@@ -520,6 +538,32 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
     return NULL;
   }
   return st;
+}
+
+/* ------------------------------------------------------------ wake-ups */
+
+int lg_store_listen(lg_store *st, int timeout_ms) {
+  if (!st) return -1;
+  pthread_mutex_lock(&st->nmu);
+  int k = -1;
+  if (!st->listen_closed && !atomic_load(&st->listen_stop) && st->kick[0] >= 0 &&
+      st->eng.ops->listen)
+    k = st->eng.ops->listen(st->eng.e, st->kick[0], timeout_ms);
+  pthread_mutex_unlock(&st->nmu);
+  if (k > 0 && (k & (LG_WAKE_QUEUED | LG_WAKE_FINISHED))) atomic_fetch_add(&st->wakeups, 1);
+  return k;
+}
+
+void lg_store_kick(lg_store *st) {
+  if (!st || st->kick[1] < 0) return;
+  ssize_t w = write(st->kick[1], "k", 1); /* full: a wake is pending anyway */
+  (void)w;
+}
+
+static void close_kick(lg_store *st) {
+  for (int i = 0; i < 2; i++)
+    if (st->kick[i] >= 0) close(st->kick[i]);
+  st->kick[0] = st->kick[1] = -1;
 }
 
 /* ------------------------------------------------------------ queueing */
@@ -723,6 +767,12 @@ void lg_store_close(lg_store *st) {
   pthread_cond_signal(&st->work_cv);
   pthread_mutex_unlock(&st->mu);
   if (already) return;
+  /* a listener leaves its wait, and none starts again */
+  atomic_store(&st->listen_stop, 1);
+  lg_store_kick(st);
+  pthread_mutex_lock(&st->nmu);
+  st->listen_closed = 1;
+  pthread_mutex_unlock(&st->nmu);
   pthread_join(st->writer, NULL);
   pthread_mutex_lock(&st->mu);
   st->closed = 1;
@@ -743,6 +793,8 @@ void lg_store_free(lg_store *st) {
   pthread_mutex_destroy(&st->rmu);
   pthread_cond_destroy(&st->work_cv);
   pthread_cond_destroy(&st->done_cv);
+  pthread_mutex_destroy(&st->nmu);
+  close_kick(st);
   for (size_t i = 0; i < st->nunsaved; i++) free_ops(st->unsaved[i]);
   free(st->unsaved);
   free(st->path);
@@ -763,6 +815,7 @@ void lg_store_info(lg_store *st, lg_store_info_t *out, buf_t *unsaved) {
   out->read_failures = st->read_failures;
   out->stale_writes = st->stale_writes;
   out->commits = st->batches;
+  out->wakeups = atomic_load(&st->wakeups);
   if (unsaved) {
     lg_buf_addc(unsaved, '[');
     for (size_t i = 0; i < st->nunsaved; i++) {

@@ -91,6 +91,18 @@ int lg_store_read_thread(lg_store *st, const char *key, buf_t *out);
 /* A task's stored record (with the internal fields); as lg_store_read_thread. */
 int lg_store_read_task(lg_store *st, const char *task_id, buf_t *out);
 
+/* Wake-ups between the processes of a shared store (LISTEN/NOTIFY): only
+ * ever a hint to look again, never needed for correctness. A batch that
+ * queues a task sends LG_WAKE_QUEUED, one that ends a task
+ * LG_WAKE_FINISHED. lg_store_listen waits up to timeout_ms for either, or
+ * for lg_store_kick (LG_WAKE_KICKED); it returns what it saw (0: the time
+ * passed), or -1 when no wake-up can come (a file store, the listening
+ * connection down, the store closing). One thread at a time may listen;
+ * lg_store_kick may be called from any thread, with any lock held. */
+enum { LG_WAKE_QUEUED = 1, LG_WAKE_FINISHED = 2, LG_WAKE_KICKED = 4 };
+int lg_store_listen(lg_store *st, int timeout_ms);
+void lg_store_kick(lg_store *st);
+
 /* The stored records of those of ids[0..n) that have finished, each handed
  * to fn (a shared store: tasks other processes ran); the number found, or
  * -1 (reported, and counted as a failed read). */
@@ -143,6 +155,7 @@ typedef struct {
   uint64_t write_failures, read_failures;
   uint64_t stale_writes; /* fenced writes rejected (lg_store_task_fenced) */
   uint64_t commits;      /* batches the writer committed, one transaction each */
+  uint64_t wakeups;      /* waits lg_store_listen ended on another process's wake-up */
 } lg_store_info_t;
 /* One snapshot, taken under one lock so the counts and the list agree.
  * `unsaved` (may be NULL) gets the ids of the tasks whose latest record is

@@ -72,6 +72,10 @@ typedef struct lg_store_engine_ops {
   /* The shared queue, on the writer thread (NULL: the engine has none). The
    * count (claimed, renewed, re-queued; for a put 0 written, 1 stale), or -1. */
   int (*lease)(void *e, const lg_store_lease_req *r, buf_t *out, char *err, size_t errlen);
+  /* Wait up to timeout_ms for other processes' wake-ups, or a byte on
+   * kick_fd (drained); the LG_WAKE_* seen (0: none), -1 none can come
+   * (NULL where the engine has none). One caller at a time (store.c). */
+  int (*listen)(void *e, int kick_fd, int timeout_ms);
 } lg_store_engine_ops;
 
 typedef struct {

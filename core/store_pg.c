@@ -11,9 +11,11 @@
 #include "internal.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MSG_LEN 300
 
@@ -30,6 +32,11 @@ typedef struct {
   PGconn *w, *r;
   int synchronous;
   char node[64]; /* shared: this process in leases and events; else "" */
+  /* shared: wake-ups (LISTEN/NOTIFY) on a connection of their own, made
+   * by the first wait; the channel is named after the schema */
+  PGconn *n;
+  char *conninfo;
+  char channel[160];
 } pg;
 
 /* The migrations: entry i brings schema version i to i + 1. Each runs in
@@ -293,6 +300,91 @@ static int ensure_conn(PGconn *c, char *err, size_t errlen) {
   return prepare_all(c, err, errlen);
 }
 
+/* ------------------------------------------------------- wake-ups */
+
+/* What a batch tells idle processes: LG_WAKE_QUEUED when it queues a task
+ * (an enqueue, a retry), LG_WAKE_FINISHED when one ends. */
+static unsigned wake_kinds(const lg_store_op *list, lg_store_op *const *v, size_t n) {
+  unsigned k = 0;
+  for (const lg_store_op *o = list; o; o = o->next)
+    if (o->type == LG_OP_TASK) k |= o->finished ? LG_WAKE_FINISHED : strcmp(o->status, "queued") == 0 ? LG_WAKE_QUEUED : 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i]->type == LG_OP_TASK) k |= v[i]->finished ? LG_WAKE_FINISHED : 0;
+  return k;
+}
+
+/* NOTIFY in the current transaction: sent when it commits (a wake-up only;
+ * nothing depends on it arriving). */
+static int notify(pg *p, unsigned kinds, char *m, size_t ml) {
+  if (!kinds || !p->channel[0]) return 0;
+  char payload[16];
+  snprintf(payload, sizeof payload, "%u", kinds);
+  const char *v[2] = {p->channel, payload};
+  PGresult *res = PQexecParams(p->w, "SELECT pg_notify($1, $2)", 2, NULL, v, NULL, NULL, 0);
+  int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+  if (!ok) conn_msg(p->w, m, ml);
+  PQclear(res);
+  return ok ? 0 : -1;
+}
+
+/* The listening connection, made (and LISTENing) on first use. */
+static PGconn *listener(pg *p) {
+  if (p->n && PQstatus(p->n) == CONNECTION_OK) return p->n;
+  PQfinish(p->n);
+  p->n = PQconnectdb(p->conninfo);
+  if (PQstatus(p->n) != CONNECTION_OK) {
+    PQfinish(p->n);
+    return p->n = NULL;
+  }
+  char *id = PQescapeIdentifier(p->n, p->channel, strlen(p->channel));
+  char sql[400];
+  snprintf(sql, sizeof sql, "LISTEN %s", id ? id : "luagent");
+  PQfreemem(id);
+  PGresult *res = PQexec(p->n, sql);
+  int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+  PQclear(res);
+  if (!ok || PQsetnonblocking(p->n, 1) != 0) {
+    PQfinish(p->n);
+    return p->n = NULL;
+  }
+  return p->n;
+}
+
+static unsigned take_notifies(PGconn *c) {
+  unsigned k = 0;
+  PGnotify *nt;
+  while ((nt = PQnotifies(c))) {
+    k |= (unsigned)strtoul(nt->extra ? nt->extra : "0", NULL, 10);
+    PQfreemem(nt);
+  }
+  return k;
+}
+
+static int pg_listen(void *e, int kick_fd, int timeout_ms) {
+  pg *p = e;
+  PGconn *c = p->channel[0] ? listener(p) : NULL;
+  if (!c) return -1;
+  unsigned k = take_notifies(c);
+  if (k) return (int)k;
+  struct pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {kick_fd, POLLIN, 0}};
+  int r = poll(fds, 2, timeout_ms);
+  if (r < 0) return 0; /* a signal: the caller looks again */
+  if (fds[1].revents & POLLIN) {
+    char drain[64];
+    while (read(kick_fd, drain, sizeof drain) > 0) {}
+    k |= LG_WAKE_KICKED;
+  }
+  if (fds[0].revents) {
+    if (!PQconsumeInput(c)) { /* the server went away: made again next time */
+      PQfinish(p->n);
+      p->n = NULL;
+      return -1;
+    }
+    k |= take_notifies(c);
+  }
+  return (int)k;
+}
+
 static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, size_t n, int *stale,
                     char *err, size_t errlen) {
   pg *p = e;
@@ -315,6 +407,7 @@ static int pg_write(void *e, const lg_store_op *list, lg_store_op *const *v, siz
     ok = (rc = run_op(p, v[i])) >= 0;
     *stale += rc > 0;
   }
+  if (ok && p->node[0]) ok = notify(p, wake_kinds(list, v, n), m, sizeof m) == 0;
   if (ok) ok = run(p->w, "COMMIT", m, sizeof m) == 0;
   if (ok) return 0;
   conn_msg(p->w, m, sizeof m);
@@ -541,7 +634,8 @@ static int lease_requeue(pg *p, buf_t *out, char *m, size_t ml) {
     lg_buf_addc(out, ']');
   }
   PQclear(res);
-  return rows;
+  /* tasks went back to the queue: tell the idle */
+  return rows > 0 && notify(p, LG_WAKE_QUEUED, m, ml) != 0 ? -1 : rows;
 }
 
 static int lease_renew(pg *p, const lg_store_claim_req *r, char *m, size_t ml) {
@@ -612,7 +706,9 @@ static void pg_close_reads(void *e) {
 static void pg_close(void *e) {
   pg *p = e;
   PQfinish(p->r);
+  PQfinish(p->n);
   PQfinish(p->w); /* ends the session: its advisory lock goes with it */
+  free(p->conninfo);
   free(p);
 }
 
@@ -625,6 +721,7 @@ static void pg_info(void *e, lg_store_info_t *out) {
 
 static const lg_store_engine_ops pg_ops = {
     "postgresql", pg_write, pg_prune, NULL, pg_read, pg_close_reads, pg_close, pg_info, pg_lease,
+    pg_listen,
 };
 
 /* ------------------------------------------------------------- open */
@@ -665,7 +762,16 @@ int lg_store_pg_open(const char *conninfo, const lg_store_opts *o, lg_store_engi
   double completed_s = o ? o->completed_s : 0, failed_s = o ? o->failed_s : 0;
   if ((completed_s > 0 || failed_s > 0) && pg_prune(p, completed_s, failed_s, m, sizeof m) != 0)
     goto fail;
-  if (o && o->shared) snprintf(p->node, sizeof p->node, "%s", o->node ? o->node : "");
+  if (o && o->shared) {
+    snprintf(p->node, sizeof p->node, "%s", o->node ? o->node : "");
+    if (query_text(p->w, "SELECT 'luagent:' || current_schema()", v, sizeof v, &found, m, sizeof m) != 0)
+      goto fail;
+    snprintf(p->channel, sizeof p->channel, "%s", v);
+    if (!(p->conninfo = lg_strdup(conninfo))) {
+      snprintf(m, sizeof m, "out of memory");
+      goto fail;
+    }
+  }
   {
     const char *pv[1] = {p->node};
     PGresult *mr = exec_params(p->w, "SELECT coalesce(max(seq), 0)::text FROM events WHERE node = $1",
@@ -686,6 +792,7 @@ fail:
 fail_quiet:
   PQfinish(p->r);
   PQfinish(p->w);
+  free(p->conninfo);
   free(p);
   return -1;
 }

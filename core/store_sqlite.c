@@ -371,6 +371,7 @@ static void sq_info(void *e, lg_store_info_t *out) {
 
 static const lg_store_engine_ops sqlite_ops = {
     "sqlite", sq_write, sq_prune, sq_limit_pages, sq_read, sq_close_reads, sq_close, sq_info, NULL,
+    NULL,
 };
 
 /* ------------------------------------------------------------- open */

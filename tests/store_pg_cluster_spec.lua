@@ -230,4 +230,29 @@ app:close()
     assert.same(by_b, app:get(id))
     app:close()
   end)
+
+  -- LISTEN/NOTIFY: an idle serve is woken by another process's enqueue (a
+  -- wake-up only: without it the serve would still find the task, later)
+  it("an idle serve is woken by the NOTIFY of another process's enqueue", function()
+    local cfg = write_config(dir, url)
+    local luagent = require "luagent"
+    local app = luagent.load(cfg)
+    local b = S.spawn(dir, string.format([[
+local luagent = require "luagent"
+local app = luagent.load(%q)
+while not app._core:cluster_listening() do app:serve{ timeout_s = 0.01 } end
+print("listening " .. app:store_info().wakeups)
+while app._core:stats().finished.completed < 1 do app:serve{ timeout_s = 5 } end
+print("woken " .. app:store_info().wakeups)
+app:close()
+]], cfg), { LG_NAP = "0" })
+    assert.equal("listening 0", S.line(b), S.read(b.err_path))
+    local id = app:enqueue_tool("work", { i = 1 }).task_id
+    local out = S.finish(b)
+    local n = tonumber((out[1] or ""):match("^woken (%d+)$"))
+    assert.is_truthy(n, table.concat(out, "\n") .. S.read(b.err_path))
+    assert.is_true(n >= 1)
+    assert.equal("completed", app:get(id).status)
+    app:close()
+  end)
 end)

@@ -471,14 +471,7 @@ local serve_spec = {
 -- work, until timeout_s, or with until_idle until nothing is queued or
 -- running anywhere. Leases are renewed by the store's writer thread, not
 -- here. Returns true when it stopped idle.
-function App:serve(opts)
-  check_not_in_callback(self, "app:serve")
-  options.check("app:serve", opts, serve_spec)
-  opts = opts or {}
-  local st = self._reg.store
-  if not (st and st.shared) then
-    error("app:serve: needs a shared store (store = { url = ..., shared = true })", 2)
-  end
+local function serve(self, opts, st)
   local c = self._core
   local node = c:cluster_node()
   local cluster = self._reg.settings.scope == "cluster"
@@ -499,13 +492,30 @@ function App:serve(opts)
     if #got == 0 then
       if opts.until_idle and c:stats().idle and c:store_count_open() == 0 then return true end
       if deadline and core.now() >= deadline then return false end
-      -- nothing to claim: wait for a local finish (it frees a slot) or a
-      -- short while for other processes' work
-      c:block(gen, 0.02)
+      -- nothing to claim: wait for a local finish (it frees a slot), a
+      -- wake-up from another process (NOTIFY), or a short while without them
+      local wait = c:cluster_listening() and 0.5 or 0.02
+      if deadline then wait = math.max(0, math.min(wait, deadline - core.now())) end
+      c:block(gen, wait)
     elseif deadline and core.now() >= deadline then
       return false
     end
   end
+end
+
+function App:serve(opts)
+  check_not_in_callback(self, "app:serve")
+  options.check("app:serve", opts, serve_spec)
+  opts = opts or {}
+  local st = self._reg.store
+  if not (st and st.shared) then
+    error("app:serve: needs a shared store (store = { url = ..., shared = true })", 2)
+  end
+  self._core:cluster_serving(true)
+  local ok, idle = pcall(serve, self, opts, st)
+  self._core:cluster_serving(false)
+  if not ok then error(idle, 0) end
+  return idle
 end
 
 -- Drain until nothing is queued, running or pending on the host (R-29).
