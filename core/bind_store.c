@@ -127,6 +127,7 @@ static int l_app_store_info(lua_State *L) {
   lg_set_int(L, "write_failures", (lua_Integer)i.write_failures);
   lg_set_int(L, "read_failures", (lua_Integer)i.read_failures);
   lg_set_int(L, "stale_writes", (lua_Integer)i.stale_writes);
+  lg_set_int(L, "commits", (lua_Integer)i.commits);
   lg_set_int(L, "wakeups", (lua_Integer)i.wakeups);
   lg_push_json_buf(L, &ids);
   lua_setfield(L, -2, "unsaved");

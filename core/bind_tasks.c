@@ -7,19 +7,33 @@
 #include <limits.h>
 #include <string.h>
 
+/* One enqueue request from the Lua table at `t` (strings stay anchored
+ * there); l: where its tree budget, if any, is read into. */
+static void read_request(lua_State *L, int t, lg_enqueue_req *r, lg_budget_limits *l) {
+  memset(r, 0, sizeof *r);
+  lg_read_task_fields(L, t, r);
+  r->args_json = lg_opt_field_str(L, t, "args");
+  r->metadata_json = lg_opt_field_str(L, t, "metadata");
+  r->timeout_s = lg_opt_field_num(L, t, "timeout_s", -1);
+  r->retries = (int)lg_opt_field_int(L, t, "retries", -1);
+  r->priority = lg_opt_field_int(L, t, "priority", LLONG_MIN);
+  lg_bind_budget_fields(L, t, r, l); /* rate and tree budgets (bind_budgets.c) */
+}
+
+/* The record of the JSON object text p[0..n), decoded when a field other
+ * than task_id is first read: an enqueue whose record is ignored decodes
+ * nothing else. */
+static void push_record(lua_State *L, const char *p, size_t n) {
+  lua_pushlstring(L, p ? p : "null", p ? n : 4);
+  lg_json_push_handle(L, "task_id");
+}
+
 static int l_app_enqueue(lua_State *L) {
   app_ud *u = lg_check_app(L);
   luaL_checktype(L, 2, LUA_TTABLE);
   lg_enqueue_req r;
-  memset(&r, 0, sizeof r);
-  lg_read_task_fields(L, 2, &r);
-  r.args_json = lg_opt_field_str(L, 2, "args");
-  r.metadata_json = lg_opt_field_str(L, 2, "metadata");
-  r.timeout_s = lg_opt_field_num(L, 2, "timeout_s", -1);
-  r.retries = (int)lg_opt_field_int(L, 2, "retries", -1);
-  r.priority = lg_opt_field_int(L, 2, "priority", LLONG_MIN);
-  lg_budget_limits tree_budget; /* rate and tree budgets (bind_budgets.c) */
-  lg_bind_budget_fields(L, 2, &r, &tree_budget);
+  lg_budget_limits tree_budget;
+  read_request(L, 2, &r, &tree_budget);
   lg_err err = {{0}, {0}};
   buf_t out;
   lg_buf_init(&out);
@@ -27,15 +41,68 @@ static int l_app_enqueue(lua_State *L) {
     lg_buf_free(&out);
     return lg_raise_err(L, &err);
   }
-  /* the record, decoded when a field other than task_id is first read: an
-   * enqueue whose record is ignored decodes nothing else */
   if (out.oom) {
     lg_buf_free(&out);
     return luaL_error(L, "luagent: out of memory");
   }
-  lua_pushlstring(L, out.p ? out.p : "null", out.p ? out.len : 4);
+  push_record(L, out.p, out.len);
   lg_buf_free(&out);
-  lg_json_push_handle(L, "task_id");
+  return 1;
+}
+
+/* enqueue_many({req, ...}) -> {record, ...}: one lock, one commit, all or
+ * nothing. A refusal of one request raises {kind, message, index} (index
+ * 1-based, the message naming it). */
+static int l_app_enqueue_many(lua_State *L) {
+  app_ud *u = lg_check_app(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer len = luaL_len(L, 2);
+  if (len < 0 || len > INT_MAX / 2) return luaL_error(L, "luagent: too many requests");
+  int n = (int)len;
+  lua_createtable(L, n, 0); /* the records */
+  if (n == 0) return 1;
+  luaL_checkstack(L, n + 8, "too many requests");
+  size_t one = sizeof(lg_enqueue_req) + sizeof(lg_budget_limits) + sizeof(size_t);
+  char *mem = lua_newuserdatauv(L, (size_t)n * one, 0); /* freed with the call */
+  lg_enqueue_req *rs = (lg_enqueue_req *)mem;
+  lg_budget_limits *ls = (lg_budget_limits *)(mem + (size_t)n * sizeof *rs);
+  size_t *ends = (size_t *)(mem + (size_t)n * (sizeof *rs + sizeof *ls));
+  for (int i = 0; i < n; i++) {
+    if (lua_rawgeti(L, 2, i + 1) != LUA_TTABLE)
+      return luaL_error(L, "luagent: request %d is not a table", i + 1);
+    read_request(L, lua_gettop(L), &rs[i], &ls[i]);
+    lua_pop(L, 1); /* its strings stay anchored in the list */
+  }
+  lg_err err = {{0}, {0}};
+  buf_t out;
+  lg_buf_init(&out);
+  int bad = -1;
+  if (lg_enqueue_many(u->app, lg_calling_task(L), rs, n, &out, ends, &bad, &err) != 0) {
+    lg_buf_free(&out);
+    if (bad < 0) return lg_raise_err(L, &err);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, err.kind[0] ? err.kind : "runtime");
+    lua_setfield(L, -2, "kind");
+    lua_pushfstring(L, "entry %d: %s", bad + 1, err.message);
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, bad + 1);
+    lua_setfield(L, -2, "index");
+    luaL_setmetatable(L, ERR_MT);
+    return lua_error(L);
+  }
+  if (out.oom) {
+    lg_buf_free(&out);
+    return luaL_error(L, "luagent: out of memory");
+  }
+  int list = lua_gettop(L) - 1;
+  size_t from = 0;
+  for (int i = 0; i < n; i++) {
+    push_record(L, out.p + from, ends[i] - from);
+    lua_rawseti(L, list, i + 1);
+    from = ends[i];
+  }
+  lg_buf_free(&out);
+  lua_settop(L, list);
   return 1;
 }
 
@@ -207,7 +274,8 @@ static int l_task_heartbeat(lua_State *L) {
 }
 
 const luaL_Reg lg_bind_tasks_methods[] = {
-    {"enqueue", l_app_enqueue},     {"get", l_app_get},
+    {"enqueue", l_app_enqueue},     {"enqueue_many", l_app_enqueue_many},
+    {"get", l_app_get},
     {"status", l_app_status},       {"list", l_app_list},
     {"cancel", l_app_cancel},       {"set_delivered", l_app_set_delivered},
     {"digests", l_app_digests},     {"wait_begin", l_app_wait_begin},

@@ -112,6 +112,11 @@ int lg_budget_admit_locked(lg_app *a, const char *key, lg_err *err) {
   return 0;
 }
 
+void lg_budget_unadmit_locked(lg_app *a, const char *key) {
+  lg_budget *b = find(a, key);
+  if (b && b->tasks > 0) b->tasks--;
+}
+
 void lg_budget_add_usage(lg_app *a, const char *key, const lg_usage *d) {
   pthread_mutex_lock(&a->mu);
   lg_budget *b = find(a, key);

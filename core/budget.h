@@ -20,6 +20,9 @@ int lg_budget_define(lg_app *a, const char *key, const lg_budget_limits *l, int 
 /* Under app->mu, from lg_enqueue: may tree `key` start one more task? 0 yes
  * (counted), -1 no (err kind "budget"). Trees without a budget: 0. */
 int lg_budget_admit_locked(lg_app *a, const char *key, lg_err *err);
+/* Under app->mu: take back one admission of tree `key` (a batch enqueue
+ * that is refused as a whole, lg_enqueue_many). */
+void lg_budget_unadmit_locked(lg_app *a, const char *key);
 void lg_budget_define_locked(lg_app *a, const char *key, const lg_budget_limits *l, int root_is_task);
 /* A model call of the tree. */
 void lg_budget_add_usage(lg_app *a, const char *key, const lg_usage *d);

@@ -86,6 +86,12 @@ void lg_waits_task_done(lg_app *a, lg_task *t); /* t ended: count it into its wa
 
 /* ---- sched.c: a task's state, below the other scheduler files ---- */
 void lg_schedule(lg_app *a);
+/* For a batch enqueue's caps (lg_enqueue_many): would the lg_schedule that
+ * follows a single enqueue of t, just placed, start it, with `taken` slots
+ * and threads (and t->aq->batch_taken of its agent's slots) already given
+ * to tasks of the batch before it? After an lg_schedule nothing queued is
+ * startable, so a new task starts itself or nothing. */
+int lg_would_admit(const lg_app *a, const lg_task *t, int taken);
 int64_t lg_next_retry_mono(lg_app *a); /* earliest retry time, mono ms (0 = none) */
 void lg_finish_task(lg_app *a, lg_task *t, int status);
 void lg_requeue(lg_app *a, lg_task *t); /* back on its agent's queue (counted queued) */

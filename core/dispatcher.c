@@ -178,16 +178,19 @@ static void enqueued_payload(const lg_task *t, buf_t *p) {
     lg_buf_add_jstr(p, t->prompt, n);
     if (n < strlen(t->prompt)) lg_buf_adds(p, ",\"prompt_cut\":true");
   }
-  lg_buf_addf(p, ",\"priority\":%lld,\"max_retries\":%d,\"timeout_s\":%.17g}", t->priority,
-           t->max_retries, t->timeout_s);
+  lg_buf_adds(p, ",\"priority\":");
+  lg_buf_add_int(p, t->priority);
+  lg_buf_adds(p, ",\"max_retries\":");
+  lg_buf_add_int(p, t->max_retries);
+  lg_buf_adds(p, ",\"timeout_s\":");
+  lg_buf_add_num(p, t->timeout_s);
+  lg_buf_addc(p, '}');
 }
 
-int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
+/* A new task from its request, before any lock is taken; NULL: out of memory. */
+static lg_task *task_new(const lg_enqueue_req *r) {
   lg_task *t = calloc(1, sizeof *t);
-  if (!t) {
-    lg_err_set(err, "runtime", "out of memory");
-    return -1;
-  }
+  if (!t) return NULL;
   lg_make_id("tsk_", t->id);
   char run_id[40];
   lg_make_id("run_", run_id);
@@ -207,18 +210,55 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->scoped = r->scoped;
   t->heap_idx = -1;
   atomic_init(&t->stop, STOP_NONE);
-  lg_counter *count = NULL; /* the run tree's, when it has one */
+  return t;
+}
 
-  pthread_mutex_lock(&a->mu);
-  lg_evict_finished(a);
-  if (a->closing) {
-    lg_err_set(err, "rejected", "the app is closed");
-    goto fail;
+/* One request of an enqueue while it is placed (under app->mu). */
+typedef struct {
+  lg_task *t;        /* the new task, placed; NULL when `had` answers it */
+  lg_task *had;      /* the task its idempotency key already names */
+  lg_counter *count; /* its run tree's descendant counter, counted */
+  int budgeted;      /* counted by its tree's budget (lg_budget_admit_locked) */
+  char id[40];       /* the new task's id, for after the lock */
+} placing;
+
+/* Undo place_locked for a task placed last (placements are undone newest
+ * first, so the sequence number and the sibling list unwind in order). */
+static void unplace_locked(lg_app *a, placing *p) {
+  lg_task *t = p->t;
+  if (t->parent) {
+    for (lg_task **pp = &t->parent->first_child; *pp; pp = &(*pp)->next_sibling) {
+      if (*pp == t) {
+        *pp = t->next_sibling;
+        break;
+      }
+    }
+    t->next_sibling = NULL;
   }
+  if (p->count) {
+    p->count->n--;
+    lg_counter_detach(a, t);
+  }
+  lg_task_remove(a, t);
+  if (!a->shared) lg_aq_remove(t->aq, t);
+  if (p->budgeted) lg_budget_unadmit_locked(a, t->root_key);
+  a->next_seq--;
+}
+
+/* Under app->mu: every check of one request, then the task placed in the
+ * table, its agent's queue and its tree; nothing has left for observers
+ * yet (no event, no record, no store write, not counted in queued or busy).
+ * placed: tasks of the same enqueue placed before it (not yet counted in
+ * a->queued); vqueued: how many of them a single enqueue each would have
+ * left queued (the others it would have started). 0 placed, 1 answered by an earlier task with its
+ * idempotency key (p->had), -1 refused (err; nothing of it is left). */
+static int place_locked(lg_app *a, lg_task *parent, const lg_enqueue_req *r, lg_task *t,
+                        int placed, int vqueued, placing *p, lg_err *err) {
+  lg_counter *count = NULL; /* the run tree's, when it has one */
   if (parent && parent->retired) {
     /* code of a task the watchdog finished, running on regardless */
     lg_err_set(err, "rejected", "the calling task is finished (its worker was retired)");
-    goto fail;
+    return -1;
   }
   if (!parent && r->parent_id) parent = lg_task_find(a, r->parent_id); /* admitted on the host */
   if (parent && TS_TERMINAL(parent->status)) parent = NULL;
@@ -228,15 +268,17 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
       lg_err_set(err, "conflict", "idempotency_key %s already names task %s, made by another "
                  "request (kind, agent, tool and arguments or prompt must match)",
                  r->idempotency_key, had->id);
-      goto fail;
+      return -1;
     }
     if (had) {
-      lg_record_json(had, out);
-      pthread_mutex_unlock(&a->mu);
-      lg_task_free(t);
-      return 0;
+      p->had = had;
+      return 1;
     }
     t->idem_key = lg_strdup(r->idempotency_key);
+    if (!t->idem_key) {
+      lg_err_set(err, "runtime", "out of memory");
+      return -1;
+    }
   }
   t->parent = parent;
   t->parent_task_id = lg_strdup(parent ? parent->id : NULL);
@@ -246,19 +288,20 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   t->stale_ms = r->stale_after_s > 0 ? (int64_t)(r->stale_after_s * 1000.0) : 0;
   t->max_retries = r->retries >= 0 ? r->retries : a->cfg.default_retries;
   t->priority = r->priority != LLONG_MIN ? r->priority : parent ? parent->priority : 0;
+  t->max_depth = r->max_depth;
   if (t->max_depth < 0 && parent) t->max_depth = parent->max_depth;
   if (parent && parent->max_depth >= 0 && t->depth > parent->max_depth) {
     lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, parent->max_depth);
-    goto fail;
+    return -1;
   }
   if (!t->agent_id || !t->run_id || !t->root_task_id || !t->root_key) {
     lg_err_set(err, "runtime", "out of memory");
-    goto fail;
+    return -1;
   }
   /* depth and fan-out limits */
   if (t->depth > a->cfg.max_depth) {
     lg_err_set(err, "limit", "depth %d would exceed max_depth (%d)", t->depth, a->cfg.max_depth);
-    goto fail;
+    return -1;
   }
   if (r->root_key || parent) {
     count = lg_counter_get(a, t->root_key);
@@ -279,9 +322,10 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
     lg_err_set(err, "runtime", "out of memory");
     goto fail;
   }
-  /* backpressure */
+  /* R-22: backpressure (the agent's queue already holds this enqueue's
+   * earlier tasks; the app's count does not yet) */
   if (a->cfg.reject) {
-    if (a->holders + a->queued >= a->cfg.global_concurrency) {
+    if (a->holders + a->queued + placed >= a->cfg.global_concurrency) {
       lg_err_set(err, "rejected", "global_concurrency (%d) reached", a->cfg.global_concurrency);
       goto fail;
     }
@@ -290,12 +334,15 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
               a->cfg.per_agent_concurrency, t->agent_id);
       goto fail;
     }
-  } else if (a->queued >= a->cfg.max_queue) {
+  } else if (a->queued + vqueued >= a->cfg.max_queue) {
     lg_err_set(err, "rejected", "max_queue (%d) reached", a->cfg.max_queue);
     goto fail;
   }
   /* a tree budget: spent trees start nothing more (core/budget.c) */
-  if ((r->root_key || parent) && lg_budget_admit_locked(a, t->root_key, err) != 0) goto fail;
+  if (r->root_key || parent) {
+    if (lg_budget_admit_locked(a, t->root_key, err) != 0) goto fail;
+    p->budgeted = 1;
+  }
   /* everything the heap orders by is set before the push */
   t->aq = q;
   t->seq = a->next_seq++;
@@ -308,69 +355,183 @@ int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, 
   if (a->shared) t->phase = PH_REMOTE;
   if (!a->shared && lg_aq_push(q, t) != 0) {
     lg_err_set(err, "runtime", "out of memory");
-    goto fail;
+    goto unseq;
   }
   if (lg_task_insert(a, t) != 0) {
     if (!a->shared) lg_aq_remove(q, t);
     lg_err_set(err, "runtime", "out of memory");
-    goto fail;
+    goto unseq;
   }
   if (count) {
     count->n++;
     lg_counter_attach(count, t);
+    p->count = count;
   }
-  if (r->tree_budget && !parent && !r->root_key) lg_budget_define_locked(a, t->id, r->tree_budget, 1);
   if (parent) {
     t->next_sibling = parent->first_child;
     parent->first_child = t;
     if (a->shared) lg_cluster_poke(a); /* its end matters to the parent here */
   }
+  p->t = t;
+  memcpy(p->id, t->id, sizeof p->id);
+  return 0;
+unseq:
+  a->next_seq--;
+fail:
+  if (p->budgeted) lg_budget_unadmit_locked(a, t->root_key);
+  p->budgeted = 0;
+  if (count) lg_counter_drop_unused(a, count);
+  return -1;
+}
+
+/* Under app->mu: a placed task goes live and is announced: counted, its
+ * tree budget defined, its record written to out, its task_enqueued event
+ * and callback queued, its record's store write queued. */
+static void announce_locked(lg_app *a, lg_task *t, const lg_enqueue_req *r, buf_t *out) {
   if (!a->shared) {
     a->queued++;
     a->busy++;
     t->live = 1;
   }
+  if (r->tree_budget && !t->parent && !r->root_key)
+    lg_budget_define_locked(a, t->id, r->tree_budget, 1);
   lg_record_json(t, out);
-  {
-    char summary[96];
-    snprintf(summary, sizeof summary, "enqueued %s %s", t->kind == TK_AGENT ? "agent" : "tool",
-             t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : ""));
-    buf_t p;
-    lg_buf_init(&p);
-    enqueued_payload(t, &p);
-    lg_task_event(a, t, "task_enqueued", p.oom || !p.p ? "{}" : p.p, summary);
-    lg_buf_free(&p);
-  }
+  /* "enqueued <kind> <agent or tool>", cut to fit as snprintf would */
+  char summary[96];
+  const char *what = t->kind == TK_AGENT ? t->agent_id : (t->tool ? t->tool : "");
+  const char *head = t->kind == TK_AGENT ? "enqueued agent " : "enqueued tool ";
+  size_t hn = strlen(head), wn = strlen(what);
+  if (wn > sizeof summary - 1 - hn) wn = sizeof summary - 1 - hn;
+  memcpy(summary, head, hn);
+  memcpy(summary + hn, what, wn);
+  summary[hn + wn] = '\0';
+  buf_t pl;
+  lg_buf_init(&pl);
+  lg_buf_reserve(&pl, 256);
+  enqueued_payload(t, &pl);
+  lg_task_event(a, t, "task_enqueued", pl.oom || !pl.p ? "{}" : pl.p, summary);
+  lg_buf_free(&pl);
   lg_queue_callback(a, W_ENQUEUED, "task_enqueued", t);
   lg_persist(a, t);
-  uint64_t ticket = lg_store_ticket(a->store);
-  lg_store *st = a->store;
-  char id[sizeof t->id];
-  memcpy(id, t->id, sizeof id);
+}
+
+int lg_enqueue_many(lg_app *a, lg_task *parent, const lg_enqueue_req *rs, int n, buf_t *out,
+                    size_t *ends, int *bad, lg_err *err) {
+  *bad = -1;
+  if (n <= 0) return 0;
+  /* ps[i]: request i while it is placed; ts[i]: its task while no one else
+   * owns it (freed at the end: refused, or answered by an earlier task) */
+  placing one_p;
+  lg_task *one_t = NULL;
+  placing *ps = n == 1 ? &one_p : calloc((size_t)n, sizeof *ps);
+  lg_task **ts = n == 1 ? &one_t : calloc((size_t)n, sizeof *ts);
+  if (!ps || !ts) {
+    if (n > 1) {
+      free(ps);
+      free(ts);
+    }
+    lg_err_set(err, "runtime", "out of memory");
+    return -1;
+  }
+  if (n == 1) memset(&one_p, 0, sizeof one_p);
+  int rc = -1;
+  for (int i = 0; i < n; i++) {
+    ts[i] = task_new(&rs[i]);
+    if (!ts[i]) {
+      lg_err_set(err, "runtime", "out of memory");
+      goto done;
+    }
+  }
+  pthread_mutex_lock(&a->mu);
+  lg_evict_finished(a);
+  if (a->closing) {
+    lg_err_set(err, "rejected", "the app is closed");
+    pthread_mutex_unlock(&a->mu);
+    goto done;
+  }
+  /* caps count what single enqueues would have started meanwhile: from a
+   * state where nothing queued is startable (lg_would_admit) */
+  if (n > 1) lg_schedule(a);
+  int placed = 0, fresh = 0, nplaced = 0, vqueued = 0, taken = 0;
+  for (; placed < n; placed++) {
+    int pr = place_locked(a, parent, &rs[placed], ts[placed], nplaced, vqueued, &ps[placed], err);
+    if (pr < 0) break;
+    if (pr == 0) {
+      lg_task *t = ts[placed];
+      ts[placed] = NULL;
+      fresh++;
+      if (a->shared) continue;
+      nplaced++;
+      if (lg_would_admit(a, t, taken)) {
+        taken++;
+        t->aq->batch_taken++;
+      } else {
+        vqueued++;
+      }
+    }
+  }
+  for (int i = 0; i < placed; i++)
+    if (ps[i].t) ps[i].t->aq->batch_taken = 0;
+  if (placed < n) {
+    /* all or nothing: what this enqueue placed is taken back, newest first */
+    *bad = placed;
+    for (int i = placed - 1; i >= 0; i--) {
+      if (ps[i].t) {
+        unplace_locked(a, &ps[i]);
+        ts[i] = ps[i].t;
+        ps[i].t = NULL;
+      }
+    }
+    pthread_mutex_unlock(&a->mu);
+    goto done;
+  }
+  /* one store commit for the whole enqueue: the writer takes none of it
+   * before all of it is queued */
+  lg_store *st = fresh > 0 ? a->store : NULL; /* only tasks found by their keys: nothing to write */
+  lg_store_hold(st);
+  lg_buf_reserve(out, (size_t)n * 512);
+  for (int i = 0; i < n; i++) {
+    if (ps[i].t) announce_locked(a, ps[i].t, &rs[i], out);
+    else lg_record_json(ps[i].had, out);
+    if (ends) ends[i] = out->len;
+  }
+  uint64_t ticket = lg_store_ticket(st);
+  lg_store_release(st);
   lg_schedule(a);
   pthread_mutex_unlock(&a->mu);
   /* durable before enqueue returns; the commit is not under our lock */
   char msg[300];
   if (lg_store_sync(st, ticket, msg, sizeof msg) != 0) {
-    /* not in the store: the caller is told, and the task does not go on
-     * running as if it had been accepted */
+    /* not in the store: the caller is told, and the tasks do not go on
+     * running as if they had been accepted */
     pthread_mutex_lock(&a->mu);
-    lg_task *x = lg_task_find(a, id);
-    if (x && !TS_TERMINAL(x->status)) {
-      lg_stop_task(a, x, STOP_CANCEL);
-      if (!TS_TERMINAL(x->status)) lg_set_error(x, "store", msg);
+    for (int i = 0; i < n; i++) {
+      if (!ps[i].t) continue;
+      lg_task *x = lg_task_find(a, ps[i].id);
+      if (x && !TS_TERMINAL(x->status)) {
+        lg_stop_task(a, x, STOP_CANCEL);
+        if (!TS_TERMINAL(x->status)) lg_set_error(x, "store", msg);
+      }
     }
     pthread_mutex_unlock(&a->mu);
     lg_buf_reset(out);
     lg_err_set(err, "store", "%s", msg);
-    return -1;
+    goto done;
   }
-  return 0;
-fail:
-  if (count) lg_counter_drop_unused(a, count);
-  pthread_mutex_unlock(&a->mu);
-  lg_task_free(t);
-  return -1;
+  rc = 0;
+done:
+  for (int i = 0; i < n; i++)
+    if (ts[i]) lg_task_free(ts[i]);
+  if (n > 1) {
+    free(ps);
+    free(ts);
+  }
+  return rc;
+}
+
+int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err) {
+  int bad;
+  return lg_enqueue_many(a, parent, r, 1, out, NULL, &bad, err);
 }
 
 /* ----------------------------------------------------------------- stats */
@@ -828,6 +989,6 @@ int lg_task_call_host(lg_worker *w, const char *name, const char *args_json, con
  * (root_key, max_depth); `attempts` counts the attempt now starting. */
 void lg_task_info(lg_app *a, lg_task *t, buf_t *out) {
   pthread_mutex_lock(&a->mu);
-  lg_record_json_x(t, out, 1);
+  lg_task_brief_json(t, out);
   pthread_mutex_unlock(&a->mu);
 }

@@ -60,6 +60,15 @@ typedef struct {
 
 /* parent: the calling worker's task, or NULL. Writes the record JSON. */
 int lg_enqueue(lg_app *a, lg_task *parent, const lg_enqueue_req *r, buf_t *out, lg_err *err);
+/* n requests under one lock, one wake-up round and one store commit, all or
+ * nothing: each is checked as lg_enqueue checks it, the ones before it of
+ * the same call counted in (caps, idempotency keys); if one is refused,
+ * none is enqueued and *bad is its index (0-based; -1 when the refusal is
+ * not one request's: the app is closed, the store failed, out of memory).
+ * The records are appended to out one after the other, record i ending at
+ * ends[i]. */
+int lg_enqueue_many(lg_app *a, lg_task *parent, const lg_enqueue_req *rs, int n, buf_t *out,
+                    size_t *ends, int *bad, lg_err *err);
 int lg_get(lg_app *a, const char *id, buf_t *out);
 void lg_list(lg_app *a, const lg_filter *f, buf_t *out);
 /* Request cancellation. Writes {"ok":..,"status":..,"task_id":..}; -1 unknown. */

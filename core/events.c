@@ -198,21 +198,6 @@ static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, c
   snprintf(d->summary, sizeof d->summary, "%s", summary ? summary : "");
 }
 
-/* s as "%.6f" writes it, without printf (every event has one). */
-static void add_seconds(buf_t *b, double s) {
-  if (!(s >= 0 && s < 1e12)) {
-    lg_buf_addf(b, "%.6f", s);
-    return;
-  }
-  long long us = llround(s * 1e6);
-  char frac[7];
-  long long r = us % 1000000;
-  for (int i = 5; i >= 0; i--, r /= 10) frac[i] = (char)('0' + r % 10);
-  lg_buf_add_int(b, us / 1000000);
-  lg_buf_addc(b, '.');
-  lg_buf_add(b, frac, 6);
-}
-
 /* Append one event. fields: task may be NULL (then ids come from e). */
 void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *summary) {
   int64_t ts = lg_wall_ms();
@@ -239,7 +224,7 @@ void lg_ev_emit(lg_eventlog *l, const lg_event_in *e, lg_task *t, const char *su
   lg_buf_adds(&b, ",\"ts\":\"");
   lg_buf_adds(&b, iso);
   lg_buf_adds(&b, "\",\"t\":");
-  add_seconds(&b, lg_mono_s() - l->t0);
+  lg_buf_add_fixed6(&b, lg_mono_s() - l->t0);
   lg_buf_adds(&b, ",\"kind\":");
   lg_buf_add_jstr(&b, e->kind, strlen(e->kind));
   lg_add_str_field(&b, "run_id", e->run_id);

@@ -32,6 +32,10 @@ void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2
 /* Append v in decimal, as "%lld" would (the record and event paths write
  * many integers: no printf for them). */
 void lg_buf_add_int(buf_t *b, long long v);
+/* A number as %.17g writes it (integral values without printf). */
+void lg_buf_add_num(buf_t *b, double v);
+/* A non-negative number as %.6f writes it, rounded to the microsecond. */
+void lg_buf_add_fixed6(buf_t *b, double v);
 /* Append a JSON string literal (quotes included) for the n bytes of s; a
  * byte that starts no valid UTF-8 sequence is written as U+FFFD. */
 void lg_buf_add_jstr(buf_t *b, const char *s, size_t n);

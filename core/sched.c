@@ -38,6 +38,15 @@ static int slot_free(const lg_app *a, const lg_agentq *q) {
   return a->holders < a->cfg.global_concurrency && q->holders < a->cfg.per_agent_concurrency;
 }
 
+int lg_would_admit(const lg_app *a, const lg_task *t, int taken) {
+  if (a->closing || a->shared) return 0;
+  if (a->holders + taken >= a->cfg.global_concurrency) return 0;
+  if (t->aq->holders + t->aq->batch_taken >= a->cfg.per_agent_concurrency) return 0;
+  int need = a->cfg.max_depth - t->depth;
+  if (need < 0) need = 0;
+  return free_threads(a) - taken - 1 >= need;
+}
+
 static void take_slot(lg_app *a, lg_task *t) {
   t->holds_slot = 1;
   a->holders++;
@@ -364,6 +373,7 @@ void lg_persist(lg_app *a, lg_task *t) {
   if (!a->store) return;
   buf_t b;
   lg_buf_init(&b);
+  lg_buf_reserve(&b, 1024);
   lg_record_json_x(t, &b, 1);
   /* waiting without its slot, or queued to take one back: lent */
   int lent = !t->holds_slot && (t->phase == PH_WAITING || t->phase == PH_RESUMING);

@@ -35,6 +35,7 @@ struct lg_store {
   op *head, *tail;
   uint64_t queued, committed;
   int stop, closed, reads_closed;
+  int held; /* lg_store_hold: the writer leaves the queue alone */
   double completed_s, failed_s; /* retention, 0 = keep */
   unsigned commits;
   void (*on_error)(void *ud, const char *message);
@@ -46,6 +47,7 @@ struct lg_store {
     char msg[MSG_LEN];
   } fails[FAIL_RING];
   uint64_t nfails, evicted_hi, write_failures, read_failures;
+  uint64_t batches; /* batches committed (each one transaction), under mu */
   char last_error[MSG_LEN];
   char read_msgs[READ_MSGS][MSG_LEN];
   int nread_msgs;
@@ -329,6 +331,7 @@ static void write_batch(lg_store *st) {
   }
   pthread_mutex_lock(&st->mu);
   if (rc == 0) {
+    st->batches++;
     forget_unsaved(st, batch);
   } else {
     keep_unsaved(st, batch);
@@ -418,8 +421,8 @@ static void *writer_main(void *arg) {
   lg_store *st = arg;
   pthread_mutex_lock(&st->mu);
   for (;;) {
-    while (!st->head && !st->stop && !st->nread_msgs && st->pages_req == st->pages_done &&
-           !st->call && !beat_due(st)) {
+    while (!(st->head && !st->held) && !st->stop && !st->nread_msgs &&
+           st->pages_req == st->pages_done && !st->call && !beat_due(st)) {
       if (st->lease_s > 0) {
         struct timespec ts = {(time_t)(st->next_beat_mono / 1000),
                               (long)(st->next_beat_mono % 1000) * 1000000L};
@@ -431,8 +434,9 @@ static void *writer_main(void *arg) {
     if (st->nread_msgs) report_reads(st);
     else if (beat_due(st) && !st->stop) heartbeat(st);
     else if (st->pages_req != st->pages_done) apply_pages(st);
-    else if (st->head) write_batch(st);
+    else if (st->head && (!st->held || st->stop)) write_batch(st);
     else if (st->call) run_call(st);
+    else if (st->head) continue; /* held: its release wakes the writer */
     else break; /* stopped, and everything queued is written */
   }
   int retry = st->nunsaved > 0;
@@ -578,7 +582,7 @@ static void push(lg_store *st, op *o) {
     st->head = o;
   st->tail = o;
   st->queued++;
-  pthread_cond_signal(&st->work_cv);
+  if (!st->held) pthread_cond_signal(&st->work_cv);
   pthread_mutex_unlock(&st->mu);
 }
 
@@ -637,6 +641,20 @@ uint64_t lg_store_ticket(lg_store *st) {
   uint64_t t = st->queued;
   pthread_mutex_unlock(&st->mu);
   return t;
+}
+
+void lg_store_hold(lg_store *st) {
+  if (!st) return;
+  pthread_mutex_lock(&st->mu);
+  st->held++;
+  pthread_mutex_unlock(&st->mu);
+}
+
+void lg_store_release(lg_store *st) {
+  if (!st) return;
+  pthread_mutex_lock(&st->mu);
+  if (--st->held == 0 && st->head) pthread_cond_signal(&st->work_cv);
+  pthread_mutex_unlock(&st->mu);
 }
 
 int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen) {
@@ -806,6 +824,7 @@ void lg_store_info(lg_store *st, lg_store_info_t *out, buf_t *unsaved) {
   out->write_failures = st->write_failures;
   out->read_failures = st->read_failures;
   out->stale_writes = st->stale_writes;
+  out->commits = st->batches;
   out->wakeups = atomic_load(&st->wakeups);
   if (unsaved) {
     lg_buf_addc(unsaved, '[');

@@ -53,6 +53,11 @@ void lg_store_thread(lg_store *st, const char *key, const char *json);
  * dispatcher mutex) until it is committed. -1 if the write that held the
  * ticket failed (later writes may succeed again: a failure is not sticky). */
 uint64_t lg_store_ticket(lg_store *st);
+/* Between hold and release the writer takes nothing queued, so what is
+ * queued meanwhile goes into one transaction (a batch enqueue). Holds
+ * nest; a close writes what is queued regardless. */
+void lg_store_hold(lg_store *st);
+void lg_store_release(lg_store *st);
 int lg_store_sync(lg_store *st, uint64_t ticket, char *err, size_t errlen);
 /* Flush, close and release the lock (idempotent); free after close. */
 void lg_store_close(lg_store *st);
@@ -160,6 +165,7 @@ typedef struct {
   char error[320];      /* the latest failed write or read, "" if none */
   uint64_t write_failures, read_failures;
   uint64_t stale_writes; /* fenced writes rejected (lg_store_task_fenced) */
+  uint64_t commits;      /* batches the writer committed, one transaction each */
   uint64_t wakeups;      /* waits lg_store_listen ended on another process's wake-up */
 } lg_store_info_t;
 /* One snapshot, taken under one lock so the counts and the list agree.

@@ -493,6 +493,29 @@ void lg_record_json_x(const lg_task *t, buf_t *b, int internal) {
 
 void lg_record_json(const lg_task *t, buf_t *b) { lg_record_json_x(t, b, 0); }
 
+void lg_task_brief_json(const lg_task *t, buf_t *b) {
+  lg_buf_adds(b, "{\"task_id\":");
+  lg_buf_add_jstr(b, t->id, strlen(t->id));
+  lg_add_str_field(b, "kind", t->kind == TK_AGENT ? "agent" : "tool");
+  lg_add_str_field(b, "agent_id", t->agent_id);
+  lg_add_str_field(b, "thread_id", t->thread_id);
+  lg_add_str_field(b, "tool", t->tool);
+  lg_add_str_field(b, "run_id", t->run_id);
+  lg_buf_adds(b, ",\"depth\":");
+  lg_buf_add_int(b, t->depth);
+  lg_add_str_field(b, "prompt", t->prompt);
+  lg_add_raw_field(b, "args", t->args_json);
+  lg_buf_adds(b, ",\"attempts\":");
+  lg_buf_add_int(b, t->attempts);
+  lg_add_raw_field(b, "metadata", t->metadata_json);
+  lg_add_str_field(b, "root_key", t->root_key);
+  if (t->max_depth >= 0) {
+    lg_buf_adds(b, ",\"max_depth\":");
+    lg_buf_add_int(b, t->max_depth);
+  }
+  lg_buf_addc(b, '}');
+}
+
 /* --------------------------------------------------------------- helpers */
 
 void lg_err_set(lg_err *e, const char *kind, const char *fmt, ...) {

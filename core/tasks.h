@@ -135,6 +135,7 @@ typedef struct lg_scopeq {
 typedef struct lg_agentq {
   char *name;
   int holders; /* slot holders of this agent */
+  int batch_taken; /* a batch enqueue's count of its tasks that would start now (0 outside one) */
   lg_task **heap;
   int n, cap;
   struct lg_agentq *hnext, *next;
@@ -187,6 +188,10 @@ void lg_add_raw_field(buf_t *b, const char *k, const char *json);
 void lg_add_error(buf_t *b, const lg_task *t);
 void lg_record_json_x(const lg_task *t, buf_t *b, int internal);
 void lg_record_json(const lg_task *t, buf_t *b);
+/* What a worker needs to run the task, and no more: the fields of the
+ * record worker.lua reads (kind, ids, depth, prompt, args, attempts,
+ * metadata, root_key, max_depth), so a worker decodes a short object. */
+void lg_task_brief_json(const lg_task *t, buf_t *b);
 const char *lg_root_run_id(const lg_task *t); /* NULL: not started by a foreground run */
 
 /* 1 when the task must stop: asked to, or past its attempt's deadline. */

@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +74,32 @@ void lg_buf_add_int(buf_t *b, long long v) {
   } while (u);
   if (v < 0) *--p = '-';
   lg_buf_add(b, p, (size_t)(e - p));
+}
+
+void lg_buf_add_num(buf_t *b, double v) {
+  /* %.17g of an integral double below 2^53 is its integer digits */
+  if (v > -9e15 && v < 9e15 && v == (double)(long long)v) {
+    lg_buf_add_int(b, (long long)v);
+    return;
+  }
+  lg_buf_addf(b, "%.17g", v);
+}
+
+void lg_buf_add_fixed6(buf_t *b, double v) {
+  if (!(v >= 0 && v < 9e9)) {
+    lg_buf_addf(b, "%.6f", v);
+    return;
+  }
+  long long us = llround(v * 1e6);
+  char tmp[8];
+  long long frac = us % 1000000;
+  for (int i = 5; i >= 0; i--) {
+    tmp[i] = (char)('0' + frac % 10);
+    frac /= 10;
+  }
+  lg_buf_add_int(b, us / 1000000);
+  lg_buf_addc(b, '.');
+  lg_buf_add(b, tmp, 6);
 }
 
 size_t lg_utf8_seq(const char *p, size_t n) {

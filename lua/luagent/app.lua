@@ -269,6 +269,64 @@ function App:enqueue_tool(name, args, opts)
   return rec
 end
 
+-- One request of app:enqueue_tools: entry e = {name, args, opts?}, whose
+-- options go over the call's (`shared`, checked already). Raises as
+-- app:enqueue_tool does, `where` naming the entry, at the level of
+-- enqueue_tools' caller.
+local function tool_entry(self, where, e, shared)
+  if type(e) ~= "table" then
+    error(string.format("%s: must be a table {name, args, opts}, got %s", where, type(e)), 3)
+  end
+  local opts = e[3]
+  if opts == nil then
+    opts = shared
+  else
+    options.check(where, opts, context.enqueue_spec, 4)
+    if next(shared) ~= nil then
+      local m = {}
+      for k, v in pairs(shared) do m[k] = v end
+      for k, v in pairs(opts) do m[k] = v end
+      opts = m
+    end
+  end
+  local req, tool = context.tool_request(self._reg, where, e[1], e[2], 3)
+  req.agent_id = opts.agent_id or "host"
+  req.depth = 0
+  context.request_options(req, opts, where, 3)
+  context.tool_defaults(req, tool)
+  req.tree_budget = budget.check(where, opts.tree_budget, 3)
+  return req
+end
+
+local function tool_entries(self, list, shared, reqs)
+  for i = 1, #list do reqs[i] = tool_entry(self, "app:enqueue_tools", list[i], shared) end
+end
+
+-- Many tool tasks at once (README "Batches"): list = { {name, args, opts?}, ... },
+-- opts for every entry (an entry's own opts win). All or nothing: a bad
+-- entry raises naming its index and nothing is enqueued. One core call,
+-- one lock, one store commit; returns the records in order.
+function App:enqueue_tools(list, opts)
+  self:_check_open("app:enqueue_tools")
+  if not self._reg.settings.enabled then
+    error("app:enqueue_tools: background tasks are disabled (set background_tasks.enabled = true)", 2)
+  end
+  options.arg("app:enqueue_tools", "list", list, "table", 3)
+  options.check("app:enqueue_tools", opts, context.enqueue_spec)
+  opts = opts or {}
+  local reqs = {}
+  local ok, err = pcall(tool_entries, self, list, opts, reqs)
+  if not ok then
+    -- the entry that failed, again with its index in the messages
+    local i = #reqs + 1
+    tool_entry(self, string.format("app:enqueue_tools: entry %d", i), list[i], opts)
+    error(err, 2)
+  end
+  local rok, recs = pcall(self._core.enqueue_many, self._core, reqs)
+  if not rok then error(recs, 2) end
+  return recs
+end
+
 function App:enqueue_background(agent_id, prompt, opts)
   self:_check_open("app:enqueue_background")
   if not self._reg.settings.enabled then
