@@ -9,7 +9,6 @@
 #include "events.h"
 #include "http.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
