@@ -242,11 +242,14 @@ static void send_cancels(lg_app *a, lg_store *store) {
     char id[sizeof t->id];
     snprintf(id, sizeof id, "%s", t->id);
     t->waited++; /* kept in memory while the lock is let go */
+    a->cancels_sending++; /* close waits for it: the store must still be open */
     pthread_mutex_unlock(&a->mu);
     char err[320];
     int rc = rec.oom ? -1 : lg_store_cancel(store, id, rec.p, err, sizeof err);
     lg_buf_free(&rec);
     pthread_mutex_lock(&a->mu);
+    a->cancels_sending--;
+    pthread_cond_broadcast(&a->cluster_cv);
     t->waited--;
     if (rc < 0) lg_log(a, "error", "luagent: cancel of task %s: %s", id, rec.oom ? "out of memory" : err);
     if (rc == 1 && t->phase == PH_REMOTE && !TS_TERMINAL(t->status)) {
@@ -260,7 +263,10 @@ static void send_cancels(lg_app *a, lg_store *store) {
 }
 
 void lg_cluster_flush_cancels(lg_app *a) {
-  if (a->shared && a->store) send_cancels(a, a->store);
+  if (!a->shared || !a->store) return;
+  /* one the watcher is sending completes first (the store closes after) */
+  while (a->cancels_sending > 0) lg_cond_wait_until(&a->cluster_cv, &a->mu, 0);
+  send_cancels(a, a->store);
 }
 
 /* A task of the shared queue that is not in memory here (another process

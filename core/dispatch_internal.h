@@ -71,6 +71,7 @@ struct lg_app {
   pthread_cond_t cluster_cv; /* the watcher of tasks other processes run (cluster_watch.c) */
   int cluster_on;
   int serving;          /* app:serve calls in progress */
+  int cancels_sending;  /* cancels of other processes' tasks on their way to the store */
   atomic_int listening; /* the watcher gets the store's wake-ups */
   /* rate and tree budgets (core/ratelimit.c, core/budget.c), under mu */
   struct lg_rate *rates;
