@@ -61,7 +61,6 @@ static int l_app_enqueue_many(lua_State *L) {
   int n = (int)len;
   lua_createtable(L, n, 0); /* the records */
   if (n == 0) return 1;
-  luaL_checkstack(L, n + 8, "too many requests");
   size_t one = sizeof(lg_enqueue_req) + sizeof(lg_budget_limits) + sizeof(size_t);
   char *mem = lua_newuserdatauv(L, (size_t)n * one, 0); /* freed with the call */
   lg_enqueue_req *rs = (lg_enqueue_req *)mem;
