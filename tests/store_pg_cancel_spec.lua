@@ -78,7 +78,7 @@ local idle = app:serve{ until_idle = true, timeout_s = 60 }
 local f = app._core:stats().finished
 print("idle " .. tostring(idle) .. " " .. f.completed .. " " .. f.cancelled)
 app:close()
-]], cfg, cfg:gsub("[^/]*$", "started"), lines)
+]], cfg, cfg:match("^(.*)/") .. "/started", lines)
 end
 
 -- Claims exactly one task (the oldest queued), runs it, says "holding" once
@@ -107,7 +107,7 @@ app:run_until_idle{ timeout_s = 60 }
 local f = c:stats().finished
 print("done " .. f.completed .. " " .. f.cancelled)
 app:close()
-]], cfg, cfg:gsub("[^/]*$", "started"))
+]], cfg, cfg:match("^(.*)/") .. "/started")
 end
 
 describe("store (postgresql): cancel across processes", function()
