@@ -31,6 +31,7 @@ typedef struct {
   const lg_worker_ops *ops;                   /* handed to each worker it starts */
   void (*on_worker_start)(lg_app *a);         /* before a worker starts: lg_watchdog_start */
   void (*on_task_end)(lg_app *a, lg_task *t); /* t ended: lg_waits_task_done */
+  void (*on_remote_cancel)(lg_app *a);        /* a PH_REMOTE task was marked: lg_cluster_poke */
 } lg_sched_up;
 
 struct lg_app {

@@ -143,6 +143,7 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
   a->up.ops = &worker_ops;
   a->up.on_worker_start = lg_watchdog_start;
   a->up.on_task_end = lg_waits_task_done;
+  a->up.on_remote_cancel = lg_cluster_poke;
   lg_make_id("app_", a->id);
   return a;
 }

@@ -290,7 +290,7 @@ int lg_stop_task(lg_app *a, lg_task *t, int reason) {
     if (reason != STOP_CANCEL) return 0;
     if (!t->remote_cancel) {
       t->remote_cancel = 1;
-      lg_cluster_poke(a);
+      a->up.on_remote_cancel(a);
     }
     return 1;
   }
