@@ -129,9 +129,9 @@ lg_app *lg_app_new(const lg_settings *s, lg_err *err) {
     snprintf(err->message, sizeof err->message, "out of memory");
     return NULL;
   }
-  pthread_mutex_init(&a->mu, NULL);
-  pthread_mutex_init(&a->log.hq_mu, NULL);
-  pthread_mutex_init(&a->log.ev_mu, NULL);
+  lg_mutex_init(&a->mu);
+  lg_mutex_init(&a->log.hq_mu);
+  lg_mutex_init(&a->log.ev_mu);
   lg_cond_init(&a->log.host_cv);
   lg_cond_init(&a->workers_cv);
   lg_cond_init(&a->watch_cv);
