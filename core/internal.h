@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include "lua_compat.h"
 
 #define LG_UNUSED(x) ((void)(x))
@@ -58,6 +59,9 @@ int64_t lg_wall_ms(void);                  /* wall clock, ms since the epoch */
 /* ISO-8601 UTC with milliseconds, e.g. 2026-06-08T12:00:00.000Z (24 chars). */
 void lg_iso8601(int64_t wall_ms, char out[32]);
 int64_t lg_parse_iso8601(const char *s); /* 0 when absent or malformed */
+
+/* A mutex that spins briefly before it sleeps (util.c). */
+void lg_mutex_init(pthread_mutex_t *mu);
 /* Ids of [A-Za-z0-9_-]: prefix, 10 chars of ms time, 6 chars of a process-wide
  * counter (base 32, so ids sort by creation time), 4 random chars. */
 void lg_make_id(const char *prefix, char out[40]);

@@ -504,7 +504,7 @@ lg_store *lg_store_open(const char *target, const lg_store_opts *o, char *err, s
     st->lease_s = o->lease_s;
     snprintf(st->node, sizeof st->node, "%s", o->node ? o->node : "");
   }
-  pthread_mutex_init(&st->mu, NULL);
+  lg_mutex_init(&st->mu);
   pthread_mutex_init(&st->rmu, NULL);
   pthread_condattr_t at; /* the heartbeat's timed waits count monotonic time */
   pthread_condattr_init(&at);

@@ -39,17 +39,6 @@ void lg_cond_init(pthread_cond_t *cv) {
   pthread_condattr_destroy(&at);
 }
 
-/* A mutex that spins a little before it sleeps: the app's critical sections
- * are short, and on a contended hand-off (host enqueues while a worker
- * finishes) a futex sleep and wake-up costs more than the section itself. */
-void lg_mutex_init(pthread_mutex_t *mu) {
-  pthread_mutexattr_t at;
-  pthread_mutexattr_init(&at);
-  pthread_mutexattr_settype(&at, PTHREAD_MUTEX_ADAPTIVE_NP);
-  pthread_mutex_init(mu, &at);
-  pthread_mutexattr_destroy(&at);
-}
-
 /* Wait on cv until signalled or mono deadline (0 = none). */
 void lg_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline) {
   if (deadline <= 0) {

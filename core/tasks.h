@@ -164,7 +164,6 @@ typedef struct lg_table {
 } lg_table;
 
 /* ---- tasks.c: clocks, task table, agent queues, records, helpers ---- */
-void lg_mutex_init(pthread_mutex_t *mu);  /* adaptive: spins briefly before sleeping */
 void lg_cond_init(pthread_cond_t *cv); /* a condition variable on CLOCK_MONOTONIC */
 void lg_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline); /* 0 = none */
 int64_t lg_min_deadline(int64_t a, int64_t b); /* the earlier one; 0 = none */

@@ -327,3 +327,14 @@ int64_t lg_parse_iso8601(const char *s) {
   tm.tm_sec = sec;
   return (int64_t)timegm(&tm) * 1000 + ms;
 }
+
+/* A mutex that spins a little before it sleeps: the app's critical sections
+ * are short, and on a contended hand-off (host enqueues while a worker
+ * finishes) a futex sleep and wake-up costs more than the section itself. */
+void lg_mutex_init(pthread_mutex_t *mu) {
+  pthread_mutexattr_t at;
+  pthread_mutexattr_init(&at);
+  pthread_mutexattr_settype(&at, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init(mu, &at);
+  pthread_mutexattr_destroy(&at);
+}
