@@ -17,9 +17,11 @@
 
 #include <limits.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* What a worker thread calls of the scheduler (worker_link.h); sched.c
  * hands it to each worker it starts (app->up.ops, set by lg_app_new). */
@@ -602,10 +604,56 @@ int lg_close(lg_app *a, int mode, double grace_s, int wait) {
 
 /* -------------------------------------------------------- worker side */
 
+/* How long an idle worker keeps looking for its next task before it sleeps
+ * on its condition variable (docs/architecture.md, "Locks"). A host that
+ * enqueues one task at a time hands each to a worker that is still awake:
+ * no futex wake-up and no context switch per task. One worker at a time
+ * looks, only with a second CPU for the host, and it yields while it looks;
+ * a look that found nothing makes the worker skip the next SPIN_SKIP, so a
+ * worker whose tasks come seldom (model calls) does not burn CPU. */
+#define SPIN_NS 50000
+#define SPIN_SKIP 8
+
+static int spin_allowed(const lg_app *a, lg_worker *w) {
+  if (w->spin_skip > 0) {
+    w->spin_skip--;
+    return 0;
+  }
+  static atomic_int cpus; /* 0 until read */
+  int n = atomic_load(&cpus);
+  if (n == 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    n = c > 1 ? (int)c : 1;
+    atomic_store(&cpus, n);
+  }
+  return n > 1 && a->spinners == 0;
+}
+
+/* Look for work without the lock for up to SPIN_NS; mu held on entry and
+ * return. What changed is found by the caller's loop. */
+static void spin_for_work(lg_app *a, lg_worker *w) {
+  atomic_store(&w->nudged, 0);
+  w->spinning = 1;
+  a->spinners++;
+  pthread_mutex_unlock(&a->mu);
+  int64_t until = lg_mono_ns() + SPIN_NS;
+  for (unsigned i = 1; !atomic_load(&w->nudged); i++) {
+    if (i % 64 == 0) {
+      if (lg_mono_ns() >= until) break;
+      sched_yield(); /* the host goes first if it wants this CPU */
+    }
+  }
+  pthread_mutex_lock(&a->mu);
+  a->spinners--;
+  w->spinning = 0;
+  if (!w->task) w->spin_skip = SPIN_SKIP;
+}
+
 lg_task *lg_worker_next(lg_worker *w) {
   lg_app *a = w->app;
   pthread_mutex_lock(&a->mu);
   w->busy_since = 0;
+  int spun = 0;
   for (;;) {
     if (atomic_load(&w->retired)) break; /* its task was finished without it */
     if (w->task) {
@@ -624,6 +672,11 @@ lg_task *lg_worker_next(lg_worker *w) {
     int64_t idle_deadline = w->idle_since + (int64_t)(a->cfg.worker_idle_s * 1000.0);
     int64_t now = lg_mono_ms();
     if (now >= idle_deadline && !(a->retry_head && a->nidle == 1)) break;
+    if (!spun && !a->closing && !w->exiting && spin_allowed(a, w)) {
+      spun = 1;
+      spin_for_work(a, w);
+      continue;
+    }
     lg_cond_wait_until(&w->cv, &a->mu, lg_min_deadline(idle_deadline, lg_next_retry_mono(a)));
     if (a->retry_head) lg_schedule(a);
   }

@@ -54,6 +54,7 @@ char *lg_strndup(const char *s, size_t n);
 
 /* ---- time and ids (util.c) ----------------------------------------------- */
 int64_t lg_mono_ms(void);                  /* monotonic clock, milliseconds */
+int64_t lg_mono_ns(void);                  /* monotonic clock, nanoseconds */
 double lg_mono_s(void);                    /* monotonic clock, seconds (fractional) */
 int64_t lg_wall_ms(void);                  /* wall clock, ms since the epoch */
 /* ISO-8601 UTC with milliseconds, e.g. 2026-06-08T12:00:00.000Z (24 chars). */

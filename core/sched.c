@@ -100,16 +100,22 @@ static void admit(lg_app *a, lg_task *t) {
   lg_task_event(a, t, "task_started", payload, summary);
   lg_queue_callback(a, W_STARTED, "task_started", t);
   lg_persist(a, t);
-  /* hand it to an idle worker, or start one */
+  /* hand it to an idle worker (one awake and looking first), or start one */
+  lg_worker *pick = NULL;
   for (lg_worker *w = a->workers; w; w = w->next) {
     if (w->idle && !w->task && !w->exiting) {
-      w->task = t;
-      t->worker = w;
-      w->idle = 0;
-      a->nidle--;
-      pthread_cond_signal(&w->cv);
-      return;
+      if (!pick || w->spinning) pick = w;
+      if (w->spinning) break;
     }
+  }
+  if (pick) {
+    pick->task = t;
+    t->worker = pick;
+    pick->idle = 0;
+    a->nidle--;
+    atomic_store(&pick->nudged, 1);
+    pthread_cond_signal(&pick->cv);
+    return;
   }
   a->up.on_worker_start(a);
   if (lg_worker_spawn(a, t) != 0) {
@@ -194,7 +200,10 @@ void lg_schedule(lg_app *a) {
       take_slot(a, t);
       t->phase = PH_ASSIGNED;
       if (a->shared) lg_persist(a, t); /* it counts against a cluster cap again */
-      if (t->worker) pthread_cond_signal(&t->worker->cv);
+      if (t->worker) {
+        atomic_store(&t->worker->nudged, 1);
+        pthread_cond_signal(&t->worker->cv);
+      }
     } else {
       prev = t;
       pp = &t->lnext;

@@ -429,6 +429,7 @@ lg_worker *lg_worker_start(const lg_worker_link *link, lg_task *first) {
 }
 
 void lg_worker_wake(lg_worker *w) {
+  atomic_store(&w->nudged, 1);
   pthread_cond_signal(&w->cv);
   /* a worker waiting for the host's reply waits under the host queue's lock */
   pthread_mutex_lock(w->hq_mu);
