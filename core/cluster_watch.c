@@ -349,6 +349,7 @@ static int pending_cancels(const lg_app *a) {
 
 static void *watch_main(void *arg) {
   lg_app *a = arg;
+  pthread_setname_np(pthread_self(), "lg-cluster"); /* what top -H and perf show */
   int pause = POLL_MS;
   pthread_mutex_lock(&a->mu);
   while (!a->closing) {

@@ -186,6 +186,14 @@ void lg_ev_line(lg_eventlog *l, const char *level, const char *msg) {
 /* ---------------------------------------------------------------- events */
 
 static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, const char *summary) {
+  if (t->ring_n == t->ring_cap && t->ring_cap < LG_TASK_RING) {
+    int cap = t->ring_cap ? t->ring_cap * 2 : 4;
+    if (cap > LG_TASK_RING) cap = LG_TASK_RING;
+    lg_digest *r = realloc(t->ring, (size_t)cap * sizeof *r);
+    if (!r) return; /* out of memory: this digest is left out, the event is not */
+    t->ring = r;
+    t->ring_cap = cap;
+  }
   lg_digest *d = &t->ring[(t->ring_head + t->ring_n) % LG_TASK_RING];
   if (t->ring_n == LG_TASK_RING)
     t->ring_head = (t->ring_head + 1) % LG_TASK_RING;

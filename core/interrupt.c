@@ -30,6 +30,7 @@ static void on_sigint(int sig) {
 
 static void *watch_main(void *arg) {
   (void)arg;
+  pthread_setname_np(pthread_self(), "lg-interrupt"); /* what top -H and perf show */
   for (;;) {
     if (sem_wait(&posted) != 0) continue; /* EINTR */
     pthread_mutex_lock(&watched_mu);

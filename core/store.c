@@ -419,6 +419,7 @@ static void heartbeat(lg_store *st) {
  * tries once more to write what is unsaved. */
 static void *writer_main(void *arg) {
   lg_store *st = arg;
+  pthread_setname_np(pthread_self(), "lg-store"); /* what top -H and perf show */
   pthread_mutex_lock(&st->mu);
   for (;;) {
     while (!(st->head && !st->held) && !st->stop && !st->nread_msgs &&

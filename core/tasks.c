@@ -200,6 +200,7 @@ void lg_task_free(lg_task *t) {
                    &t->error_kind,    &t->error_message,   &t->idem_key};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) free(*strs[i]);
   free(t->waits);
+  free(t->ring);
   lg_inbox_free(t);
   free(t);
 }

@@ -100,9 +100,11 @@ struct lg_task {
   struct lg_wait **waits;
   int nwaits, waits_cap;
   struct lg_host_item *host_call;
-  /* per-task ring of event digests, for bg_check and wait progress */
-  lg_digest ring[LG_TASK_RING];
-  int ring_n, ring_head;
+  /* per-task ring of event digests, for bg_check and wait progress; it
+   * grows up to LG_TASK_RING entries (most tasks see three or four
+   * events) and wraps only once full, so ring_head is 0 until then */
+  lg_digest *ring;
+  int ring_n, ring_head, ring_cap;
   lg_task *hnext; /* hash chain */
   lg_task *all_prev, *all_next;  /* every task, in enqueue order */
   struct lg_scopeq *scq;         /* its (parent_agent_id, thread_id) scope, or NULL */

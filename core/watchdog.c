@@ -98,6 +98,7 @@ static int watch(lg_app *a) {
 
 static void *watchdog_main(void *arg) {
   lg_app *a = arg;
+  pthread_setname_np(pthread_self(), "lg-watchdog"); /* what top -H and perf show */
   pthread_mutex_lock(&a->mu);
   int64_t tick = (int64_t)(a->cfg.stop_grace_s * 500.0);
   if (tick < 10) tick = 10;

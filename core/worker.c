@@ -354,6 +354,7 @@ static void run_task(lg_worker *w, lua_State *L, int run_ref, lg_task *t) {
 
 static void *worker_main(void *arg) {
   lg_worker *w = arg;
+  pthread_setname_np(pthread_self(), "lg-worker"); /* what top -H and perf show */
   w->owner = pthread_self();
   lua_State *L = NULL;
   int run_ref = LUA_NOREF;
