@@ -166,7 +166,7 @@ double lg_app_default_wait_s(const lg_app *a) { return a->cfg.default_wait_timeo
  * tool, and the head of its prompt (README "Events"). */
 #define PROMPT_HEAD 200
 static void enqueued_payload(const lg_task *t, buf_t *p) {
-  lg_buf_addf(p, "{\"kind\":\"%s\"", t->kind == TK_AGENT ? "agent" : "tool");
+  lg_buf_adds(p, t->kind == TK_AGENT ? "{\"kind\":\"agent\"" : "{\"kind\":\"tool\"");
   lg_add_str_field(p, "agent_id", t->agent_id);
   lg_add_str_field(p, "tool", t->tool);
   lg_add_str_field(p, "tool_call_id", t->tool_call_id);

@@ -201,8 +201,8 @@ static void ring_digest(lg_task *t, int64_t seq, int64_t ts, const char *kind, c
     t->ring_n++;
   d->seq = seq;
   d->ts = ts;
-  snprintf(d->kind, sizeof d->kind, "%s", kind);
-  snprintf(d->summary, sizeof d->summary, "%s", summary ? summary : "");
+  lg_copy_str(d->kind, sizeof d->kind, kind);
+  lg_copy_str(d->summary, sizeof d->summary, summary);
 }
 
 /* Append one event. fields: task may be NULL (then ids come from e). */

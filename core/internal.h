@@ -33,6 +33,8 @@ void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2
 /* Append v in decimal, as "%lld" would (the record and event paths write
  * many integers: no printf for them). */
 void lg_buf_add_int(buf_t *b, long long v);
+/* src (NULL: "") into dst[size], cut to fit, as snprintf(dst, size, "%s", src) */
+void lg_copy_str(char *dst, size_t size, const char *src);
 /* A number as %.17g writes it (integral values without printf). */
 void lg_buf_add_num(buf_t *b, double v);
 /* A non-negative number as %.6f writes it, rounded to the microsecond. */

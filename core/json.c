@@ -326,7 +326,7 @@ static int enc_value(enc_t *e, int idx) {
       return 0;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
-        lg_buf_addf(e->out, "%lld", (long long)lua_tointeger(L, idx));
+        lg_buf_add_int(e->out, (long long)lua_tointeger(L, idx));
         return 0;
       }
       return enc_float(e, (double)lua_tonumber(L, idx));

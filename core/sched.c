@@ -80,6 +80,23 @@ static int lg_worker_spawn(lg_app *a, lg_task *first) {
   return 0;
 }
 
+/* {"attempt":N} and "attempt N started", without printf (every task). */
+static void started_texts(int attempt, char payload[48], char summary[48]) {
+  char num[16], *e = num + sizeof num, *p = e;
+  unsigned u = attempt > 0 ? (unsigned)attempt : 0;
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  size_t n = (size_t)(e - p);
+  memcpy(payload, "{\"attempt\":", 11);
+  memcpy(payload + 11, p, n);
+  memcpy(payload + 11 + n, "}", 2);
+  memcpy(summary, "attempt ", 8);
+  memcpy(summary + 8, p, n);
+  memcpy(summary + 8 + n, " started", 9);
+}
+
 static void admit(lg_app *a, lg_task *t) {
   int64_t now = lg_wall_ms();
   a->queued--;
@@ -93,10 +110,8 @@ static void admit(lg_app *a, lg_task *t) {
   t->stop_mono = 0;
   lg_stall_resume(t);
   a->running_n++;
-  char payload[96];
-  snprintf(payload, sizeof payload, "{\"attempt\":%d}", t->attempts);
-  char summary[64];
-  snprintf(summary, sizeof summary, "attempt %d started", t->attempts);
+  char payload[48], summary[48];
+  started_texts(t->attempts, payload, summary);
   lg_task_event(a, t, "task_started", payload, summary);
   lg_queue_callback(a, W_STARTED, "task_started", t);
   lg_persist(a, t);
@@ -243,13 +258,18 @@ void lg_finish_task(lg_app *a, lg_task *t, int status) {
   a->finished[status]++;
   buf_t p;
   lg_buf_init(&p);
-  lg_buf_addf(&p, "{\"status\":\"%s\",\"attempts\":%d", lg_status_name(status), t->attempts);
+  lg_buf_adds(&p, "{\"status\":\"");
+  lg_buf_adds(&p, lg_status_name(status));
+  lg_buf_adds(&p, "\",\"attempts\":");
+  lg_buf_add_int(&p, t->attempts);
   lg_add_error(&p, t);
   lg_add_raw_field(&p, "late_result", t->late_result_json);
   lg_buf_addc(&p, '}');
   char summary[128];
-  snprintf(summary, sizeof summary, "%s%s%s", lg_status_name(status), t->error_message ? ": " : "",
-           t->error_message ? t->error_message : "");
+  if (t->error_message)
+    snprintf(summary, sizeof summary, "%s: %s", lg_status_name(status), t->error_message);
+  else
+    lg_copy_str(summary, sizeof summary, lg_status_name(status));
   lg_task_event(a, t, "task_finished", p.p ? p.p : "{}", summary);
   lg_buf_free(&p);
   lg_queue_callback(a, W_FINISHED, "task_finished", t);

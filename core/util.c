@@ -65,6 +65,13 @@ void lg_buf_addf(buf_t *b, const char *fmt, ...) {
   b->len += (size_t)n;
 }
 
+void lg_copy_str(char *dst, size_t size, const char *src) {
+  if (size == 0) return;
+  size_t n = src ? strnlen(src, size - 1) : 0;
+  memcpy(dst, src ? src : "", n);
+  dst[n] = 0;
+}
+
 void lg_buf_add_int(buf_t *b, long long v) {
   char tmp[24], *e = tmp + sizeof tmp, *p = e;
   unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
@@ -316,7 +323,12 @@ void lg_make_id(const char *prefix, char out[40]) {
   for (int i = 5; i >= 0; i--, v >>= 5) c[i] = b32[v & 31];
   unsigned x = id_salt ^ (unsigned)(n * 2654435761u);
   for (int i = 0; i < 4; i++, x >>= 5) r[i] = (char)(b32[x & 31] | 0x20); /* lower case */
-  snprintf(out, 40, "%s%.10s%.6s%.4s", prefix, t, c, r);
+  size_t len = strnlen(prefix, 39 - 20);
+  memcpy(out, prefix, len);
+  memcpy(out + len, t, 10);
+  memcpy(out + len + 10, c, 6);
+  memcpy(out + len + 16, r, 4);
+  out[len + 20] = 0;
 }
 
 int64_t lg_parse_iso8601(const char *s) {
