@@ -13,6 +13,9 @@ return luagent.config{
       handler = function(args) return args.i end },
     luagent.tool{ name = "now", handler = function() return require("luagent.core").now() end },
     luagent.tool{ name = "hold", handler = function(_, ctx) ctx:sleep(0.3) end },
+    -- holds its agent's slot until cancelled (the app's close): what is
+    -- enqueued for that agent meanwhile stays queued
+    luagent.tool{ name = "park", handler = function(_, ctx) ctx:sleep(3600) end },
   },
   %s
 }]], n, n, n, extra or "")
