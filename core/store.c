@@ -312,6 +312,35 @@ static void coalesce_tokens(op *batch) {
   }
 }
 
+/* A task whose record changed more than once in one batch (queued, then
+ * started, often both under one enqueue) needs only its last record in the
+ * transaction: the row is replaced whole and nothing reads between the ops
+ * of one commit. Every event stays. Earlier records of the same task and
+ * fence become LG_OP_SKIP. O(n) through a table of the last op per id. */
+static uint64_t key_hash(const char *k) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
+  return h;
+}
+
+static void coalesce_records(op *batch) {
+  size_t n = 0;
+  for (op *o = batch; o; o = o->next) n += o->type == LG_OP_TASK;
+  if (n < 2) return;
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  op **last = calloc(cap, sizeof *last);
+  if (!last) return; /* every record is written: only slower */
+  for (op *o = batch; o; o = o->next) {
+    if (o->type != LG_OP_TASK) continue;
+    size_t i = key_hash(o->key) & (cap - 1);
+    while (last[i] && strcmp(last[i]->key, o->key) != 0) i = (i + 1) & (cap - 1);
+    if (last[i] && last[i]->fence == o->fence) last[i]->type = LG_OP_SKIP;
+    last[i] = o;
+  }
+  free(last);
+}
+
 /* Commit one batch (everything queued so far) in one transaction, in order;
  * then, if it went in, the records earlier failures left unsaved. Called
  * and returns with mu held. */
@@ -321,6 +350,7 @@ static void write_batch(lg_store *st) {
   st->head = st->tail = NULL;
   pthread_mutex_unlock(&st->mu);
   coalesce_tokens(batch);
+  coalesce_records(batch);
   char msg[MSG_LEN];
   int rc = write_ops(st, batch, NULL, 0, msg, sizeof msg);
   char pmsg[MSG_LEN] = "";
