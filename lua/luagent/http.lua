@@ -108,7 +108,8 @@ end
 
 -- Run one request. req: method, url, headers, body, timeout_s,
 -- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
--- max_bytes, stream. on_event(data) gets each SSE event
+-- max_bytes, stream; header_lines instead of headers: the lines, made
+-- already (header_lines). on_event(data) gets each SSE event
 -- (a string, or {error = data} for an `event: error`) as it arrives; when
 -- it returns true the transfer ends there (the result then has
 -- `stopped = true`); it may raise to abort. With req.token_event = {run_id,
@@ -123,7 +124,7 @@ function http.request(ctx, req, on_event, on_text)
   local creq = {
     method = req.method or "GET",
     url = req.url,
-    headers = header_lines(req.headers),
+    headers = req.header_lines or header_lines(req.headers),
     body = req.body,
     timeout_s = req.timeout_s,
     connect_timeout_s = req.connect_timeout_s,

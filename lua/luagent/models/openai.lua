@@ -188,7 +188,9 @@ end
 -- whole table.
 function openai.body(self, request)
   local body = {}
-  for k, v in pairs(self.params or {}) do body[k] = v end
+  if self.params then
+    for k, v in pairs(self.params) do body[k] = v end
+  end
   body.model = self.model
   body.messages = to_wire(request.messages)
   body.tools = nil
@@ -464,14 +466,30 @@ local function request_headers(self, key)
   return headers
 end
 
+-- The request's header lines (http.header_lines). Without public headers
+-- they depend only on the key and `stream` (the secret headers are fixed
+-- when the model is made), so they are made once per key.
+local lines_cache = setmetatable({}, { __mode = "k" })
+
+local function request_lines(self, key)
+  if self.headers ~= nil then return http.header_lines(request_headers(self, key)) end
+  local c = lines_cache[self]
+  if not c or c.key ~= (key or false) or c.stream ~= self.stream then
+    c = { key = key or false, stream = self.stream, lines = http.header_lines(request_headers(self, key)) }
+    lines_cache[self] = c
+  end
+  return c.lines
+end
+
 -- One attempt, ended after `timeout` seconds: timeout_s, or less when the
 -- call's own deadline (call_timeout_s) comes first (`by_call`).
 local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
     finished = false }
   local stream_err
+  local on_event, on_text -- (a streamed call's only)
   -- returns true to stop reading: the call has ended (README)
-  local function on_event(data)
+  if acc then on_event = function(data)
     if stream_err then return true end
     if type(data) == "table" then -- an `event: error`
       local v = json.decode_safe(data.error)
@@ -511,17 +529,17 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   end
   -- chunks of text only are the core's: it emits their token events and
   -- hands their text here, in order with the rest (http.request)
-  local function on_text(text)
+  on_text = function(text)
     if not stream_err then acc.text[#acc.text + 1] = text end
-  end
+  end end
   local res = http.request(ctx, {
     method = "POST", url = self.base_url .. "/chat/completions",
-    headers = request_headers(self, key), body = body, stream = self.stream,
+    header_lines = request_lines(self, key), body = body, stream = self.stream,
     timeout_s = timeout, connect_timeout_s = math.min(self.connect_timeout_s, timeout),
     idle_timeout_s = self.idle_timeout_s, max_bytes = self.max_response_bytes,
     token_event = acc and { run_id = ctx.run_id, task_id = ctx.task_id, agent_id = ctx.agent_id,
       depth = ctx.depth } or nil,
-  }, acc and on_event or nil, acc and on_text or nil)
+  }, on_event, on_text)
   if stream_err then return nil, stream_err end
   local status = res.status
   local http_error = status >= 300 or (status > 0 and status < 200)
