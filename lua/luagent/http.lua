@@ -88,7 +88,7 @@ local function drive(ctx, env, h, on_event, on_text)
     local done, events, stop, interrupted, text = h:poll(wait, host and host._watchers[1] ~= nil)
     -- text deltas the core made token events of come before the rest
     if text then on_text(text) end
-    if on_event then
+    if on_event and events then
       for _, ev in ipairs(events) do
         if on_event(ev) then
           stopped = true

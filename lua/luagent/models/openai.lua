@@ -183,10 +183,44 @@ local function key_after(a, b)
   return #a > #b
 end
 
+-- Without params the body's keys are messages, model, stream,
+-- stream_options and tools, in that (sorted) order: all but the messages
+-- are the same from call to call, so what follows the messages is made
+-- once per model and tool texts (the last one is kept).
+local suffix_cache = setmetatable({}, { __mode = "k" })
+
+local function body_suffix(self, tools)
+  local n = tools and #tools or 0
+  local c = suffix_cache[self]
+  local same = c and c.model == self.model and c.stream == self.stream and #c.parts == n
+  for i = 1, same and n or 0 do
+    if tool_text(tools[i]) ~= c.parts[i] then
+      same = false
+      break
+    end
+  end
+  if same then return c.suffix end
+  local parts = {}
+  for i = 1, n do parts[i] = tool_text(tools[i]) end
+  local rest = { model = self.model }
+  if self.stream then
+    rest.stream = true
+    rest.stream_options = { include_usage = true }
+  end
+  local suffix = "," .. json.encode(rest):sub(2, -2) ..
+    (n > 0 and ',"tools":[' .. table.concat(parts, ",") .. "]" or "") .. "}"
+  suffix_cache[self] = { model = self.model, stream = self.stream, parts = parts, suffix = suffix }
+  return suffix
+end
+
 -- The request body. The encoder writes keys sorted, so the cached tools
 -- text is spliced in where "tools" sorts: the same bytes as encoding the
 -- whole table.
 function openai.body(self, request)
+  if self.params == nil and type(self.model) == "string" then
+    return '{"messages":' .. json.encode(to_wire(request.messages)) ..
+      body_suffix(self, request.tools)
+  end
   local body = {}
   if self.params then
     for k, v in pairs(self.params) do body[k] = v end
@@ -323,9 +357,11 @@ local function provider_message(body)
   return body
 end
 
+local NO_DETAILS = {}
+
 local function usage_of(u)
   if type(u) ~= "table" then return nil end
-  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or NO_DETAILS
   return { prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens,
     total_tokens = u.total_tokens, cached_tokens = details.cached_tokens } -- priced apart
 end
