@@ -119,23 +119,27 @@ end
 -- text of such chunks, joined, before the events that came after them.
 -- Returns the result table of core/http.c plus `headers`. Raises the
 -- cancel error when the run must stop (R-23).
+-- core.http_start reads its table and keeps nothing of it: one table
+-- serves every request of this state (refilled field by field each time)
+local creq = {}
+
 function http.request(ctx, req, on_event, on_text)
   local env = ctx._env
-  local creq = {
-    method = req.method or "GET",
-    url = req.url,
-    headers = req.header_lines or header_lines(req.headers),
-    body = req.body,
-    timeout_s = req.timeout_s,
-    connect_timeout_s = req.connect_timeout_s,
-    idle_timeout_s = req.idle_timeout_s,
-    max_bytes = req.max_bytes,
-    stream = req.stream and true or false,
-    truncate = req.truncate and true or false,
-    token_event = on_text and req.token_event or nil,
-  }
   ctx:check_cancel()
-  local h = core.http_start(env.core, creq)
+  creq.method = req.method or "GET"
+  creq.url = req.url
+  creq.headers = req.header_lines or header_lines(req.headers)
+  creq.body = req.body
+  creq.timeout_s = req.timeout_s
+  creq.connect_timeout_s = req.connect_timeout_s
+  creq.idle_timeout_s = req.idle_timeout_s
+  creq.max_bytes = req.max_bytes
+  creq.stream = req.stream and true or false
+  creq.truncate = req.truncate and true or false
+  creq.token_event = on_text and req.token_event or nil
+  local ok, h = pcall(core.http_start, env.core, creq)
+  creq.headers, creq.body, creq.token_event = nil, nil, nil -- (not kept alive here)
+  if not ok then error(h, 0) end
   -- the transfer ends with the call, also when it raises
   return compat.with_close(h, drive, ctx, env, h, on_event, on_text)
 end
