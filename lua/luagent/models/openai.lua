@@ -644,6 +644,26 @@ local function backoff(self, attempt, retry_after)
   return d * (0.75 + math.random() * 0.5)
 end
 
+-- One attempt under its grant (nil: no budget in time), which is given
+-- back when the attempt ends, also when it raises (with_close). Returns
+-- the call's deadline too: it is set by the first attempt.
+local function attempt_with(grant, self, key, hidden, body, ctx, attempt, deadline)
+  if not grant then
+    error({ kind = "model", message = string.format("the model call ran out of time " ..
+      "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
+  end
+  -- the call's clock starts with its first request, not with its wait for budget
+  deadline = deadline or core.now() + self.call_timeout_s
+  local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
+  local by_call = left < self.timeout_s
+  local timeout = by_call and math.max(0.001, left) or self.timeout_s
+  local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
+  local limited = err and err.status == 429
+  local wait = err and backoff(self, attempt + 1, err.retry_after)
+  grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
+  return reply, err, limited, wait, deadline
+end
+
 -- One model call: attempts, and the waits between them, all end by the
 -- call's deadline (call_timeout_s after it starts).
 local function complete(self, request, ctx)
@@ -664,28 +684,12 @@ local function complete(self, request, ctx)
   local est = compat.idiv(#body, 4)
   local deadline
   local attempt = 0
-  -- one attempt under its grant (nil: no budget in time), which is given
-  -- back when the attempt ends, also when it raises
-  local function attempt_with(grant)
-    if not grant then
-      error({ kind = "model", message = string.format("the model call ran out of time " ..
-        "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
-    end
-    -- the call's clock starts with its first request, not with its wait for budget
-    deadline = deadline or core.now() + self.call_timeout_s
-    local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
-    local by_call = left < self.timeout_s
-    local timeout = by_call and math.max(0.001, left) or self.timeout_s
-    local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
-    local limited = err and err.status == 429
-    local wait = err and backoff(self, attempt + 1, err.retry_after)
-    grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
-    return reply, err, limited, wait
-  end
   while true do
     local grant = ratelimit.acquire(ctx, rate_key, self.limits, est,
       deadline and math.max(0, deadline - core.now()))
-    local reply, err, limited, wait = compat.with_close(grant, attempt_with, grant)
+    local reply, err, limited, wait
+    reply, err, limited, wait, deadline = compat.with_close(grant, attempt_with, grant, self, key,
+      hidden, body, ctx, attempt, deadline)
     if reply then return reply end
     local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
