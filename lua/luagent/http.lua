@@ -106,6 +106,10 @@ local function drive(ctx, env, h, on_event, on_text)
   return res
 end
 
+-- core.http_start reads its table and keeps nothing of it: one table
+-- serves every request of this state (refilled field by field each time)
+local creq = {}
+
 -- Run one request. req: method, url, headers, body, timeout_s,
 -- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
 -- max_bytes, stream; header_lines instead of headers: the lines, made
@@ -119,10 +123,6 @@ end
 -- text of such chunks, joined, before the events that came after them.
 -- Returns the result table of core/http.c plus `headers`. Raises the
 -- cancel error when the run must stop (R-23).
--- core.http_start reads its table and keeps nothing of it: one table
--- serves every request of this state (refilled field by field each time)
-local creq = {}
-
 function http.request(ctx, req, on_event, on_text)
   local env = ctx._env
   ctx:check_cancel()

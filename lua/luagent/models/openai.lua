@@ -517,21 +517,17 @@ local function request_lines(self, key)
   return c.lines
 end
 
--- One attempt, ended after `timeout` seconds: timeout_s, or less when the
--- call's own deadline (call_timeout_s) comes first (`by_call`).
-local function one_call(self, key, hidden, body, ctx, timeout, by_call)
-  local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
-    finished = false }
-  local stream_err
-  local on_event, on_text -- (a streamed call's only)
+-- The callbacks of a streamed call: they fill `acc`, and acc.err says
+-- why the stream failed.
+local function stream_handlers(acc, hidden, ctx)
   -- returns true to stop reading: the call has ended (README)
-  if acc then on_event = function(data)
-    if stream_err then return true end
+  local function on_event(data)
+    if acc.err then return true end
     if type(data) == "table" then -- an `event: error`
       local v = json.decode_safe(data.error)
       local e = type(v) == "table" and (type(v.error) == "table" and v.error or v) or nil
       if type(v) == "table" and type(v.error) == "string" then e = { message = v.error } end
-      stream_err = stream_failure(hidden, e or { message = data.error })
+      acc.err = stream_failure(hidden, e or { message = data.error })
       return true
     end
     if data == "[DONE]" then
@@ -540,13 +536,13 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
     end
     local chunk = json.decode_safe(data)
     if type(chunk) ~= "table" then
-      stream_err = failure(nil, "the provider sent a stream event that is not JSON: " ..
+      acc.err = failure(nil, "the provider sent a stream event that is not JSON: " ..
         message(hidden, data, 200), false)
       return true
     end
     if chunk.error ~= nil then
       local e = type(chunk.error) == "table" and chunk.error or { message = tostring(chunk.error) }
-      stream_err = stream_failure(hidden, e)
+      acc.err = stream_failure(hidden, e)
       return true
     end
     if type(chunk.usage) == "table" then acc.usage = chunk.usage end
@@ -565,9 +561,19 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   end
   -- chunks of text only are the core's: it emits their token events and
   -- hands their text here, in order with the rest (http.request)
-  on_text = function(text)
-    if not stream_err then acc.text[#acc.text + 1] = text end
-  end end
+  local function on_text(text)
+    if not acc.err then acc.text[#acc.text + 1] = text end
+  end
+  return on_event, on_text
+end
+
+-- One attempt, ended after `timeout` seconds: timeout_s, or less when the
+-- call's own deadline (call_timeout_s) comes first (`by_call`).
+local function one_call(self, key, hidden, body, ctx, timeout, by_call)
+  local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
+    finished = false }
+  local on_event, on_text -- (a streamed call's only)
+  if acc then on_event, on_text = stream_handlers(acc, hidden, ctx) end
   local res = http.request(ctx, {
     method = "POST", url = self.base_url .. "/chat/completions",
     header_lines = request_lines(self, key), body = body, stream = self.stream,
@@ -576,7 +582,7 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
     token_event = acc and { run_id = ctx.run_id, task_id = ctx.task_id, agent_id = ctx.agent_id,
       depth = ctx.depth } or nil,
   }, on_event, on_text)
-  if stream_err then return nil, stream_err end
+  if acc and acc.err then return nil, acc.err end
   local status = res.status
   local http_error = status >= 300 or (status > 0 and status < 200)
   if res.error then
