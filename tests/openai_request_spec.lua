@@ -410,13 +410,16 @@ describe("openai adapter: request bodies without params", function()
       { role = "assistant", tool_calls = { { id = "call_1", name = "a", raw_arguments = '{"key":"k"}' } } },
       { role = "tool", tool_call_id = "call_1", content = "{}" } })
     local a, b = tools.model_spec(tool("a", "First.")), tools.model_spec(tool("b", ""))
+    local a2 = tools.model_spec(tool("a", "Second, a description longer than forty bytes."))
     for _, stream in ipairs({ false, true }) do
       local m = luagent.openai{ model = "m1", base_url = "http://127.0.0.1:1", api_key = "k", stream = stream }
-      for _, list in ipairs({ { a }, { a, b }, { b }, {}, { a }, nil }) do
+      for _, list in ipairs({ { a }, { a, b }, { b }, {}, { a }, { a2 }, { a2, b }, { a, b } }) do
         local request = { messages = messages, tools = list }
         assert.equal(whole(m, request), openai.body(m, request))
         assert.equal(whole(m, request), openai.body(m, request))
       end
+      local bare = { messages = messages } -- no tools at all
+      assert.equal(whole(m, bare), openai.body(m, bare))
       m.model = "m2"
       local request = { messages = messages, tools = { a } }
       assert.equal(whole(m, request), openai.body(m, request))

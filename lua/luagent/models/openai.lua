@@ -192,16 +192,22 @@ local suffix_cache = setmetatable({}, { __mode = "k" })
 local function body_suffix(self, tools)
   local n = tools and #tools or 0
   local c = suffix_cache[self]
-  local same = c and c.model == self.model and c.stream == self.stream and #c.parts == n
+  local same = c and c.model == self.model and c.stream == self.stream and #c.tools == n
   for i = 1, same and n or 0 do
-    if tool_text(tools[i]) ~= c.parts[i] then
+    -- what tool_text reads of a tool: the same three, the same text
+    local t, was = tools[i], c.tools[i]
+    if t.name ~= was[1] or t.description ~= was[2] or t.input_schema ~= was[3] then
       same = false
       break
     end
   end
   if same then return c.suffix end
-  local parts = {}
-  for i = 1, n do parts[i] = tool_text(tools[i]) end
+  local parts, seen = {}, {}
+  for i = 1, n do
+    local t = tools[i]
+    parts[i] = tool_text(t)
+    seen[i] = { t.name, t.description, t.input_schema }
+  end
   local rest = { model = self.model }
   if self.stream then
     rest.stream = true
@@ -209,7 +215,7 @@ local function body_suffix(self, tools)
   end
   local suffix = "," .. json.encode(rest):sub(2, -2) ..
     (n > 0 and ',"tools":[' .. table.concat(parts, ",") .. "]" or "") .. "}"
-  suffix_cache[self] = { model = self.model, stream = self.stream, parts = parts, suffix = suffix }
+  suffix_cache[self] = { model = self.model, stream = self.stream, tools = seen, suffix = suffix }
   return suffix
 end
 
