@@ -157,7 +157,7 @@ static int emit_token(http_ud *u, const char *text, size_t n) {
   return 0;
 }
 
-/* poll(timeout_s, news) -> done, events, stop, interrupted, text. In a worker,
+/* poll(timeout_s, news) -> done, events (nil: none), stop, interrupted, text. In a worker,
  * `stop` means the task must stop (cancel or deadline): the caller raises
  * the cancel error; `interrupted` that a message cut the open step short
  * (steer.c): the caller raises the interrupt error. In the host, `news`
@@ -198,7 +198,8 @@ static int l_http_poll(lua_State *L) {
   lua_pushboolean(L, done);
   http_ud *u = lua_touserdata(L, 1);
   lg_http_event *ev = lg_http_take_events(h);
-  lua_newtable(L);
+  lua_pushnil(L); /* the events' list, made for the first one */
+  int list = lua_gettop(L);
   int i = 0;
   /* text deltas become token events here while no event of this batch has
    * gone to Lua, so events keep the stream's order */
@@ -231,7 +232,11 @@ static int l_http_poll(lua_State *L) {
       lua_pushlstring(L, ev->data, ev->len);
     }
     free(ev);
-    lua_rawseti(L, -2, ++i);
+    if (i == 0) {
+      lua_newtable(L);
+      lua_replace(L, list);
+    }
+    lua_rawseti(L, list, ++i);
     ev = nx;
   }
   lua_pushboolean(L, stop);

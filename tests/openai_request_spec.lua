@@ -377,3 +377,53 @@ return luagent.config{
     end)
   end)
 end)
+
+-- Without params the body is the messages' JSON and a tail made once per
+-- model and tools: the same bytes as encoding the whole request table.
+describe("openai adapter: request bodies without params", function()
+  local luagent = require "luagent"
+  local openai = require "luagent.models.openai"
+  local json = require "luagent.json"
+  local tools = require "luagent.tools"
+
+  local function tool(name, description)
+    return luagent.tool{ name = name, description = description,
+      input_schema = { type = "object", properties = { key = { type = "string" } }, required = { "key" } },
+      handler = function() return "v" end }
+  end
+
+  local function whole(m, request)
+    local body = { model = m.model, messages = openai.to_wire(request.messages) }
+    if m.stream then body.stream, body.stream_options = true, { include_usage = true } end
+    local list = {}
+    for i, t in ipairs(request.tools or {}) do
+      list[i] = { type = "function", ["function"] = { name = t.name,
+        description = t.description ~= "" and t.description or nil,
+        parameters = openai.normalize_schema(t.input_schema) } }
+    end
+    if #list > 0 then body.tools = json.array(list) end
+    return json.encode(body)
+  end
+
+  it("writes the bytes of one encoding, also as the tools and the model change", function()
+    local messages = json.array({ { role = "system", content = "Answer." }, { role = "user", content = "q\0\"é" },
+      { role = "assistant", tool_calls = { { id = "call_1", name = "a", raw_arguments = '{"key":"k"}' } } },
+      { role = "tool", tool_call_id = "call_1", content = "{}" } })
+    local a, b = tools.model_spec(tool("a", "First.")), tools.model_spec(tool("b", ""))
+    local a2 = tools.model_spec(tool("a", "Second, a description longer than forty bytes."))
+    for _, stream in ipairs({ false, true }) do
+      local m = luagent.openai{ model = "m1", base_url = "http://127.0.0.1:1", api_key = "k", stream = stream }
+      for _, list in ipairs({ { a }, { a, b }, { b }, {}, { a }, { a2 }, { a2, b }, { a, b } }) do
+        local request = { messages = messages, tools = list }
+        assert.equal(whole(m, request), openai.body(m, request))
+        assert.equal(whole(m, request), openai.body(m, request))
+      end
+      local bare = { messages = messages } -- no tools at all
+      assert.equal(whole(m, bare), openai.body(m, bare))
+      m.model = "m2"
+      local request = { messages = messages, tools = { a } }
+      assert.equal(whole(m, request), openai.body(m, request))
+      assert.truthy(openai.body(m, request):find('"model":"m2"', 1, true))
+    end
+  end)
+end)

@@ -266,7 +266,10 @@ end
 function bg.notice(run)
   if not run.bg_enabled then return nil end
   -- claimed, so a concurrent run of the same scope does not announce them too
-  local recs = run.env.core:claim(scope(run))
+  -- (the scope is the run's for its whole length: made once)
+  run.bg_scope = run.bg_scope or scope(run)
+  local recs = run.env.core:claim(run.bg_scope)
+  if recs[1] == nil then return nil end
   -- the whole message stays within max_tool_output_bytes; children that do
   -- not fit stay undelivered and come in a later notice
   local bound = run.reg.max_tool_output_bytes

@@ -88,7 +88,7 @@ local function drive(ctx, env, h, on_event, on_text)
     local done, events, stop, interrupted, text = h:poll(wait, host and host._watchers[1] ~= nil)
     -- text deltas the core made token events of come before the rest
     if text then on_text(text) end
-    if on_event then
+    if on_event and events then
       for _, ev in ipairs(events) do
         if on_event(ev) then
           stopped = true
@@ -106,9 +106,14 @@ local function drive(ctx, env, h, on_event, on_text)
   return res
 end
 
+-- core.http_start reads its table and keeps nothing of it: one table
+-- serves every request of this state (refilled field by field each time)
+local creq = {}
+
 -- Run one request. req: method, url, headers, body, timeout_s,
 -- connect_timeout_s, idle_timeout_s (no byte for that long ends it),
--- max_bytes, stream. on_event(data) gets each SSE event
+-- max_bytes, stream; header_lines instead of headers: the lines, made
+-- already (header_lines). on_event(data) gets each SSE event
 -- (a string, or {error = data} for an `event: error`) as it arrives; when
 -- it returns true the transfer ends there (the result then has
 -- `stopped = true`); it may raise to abort. With req.token_event = {run_id,
@@ -120,21 +125,21 @@ end
 -- cancel error when the run must stop (R-23).
 function http.request(ctx, req, on_event, on_text)
   local env = ctx._env
-  local creq = {
-    method = req.method or "GET",
-    url = req.url,
-    headers = header_lines(req.headers),
-    body = req.body,
-    timeout_s = req.timeout_s,
-    connect_timeout_s = req.connect_timeout_s,
-    idle_timeout_s = req.idle_timeout_s,
-    max_bytes = req.max_bytes,
-    stream = req.stream and true or false,
-    truncate = req.truncate and true or false,
-    token_event = on_text and req.token_event or nil,
-  }
   ctx:check_cancel()
-  local h = core.http_start(env.core, creq)
+  creq.method = req.method or "GET"
+  creq.url = req.url
+  creq.headers = req.header_lines or header_lines(req.headers)
+  creq.body = req.body
+  creq.timeout_s = req.timeout_s
+  creq.connect_timeout_s = req.connect_timeout_s
+  creq.idle_timeout_s = req.idle_timeout_s
+  creq.max_bytes = req.max_bytes
+  creq.stream = req.stream and true or false
+  creq.truncate = req.truncate and true or false
+  creq.token_event = on_text and req.token_event or nil
+  local ok, h = pcall(core.http_start, env.core, creq)
+  creq.headers, creq.body, creq.token_event = nil, nil, nil -- (not kept alive here)
+  if not ok then error(h, 0) end
   -- the transfer ends with the call, also when it raises
   return compat.with_close(h, drive, ctx, env, h, on_event, on_text)
 end

@@ -30,8 +30,8 @@ end
 -- The provider a model's calls count against: limits.key, else the
 -- endpoint, else the model's name.
 function ratelimit.key_of(model)
-  local l = type(model.limits) == "table" and model.limits or {}
-  return l.key or model.base_url or model.model or model.name or "model"
+  local l = type(model.limits) == "table" and model.limits.key
+  return l or model.base_url or model.model or model.name or "model"
 end
 
 -- Budgets this state has already told the core about, per app handle.

@@ -114,8 +114,10 @@ local function valid_messages(m)
   return next(m) == nil or #m > 0
 end
 
+local NO_HOOKS = {}
+
 local function hooks_of(run, name)
-  return run.agent.hooks[name] or {}
+  return run.agent.hooks[name] or NO_HOOKS
 end
 
 local function model_error(e)
@@ -222,9 +224,11 @@ end
 local function run_tool_call(run, call)
   emit(run, "tool_start", { tool = call.name, tool_call_id = call.id,
     arguments = args_summary(call) })
-  local step = step_view(run)
+  -- the hooks' view of the run, made only for an agent that has tool hooks
+  local before, after = hooks_of(run, "before_tool"), hooks_of(run, "after_tool")
+  local step = (before[1] or after[1]) and step_view(run)
   local result, traceback, spawned
-  for _, h in ipairs(hooks_of(run, "before_tool")) do
+  for _, h in ipairs(before) do
     local d = call_hook("before_tool", h, call, step)
     if type(d) == "table" then
       if d.block then
@@ -277,7 +281,7 @@ local function run_tool_call(run, call)
       end
     end
   end
-  for _, h in ipairs(hooks_of(run, "after_tool")) do
+  for _, h in ipairs(after) do
     local r = call_hook("after_tool", h, call, result, step)
     if r ~= nil and r ~= false then
       if not tools.is_result(r) then

@@ -14,6 +14,8 @@ local function int(v)
   return compat.tointeger(v) or (type(v) == "number" and v == v and math.floor(v)) or 0
 end
 
+local NONE = {}
+
 -- A provider's usage as luagent keeps it, or nil when there is none.
 -- Cached prompt tokens come as OpenAI's prompt_tokens_details.cached_tokens
 -- or as cached_tokens.
@@ -22,7 +24,7 @@ function usage.normalize(u)
   local p, c = int(u.prompt_tokens), int(u.completion_tokens)
   local out = { prompt_tokens = p, completion_tokens = c,
     total_tokens = compat.tointeger(u.total_tokens) or (p + c) }
-  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or NONE
   local cached = int(u.cached_tokens or details.cached_tokens)
   if cached > 0 then out.cached_tokens = math.min(cached, p) end
   return out

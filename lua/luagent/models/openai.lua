@@ -183,12 +183,54 @@ local function key_after(a, b)
   return #a > #b
 end
 
+-- Without params the body's keys are messages, model, stream,
+-- stream_options and tools, in that (sorted) order: all but the messages
+-- are the same from call to call, so what follows the messages is made
+-- once per model and tool texts (the last one is kept).
+local suffix_cache = setmetatable({}, { __mode = "k" })
+
+local function body_suffix(self, tools)
+  local n = tools and #tools or 0
+  local c = suffix_cache[self]
+  local same = c and c.model == self.model and c.stream == self.stream and #c.tools == n
+  for i = 1, same and n or 0 do
+    -- what tool_text reads of a tool: the same three, the same text
+    local t, was = tools[i], c.tools[i]
+    if t.name ~= was[1] or t.description ~= was[2] or t.input_schema ~= was[3] then
+      same = false
+      break
+    end
+  end
+  if same then return c.suffix end
+  local parts, seen = {}, {}
+  for i = 1, n do
+    local t = tools[i]
+    parts[i] = tool_text(t)
+    seen[i] = { t.name, t.description, t.input_schema }
+  end
+  local rest = { model = self.model }
+  if self.stream then
+    rest.stream = true
+    rest.stream_options = { include_usage = true }
+  end
+  local suffix = "," .. json.encode(rest):sub(2, -2) ..
+    (n > 0 and ',"tools":[' .. table.concat(parts, ",") .. "]" or "") .. "}"
+  suffix_cache[self] = { model = self.model, stream = self.stream, tools = seen, suffix = suffix }
+  return suffix
+end
+
 -- The request body. The encoder writes keys sorted, so the cached tools
 -- text is spliced in where "tools" sorts: the same bytes as encoding the
 -- whole table.
 function openai.body(self, request)
+  if self.params == nil and type(self.model) == "string" then
+    return '{"messages":' .. json.encode(to_wire(request.messages)) ..
+      body_suffix(self, request.tools)
+  end
   local body = {}
-  for k, v in pairs(self.params or {}) do body[k] = v end
+  if self.params then
+    for k, v in pairs(self.params) do body[k] = v end
+  end
   body.model = self.model
   body.messages = to_wire(request.messages)
   body.tools = nil
@@ -321,9 +363,11 @@ local function provider_message(body)
   return body
 end
 
+local NO_DETAILS = {}
+
 local function usage_of(u)
   if type(u) ~= "table" then return nil end
-  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or {}
+  local details = type(u.prompt_tokens_details) == "table" and u.prompt_tokens_details or NO_DETAILS
   return { prompt_tokens = u.prompt_tokens, completion_tokens = u.completion_tokens,
     total_tokens = u.total_tokens, cached_tokens = details.cached_tokens } -- priced apart
 end
@@ -464,20 +508,32 @@ local function request_headers(self, key)
   return headers
 end
 
--- One attempt, ended after `timeout` seconds: timeout_s, or less when the
--- call's own deadline (call_timeout_s) comes first (`by_call`).
-local function one_call(self, key, hidden, body, ctx, timeout, by_call)
-  local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
-    finished = false }
-  local stream_err
+-- The request's header lines (http.header_lines). Without public headers
+-- they depend only on the key and `stream` (the secret headers are fixed
+-- when the model is made), so they are made once per key.
+local lines_cache = setmetatable({}, { __mode = "k" })
+
+local function request_lines(self, key)
+  if self.headers ~= nil then return http.header_lines(request_headers(self, key)) end
+  local c = lines_cache[self]
+  if not c or c.key ~= (key or false) or c.stream ~= self.stream then
+    c = { key = key or false, stream = self.stream, lines = http.header_lines(request_headers(self, key)) }
+    lines_cache[self] = c
+  end
+  return c.lines
+end
+
+-- The callbacks of a streamed call: they fill `acc`, and acc.err says
+-- why the stream failed.
+local function stream_handlers(acc, hidden, ctx)
   -- returns true to stop reading: the call has ended (README)
   local function on_event(data)
-    if stream_err then return true end
+    if acc.err then return true end
     if type(data) == "table" then -- an `event: error`
       local v = json.decode_safe(data.error)
       local e = type(v) == "table" and (type(v.error) == "table" and v.error or v) or nil
       if type(v) == "table" and type(v.error) == "string" then e = { message = v.error } end
-      stream_err = stream_failure(hidden, e or { message = data.error })
+      acc.err = stream_failure(hidden, e or { message = data.error })
       return true
     end
     if data == "[DONE]" then
@@ -486,13 +542,13 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
     end
     local chunk = json.decode_safe(data)
     if type(chunk) ~= "table" then
-      stream_err = failure(nil, "the provider sent a stream event that is not JSON: " ..
+      acc.err = failure(nil, "the provider sent a stream event that is not JSON: " ..
         message(hidden, data, 200), false)
       return true
     end
     if chunk.error ~= nil then
       local e = type(chunk.error) == "table" and chunk.error or { message = tostring(chunk.error) }
-      stream_err = stream_failure(hidden, e)
+      acc.err = stream_failure(hidden, e)
       return true
     end
     if type(chunk.usage) == "table" then acc.usage = chunk.usage end
@@ -512,17 +568,27 @@ local function one_call(self, key, hidden, body, ctx, timeout, by_call)
   -- chunks of text only are the core's: it emits their token events and
   -- hands their text here, in order with the rest (http.request)
   local function on_text(text)
-    if not stream_err then acc.text[#acc.text + 1] = text end
+    if not acc.err then acc.text[#acc.text + 1] = text end
   end
+  return on_event, on_text
+end
+
+-- One attempt, ended after `timeout` seconds: timeout_s, or less when the
+-- call's own deadline (call_timeout_s) comes first (`by_call`).
+local function one_call(self, key, hidden, body, ctx, timeout, by_call)
+  local acc = self.stream and { text = {}, calls = {}, by_index = {}, by_id = {}, done = false,
+    finished = false }
+  local on_event, on_text -- (a streamed call's only)
+  if acc then on_event, on_text = stream_handlers(acc, hidden, ctx) end
   local res = http.request(ctx, {
     method = "POST", url = self.base_url .. "/chat/completions",
-    headers = request_headers(self, key), body = body, stream = self.stream,
+    header_lines = request_lines(self, key), body = body, stream = self.stream,
     timeout_s = timeout, connect_timeout_s = math.min(self.connect_timeout_s, timeout),
     idle_timeout_s = self.idle_timeout_s, max_bytes = self.max_response_bytes,
     token_event = acc and { run_id = ctx.run_id, task_id = ctx.task_id, agent_id = ctx.agent_id,
       depth = ctx.depth } or nil,
-  }, acc and on_event or nil, acc and on_text or nil)
-  if stream_err then return nil, stream_err end
+  }, on_event, on_text)
+  if acc and acc.err then return nil, acc.err end
   local status = res.status
   local http_error = status >= 300 or (status > 0 and status < 200)
   if res.error then
@@ -590,6 +656,26 @@ local function backoff(self, attempt, retry_after)
   return d * (0.75 + math.random() * 0.5)
 end
 
+-- One attempt under its grant (nil: no budget in time), which is given
+-- back when the attempt ends, also when it raises (with_close). Returns
+-- the call's deadline too: it is set by the first attempt.
+local function attempt_with(grant, self, key, hidden, body, ctx, attempt, deadline)
+  if not grant then
+    error({ kind = "model", message = string.format("the model call ran out of time " ..
+      "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
+  end
+  -- the call's clock starts with its first request, not with its wait for budget
+  deadline = deadline or core.now() + self.call_timeout_s
+  local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
+  local by_call = left < self.timeout_s
+  local timeout = by_call and math.max(0.001, left) or self.timeout_s
+  local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
+  local limited = err and err.status == 429
+  local wait = err and backoff(self, attempt + 1, err.retry_after)
+  grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
+  return reply, err, limited, wait, deadline
+end
+
 -- One model call: attempts, and the waits between them, all end by the
 -- call's deadline (call_timeout_s after it starts).
 local function complete(self, request, ctx)
@@ -610,28 +696,12 @@ local function complete(self, request, ctx)
   local est = compat.idiv(#body, 4)
   local deadline
   local attempt = 0
-  -- one attempt under its grant (nil: no budget in time), which is given
-  -- back when the attempt ends, also when it raises
-  local function attempt_with(grant)
-    if not grant then
-      error({ kind = "model", message = string.format("the model call ran out of time " ..
-        "(call_timeout_s = %gs) waiting for the provider's rate budget", self.call_timeout_s) }, 0)
-    end
-    -- the call's clock starts with its first request, not with its wait for budget
-    deadline = deadline or core.now() + self.call_timeout_s
-    local left = attempt == 0 and self.call_timeout_s or deadline - core.now()
-    local by_call = left < self.timeout_s
-    local timeout = by_call and math.max(0.001, left) or self.timeout_s
-    local reply, err = one_call(self, key, hidden, body, ctx, timeout, by_call)
-    local limited = err and err.status == 429
-    local wait = err and backoff(self, attempt + 1, err.retry_after)
-    grant:done(reply and reply.usage and reply.usage.total_tokens, limited and wait or 0)
-    return reply, err, limited, wait
-  end
   while true do
     local grant = ratelimit.acquire(ctx, rate_key, self.limits, est,
       deadline and math.max(0, deadline - core.now()))
-    local reply, err, limited, wait = compat.with_close(grant, attempt_with, grant)
+    local reply, err, limited, wait
+    reply, err, limited, wait, deadline = compat.with_close(grant, attempt_with, grant, self, key,
+      hidden, body, ctx, attempt, deadline)
     if reply then return reply end
     local msg = message(hidden, err.message)
     if not err.retryable or attempt >= self.max_retries then
