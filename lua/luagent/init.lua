@@ -28,7 +28,6 @@ local json = require("luagent.json")
 local options = require("luagent.options")
 local defs = require("luagent.defs")
 local spec = require("luagent.spec")
-local app = require("luagent.app")
 local log = require("luagent.log")
 local static_model = require("luagent.models.static")
 local function_model = require("luagent.models.function")
@@ -83,6 +82,9 @@ local function start(chunk, boot, overrides, where)
   end
   boot.fingerprint = reg.fingerprint
   boot.snapshot = spec.snapshot(reg)
+  -- required here, not above: a worker state runs the startup script too,
+  -- and has no use for the host's app (docs/architecture.md, R-1)
+  local app = require("luagent.app")
   local ok3, a = pcall(app.new, reg, boot)
   if not ok3 then
     -- a store that cannot be opened or written (R-14)
