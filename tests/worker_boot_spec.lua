@@ -16,8 +16,10 @@ return luagent.config{
                runner = package.loaded["luagent.runner"] ~= nil }
     end },
     luagent.tool{ name = "nest", handler = function(_, ctx)
+      local before = package.loaded["luagent.runner"] ~= nil
       local res = ctx:run_agent("kid", "x")
-      return { final = res.final, status = res.status }
+      return { final = res.final, status = res.status, before = before,
+               after = package.loaded["luagent.runner"] ~= nil }
     end },
     luagent.delegate{ agent = "kid", name = "ask_kid" },
     luagent.tool{ name = "send", handler = function(_, ctx)
@@ -34,7 +36,7 @@ local function first_task(tool, args)
   assert.is_true(v.done)
   local t = v.tasks[1]
   assert.equals("completed", t.status, t.error and t.error.message)
-  return t.result, app
+  return t.result
 end
 
 describe("a worker state's boot", function()
@@ -44,10 +46,8 @@ describe("a worker state's boot", function()
   end)
 
   it("runs ctx:run_agent in a worker that has not loaded the agent loop", function()
-    local r, app = first_task("nest")
-    assert.same({ final = "kid done", status = "completed" }, r)
-    local v = app:wait({ app:enqueue_tool("loaded", {}).task_id }, { timeout_s = 20 })
-    assert.same({ app = false, runner = true }, v.tasks[1].result)
+    local r = first_task("nest")
+    assert.same({ final = "kid done", status = "completed", before = false, after = true }, r)
   end)
 
   it("runs a delegate as a worker's first task", function()
@@ -60,6 +60,15 @@ describe("a worker state's boot", function()
     assert.is_false(r.ok)
     assert.not_matches("attempt to call", r.message)
     assert.not_matches("did not define", r.message)
+  end)
+
+  it("loads the OpenAI client at luagent.openai's first call, with the same errors", function()
+    local luagent = require "luagent"
+    local chunk = assert(load("local luagent = ...\nreturn luagent.openai{ modle = 'x' }", "=cfg"))
+    local ok, err = pcall(chunk, luagent)
+    assert.is_false(ok)
+    assert.equals('luagent.openai: unknown option "modle" (did you mean "model"?)', err)
+    assert.is_table(luagent.openai{ model = "m" })
   end)
 
   it("runs an agent task as a worker's first task", function()

@@ -31,7 +31,6 @@ local spec = require("luagent.spec")
 local log = require("luagent.log")
 local static_model = require("luagent.models.static")
 local function_model = require("luagent.models.function")
-local openai = require("luagent.models.openai")
 
 local luagent = {
   version = "0.1.0",
@@ -44,7 +43,10 @@ local luagent = {
   cancel_error = core.cancel_error,
   static_model = static_model.new,
   function_model = function_model.new,
-  openai = openai.new,
+  -- loaded at first use: a worker state runs the startup script, and an app
+  -- without OpenAI models need not load the client (a tail call: error
+  -- levels as before)
+  openai = function(...) return require("luagent.models.openai").new(...) end,
 }
 
 -- Is this the cancel error (R-23)? Handlers that pcall must re-raise it.
