@@ -11,9 +11,10 @@ return luagent.config{
   background_tasks = { enabled = true, global_concurrency = 1 },
   agents = { kid },
   tools = {
-    luagent.tool{ name = "loaded", handler = function()
+    luagent.tool{ name = "loaded", handler = function(_, ctx)
       return { app = package.loaded["luagent.app"] ~= nil,
-               runner = package.loaded["luagent.runner"] ~= nil }
+               runner = package.loaded["luagent.runner"] ~= nil,
+               http = type(ctx.http) == "function" }
     end },
     luagent.tool{ name = "nest", handler = function(_, ctx)
       local before = package.loaded["luagent.runner"] ~= nil
@@ -40,9 +41,9 @@ local function first_task(tool, args)
 end
 
 describe("a worker state's boot", function()
-  it("loads neither the host's app nor the agent loop for a tool task", function()
+  it("loads neither the host's app nor the agent loop for a tool task, and has ctx:http", function()
     local r = first_task("loaded")
-    assert.same({ app = false, runner = false }, r)
+    assert.same({ app = false, runner = false, http = true }, r)
   end)
 
   it("runs ctx:run_agent in a worker that has not loaded the agent loop", function()

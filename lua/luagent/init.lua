@@ -31,6 +31,7 @@ local spec = require("luagent.spec")
 local log = require("luagent.log")
 local static_model = require("luagent.models.static")
 local function_model = require("luagent.models.function")
+require("luagent.http") -- adds ctx:http to every context
 
 local luagent = {
   version = "0.1.0",
