@@ -65,7 +65,8 @@ describe("a worker state's boot", function()
 
   it("loads the OpenAI client at luagent.openai's first call, with the same errors", function()
     local luagent = require "luagent"
-    local chunk = assert(load("local luagent = ...\nreturn luagent.openai{ modle = 'x' }", "=cfg"))
+    local src = "local luagent = ...\nreturn luagent.openai{ modle = 'x' }"
+    local chunk = assert(require("luagent.compat").load(src, "=cfg"))
     local ok, err = pcall(chunk, luagent)
     assert.is_false(ok)
     assert.equals('luagent.openai: unknown option "modle" (did you mean "model"?)', err)
