@@ -6,7 +6,6 @@
 #include "lua_compat.h"
 #include "luagent.h"
 
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +24,8 @@ const lg_embedded_module lg_embedded_modules[] = {{0, 0, 0, 0}};
  * loads one compiles it and keeps its bytecode (debug info included, so
  * tracebacks are unchanged); every later state, a new worker above all,
  * loads the bytecode instead of compiling the source again. A file is
- * known by its real path, size and modification time, so an edited file
- * is compiled anew. */
+ * known by its device, inode, size and modification time, so an edited
+ * file is compiled anew. */
 typedef struct cached_chunk {
   char *key;
   char *code;
@@ -156,12 +155,14 @@ static int search_file(lua_State *L, const char *name) {
   lua_call(L, 2, 1);
   const char *found = lua_tostring(L, -1);
   if (!found) return 0;
-  char real[PATH_MAX];
   struct stat st;
-  if (!realpath(found, real) || stat(real, &st) != 0) return 0;
-  /* snprintf, not lua_pushfstring: 5.1 and LuaJIT have no %I */
-  char kb[PATH_MAX + 48];
-  snprintf(kb, sizeof kb, "%s\n%lld\n%lld", real, (long long)st.st_size,
+  if (stat(found, &st) != 0) return 0;
+  /* the file itself (device and inode) rather than its real path: one stat
+   * instead of realpath's call per path component, same identity.
+   * snprintf, not lua_pushfstring: 5.1 and LuaJIT have no %I */
+  char kb[96];
+  snprintf(kb, sizeof kb, "%llu:%llu\n%lld\n%lld", (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino, (long long)st.st_size,
            (long long)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec);
   lua_pushstring(L, kb);
   const char *key = lua_tostring(L, -1);

@@ -28,11 +28,10 @@ local json = require("luagent.json")
 local options = require("luagent.options")
 local defs = require("luagent.defs")
 local spec = require("luagent.spec")
-local app = require("luagent.app")
 local log = require("luagent.log")
 local static_model = require("luagent.models.static")
 local function_model = require("luagent.models.function")
-local openai = require("luagent.models.openai")
+require("luagent.http") -- adds ctx:http to every context
 
 local luagent = {
   version = "0.1.0",
@@ -45,7 +44,10 @@ local luagent = {
   cancel_error = core.cancel_error,
   static_model = static_model.new,
   function_model = function_model.new,
-  openai = openai.new,
+  -- loaded at first use: a worker state runs the startup script, and an app
+  -- without OpenAI models need not load the client (a tail call: error
+  -- levels as before)
+  openai = function(...) return require("luagent.models.openai").new(...) end,
 }
 
 -- Is this the cancel error (R-23)? Handlers that pcall must re-raise it.
@@ -83,6 +85,9 @@ local function start(chunk, boot, overrides, where)
   end
   boot.fingerprint = reg.fingerprint
   boot.snapshot = spec.snapshot(reg)
+  -- required here, not above: a worker state runs the startup script too,
+  -- and has no use for the host's app (docs/architecture.md, R-1)
+  local app = require("luagent.app")
   local ok3, a = pcall(app.new, reg, boot)
   if not ok3 then
     -- a store that cannot be opened or written (R-14)

@@ -49,7 +49,29 @@ local function run_tool_task(env, ctx, info)
   fail(v.kind or "runtime", v.message)
 end
 
-local kinds = { tool = run_tool_task }
+-- The agent loop (runner.lua, with bg_tools.lua and steer.lua) loads at a
+-- worker's first agent task or first call that needs it: a worker that only
+-- runs tools never pays for it. Until then, what it adds to context is a
+-- stub that loads it and calls the real one.
+local function load_runner()
+  return require("luagent.runner")
+end
+
+local function until_loaded(t, name)
+  if t[name] ~= nil then return end
+  local stub
+  stub = function(...)
+    load_runner()
+    if t[name] == stub then error("luagent.runner did not define " .. name, 2) end
+    return t[name](...)
+  end
+  t[name] = stub
+end
+
+local kinds = {
+  tool = run_tool_task,
+  agent = function(env, ctx, info) return load_runner().worker_kind(env, ctx, info) end,
+}
 
 -- A worker state shares its process with the host and every other worker,
 -- so what would end or stall the process for all of them is refused with a
@@ -159,7 +181,9 @@ function worker.boot(boot_json)
   end
   spec.apply_snapshot(reg, boot.snapshot)
   local env = worker_env(reg, core.worker_app())
-  kinds.agent = require("luagent.runner").worker_kind
+  until_loaded(context, "run_delegate")
+  until_loaded(context.Ctx, "run_agent")
+  until_loaded(context.Ctx, "send")
   return function(info_json) return run_task(env, info_json) end
 end
 
