@@ -57,7 +57,7 @@ struct lg_app {
   lg_worker *workers;
   atomic_int nworkers;
   int nidle;
-  int spinners; /* idle workers looking for work before they sleep (under mu) */
+  struct lg_worker *spinner; /* the idle worker looking for work before it sleeps, or NULL (under mu) */
   atomic_int live_threads; /* threads not yet ended, retired ones too; stats reads it without mu */
   /* host side */
   atomic_int host_calls_pending;

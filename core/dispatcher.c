@@ -626,15 +626,14 @@ static int spin_allowed(const lg_app *a, lg_worker *w) {
     n = c > 1 ? (int)c : 1;
     atomic_store(&cpus, n);
   }
-  return n > 1 && a->spinners == 0;
+  return n > 1 && !a->spinner;
 }
 
 /* Look for work without the lock for up to SPIN_NS; mu held on entry and
  * return. What changed is found by the caller's loop. */
 static void spin_for_work(lg_app *a, lg_worker *w) {
   atomic_store(&w->nudged, 0);
-  w->spinning = 1;
-  a->spinners++;
+  a->spinner = w;
   pthread_mutex_unlock(&a->mu);
   int64_t until = lg_mono_ns() + SPIN_NS;
   for (unsigned i = 1; !atomic_load(&w->nudged); i++) {
@@ -644,8 +643,7 @@ static void spin_for_work(lg_app *a, lg_worker *w) {
     }
   }
   pthread_mutex_lock(&a->mu);
-  a->spinners--;
-  w->spinning = 0;
+  a->spinner = NULL;
   if (!w->task) w->spin_skip = SPIN_SKIP;
 }
 

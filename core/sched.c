@@ -115,14 +115,10 @@ static void admit(lg_app *a, lg_task *t) {
   lg_task_event(a, t, "task_started", payload, summary);
   lg_queue_callback(a, W_STARTED, "task_started", t);
   lg_persist(a, t);
-  /* hand it to an idle worker (one awake and looking first), or start one */
-  lg_worker *pick = NULL;
-  for (lg_worker *w = a->workers; w; w = w->next) {
-    if (w->idle && !w->task && !w->exiting) {
-      if (!pick || w->spinning) pick = w;
-      if (w->spinning) break;
-    }
-  }
+  /* hand it to an idle worker (the one awake and looking first), or start one */
+  lg_worker *pick = a->spinner && a->spinner->idle && !a->spinner->task ? a->spinner : NULL;
+  for (lg_worker *w = a->workers; w && !pick; w = w->next)
+    if (w->idle && !w->task && !w->exiting) pick = w;
   if (pick) {
     pick->task = t;
     t->worker = pick;

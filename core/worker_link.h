@@ -55,7 +55,6 @@ struct lg_worker {
   pthread_cond_t hcv; /* with app->hq_mu: waiting for the host's reply */
   lg_task *task;     /* assigned or running task */
   int idle, exiting;
-  int spinning;      /* idle, looking for work before it sleeps (under app_mu) */
   atomic_int nudged; /* something changed for it while it spins: task, close, retire */
   unsigned spin_skip; /* idle periods left without looking, after a look found nothing */
   int64_t idle_since;
