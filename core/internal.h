@@ -33,6 +33,10 @@ void lg_buf_addf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2
 /* Append v in decimal, as "%lld" would (the record and event paths write
  * many integers: no printf for them). */
 void lg_buf_add_int(buf_t *b, long long v);
+/* v's decimal digits into out (no NUL); their count */
+size_t lg_int_text(long long v, char out[24]);
+/* FNV-1a of a C string, for the core's hash tables */
+uint64_t lg_hash_str(const char *s);
 /* src (NULL: "") into dst[size], cut to fit, as snprintf(dst, size, "%s", src) */
 void lg_copy_str(char *dst, size_t size, const char *src);
 /* A number as %.17g writes it (integral values without printf). */

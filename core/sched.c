@@ -82,13 +82,8 @@ static int lg_worker_spawn(lg_app *a, lg_task *first) {
 
 /* {"attempt":N} and "attempt N started", without printf (every task). */
 static void started_texts(int attempt, char payload[48], char summary[48]) {
-  char num[16], *e = num + sizeof num, *p = e;
-  unsigned u = attempt > 0 ? (unsigned)attempt : 0;
-  do {
-    *--p = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  size_t n = (size_t)(e - p);
+  char p[24];
+  size_t n = lg_int_text(attempt, p);
   memcpy(payload, "{\"attempt\":", 11);
   memcpy(payload + 11, p, n);
   memcpy(payload + 11 + n, "}", 2);

@@ -317,12 +317,6 @@ static void coalesce_tokens(op *batch) {
  * transaction: the row is replaced whole and nothing reads between the ops
  * of one commit. Every event stays. Earlier records of the same task and
  * fence become LG_OP_SKIP. O(n) through a table of the last op per id. */
-static uint64_t key_hash(const char *k) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *k; k++) h = (h ^ (unsigned char)*k) * 1099511628211ULL;
-  return h;
-}
-
 static void coalesce_records(op *batch) {
   size_t n = 0;
   for (op *o = batch; o; o = o->next) n += o->type == LG_OP_TASK;
@@ -333,7 +327,7 @@ static void coalesce_records(op *batch) {
   if (!last) return; /* every record is written: only slower */
   for (op *o = batch; o; o = o->next) {
     if (o->type != LG_OP_TASK) continue;
-    size_t i = key_hash(o->key) & (cap - 1);
+    size_t i = lg_hash_str(o->key) & (cap - 1);
     while (last[i] && strcmp(last[i]->key, o->key) != 0) i = (i + 1) & (cap - 1);
     if (last[i] && last[i]->fence == o->fence) last[i]->type = LG_OP_SKIP;
     last[i] = o;

@@ -58,21 +58,15 @@ int64_t lg_min_deadline(int64_t a, int64_t b) {
 
 /* ------------------------------------------------------------ task table */
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-  return h;
-}
-
 lg_task *lg_table_find(lg_table *tb, const char *id) {
   if (!tb->tab_cap) return NULL;
-  for (lg_task *t = tb->tab[hash_str(id) & (tb->tab_cap - 1)]; t; t = t->hnext)
+  for (lg_task *t = tb->tab[lg_hash_str(id) & (tb->tab_cap - 1)]; t; t = t->hnext)
     if (strcmp(t->id, id) == 0) return t;
   return NULL;
 }
 
 static uint64_t scope_hash(const char *agent, const char *thread) {
-  return hash_str(agent) * 31 + hash_str(thread);
+  return lg_hash_str(agent) * 31 + lg_hash_str(thread);
 }
 
 static lg_scopeq *scope_find(lg_table *tb, const char *agent, const char *thread, int create) {
@@ -136,7 +130,7 @@ int lg_table_insert(lg_table *tb, lg_task *t) {
     for (size_t i = 0; i < tb->tab_cap; i++) {
       for (lg_task *x = tb->tab[i], *nx; x; x = nx) {
         nx = x->hnext;
-        size_t k = hash_str(x->id) & (cap - 1);
+        size_t k = lg_hash_str(x->id) & (cap - 1);
         x->hnext = tab[k];
         tab[k] = x;
       }
@@ -145,7 +139,7 @@ int lg_table_insert(lg_table *tb, lg_task *t) {
     tb->tab = tab;
     tb->tab_cap = cap;
   }
-  size_t k = hash_str(t->id) & (tb->tab_cap - 1);
+  size_t k = lg_hash_str(t->id) & (tb->tab_cap - 1);
   t->hnext = tb->tab[k];
   tb->tab[k] = t;
   tb->ntasks++;
@@ -172,7 +166,7 @@ int lg_table_insert(lg_table *tb, lg_task *t) {
 }
 
 void lg_table_remove(lg_table *tb, lg_task *t) {
-  for (lg_task **pp = &tb->tab[hash_str(t->id) & (tb->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
+  for (lg_task **pp = &tb->tab[lg_hash_str(t->id) & (tb->tab_cap - 1)]; *pp; pp = &(*pp)->hnext) {
     if (*pp == t) {
       *pp = t->hnext;
       tb->ntasks--;
@@ -212,7 +206,7 @@ void lg_task_free(lg_task *t) {
  * a task of its tree is in memory, the root task included, so counters of
  * trees long gone do not pile up. */
 static lg_counter **counter_slot(lg_table *tb, const char *key) {
-  lg_counter **pp = &tb->ctab[hash_str(key) & (tb->ctab_cap - 1)];
+  lg_counter **pp = &tb->ctab[lg_hash_str(key) & (tb->ctab_cap - 1)];
   while (*pp && strcmp((*pp)->key, key) != 0) pp = &(*pp)->next;
   return pp;
 }
@@ -224,7 +218,7 @@ static int counters_grow(lg_table *tb) {
   for (size_t i = 0; i < tb->ctab_cap; i++) {
     for (lg_counter *c = tb->ctab[i], *nx; c; c = nx) {
       nx = c->next;
-      size_t k = hash_str(c->key) & (cap - 1);
+      size_t k = lg_hash_str(c->key) & (cap - 1);
       c->next = tab[k];
       tab[k] = c;
     }
@@ -300,7 +294,7 @@ lg_agentq *lg_table_aq_get(lg_table *tb, const char *name) {
     if (!tb->aqtab) return NULL;
     tb->aq_cap = 64;
   }
-  size_t k = hash_str(name) & (tb->aq_cap - 1);
+  size_t k = lg_hash_str(name) & (tb->aq_cap - 1);
   for (lg_agentq *q = tb->aqtab[k]; q; q = q->hnext)
     if (strcmp(q->name, name) == 0) return q;
   lg_agentq *q = calloc(1, sizeof *q);

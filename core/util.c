@@ -72,7 +72,7 @@ void lg_copy_str(char *dst, size_t size, const char *src) {
   dst[n] = 0;
 }
 
-void lg_buf_add_int(buf_t *b, long long v) {
+size_t lg_int_text(long long v, char out[24]) {
   char tmp[24], *e = tmp + sizeof tmp, *p = e;
   unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
   do {
@@ -80,7 +80,20 @@ void lg_buf_add_int(buf_t *b, long long v) {
     u /= 10;
   } while (u);
   if (v < 0) *--p = '-';
-  lg_buf_add(b, p, (size_t)(e - p));
+  size_t n = (size_t)(e - p);
+  memcpy(out, p, n);
+  return n;
+}
+
+void lg_buf_add_int(buf_t *b, long long v) {
+  char tmp[24];
+  lg_buf_add(b, tmp, lg_int_text(v, tmp));
+}
+
+uint64_t lg_hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+  return h;
 }
 
 void lg_buf_add_num(buf_t *b, double v) {
